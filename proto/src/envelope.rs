@@ -1,0 +1,501 @@
+//! The JSON-RPC raw envelope: parse just enough of a message to route it, then rewrite only the
+//! parts routing needs (the `id`, a progress token, a namespaced name) by splicing bytes.
+//!
+//! Every other byte of a forwarded message is left exactly as the sender wrote it. A round trip
+//! through `serde_json::Value` would turn `1.50` into `1.5` and 30-digit integers into floats, and
+//! a typed model would drop fields it does not know; splicing does neither.
+//!
+//! Parts are `&RawValue`s borrowed from the message text, so their byte offsets inside it are
+//! known and a [`Rewrite`] can replace them in place.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// JSON-RPC: invalid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: not a valid request object.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: no such method.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC: internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// The request timed out (the code the MCP SDKs use).
+pub const REQUEST_TIMEOUT: i64 = -32001;
+/// mcpd: the upstream server that owns the request is not running or not ready.
+pub const UPSTREAM_UNAVAILABLE: i64 = -32010;
+/// mcpd: the upstream server's input queue is full.
+pub const UPSTREAM_BUSY: i64 = -32011;
+/// mcpd: the upstream server went away while the request was in flight.
+pub const UPSTREAM_LOST: i64 = -32012;
+
+/// What a message is, judged by its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`.
+    Request,
+    /// `method` without `id`.
+    Notification,
+    /// `result` or `error`, with `id`.
+    Response,
+}
+
+/// Why a line is not a routable JSON-RPC message.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON, or not a JSON object.
+    #[error("parse error: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// A JSON array: batches were removed from MCP in 2025-06-18.
+    #[error("invalid request: JSON-RPC batches are not supported by MCP")]
+    Batch,
+    /// JSON, but not a request, notification or response.
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+}
+
+impl EnvelopeError {
+    /// The JSON-RPC error code to answer with.
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Parse(_) => PARSE_ERROR,
+            Self::Batch | Self::Invalid(_) => INVALID_REQUEST,
+        }
+    }
+}
+
+/// The routing-relevant members of one JSON-RPC message, borrowed from its text.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    text: &'a str,
+    /// `id`, including a literal `null`.
+    pub id: Option<&'a RawValue>,
+    /// `method`, decoded.
+    pub method: Option<Cow<'a, str>>,
+    /// `params`.
+    pub params: Option<&'a RawValue>,
+    /// `result`.
+    pub result: Option<&'a RawValue>,
+    /// `error`.
+    pub error: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses one message. Unknown members are allowed and left alone.
+    pub fn parse(text: &'a str) -> Result<Self, EnvelopeError> {
+        if text.trim_start().starts_with('[') {
+            return Err(EnvelopeError::Batch);
+        }
+        let [_jsonrpc, id, method, params, result, error] = fields(
+            text,
+            ["jsonrpc", "id", "method", "params", "result", "error"],
+        )?;
+        let method = method.map(decode_str).transpose()?;
+        let env = Self {
+            text,
+            id,
+            method,
+            params,
+            result,
+            error,
+        };
+        if env.method.is_none() && env.result.is_none() && env.error.is_none() {
+            return Err(EnvelopeError::Invalid(
+                "a message needs `method`, `result` or `error`",
+            ));
+        }
+        if env.method.is_none() && env.id.is_none() {
+            return Err(EnvelopeError::Invalid("a response needs an `id`"));
+        }
+        Ok(env)
+    }
+
+    /// The message text this envelope borrows from.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Request, notification or response.
+    pub fn kind(&self) -> Kind {
+        match (&self.method, self.id) {
+            (Some(_), Some(_)) => Kind::Request,
+            (Some(_), None) => Kind::Notification,
+            (None, _) => Kind::Response,
+        }
+    }
+
+    /// The method name, or `""` for a response.
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("")
+    }
+
+    /// A [`Rewrite`] of this message.
+    pub fn rewrite(&self) -> Rewrite<'a> {
+        Rewrite::new(self.text)
+    }
+
+    /// This message with its `id` replaced by `new_id` (JSON text); every other byte kept.
+    pub fn with_id(&self, new_id: &str) -> String {
+        let mut rw = self.rewrite();
+        if let Some(id) = self.id {
+            rw.replace(id, new_id);
+        }
+        rw.finish()
+    }
+}
+
+/// Looks up one member of a JSON object without decoding the others.
+pub fn field<'a>(
+    object: &'a RawValue,
+    key: &str,
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    let [value] = fields(object.get(), [key])?;
+    Ok(value)
+}
+
+/// Decodes a JSON string, borrowing when it has no escapes.
+pub fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(s) => Ok(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw.get()).map(Cow::Owned),
+    }
+}
+
+/// Looks up the members `keys` of the JSON object `text`; the rest are skipped unparsed.
+/// A key present twice is an error: two `id`s would let a sender route one and answer another.
+pub fn fields<'a, const N: usize>(
+    text: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = FieldsSeed { keys }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+struct FieldsSeed<'k, const N: usize> {
+    keys: [&'k str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for FieldsSeed<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for FieldsSeed<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match self.keys.iter().position(|k| *k == key.0) {
+                Some(i) => {
+                    if found[i].is_some() {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate member `{}`",
+                            key.0
+                        )));
+                    }
+                    found[i] = Some(map.next_value::<&'de RawValue>()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed unless it contains escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Byte-level edits of one message text. Each edit replaces a part borrowed from that text.
+#[derive(Debug)]
+pub struct Rewrite<'a> {
+    text: &'a str,
+    edits: Vec<(Range<usize>, String)>,
+}
+
+impl<'a> Rewrite<'a> {
+    /// Starts a rewrite of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            edits: Vec::new(),
+        }
+    }
+
+    /// Replaces `part` (which must borrow from the text) with the JSON text `with`.
+    ///
+    /// # Panics
+    /// If `part` does not lie inside the text; that is a programming error.
+    pub fn replace(&mut self, part: &RawValue, with: impl Into<String>) {
+        let range = span(self.text, part).expect("rewritten part borrows from the message text");
+        self.edits.push((range, with.into()));
+    }
+
+    /// The rewritten text. Overlapping edits keep the first one.
+    pub fn finish(mut self) -> String {
+        self.edits.sort_by_key(|(r, _)| r.start);
+        let extra: usize = self.edits.iter().map(|(_, s)| s.len()).sum();
+        let mut out = String::with_capacity(self.text.len() + extra);
+        let mut at = 0;
+        for (range, with) in &self.edits {
+            if range.start < at {
+                continue;
+            }
+            out.push_str(&self.text[at..range.start]);
+            out.push_str(with);
+            at = range.end;
+        }
+        out.push_str(&self.text[at..]);
+        out
+    }
+}
+
+/// The byte range of `part` inside `text`, if it borrows from it.
+pub fn span(text: &str, part: &RawValue) -> Option<Range<usize>> {
+    let base = text.as_ptr() as usize;
+    let start = (part.get().as_ptr() as usize).checked_sub(base)?;
+    let end = start + part.get().len();
+    (end <= text.len()).then_some(start..end)
+}
+
+/// A JSON-RPC success response with the given raw `id` and result.
+pub fn response(id: &RawValue, result: &impl serde::Serialize) -> String {
+    #[derive(serde::Serialize)]
+    struct Response<'a, T> {
+        jsonrpc: &'static str,
+        id: &'a RawValue,
+        result: &'a T,
+    }
+    serde_json::to_string(&Response {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .unwrap_or_else(|e| {
+        error_response(
+            Some(id),
+            INTERNAL_ERROR,
+            &format!("cannot encode result: {e}"),
+        )
+    })
+}
+
+/// A JSON-RPC error response; `id` is `null` when the request's id is unknown.
+pub fn error_response(id: Option<&RawValue>, code: i64, message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct ErrorObject<'a> {
+        code: i64,
+        message: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        jsonrpc: &'static str,
+        id: Option<&'a RawValue>,
+        error: ErrorObject<'a>,
+    }
+    let r = Response {
+        jsonrpc: "2.0",
+        id,
+        error: ErrorObject { code, message },
+    };
+    // Serialising a struct of strings, integers and raw JSON cannot fail.
+    serde_json::to_string(&r).unwrap_or_default()
+}
+
+/// A JSON-RPC notification with the given params.
+pub fn notification<T: serde::Serialize>(method: &str, params: Option<&T>) -> String {
+    #[derive(serde::Serialize)]
+    struct Notification<'a, T> {
+        jsonrpc: &'static str,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a T>,
+    }
+    serde_json::to_string(&Notification {
+        jsonrpc: "2.0",
+        method,
+        params,
+    })
+    .unwrap_or_default()
+}
+
+/// A JSON-RPC request with a numeric id.
+pub fn request<T: serde::Serialize>(id: u64, method: &str, params: Option<&T>) -> String {
+    #[derive(serde::Serialize)]
+    struct Request<'a, T> {
+        jsonrpc: &'static str,
+        id: u64,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a T>,
+    }
+    serde_json::to_string(&Request {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewriting_the_id_keeps_every_other_byte() {
+        let text = r#"{"jsonrpc":"2.0", "id" : "abc","method":"tools/call","params":{"name":"x","arguments":{"price":1.50,"big":123456789012345678901234567890,"e":1E400,"s":"\u00e9\n"}}}"#;
+        let env = Envelope::parse(text).unwrap();
+        assert_eq!(env.kind(), Kind::Request);
+        assert_eq!(env.method(), "tools/call");
+        let out = env.with_id("17");
+        assert_eq!(out, text.replacen(r#""abc""#, "17", 1));
+        assert!(out.contains("1.50") && out.contains("123456789012345678901234567890"));
+        assert!(out.contains(r#""\u00e9\n""#));
+        // And back again.
+        let back = Envelope::parse(&out).unwrap().with_id(r#""abc""#);
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn unknown_top_level_members_survive() {
+        let text = r#"{"jsonrpc":"2.0","id":1,"result":{"v":1.50},"x-trace":{"deep":[1,2,3.000]}}"#;
+        let env = Envelope::parse(text).unwrap();
+        assert_eq!(env.kind(), Kind::Response);
+        assert_eq!(
+            env.with_id("99"),
+            text.replacen(r#""id":1"#, r#""id":99"#, 1)
+        );
+    }
+
+    #[test]
+    fn null_id_is_kept_distinct_from_no_id() {
+        let env =
+            Envelope::parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#)
+                .unwrap();
+        assert_eq!(env.id.map(RawValue::get), Some("null"));
+        let env =
+            Envelope::parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(env.kind(), Kind::Notification);
+        assert!(env.id.is_none());
+    }
+
+    #[test]
+    fn nested_parts_can_be_rewritten_together() {
+        let text = r#"{"id":5,"method":"tools/call","params":{"_meta":{"progressToken":"t1"},"name":"srv__echo","arguments":{"n":1.0}}}"#;
+        let env = Envelope::parse(text).unwrap();
+        let params = env.params.unwrap();
+        let name = field(params, "name").unwrap().unwrap();
+        let meta = field(params, "_meta").unwrap().unwrap();
+        let token = field(meta, "progressToken").unwrap().unwrap();
+        let mut rw = env.rewrite();
+        rw.replace(env.id.unwrap(), "1001");
+        rw.replace(name, r#""echo""#);
+        rw.replace(token, "\"p-9\"");
+        assert_eq!(
+            rw.finish(),
+            r#"{"id":1001,"method":"tools/call","params":{"_meta":{"progressToken":"p-9"},"name":"echo","arguments":{"n":1.0}}}"#
+        );
+    }
+
+    #[test]
+    fn escaped_method_and_keys_are_decoded() {
+        let env = Envelope::parse(r#"{"\u0069d":3,"method":"tools\/list"}"#).unwrap();
+        assert_eq!(env.method(), "tools/list");
+        assert_eq!(env.id.map(RawValue::get), Some("3"));
+    }
+
+    #[test]
+    fn bad_messages_are_classified() {
+        assert_eq!(
+            Envelope::parse("{not json").unwrap_err().code(),
+            PARSE_ERROR
+        );
+        assert_eq!(Envelope::parse("42").unwrap_err().code(), PARSE_ERROR);
+        assert_eq!(
+            Envelope::parse(r#"[{"id":1,"method":"ping"}]"#)
+                .unwrap_err()
+                .code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            Envelope::parse(r#"{"id":1}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            Envelope::parse(r#"{"result":{}}"#).unwrap_err().code(),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            Envelope::parse(r#"{"method":7}"#).unwrap_err().code(),
+            PARSE_ERROR
+        );
+        assert!(Envelope::parse(r#"{"id":1,"id":2,"method":"ping"}"#).is_err());
+        assert!(Envelope::parse(r#"{"id":1,"method":"ping"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn built_messages_are_valid_json_rpc() {
+        let id = RawValue::from_string("\"x\"".into()).unwrap();
+        assert_eq!(
+            response(&id, &serde_json::json!({})),
+            r#"{"jsonrpc":"2.0","id":"x","result":{}}"#
+        );
+        assert_eq!(
+            error_response(None, PARSE_ERROR, "bad"),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"bad"}}"#
+        );
+        assert_eq!(
+            notification::<()>("notifications/tools/list_changed", None),
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_number_text_survives_an_id_rewrite(int in "-?[1-9][0-9]{0,40}", frac in "[0-9]{1,20}", exp in proptest::option::of(-400i32..400)) {
+            let number = match exp {
+                Some(e) => format!("{int}.{frac}e{e}"),
+                None => format!("{int}.{frac}"),
+            };
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"n":{number},"a":[{int}]}}}}"#);
+            let out = Envelope::parse(&text).unwrap().with_id("\"s-1\"");
+            proptest::prop_assert_eq!(out, text.replacen(r#""id":1"#, r#""id":"s-1""#, 1));
+        }
+    }
+}

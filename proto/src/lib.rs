@@ -1,0 +1,15 @@
+//! Wire types shared by `mcpd`, `mcp-shim` and `mcpctl`.
+//!
+//! Everything on the daemon's Unix socket is newline-delimited JSON, exactly MCP's stdio framing.
+//! The first line a peer sends is a [`Hello`]; the daemon answers with a [`HelloReply`]. After an
+//! attach welcome the connection carries MCP JSON-RPC untouched; after a control welcome it
+//! carries [`ControlRequest`] / [`ControlResponse`] pairs.
+//!
+//! This crate has no async runtime so that the std-only shim can depend on it.
+
+pub mod envelope;
+pub mod line;
+pub mod paths;
+pub mod wire;
+
+pub use wire::*;

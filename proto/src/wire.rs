@@ -1,0 +1,353 @@
+//! The socket hello, welcome and control messages.
+//!
+//! Every enum here tolerates variants it does not know (`#[serde(other)]`) and every struct
+//! tolerates unknown fields, so that a newer daemon and an older shim (or the reverse) still
+//! understand each other as far as they can. Never add `deny_unknown_fields`.
+
+use serde::{Deserialize, Serialize};
+
+/// The socket protocol version. Bump by hand when a change is not backward compatible.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The profile a shim attaches to when it names none.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// The first line a peer sends on the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Hello {
+    /// An MCP client, through `mcp-shim`, that wants a session.
+    Attach(AttachHello),
+    /// `mcpctl`, for status and administration.
+    Control(ControlHello),
+    /// An operation this build does not know (a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+/// `{"op":"attach","v":1,"profile":"default","client":{...}}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachHello {
+    /// The peer's [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// Which profile's servers the session sees.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Facts about the process that launched the shim, for status and logs.
+    #[serde(default)]
+    pub client: ClientProcess,
+}
+
+/// `{"op":"control","v":1}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlHello {
+    /// The peer's [`PROTOCOL_VERSION`].
+    pub v: u32,
+}
+
+/// What the shim knows about the MCP client that launched it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientProcess {
+    /// Pid of the shim's parent (the MCP client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Working directory the client started the shim in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Version of the shim itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim_version: Option<String>,
+}
+
+fn default_profile() -> String {
+    DEFAULT_PROFILE.to_owned()
+}
+
+/// The daemon's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum HelloReply {
+    /// The hello was accepted.
+    Welcome(Welcome),
+    /// The hello was refused; `message` says why and what to do.
+    Error(HelloError),
+    /// A reply this build does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+/// `{"op":"welcome","v":1,"daemon":"0.1.0","session":7}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The daemon's [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The daemon's package version.
+    #[serde(default)]
+    pub daemon: String,
+    /// The session id, for attach hellos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+}
+
+/// `{"op":"error","v":1,"message":"..."}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloError {
+    /// The daemon's [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+/// One request on a control connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// The daemon, its servers and sessions.
+    Status,
+    /// Re-read the configuration file and apply what changed.
+    Reload,
+    /// Stop the daemon as SIGTERM would.
+    Shutdown,
+    /// A command this build does not know (a newer `mcpctl`).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The answer to one [`ControlRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum ControlResponse {
+    /// Answer to [`ControlRequest::Status`].
+    Status(DaemonStatus),
+    /// Answer to [`ControlRequest::Reload`].
+    Reloaded(ReloadReport),
+    /// The request was carried out and has nothing to report.
+    Ok,
+    /// The request failed; nothing was changed.
+    Error {
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+    /// A reply this build does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The daemon as `mcpctl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Package version of the daemon.
+    pub version: String,
+    /// Its [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// Process id of the daemon.
+    pub pid: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// The configuration file in use, whether or not it exists.
+    #[serde(default)]
+    pub config_path: Option<String>,
+    /// Whether that file existed when it was last read.
+    #[serde(default)]
+    pub config_loaded: bool,
+    /// Upstream servers, in name order.
+    #[serde(default)]
+    pub servers: Vec<ServerStatus>,
+    /// Attached client sessions, oldest first.
+    #[serde(default)]
+    pub sessions: Vec<SessionStatus>,
+}
+
+/// Lifecycle state of one upstream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerState {
+    /// Its process is starting or the MCP handshake is under way.
+    Starting,
+    /// Handshake done; requests are served.
+    Ready,
+    /// It failed and will not be started again until reload or restart.
+    Failed,
+    /// It is being stopped.
+    Stopping,
+    /// It is not running.
+    Stopped,
+    /// A state this build does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServerState {
+    /// The word status tables print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One upstream server as `mcpctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// Its name in `mcpServers`.
+    pub name: String,
+    /// `stdio` (more transports come later).
+    pub transport: String,
+    /// Lifecycle state.
+    pub state: ServerState,
+    /// Pid of its process (the process group leader), while running.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Number of tools it offers.
+    #[serde(default)]
+    pub tools: usize,
+    /// How many times it has been started again after the first start.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The last error, if it failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// `name version` from its `initialize` result.
+    #[serde(default)]
+    pub server_info: Option<String>,
+}
+
+/// One attached client session as `mcpctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Daemon-assigned session id.
+    pub id: u64,
+    /// Profile it attached to.
+    pub profile: String,
+    /// `clientInfo.name` from its `initialize`, once it has sent one.
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// `clientInfo.version`.
+    #[serde(default)]
+    pub client_version: Option<String>,
+    /// Pid of the MCP client process (the shim's parent).
+    #[serde(default)]
+    pub client_pid: Option<u32>,
+    /// Milliseconds since it attached.
+    pub attached_ms: u64,
+    /// Requests from it still waiting for an upstream.
+    #[serde(default)]
+    pub in_flight: usize,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The configuration file that was read.
+    pub config_path: String,
+    /// Servers started because they are new.
+    #[serde(default)]
+    pub added: Vec<String>,
+    /// Servers stopped because they are gone.
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Servers restarted because their definition changed.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// Servers left running as they were.
+    #[serde(default)]
+    pub unchanged: Vec<String>,
+    /// Warnings about the configuration (unknown keys and the like).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_hello_round_trips() {
+        let hello = Hello::Attach(AttachHello {
+            v: PROTOCOL_VERSION,
+            profile: "work".into(),
+            client: ClientProcess {
+                pid: Some(42),
+                cwd: Some("/home/u".into()),
+                shim_version: Some("0.1.0".into()),
+            },
+        });
+        let line = serde_json::to_string(&hello).unwrap();
+        assert!(line.starts_with(r#"{"op":"attach","v":1"#), "{line}");
+        assert_eq!(serde_json::from_str::<Hello>(&line).unwrap(), hello);
+    }
+
+    #[test]
+    fn older_peer_without_optional_fields_is_understood() {
+        let hello: Hello = serde_json::from_str(r#"{"op":"attach","v":1}"#).unwrap();
+        let Hello::Attach(a) = hello else {
+            panic!("not an attach: {hello:?}")
+        };
+        assert_eq!(a.profile, DEFAULT_PROFILE);
+        assert_eq!(a.client, ClientProcess::default());
+    }
+
+    #[test]
+    fn newer_peer_with_extra_fields_is_understood() {
+        let hello: Hello = serde_json::from_str(
+            r#"{"op":"attach","v":2,"profile":"p","client":{"pid":1,"tty":"/dev/pts/1"},"resume":{"x":1}}"#,
+        )
+        .unwrap();
+        let Hello::Attach(a) = hello else {
+            panic!("not an attach: {hello:?}")
+        };
+        assert_eq!((a.v, a.profile.as_str(), a.client.pid), (2, "p", Some(1)));
+
+        let reply: HelloReply =
+            serde_json::from_str(r#"{"op":"welcome","v":3,"daemon":"9.0.0","features":["x"]}"#)
+                .unwrap();
+        assert!(matches!(reply, HelloReply::Welcome(Welcome { v: 3, .. })));
+    }
+
+    #[test]
+    fn unknown_operations_and_replies_decode_to_unknown() {
+        assert_eq!(
+            serde_json::from_str::<Hello>(r#"{"op":"teleport","v":9}"#).unwrap(),
+            Hello::Unknown
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(r#"{"cmd":"dance"}"#).unwrap(),
+            ControlRequest::Unknown
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlResponse>(r#"{"reply":"hologram","x":1}"#).unwrap(),
+            ControlResponse::Unknown
+        );
+        let s: ServerStatus = serde_json::from_str(
+            r#"{"name":"a","transport":"carrier-pigeon","state":"hibernating","future":true}"#,
+        )
+        .unwrap();
+        assert_eq!(s.state, ServerState::Unknown);
+    }
+
+    #[test]
+    fn control_messages_round_trip() {
+        for req in [
+            ControlRequest::Status,
+            ControlRequest::Reload,
+            ControlRequest::Shutdown,
+        ] {
+            let line = serde_json::to_string(&req).unwrap();
+            assert_eq!(serde_json::from_str::<ControlRequest>(&line).unwrap(), req);
+        }
+        let resp = ControlResponse::Error {
+            message: "bad".into(),
+        };
+        let line = serde_json::to_string(&resp).unwrap();
+        assert_eq!(line, r#"{"reply":"error","message":"bad"}"#);
+        assert_eq!(
+            serde_json::from_str::<ControlResponse>(&line).unwrap(),
+            resp
+        );
+    }
+}
