@@ -1,0 +1,314 @@
+//! Human-readable renderings of control replies: the status table and the reload report.
+
+use std::fmt::Write as _;
+
+use mcpd_proto::{DaemonStatus, ReloadReport, ServerState, ServerStatus, SessionStatus};
+
+/// `mcpctl status` as text: a summary line, the config path, a server table and a session table.
+pub fn status(s: &DaemonStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mcpd {} (pid {}), up {}, protocol {}",
+        clean(&s.version),
+        s.pid,
+        duration(s.uptime_ms),
+        s.protocol
+    );
+    let config = match &s.config_path {
+        Some(path) if s.config_loaded => clean(path),
+        Some(path) => format!("{} (not found)", clean(path)),
+        None => "(none)".to_owned(),
+    };
+    let _ = writeln!(out, "config: {config}");
+
+    if s.servers.is_empty() {
+        let place = match &s.config_path {
+            Some(path) => clean(path),
+            None => "the configuration file".to_owned(),
+        };
+        let _ = writeln!(out, "no servers configured; put them in {place}");
+    } else {
+        let rows: Vec<Vec<String>> = s.servers.iter().map(server_row).collect();
+        out.push_str(&table(
+            &["SERVER", "STATE", "PID", "TOOLS", "RESTARTS", "INFO"],
+            &rows,
+        ));
+    }
+
+    if s.sessions.is_empty() {
+        out.push_str("no sessions\n");
+    } else {
+        out.push_str("SESSIONS\n");
+        let rows: Vec<Vec<String>> = s.sessions.iter().map(session_row).collect();
+        out.push_str(&table(
+            &["ID", "PROFILE", "CLIENT", "PID", "ATTACHED", "IN-FLIGHT"],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn server_row(s: &ServerStatus) -> Vec<String> {
+    // A ready server is described by what it said it is; any other state by what went wrong,
+    // if anything did.
+    let (first, second) = if s.state == ServerState::Ready {
+        (&s.server_info, &s.last_error)
+    } else {
+        (&s.last_error, &s.server_info)
+    };
+    let info = first.as_ref().or(second.as_ref()).map(|i| clean(i));
+    vec![
+        clean(&s.name),
+        s.state.as_str().to_owned(),
+        optional(s.pid),
+        s.tools.to_string(),
+        s.restarts.to_string(),
+        info.unwrap_or_default(),
+    ]
+}
+
+fn session_row(s: &SessionStatus) -> Vec<String> {
+    let client = match (&s.client_name, &s.client_version) {
+        (Some(name), Some(version)) => format!("{} {}", clean(name), clean(version)),
+        (Some(name), None) => clean(name),
+        (None, _) => "-".to_owned(),
+    };
+    vec![
+        s.id.to_string(),
+        clean(&s.profile),
+        client,
+        optional(s.client_pid),
+        duration(s.attached_ms),
+        s.in_flight.to_string(),
+    ]
+}
+
+/// `mcpctl reload` as text.
+pub fn reload(r: &ReloadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "reloaded {}", clean(&r.config_path));
+    for (label, names) in [
+        ("added", &r.added),
+        ("removed", &r.removed),
+        ("changed", &r.changed),
+        ("unchanged", &r.unchanged),
+    ] {
+        let list = if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names
+                .iter()
+                .map(|n| clean(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(out, "{:<10} {list}", format!("{label}:"));
+    }
+    for warning in &r.warnings {
+        let _ = writeln!(out, "warning: {}", clean(warning));
+    }
+    out
+}
+
+/// Left-aligned columns two spaces apart, each as wide as its widest cell; the last column is
+/// not padded so lines carry no trailing blanks.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count() + 2;
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn optional(n: Option<u32>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// `3m 12s`: the two largest units, which is all a reader wants from an uptime.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Text from the daemon with control characters escaped, so that an upstream's error message
+/// cannot break the table or drive the terminal.
+fn clean(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DaemonStatus {
+        DaemonStatus {
+            version: "0.1.0".into(),
+            protocol: 1,
+            pid: 1234,
+            uptime_ms: 192_000,
+            config_path: Some("/home/u/.config/mcpd/config.json".into()),
+            config_loaded: true,
+            servers: vec![
+                ServerStatus {
+                    name: "everything".into(),
+                    transport: "stdio".into(),
+                    state: ServerState::Ready,
+                    pid: Some(5678),
+                    tools: 11,
+                    restarts: 0,
+                    last_error: None,
+                    server_info: Some("mcp-servers/everything 2.0.0".into()),
+                },
+                ServerStatus {
+                    name: "broken".into(),
+                    transport: "stdio".into(),
+                    state: ServerState::Failed,
+                    pid: None,
+                    tools: 0,
+                    restarts: 0,
+                    last_error: Some("spawn failed: No such file or directory".into()),
+                    server_info: None,
+                },
+            ],
+            sessions: vec![SessionStatus {
+                id: 1,
+                profile: "default".into(),
+                client_name: Some("claude-code".into()),
+                client_version: Some("1.2.3".into()),
+                client_pid: Some(4321),
+                attached_ms: 121_500,
+                in_flight: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn status_table_has_aligned_columns() {
+        let expected = "\
+mcpd 0.1.0 (pid 1234), up 3m 12s, protocol 1
+config: /home/u/.config/mcpd/config.json
+SERVER      STATE   PID   TOOLS  RESTARTS  INFO
+everything  ready   5678  11     0         mcp-servers/everything 2.0.0
+broken      failed  -     0      0         spawn failed: No such file or directory
+SESSIONS
+ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
+1   default  claude-code 1.2.3  4321  2m 1s     0
+";
+        assert_eq!(status(&sample()), expected);
+    }
+
+    #[test]
+    fn empty_status_says_where_to_configure_servers() {
+        let s = DaemonStatus {
+            servers: vec![],
+            sessions: vec![],
+            config_loaded: false,
+            ..sample()
+        };
+        let text = status(&s);
+        assert!(
+            text.contains("config: /home/u/.config/mcpd/config.json (not found)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no servers configured; put them in /home/u/.config/mcpd/config.json\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("no sessions\n"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_from_the_daemon_cannot_break_the_table() {
+        let mut s = sample();
+        s.servers[1].last_error = Some("line one\nline two\x1b[31m".into());
+        let text = status(&s);
+        assert!(text.contains(r"line one\nline two\u{1b}[31m"), "{text}");
+        assert_eq!(text.lines().count(), 8, "{text}");
+    }
+
+    #[test]
+    fn a_session_that_has_not_initialized_shows_a_dash_for_its_client() {
+        let mut s = sample();
+        s.sessions[0].client_name = None;
+        s.sessions[0].client_version = None;
+        s.sessions[0].client_pid = None;
+        let text = status(&s);
+        assert!(
+            text.contains("1   default  -       -    2m 1s     0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_show_the_two_largest_units() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59_999), "59s");
+        assert_eq!(duration(192_000), "3m 12s");
+        assert_eq!(duration(3_720_000), "1h 2m");
+        assert_eq!(duration(2 * 86_400_000 + 3 * 3_600_000 + 5000), "2d 3h");
+    }
+
+    #[test]
+    fn reload_report_lists_every_kind_of_change() {
+        let report = ReloadReport {
+            config_path: "/c.json".into(),
+            added: vec!["a".into(), "b".into()],
+            removed: vec![],
+            changed: vec!["c".into()],
+            unchanged: vec!["d".into()],
+            warnings: vec!["unknown key `x` at mcpServers.a".into()],
+        };
+        assert_eq!(
+            reload(&report),
+            "\
+reloaded /c.json
+added:     a, b
+removed:   -
+changed:   c
+unchanged: d
+warning: unknown key `x` at mcpServers.a
+"
+        );
+    }
+}
