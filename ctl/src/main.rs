@@ -29,7 +29,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Control the mcpd daemon: status, reload, shutdown, and a self-contained demo.
 #[derive(Debug, Parser)]
-#[command(name = "mcpctl", version, about)]
+#[command(name = "mcpctl", version)]
 struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/mcpd/mcpd.sock, or $MCPD_SOCKET].
     #[arg(long, global = true, value_name = "PATH")]
