@@ -1,0 +1,144 @@
+//! Hand-parsed command line: four flags do not justify clap's start-up cost and size.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use mcpd_proto::DEFAULT_PROFILE;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Attach to the daemon and relay stdio.
+    Relay(Options),
+    /// Print the help text.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Options of a relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Profile to attach to.
+    pub profile: String,
+    /// Socket path given with `--socket`, overriding the environment.
+    pub socket: Option<PathBuf>,
+}
+
+/// Usage text for `--help`.
+pub const HELP: &str = "\
+mcp-shim: relays an MCP client's stdio to the per-user mcpd daemon
+
+Usage: mcp-shim [--profile NAME] [--socket PATH]
+
+MCP clients launch mcp-shim as if it were an MCP stdio server.
+
+Options:
+  --profile NAME   profile whose servers the session sees (default: default)
+  --socket PATH    daemon socket (default: $MCPD_SOCKET, else
+                   $XDG_RUNTIME_DIR/mcpd/mcpd.sock, else /tmp/mcpd-$UID/mcpd.sock)
+  -h, --help       print this help
+  -V, --version    print the version
+";
+
+/// Parses the arguments after the program name. The error is one line for stderr.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut opts = Options {
+        profile: DEFAULT_PROFILE.to_owned(),
+        socket: None,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = split_flag(&arg);
+        let mut value = |name: &str| -> Result<OsString, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value; see --help"))
+        };
+        match flag.as_deref() {
+            Some("-h" | "--help") if inline.is_none() => return Ok(Command::Help),
+            Some("-V" | "--version") if inline.is_none() => return Ok(Command::Version),
+            Some("--profile") => {
+                let v = value("--profile")?;
+                opts.profile = v
+                    .into_string()
+                    .map_err(|v| format!("--profile {} is not valid UTF-8", v.to_string_lossy()))?;
+            }
+            Some("--socket") => opts.socket = Some(PathBuf::from(value("--socket")?)),
+            _ => {
+                let what = if arg.as_bytes().starts_with(b"-") {
+                    "unknown option"
+                } else {
+                    "unexpected argument"
+                };
+                return Err(format!("{what} '{}'; see --help", arg.to_string_lossy()));
+            }
+        }
+    }
+    Ok(Command::Relay(opts))
+}
+
+/// Splits `--flag=value` into the flag and its inline value; other arguments come back whole.
+/// The flag is `None` when it is not valid UTF-8 (no known flag is).
+fn split_flag(arg: &OsStr) -> (Option<String>, Option<OsString>) {
+    let bytes = arg.as_bytes();
+    if bytes.starts_with(b"--") {
+        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+            let flag = std::str::from_utf8(&bytes[..eq]).ok().map(str::to_owned);
+            return (flag, Some(OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
+        }
+    }
+    (arg.to_str().map(str::to_owned), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    fn relay(profile: &str, socket: Option<&str>) -> Command {
+        Command::Relay(Options {
+            profile: profile.into(),
+            socket: socket.map(PathBuf::from),
+        })
+    }
+
+    #[test]
+    fn no_arguments_attach_to_the_default_profile() {
+        assert_eq!(parse_strs(&[]), Ok(relay("default", None)));
+    }
+
+    #[test]
+    fn profile_and_socket_in_both_spellings() {
+        assert_eq!(
+            parse_strs(&["--profile", "work", "--socket", "/s"]),
+            Ok(relay("work", Some("/s")))
+        );
+        assert_eq!(
+            parse_strs(&["--socket=/a=b", "--profile=x"]),
+            Ok(relay("x", Some("/a=b")))
+        );
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse_strs(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse_strs(&["--profile", "p", "-V"]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn unknown_flags_missing_values_and_stray_arguments_are_errors() {
+        let err = parse_strs(&["--frobnicate"]).unwrap_err();
+        assert_eq!(err, "unknown option '--frobnicate'; see --help");
+        let err = parse_strs(&["--profile"]).unwrap_err();
+        assert_eq!(err, "--profile needs a value; see --help");
+        let err = parse_strs(&["serve"]).unwrap_err();
+        assert_eq!(err, "unexpected argument 'serve'; see --help");
+        assert!(parse_strs(&["--help=yes"]).is_err());
+    }
+}
