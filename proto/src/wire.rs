@@ -150,6 +150,9 @@ pub struct DaemonStatus {
     /// Whether that file existed when it was last read.
     #[serde(default)]
     pub config_loaded: bool,
+    /// Why the file could not be used when the daemon started; it then runs with no servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// Upstream servers, in name order.
     #[serde(default)]
     pub servers: Vec<ServerStatus>,

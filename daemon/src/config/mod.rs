@@ -1,0 +1,622 @@
+//! The configuration file: the de-facto `mcpServers` map, profiles, and daemon options.
+//!
+//! ```json
+//! {
+//!   "mcpServers": {
+//!     "everything": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything"]}
+//!   },
+//!   "profiles": {"work": {"servers": ["everything"]}},
+//!   "mcpd": {"separator": "__"}
+//! }
+//! ```
+//!
+//! The file is read as JSON first (syntax errors carry a line and column), then walked by hand so
+//! that every error names its JSON path (`mcpServers.x.args[2]`) and unknown keys become warnings
+//! instead of failures: a Claude Desktop configuration pastes in unchanged.
+
+mod expand;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use expand::{ExpandError, expand};
+
+/// Default request timeout for a server, when it sets none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time a server gets to finish its MCP handshake after it was spawned.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default separator between server and tool names.
+pub const DEFAULT_SEPARATOR: &str = "__";
+
+/// A validated configuration with every `${VAR}` expanded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// Upstream servers by name.
+    pub servers: BTreeMap<String, ServerSpec>,
+    /// Named subsets of the servers; a session attaches to one.
+    pub profiles: BTreeMap<String, Profile>,
+    /// Daemon-wide options (the `mcpd` key).
+    pub options: Options,
+}
+
+/// How one upstream server is started and used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    /// Program to run, looked up in the daemon's `PATH`.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to the child's small base environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the daemon's when absent.
+    pub cwd: Option<PathBuf>,
+    /// Shared by all sessions or one instance per session.
+    pub share: Share,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// How long the process may take to answer `initialize`.
+    pub startup_timeout: Duration,
+}
+
+/// Whether sessions share one upstream process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Share {
+    /// One process for every session (the default).
+    #[default]
+    Shared,
+    /// One process per session, for stateful servers such as browsers.
+    PerClient,
+}
+
+/// A named subset of servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Server names, each defined in `mcpServers`.
+    pub servers: Vec<String>,
+}
+
+/// Daemon-wide options under the `mcpd` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Between server and tool names in namespaced names.
+    pub separator: String,
+    /// Items per page of daemon-side pagination.
+    pub page_size: usize,
+    /// How long a list request waits for servers that are still starting.
+    pub list_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            separator: DEFAULT_SEPARATOR.into(),
+            page_size: 100,
+            list_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The servers a profile sees, or `None` when the profile does not exist.
+    /// `default` is every server unless the file defines a `default` profile.
+    pub fn profile_servers(&self, profile: &str) -> Option<Vec<String>> {
+        match self.profiles.get(profile) {
+            Some(p) => Some(p.servers.clone()),
+            None if profile == mcpd_proto::DEFAULT_PROFILE => {
+                Some(self.servers.keys().cloned().collect())
+            }
+            None => None,
+        }
+    }
+}
+
+/// A configuration as read from its file, with the warnings reading it produced.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Things worth telling the user that did not stop the load.
+    pub warnings: Vec<String>,
+    /// Whether the file existed (an absent file is an empty configuration).
+    pub exists: bool,
+}
+
+/// Why a configuration file was refused. The running configuration, if any, stays in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Where in it: a line and column for syntax errors.
+    pub line: Option<(usize, usize)>,
+    /// The JSON path of the offending value (`mcpServers.x.args[2]`), when known.
+    pub json_path: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.line {
+            write!(f, ":{line}:{column}")?;
+        }
+        if let Some(path) = &self.json_path {
+            write!(f, ": {path}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the configuration file at `path`, expanding variables from the
+/// daemon's environment. A missing file is an empty configuration, not an error.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e) => {
+            return Err(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                json_path: None,
+                message: format!("cannot read the configuration file: {e}"),
+            });
+        }
+    };
+    let mut loaded = parse(path, &text, |name| std::env::var(name).ok())?;
+    loaded.exists = true;
+    if let Some(warning) = permission_warning(path) {
+        loaded.warnings.push(warning);
+    }
+    Ok(loaded)
+}
+
+fn permission_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by other users (mode {:o}); it may hold secrets: chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+/// Validates configuration text. `env` resolves `${VAR}` references.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: Some((e.line(), e.column())),
+        json_path: None,
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let mut walker = Walker {
+        file: path,
+        env: &env,
+        warnings: Vec::new(),
+    };
+    let config = walker.config(&root)?;
+    Ok(Loaded {
+        config,
+        warnings: walker.warnings,
+        exists: true,
+    })
+}
+
+struct Walker<'a, E> {
+    file: &'a Path,
+    env: &'a E,
+    warnings: Vec<String>,
+}
+
+impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
+    fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: None,
+            json_path: Some(path.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    fn unknown(&mut self, path: &str, key: &str) {
+        let at = join(path, key);
+        self.warnings.push(format!(
+            "{}: unknown key `{at}` ignored",
+            self.file.display()
+        ));
+    }
+
+    fn object<'v>(&self, v: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
+        v.as_object()
+            .ok_or_else(|| self.error(path, format!("expected an object, found {}", kind(v))))
+    }
+
+    fn string<'v>(&self, v: &'v Value, path: &str) -> Result<&'v str, ConfigError> {
+        v.as_str()
+            .ok_or_else(|| self.error(path, format!("expected a string, found {}", kind(v))))
+    }
+
+    fn expanded(&self, v: &Value, path: &str) -> Result<String, ConfigError> {
+        let s = self.string(v, path)?;
+        expand(s, self.env).map_err(|e| self.error(path, e.to_string()))
+    }
+
+    fn millis(&self, v: &Value, path: &str) -> Result<Duration, ConfigError> {
+        v.as_u64()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                self.error(
+                    path,
+                    format!(
+                        "expected a positive number of milliseconds, found {}",
+                        kind(v)
+                    ),
+                )
+            })
+    }
+
+    fn config(&mut self, root: &Value) -> Result<Config, ConfigError> {
+        let root = self.object(root, "(top level)")?;
+        let mut config = Config::default();
+        for (key, value) in root {
+            match key.as_str() {
+                "mcpServers" => {
+                    for (name, server) in self.object(value, "mcpServers")? {
+                        let path = join("mcpServers", name);
+                        if name.is_empty() {
+                            return Err(self.error(&path, "a server needs a non-empty name"));
+                        }
+                        if let Some(spec) = self.server(server, &path)? {
+                            config.servers.insert(name.clone(), spec);
+                        }
+                    }
+                }
+                "profiles" => {
+                    for (name, profile) in self.object(value, "profiles")? {
+                        let path = join("profiles", name);
+                        let profile = self.profile(profile, &path)?;
+                        config.profiles.insert(name.clone(), profile);
+                    }
+                }
+                "mcpd" => config.options = self.options(value)?,
+                _ => self.unknown("", key),
+            }
+        }
+        for (name, profile) in &config.profiles {
+            for (i, server) in profile.servers.iter().enumerate() {
+                if !config.servers.contains_key(server) {
+                    let path = format!("{}.servers[{i}]", join("profiles", name));
+                    return Err(
+                        self.error(&path, format!("no server named `{server}` in mcpServers"))
+                    );
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn server(&mut self, v: &Value, path: &str) -> Result<Option<ServerSpec>, ConfigError> {
+        let obj = self.object(v, path)?;
+        let mut command = None;
+        let mut spec = ServerSpec {
+            command: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            share: Share::Shared,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        };
+        let mut disabled = false;
+        let mut remote = None;
+        for (key, value) in obj {
+            let at = join(path, key);
+            match key.as_str() {
+                "command" => command = Some(self.expanded(value, &at)?),
+                "args" => {
+                    let items = value.as_array().ok_or_else(|| {
+                        self.error(
+                            &at,
+                            format!("expected an array of strings, found {}", kind(value)),
+                        )
+                    })?;
+                    for (i, item) in items.iter().enumerate() {
+                        spec.args.push(self.expanded(item, &format!("{at}[{i}]"))?);
+                    }
+                }
+                "env" => {
+                    for (name, value) in self.object(value, &at)? {
+                        let value = self.expanded(value, &join(&at, name))?;
+                        spec.env.insert(name.clone(), value);
+                    }
+                }
+                "cwd" => spec.cwd = Some(PathBuf::from(self.expanded(value, &at)?)),
+                "share" => {
+                    spec.share = match self.string(value, &at)? {
+                        "shared" => Share::Shared,
+                        "per-client" => Share::PerClient,
+                        other => {
+                            return Err(self.error(
+                                &at,
+                                format!("expected \"shared\" or \"per-client\", found \"{other}\""),
+                            ));
+                        }
+                    }
+                }
+                "type" => match self.string(value, &at)? {
+                    "stdio" => {}
+                    other => remote = Some(format!("transport \"{other}\"")),
+                },
+                "url" => remote = Some("a url".to_owned()),
+                "headers" => {}
+                "requestTimeoutMs" => spec.request_timeout = self.millis(value, &at)?,
+                "startupTimeoutMs" => spec.startup_timeout = self.millis(value, &at)?,
+                "disabled" => {
+                    disabled = value.as_bool().ok_or_else(|| {
+                        self.error(
+                            &at,
+                            format!("expected true or false, found {}", kind(value)),
+                        )
+                    })?;
+                }
+                _ => self.unknown(path, key),
+            }
+        }
+        if disabled {
+            return Ok(None);
+        }
+        if let Some(what) = remote {
+            self.warnings.push(format!(
+                "{}: {path} has {what}; remote servers are not supported by this mcpd yet, so it is skipped",
+                self.file.display()
+            ));
+            return Ok(None);
+        }
+        spec.command = match command {
+            Some(c) if !c.trim().is_empty() => c,
+            Some(_) => return Err(self.error(&join(path, "command"), "the command is empty")),
+            None => {
+                return Err(self.error(
+                    path,
+                    "a stdio server needs a \"command\" (and optionally \"args\")",
+                ));
+            }
+        };
+        Ok(Some(spec))
+    }
+
+    fn profile(&mut self, v: &Value, path: &str) -> Result<Profile, ConfigError> {
+        let mut servers = Vec::new();
+        for (key, value) in self.object(v, path)? {
+            let at = join(path, key);
+            match key.as_str() {
+                "servers" => {
+                    let items = value.as_array().ok_or_else(|| {
+                        self.error(
+                            &at,
+                            format!("expected an array of server names, found {}", kind(value)),
+                        )
+                    })?;
+                    for (i, item) in items.iter().enumerate() {
+                        servers.push(self.string(item, &format!("{at}[{i}]"))?.to_owned());
+                    }
+                }
+                _ => self.unknown(path, key),
+            }
+        }
+        Ok(Profile { servers })
+    }
+
+    fn options(&mut self, v: &Value) -> Result<Options, ConfigError> {
+        let mut options = Options::default();
+        for (key, value) in self.object(v, "mcpd")? {
+            let at = join("mcpd", key);
+            match key.as_str() {
+                "separator" => {
+                    let sep = self.string(value, &at)?;
+                    if sep.is_empty()
+                        || !sep
+                            .chars()
+                            .all(|c| c == '_' || c == '-' || c == '.' || c.is_ascii_alphanumeric())
+                    {
+                        return Err(self.error(&at, "the separator must be non-empty and use only letters, digits, `_`, `-` or `.`"));
+                    }
+                    options.separator = sep.to_owned();
+                }
+                "pageSize" => {
+                    options.page_size = value
+                        .as_u64()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| self.error(&at, "expected a number between 1 and 10000"))?
+                        as usize;
+                }
+                "listWaitMs" => options.list_wait = self.millis(value, &at)?,
+                _ => self.unknown("mcpd", key),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    let simple = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c == '_' || c == '-' || c.is_ascii_alphanumeric());
+    match (path.is_empty(), simple) {
+        (true, true) => key.to_owned(),
+        (true, false) => format!("{key:?}"),
+        (false, true) => format!("{path}.{key}"),
+        (false, false) => format!("{path}[{key:?}]"),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What changed between two configurations, server by server.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// In the new configuration only.
+    pub added: Vec<String>,
+    /// In the old configuration only.
+    pub removed: Vec<String>,
+    /// In both, defined differently.
+    pub changed: Vec<String>,
+    /// In both, defined the same.
+    pub unchanged: Vec<String>,
+}
+
+impl Diff {
+    /// Compares the servers of `old` and `new`.
+    pub fn between(old: &Config, new: &Config) -> Self {
+        let mut diff = Self::default();
+        for (name, spec) in &new.servers {
+            match old.servers.get(name) {
+                None => diff.added.push(name.clone()),
+                Some(old_spec) if old_spec != spec => diff.changed.push(name.clone()),
+                Some(_) => diff.unchanged.push(name.clone()),
+            }
+        }
+        diff.removed = old
+            .servers
+            .keys()
+            .filter(|n| !new.servers.contains_key(*n))
+            .cloned()
+            .collect();
+        diff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Loaded {
+        parse(Path::new("/c/config.json"), text, |n| {
+            (n == "TOKEN").then(|| "t0k".to_string())
+        })
+        .unwrap()
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(Path::new("/c/config.json"), text, |n| {
+            (n == "TOKEN").then(|| "t0k".to_string())
+        })
+        .unwrap_err()
+    }
+
+    #[test]
+    fn a_claude_desktop_config_pastes_in() {
+        let loaded = parse_ok(
+            r#"{"mcpServers":{"everything":{"command":"npx","args":["-y","@modelcontextprotocol/server-everything"],"env":{"K":"${TOKEN}"}}},"globalShortcut":"x"}"#,
+        );
+        let spec = &loaded.config.servers["everything"];
+        assert_eq!(spec.command, "npx");
+        assert_eq!(spec.args, ["-y", "@modelcontextprotocol/server-everything"]);
+        assert_eq!(spec.env["K"], "t0k");
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(
+            loaded.warnings[0].contains("unknown key `globalShortcut`"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_file_line_and_column() {
+        let e = parse_err("{\n  \"mcpServers\": {,\n}");
+        assert_eq!(e.line, Some((2, 18)));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("/c/config.json:2:18: not valid JSON"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_json_path() {
+        let e = parse_err(r#"{"mcpServers":{"x":{"command":"a","args":["ok", 3]}}}"#);
+        assert_eq!(e.json_path.as_deref(), Some("mcpServers.x.args[1]"));
+        assert!(
+            e.to_string().contains("expected a string, found a number"),
+            "{e}"
+        );
+
+        let e = parse_err(r#"{"mcpServers":{"my server":{"args":[]}}}"#);
+        assert_eq!(e.json_path.as_deref(), Some(r#"mcpServers["my server"]"#));
+        assert!(e.message.contains("needs a \"command\""));
+
+        let e = parse_err(r#"{"mcpServers":{"x":{"command":"${MISSING}"}}}"#);
+        assert_eq!(e.json_path.as_deref(), Some("mcpServers.x.command"));
+        assert!(e.message.contains("MISSING is not set"));
+    }
+
+    #[test]
+    fn profiles_must_name_known_servers() {
+        let e = parse_err(
+            r#"{"mcpServers":{"a":{"command":"a"}},"profiles":{"w":{"servers":["a","b"]}}}"#,
+        );
+        assert_eq!(e.json_path.as_deref(), Some("profiles.w.servers[1]"));
+        let ok = parse_ok(
+            r#"{"mcpServers":{"a":{"command":"a"},"b":{"command":"b"}},"profiles":{"w":{"servers":["b"]}}}"#,
+        );
+        assert_eq!(ok.config.profile_servers("w"), Some(vec!["b".to_string()]));
+        assert_eq!(
+            ok.config.profile_servers("default"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(ok.config.profile_servers("nope"), None);
+    }
+
+    #[test]
+    fn disabled_servers_are_left_out() {
+        let ok = parse_ok(r#"{"mcpServers":{"a":{"command":"a","disabled":true}}}"#);
+        assert!(ok.config.servers.is_empty());
+    }
+
+    #[test]
+    fn diff_sorts_servers_into_four_groups() {
+        let old = parse_ok(
+            r#"{"mcpServers":{"a":{"command":"a"},"b":{"command":"b"},"c":{"command":"c"}}}"#,
+        )
+        .config;
+        let new = parse_ok(
+            r#"{"mcpServers":{"a":{"command":"a"},"b":{"command":"b2"},"d":{"command":"d"}}}"#,
+        )
+        .config;
+        let diff = Diff::between(&old, &new);
+        assert_eq!(diff.added, ["d"]);
+        assert_eq!(diff.removed, ["c"]);
+        assert_eq!(diff.changed, ["b"]);
+        assert_eq!(diff.unchanged, ["a"]);
+    }
+
+    #[test]
+    fn missing_file_is_an_empty_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(&dir.path().join("none.json")).unwrap();
+        assert!(!loaded.exists);
+        assert!(loaded.config.servers.is_empty());
+    }
+}

@@ -1,0 +1,338 @@
+//! The daemon's shared state: the configuration in force, the upstream handles, the merged
+//! catalog and the attached sessions.
+//!
+//! Locks here are `std::sync` locks: every critical section is a few map operations, none is
+//! held across an `.await` (the state they guard is cloned out first), and a synchronous lock is
+//! cheaper than tokio's for that.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use mcpd_proto::{ClientProcess, DaemonStatus, ReloadReport, ServerStatus, SessionStatus};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigError, Diff, Loaded};
+use crate::router::catalog::{Catalog, SharedCatalog};
+use crate::upstream::{StopTimeouts, UpstreamHandle};
+
+/// What a session shows in `mcpctl status`.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// Profile it attached to.
+    pub profile: String,
+    /// The client process, as the shim reported it.
+    pub client: ClientProcess,
+    /// When it attached.
+    pub attached: Instant,
+    /// `clientInfo.name` and `.version` from its `initialize`.
+    pub client_info: Option<(String, String)>,
+    /// Requests in flight.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+struct State {
+    config: Arc<Config>,
+    config_exists: bool,
+    config_error: Option<String>,
+    upstreams: BTreeMap<String, UpstreamHandle>,
+}
+
+/// The daemon: one per process, shared by every task as `Arc<Daemon>`.
+pub struct Daemon {
+    started: Instant,
+    config_path: PathBuf,
+    state: RwLock<State>,
+    catalog_tx: watch::Sender<SharedCatalog>,
+    catalog_dirty: Arc<Notify>,
+    sessions: Mutex<BTreeMap<u64, SessionEntry>>,
+    next_session: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+    stop_timeouts: StopTimeouts,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Creates the daemon with the configuration as first loaded and starts its upstreams.
+    /// A configuration that failed to load leaves the daemon running with no servers; the
+    /// error is logged and shown by `mcpctl status`.
+    pub fn start(
+        config_path: PathBuf,
+        loaded: Result<Loaded, ConfigError>,
+        stop_timeouts: StopTimeouts,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (loaded, config_error) = match loaded {
+            Ok(loaded) => (loaded, None),
+            Err(e) => {
+                tracing::error!(
+                    "{e}; starting with no servers: fix the file and run `mcpctl reload`"
+                );
+                (Loaded::default(), Some(e.to_string()))
+            }
+        };
+        report_loaded(&config_path, &loaded);
+        let catalog_dirty = Arc::new(Notify::new());
+        let upstreams = loaded
+            .config
+            .servers
+            .iter()
+            .map(|(name, spec)| {
+                (
+                    name.clone(),
+                    UpstreamHandle::spawn(
+                        name,
+                        spec.clone(),
+                        Arc::clone(&catalog_dirty),
+                        stop_timeouts,
+                    ),
+                )
+            })
+            .collect();
+        let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
+        let daemon = Arc::new(Self {
+            started: Instant::now(),
+            config_path,
+            state: RwLock::new(State {
+                config: Arc::new(loaded.config),
+                config_exists: loaded.exists,
+                config_error,
+                upstreams,
+            }),
+            catalog_tx,
+            catalog_dirty,
+            sessions: Mutex::new(BTreeMap::new()),
+            next_session: AtomicU64::new(1),
+            reload_lock: tokio::sync::Mutex::new(()),
+            stop_timeouts,
+            shutdown,
+        });
+        daemon.rebuild_catalog();
+        tokio::spawn(Arc::clone(&daemon).maintain_catalog());
+        daemon
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.read().config)
+    }
+
+    /// The handle of a running server.
+    pub fn upstream(&self, name: &str) -> Option<UpstreamHandle> {
+        self.read().upstreams.get(name).cloned()
+    }
+
+    /// A receiver of the merged catalog.
+    pub fn catalog(&self) -> watch::Receiver<SharedCatalog> {
+        self.catalog_tx.subscribe()
+    }
+
+    fn rebuild_catalog(&self) {
+        let (upstreams, separator) = {
+            let state = self.read();
+            (
+                state.upstreams.clone(),
+                state.config.options.separator.clone(),
+            )
+        };
+        let catalog = Catalog::build(&upstreams, &separator);
+        self.catalog_tx.send_if_modified(|current| {
+            if current.same_as(&catalog) {
+                return false;
+            }
+            *current = Arc::new(catalog);
+            true
+        });
+    }
+
+    async fn maintain_catalog(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.catalog_dirty.notified() => self.rebuild_catalog(),
+            }
+        }
+    }
+
+    /// Registers a new session and returns its id.
+    pub fn add_session(&self, profile: String, client: ClientProcess) -> (u64, Arc<AtomicUsize>) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let entry = SessionEntry {
+            profile,
+            client,
+            attached: Instant::now(),
+            client_info: None,
+            in_flight: Arc::clone(&in_flight),
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry);
+        (id, in_flight)
+    }
+
+    /// Records the client's `clientInfo`.
+    pub fn set_client_info(&self, id: u64, name: String, version: String) {
+        if let Some(entry) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
+            entry.client_info = Some((name, version));
+        }
+    }
+
+    /// Forgets a session that ended.
+    pub fn remove_session(&self, id: u64) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// The daemon as `mcpctl status` shows it.
+    pub fn status(&self) -> DaemonStatus {
+        let (servers, config_exists, config_error) = {
+            let state = self.read();
+            let servers: Vec<ServerStatus> = state
+                .upstreams
+                .iter()
+                .map(|(name, handle)| {
+                    let s = handle.snapshot();
+                    ServerStatus {
+                        name: name.clone(),
+                        transport: "stdio".into(),
+                        state: s.state,
+                        pid: s.pid,
+                        tools: s.tools.len(),
+                        restarts: s.restarts,
+                        last_error: s.last_error,
+                        server_info: s.server_info,
+                    }
+                })
+                .collect();
+            (servers, state.config_exists, state.config_error.clone())
+        };
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, e)| SessionStatus {
+                id: *id,
+                profile: e.profile.clone(),
+                client_name: e.client_info.as_ref().map(|(n, _)| n.clone()),
+                client_version: e.client_info.as_ref().map(|(_, v)| v.clone()),
+                client_pid: e.client.pid,
+                attached_ms: millis(e.attached.elapsed()),
+                in_flight: e.in_flight.load(Ordering::Relaxed),
+            })
+            .collect();
+        DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: mcpd_proto::PROTOCOL_VERSION,
+            pid: std::process::id(),
+            uptime_ms: millis(self.started.elapsed()),
+            config_path: Some(self.config_path.display().to_string()),
+            config_loaded: config_exists,
+            config_error,
+            servers,
+            sessions,
+        }
+    }
+
+    /// Re-reads the configuration file and applies what changed: removed and changed servers
+    /// are stopped, then added and changed ones started; unchanged ones are not touched. A file
+    /// that does not load leaves everything as it was.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let loaded = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        report_loaded(&self.config_path, &loaded);
+        let (diff, stopping) = {
+            let mut state = self.write();
+            let diff = Diff::between(&state.config, &loaded.config);
+            let stopping: Vec<UpstreamHandle> = diff
+                .removed
+                .iter()
+                .chain(&diff.changed)
+                .filter_map(|name| state.upstreams.remove(name))
+                .collect();
+            state.config = Arc::new(loaded.config.clone());
+            state.config_exists = loaded.exists;
+            state.config_error = None;
+            (diff, stopping)
+        };
+        self.catalog_dirty.notify_one();
+        futures_util::future::join_all(stopping.iter().map(UpstreamHandle::stop)).await;
+        {
+            let mut state = self.write();
+            for name in diff.added.iter().chain(&diff.changed) {
+                if let Some(spec) = loaded.config.servers.get(name) {
+                    let handle = UpstreamHandle::spawn(
+                        name,
+                        spec.clone(),
+                        Arc::clone(&self.catalog_dirty),
+                        self.stop_timeouts,
+                    );
+                    state.upstreams.insert(name.clone(), handle);
+                }
+            }
+        }
+        self.catalog_dirty.notify_one();
+        tracing::info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "configuration reloaded");
+        Ok(ReloadReport {
+            config_path: self.config_path.display().to_string(),
+            added: diff.added,
+            removed: diff.removed,
+            changed: diff.changed,
+            unchanged: diff.unchanged,
+            warnings: loaded.warnings,
+        })
+    }
+
+    /// Stops every upstream with the stop sequence, all at once, and waits for them.
+    pub async fn stop_all(&self) {
+        let handles: Vec<UpstreamHandle> = std::mem::take(&mut self.write().upstreams)
+            .into_values()
+            .collect();
+        futures_util::future::join_all(handles.iter().map(UpstreamHandle::stop)).await;
+    }
+}
+
+fn report_loaded(path: &std::path::Path, loaded: &Loaded) {
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    if !loaded.exists {
+        tracing::info!(
+            "no configuration file at {}; create it with {{\"mcpServers\": {{\"name\": {{\"command\": \"...\", \"args\": []}}}}}} and run `mcpctl reload`",
+            path.display()
+        );
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

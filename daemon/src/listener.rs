@@ -1,0 +1,121 @@
+//! The daemon's socket: directory 0700, socket 0600, a stale socket probed before it is replaced.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixListener;
+
+/// Binds the socket at `path`, creating its directory with mode 0700.
+///
+/// A socket file that already exists is probed first: if a daemon answers, this fails (two
+/// daemons would fight over the same servers); if nobody answers it is stale and replaced.
+/// A file there that is not a socket is never removed.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    let dir = path.parent().context("the socket path has no directory")?;
+    prepare_dir(dir)?;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "another mcpd is already listening on {} (stop it, or use --socket)",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!("removing the stale socket {}", path.display());
+                fs::remove_file(path).with_context(|| {
+                    format!("cannot remove the stale socket {}", path.display())
+                })?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot probe the existing socket {}", path.display())
+                });
+            }
+        },
+        Ok(_) => bail!(
+            "{} exists and is not a socket; move it away",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+    let std_listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod 600 {}", path.display()))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(std_listener)?)
+}
+
+/// Creates `dir` with mode 0700 or checks that an existing one is ours and private.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the runtime directory {}", dir.display()))?;
+    let meta = fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        bail!(
+            "{} belongs to uid {}, not to us (uid {uid}); refusing to put the socket there",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot chmod 700 {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn modes_are_private_and_a_stale_socket_is_replaced() {
+        let tmp = tempfile::Builder::new()
+            .prefix("l")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = tmp.path().join("run").join("mcpd.sock");
+        let first = bind(&path).unwrap();
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // A live socket is not taken over.
+        assert!(
+            bind(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("already listening")
+        );
+        drop(first);
+        // The file is left behind by the dropped listener: it is stale now.
+        let _second = bind(&path).unwrap();
+    }
+
+    #[test]
+    fn a_regular_file_is_never_removed() {
+        let tmp = tempfile::Builder::new()
+            .prefix("l")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = tmp.path().join("mcpd.sock");
+        fs::write(&path, "keep me").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(async { bind(&path).unwrap_err() });
+        assert!(err.to_string().contains("not a socket"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
+    }
+}

@@ -1,0 +1,246 @@
+//! The accept loop: peer checks, the hello handshake, and handing each connection to a session
+//! or control loop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mcpd_proto::line::{MAX_CONTROL_LINE, MAX_MESSAGE_LINE};
+use mcpd_proto::{Hello, HelloError, HelloReply, PROTOCOL_VERSION, Welcome};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{Frame, LineCodec};
+use crate::config;
+use crate::daemon::Daemon;
+use crate::upstream::StopTimeouts;
+
+/// Connections served at once; more are refused with an error line.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Time a peer has to send its hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to run the daemon.
+#[derive(Debug)]
+pub struct DaemonConfig {
+    /// The configuration file (it need not exist).
+    pub config_path: PathBuf,
+    /// Each message asks for a reload (the binary sends one per SIGHUP).
+    pub reload_requests: Option<mpsc::Receiver<()>>,
+    /// Grace periods of the upstream stop sequence.
+    pub stop_timeouts: StopTimeouts,
+}
+
+impl DaemonConfig {
+    /// A configuration read from `config_path`, with default grace periods and no reload signal.
+    pub fn new(config_path: PathBuf) -> Self {
+        Self {
+            config_path,
+            reload_requests: None,
+            stop_timeouts: StopTimeouts::default(),
+        }
+    }
+}
+
+/// Runs the daemon on `listener` until `shutdown` is cancelled (or a control client asks for
+/// shutdown), then stops every upstream with the stop sequence and returns.
+pub async fn run(
+    config: DaemonConfig,
+    listener: UnixListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let loaded = config::load(&config.config_path);
+    let daemon = Daemon::start(
+        config.config_path,
+        loaded,
+        config.stop_timeouts,
+        shutdown.clone(),
+    );
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    let mut reloads = config.reload_requests;
+    tracing::info!(
+        pid = std::process::id(),
+        "mcpd {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = async { match reloads.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                let daemon = Arc::clone(&daemon);
+                tracker.spawn(async move {
+                    if let Err(message) = daemon.reload().await {
+                        tracing::error!("reload refused, the running configuration is kept: {message}");
+                    }
+                });
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let permit = Arc::clone(&limit).try_acquire_owned().ok();
+                    tracker.spawn(connection(Arc::clone(&daemon), stream, permit));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    tracker.close();
+    daemon.stop_all().await;
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<OwnedSemaphorePermit>) {
+    let my_uid = nix::unistd::geteuid().as_raw();
+    let peer = stream.peer_cred();
+    let (read, mut write) = stream.into_split();
+    match peer {
+        Ok(cred) if cred.uid() == my_uid => {}
+        Ok(cred) => {
+            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a connection from another user");
+            refuse(&mut write, format!("this mcpd serves uid {my_uid} only")).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("refused a connection whose peer cannot be identified: {e}");
+            return;
+        }
+    }
+    let Some(_permit) = permit else {
+        tracing::warn!("refused a connection: {MAX_CONNECTIONS} connections are open already");
+        refuse(
+            &mut write,
+            format!("too many connections ({MAX_CONNECTIONS}); close some clients"),
+        )
+        .await;
+        return;
+    };
+    let mut reader = FramedRead::new(read, LineCodec::new(MAX_CONTROL_LINE));
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Err(_) => {
+            tracing::debug!(
+                "a peer sent no hello within {}s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            refuse(
+                &mut write,
+                format!("no hello within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+            )
+            .await;
+            return;
+        }
+        Ok(None | Some(Err(_))) => return,
+        Ok(Some(Ok(Frame::TooLong(len)))) => {
+            refuse(&mut write, format!("hello of {len} bytes is too long")).await;
+            return;
+        }
+        Ok(Some(Ok(Frame::Line(line)))) => match serde_json::from_slice::<Hello>(&line) {
+            Ok(hello) => hello,
+            Err(e) => {
+                refuse(&mut write, format!("not an mcpd hello ({e}); this mcpd speaks socket protocol {PROTOCOL_VERSION}")).await;
+                return;
+            }
+        },
+    };
+    match hello {
+        Hello::Attach(attach) => {
+            if attach.v == 0 {
+                refuse(
+                    &mut write,
+                    format!(
+                        "socket protocol {} is not supported; this mcpd speaks {PROTOCOL_VERSION}",
+                        attach.v
+                    ),
+                )
+                .await;
+                return;
+            }
+            if daemon.config().profile_servers(&attach.profile).is_none() {
+                let known: Vec<String> = daemon.config().profiles.keys().cloned().collect();
+                refuse(
+                    &mut write,
+                    format!(
+                        "unknown profile `{}`; the configuration defines: default{}",
+                        attach.profile,
+                        known.iter().map(|p| format!(", {p}")).collect::<String>()
+                    ),
+                )
+                .await;
+                return;
+            }
+            let (id, in_flight) = daemon.add_session(attach.profile.clone(), attach.client.clone());
+            if !welcome(&mut write, Some(id)).await {
+                daemon.remove_session(id);
+                return;
+            }
+            reader.decoder_mut().set_max(MAX_MESSAGE_LINE);
+            crate::router::session::serve(daemon, id, attach.profile, in_flight, reader, write)
+                .await;
+        }
+        Hello::Control(control) => {
+            if control.v == 0 {
+                refuse(
+                    &mut write,
+                    format!(
+                        "socket protocol {} is not supported; this mcpd speaks {PROTOCOL_VERSION}",
+                        control.v
+                    ),
+                )
+                .await;
+                return;
+            }
+            if welcome(&mut write, None).await {
+                crate::control::serve(daemon, reader, write).await;
+            }
+        }
+        Hello::Unknown => {
+            refuse(&mut write, format!("unknown operation; this mcpd (socket protocol {PROTOCOL_VERSION}) knows `attach` and `control`")).await;
+        }
+    }
+}
+
+async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>) -> bool {
+    let reply = HelloReply::Welcome(Welcome {
+        v: PROTOCOL_VERSION,
+        daemon: env!("CARGO_PKG_VERSION").into(),
+        session,
+    });
+    send_line(write, &reply).await
+}
+
+async fn refuse(write: &mut OwnedWriteHalf, message: String) {
+    send_line(
+        write,
+        &HelloReply::Error(HelloError {
+            v: PROTOCOL_VERSION,
+            message,
+        }),
+    )
+    .await;
+}
+
+async fn send_line(write: &mut OwnedWriteHalf, reply: &HelloReply) -> bool {
+    let Ok(mut line) = serde_json::to_string(reply) else {
+        return false;
+    };
+    line.push('\n');
+    write.write_all(line.as_bytes()).await.is_ok()
+}

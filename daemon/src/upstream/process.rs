@@ -1,0 +1,315 @@
+//! One upstream child process: spawned in its own process group from a small, documented base
+//! environment, and stopped by the sequence of DESIGN.md: close stdin, wait, SIGTERM the group,
+//! wait, SIGKILL the group.
+
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use crate::codec::{Frame, LineCodec};
+use crate::config::ServerSpec;
+
+/// Variables passed from the daemon's environment to every child; everything else is dropped
+/// so that the daemon's own secrets and settings do not leak into servers. A server's `env`
+/// adds to (and overrides) these.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_STATE_HOME",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// How many stderr lines of a server are kept for status and failure messages.
+pub const STDERR_TAIL: usize = 20;
+/// Longest stderr line kept whole; longer ones are cut.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+/// Messages queued for a server's stdin before senders are told it is busy.
+pub const STDIN_QUEUE: usize = 1024;
+
+/// Grace periods of the stop sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct StopTimeouts {
+    /// After closing stdin, before SIGTERM.
+    pub after_stdin: Duration,
+    /// After SIGTERM, before SIGKILL.
+    pub after_term: Duration,
+}
+
+impl Default for StopTimeouts {
+    fn default() -> Self {
+        Self {
+            after_stdin: Duration::from_secs(2),
+            after_term: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A running child: its handle, its stdin queue, its stdout frames and its stderr tail.
+#[derive(Debug)]
+pub struct Process {
+    /// The child; its pid is also its process group id.
+    pub child: Child,
+    /// Process group id (= pid).
+    pub pgid: Pid,
+    /// Lines to write to stdin; dropping it closes stdin.
+    pub stdin: Option<mpsc::Sender<String>>,
+    /// Lines from stdout.
+    pub stdout: FramedRead<ChildStdout, LineCodec>,
+    /// The last lines it wrote to stderr.
+    pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Process {
+    /// Spawns `spec` as the leader of a new process group.
+    pub fn spawn(server: &str, spec: &ServerSpec) -> std::io::Result<Self> {
+        let mut cmd = Command::new(&spec.command);
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(
+                BASE_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
+            .envs(&spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
+        // which is async-signal-safe; it allocates nothing and touches no locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the daemon dies without stopping us, the kernel kills the child. Children
+                // of the child are handled by the stop sequence and the start-up sweep.
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        let pgid = Pid::from_raw(pid as i32);
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+
+        let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+        tokio::spawn(write_stdin(stdin, rx));
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+        tokio::spawn(log_stderr(
+            server.to_owned(),
+            stderr,
+            Arc::clone(&stderr_tail),
+        ));
+        Ok(Self {
+            child,
+            pgid,
+            stdin: Some(tx),
+            stdout: FramedRead::new(stdout, LineCodec::new(mcpd_proto::line::MAX_MESSAGE_LINE)),
+            stderr_tail,
+        })
+    }
+
+    /// Queues one line for stdin without waiting. `Err` when the queue is full or stdin closed.
+    pub fn send(&self, line: String) -> Result<(), String> {
+        match &self.stdin {
+            Some(tx) => tx.try_send(line).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => "its input queue is full".to_owned(),
+                mpsc::error::TrySendError::Closed(_) => "its stdin is closed".to_owned(),
+            }),
+            None => Err("its stdin is closed".to_owned()),
+        }
+    }
+
+    /// The stderr tail joined for an error message.
+    pub fn stderr_summary(&self) -> String {
+        let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter()
+            .rev()
+            .take(3)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// The stop sequence: close stdin, wait, SIGTERM the group, wait, SIGKILL the group; then
+    /// sweep whatever is left of the group (grandchildren). Returns the leader's exit status.
+    pub async fn stop(&mut self, timeouts: StopTimeouts) -> Option<ExitStatus> {
+        self.stdin = None;
+        let status = match tokio::time::timeout(timeouts.after_stdin, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = killpg(self.pgid, Signal::SIGTERM);
+                match tokio::time::timeout(timeouts.after_term, self.child.wait()).await {
+                    Ok(status) => status.ok(),
+                    Err(_) => {
+                        let _ = killpg(self.pgid, Signal::SIGKILL);
+                        self.child.wait().await.ok()
+                    }
+                }
+            }
+        };
+        sweep_group(self.pgid, timeouts.after_term).await;
+        status
+    }
+
+    /// Reaps the leader after it exited by itself, then sweeps its group.
+    pub async fn reap(&mut self, timeouts: StopTimeouts) -> Option<ExitStatus> {
+        self.stdin = None;
+        let status = self.child.wait().await.ok();
+        sweep_group(self.pgid, timeouts.after_term).await;
+        status
+    }
+}
+
+/// Ends what is left of a process group whose leader is gone: SIGTERM, a grace period, SIGKILL.
+/// A group id cannot be reused while any member lives, so this never hits a stranger.
+pub async fn sweep_group(pgid: Pid, grace: Duration) {
+    if killpg(pgid, None).is_err() {
+        return;
+    }
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if killpg(pgid, None).is_err() {
+            return;
+        }
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+async fn write_stdin(stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {
+    let mut w = BufWriter::new(stdin);
+    while let Some(line) = rx.recv().await {
+        if w.write_all(line.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
+            return;
+        }
+        if rx.is_empty() && w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+async fn log_stderr(
+    server: String,
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = FramedRead::new(stderr, LineCodec::new(MAX_STDERR_LINE));
+    while let Some(frame) = lines.next().await {
+        let line = match frame {
+            Ok(Frame::Line(bytes)) => escape_control(&String::from_utf8_lossy(&bytes)),
+            Ok(Frame::TooLong(len)) => format!("[a stderr line of {len} bytes was cut]"),
+            Err(_) => break,
+        };
+        tracing::info!(target: "mcpd::upstream", server = %server, "{line}");
+        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Escapes control characters so that a server cannot forge log lines or terminal sequences.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// "exited with status 1", "killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(name) => format!("killed by signal {sig} ({name})"),
+                Err(_) => format!("killed by signal {sig}"),
+            },
+            _ => "exited".to_owned(),
+        },
+        None => "exited (status unknown)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\u{1b}[31mred\r\x07\tok"),
+            "a\\u{1b}[31mred\\r\\u{7}\tok"
+        );
+    }
+}
