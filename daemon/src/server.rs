@@ -192,8 +192,16 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 return;
             }
             reader.decoder_mut().set_max(MAX_MESSAGE_LINE);
-            crate::router::session::serve(daemon, id, attach.profile, in_flight, reader, write)
-                .await;
+            crate::router::session::serve(
+                daemon,
+                id,
+                attach.profile,
+                attach.resume,
+                in_flight,
+                reader,
+                write,
+            )
+            .await;
         }
         Hello::Control(control) => {
             if control.v == 0 {

@@ -36,6 +36,27 @@ pub struct AttachHello {
     /// Facts about the process that launched the shim, for status and logs.
     #[serde(default)]
     pub client: ClientProcess,
+    /// Set when the shim re-attaches after losing its connection (the daemon restarted): the
+    /// session continues as already initialized, without the client noticing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// What a re-attaching shim hands the daemon so that the session continues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The `params` of the client's original `initialize` request, as the client sent them.
+    pub initialize: serde_json::Value,
+    /// Whether the client had sent `notifications/initialized`.
+    #[serde(default = "yes")]
+    pub initialized: bool,
+    /// The session id the shim had before, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `{"op":"control","v":1}`
@@ -279,6 +300,11 @@ mod tests {
                 cwd: Some("/home/u".into()),
                 shim_version: Some("0.1.0".into()),
             },
+            resume: Some(Resume {
+                initialize: serde_json::json!({"protocolVersion": "2025-11-25", "clientInfo": {"name": "c"}}),
+                initialized: true,
+                previous_session: Some(3),
+            }),
         });
         let line = serde_json::to_string(&hello).unwrap();
         assert!(line.starts_with(r#"{"op":"attach","v":1"#), "{line}");

@@ -116,6 +116,7 @@ fn hello(profile: &str) -> Hello {
                 .map(|dir| dir.to_string_lossy().into_owned()),
             shim_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         },
+        resume: None,
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use mcpd_proto::Resume;
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
 use serde::Deserialize;
 use serde_json::json;
@@ -41,6 +42,7 @@ pub async fn serve(
     daemon: Arc<Daemon>,
     id: u64,
     profile: String,
+    resume: Option<Resume>,
     in_flight: Arc<AtomicUsize>,
     mut reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
@@ -59,7 +61,18 @@ pub async fn serve(
         aborts: HashMap::new(),
         in_flight,
     };
-    tracing::debug!(session = id, "attached");
+    match resume {
+        Some(resume) => {
+            // The shim lost its connection (the daemon restarted) and the client does not know:
+            // continue as the client's original `initialize` left the session.
+            let params =
+                serde_json::from_value::<InitializeParams>(resume.initialize).unwrap_or_default();
+            let version = session.apply_initialize(params);
+            session.initialized = resume.initialized;
+            tracing::info!(session = id, previous = ?resume.previous_session, protocol = version, "session resumed");
+        }
+        None => tracing::debug!(session = id, "attached"),
+    }
     loop {
         tokio::select! {
             _ = daemon.shutdown.cancelled() => break,
@@ -255,6 +268,19 @@ impl Session {
             .params
             .and_then(|p| serde_json::from_str(p.get()).ok())
             .unwrap_or_default();
+        let version = self.apply_initialize(params);
+        envelope::response(
+            id,
+            &json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
+            }),
+        )
+    }
+
+    /// Takes in what the client said in `initialize`; returns the protocol version agreed.
+    fn apply_initialize(&mut self, params: InitializeParams) -> &'static str {
         let version = params
             .protocol_version
             .as_deref()
@@ -268,14 +294,7 @@ impl Session {
         }
         let catalog = self.catalog.borrow_and_update().clone();
         self.announced = Some(catalog.fingerprint(&self.servers()));
-        envelope::response(
-            id,
-            &json!({
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": true}},
-                "serverInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
-            }),
-        )
+        version
     }
 
     fn on_notification(&mut self, msg: &Envelope<'_>) {
