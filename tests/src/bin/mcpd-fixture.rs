@@ -1,0 +1,449 @@
+//! `mcpd-fixture`: a small, deterministic MCP stdio server for mcpd's integration tests.
+//!
+//! JSON lines on stdin/stdout, like any MCP stdio server. Behaviour is chosen by flags:
+//!
+//! | flag | effect |
+//! |---|---|
+//! | `--name NAME` | `serverInfo.name` (default `mcpd-fixture`) |
+//! | `--tools N` | also offer `tool_0` .. `tool_{N-1}` (each answers its own name) |
+//! | `--page-size K` | paginate `tools/list`, K tools a page, with `nextCursor` |
+//! | `--ignore-sigterm` | SIGTERM is ignored (the daemon must escalate to SIGKILL) |
+//! | `--fork-grandchildren` | at start, run `sh -c 'sleep 600 & sleep 600'` and never reap it |
+//! | `--list-changed-after-ms MS` | MS after `notifications/initialized`, add tool `late` and send `notifications/tools/list_changed` |
+//! | `--stderr-lines N` | write N lines to stderr at start |
+//! | `--exit-after-init` | exit 0 as soon as `notifications/initialized` arrives |
+//! | `--record PATH` | append every line received, byte for byte, to PATH |
+//!
+//! Tools always offered:
+//!
+//! - `echo {message}`: text `message`.
+//! - `add {a, b}`: text and `structuredContent.sum` of `a + b`.
+//! - `sleep {ms}`: answers after `ms` milliseconds without blocking other requests; with a
+//!   `_meta.progressToken` it sends `notifications/progress` (0 of 1) before sleeping.
+//! - `pid`: text of this process's pid.
+//! - `big`: a result whose `structuredContent` holds the raw numbers `1.50`,
+//!   `123456789012345678901234567890`, `1.0e-7` and `-0.0`, written by hand so that any
+//!   re-encoding on the way to the client shows. The exact bytes are
+//!   `mcpd_tests::fixture::BIG_STRUCTURED`.
+//! - `crash`: exits with status 3 at once, without answering.
+//! - `ask {method, params}`: sends that request to the client (sampling, elicitation, roots)
+//!   and answers with the client's result as `structuredContent` (or the client's error).
+//!
+//! Protocol versions are negotiated as a real server does: a version the client asks for that
+//! this server knows is echoed, anything else gets `2025-11-25`.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use mcpd_tests::fixture::BIG_STRUCTURED;
+use serde_json::{Value, json};
+
+const KNOWN_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+const DEFAULT_VERSION: &str = "2025-11-25";
+
+#[derive(Debug, Default)]
+struct Options {
+    name: Option<String>,
+    tools: usize,
+    page_size: Option<usize>,
+    ignore_sigterm: bool,
+    fork_grandchildren: bool,
+    list_changed_after_ms: Option<u64>,
+    stderr_lines: usize,
+    exit_after_init: bool,
+    record: Option<String>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+        let number = |flag: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|e| format!("{flag}: {v:?} is not a number: {e}"))
+        };
+        match arg.as_str() {
+            "--name" => o.name = Some(value("--name")?),
+            "--tools" => o.tools = number("--tools", value("--tools")?)? as usize,
+            "--page-size" => {
+                let k = number("--page-size", value("--page-size")?)? as usize;
+                o.page_size = Some(k.max(1));
+            }
+            "--ignore-sigterm" => o.ignore_sigterm = true,
+            "--fork-grandchildren" => o.fork_grandchildren = true,
+            "--list-changed-after-ms" => {
+                let flag = "--list-changed-after-ms";
+                o.list_changed_after_ms = Some(number(flag, value(flag)?)?);
+            }
+            "--stderr-lines" => {
+                o.stderr_lines = number("--stderr-lines", value("--stderr-lines")?)? as usize;
+            }
+            "--exit-after-init" => o.exit_after_init = true,
+            "--record" => o.record = Some(value("--record")?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Writes whole lines to stdout from any thread; exits quietly when the reader has gone.
+#[derive(Clone)]
+struct Out(Arc<Mutex<io::Stdout>>);
+
+impl Out {
+    fn send(&self, line: &str) {
+        let stdout = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut w = stdout.lock();
+        if w.write_all(line.as_bytes())
+            .and_then(|()| w.write_all(b"\n"))
+            .and_then(|()| w.flush())
+            .is_err()
+        {
+            std::process::exit(0);
+        }
+    }
+
+    fn result(&self, id: &Value, result: &Value) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string());
+    }
+
+    fn error(&self, id: &Value, code: i64, message: &str) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+                .to_string(),
+        );
+    }
+}
+
+fn text_result(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}]})
+}
+
+fn tool(name: &str, description: &str, properties: Value) -> Value {
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": {"type": "object", "properties": properties},
+    })
+}
+
+fn tool_list(o: &Options, late: bool) -> Vec<Value> {
+    let mut tools: Vec<Value> = (0..o.tools)
+        .map(|i| tool(&format!("tool_{i}"), "Answers its own name", json!({})))
+        .collect();
+    let text = json!({"type": "string"});
+    let number = json!({"type": "number"});
+    tools.extend([
+        tool("echo", "Echoes `message`", json!({"message": text})),
+        tool("add", "Adds `a` and `b`", json!({"a": number, "b": number})),
+        tool(
+            "sleep",
+            "Answers after `ms` milliseconds",
+            json!({"ms": number}),
+        ),
+        tool("pid", "Answers this server's process id", json!({})),
+        tool(
+            "big",
+            "Answers numbers that re-encoding would change",
+            json!({}),
+        ),
+        tool("crash", "Exits with status 3 without answering", json!({})),
+        tool(
+            "ask",
+            "Sends request `method` with `params` to the client and answers its result",
+            json!({"method": text, "params": {"type": "object"}}),
+        ),
+    ]);
+    if late {
+        tools.push(tool("late", "Added after initialization", json!({})));
+    }
+    tools
+}
+
+/// State shared by the reader loop and the threads it starts.
+struct Server {
+    options: Options,
+    out: Out,
+    late: Mutex<bool>,
+    /// Requests this server sent to the client, by their id, with the tool call to answer.
+    asked: Mutex<HashMap<String, Value>>,
+    next_ask: Mutex<u64>,
+}
+
+impl Server {
+    fn handle(self: &Arc<Self>, line: &str) {
+        let msg: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out
+                    .error(&Value::Null, -32700, &format!("parse error: {e}"));
+                return;
+            }
+        };
+        let id = msg.get("id").cloned();
+        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+            if let Some(id) = id {
+                self.answer_ask(&id, &msg);
+            }
+            return;
+        };
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let Some(id) = id else {
+            self.notification(method);
+            return;
+        };
+        match method {
+            "initialize" => self.initialize(&id, &params),
+            "ping" => self.out.result(&id, &json!({})),
+            "tools/list" => self.list_tools(&id, &params),
+            "tools/call" => self.call_tool(id, &params),
+            _ => self
+                .out
+                .error(&id, -32601, &format!("method not found: {method}")),
+        }
+    }
+
+    fn notification(self: &Arc<Self>, method: &str) {
+        if method != "notifications/initialized" {
+            return;
+        }
+        if self.options.exit_after_init {
+            std::process::exit(0);
+        }
+        if let Some(ms) = self.options.list_changed_after_ms {
+            let server = Arc::clone(self);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(ms));
+                *server.late.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                server
+                    .out
+                    .send(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
+            });
+        }
+    }
+
+    fn initialize(&self, id: &Value, params: &Value) {
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let version = KNOWN_VERSIONS
+            .iter()
+            .find(|v| **v == asked)
+            .copied()
+            .unwrap_or(DEFAULT_VERSION);
+        let name = self.options.name.as_deref().unwrap_or("mcpd-fixture");
+        self.out.result(
+            id,
+            &json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
+            }),
+        );
+    }
+
+    fn list_tools(&self, id: &Value, params: &Value) {
+        let late = *self.late.lock().unwrap_or_else(PoisonError::into_inner);
+        let tools = tool_list(&self.options, late);
+        let Some(page) = self.options.page_size else {
+            self.out.result(id, &json!({"tools": tools}));
+            return;
+        };
+        let start = match params.get("cursor").and_then(Value::as_str) {
+            None => 0,
+            Some(c) => match c.parse::<usize>() {
+                Ok(n) if n <= tools.len() => n,
+                _ => {
+                    self.out.error(id, -32602, &format!("invalid cursor {c:?}"));
+                    return;
+                }
+            },
+        };
+        let end = (start + page).min(tools.len());
+        let mut result = json!({"tools": tools[start..end]});
+        if end < tools.len() {
+            result["nextCursor"] = json!(end.to_string());
+        }
+        self.out.result(id, &result);
+    }
+
+    fn call_tool(self: &Arc<Self>, id: Value, params: &Value) {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        let num = |key: &str| args.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+        match name {
+            "echo" => {
+                let message = args.get("message").and_then(Value::as_str).unwrap_or("");
+                self.out.result(&id, &text_result(message));
+            }
+            "add" => {
+                let sum = num("a") + num("b");
+                let mut r = text_result(&sum.to_string());
+                r["structuredContent"] = json!({"sum": sum});
+                self.out.result(&id, &r);
+            }
+            "sleep" => {
+                let ms = num("ms").max(0.0) as u64;
+                let token = params.pointer("/_meta/progressToken").cloned();
+                let out = self.out.clone();
+                thread::spawn(move || {
+                    if let Some(token) = token {
+                        out.send(
+                            &json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": token, "progress": 0, "total": 1}})
+                            .to_string(),
+                        );
+                    }
+                    thread::sleep(Duration::from_millis(ms));
+                    out.result(&id, &text_result(&format!("slept {ms} ms")));
+                });
+            }
+            "pid" => self
+                .out
+                .result(&id, &text_result(&std::process::id().to_string())),
+            "big" => {
+                let text = serde_json::to_string(BIG_STRUCTURED).unwrap_or_default();
+                self.out.send(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{"content":[{{"type":"text","text":{text}}}],"structuredContent":{BIG_STRUCTURED}}}}}"#,
+                    id
+                ));
+            }
+            "crash" => std::process::exit(3),
+            "ask" => self.ask(id, &args),
+            _ if self.is_numbered_tool(name) => self.out.result(&id, &text_result(name)),
+            _ if name == "late" && *self.late.lock().unwrap_or_else(PoisonError::into_inner) => {
+                self.out.result(&id, &text_result("late"));
+            }
+            _ => self
+                .out
+                .error(&id, -32602, &format!("unknown tool {name:?}")),
+        }
+    }
+
+    fn is_numbered_tool(&self, name: &str) -> bool {
+        name.strip_prefix("tool_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < self.options.tools && name == format!("tool_{n}"))
+    }
+
+    fn ask(&self, call_id: Value, args: &Value) {
+        let Some(method) = args.get("method").and_then(Value::as_str) else {
+            self.out.error(&call_id, -32602, "ask needs `method`");
+            return;
+        };
+        let ask_id = {
+            let mut n = self.next_ask.lock().unwrap_or_else(PoisonError::into_inner);
+            *n += 1;
+            format!("fixture-ask-{n}")
+        };
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ask_id.clone(), call_id);
+        let mut request = json!({"jsonrpc": "2.0", "id": ask_id, "method": method});
+        if let Some(p) = args.get("params") {
+            request["params"] = p.clone();
+        }
+        self.out.send(&request.to_string());
+    }
+
+    fn answer_ask(&self, id: &Value, response: &Value) {
+        let Some(key) = id.as_str() else { return };
+        let Some(call_id) = self
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+        else {
+            return;
+        };
+        if let Some(result) = response.get("result") {
+            let mut r = text_result(&result.to_string());
+            r["structuredContent"] = result.clone();
+            self.out.result(&call_id, &r);
+        } else {
+            let error = response.get("error").cloned().unwrap_or(Value::Null);
+            let mut r = text_result(&format!("client error: {error}"));
+            r["isError"] = json!(true);
+            self.out.result(&call_id, &r);
+        }
+    }
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mcpd-fixture: {e}");
+            std::process::exit(2);
+        }
+    };
+    if options.ignore_sigterm {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; it is
+        // done before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    if options.fork_grandchildren {
+        // Deliberately never waited for: these are the processes a supervisor must not orphan.
+        let spawned = Command::new("sh")
+            .args(["-c", "sleep 600 & sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            eprintln!("mcpd-fixture: cannot start grandchildren: {e}");
+            std::process::exit(2);
+        }
+    }
+    for i in 0..options.stderr_lines {
+        eprintln!("mcpd-fixture stderr line {i}");
+    }
+    let mut record = options.record.as_ref().map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| {
+                eprintln!("mcpd-fixture: cannot open {path}: {e}");
+                std::process::exit(2);
+            })
+    });
+
+    let server = Arc::new(Server {
+        options,
+        out: Out(Arc::new(Mutex::new(io::stdout()))),
+        late: Mutex::new(false),
+        asked: Mutex::new(HashMap::new()),
+        next_ask: Mutex::new(0),
+    });
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("mcpd-fixture: reading stdin: {e}");
+                std::process::exit(1);
+            }
+        }
+        if let Some(f) = record.as_mut() {
+            // Best effort: a test that reads the record fails on its own if lines are missing.
+            let _ = f.write_all(line.as_bytes()).and_then(|()| f.flush());
+        }
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        if !trimmed.trim().is_empty() {
+            server.handle(trimmed);
+        }
+    }
+}

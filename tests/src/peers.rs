@@ -1,0 +1,287 @@
+//! The pinned third-party peers in `tests/peers/` and the SDK client scripts that drive them.
+//!
+//! `scripts/test` installs them (`npm ci`, a Python venv) and exports `MCPD_PEERS`. A test that
+//! needs them and does not find them fails with instructions: it never skips silently.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::daemon::TestDaemon;
+use crate::process::{Captured, line_channel, wait_timeout};
+use crate::{PEER_TIMEOUT, bin};
+
+/// Where the peers are installed (default: `tests/peers` of this checkout).
+pub const PEERS_ENV: &str = "MCPD_PEERS";
+/// The `node` to run (default: the first `node` on `PATH`).
+pub const NODE_ENV: &str = "MCPD_NODE";
+
+/// The installed peers.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    dir: PathBuf,
+}
+
+/// The installed peers; panics with instructions if they are missing.
+pub fn peers() -> Peers {
+    let dir = std::env::var_os(PEERS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers"));
+    let peers = Peers { dir };
+    for (what, path) in [
+        ("server-everything (npm ci)", peers.everything_js()),
+        ("the Python venv", peers.python()),
+    ] {
+        assert!(
+            path.exists(),
+            "{what} is not installed: {} is missing. Run scripts/test, which installs the \
+             pinned peers (or set {PEERS_ENV} to an installed tests/peers).",
+            path.display()
+        );
+    }
+    peers
+}
+
+impl Peers {
+    /// The `tests/peers` directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The absolute path of `node`.
+    pub fn node(&self) -> PathBuf {
+        if let Some(node) = std::env::var_os(NODE_ENV) {
+            return PathBuf::from(node);
+        }
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|d| d.join("node"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("node is not on PATH (or set {NODE_ENV})"))
+    }
+
+    /// The server-everything entry point (`dist/index.js`; its first argument picks the
+    /// transport: `stdio`, `sse` or `streamableHttp`).
+    pub fn everything_js(&self) -> PathBuf {
+        self.dir
+            .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    }
+
+    /// Command and arguments that run server-everything on stdio, node started directly (no
+    /// npx, no shell), as an `mcpServers` entry would.
+    pub fn everything_stdio_cmd(&self) -> (String, Vec<String>) {
+        (
+            self.node().display().to_string(),
+            vec![self.everything_js().display().to_string(), "stdio".into()],
+        )
+    }
+
+    /// An `mcpServers` entry for server-everything on stdio.
+    pub fn everything_server(&self) -> Value {
+        let (command, args) = self.everything_stdio_cmd();
+        json!({"command": command, "args": args})
+    }
+
+    /// The preload that keeps HTTP peers on 127.0.0.1 and prints their port
+    /// (`node --import <this> ...`, see `tests/peers/README.md`).
+    pub fn loopback_preload(&self) -> PathBuf {
+        self.dir.join("loopback.mjs")
+    }
+
+    /// supergateway's entry point.
+    pub fn supergateway_js(&self) -> PathBuf {
+        self.dir.join("node_modules/supergateway/dist/index.js")
+    }
+
+    /// The venv's Python.
+    pub fn python(&self) -> PathBuf {
+        self.dir.join(".venv/bin/python")
+    }
+
+    /// The Python SDK client script.
+    pub fn py_client(&self) -> PathBuf {
+        self.dir.join("py_client.py")
+    }
+
+    /// The TypeScript SDK client script.
+    pub fn ts_client(&self) -> PathBuf {
+        self.dir.join("ts_client.mjs")
+    }
+}
+
+/// Which official SDK a [`SdkClient`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// `mcp` from PyPI, `tests/peers/py_client.py`.
+    Python,
+    /// `@modelcontextprotocol/sdk` from npm, `tests/peers/ts_client.mjs`.
+    TypeScript,
+}
+
+/// An SDK client script running through `mcp-shim` against a [`TestDaemon`].
+///
+/// It prints one JSON line per step (see `tests/peers/py_client.py`); this reads them as they
+/// come, so a test can hold the session open at a `wait_stdin` step, look at the daemon, and
+/// then [`release`](Self::release) it.
+#[derive(Debug)]
+pub struct SdkClient {
+    sdk: Sdk,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Captured,
+    seen: Vec<Value>,
+}
+
+impl SdkClient {
+    /// Starts the `sdk` client with `steps` (a JSON list) against `daemon`'s default profile.
+    pub fn spawn(sdk: Sdk, daemon: &TestDaemon, steps: &Value) -> Self {
+        Self::spawn_with(sdk, daemon, steps, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra client arguments (`--profile`, `--callbacks`,
+    /// `--shim-arg`, ...).
+    pub fn spawn_with(sdk: Sdk, daemon: &TestDaemon, steps: &Value, args: &[&str]) -> Self {
+        let peers = peers();
+        let mut cmd = match sdk {
+            Sdk::Python => {
+                let mut c = Command::new(peers.python());
+                c.arg(peers.py_client());
+                c
+            }
+            Sdk::TypeScript => {
+                let mut c = Command::new(peers.node());
+                c.arg(peers.ts_client());
+                c
+            }
+        };
+        cmd.env_clear()
+            .envs(daemon.env())
+            .env("RUST_LOG", "debug")
+            .arg("--shim")
+            .arg(bin("mcp-shim"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .arg("--")
+            .arg(steps.to_string())
+            .current_dir(peers.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Self {
+            sdk,
+            stdin: child.stdin.take(),
+            lines: line_channel(child.stdout.take().expect("piped stdout")),
+            stderr: Captured::start(child.stderr.take().expect("piped stderr")),
+            child,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it (and the shim under it) wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// The next step line; panics if none comes within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Value {
+        let line = match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => self.fail(&format!("no output within {timeout:?}")),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = wait_timeout(&mut self.child, Duration::from_secs(5));
+                self.fail(&format!("it exited ({status:?}) before the next step line"))
+            }
+        };
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| self.fail(&format!("bad output line ({e}): {line}")));
+        self.seen.push(value.clone());
+        value
+    }
+
+    /// Reads step lines until one has `"op": op` and returns it (earlier ones are kept for
+    /// [`finish`](Self::finish)).
+    pub fn wait_for_op(&mut self, op: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left);
+            if line["op"] == op {
+                return line;
+            }
+        }
+    }
+
+    /// Lets a `wait_stdin` step go on.
+    pub fn release(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            // A client that has already gone fails later, in `finish`, with its stderr.
+            let _ = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Waits for it to exit, panics unless it succeeded, and returns every step line it
+    /// printed (the `initialize` line first).
+    pub fn finish(mut self, timeout: Duration) -> Vec<Value> {
+        self.stdin = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| self.fail(&format!("bad output line ({e}): {line}")));
+                    self.seen.push(value);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("it did not finish within {timeout:?}"))
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait_timeout(&mut self.child, left.max(Duration::from_secs(5))) {
+            Some(status) if status.success() => std::mem::take(&mut self.seen),
+            Some(status) => self.fail(&format!("it failed with {status}")),
+            None => self.fail("it closed its stdout but did not exit"),
+        }
+    }
+
+    fn fail(&self, message: &str) -> ! {
+        panic!(
+            "{:?} SDK client: {message}\nstep lines so far: {}\nstderr:\n{}",
+            self.sdk,
+            serde_json::to_string_pretty(&self.seen).unwrap_or_default(),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for SdkClient {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the `sdk` client with `steps` to completion and returns its step lines (the
+/// `initialize` line first); panics with its stderr if it fails.
+pub fn run_sdk_client(sdk: Sdk, daemon: &TestDaemon, steps: &Value) -> Vec<Value> {
+    SdkClient::spawn(sdk, daemon, steps).finish(PEER_TIMEOUT)
+}
