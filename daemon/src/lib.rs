@@ -13,6 +13,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod listener;
+pub mod logging;
+pub mod notify;
 pub mod router;
 pub mod server;
 pub mod upstream;

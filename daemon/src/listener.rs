@@ -1,4 +1,5 @@
-//! The daemon's socket: directory 0700, socket 0600, a stale socket probed before it is replaced.
+//! The daemon's socket: directory 0700, socket 0600, a stale socket probed before it is replaced;
+//! or the socket systemd passed (socket activation), which is adopted as it is.
 
 use std::fs;
 use std::io;
@@ -8,6 +9,42 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use tokio::net::UnixListener;
+
+/// Takes the listening socket a service manager passed (`LISTEN_FDS`/`LISTEN_PID`, fd 3), if any.
+///
+/// Call it before any thread is started: it removes `LISTEN_FDS` and `LISTEN_PID` from the
+/// environment (so that nothing started later believes the socket is its own) and marks the
+/// descriptor close-on-exec. The socket file belongs to the service manager: the daemon never
+/// unlinks or replaces it, and it stays in place across restarts so connections queue meanwhile.
+pub fn inherited() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        return Ok(None);
+    }
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 1 {
+        tracing::warn!(
+            "the service manager passed {} sockets; using the first",
+            fds.len()
+        );
+    }
+    let listener = fds.take_unix_listener(0).context(
+        "the socket passed by the service manager (fd 3) is not a listening Unix stream socket",
+    )?;
+    if let Some(listener) = &listener {
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the inherited socket non-blocking")?;
+    }
+    Ok(listener)
+}
+
+/// The path an inherited listener is bound to, for log lines and status.
+pub fn local_path(listener: &std::os::unix::net::UnixListener) -> Option<std::path::PathBuf> {
+    listener
+        .local_addr()
+        .ok()
+        .and_then(|addr| addr.as_pathname().map(Path::to_path_buf))
+}
 
 /// Binds the socket at `path`, creating its directory with mode 0700.
 ///

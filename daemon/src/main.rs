@@ -1,10 +1,13 @@
-//! The `mcpd` binary: flags, logging, the socket, signals; everything else is `mcpd::run`.
+//! The `mcpd` binary: flags, logging, the socket, signals and service-manager notices;
+//! everything else is `mcpd::run`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use mcpd::logging::{self, LogTarget};
+use mcpd::notify;
 use mcpd_proto::paths::Paths;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -16,24 +19,45 @@ struct Args {
     /// Configuration file [default: $XDG_CONFIG_HOME/mcpd/config.json].
     #[arg(long, env = "MCPD_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Socket to listen on [default: $XDG_RUNTIME_DIR/mcpd/mcpd.sock].
+    /// Socket to listen on [default: $XDG_RUNTIME_DIR/mcpd/mcpd.sock]; ignored when systemd
+    /// passes the socket (socket activation).
     #[arg(long, env = "MCPD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Where the log goes: the journal when stderr is connected to it (auto), or always one.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto, value_name = "TARGET")]
+    log: LogTarget,
     /// Run in the foreground (the default; accepted for service managers that pass it).
     #[arg(long, hide = true)]
     foreground: bool,
 }
 
+/// The listening socket and whether its file is ours to remove at exit.
+enum Socket {
+    /// Bound by this process at this path: removed at exit.
+    Bound(tokio::net::UnixListener, PathBuf),
+    /// Passed by the service manager: its file is systemd's and is never unlinked.
+    Inherited(std::os::unix::net::UnixListener),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.verbose);
+    let log_target = logging::init(args.log, args.verbose);
     // Tokens will live in this process's memory: keep it out of core dumps and ptrace.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!("cannot disable core dumps: {e}");
     }
+    // Before the runtime starts threads: adopting the socket edits the environment.
+    let inherited = match mcpd::listener::inherited() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mcpd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,22 +68,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    tracing::debug!(log = log_target, "logging set up");
+    match runtime.block_on(serve(args, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("mcpd: {e:#}");
+            if log_target != "stderr" {
+                eprintln!("mcpd: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(
+    args: Args,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<()> {
     let paths = Paths::from_env();
     let config_path = args.config.unwrap_or(paths.config_file);
-    let socket = args.socket.unwrap_or(paths.socket);
-    let listener = mcpd::listener::bind(&socket)?;
-    tracing::info!(socket = %socket.display(), config = %config_path.display(), "listening");
+    let socket = match inherited {
+        Some(listener) => Socket::Inherited(listener),
+        None => {
+            let path = args.socket.unwrap_or(paths.socket);
+            Socket::Bound(mcpd::listener::bind(&path)?, path)
+        }
+    };
+    let (listener, owned_path) = match socket {
+        Socket::Bound(listener, path) => {
+            tracing::info!(socket = %path.display(), config = %config_path.display(), "listening");
+            (listener, Some(path))
+        }
+        Socket::Inherited(std_listener) => {
+            let at = mcpd::listener::local_path(&std_listener)
+                .map_or_else(|| "?".to_owned(), |p| p.display().to_string());
+            tracing::info!(socket = %at, config = %config_path.display(), "listening on the socket systemd passed");
+            let listener = tokio::net::UnixListener::from_std(std_listener)
+                .context("cannot use the socket systemd passed")?;
+            (listener, None)
+        }
+    };
 
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -72,31 +120,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM"); on_signal.cancel(); }
                 _ = int.recv() => { tracing::info!("SIGINT"); on_signal.cancel(); }
-                _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); let _ = reload_tx.try_send(()); }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    notify::notify_reloading();
+                    let queued = reload_tx.try_send(()).is_ok();
+                    // The reload runs inside the daemon, which does not report back here yet:
+                    // READY=1 says the request was taken; the result is in the log.
+                    notify::notify_reloaded(if queued {
+                        "reload requested (see the log for its result)"
+                    } else {
+                        "a reload is already pending"
+                    });
+                }
             }
         }
+    });
+    // STOPPING=1 as soon as the stop begins, whoever asked for it (signal or `mcpctl shutdown`).
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        notify::notify_stopping();
     });
 
     let mut config = mcpd::DaemonConfig::new(config_path);
     config.reload_requests = Some(reload_rx);
+    // The socket is bound and queues connections from here on; the daemon accepts them as soon
+    // as `run` has read its configuration.
+    notify::notify_ready("accepting connections");
     let result = mcpd::run(config, listener, shutdown).await;
-    if let Err(e) = std::fs::remove_file(&socket) {
-        tracing::debug!("cannot remove {}: {e}", socket.display());
+    if let Some(path) = owned_path
+        && let Err(e) = std::fs::remove_file(&path)
+    {
+        tracing::debug!("cannot remove {}: {e}", path.display());
     }
     result
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
