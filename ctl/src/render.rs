@@ -21,6 +21,9 @@ pub fn status(s: &DaemonStatus) -> String {
         None => "(none)".to_owned(),
     };
     let _ = writeln!(out, "config: {config}");
+    if let Some(error) = &s.config_error {
+        let _ = writeln!(out, "config error: {} (running with no servers; fix it and run `mcpctl reload`)", clean(error));
+    }
 
     if s.servers.is_empty() {
         let place = match &s.config_path {
@@ -189,6 +192,7 @@ mod tests {
             uptime_ms: 192_000,
             config_path: Some("/home/u/.config/mcpd/config.json".into()),
             config_loaded: true,
+            config_error: None,
             servers: vec![
                 ServerStatus {
                     name: "everything".into(),
@@ -244,6 +248,7 @@ ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
             servers: vec![],
             sessions: vec![],
             config_loaded: false,
+            config_error: None,
             ..sample()
         };
         let text = status(&s);
