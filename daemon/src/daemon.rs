@@ -16,8 +16,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, Diff, Loaded};
+use crate::router::cache::CatalogCache;
 use crate::router::catalog::{Catalog, SharedCatalog};
-use crate::upstream::{StopTimeouts, UpstreamHandle};
+use crate::router::hub::Hub;
+use crate::upstream::{ListKind, StopTimeouts, UpstreamHandle};
 
 /// What a session shows in `mcpctl status`.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub struct Daemon {
     state: RwLock<State>,
     catalog_tx: watch::Sender<SharedCatalog>,
     catalog_dirty: Arc<Notify>,
+    cache: CatalogCache,
+    hub: Arc<Hub>,
     sessions: Mutex<BTreeMap<u64, SessionEntry>>,
     next_session: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
@@ -70,6 +74,7 @@ impl Daemon {
     /// error is logged and shown by `mcpctl status`.
     pub fn start(
         config_path: PathBuf,
+        cache_file: PathBuf,
         loaded: Result<Loaded, ConfigError>,
         stop_timeouts: StopTimeouts,
         shutdown: CancellationToken,
@@ -84,24 +89,8 @@ impl Daemon {
             }
         };
         report_loaded(&config_path, &loaded);
-        let catalog_dirty = Arc::new(Notify::new());
-        let upstreams = loaded
-            .config
-            .servers
-            .iter()
-            .map(|(name, spec)| {
-                (
-                    name.clone(),
-                    UpstreamHandle::spawn(
-                        name,
-                        spec.clone(),
-                        Arc::clone(&catalog_dirty),
-                        stop_timeouts,
-                    ),
-                )
-            })
-            .collect();
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
+        let servers = loaded.config.servers.clone();
         let daemon = Arc::new(Self {
             started: Instant::now(),
             config_path,
@@ -109,19 +98,46 @@ impl Daemon {
                 config: Arc::new(loaded.config),
                 config_exists: loaded.exists,
                 config_error,
-                upstreams,
+                upstreams: BTreeMap::new(),
             }),
             catalog_tx,
-            catalog_dirty,
+            catalog_dirty: Arc::new(Notify::new()),
+            cache: CatalogCache::load(cache_file),
+            hub: Arc::new(Hub::default()),
             sessions: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             stop_timeouts,
             shutdown,
         });
+        {
+            let mut state = daemon.write();
+            for (name, spec) in &servers {
+                state
+                    .upstreams
+                    .insert(name.clone(), daemon.spawn_upstream(name, spec));
+            }
+        }
         daemon.rebuild_catalog();
         tokio::spawn(Arc::clone(&daemon).maintain_catalog());
         daemon
+    }
+
+    fn spawn_upstream(&self, name: &str, spec: &crate::config::ServerSpec) -> UpstreamHandle {
+        let initial = self.cache.initial_snapshot(name, spec);
+        UpstreamHandle::spawn(
+            name,
+            spec.clone(),
+            Arc::clone(&self.hub),
+            Arc::clone(&self.catalog_dirty),
+            self.stop_timeouts,
+            initial,
+        )
+    }
+
+    /// Sessions and subscriptions.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -156,13 +172,16 @@ impl Daemon {
             )
         };
         let catalog = Catalog::build(&upstreams, &separator);
-        self.catalog_tx.send_if_modified(|current| {
+        let changed = self.catalog_tx.send_if_modified(|current| {
             if current.same_as(&catalog) {
                 return false;
             }
             *current = Arc::new(catalog);
             true
         });
+        if changed {
+            self.cache.store(&upstreams);
+        }
     }
 
     async fn maintain_catalog(self: Arc<Self>) {
@@ -226,7 +245,7 @@ impl Daemon {
                         transport: "stdio".into(),
                         state: s.state,
                         pid: s.pid,
-                        tools: s.tools.len(),
+                        tools: s.lists[ListKind::Tools.index()].len(),
                         restarts: s.restarts,
                         last_error: s.last_error,
                         server_info: s.server_info,
@@ -290,12 +309,7 @@ impl Daemon {
             let mut state = self.write();
             for name in diff.added.iter().chain(&diff.changed) {
                 if let Some(spec) = loaded.config.servers.get(name) {
-                    let handle = UpstreamHandle::spawn(
-                        name,
-                        spec.clone(),
-                        Arc::clone(&self.catalog_dirty),
-                        self.stop_timeouts,
-                    );
+                    let handle = self.spawn_upstream(name, spec);
                     state.upstreams.insert(name.clone(), handle);
                 }
             }

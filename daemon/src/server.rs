@@ -35,6 +35,8 @@ pub struct DaemonConfig {
     pub reload_requests: Option<mpsc::Receiver<()>>,
     /// Grace periods of the upstream stop sequence.
     pub stop_timeouts: StopTimeouts,
+    /// The catalog cache file.
+    pub cache_file: PathBuf,
 }
 
 impl DaemonConfig {
@@ -44,6 +46,9 @@ impl DaemonConfig {
             config_path,
             reload_requests: None,
             stop_timeouts: StopTimeouts::default(),
+            cache_file: mcpd_proto::paths::Paths::from_env()
+                .cache_dir
+                .join("catalog.json"),
         }
     }
 }
@@ -58,6 +63,7 @@ pub async fn run(
     let loaded = config::load(&config.config_path);
     let daemon = Daemon::start(
         config.config_path,
+        config.cache_file,
         loaded,
         config.stop_timeouts,
         shutdown.clone(),

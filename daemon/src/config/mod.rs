@@ -25,8 +25,10 @@ use serde_json::{Map, Value};
 
 pub use expand::{ExpandError, expand};
 
-/// Default request timeout for a server, when it sets none.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time a request may wait for its response without progress, when a server sets none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default limit to which progress notifications may extend a request's timeout.
+pub const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default time a server gets to finish its MCP handshake after it was spawned.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default separator between server and tool names.
@@ -43,9 +45,31 @@ pub struct Config {
     pub options: Options,
 }
 
-/// How one upstream server is started and used.
+/// How one upstream server is reached and used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
+    /// How to reach it.
+    pub transport: TransportSpec,
+    /// Shared by all sessions or one instance per session.
+    pub share: Share,
+    /// How long a request may wait for its response without progress notifications.
+    pub request_timeout: Duration,
+    /// How long a request may take in all, however much progress it reports.
+    pub max_request_timeout: Duration,
+    /// How long the process may take to answer `initialize`.
+    pub startup_timeout: Duration,
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransportSpec {
+    /// A child process speaking JSON lines on stdin/stdout.
+    Stdio(StdioSpec),
+}
+
+/// A server run as a child process.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StdioSpec {
     /// Program to run, looked up in the daemon's `PATH`.
     pub command: String,
     /// Its arguments.
@@ -54,12 +78,22 @@ pub struct ServerSpec {
     pub env: BTreeMap<String, String>,
     /// Working directory; the daemon's when absent.
     pub cwd: Option<PathBuf>,
-    /// Shared by all sessions or one instance per session.
-    pub share: Share,
-    /// How long a request may wait for its response.
-    pub request_timeout: Duration,
-    /// How long the process may take to answer `initialize`.
-    pub startup_timeout: Duration,
+}
+
+impl ServerSpec {
+    /// The stdio settings, for a stdio server.
+    pub fn stdio(&self) -> Option<&StdioSpec> {
+        match &self.transport {
+            TransportSpec::Stdio(s) => Some(s),
+        }
+    }
+
+    /// What to call the server in messages: its command or URL.
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            TransportSpec::Stdio(s) => s.command.clone(),
+        }
+    }
 }
 
 /// Whether sessions share one upstream process.
@@ -310,13 +344,12 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
     fn server(&mut self, v: &Value, path: &str) -> Result<Option<ServerSpec>, ConfigError> {
         let obj = self.object(v, path)?;
         let mut command = None;
+        let mut stdio = StdioSpec::default();
         let mut spec = ServerSpec {
-            command: String::new(),
-            args: Vec::new(),
-            env: BTreeMap::new(),
-            cwd: None,
+            transport: TransportSpec::Stdio(StdioSpec::default()),
             share: Share::Shared,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_request_timeout: DEFAULT_MAX_REQUEST_TIMEOUT,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         };
         let mut disabled = false;
@@ -333,16 +366,16 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         )
                     })?;
                     for (i, item) in items.iter().enumerate() {
-                        spec.args.push(self.expanded(item, &format!("{at}[{i}]"))?);
+                        stdio.args.push(self.expanded(item, &format!("{at}[{i}]"))?);
                     }
                 }
                 "env" => {
                     for (name, value) in self.object(value, &at)? {
                         let value = self.expanded(value, &join(&at, name))?;
-                        spec.env.insert(name.clone(), value);
+                        stdio.env.insert(name.clone(), value);
                     }
                 }
-                "cwd" => spec.cwd = Some(PathBuf::from(self.expanded(value, &at)?)),
+                "cwd" => stdio.cwd = Some(PathBuf::from(self.expanded(value, &at)?)),
                 "share" => {
                     spec.share = match self.string(value, &at)? {
                         "shared" => Share::Shared,
@@ -362,6 +395,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 "url" => remote = Some("a url".to_owned()),
                 "headers" => {}
                 "requestTimeoutMs" => spec.request_timeout = self.millis(value, &at)?,
+                "maxRequestTimeoutMs" => spec.max_request_timeout = self.millis(value, &at)?,
                 "startupTimeoutMs" => spec.startup_timeout = self.millis(value, &at)?,
                 "disabled" => {
                     disabled = value.as_bool().ok_or_else(|| {
@@ -384,7 +418,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             ));
             return Ok(None);
         }
-        spec.command = match command {
+        stdio.command = match command {
             Some(c) if !c.trim().is_empty() => c,
             Some(_) => return Err(self.error(&join(path, "command"), "the command is empty")),
             None => {
@@ -394,6 +428,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 ));
             }
         };
+        spec.transport = TransportSpec::Stdio(stdio);
         Ok(Some(spec))
     }
 
@@ -531,7 +566,7 @@ mod tests {
         let loaded = parse_ok(
             r#"{"mcpServers":{"everything":{"command":"npx","args":["-y","@modelcontextprotocol/server-everything"],"env":{"K":"${TOKEN}"}}},"globalShortcut":"x"}"#,
         );
-        let spec = &loaded.config.servers["everything"];
+        let spec = loaded.config.servers["everything"].stdio().unwrap();
         assert_eq!(spec.command, "npx");
         assert_eq!(spec.args, ["-y", "@modelcontextprotocol/server-everything"]);
         assert_eq!(spec.env["K"], "t0k");

@@ -1,6 +1,8 @@
 //! Routing between client sessions and upstreams: the merged catalog, namespaced names and the
 //! per-session MCP loop.
 
+pub mod cache;
 pub mod catalog;
+pub mod hub;
 pub mod names;
 pub mod session;

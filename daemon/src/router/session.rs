@@ -1,10 +1,11 @@
 //! One MCP session: a client attached through `mcp-shim`.
 //!
-//! The session answers `initialize`, `ping` and the list requests itself from the merged
-//! catalog, and forwards `tools/call` to the owning upstream with its `id` and tool name
-//! rewritten by splicing (see `mcpd_proto::envelope`). Each forwarded request runs as its own
-//! task so that a slow tool never holds up the session; the task's [`CancelGuard`] tells the
-//! upstream with `notifications/cancelled` if the client cancels, times out or goes away.
+//! The session answers `initialize`, `ping`, `logging/setLevel` and the list requests itself
+//! from the merged catalog, and forwards the rest to the owning upstream with its `id`, progress
+//! token and (for tools and prompts) name rewritten by splicing (see `mcpd_proto::envelope`).
+//! Each forwarded request runs as its own task so that a slow tool never holds up the session;
+//! the task's [`CancelGuard`] tells the upstream with `notifications/cancelled` if the client
+//! cancels, the request times out or the client goes away.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,22 +21,35 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
-use super::catalog::SharedCatalog;
+use super::catalog::{Catalog, SharedCatalog};
+use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank};
 use crate::codec::{Frame, LineCodec};
 use crate::daemon::Daemon;
-use crate::upstream::UpstreamHandle;
+use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-/// Lines queued for the client before senders wait.
+/// Lines queued for the client before senders wait (or, for notifications, drop).
 const OUT_QUEUE: usize = 1024;
 /// Requests of one session in flight at once.
 const MAX_IN_FLIGHT: usize = 1024;
+/// MCP: resource not found.
+const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// The lists clients are told changed, each with the kinds it covers.
+const CHANGE_GROUPS: [(&str, &[ListKind]); 3] = [
+    ("notifications/tools/list_changed", &[ListKind::Tools]),
+    ("notifications/prompts/list_changed", &[ListKind::Prompts]),
+    (
+        "notifications/resources/list_changed",
+        &[ListKind::Resources, ListKind::Templates],
+    ),
+];
 
 /// Serves one attached session until the client goes away or the daemon shuts down.
 pub async fn serve(
@@ -49,18 +63,22 @@ pub async fn serve(
 ) {
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let writer = tokio::spawn(write_lines(writer, out_rx));
+    let link = SessionLink::new(id, out.clone());
+    daemon.hub().register(link.clone());
     let mut session = Session {
         id,
         catalog: daemon.catalog(),
         daemon: Arc::clone(&daemon),
         profile,
         out,
+        link,
         initialized: false,
         announced: None,
         tasks: JoinSet::new(),
         aborts: HashMap::new(),
         in_flight,
     };
+    session.link.set_servers(session.servers());
     match resume {
         Some(resume) => {
             // The shim lost its connection (the daemon restarted) and the client does not know:
@@ -105,10 +123,8 @@ pub async fn serve(
             }
         }
     }
-    // Dropping the tasks aborts them; their guards cancel what is still pending upstream.
-    session.tasks.abort_all();
-    drop(session.out);
-    daemon.remove_session(id);
+    session.close();
+    drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     tracing::debug!(session = id, "detached");
 }
@@ -133,10 +149,11 @@ struct Session {
     catalog: watch::Receiver<SharedCatalog>,
     profile: String,
     out: mpsc::Sender<String>,
+    link: SessionLink,
     /// The client sent `notifications/initialized`.
     initialized: bool,
-    /// Fingerprint of the tools the client was last told about.
-    announced: Option<u64>,
+    /// Per change group, the fingerprint of what the client was last told about.
+    announced: Option<[u64; 3]>,
     /// Forwarded requests in flight, each keyed by the client's raw id.
     tasks: JoinSet<String>,
     aborts: HashMap<String, AbortHandle>,
@@ -150,6 +167,8 @@ struct InitializeParams {
     protocol_version: Option<String>,
     #[serde(default)]
     client_info: Option<ClientInfo>,
+    #[serde(default)]
+    capabilities: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,6 +177,19 @@ struct ClientInfo {
     name: String,
     #[serde(default)]
     version: String,
+}
+
+/// How a forwarded request finds its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// By the namespaced name in `params.name`.
+    Named(ListKind),
+    /// By the URI in `params.uri`.
+    Uri,
+    /// `completion/complete`: by `params.ref`.
+    Completion,
+    /// `resources/subscribe` (true) or `resources/unsubscribe` (false).
+    Subscription(bool),
 }
 
 impl Session {
@@ -171,6 +203,29 @@ impl Session {
             .config()
             .profile_servers(&self.profile)
             .unwrap_or_default()
+    }
+
+    /// Ends the session: aborts its requests (their guards cancel them upstream), answers the
+    /// server requests it still owed, and releases its subscriptions.
+    fn close(&mut self) {
+        self.tasks.abort_all();
+        for route in self.link.drain_routes() {
+            let Ok(id) = RawValue::from_string(route.upstream_id.clone()) else {
+                continue;
+            };
+            let answer = envelope::error_response(
+                Some(&id),
+                envelope::INTERNAL_ERROR,
+                "the client went away before answering",
+            );
+            route.upstream.client_response(route.upstream_id, answer);
+        }
+        for (server, uri) in self.daemon.hub().unregister(self.id) {
+            if let Some(upstream) = self.daemon.upstream(&server) {
+                upstream.internal("resources/unsubscribe", json!({"uri": uri}));
+            }
+        }
+        self.daemon.remove_session(self.id);
     }
 
     async fn on_line(&mut self, line: Bytes) {
@@ -194,55 +249,26 @@ impl Session {
         match msg.kind() {
             Kind::Request => self.on_request(&msg, &line).await,
             Kind::Notification => self.on_notification(&msg),
-            Kind::Response => {
-                tracing::debug!(
-                    session = self.id,
-                    "dropped a response to a request mcpd did not send"
-                );
-            }
+            Kind::Response => self.on_response(&msg),
         }
     }
 
     async fn on_request(&mut self, msg: &Envelope<'_>, line: &Bytes) {
         let id = msg.id.unwrap_or(RawValue::NULL);
-        match msg.method() {
+        let target = match msg.method() {
             "initialize" => {
-                let answer = self.initialize(msg, id);
+                let answer = self.initialize(msg, id).await;
                 self.send(answer).await;
+                return;
             }
-            "ping" => self.send(envelope::response(id, &json!({}))).await,
-            "tools/list" | "tools/call" => {
-                if self.aborts.len() >= MAX_IN_FLIGHT {
-                    let answer = envelope::error_response(
-                        Some(id),
-                        envelope::UPSTREAM_BUSY,
-                        "too many requests in flight on this session",
-                    );
-                    self.send(answer).await;
-                    return;
-                }
-                let key = id.get().to_owned();
-                let ctx = RequestContext {
-                    daemon: Arc::clone(&self.daemon),
-                    catalog: self.catalog.clone(),
-                    servers: self.servers(),
-                    out: self.out.clone(),
-                    line: line.clone(),
-                };
-                let task_key = key.clone();
-                let abort = if msg.method() == "tools/list" {
-                    self.tasks.spawn(async move {
-                        ctx.list_tools().await;
-                        task_key
-                    })
-                } else {
-                    self.tasks.spawn(async move {
-                        ctx.call_tool().await;
-                        task_key
-                    })
-                };
-                self.aborts.insert(key, abort);
-                self.in_flight.store(self.aborts.len(), Ordering::Relaxed);
+            "ping" => {
+                self.send(envelope::response(id, &json!({}))).await;
+                return;
+            }
+            "logging/setLevel" => {
+                let answer = self.set_level(msg, id);
+                self.send(answer).await;
+                return;
             }
             "server/discover" => {
                 let answer = envelope::error_response(
@@ -251,7 +277,18 @@ impl Session {
                     "Method not found: server/discover (this mcpd speaks MCP 2025-11-25 and earlier; use initialize)",
                 );
                 self.send(answer).await;
+                return;
             }
+            "tools/list" => None,
+            "prompts/list" => None,
+            "resources/list" => None,
+            "resources/templates/list" => None,
+            "tools/call" => Some(Target::Named(ListKind::Tools)),
+            "prompts/get" => Some(Target::Named(ListKind::Prompts)),
+            "resources/read" => Some(Target::Uri),
+            "completion/complete" => Some(Target::Completion),
+            "resources/subscribe" => Some(Target::Subscription(true)),
+            "resources/unsubscribe" => Some(Target::Subscription(false)),
             method => {
                 let answer = envelope::error_response(
                     Some(id),
@@ -259,24 +296,90 @@ impl Session {
                     &format!("Method not found: {method}"),
                 );
                 self.send(answer).await;
+                return;
             }
+        };
+        if self.aborts.len() >= MAX_IN_FLIGHT {
+            let answer = envelope::error_response(
+                Some(id),
+                envelope::UPSTREAM_BUSY,
+                "too many requests in flight on this session",
+            );
+            self.send(answer).await;
+            return;
         }
+        let key = id.get().to_owned();
+        let ctx = RequestContext {
+            daemon: Arc::clone(&self.daemon),
+            catalog: self.catalog.clone(),
+            servers: self.servers(),
+            link: self.link.clone(),
+            out: self.out.clone(),
+            line: line.clone(),
+        };
+        let task_key = key.clone();
+        let list_kind = match msg.method() {
+            "tools/list" => Some(ListKind::Tools),
+            "prompts/list" => Some(ListKind::Prompts),
+            "resources/list" => Some(ListKind::Resources),
+            "resources/templates/list" => Some(ListKind::Templates),
+            _ => None,
+        };
+        let abort = self.tasks.spawn(async move {
+            match (list_kind, target) {
+                (Some(kind), _) => ctx.list(kind).await,
+                (None, Some(target)) => ctx.route(target).await,
+                (None, None) => {}
+            }
+            task_key
+        });
+        self.aborts.insert(key, abort);
+        self.in_flight.store(self.aborts.len(), Ordering::Relaxed);
     }
 
-    fn initialize(&mut self, msg: &Envelope<'_>, id: &RawValue) -> String {
+    async fn initialize(&mut self, msg: &Envelope<'_>, id: &RawValue) -> String {
         let params: InitializeParams = msg
             .params
             .and_then(|p| serde_json::from_str(p.get()).ok())
             .unwrap_or_default();
         let version = self.apply_initialize(params);
-        envelope::response(
-            id,
-            &json!({
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": true}},
-                "serverInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
-            }),
+        // Advertise what the upstreams offer, so wait (bounded) for those still starting.
+        let servers = self.servers();
+        let catalog = settle(
+            &mut self.catalog.clone(),
+            &servers,
+            self.daemon.config().options.list_wait,
         )
+        .await;
+        let caps = catalog.caps(&servers);
+        let mut capabilities = serde_json::Map::new();
+        if caps.tools {
+            capabilities.insert("tools".into(), json!({"listChanged": true}));
+        }
+        if caps.prompts {
+            capabilities.insert("prompts".into(), json!({"listChanged": true}));
+        }
+        if caps.resources {
+            capabilities.insert(
+                "resources".into(),
+                json!({"listChanged": true, "subscribe": caps.subscribe}),
+            );
+        }
+        if caps.logging {
+            capabilities.insert("logging".into(), json!({}));
+        }
+        if caps.completions {
+            capabilities.insert("completions".into(), json!({}));
+        }
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": {"name": "mcpd", "title": "mcpd (shared MCP servers)", "version": env!("CARGO_PKG_VERSION")},
+        });
+        if let Some(instructions) = catalog.instructions(&servers) {
+            result["instructions"] = json!(instructions);
+        }
+        envelope::response(id, &result)
     }
 
     /// Takes in what the client said in `initialize`; returns the protocol version agreed.
@@ -292,9 +395,41 @@ impl Session {
             self.daemon
                 .set_client_info(self.id, info.name, info.version);
         }
+        self.link
+            .set_caps(client_caps(params.capabilities.as_ref()));
         let catalog = self.catalog.borrow_and_update().clone();
-        self.announced = Some(catalog.fingerprint(&self.servers()));
+        self.announced = Some(fingerprints(&catalog, &self.servers()));
         version
+    }
+
+    fn set_level(&self, msg: &Envelope<'_>, id: &RawValue) -> String {
+        let level = msg
+            .params
+            .and_then(|p| field(p, "level").ok().flatten())
+            .and_then(|l| envelope::decode_str(l).ok());
+        let Some(rank) = level.as_deref().and_then(log_rank) else {
+            return envelope::error_response(
+                Some(id),
+                envelope::INVALID_PARAMS,
+                &format!("params.level must be one of {}", LOG_LEVELS.join(", ")),
+            );
+        };
+        self.link.set_log_level(rank);
+        // Upstreams log at the most verbose level any session wants; each session filters.
+        let upstream_level = self.daemon.hub().most_verbose_level().unwrap_or(rank);
+        for server in self.servers() {
+            if let Some(upstream) = self
+                .daemon
+                .upstream(&server)
+                .filter(|u| u.snapshot().caps.logging)
+            {
+                upstream.internal(
+                    "logging/setLevel",
+                    json!({"level": LOG_LEVELS[upstream_level as usize]}),
+                );
+            }
+        }
+        envelope::response(id, &json!({}))
     }
 
     fn on_notification(&mut self, msg: &Envelope<'_>) {
@@ -310,22 +445,88 @@ impl Session {
                     self.in_flight.store(self.aborts.len(), Ordering::Relaxed);
                 }
             }
+            "notifications/roots/list_changed" => {
+                for server in self.servers() {
+                    if let Some(upstream) = self.daemon.upstream(&server) {
+                        upstream.notify(msg.text().to_owned(), self.link.clone());
+                    }
+                }
+            }
             other => tracing::debug!(session = self.id, method = other, "notification ignored"),
         }
     }
 
+    /// A client's answer to a request an upstream sent through mcpd.
+    fn on_response(&mut self, msg: &Envelope<'_>) {
+        let Some(route) = msg.id.and_then(|id| self.link.take_route(id.get())) else {
+            tracing::debug!(
+                session = self.id,
+                "dropped a response to a request mcpd did not send"
+            );
+            return;
+        };
+        let line = msg.with_id(&route.upstream_id);
+        route.upstream.client_response(route.upstream_id, line);
+    }
+
     async fn on_catalog_changed(&mut self) {
+        let servers = self.servers();
+        self.link.set_servers(servers.clone());
         let catalog = self.catalog.borrow_and_update().clone();
-        let now = catalog.fingerprint(&self.servers());
-        if self.announced.is_some_and(|seen| seen != now) {
-            self.announced = Some(now);
-            if self.initialized {
-                self.send(envelope::notification::<()>(
-                    "notifications/tools/list_changed",
-                    None,
-                ))
-                .await;
+        let now = fingerprints(&catalog, &servers);
+        let Some(seen) = self.announced else { return };
+        self.announced = Some(now);
+        if !self.initialized {
+            return;
+        }
+        for (i, (notification, _)) in CHANGE_GROUPS.iter().enumerate() {
+            if seen[i] != now[i] {
+                self.send(envelope::notification::<()>(notification, None))
+                    .await;
             }
+        }
+    }
+}
+
+fn fingerprints(catalog: &Catalog, servers: &[String]) -> [u64; 3] {
+    CHANGE_GROUPS.map(|(_, kinds)| {
+        kinds.iter().fold(0u64, |h, k| {
+            h.rotate_left(7) ^ catalog.fingerprint(*k, servers)
+        })
+    })
+}
+
+fn client_caps(caps: Option<&serde_json::Value>) -> ClientCaps {
+    let Some(caps) = caps else {
+        return ClientCaps::default();
+    };
+    let elicitation = caps.get("elicitation");
+    let url = elicitation.and_then(|e| e.get("url")).is_some();
+    let form = elicitation.is_some_and(|e| e.get("form").is_some() || !url);
+    ClientCaps {
+        sampling: caps.get("sampling").is_some(),
+        elicitation_form: form,
+        elicitation_url: url,
+        roots: caps.get("roots").is_some(),
+    }
+}
+
+/// Waits, at most `wait`, until none of `servers` is still starting for the first time, and
+/// returns the catalog then.
+async fn settle(
+    catalog: &mut watch::Receiver<SharedCatalog>,
+    servers: &[String],
+    wait: Duration,
+) -> SharedCatalog {
+    let deadline = Instant::now() + wait;
+    loop {
+        let current = catalog.borrow_and_update().clone();
+        if !servers.iter().any(|s| current.pending.contains(s)) {
+            return current;
+        }
+        match tokio::time::timeout_at(deadline, catalog.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return current,
         }
     }
 }
@@ -335,41 +536,30 @@ struct RequestContext {
     daemon: Arc<Daemon>,
     catalog: watch::Receiver<SharedCatalog>,
     servers: Vec<String>,
+    link: SessionLink,
     out: mpsc::Sender<String>,
     line: Bytes,
 }
 
-impl RequestContext {
-    fn message(&self) -> Option<Envelope<'_>> {
-        std::str::from_utf8(&self.line)
-            .ok()
-            .and_then(|t| Envelope::parse(t).ok())
-    }
+/// Where a request goes and which part of it names the item there.
+struct Resolved<'a> {
+    server: String,
+    /// The namespaced name to replace with the upstream's own.
+    rename: Option<(&'a RawValue, String)>,
+    /// The URI of a (un)subscription.
+    uri: Option<String>,
+}
 
+impl RequestContext {
     async fn reply(&self, line: String) {
         let _ = self.out.send(line).await;
     }
 
-    /// Waits, at most the configured list wait, until none of this session's servers is still
-    /// starting for the first time, and returns the catalog then.
-    async fn settled_catalog(&mut self) -> SharedCatalog {
-        let deadline = Instant::now() + self.daemon.config().options.list_wait;
-        loop {
-            let catalog = self.catalog.borrow_and_update().clone();
-            let waiting = self.servers.iter().any(|s| catalog.pending.contains(s));
-            if !waiting {
-                return catalog;
-            }
-            match tokio::time::timeout_at(deadline, self.catalog.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return catalog,
-            }
-        }
-    }
-
-    async fn list_tools(mut self) {
-        let catalog = self.settled_catalog().await;
-        let Some(msg) = self.message() else { return };
+    async fn list(mut self, kind: ListKind) {
+        let wait = self.daemon.config().options.list_wait;
+        let catalog = settle(&mut self.catalog, &self.servers, wait).await;
+        let line = self.line.clone();
+        let Some(msg) = parse(&line) else { return };
         let id = msg.id.unwrap_or(RawValue::NULL);
         let cursor = msg.params.and_then(|p| field(p, "cursor").ok().flatten());
         let offset = match cursor.map(|c| serde_json::from_str::<Option<String>>(c.get())) {
@@ -380,124 +570,256 @@ impl RequestContext {
             {
                 Some(n) => n,
                 None => {
-                    let answer = envelope::error_response(
-                        Some(id),
-                        envelope::INVALID_PARAMS,
-                        "invalid cursor",
-                    );
-                    self.reply(answer).await;
-                    return;
+                    return self
+                        .reply(envelope::error_response(
+                            Some(id),
+                            envelope::INVALID_PARAMS,
+                            "invalid cursor",
+                        ))
+                        .await;
                 }
             },
             Some(Err(_)) => {
-                let answer = envelope::error_response(
-                    Some(id),
-                    envelope::INVALID_PARAMS,
-                    "invalid cursor: not a string",
-                );
-                self.reply(answer).await;
-                return;
+                return self
+                    .reply(envelope::error_response(
+                        Some(id),
+                        envelope::INVALID_PARAMS,
+                        "invalid cursor: not a string",
+                    ))
+                    .await;
             }
         };
         let page_size = self.daemon.config().options.page_size;
-        let tools: Vec<&str> = catalog
-            .view(&self.servers)
+        let items: Vec<&str> = catalog
+            .view(kind, &self.servers)
             .skip(offset)
             .take(page_size + 1)
             .map(|t| t.json.as_str())
             .collect();
-        let more = tools.len() > page_size;
-        let page = &tools[..tools.len().min(page_size)];
+        let more = items.len() > page_size;
+        let page = &items[..items.len().min(page_size)];
         let mut result =
             String::with_capacity(page.iter().map(|t| t.len() + 1).sum::<usize>() + 64);
-        result.push_str("{\"tools\":[");
+        result.push_str("{\"");
+        result.push_str(kind.field());
+        result.push_str("\":[");
         result.push_str(&page.join(","));
         result.push(']');
         if more {
             result.push_str(&format!(",\"nextCursor\":\"mcpd:{}\"", offset + page_size));
         }
         result.push('}');
-        // Both parts are JSON already: the id as the client wrote it, tools as upstreams did.
-        let answer = format!(
+        // Both parts are JSON already: the id as the client wrote it, items as upstreams did.
+        self.reply(format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
             id.get()
-        );
+        ))
+        .await;
+    }
+
+    async fn route(mut self, target: Target) {
+        let line = self.line.clone();
+        let Some(msg) = parse(&line) else { return };
+        let id = msg.id.unwrap_or(RawValue::NULL);
+        let mut catalog = self.catalog.borrow().clone();
+        let mut resolved = self.resolve(&catalog, &msg, target);
+        if resolved.is_err() && self.servers.iter().any(|s| catalog.pending.contains(s)) {
+            // Its server may still be starting for the first time.
+            let wait = self.daemon.config().options.list_wait;
+            catalog = settle(&mut self.catalog, &self.servers, wait).await;
+            resolved = self.resolve(&catalog, &msg, target);
+        }
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err((code, message)) => {
+                return self
+                    .reply(envelope::error_response(Some(id), code, &message))
+                    .await;
+            }
+        };
+        let hub = self.daemon.hub();
+        if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
+            // Only the first subscriber subscribes upstream, only the last one unsubscribes.
+            let forward = if subscribe {
+                hub.subscribe(&resolved.server, uri, self.link.id())
+            } else {
+                hub.unsubscribe(&resolved.server, uri, self.link.id())
+            };
+            if !forward {
+                return self.reply(envelope::response(id, &json!({}))).await;
+            }
+        }
+        let Some(upstream) = self.daemon.upstream(&resolved.server) else {
+            let message = format!(
+                "server `{}` is not running (it is being reloaded or was removed)",
+                resolved.server
+            );
+            return self
+                .reply(envelope::error_response(
+                    Some(id),
+                    envelope::UPSTREAM_UNAVAILABLE,
+                    &message,
+                ))
+                .await;
+        };
+        let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
         self.reply(answer).await;
     }
 
-    async fn call_tool(mut self) {
-        let Some(name) = self
-            .message()
-            .and_then(|m| m.params)
-            .and_then(|p| field(p, "name").ok().flatten())
-            .and_then(|n| envelope::decode_str(n).ok())
-            .map(|n| n.into_owned())
-        else {
-            let id = self.message().and_then(|m| m.id.map(|i| i.to_owned()));
-            let answer = envelope::error_response(
-                id.as_deref(),
-                envelope::INVALID_PARAMS,
-                "tools/call needs params.name, a string",
-            );
-            self.reply(answer).await;
-            return;
-        };
-        let mut catalog = self.catalog.borrow().clone();
-        if catalog.tool(&name).is_none() {
-            // Its server may still be starting for the first time.
-            catalog = self.settled_catalog().await;
+    fn resolve<'a>(
+        &self,
+        catalog: &Catalog,
+        msg: &Envelope<'a>,
+        target: Target,
+    ) -> Result<Resolved<'a>, (i64, String)> {
+        let params = msg.params.ok_or((
+            envelope::INVALID_PARAMS,
+            format!("{} needs params", msg.method()),
+        ))?;
+        match target {
+            Target::Named(kind) => self.resolve_name(catalog, params, kind),
+            Target::Uri | Target::Subscription(_) => {
+                let (server, uri) = self.resolve_uri(catalog, params)?;
+                Ok(Resolved {
+                    server,
+                    rename: None,
+                    uri: Some(uri),
+                })
+            }
+            Target::Completion => {
+                let reference = member(params, "ref").ok_or((
+                    envelope::INVALID_PARAMS,
+                    "completion/complete needs params.ref".to_owned(),
+                ))?;
+                match member(reference, "type")
+                    .and_then(|t| envelope::decode_str(t).ok())
+                    .as_deref()
+                {
+                    Some("ref/prompt") => self.resolve_name(catalog, reference, ListKind::Prompts),
+                    Some("ref/resource") => {
+                        let (server, _) = self.resolve_uri(catalog, reference)?;
+                        Ok(Resolved {
+                            server,
+                            rename: None,
+                            uri: None,
+                        })
+                    }
+                    _ => Err((
+                        envelope::INVALID_PARAMS,
+                        "params.ref.type must be ref/prompt or ref/resource".to_owned(),
+                    )),
+                }
+            }
         }
-        let Some(msg) = self.message() else { return };
-        let id = msg.id.unwrap_or(RawValue::NULL);
-        let tool = catalog
-            .tool(&name)
-            .filter(|t| self.servers.contains(&t.server));
-        let Some(tool) = tool else {
-            let answer = envelope::error_response(
-                Some(id),
+    }
+
+    fn resolve_name<'a>(
+        &self,
+        catalog: &Catalog,
+        holder: &'a RawValue,
+        kind: ListKind,
+    ) -> Result<Resolved<'a>, (i64, String)> {
+        let what = if kind == ListKind::Tools {
+            "tool"
+        } else {
+            "prompt"
+        };
+        let raw = member(holder, "name").ok_or((
+            envelope::INVALID_PARAMS,
+            format!("the {what} name is missing"),
+        ))?;
+        let name = envelope::decode_str(raw).map_err(|_| {
+            (
                 envelope::INVALID_PARAMS,
-                &format!("Unknown tool: {name}"),
-            );
-            self.reply(answer).await;
-            return;
-        };
-        let Some(upstream) = self.daemon.upstream(&tool.server) else {
-            let answer = envelope::error_response(
-                Some(id),
-                envelope::UPSTREAM_UNAVAILABLE,
-                &format!(
-                    "server `{}` is not running (it is being reloaded or was removed)",
-                    tool.server
-                ),
-            );
-            self.reply(answer).await;
-            return;
-        };
-        let upstream_id = upstream.allocate_id();
-        let mut rewrite = msg.rewrite();
-        rewrite.replace(id, upstream_id.to_string());
-        if let Some(name_raw) = msg.params.and_then(|p| field(p, "name").ok().flatten()) {
-            rewrite.replace(
-                name_raw,
-                serde_json::to_string(&tool.original).unwrap_or_default(),
-            );
+                format!("the {what} name must be a string"),
+            )
+        })?;
+        let entry = catalog
+            .get(kind, &name)
+            .filter(|e| self.servers.contains(&e.server))
+            .ok_or_else(|| (envelope::INVALID_PARAMS, format!("Unknown {what}: {name}")))?;
+        let original = serde_json::to_string(&entry.original).unwrap_or_default();
+        Ok(Resolved {
+            server: entry.server.clone(),
+            rename: Some((raw, original)),
+            uri: None,
+        })
+    }
+
+    fn resolve_uri(
+        &self,
+        catalog: &Catalog,
+        holder: &RawValue,
+    ) -> Result<(String, String), (i64, String)> {
+        let uri = member(holder, "uri")
+            .and_then(|u| envelope::decode_str(u).ok())
+            .ok_or((
+                envelope::INVALID_PARAMS,
+                "a string uri is needed".to_owned(),
+            ))?;
+        if let Some(owner) = catalog.resource_owner(&uri, &self.servers) {
+            return Ok((owner.to_owned(), uri.into_owned()));
         }
-        let line = rewrite.finish();
-        let client_id = id.to_owned();
-        let answer = forward(&upstream, upstream_id, line, client_id).await;
-        self.reply(answer).await;
+        // A URI nobody lists or templates: if only one server offers resources, it is its.
+        let mut offering = self
+            .servers
+            .iter()
+            .filter(|s| catalog.servers.get(*s).is_some_and(|f| f.caps.resources));
+        match (offering.next(), offering.next()) {
+            (Some(only), None) => Ok((only.clone(), uri.into_owned())),
+            _ => Err((RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))),
+        }
     }
 }
 
-/// Sends a rewritten request upstream and waits for its answer within the server's timeout.
+fn parse(line: &Bytes) -> Option<Envelope<'_>> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|t| Envelope::parse(t).ok())
+}
+
+fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    field(object, key).ok().flatten()
+}
+
+/// Rewrites a client request for `upstream` (id, progress token, name), sends it, and waits for
+/// the answer within the server's timeout, which each progress notification extends up to the
+/// server's maximum.
 async fn forward(
     upstream: &UpstreamHandle,
-    upstream_id: u64,
-    line: String,
-    client_id: Box<RawValue>,
+    msg: &Envelope<'_>,
+    rename: Option<(&RawValue, String)>,
+    session: SessionLink,
 ) -> String {
+    let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
+    let upstream_id = upstream.allocate_id();
+    let mut rewrite = msg.rewrite();
+    if let Some(id) = msg.id {
+        rewrite.replace(id, upstream_id.to_string());
+    }
+    if let Some((raw, original)) = rename {
+        rewrite.replace(raw, original);
+    }
+    // Progress tokens of different clients could collide: the upstream sees the (unique)
+    // upstream request id instead, and the actor maps it back.
+    let token = msg
+        .params
+        .and_then(|p| member(p, "_meta"))
+        .and_then(|m| member(m, "progressToken"));
+    if let Some(token) = token {
+        rewrite.replace(token, upstream_id.to_string());
+    }
+    let progress = Arc::new(Notify::new());
+    let request = Forward {
+        upstream_id,
+        line: rewrite.finish(),
+        client_id: client_id.clone(),
+        progress_token: token.map(RawValue::to_owned),
+        session,
+        progress: Arc::clone(&progress),
+    };
     let error = |code, message: &str| envelope::error_response(Some(&client_id), code, message);
-    let rx = match upstream.request(upstream_id, line, client_id.clone()) {
+    let mut rx = match upstream.request(request) {
         Ok(rx) => rx,
         Err(e) => return error(e.code, &e.message),
     };
@@ -507,33 +829,25 @@ async fn forward(
         reason: "cancelled by the client",
         armed: true,
     };
-    let timeout = upstream.request_timeout();
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(Ok(answer))) => {
-            guard.armed = false;
-            answer
-        }
-        Ok(Ok(Err(e))) => {
-            guard.armed = false;
-            error(e.code, &e.message)
-        }
-        Ok(Err(_)) => {
-            guard.armed = false;
-            error(
-                envelope::UPSTREAM_LOST,
-                &format!("server `{}` dropped the request", upstream.name()),
-            )
-        }
-        Err(_) => {
-            guard.reason = "timed out in mcpd";
-            error(
-                envelope::REQUEST_TIMEOUT,
-                &format!(
-                    "server `{}` did not answer within {}s",
-                    upstream.name(),
-                    timeout.as_secs()
-                ),
-            )
+    let (timeout, max) = upstream.timeouts();
+    let started = Instant::now();
+    let mut deadline = started + timeout;
+    loop {
+        tokio::select! {
+            reply = &mut rx => {
+                guard.armed = false;
+                return match reply {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(e)) => error(e.code, &e.message),
+                    Err(_) => error(envelope::UPSTREAM_LOST, &format!("server `{}` dropped the request", upstream.name())),
+                };
+            }
+            _ = progress.notified() => deadline = (Instant::now() + timeout).min(started + max),
+            _ = tokio::time::sleep_until(deadline) => {
+                guard.reason = "timed out in mcpd";
+                let waited = started.elapsed().as_secs();
+                return error(envelope::REQUEST_TIMEOUT, &format!("server `{}` did not answer within {waited}s", upstream.name()));
+            }
         }
     }
 }

@@ -1,12 +1,11 @@
-//! The upstream actor: owns one server's process and pending-request table, restarts it with
-//! backoff when it dies, and publishes its state.
+//! The upstream actor: owns one server's transport, its pending-request table and the routes of
+//! the requests it sends to clients; restarts it with backoff when it dies; publishes its state.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
 use serde_json::json;
@@ -14,17 +13,22 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::process::{Process, StopTimeouts, describe_exit};
-use super::{Command, Reply, RouteError, Snapshot, UpstreamTool};
-use crate::codec::Frame;
+use super::process::StopTimeouts;
+use super::transport::{Event, Transport};
+use super::{
+    Command, Forward, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
+};
 use crate::config::ServerSpec;
+use crate::router::hub::{ClientCaps, Hub, LOG_LEVELS, Route, SessionLink, log_rank};
 
 /// The protocol revision mcpd asks upstreams for.
 pub const UPSTREAM_PROTOCOL: &str = "2025-11-25";
 /// Requests held while the server is starting, beyond which callers are told it is busy.
 const MAX_DEFERRED: usize = 1024;
-/// Pages of `tools/list` followed before the listing is cut off (a server that loops).
+/// Pages of a list followed before the listing is cut off (a server that loops).
 const MAX_LIST_PAGES: usize = 1000;
+/// URL-mode elicitations remembered for their completion notification.
+const MAX_ELICITATIONS: usize = 1024;
 /// First restart delay; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest restart delay.
@@ -35,44 +39,77 @@ const STABLE_RUN: Duration = Duration::from_secs(60);
 enum Pending {
     Client {
         client_id: Box<RawValue>,
+        progress_token: Option<Box<RawValue>>,
+        session: SessionLink,
+        progress: Arc<Notify>,
+        started: Instant,
         reply: oneshot::Sender<Reply>,
     },
     Initialize,
-    ListTools {
-        acc: Vec<UpstreamTool>,
+    List {
+        kind: ListKind,
+        acc: Vec<Item>,
         pages: usize,
+    },
+    Internal {
+        method: &'static str,
     },
 }
 
 enum Outcome {
     /// Stopped on request; the actor ends.
     Stopped,
-    /// The process died or misbehaved; it is started again after a delay.
+    /// The server died or misbehaved; it is started again after a delay.
     Failed(String),
+}
+
+enum LineEffect {
+    None,
+    Ready,
+    Fail(String),
+}
+
+#[derive(Default, Clone, Copy)]
+struct Listing {
+    busy: bool,
+    again: bool,
 }
 
 pub(super) struct Actor {
     name: Arc<str>,
     spec: Arc<ServerSpec>,
     rx: mpsc::Receiver<Command>,
+    me: UpstreamRef,
     snapshot: watch::Sender<Snapshot>,
     catalog_dirty: Arc<Notify>,
+    hub: Arc<Hub>,
     next_id: Arc<AtomicU64>,
     stop_timeouts: StopTimeouts,
     pending: HashMap<u64, Pending>,
-    /// A `tools/list` is under way.
-    listing: bool,
-    /// `list_changed` arrived while listing: list again afterwards.
-    list_again: bool,
+    listing: [Listing; 4],
+    /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
+    /// client saw.
+    server_requests: HashMap<String, (SessionLink, String)>,
+    /// URL-mode elicitations by `elicitationId`, for `notifications/elicitation/complete`.
+    elicitations: HashMap<String, SessionLink>,
+    /// The session that last said its roots changed: it answers `roots/list` when no request
+    /// is in flight.
+    roots_session: Option<SessionLink>,
+    downstream_counter: u64,
+    /// The current process finished its handshake.
+    ready: bool,
 }
 
 impl Actor {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         name: Arc<str>,
         spec: Arc<ServerSpec>,
         rx: mpsc::Receiver<Command>,
+        me: UpstreamRef,
         snapshot: watch::Sender<Snapshot>,
         catalog_dirty: Arc<Notify>,
+        hub: Arc<Hub>,
         next_id: Arc<AtomicU64>,
         stop_timeouts: StopTimeouts,
     ) -> Self {
@@ -80,13 +117,19 @@ impl Actor {
             name,
             spec,
             rx,
+            me,
             snapshot,
             catalog_dirty,
+            hub,
             next_id,
             stop_timeouts,
             pending: HashMap::new(),
-            listing: false,
-            list_again: false,
+            listing: [Listing::default(); 4],
+            server_requests: HashMap::new(),
+            elicitations: HashMap::new(),
+            roots_session: None,
+            downstream_counter: 0,
+            ready: false,
         }
     }
 
@@ -94,7 +137,7 @@ impl Actor {
         let mut backoff = MIN_BACKOFF;
         loop {
             let started = Instant::now();
-            let failure = match self.run_process().await {
+            let failure = match self.run_once().await {
                 Outcome::Stopped => break,
                 Outcome::Failed(why) => why,
             };
@@ -132,13 +175,13 @@ impl Actor {
                         let _ = done.send(());
                         return false;
                     }
-                    Some(Command::Request { reply, .. }) => {
+                    Some(Command::Request(_, reply)) => {
                         let _ = reply.send(Err(RouteError {
                             code: envelope::UPSTREAM_UNAVAILABLE,
                             message: format!("server `{}` is restarting after it failed ({failure}); try again shortly", self.name),
                         }));
                     }
-                    Some(Command::Cancel { .. }) => {}
+                    Some(_) => {}
                 },
             }
         }
@@ -153,17 +196,18 @@ impl Actor {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn run_process(&mut self) -> Outcome {
+    async fn run_once(&mut self) -> Outcome {
+        self.ready = false;
         self.publish(|s| {
             s.state = ServerState::Starting;
             s.pid = None;
         });
-        let mut proc = match Process::spawn(&self.name, &self.spec) {
-            Ok(p) => p,
-            Err(e) => return Outcome::Failed(format!("cannot start `{}`: {e}", self.spec.command)),
+        let mut transport = match Transport::start(&self.name, &self.spec).await {
+            Ok(t) => t,
+            Err(why) => return Outcome::Failed(why),
         };
-        let pid = proc.child.id();
-        tracing::info!(server = %self.name, pid, "started `{}`", self.spec.command);
+        let pid = transport.pid();
+        tracing::info!(server = %self.name, pid, "started `{}`", self.spec.describe());
         self.publish(|s| s.pid = pid);
 
         let init_id = self.allocate_id();
@@ -172,15 +216,19 @@ impl Actor {
             "initialize",
             Some(&json!({
                 "protocolVersion": UPSTREAM_PROTOCOL,
-                "capabilities": {},
+                // What mcpd can route to clients that declared them.
+                "capabilities": {
+                    "roots": {"listChanged": true},
+                    "sampling": {},
+                    "elicitation": {"form": {}, "url": {}},
+                },
                 "clientInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
             })),
         );
         self.pending.insert(init_id, Pending::Initialize);
-        if let Err(why) = proc.send(init) {
-            return self
-                .fail(&mut proc, format!("cannot send initialize: {why}"))
-                .await;
+        if let Err(why) = transport.send(init) {
+            transport.stop(self.stop_timeouts).await;
+            return self.fail_pending(format!("cannot send initialize: {why}"));
         }
         let mut ready = false;
         let mut deferred: VecDeque<Command> = VecDeque::new();
@@ -189,80 +237,63 @@ impl Actor {
 
         loop {
             tokio::select! {
-                status = proc.child.wait() => {
-                    let status = status.ok();
-                    proc.reap(self.stop_timeouts).await;
-                    let why = self.exit_message(&proc, status);
-                    return self.fail_pending(why);
-                }
-                frame = proc.stdout.next() => match frame {
-                    Some(Ok(Frame::Line(bytes))) => {
-                        match self.on_line(&bytes, &proc) {
-                            LineEffect::None => {}
-                            LineEffect::Ready => {
-                                ready = true;
-                                while let Some(cmd) = deferred.pop_front() {
-                                    self.on_command_ready(cmd, &proc);
-                                }
+                event = transport.next() => match event {
+                    Event::Message(bytes) => match self.on_line(&bytes, &transport) {
+                        LineEffect::None => {}
+                        LineEffect::Ready => {
+                            ready = true;
+                            while let Some(cmd) = deferred.pop_front() {
+                                self.on_command(cmd, &transport);
                             }
-                            LineEffect::Fail(why) => return self.fail(&mut proc, why).await,
                         }
-                    }
-                    Some(Ok(Frame::TooLong(len))) => {
+                        LineEffect::Fail(why) => {
+                            transport.stop(self.stop_timeouts).await;
+                            return self.fail_pending(why);
+                        }
+                    },
+                    Event::TooLong(len) => {
                         tracing::warn!(server = %self.name, "dropped a message of {len} bytes, over the {} byte limit", mcpd_proto::line::MAX_MESSAGE_LINE);
                     }
-                    Some(Err(e)) => return self.fail(&mut proc, format!("cannot read its stdout: {e}")).await,
-                    None => {
-                        let status = proc.stop(self.stop_timeouts).await;
-                        let why = format!("closed its stdout; {}", self.exit_message(&proc, status));
-                        return self.fail_pending(why);
-                    }
+                    Event::Closed(why) => return self.fail_pending(why),
                 },
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop { .. }) => {
                         self.publish(|s| s.state = ServerState::Stopping);
-                        let status = proc.stop(self.stop_timeouts).await;
-                        tracing::info!(server = %self.name, "stopped: {}", describe_exit(status));
-                        self.fail_pending(format!("server `{}` was stopped", self.name));
+                        let how = transport.stop(self.stop_timeouts).await;
+                        tracing::info!(server = %self.name, "stopped: {how}");
+                        let stopped = format!("server `{}` was stopped", self.name);
+                        self.fail_pending(stopped.clone());
                         for cmd in deferred.drain(..) {
-                            reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: format!("server `{}` was stopped", self.name) });
+                            reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: stopped.clone() });
                         }
                         if let Some(Command::Stop { done }) = cmd {
                             let _ = done.send(());
                         }
                         return Outcome::Stopped;
                     }
-                    Some(cmd) if ready => self.on_command_ready(cmd, &proc),
-                    Some(Command::Cancel { upstream_id, .. }) => deferred.retain(|c| !matches!(c, Command::Request { upstream_id: id, .. } if *id == upstream_id)),
+                    Some(cmd) if ready => self.on_command(cmd, &transport),
+                    Some(Command::Cancel { upstream_id, .. }) => {
+                        deferred.retain(|c| !matches!(c, Command::Request(f, _) if f.upstream_id == upstream_id));
+                    }
                     Some(cmd) if deferred.len() < MAX_DEFERRED => deferred.push_back(cmd),
-                    Some(cmd) => reject(cmd, RouteError { code: envelope::UPSTREAM_BUSY, message: format!("server `{}` is starting and has too many requests waiting", self.name) }),
+                    Some(cmd) => reject(cmd, RouteError {
+                        code: envelope::UPSTREAM_BUSY,
+                        message: format!("server `{}` is starting and has too many requests waiting", self.name),
+                    }),
                 },
                 _ = &mut startup_deadline, if !ready => {
                     let why = format!("did not answer initialize within {}s", self.spec.startup_timeout.as_secs());
                     for cmd in deferred.drain(..) {
                         reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: format!("server `{}` {why}", self.name) });
                     }
-                    return self.fail(&mut proc, why).await;
+                    transport.stop(self.stop_timeouts).await;
+                    return self.fail_pending(why);
                 }
             }
         }
     }
 
-    fn exit_message(&self, proc: &Process, status: Option<std::process::ExitStatus>) -> String {
-        let tail = proc.stderr_summary();
-        if tail.is_empty() {
-            describe_exit(status)
-        } else {
-            format!("{}; last stderr: {tail}", describe_exit(status))
-        }
-    }
-
-    /// Stops a misbehaving process and fails what was pending on it.
-    async fn fail(&mut self, proc: &mut Process, why: String) -> Outcome {
-        proc.stop(self.stop_timeouts).await;
-        self.fail_pending(why)
-    }
-
+    /// Fails what was pending on a transport that is gone.
     fn fail_pending(&mut self, why: String) -> Outcome {
         for (_, pending) in self.pending.drain() {
             if let Pending::Client { reply, .. } = pending {
@@ -272,30 +303,17 @@ impl Actor {
                 }));
             }
         }
-        self.listing = false;
-        self.list_again = false;
+        for (_, (session, downstream)) in self.server_requests.drain() {
+            session.take_route(&downstream);
+        }
+        self.elicitations.clear();
+        self.listing = [Listing::default(); 4];
         Outcome::Failed(why)
     }
 
-    fn on_command_ready(&mut self, cmd: Command, proc: &Process) {
+    fn on_command(&mut self, cmd: Command, transport: &Transport) {
         match cmd {
-            Command::Request {
-                upstream_id,
-                line,
-                client_id,
-                reply,
-            } => match proc.send(line) {
-                Ok(()) => {
-                    self.pending
-                        .insert(upstream_id, Pending::Client { client_id, reply });
-                }
-                Err(why) => {
-                    let _ = reply.send(Err(RouteError {
-                        code: envelope::UPSTREAM_BUSY,
-                        message: format!("server `{}` cannot take the request: {why}", self.name),
-                    }));
-                }
-            },
+            Command::Request(forward, reply) => self.forward(forward, reply, transport),
             Command::Cancel {
                 upstream_id,
                 reason,
@@ -305,9 +323,20 @@ impl Actor {
                         "notifications/cancelled",
                         Some(&json!({"requestId": upstream_id, "reason": reason})),
                     );
-                    let _ = proc.send(note);
+                    let _ = transport.send(note);
                 }
             }
+            Command::ClientResponse { upstream_id, line } => {
+                self.server_requests.remove(&upstream_id);
+                let _ = transport.send(line);
+            }
+            Command::Notify { line, from } => {
+                if line.contains("notifications/roots/list_changed") {
+                    self.roots_session = Some(from);
+                }
+                let _ = transport.send(line);
+            }
+            Command::Internal { method, params } => self.internal(method, params, transport),
             Command::Stop { done } => {
                 // The run loop handles Stop before dispatching; answer it anyway.
                 let _ = done.send(());
@@ -315,7 +344,41 @@ impl Actor {
         }
     }
 
-    fn on_line(&mut self, bytes: &[u8], proc: &Process) -> LineEffect {
+    fn forward(&mut self, f: Forward, reply: oneshot::Sender<Reply>, transport: &Transport) {
+        match transport.send(f.line) {
+            Ok(()) => {
+                self.pending.insert(
+                    f.upstream_id,
+                    Pending::Client {
+                        client_id: f.client_id,
+                        progress_token: f.progress_token,
+                        session: f.session,
+                        progress: f.progress,
+                        started: Instant::now(),
+                        reply,
+                    },
+                );
+            }
+            Err(why) => {
+                let _ = reply.send(Err(RouteError {
+                    code: envelope::UPSTREAM_BUSY,
+                    message: format!("server `{}` cannot take the request: {why}", self.name),
+                }));
+            }
+        }
+    }
+
+    fn internal(&mut self, method: &'static str, params: serde_json::Value, transport: &Transport) {
+        let id = self.allocate_id();
+        if transport
+            .send(envelope::request(id, method, Some(&params)))
+            .is_ok()
+        {
+            self.pending.insert(id, Pending::Internal { method });
+        }
+    }
+
+    fn on_line(&mut self, bytes: &[u8], transport: &Transport) -> LineEffect {
         let Ok(text) = std::str::from_utf8(bytes) else {
             tracing::warn!(server = %self.name, "dropped a message that is not UTF-8");
             return LineEffect::None;
@@ -323,52 +386,45 @@ impl Actor {
         let msg = match Envelope::parse(text) {
             Ok(msg) => msg,
             Err(e) => {
-                // Servers that print banners on stdout are common; say so once per line.
+                // Servers that print banners on stdout are common.
                 tracing::warn!(server = %self.name, "dropped a line that is not JSON-RPC ({e}): {}", preview(text));
                 return LineEffect::None;
             }
         };
         match msg.kind() {
-            Kind::Response => self.on_response(&msg, proc),
+            Kind::Response => self.on_response(&msg, transport),
             Kind::Notification => {
-                if msg.method() == "notifications/tools/list_changed" {
-                    self.list_tools(proc, None, Vec::new(), 0);
-                } else {
-                    tracing::debug!(server = %self.name, method = msg.method(), "notification not routed");
-                }
+                self.on_notification(&msg, transport);
                 LineEffect::None
             }
             Kind::Request => {
-                let id = msg.id.map(RawValue::get).unwrap_or("null");
-                let answer = if msg.method() == "ping" {
-                    envelope::response(msg.id.unwrap_or(RawValue::NULL), &json!({}))
-                } else {
-                    tracing::debug!(server = %self.name, method = msg.method(), id, "server-to-client request refused");
-                    envelope::error_response(
-                        msg.id,
-                        envelope::METHOD_NOT_FOUND,
-                        &format!("mcpd does not route `{}` requests to clients", msg.method()),
-                    )
-                };
-                let _ = proc.send(answer);
+                self.on_server_request(&msg, transport);
                 LineEffect::None
             }
         }
     }
 
-    fn on_response(&mut self, msg: &Envelope<'_>, proc: &Process) -> LineEffect {
+    fn on_response(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {
         let Some(id) = msg.id.and_then(|id| id.get().parse::<u64>().ok()) else {
             tracing::debug!(server = %self.name, "response with an id mcpd never sent");
             return LineEffect::None;
         };
         match self.pending.remove(&id) {
-            Some(Pending::Client { client_id, reply }) => {
+            Some(Pending::Client {
+                client_id, reply, ..
+            }) => {
                 let _ = reply.send(Ok(msg.with_id(client_id.get())));
                 LineEffect::None
             }
-            Some(Pending::Initialize) => self.on_initialized(msg, proc),
-            Some(Pending::ListTools { acc, pages }) => {
-                self.on_tools_page(msg, proc, acc, pages);
+            Some(Pending::Initialize) => self.on_initialized(msg, transport),
+            Some(Pending::List { kind, acc, pages }) => {
+                self.on_list_page(msg, transport, kind, acc, pages);
+                LineEffect::None
+            }
+            Some(Pending::Internal { method }) => {
+                if let Some(error) = msg.error {
+                    tracing::warn!(server = %self.name, "{method} failed: {}", preview(error.get()));
+                }
                 LineEffect::None
             }
             None => {
@@ -378,25 +434,23 @@ impl Actor {
         }
     }
 
-    fn on_initialized(&mut self, msg: &Envelope<'_>, proc: &Process) -> LineEffect {
+    fn on_initialized(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {
         let Some(result) = msg.result else {
             let error = msg.error.map(RawValue::get).unwrap_or("?");
-            return LineEffect::Fail(format!("refused initialize: {error}"));
+            return LineEffect::Fail(format!("refused initialize: {}", preview(error)));
         };
-        let info = field(result, "serverInfo")
-            .ok()
-            .flatten()
+        let info = member(result, "serverInfo")
             .and_then(|i| serde_json::from_str::<ServerInfo>(i.get()).ok());
-        let has_tools = field(result, "capabilities")
-            .ok()
-            .flatten()
-            .and_then(|c| field(c, "tools").ok().flatten())
-            .is_some();
-        let version = field(result, "protocolVersion")
-            .ok()
-            .flatten()
-            .map(|v| v.get().to_owned());
-        let _ = proc.send(envelope::notification::<()>(
+        let caps = member(result, "capabilities")
+            .map(parse_caps)
+            .unwrap_or_default();
+        let instructions = member(result, "instructions")
+            .and_then(|i| serde_json::from_str::<String>(i.get()).ok());
+        let version = member(result, "protocolVersion")
+            .and_then(|v| envelope::decode_str(v).ok())
+            .map(|v| v.into_owned());
+        self.ready = true;
+        let _ = transport.send(envelope::notification::<()>(
             "notifications/initialized",
             None,
         ));
@@ -405,57 +459,86 @@ impl Actor {
             s.state = ServerState::Ready;
             s.server_info = info.map(|i| format!("{} {}", i.name, i.version).trim().to_owned());
             s.last_error = None;
-            if !has_tools {
-                s.tools = Arc::new(Vec::new());
-                s.tools_known = true;
+            s.caps = caps;
+            s.instructions = instructions;
+            for kind in ListKind::ALL {
+                if !caps.offers(kind) {
+                    s.lists[kind.index()] = Arc::new(Vec::new());
+                    s.known[kind.index()] = true;
+                }
             }
+            s.cached = s.cached && !s.known.iter().all(|k| *k);
         });
-        if has_tools {
-            self.list_tools(proc, None, Vec::new(), 0);
+        for kind in ListKind::ALL {
+            if caps.offers(kind) {
+                self.fetch_list(kind, transport);
+            }
+        }
+        if caps.logging {
+            if let Some(rank) = self.hub.most_verbose_level() {
+                self.internal(
+                    "logging/setLevel",
+                    json!({"level": LOG_LEVELS[rank as usize]}),
+                    transport,
+                );
+            }
+        }
+        if caps.subscribe {
+            for uri in self.hub.subscribed_uris(&self.name) {
+                self.internal("resources/subscribe", json!({"uri": uri}), transport);
+            }
         }
         LineEffect::Ready
     }
 
-    /// Asks for one page of `tools/list`; pages accumulate until there is no `nextCursor`.
-    fn list_tools(
-        &mut self,
-        proc: &Process,
-        cursor: Option<String>,
-        acc: Vec<UpstreamTool>,
-        pages: usize,
-    ) {
-        if cursor.is_none() && self.listing {
-            self.list_again = true;
+    /// Asks for the first page of a list; pages accumulate until there is no `nextCursor`.
+    fn fetch_list(&mut self, kind: ListKind, transport: &Transport) {
+        let state = &mut self.listing[kind.index()];
+        if state.busy {
+            state.again = true;
             return;
         }
-        self.listing = true;
+        state.busy = true;
+        self.request_page(kind, None, Vec::new(), 0, transport);
+    }
+
+    fn request_page(
+        &mut self,
+        kind: ListKind,
+        cursor: Option<String>,
+        acc: Vec<Item>,
+        pages: usize,
+        transport: &Transport,
+    ) {
         let id = self.allocate_id();
         let params = cursor.map(|c| json!({"cursor": c}));
-        let line = envelope::request(id, "tools/list", params.as_ref());
-        self.pending.insert(id, Pending::ListTools { acc, pages });
-        if let Err(why) = proc.send(line) {
+        self.pending.insert(id, Pending::List { kind, acc, pages });
+        if let Err(why) = transport.send(envelope::request(id, kind.method(), params.as_ref())) {
             self.pending.remove(&id);
-            self.listing = false;
-            tracing::warn!(server = %self.name, "cannot ask for its tools: {why}");
+            self.listing[kind.index()] = Listing::default();
+            tracing::warn!(server = %self.name, "cannot ask for {}: {why}", kind.method());
         }
     }
 
-    fn on_tools_page(
+    fn on_list_page(
         &mut self,
         msg: &Envelope<'_>,
-        proc: &Process,
-        mut acc: Vec<UpstreamTool>,
+        transport: &Transport,
+        kind: ListKind,
+        mut acc: Vec<Item>,
         pages: usize,
     ) {
-        let page = msg.result.map(parse_tools_page).unwrap_or_else(|| {
-            Err(format!(
-                "tools/list failed: {}",
-                msg.error.map(RawValue::get).unwrap_or("?")
-            ))
-        });
+        let page = match msg.result {
+            Some(result) => parse_page(result, kind),
+            None => Err(format!(
+                "{} failed: {}",
+                kind.method(),
+                preview(msg.error.map(RawValue::get).unwrap_or("?"))
+            )),
+        };
         let next = match page {
-            Ok((tools, next)) => {
-                acc.extend(tools);
+            Ok((items, next)) => {
+                acc.extend(items);
                 next
             }
             Err(why) => {
@@ -463,38 +546,209 @@ impl Actor {
                 None
             }
         };
-        if let Some(cursor) = next.filter(|_| pages + 1 < MAX_LIST_PAGES) {
-            let id = self.allocate_id();
-            let line = envelope::request(id, "tools/list", Some(&json!({"cursor": cursor})));
-            self.pending.insert(
-                id,
-                Pending::ListTools {
-                    acc,
-                    pages: pages + 1,
-                },
-            );
-            if proc.send(line).is_err() {
-                self.pending.remove(&id);
-                self.listing = false;
+        if let Some(cursor) = next {
+            if pages + 1 < MAX_LIST_PAGES {
+                self.request_page(kind, Some(cursor), acc, pages + 1, transport);
+                return;
             }
-            return;
+            tracing::warn!(server = %self.name, "{} still had more pages after {MAX_LIST_PAGES}; the rest is ignored", kind.method());
         }
-        tracing::info!(server = %self.name, tools = acc.len(), "tools listed");
-        self.listing = false;
+        tracing::debug!(server = %self.name, count = acc.len(), "{} listed", kind.field());
+        let again = std::mem::take(&mut self.listing[kind.index()]).again;
         self.publish(|s| {
-            s.tools = Arc::new(acc);
-            s.tools_known = true;
+            s.lists[kind.index()] = Arc::new(acc);
+            s.known[kind.index()] = true;
+            if s.known.iter().all(|k| *k) {
+                s.cached = false;
+            }
         });
-        if std::mem::take(&mut self.list_again) {
-            self.list_tools(proc, None, Vec::new(), 0);
+        if again {
+            self.fetch_list(kind, transport);
         }
     }
-}
 
-enum LineEffect {
-    None,
-    Ready,
-    Fail(String),
+    fn on_notification(&mut self, msg: &Envelope<'_>, transport: &Transport) {
+        let params = msg.params;
+        match msg.method() {
+            "notifications/progress" => {
+                let token = params.and_then(|p| member(p, "progressToken"));
+                let Some(id) = token.and_then(|t| t.get().parse::<u64>().ok()) else {
+                    return;
+                };
+                if let (
+                    Some(Pending::Client {
+                        progress_token: Some(original),
+                        session,
+                        progress,
+                        ..
+                    }),
+                    Some(token),
+                ) = (self.pending.get(&id), token)
+                {
+                    let mut rw = msg.rewrite();
+                    rw.replace(token, original.get());
+                    session.try_send(rw.finish());
+                    progress.notify_one();
+                }
+            }
+            "notifications/cancelled" => {
+                let Some(request) = params.and_then(|p| member(p, "requestId")) else {
+                    return;
+                };
+                if let Some((session, downstream)) = self.server_requests.remove(request.get()) {
+                    session.take_route(&downstream);
+                    let mut rw = msg.rewrite();
+                    rw.replace(request, downstream);
+                    session.try_send(rw.finish());
+                }
+            }
+            "notifications/message" => {
+                let level = params
+                    .and_then(|p| member(p, "level"))
+                    .and_then(|l| envelope::decode_str(l).ok());
+                let rank = level.as_deref().and_then(log_rank).unwrap_or(0);
+                self.hub.broadcast_log(&self.name, rank, msg.text());
+            }
+            "notifications/resources/updated" => {
+                let uri = params
+                    .and_then(|p| member(p, "uri"))
+                    .and_then(|u| envelope::decode_str(u).ok());
+                if let Some(uri) = uri {
+                    for session in self.hub.subscribers(&self.name, &uri) {
+                        session.try_send(msg.text().to_owned());
+                    }
+                }
+            }
+            "notifications/elicitation/complete" => {
+                let id = params
+                    .and_then(|p| member(p, "elicitationId"))
+                    .and_then(|i| envelope::decode_str(i).ok());
+                if let Some(session) = id.and_then(|id| self.elicitations.remove(id.as_ref())) {
+                    session.try_send(msg.text().to_owned());
+                }
+            }
+            method => {
+                let kinds: Vec<ListKind> = ListKind::ALL
+                    .into_iter()
+                    .filter(|k| k.changed_notification() == method)
+                    .collect();
+                if kinds.is_empty() {
+                    tracing::debug!(server = %self.name, method, "notification not routed");
+                }
+                if !self.ready {
+                    // Lists are fetched once the handshake is done anyway.
+                    return;
+                }
+                for kind in kinds {
+                    self.fetch_list(kind, transport);
+                }
+            }
+        }
+    }
+
+    fn on_server_request(&mut self, msg: &Envelope<'_>, transport: &Transport) {
+        let id = msg.id.unwrap_or(RawValue::NULL);
+        let method = msg.method();
+        let url_mode = method == "elicitation/create"
+            && msg
+                .params
+                .and_then(|p| member(p, "mode"))
+                .and_then(|m| envelope::decode_str(m).ok())
+                .as_deref()
+                == Some("url");
+        let able: fn(&ClientCaps) -> bool = match method {
+            "ping" => {
+                let _ = transport.send(envelope::response(id, &json!({})));
+                return;
+            }
+            "sampling/createMessage" => |c| c.sampling,
+            "elicitation/create" if url_mode => |c| c.elicitation_url,
+            "elicitation/create" => |c| c.elicitation_form,
+            "roots/list" => |c| c.roots,
+            _ => {
+                let answer = envelope::error_response(
+                    Some(id),
+                    envelope::METHOD_NOT_FOUND,
+                    &format!("Method not found: {method}"),
+                );
+                let _ = transport.send(answer);
+                return;
+            }
+        };
+        let Some(session) = self.choose_session(method, able) else {
+            tracing::debug!(server = %self.name, method, "no attached client can answer");
+            let answer = envelope::error_response(
+                Some(id),
+                envelope::METHOD_NOT_FOUND,
+                &format!(
+                    "no client attached to mcpd that supports {method} is waiting on server `{}`",
+                    self.name
+                ),
+            );
+            let _ = transport.send(answer);
+            return;
+        };
+        self.downstream_counter += 1;
+        let downstream =
+            serde_json::to_string(&format!("mcpd:{}:{}", self.name, self.downstream_counter))
+                .unwrap_or_default();
+        session.add_route(
+            downstream.clone(),
+            Route {
+                upstream: self.me.clone(),
+                upstream_id: id.get().to_owned(),
+            },
+        );
+        if !session.try_send(msg.with_id(&downstream)) {
+            session.take_route(&downstream);
+            let answer = envelope::error_response(
+                Some(id),
+                envelope::UPSTREAM_BUSY,
+                "the client is not reading its messages",
+            );
+            let _ = transport.send(answer);
+            return;
+        }
+        if url_mode {
+            let elicitation = msg
+                .params
+                .and_then(|p| member(p, "elicitationId"))
+                .and_then(|i| envelope::decode_str(i).ok());
+            if let Some(elicitation) = elicitation {
+                if self.elicitations.len() >= MAX_ELICITATIONS {
+                    self.elicitations.clear();
+                }
+                self.elicitations
+                    .insert(elicitation.into_owned(), session.clone());
+            }
+        }
+        self.server_requests
+            .insert(id.get().to_owned(), (session, downstream));
+    }
+
+    /// The session a server-to-client request goes to: of the sessions able to answer it, the
+    /// one whose request to this upstream started last (the request most likely to have caused
+    /// it). With none in flight, a `roots/list` goes to the session that last said its roots
+    /// changed.
+    fn choose_session(&self, method: &str, able: fn(&ClientCaps) -> bool) -> Option<SessionLink> {
+        let in_flight = self
+            .pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Client {
+                    session, started, ..
+                } if able(&session.caps()) && !session.is_closed() => Some((started, session)),
+                _ => None,
+            })
+            .max_by_key(|(started, _)| **started)
+            .map(|(_, session)| session.clone());
+        in_flight.or_else(|| {
+            (method == "roots/list")
+                .then(|| self.roots_session.clone())
+                .flatten()
+                .filter(|s| able(&s.caps()) && !s.is_closed())
+        })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -505,33 +759,49 @@ struct ServerInfo {
     version: String,
 }
 
-/// Parses one `tools/list` result page: the tools and the next cursor.
-fn parse_tools_page(result: &RawValue) -> Result<(Vec<UpstreamTool>, Option<String>), String> {
-    let tools =
-        field(result, "tools").map_err(|e| format!("tools/list result is not an object: {e}"))?;
-    let tools = match tools {
+fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    field(object, key).ok().flatten()
+}
+
+fn parse_caps(caps: &RawValue) -> UpstreamCaps {
+    let resources = member(caps, "resources");
+    UpstreamCaps {
+        tools: member(caps, "tools").is_some(),
+        prompts: member(caps, "prompts").is_some(),
+        resources: resources.is_some(),
+        subscribe: resources
+            .and_then(|r| member(r, "subscribe"))
+            .is_some_and(|s| s.get() == "true"),
+        logging: member(caps, "logging").is_some(),
+        completions: member(caps, "completions").is_some(),
+    }
+}
+
+/// Parses one list result page: the items and the next cursor.
+fn parse_page(result: &RawValue, kind: ListKind) -> Result<(Vec<Item>, Option<String>), String> {
+    let items = field(result, kind.field())
+        .map_err(|e| format!("{} result is not an object: {e}", kind.method()))?;
+    let items = match items {
         Some(t) => serde_json::from_str::<Vec<&RawValue>>(t.get())
-            .map_err(|e| format!("tools/list `tools` is not an array: {e}"))?,
+            .map_err(|e| format!("{} `{}` is not an array: {e}", kind.method(), kind.field()))?,
         None => Vec::new(),
     };
-    let mut out = Vec::with_capacity(tools.len());
-    for tool in tools {
-        match field(tool, "name")
-            .ok()
-            .flatten()
-            .and_then(|n| envelope::decode_str(n).ok())
-        {
-            Some(name) => out.push(UpstreamTool {
-                name: name.into_owned(),
-                raw: tool.to_owned(),
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match member(item, kind.key_field()).and_then(|n| envelope::decode_str(n).ok()) {
+            Some(key) => out.push(Item {
+                key: key.into_owned(),
+                raw: item.to_owned(),
             }),
             None => tracing::warn!(
-                "skipped a tool without a string `name`: {}",
-                preview(tool.get())
+                "skipped an item of {} without a string `{}`: {}",
+                kind.method(),
+                kind.key_field(),
+                preview(item.get())
             ),
         }
     }
-    let next = field(result, "nextCursor").ok().flatten().and_then(|c| {
+    let next = member(result, "nextCursor").and_then(|c| {
         serde_json::from_str::<Option<String>>(c.get())
             .ok()
             .flatten()
@@ -541,13 +811,13 @@ fn parse_tools_page(result: &RawValue) -> Result<(Vec<UpstreamTool>, Option<Stri
 
 fn reject(cmd: Command, error: RouteError) {
     match cmd {
-        Command::Request { reply, .. } => {
+        Command::Request(_, reply) => {
             let _ = reply.send(Err(error));
         }
         Command::Stop { done } => {
             let _ = done.send(());
         }
-        Command::Cancel { .. } => {}
+        _ => {}
     }
 }
 

@@ -1,14 +1,17 @@
-//! Upstream servers: one actor task per configured server owns its child process, its stdin
-//! queue and its table of pending requests. Everything else talks to it through an
-//! [`UpstreamHandle`]: requests go in over a bounded channel, state comes out over a `watch`.
+//! Upstream servers: one actor task per configured server owns its transport (a child process
+//! today), its table of pending requests, and the routes of the requests it sends to clients.
+//! Everything else talks to it through an [`UpstreamHandle`]: commands go in over a bounded
+//! channel, state comes out over a `watch`.
 //!
 //! Ids: the handle hands out upstream request ids from one counter, so a session can rewrite a
-//! client's request (its `id` and, for `tools/call`, the tool name) in a single splice before it
-//! reaches the actor. The actor remembers each id's original client id and puts it back into the
-//! response, so that any number of sessions share one upstream without their ids colliding.
+//! client's request (its `id`, its progress token and, for named items, the name) in a single
+//! splice before it reaches the actor. The actor remembers each id's client and original id and
+//! puts them back into the response and into progress notifications, so that any number of
+//! sessions share one upstream without their ids colliding.
 
 mod actor;
 pub mod process;
+pub mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::ServerSpec;
+use crate::router::hub::{Hub, SessionLink};
 pub use process::StopTimeouts;
 
 /// Commands queued for one upstream actor before senders are told it is busy.
@@ -37,13 +41,108 @@ pub struct RouteError {
 /// already restored, or why there is none.
 pub type Reply = Result<String, RouteError>;
 
-/// One tool as the upstream described it.
-#[derive(Debug, Clone)]
-pub struct UpstreamTool {
-    /// Its name on the upstream.
-    pub name: String,
-    /// The tool object exactly as the upstream sent it.
+/// The kinds of list an upstream serves; the daemon merges each into its catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    /// `tools/list`.
+    Tools,
+    /// `prompts/list`.
+    Prompts,
+    /// `resources/list`.
+    Resources,
+    /// `resources/templates/list`.
+    Templates,
+}
+
+impl ListKind {
+    /// Every kind, in catalog order.
+    pub const ALL: [ListKind; 4] = [Self::Tools, Self::Prompts, Self::Resources, Self::Templates];
+
+    /// The list request's method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The member of the list result that holds the items.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The member of an item that identifies it.
+    pub fn key_field(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+        }
+    }
+
+    /// The notification an upstream sends when this list changed.
+    pub fn changed_notification(self) -> &'static str {
+        match self {
+            Self::Tools => "notifications/tools/list_changed",
+            Self::Prompts => "notifications/prompts/list_changed",
+            Self::Resources | Self::Templates => "notifications/resources/list_changed",
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One listed item (tool, prompt, resource, template) as the upstream described it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    /// Its name, URI or URI template.
+    pub key: String,
+    /// The object exactly as the upstream sent it.
     pub raw: Box<RawValue>,
+}
+
+/// What an upstream declared it can do, from its `initialize` result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamCaps {
+    /// `tools`.
+    pub tools: bool,
+    /// `prompts`.
+    pub prompts: bool,
+    /// `resources`.
+    pub resources: bool,
+    /// `resources.subscribe`.
+    pub subscribe: bool,
+    /// `logging`.
+    pub logging: bool,
+    /// `completions`.
+    pub completions: bool,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.raw.get() == other.raw.get()
+    }
+}
+
+impl UpstreamCaps {
+    /// Whether the server offers the given list at all.
+    pub fn offers(&self, kind: ListKind) -> bool {
+        match kind {
+            ListKind::Tools => self.tools,
+            ListKind::Prompts => self.prompts,
+            ListKind::Resources | ListKind::Templates => self.resources,
+        }
+    }
 }
 
 /// What the rest of the daemon may know about an upstream, published by its actor.
@@ -53,10 +152,17 @@ pub struct Snapshot {
     pub state: ServerState,
     /// Pid of the running process.
     pub pid: Option<u32>,
-    /// Its tools, kept across restarts so that they stay listed.
-    pub tools: Arc<Vec<UpstreamTool>>,
-    /// Whether `tools` is known (a server still starting for the first time has none yet).
-    pub tools_known: bool,
+    /// Its lists, indexed by [`ListKind::index`]; kept across restarts so they stay listed.
+    pub lists: [Arc<Vec<Item>>; 4],
+    /// Whether each list is known from the live server (not only from the cache).
+    pub known: [bool; 4],
+    /// Whether `lists` and `caps` came from the on-disk cache and the live server has not
+    /// answered yet.
+    pub cached: bool,
+    /// What it declared it can do.
+    pub caps: UpstreamCaps,
+    /// Its `instructions`, if any.
+    pub instructions: Option<String>,
     /// Times it was started again.
     pub restarts: u32,
     /// Why it last failed.
@@ -70,8 +176,11 @@ impl Default for Snapshot {
         Self {
             state: ServerState::Starting,
             pid: None,
-            tools: Arc::new(Vec::new()),
-            tools_known: false,
+            lists: Default::default(),
+            known: [false; 4],
+            cached: false,
+            caps: UpstreamCaps::default(),
+            instructions: None,
             restarts: 0,
             last_error: None,
             server_info: None,
@@ -79,20 +188,53 @@ impl Default for Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Whether the items of `kind` can be served (live or from the cache).
+    pub fn usable(&self, kind: ListKind) -> bool {
+        self.known[kind.index()] || self.cached
+    }
+}
+
+/// A forwarded client request.
+#[derive(Debug)]
+pub struct Forward {
+    /// The id the request already carries on its way upstream.
+    pub upstream_id: u64,
+    /// The rewritten request line.
+    pub line: String,
+    /// The client's id, put back into the response.
+    pub client_id: Box<RawValue>,
+    /// The client's progress token, put back into progress notifications (whose token the
+    /// session rewrote to `upstream_id`).
+    pub progress_token: Option<Box<RawValue>>,
+    /// The session that sent it.
+    pub session: SessionLink,
+    /// Notified on each progress notification, to extend the request's timeout.
+    pub progress: Arc<Notify>,
+}
+
 #[derive(Debug)]
 enum Command {
-    Request {
-        /// The id the request already carries on its way upstream.
-        upstream_id: u64,
-        /// The rewritten request line.
-        line: String,
-        /// The client's id, put back into the response.
-        client_id: Box<RawValue>,
-        reply: oneshot::Sender<Reply>,
-    },
+    Request(Forward, oneshot::Sender<Reply>),
     Cancel {
         upstream_id: u64,
         reason: &'static str,
+    },
+    /// A client's answer to a request the upstream sent; `line` already carries the upstream's
+    /// id, whose text is `upstream_id`.
+    ClientResponse {
+        upstream_id: String,
+        line: String,
+    },
+    /// A notification from a client for the upstream (e.g. `roots/list_changed`).
+    Notify {
+        line: String,
+        from: SessionLink,
+    },
+    /// A request mcpd makes for itself (e.g. `logging/setLevel`); its answer is only logged.
+    Internal {
+        method: &'static str,
+        params: serde_json::Value,
     },
     Stop {
         done: oneshot::Sender<()>,
@@ -109,17 +251,34 @@ pub struct UpstreamHandle {
     next_id: Arc<AtomicU64>,
 }
 
+/// A reference to an upstream that does not keep its actor alive, kept in session routes.
+#[derive(Debug, Clone)]
+pub struct UpstreamRef {
+    tx: mpsc::WeakSender<Command>,
+}
+
+impl UpstreamRef {
+    /// Delivers a client's answer to a request the upstream sent.
+    pub fn client_response(&self, upstream_id: String, line: String) {
+        if let Some(tx) = self.tx.upgrade() {
+            let _ = tx.try_send(Command::ClientResponse { upstream_id, line });
+        }
+    }
+}
+
 impl UpstreamHandle {
     /// Starts the actor for server `name`. `catalog_dirty` is notified whenever its state or
-    /// tools change.
+    /// lists change; `initial` seeds its snapshot (from the catalog cache).
     pub fn spawn(
         name: &str,
         spec: ServerSpec,
+        hub: Arc<Hub>,
         catalog_dirty: Arc<Notify>,
         stop: StopTimeouts,
+        initial: Snapshot,
     ) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (snapshot_tx, snapshot) = watch::channel(Snapshot::default());
+        let (snapshot_tx, snapshot) = watch::channel(initial);
         let next_id = Arc::new(AtomicU64::new(1));
         let handle = Self {
             name: name.into(),
@@ -128,12 +287,17 @@ impl UpstreamHandle {
             snapshot,
             next_id: Arc::clone(&next_id),
         };
+        let me = UpstreamRef {
+            tx: handle.tx.downgrade(),
+        };
         let actor = actor::Actor::new(
             Arc::clone(&handle.name),
             Arc::clone(&handle.spec),
             rx,
+            me,
             snapshot_tx,
             catalog_dirty,
+            hub,
             next_id,
             stop,
         );
@@ -156,50 +320,39 @@ impl UpstreamHandle {
         self.snapshot.borrow().clone()
     }
 
-    /// A receiver that sees every state change.
-    pub fn watch(&self) -> watch::Receiver<Snapshot> {
-        self.snapshot.clone()
-    }
-
     /// A fresh request id for this upstream.
     pub fn allocate_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// How long a request to it may take.
-    pub fn request_timeout(&self) -> Duration {
-        self.spec.request_timeout
+    /// How long a request to it may take without progress, and at most with progress.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.spec.request_timeout, self.spec.max_request_timeout)
     }
 
     /// Queues a request whose id is already `upstream_id`. The reply arrives on the receiver.
-    pub fn request(
-        &self,
-        upstream_id: u64,
-        line: String,
-        client_id: Box<RawValue>,
-    ) -> Result<oneshot::Receiver<Reply>, RouteError> {
+    pub fn request(&self, forward: Forward) -> Result<oneshot::Receiver<Reply>, RouteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Command::Request {
-                upstream_id,
-                line,
-                client_id,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => RouteError {
-                    code: mcpd_proto::envelope::UPSTREAM_BUSY,
-                    message: format!(
-                        "server `{}` has too many requests queued; try again",
-                        self.name
-                    ),
-                },
-                mpsc::error::TrySendError::Closed(_) => RouteError {
-                    code: mcpd_proto::envelope::UPSTREAM_UNAVAILABLE,
-                    message: format!("server `{}` has been stopped", self.name),
-                },
-            })?;
+            .try_send(Command::Request(forward, reply))
+            .map_err(|e| self.send_error(e))?;
         Ok(rx)
+    }
+
+    fn send_error<T>(&self, e: mpsc::error::TrySendError<T>) -> RouteError {
+        match e {
+            mpsc::error::TrySendError::Full(_) => RouteError {
+                code: mcpd_proto::envelope::UPSTREAM_BUSY,
+                message: format!(
+                    "server `{}` has too many requests queued; try again",
+                    self.name
+                ),
+            },
+            mpsc::error::TrySendError::Closed(_) => RouteError {
+                code: mcpd_proto::envelope::UPSTREAM_UNAVAILABLE,
+                message: format!("server `{}` has been stopped", self.name),
+            },
+        }
     }
 
     /// Forgets a request and tells the upstream with `notifications/cancelled`.
@@ -210,6 +363,16 @@ impl UpstreamHandle {
             upstream_id,
             reason,
         });
+    }
+
+    /// Passes a client notification on.
+    pub fn notify(&self, line: String, from: SessionLink) {
+        let _ = self.tx.try_send(Command::Notify { line, from });
+    }
+
+    /// Sends a request of mcpd's own; the answer is only logged.
+    pub fn internal(&self, method: &'static str, params: serde_json::Value) {
+        let _ = self.tx.try_send(Command::Internal { method, params });
     }
 
     /// Stops the server with the stop sequence and waits until it is gone.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::codec::{Frame, LineCodec};
-use crate::config::ServerSpec;
+use crate::config::StdioSpec;
 
 /// Variables passed from the daemon's environment to every child; everything else is dropped
 /// so that the daemon's own secrets and settings do not leak into servers. A server's `env`
@@ -96,7 +96,7 @@ pub struct Process {
 
 impl Process {
     /// Spawns `spec` as the leader of a new process group.
-    pub fn spawn(server: &str, spec: &ServerSpec) -> std::io::Result<Self> {
+    pub fn spawn(server: &str, spec: &StdioSpec) -> std::io::Result<Self> {
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .env_clear()

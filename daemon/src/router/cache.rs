@@ -1,0 +1,138 @@
+//! The catalog cache, `$XDG_CACHE_HOME/mcpd/catalog.json`: each server's lists, capabilities and
+//! instructions as last seen live, so that a client attaching while servers are still starting
+//! gets a complete catalog at once (and `list_changed` if the live one differs).
+//!
+//! It holds no secrets: only what servers list to every client. An entry is used only while
+//! the server's definition is unchanged (a fingerprint of its transport settings).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::names::fnv1a;
+use crate::config::ServerSpec;
+use crate::upstream::{Item, ListKind, Snapshot, UpstreamCaps, UpstreamHandle};
+
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    format: u32,
+    #[serde(default)]
+    servers: BTreeMap<String, CachedServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CachedServer {
+    fingerprint: String,
+    caps: UpstreamCaps,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    lists: [Vec<Item>; 4],
+}
+
+/// The cache file and what it held when read.
+#[derive(Debug)]
+pub struct CatalogCache {
+    path: PathBuf,
+    servers: Mutex<BTreeMap<String, CachedServer>>,
+}
+
+fn fingerprint(spec: &ServerSpec) -> String {
+    format!("{:016x}", fnv1a(format!("{:?}", spec.transport).as_bytes()))
+}
+
+impl CatalogCache {
+    /// Reads the cache at `path`; a missing or unreadable file is an empty cache.
+    pub fn load(path: PathBuf) -> Self {
+        let servers = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
+                Ok(file) if file.format == FORMAT => file.servers,
+                Ok(_) => BTreeMap::new(),
+                Err(e) => {
+                    tracing::warn!("ignoring the catalog cache {}: {e}", path.display());
+                    BTreeMap::new()
+                }
+            },
+            Err(_) => BTreeMap::new(),
+        };
+        Self {
+            path,
+            servers: Mutex::new(servers),
+        }
+    }
+
+    /// The first snapshot of a server: its cached catalog if the cache has it for this spec.
+    pub fn initial_snapshot(&self, name: &str, spec: &ServerSpec) -> Snapshot {
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = Snapshot::default();
+        if let Some(cached) = servers
+            .get(name)
+            .filter(|c| c.fingerprint == fingerprint(spec))
+        {
+            snapshot.cached = true;
+            snapshot.caps = cached.caps;
+            snapshot.instructions = cached.instructions.clone();
+            for kind in ListKind::ALL {
+                snapshot.lists[kind.index()] =
+                    std::sync::Arc::new(cached.lists[kind.index()].clone());
+            }
+        }
+        snapshot
+    }
+
+    /// Records the live catalogs of `upstreams` and writes the file if anything changed.
+    /// Servers that are not in `upstreams` any more are forgotten.
+    pub fn store(&self, upstreams: &BTreeMap<String, UpstreamHandle>) {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        servers.retain(|name, _| {
+            let keep = upstreams.contains_key(name);
+            changed |= !keep;
+            keep
+        });
+        for (name, handle) in upstreams {
+            let s = handle.snapshot();
+            if s.cached || !s.known.iter().all(|k| *k) {
+                continue;
+            }
+            let entry = CachedServer {
+                fingerprint: fingerprint(handle.spec()),
+                caps: s.caps,
+                instructions: s.instructions.clone(),
+                lists: ListKind::ALL.map(|k| s.lists[k.index()].as_ref().clone()),
+            };
+            if servers.get(name) != Some(&entry) {
+                servers.insert(name.clone(), entry);
+                changed = true;
+            }
+        }
+        if changed {
+            let file = CacheFile {
+                format: FORMAT,
+                servers: servers.clone(),
+            };
+            drop(servers);
+            if let Err(e) = write_atomically(&self.path, &file) {
+                tracing::warn!(
+                    "cannot write the catalog cache {}: {e}",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(file).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,92 @@
+//! What an upstream actor talks through. The actor sees only messages out ([`Transport::send`])
+//! and events in ([`Transport::next`]); how they travel (a child's pipes, HTTP) is decided here.
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+
+use super::process::{Process, StopTimeouts, describe_exit};
+use crate::codec::Frame;
+use crate::config::{ServerSpec, TransportSpec};
+
+/// Something that happened on the transport.
+#[derive(Debug)]
+pub enum Event {
+    /// One JSON-RPC message from the server.
+    Message(BytesMut),
+    /// A message over the size limit was dropped.
+    TooLong(usize),
+    /// The transport is gone (the process exited, the connection broke), and why.
+    Closed(String),
+}
+
+/// A live connection to one upstream server.
+#[derive(Debug)]
+pub enum Transport {
+    /// A child process.
+    Stdio(Process),
+}
+
+impl Transport {
+    /// Starts the server (spawns it, or connects to it).
+    pub async fn start(server: &str, spec: &ServerSpec) -> Result<Self, String> {
+        match &spec.transport {
+            TransportSpec::Stdio(stdio) => Process::spawn(server, stdio)
+                .map(Transport::Stdio)
+                .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
+        }
+    }
+
+    /// Pid of the child process, for stdio servers.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Stdio(p) => p.child.id(),
+        }
+    }
+
+    /// Queues one message without waiting; `Err` says why it cannot be sent.
+    pub fn send(&self, line: String) -> Result<(), String> {
+        match self {
+            Self::Stdio(p) => p.send(line),
+        }
+    }
+
+    /// The next event. Cancel-safe: it can be raced in `select!`.
+    pub async fn next(&mut self) -> Event {
+        match self {
+            Self::Stdio(p) => {
+                tokio::select! {
+                    status = p.child.wait() => {
+                        let status = status.ok();
+                        p.reap(StopTimeouts::default()).await;
+                        Event::Closed(with_stderr(p, describe_exit(status)))
+                    }
+                    frame = p.stdout.next() => match frame {
+                        Some(Ok(Frame::Line(line))) => Event::Message(line),
+                        Some(Ok(Frame::TooLong(len))) => Event::TooLong(len),
+                        Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
+                        None => {
+                            let status = p.stop(StopTimeouts::default()).await;
+                            Event::Closed(with_stderr(p, format!("closed its stdout; {}", describe_exit(status))))
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: for a child, the stop sequence. Returns what happened.
+    pub async fn stop(&mut self, timeouts: StopTimeouts) -> String {
+        match self {
+            Self::Stdio(p) => describe_exit(p.stop(timeouts).await),
+        }
+    }
+}
+
+fn with_stderr(p: &Process, what: String) -> String {
+    let tail = p.stderr_summary();
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}; last stderr: {tail}")
+    }
+}
