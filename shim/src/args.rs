@@ -1,8 +1,9 @@
-//! Hand-parsed command line: four flags do not justify clap's start-up cost and size.
+//! Hand-parsed command line: five flags do not justify clap's start-up cost and size.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use mcpd_proto::DEFAULT_PROFILE;
 
@@ -24,22 +25,29 @@ pub struct Options {
     pub profile: String,
     /// Socket path given with `--socket`, overriding the environment.
     pub socket: Option<PathBuf>,
+    /// How long to keep trying to reconnect after the connection drops; zero: never.
+    pub reconnect_timeout: Duration,
 }
+
+/// Default of `--reconnect-timeout`.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Usage text for `--help`.
 pub const HELP: &str = "\
 mcp-shim: relays an MCP client's stdio to the per-user mcpd daemon
 
-Usage: mcp-shim [--profile NAME] [--socket PATH]
+Usage: mcp-shim [--profile NAME] [--socket PATH] [--reconnect-timeout SECS]
 
 MCP clients launch mcp-shim as if it were an MCP stdio server.
 
 Options:
-  --profile NAME   profile whose servers the session sees (default: default)
-  --socket PATH    daemon socket (default: $MCPD_SOCKET, else
-                   $XDG_RUNTIME_DIR/mcpd/mcpd.sock, else /tmp/mcpd-$UID/mcpd.sock)
-  -h, --help       print this help
-  -V, --version    print the version
+  --profile NAME            profile whose servers the session sees (default: default)
+  --socket PATH             daemon socket (default: $MCPD_SOCKET, else
+                            $XDG_RUNTIME_DIR/mcpd/mcpd.sock, else /tmp/mcpd-$UID/mcpd.sock)
+  --reconnect-timeout SECS  when the daemon goes away (a restart), keep trying to reconnect
+                            and resume the session for this long (default: 30; 0: never)
+  -h, --help                print this help
+  -V, --version             print the version
 ";
 
 /// Parses the arguments after the program name. The error is one line for stderr.
@@ -48,6 +56,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut opts = Options {
         profile: DEFAULT_PROFILE.to_owned(),
         socket: None,
+        reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -67,6 +76,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .map_err(|v| format!("--profile {} is not valid UTF-8", v.to_string_lossy()))?;
             }
             Some("--socket") => opts.socket = Some(PathBuf::from(value("--socket")?)),
+            Some("--reconnect-timeout") => {
+                opts.reconnect_timeout =
+                    seconds("--reconnect-timeout", &value("--reconnect-timeout")?)?;
+            }
             _ => {
                 let what = if arg.as_bytes().starts_with(b"-") {
                     "unknown option"
@@ -78,6 +91,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         }
     }
     Ok(Command::Relay(opts))
+}
+
+/// A non-negative number of seconds, fractions allowed (`0.5`).
+fn seconds(flag: &str, value: &OsStr) -> Result<Duration, String> {
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| {
+            format!(
+                "{flag} {} is not a number of seconds (such as 30, 0.5 or 0)",
+                value.to_string_lossy()
+            )
+        })
 }
 
 /// Splits `--flag=value` into the flag and its inline value; other arguments come back whole.
@@ -105,6 +132,7 @@ mod tests {
         Command::Relay(Options {
             profile: profile.into(),
             socket: socket.map(PathBuf::from),
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
         })
     }
 
@@ -123,6 +151,25 @@ mod tests {
             parse_strs(&["--socket=/a=b", "--profile=x"]),
             Ok(relay("x", Some("/a=b")))
         );
+    }
+
+    #[test]
+    fn reconnect_timeout_takes_seconds_with_fractions_and_zero() {
+        let timeout = |args: &[&str]| match parse_strs(args) {
+            Ok(Command::Relay(o)) => Ok(o.reconnect_timeout),
+            Ok(other) => panic!("not a relay: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(timeout(&[]), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            timeout(&["--reconnect-timeout", "0.5"]),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(timeout(&["--reconnect-timeout=0"]), Ok(Duration::ZERO));
+        for bad in ["-1", "soon", "inf", "NaN", ""] {
+            let err = timeout(&["--reconnect-timeout", bad]).unwrap_err();
+            assert!(err.contains("is not a number of seconds"), "{err}");
+        }
     }
 
     #[test]

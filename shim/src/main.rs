@@ -1,17 +1,22 @@
 //! `mcp-shim`: the stdio program MCP clients launch instead of an MCP server.
 //!
 //! It connects to the per-user `mcpd` socket, sends one attach hello, reads one reply and then
-//! copies bytes both ways without looking at them: the daemon parses the JSON-RPC. It uses std
-//! only, so that it starts in about a millisecond and stays under 2 MiB of memory.
+//! copies lines both ways, unchanged: the daemon does the routing. The shim only notes what it
+//! needs to survive a daemon restart (the client's `initialize`, the requests in flight): when
+//! the connection drops it answers those requests with an error, reconnects and resumes the
+//! session, so the client notices nothing else. It uses std only, so that it starts in about a
+//! millisecond and stays under 2 MiB of memory.
 //!
 //! Exit codes: 0 when the session ends normally (stdin closed, the client stopped reading,
-//! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing, refuses the session or drops
-//! it while the client is still talking, 2 on a usage error.
+//! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing, refuses the session, speaks
+//! a socket protocol this shim cannot, or drops the session and does not come back within the
+//! reconnect timeout, 2 on a usage error.
 
 mod args;
 mod parent;
 mod relay;
 mod session;
+mod track;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -66,10 +71,20 @@ fn main() -> ExitCode {
             Exit::done()
         }
         Ok(args::Command::Relay(opts)) => {
-            let socket = opts.socket.unwrap_or_else(|| Paths::from_env().socket);
-            match session::attach(&socket, &opts.profile) {
-                Ok(attached) => relay::run(attached),
-                Err(exit) => exit,
+            let target = relay::Target {
+                socket: opts.socket.unwrap_or_else(|| Paths::from_env().socket),
+                profile: opts.profile,
+                reconnect_timeout: opts.reconnect_timeout,
+            };
+            let req = session::Request {
+                socket: &target.socket,
+                profile: &target.profile,
+                timeout: session::HANDSHAKE_TIMEOUT,
+                again: false,
+            };
+            match session::attach(req, None) {
+                Ok(attached) => relay::run(attached, &target),
+                Err(failure) => failure.into_exit(),
             }
         }
         Err(usage) => Exit {

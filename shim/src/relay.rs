@@ -1,19 +1,31 @@
-//! Copying bytes between stdio and the daemon, untouched and without delay.
+//! Copying lines between stdio and the daemon, and resuming the session when the daemon restarts.
 //!
 //! A thread copies stdin to the socket; the main thread copies the socket to stdout. Each read
-//! takes whatever is there (up to 64 KiB) and writes it at once, unbuffered: MCP clients wait for
-//! each line, so nothing may sit in a buffer waiting for more.
+//! takes whatever is there (up to 64 KiB) and writes the whole lines in it at once, unbuffered:
+//! MCP clients wait for each line, so nothing may sit in a buffer waiting for more. Lines are
+//! looked at (see [`crate::track`]) but forwarded as the original bytes.
+//!
+//! When the connection drops while the client is still there, the main thread answers the
+//! client's requests that were in flight with an error, reconnects with backoff and attaches
+//! again with a `resume` made of the client's `initialize`; lines the client sends meanwhile are
+//! held and go to the new connection, in order, after its welcome.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use mcpd_proto::envelope::{INVALID_REQUEST, UPSTREAM_LOST, UPSTREAM_UNAVAILABLE};
+use mcpd_proto::line::MAX_MESSAGE_LINE;
 
 use crate::Exit;
-use crate::session::Attached;
+use crate::session::{self, Attached, Failure, HANDSHAKE_TIMEOUT};
+use crate::track::{self, First, FromClient, Key, Session, Splitter};
 
 /// Size of one read.
 const CHUNK: usize = 64 * 1024;
@@ -24,76 +36,359 @@ const LINGER: Duration = Duration::from_secs(2);
 /// After the session is cut, how long stdout may take to take the last chunk before we leave.
 const LAST_WRITE: Duration = Duration::from_secs(1);
 
-/// Set once the client closed our stdin, before the socket's write side is shut down: the end
-/// of the session the daemon then causes is the expected one.
-static STDIN_CLOSED: AtomicBool = AtomicBool::new(false);
+/// First wait between reconnection attempts; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Bytes of client lines held while reconnecting (one message of the largest size fits).
+const HELD_MAX_BYTES: usize = MAX_MESSAGE_LINE + 1;
+/// Client lines held while reconnecting.
+const HELD_MAX_LINES: usize = 1024;
+
+/// The answer to a request that was in flight when the connection dropped.
+const LOST_MESSAGE: &str = "mcpd restarted while this request was in flight; try again";
+/// The answer to a request sent while reconnecting, when the held lines are already too many.
+const HELD_FULL_MESSAGE: &str =
+    "mcpd is restarting and mcp-shim holds too many messages already; try again";
+
+/// Where the relay reconnects to, and for how long it tries.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// The profile attached to.
+    pub profile: String,
+    /// How long to keep trying after the connection drops; zero: do not reconnect.
+    pub reconnect_timeout: Duration,
+}
 
 /// Relays until the session ends and says how the shim should exit.
-pub fn run(attached: Attached) -> Exit {
-    let Attached { stream, early } = attached;
-    let (stdin, mut stdout) = match (dup(io::stdin().as_fd()), dup(io::stdout().as_fd())) {
+pub fn run(attached: Attached, target: &Target) -> Exit {
+    let (stdin, stdout) = match (dup(io::stdin().as_fd()), dup(io::stdout().as_fd())) {
         (Ok(stdin), Ok(stdout)) => (stdin, stdout),
         (Err(e), _) | (_, Err(e)) => {
             return Exit::fail(format!("stdin or stdout is unusable: {e}"));
         }
     };
+    let writer = match attached.stream.try_clone() {
+        Ok(writer) => writer,
+        Err(e) => return Exit::fail(format!("cannot start the stdin relay: {e}")),
+    };
+    let mut session = Session::default();
+    session.daemon_session = attached.session;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            link: Link::Connected,
+            generation: 0,
+            writer: Some(writer),
+            session,
+            held: Vec::new(),
+            held_ids: Vec::new(),
+            held_lines: 0,
+            stdin_closed: false,
+        }),
+        changed: Condvar::new(),
+        stdout: Mutex::new(stdout),
+        in_flight: AtomicUsize::new(0),
+    });
     // Allocated here, not in the thread: a first allocation there would create a second malloc
     // arena (64 MiB of address space, some resident pages) for nothing.
     let stdin_buf = vec![0u8; CHUNK];
-    let pump = stream
-        .try_clone()
-        .and_then(|to_daemon| {
-            std::thread::Builder::new()
-                .name("stdin".into())
-                .stack_size(128 * 1024)
-                .spawn(move || copy_stdin(stdin, to_daemon, stdin_buf))
-        })
-        .map_err(|e| Exit::fail(format!("cannot start the stdin relay: {e}")));
-    if let Err(exit) = pump {
-        return exit;
+    let for_stdin = Arc::clone(&shared);
+    let pump = std::thread::Builder::new()
+        .name("stdin".into())
+        .stack_size(128 * 1024)
+        .spawn(move || copy_stdin(&for_stdin, stdin, stdin_buf));
+    if let Err(e) = pump {
+        return Exit::fail(format!("cannot start the stdin relay: {e}"));
     }
 
-    if let Err(e) = write_all(&mut stdout, &early) {
-        return stdout_failed(e);
-    }
-    let mut from_daemon = &stream;
     let mut buf = vec![0u8; CHUNK];
-    let ended = loop {
-        match from_daemon.read(&mut buf) {
-            Ok(0) => break None,
-            Ok(n) => {
-                if let Err(e) = write_all(&mut stdout, &buf[..n]) {
-                    return stdout_failed(e);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Some(e),
+    let mut lines = Splitter::new(MAX_MESSAGE_LINE);
+    let mut conn = attached;
+    loop {
+        let ended = match copy_daemon(&shared, &conn, &mut lines, &mut buf) {
+            Ok(ended) => ended,
+            Err(exit) => return exit,
+        };
+        if shared.lock().stdin_closed {
+            return Exit::done();
         }
-    };
-    if STDIN_CLOSED.load(Ordering::SeqCst) {
-        return Exit::done();
-    }
-    match ended {
-        None => Exit::fail("the daemon closed the session (is mcpd stopping or restarting?)"),
-        Some(e) => Exit::fail(format!("lost the connection to the daemon: {e}")),
+        lines.reset();
+        if let Err(e) = shared.lose() {
+            return stdout_failed(e);
+        }
+        if target.reconnect_timeout.is_zero() {
+            return match ended {
+                None => {
+                    Exit::fail("the daemon closed the session (is mcpd stopping or restarting?)")
+                }
+                Some(e) => Exit::fail(format!("lost the connection to the daemon: {e}")),
+            };
+        }
+        conn = match reconnect(&shared, target) {
+            Ok(conn) => conn,
+            Err(exit) => return exit,
+        };
     }
 }
 
-/// Copies stdin to the daemon. When stdin closes, tells the daemon (shutdown of our write side)
-/// and gives it [`LINGER`] to finish; then, or when the daemon stops reading, cuts the session
-/// so that the main thread sees its end.
-fn copy_stdin(mut stdin: File, to_daemon: UnixStream, mut buf: Vec<u8>) {
-    let mut sink = &to_daemon;
+/// What both threads share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when `state.link` or `state.stdin_closed` changes.
+    changed: Condvar,
+    /// Whole lines only, so that the two threads never interleave inside a line.
+    stdout: Mutex<File>,
+    /// `state.session.in_flight()`, readable without the lock: while it is zero the daemon's
+    /// lines need not be parsed.
+    in_flight: AtomicUsize,
+}
+
+/// The state of the connection and of the session, changed only briefly under the lock: no
+/// I/O is done while it is held.
+#[derive(Debug)]
+struct State {
+    link: Link,
+    /// Bumped each time a connection is lost.
+    generation: u64,
+    /// The current connection, for the stdin thread to write to; `None` while reconnecting.
+    writer: Option<UnixStream>,
+    session: Session,
+    /// Client lines waiting for the next connection, and the requests among them.
+    held: Vec<u8>,
+    held_ids: Vec<Key>,
+    held_lines: usize,
+    stdin_closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Client lines go straight to the daemon.
+    Connected,
+    /// No connection (or the new one still gets the held lines): client lines are held.
+    Holding,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stdout(&self) -> MutexGuard<'_, File> {
+        self.stdout.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, state: &State) {
+        self.in_flight
+            .store(state.session.in_flight(), Ordering::SeqCst);
+    }
+
+    /// The connection is gone: hold client lines from now on, and answer every request that
+    /// was in flight with an error.
+    fn lose(&self) -> io::Result<()> {
+        let lost = {
+            let mut state = self.lock();
+            state.link = Link::Holding;
+            state.generation += 1;
+            state.writer = None;
+            let lost = state.session.lost();
+            self.publish(&state);
+            lost
+        };
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(lost.len() * 128);
+        for id in &lost {
+            track::error_line(&mut out, id, UPSTREAM_LOST, LOST_MESSAGE);
+        }
+        write_all(&mut *self.stdout(), &out)
+    }
+}
+
+/// Copies the daemon's lines to stdout until the connection ends; `Ok(Some(e))` if it ended in
+/// an error, `Err` if the shim should exit.
+fn copy_daemon(
+    shared: &Shared,
+    conn: &Attached,
+    lines: &mut Splitter,
+    buf: &mut [u8],
+) -> Result<Option<io::Error>, Exit> {
+    forward_to_client(shared, lines, &conn.early).map_err(stdout_failed)?;
+    let mut from_daemon = &conn.stream;
+    loop {
+        match from_daemon.read(buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => forward_to_client(shared, lines, &buf[..n]).map_err(stdout_failed)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Ok(Some(e)),
+        }
+    }
+}
+
+/// Writes the whole lines of `chunk` to stdout, noting the responses among them.
+fn forward_to_client(shared: &Shared, lines: &mut Splitter, chunk: &[u8]) -> io::Result<()> {
+    let fed = lines.feed(chunk);
+    if shared.in_flight.load(Ordering::SeqCst) > 0 {
+        let mut state = None;
+        for line in fed.lines() {
+            if let Some((id, error)) = track::response_from_daemon(line) {
+                let state = state.get_or_insert_with(|| shared.lock());
+                state.session.answered(&id, error);
+                shared.publish(state);
+            }
+        }
+    }
+    let mut out = shared.stdout();
+    match fed.first {
+        Some(First::Line(line)) => write_all(&mut *out, line)?,
+        Some(First::TooLong(len)) => {
+            eprintln!(
+                "mcp-shim: dropped a {len}-byte message from the daemon: over the limit of \
+                 {MAX_MESSAGE_LINE} bytes"
+            );
+        }
+        None => {}
+    }
+    write_all(&mut *out, fed.body)
+}
+
+/// Attaches again, with backoff, until the daemon answers or the reconnect timeout passes.
+fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
+    let started = Instant::now();
+    let deadline = started + target.reconnect_timeout;
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        let (resume, stdin_closed) = {
+            let state = shared.lock();
+            (state.session.resume(), state.stdin_closed)
+        };
+        if stdin_closed {
+            return Err(Exit::done());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = session::Request {
+            socket: &target.socket,
+            profile: &target.profile,
+            timeout: HANDSHAKE_TIMEOUT.min(left).max(Duration::from_millis(100)),
+            again: true,
+        };
+        let why = match session::attach(req, resume) {
+            Ok(conn) => {
+                resumed(shared, &conn);
+                return Ok(conn);
+            }
+            Err(Failure::Refused(exit)) => return Err(exit),
+            Err(Failure::Unreachable(why)) => why,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Exit::fail(format!(
+                "lost the connection to mcpd and it did not come back within {} s; giving up \
+                 (last attempt: {})",
+                target.reconnect_timeout.as_secs_f64(),
+                why.message.as_deref().unwrap_or("no answer")
+            )));
+        }
+        // Sleep, but wake at once if the client goes away meanwhile.
+        let wait = delay.min(left);
+        let until = Instant::now() + wait;
+        let mut state = shared.lock();
+        while !state.stdin_closed {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            state = shared
+                .changed
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A new connection was welcomed: the held lines go to it first, then client lines flow again.
+fn resumed(shared: &Arc<Shared>, conn: &Attached) {
+    let generation = {
+        let mut state = shared.lock();
+        state.session.daemon_session = conn.session;
+        state.writer = conn.stream.try_clone().ok();
+        if state.held.is_empty() {
+            state.link = Link::Connected;
+            shared.changed.notify_all();
+            return;
+        }
+        state.generation
+    };
+    // The held lines are written by a thread of their own, so that this one goes on reading
+    // the daemon's answers: writing much while reading nothing could deadlock with a daemon
+    // that waits for us to read.
+    let Ok(stream) = conn.stream.try_clone() else {
+        // The main thread's next read fails the same way and starts over.
+        return;
+    };
+    let for_thread = Arc::clone(shared);
+    let flusher = std::thread::Builder::new()
+        .name("held".into())
+        .stack_size(64 * 1024)
+        .spawn(move || flush_held(&for_thread, &stream, generation));
+    if flusher.is_err() {
+        // No thread: flush from here, which is fine for the usual handful of lines.
+        if let Ok(stream) = conn.stream.try_clone() {
+            flush_held(shared, &stream, generation);
+        }
+    }
+}
+
+/// Writes the held lines to the connection of `generation`, then lets client lines flow.
+fn flush_held(shared: &Shared, stream: &UnixStream, generation: u64) {
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut state = shared.lock();
+            if state.generation != generation {
+                // Lost again meanwhile; what is still held waits for the next connection.
+                return;
+            }
+            if state.held.is_empty() {
+                state.link = Link::Connected;
+                shared.changed.notify_all();
+                return;
+            }
+            batch.clear();
+            std::mem::swap(&mut batch, &mut state.held);
+            state.held_lines = 0;
+            let ids = std::mem::take(&mut state.held_ids);
+            state.session.sent(ids);
+            shared.publish(&state);
+        }
+        if write_all(&mut &*stream, &batch).is_err() {
+            // The main thread sees the connection end and answers what was in flight.
+            return;
+        }
+    }
+}
+
+/// Copies stdin to the daemon line by line. When stdin closes, tells the daemon (shutdown of
+/// our write side) and gives it [`LINGER`] to finish; then cuts the session so that the main
+/// thread sees its end.
+fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>) {
+    let mut relay = StdinRelay {
+        shared,
+        lines: Splitter::new(MAX_MESSAGE_LINE),
+        what: Vec::new(),
+        writer: None,
+        replies: Vec::new(),
+    };
     loop {
         match stdin.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if write_all(&mut sink, &buf[..n]).is_err() {
-                    // The daemon went away; the main thread sees the same and reports it.
-                    cut(&to_daemon, 1);
-                    return;
-                }
-            }
+            Ok(n) => relay.chunk(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 wait_for(stdin.as_fd(), libc::POLLIN)
@@ -102,18 +397,162 @@ fn copy_stdin(mut stdin: File, to_daemon: UnixStream, mut buf: Vec<u8>) {
             Err(_) => break,
         }
     }
-    STDIN_CLOSED.store(true, Ordering::SeqCst);
-    let _ = to_daemon.shutdown(Shutdown::Write);
+    relay.last_line();
+    let writer = {
+        let mut state = shared.lock();
+        state.stdin_closed = true;
+        shared.changed.notify_all();
+        // Let held lines reach a new connection before its write side is shut down.
+        let until = Instant::now() + LINGER;
+        while state.link == Link::Holding && state.writer.is_some() && Instant::now() < until {
+            state = shared
+                .changed
+                .wait_timeout(state, until.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.writer.as_ref().and_then(|w| w.try_clone().ok())
+    };
+    if let Some(writer) = writer {
+        let _ = writer.shutdown(Shutdown::Write);
+    }
     std::thread::sleep(LINGER);
     // The daemon kept its side open. Shutting ours wakes the main thread's read with an end of
     // file, so a chunk it is writing to stdout still goes out whole.
-    cut(&to_daemon, 0);
+    cut(shared, 0);
+}
+
+/// The stdin thread's buffers.
+struct StdinRelay<'a> {
+    shared: &'a Shared,
+    lines: Splitter,
+    /// What each line of the current chunk means, reused from chunk to chunk.
+    what: Vec<FromClient>,
+    /// The connection this thread writes to, and its generation.
+    writer: Option<(u64, UnixStream)>,
+    /// Answers the shim itself gives the client.
+    replies: Vec<u8>,
+}
+
+impl StdinRelay<'_> {
+    fn chunk(&mut self, chunk: &[u8]) {
+        let fed = self.lines.feed(chunk);
+        if let Some(First::TooLong(len)) = fed.first {
+            // As the daemon would: it never sees the line.
+            let message = format!(
+                "message of {len} bytes dropped: over the limit of {MAX_MESSAGE_LINE} bytes"
+            );
+            self.replies.extend_from_slice(
+                mcpd_proto::envelope::error_response(None, INVALID_REQUEST, &message).as_bytes(),
+            );
+            self.replies.push(b'\n');
+        }
+        let first = match fed.first {
+            Some(First::Line(line)) => line,
+            _ => &[],
+        };
+        send(
+            self.shared,
+            &mut self.what,
+            &mut self.writer,
+            &mut self.replies,
+            [first, fed.body],
+        );
+        self.answer();
+    }
+
+    /// A last line without a newline, at the end of stdin.
+    fn last_line(&mut self) {
+        if let Some(First::Line(line)) = self.lines.finish() {
+            send(
+                self.shared,
+                &mut self.what,
+                &mut self.writer,
+                &mut self.replies,
+                [line, &[]],
+            );
+        }
+        self.answer();
+    }
+
+    fn answer(&mut self) {
+        if !self.replies.is_empty() {
+            let _ = write_all(&mut *self.shared.stdout(), &self.replies);
+            self.replies.clear();
+        }
+    }
+}
+
+/// Sends `parts` (whole lines) to the daemon, or holds them while there is no connection.
+fn send(
+    shared: &Shared,
+    what: &mut Vec<FromClient>,
+    writer: &mut Option<(u64, UnixStream)>,
+    replies: &mut Vec<u8>,
+    parts: [&[u8]; 2],
+) {
+    if parts.iter().all(|p| p.is_empty()) {
+        return;
+    }
+    // Parsed before the lock is taken: the main thread may be waiting for it.
+    what.clear();
+    let each_line = || {
+        parts
+            .into_iter()
+            .flat_map(|p| p.split_inclusive(|&b| b == b'\n'))
+    };
+    what.extend(each_line().map(track::from_client));
+
+    let mut state = shared.lock();
+    if state.link == Link::Connected {
+        for w in what.drain(..) {
+            state.session.on_client(w, None);
+        }
+        shared.publish(&state);
+        let generation = state.generation;
+        if writer.as_ref().is_none_or(|(g, _)| *g != generation) {
+            *writer = state
+                .writer
+                .as_ref()
+                .and_then(|w| w.try_clone().ok())
+                .map(|w| (generation, w));
+        }
+        drop(state);
+        if let Some((_, stream)) = writer.as_ref() {
+            for part in parts {
+                if write_all(&mut &*stream, part).is_err() {
+                    // The daemon went away: the main thread sees the same, answers the
+                    // requests that were in flight (these included) and reconnects.
+                    *writer = None;
+                    break;
+                }
+            }
+        }
+        return;
+    }
+    let state = &mut *state;
+    for (line, w) in each_line().zip(what.drain(..)) {
+        let fits =
+            state.held.len() + line.len() <= HELD_MAX_BYTES && state.held_lines < HELD_MAX_LINES;
+        if fits {
+            state.held.extend_from_slice(line);
+            state.held_lines += 1;
+            state.session.on_client(w, Some(&mut state.held_ids));
+        } else if let FromClient::Request(id) | FromClient::Initialize(id, _) = &w {
+            track::error_line(replies, id, UPSTREAM_UNAVAILABLE, HELD_FULL_MESSAGE);
+        } else {
+            // A notification or an answer to the daemon: nobody would get its error.
+            state.session.on_client(w, None);
+        }
+    }
 }
 
 /// Ends the session from our side, which lets the main thread finish and choose the exit code;
 /// if it is stuck writing to a stdout nobody reads, leaves anyway with `code`.
-fn cut(to_daemon: &UnixStream, code: i32) {
-    let _ = to_daemon.shutdown(Shutdown::Both);
+fn cut(shared: &Shared, code: i32) {
+    if let Some(writer) = shared.lock().writer.as_ref() {
+        let _ = writer.shutdown(Shutdown::Both);
+    }
     std::thread::sleep(LAST_WRITE);
     // SAFETY: `_exit` has no preconditions; nothing is left to flush (stdout is unbuffered).
     unsafe { libc::_exit(code) }

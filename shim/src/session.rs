@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
-use mcpd_proto::{AttachHello, ClientProcess, Hello, HelloReply, PROTOCOL_VERSION};
+use mcpd_proto::{AttachHello, ClientProcess, Hello, HelloReply, PROTOCOL_VERSION, Resume};
 
 use crate::Exit;
 
 /// How long the daemon may take to answer the hello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to start the daemon, for the "no daemon" message.
 const START_HINT: &str = "start it with 'mcpd' or 'systemctl --user start mcpd.socket'";
@@ -23,35 +23,74 @@ pub struct Attached {
     pub stream: UnixStream,
     /// Bytes the daemon sent after its welcome line, read along with it; they go to stdout first.
     pub early: Vec<u8>,
+    /// The session id the daemon gave us, if it said.
+    pub session: Option<u64>,
 }
 
-/// Connects to the daemon at `socket` and attaches to `profile`.
-pub fn attach(socket: &Path, profile: &str) -> Result<Attached, Exit> {
-    let stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
-    let lost = |e: io::Error| {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            Exit::fail(format!(
-                "the daemon at {} did not answer within {} s",
-                socket.display(),
-                HANDSHAKE_TIMEOUT.as_secs()
-            ))
-        } else {
-            Exit::fail(format!(
-                "lost the connection to the daemon at {} during the handshake: {e}",
-                socket.display()
-            ))
+/// Why an attach failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nobody answered, or the daemon went away before it answered: a daemon that is restarting
+    /// looks like this, so a reconnect tries again.
+    Unreachable(Exit),
+    /// The daemon answered and refused, or answered something this shim cannot speak: trying
+    /// again would get the same answer.
+    Refused(Exit),
+}
+
+impl Failure {
+    /// The exit this failure stands for.
+    pub fn into_exit(self) -> Exit {
+        match self {
+            Self::Unreachable(exit) | Self::Refused(exit) => exit,
         }
+    }
+}
+
+/// What an attach asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The daemon's socket.
+    pub socket: &'a Path,
+    /// Profile to attach to.
+    pub profile: &'a str,
+    /// How long the daemon may take to answer the hello.
+    pub timeout: Duration,
+    /// Whether this is a re-attach after the connection was lost (for the wording of errors).
+    pub again: bool,
+}
+
+/// Connects to the daemon and attaches, resuming the session described by `resume` if given.
+pub fn attach(req: Request<'_>, resume: Option<Resume>) -> Result<Attached, Failure> {
+    let socket = req.socket;
+    let stream =
+        UnixStream::connect(socket).map_err(|e| Failure::Unreachable(connect_error(socket, &e)))?;
+    let lost = |e: io::Error| {
+        Failure::Unreachable(
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                Exit::fail(format!(
+                    "the daemon at {} did not answer within {} s",
+                    socket.display(),
+                    req.timeout.as_secs_f64()
+                ))
+            } else {
+                Exit::fail(format!(
+                    "lost the connection to the daemon at {} during the handshake: {e}",
+                    socket.display()
+                ))
+            },
+        )
     };
     stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
+        .set_read_timeout(Some(req.timeout))
+        .and_then(|()| stream.set_write_timeout(Some(req.timeout)))
         .map_err(lost)?;
 
-    let mut hello = serde_json::to_vec(&hello(profile))
-        .map_err(|e| Exit::fail(format!("cannot encode the hello: {e}")))?;
+    let mut hello = serde_json::to_vec(&hello(req.profile, resume))
+        .map_err(|e| Failure::Refused(Exit::fail(format!("cannot encode the hello: {e}"))))?;
     hello.push(b'\n');
     (&stream).write_all(&hello).map_err(lost)?;
 
@@ -59,53 +98,82 @@ pub fn attach(socket: &Path, profile: &str) -> Result<Attached, Exit> {
     let reply = match read_line_bounded(&mut reader, MAX_CONTROL_LINE).map_err(lost)? {
         Some(Line::Complete(line)) => line,
         Some(Line::TooLong { len }) => {
-            return Err(Exit::fail(format!(
+            return Err(Failure::Refused(Exit::fail(format!(
                 "the daemon at {} answered the hello with a {len}-byte line; is it really mcpd?",
                 socket.display()
-            )));
+            ))));
         }
         None => {
-            return Err(Exit::fail(format!(
+            return Err(Failure::Unreachable(Exit::fail(format!(
                 "the daemon at {} closed the connection without answering the hello",
                 socket.display()
-            )));
+            ))));
         }
     };
     let early = reader.buffer().to_vec();
     drop(reader);
 
-    match serde_json::from_slice::<HelloReply>(&reply) {
-        // Any protocol version is fine here: a welcome means the daemon accepted ours.
-        Ok(HelloReply::Welcome(_)) => {}
-        Ok(HelloReply::Error(refusal)) => {
-            return Err(Exit::fail(format!(
-                "the daemon refused the session: {}",
-                refusal.message
-            )));
-        }
-        Ok(HelloReply::Unknown) => {
-            return Err(Exit::fail(format!(
-                "the daemon answered the hello with a reply this shim (protocol {PROTOCOL_VERSION}) \
-                 does not know; upgrade mcp-shim to match mcpd"
-            )));
-        }
-        Err(e) => {
-            return Err(Exit::fail(format!(
-                "the daemon at {} sent an unreadable answer to the hello ({e}); is it really mcpd?",
-                socket.display()
-            )));
-        }
-    }
+    let reply = serde_json::from_slice::<HelloReply>(&reply).map_err(|e| {
+        Failure::Refused(Exit::fail(format!(
+            "the daemon at {} sent an unreadable answer to the hello ({e}); is it really mcpd?",
+            socket.display()
+        )))
+    })?;
+    let session = check_reply(reply, req.again).map_err(Failure::Refused)?;
 
     stream
         .set_read_timeout(None)
         .and_then(|()| stream.set_write_timeout(None))
         .map_err(lost)?;
-    Ok(Attached { stream, early })
+    Ok(Attached {
+        stream,
+        early,
+        session,
+    })
+}
+
+/// Whether this shim can go on with the daemon that sent `reply`; the session id if so.
+///
+/// The rule: a `welcome` means the daemon accepted our hello and speaks our protocol on this
+/// connection, so any welcome with `v >= 1` is fine (a daemon that cannot speak our version must
+/// refuse with an `error`; `v` is only bumped for incompatible changes). An `error` whose `v`
+/// differs from ours is a version mismatch and says which side to upgrade; any other `error` is
+/// a refusal, printed as the daemon wrote it.
+fn check_reply(reply: HelloReply, again: bool) -> Result<Option<u64>, Exit> {
+    match reply {
+        HelloReply::Welcome(w) if w.v >= 1 => Ok(w.session),
+        HelloReply::Welcome(w) => Err(mismatch(w.v, again, None)),
+        HelloReply::Error(refusal) if refusal.v != PROTOCOL_VERSION => {
+            Err(mismatch(refusal.v, again, Some(&refusal.message)))
+        }
+        HelloReply::Error(refusal) => Err(Exit::fail(format!(
+            "the daemon refused the session: {}",
+            refusal.message
+        ))),
+        HelloReply::Unknown => Err(Exit::fail(format!(
+            "the daemon answered the hello with a reply this shim (protocol {PROTOCOL_VERSION}) \
+             does not know; upgrade mcp-shim to match mcpd"
+        ))),
+    }
+}
+
+/// `the daemon now speaks socket protocol 2 and this mcp-shim speaks 1; upgrade mcp-shim`.
+fn mismatch(theirs: u32, again: bool, message: Option<&str>) -> Exit {
+    let upgrade = if theirs > PROTOCOL_VERSION {
+        "mcp-shim"
+    } else {
+        "mcpd"
+    };
+    let now = if again { "now " } else { "" };
+    let said = message.map_or_else(String::new, |m| format!(" (the daemon said: {m})"));
+    Exit::fail(format!(
+        "the daemon {now}speaks socket protocol {theirs} and this mcp-shim speaks \
+         {PROTOCOL_VERSION}; upgrade {upgrade}{said}"
+    ))
 }
 
 /// The attach hello for `profile`, describing the client that launched us.
-fn hello(profile: &str) -> Hello {
+fn hello(profile: &str, resume: Option<Resume>) -> Hello {
     Hello::Attach(AttachHello {
         v: PROTOCOL_VERSION,
         profile: profile.to_owned(),
@@ -116,7 +184,7 @@ fn hello(profile: &str) -> Hello {
                 .map(|dir| dir.to_string_lossy().into_owned()),
             shim_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         },
-        resume: None,
+        resume,
     })
 }
 
@@ -138,5 +206,67 @@ fn connect_error(socket: &Path, e: &io::Error) -> Exit {
              (check the owner and mode of it and its directory)"
         )),
         (None, _) => Exit::fail(format!("cannot connect to mcpd at {path}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcpd_proto::{HelloError, Welcome};
+
+    fn message(exit: Exit) -> String {
+        exit.message.unwrap_or_default()
+    }
+
+    #[test]
+    fn any_welcome_from_v1_up_is_accepted() {
+        for v in [1, 2, 7] {
+            let reply = HelloReply::Welcome(Welcome {
+                v,
+                daemon: "9".into(),
+                session: Some(4),
+            });
+            assert_eq!(check_reply(reply, true).ok(), Some(Some(4)));
+        }
+    }
+
+    #[test]
+    fn version_mismatches_say_which_side_to_upgrade() {
+        let newer = HelloReply::Error(HelloError {
+            v: PROTOCOL_VERSION + 1,
+            message: "socket protocol 1 is not supported; this mcpd speaks 2".into(),
+        });
+        let err = message(check_reply(newer, true).unwrap_err());
+        assert_eq!(
+            err,
+            format!(
+                "the daemon now speaks socket protocol {} and this mcp-shim speaks {}; upgrade \
+                 mcp-shim (the daemon said: socket protocol 1 is not supported; this mcpd speaks 2)",
+                PROTOCOL_VERSION + 1,
+                PROTOCOL_VERSION
+            )
+        );
+        let ancient = HelloReply::Welcome(Welcome {
+            v: 0,
+            daemon: String::new(),
+            session: None,
+        });
+        let err = message(check_reply(ancient, false).unwrap_err());
+        assert!(
+            err.starts_with("the daemon speaks socket protocol 0") && err.ends_with("upgrade mcpd"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_in_our_version_is_printed_as_is() {
+        let reply = HelloReply::Error(HelloError {
+            v: PROTOCOL_VERSION,
+            message: "unknown profile `x`".into(),
+        });
+        assert_eq!(
+            message(check_reply(reply, true).unwrap_err()),
+            "the daemon refused the session: unknown profile `x`"
+        );
     }
 }

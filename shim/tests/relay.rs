@@ -344,11 +344,13 @@ fn closing_stdin_ends_the_shim_even_if_the_daemon_keeps_its_side_open() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// With reconnection turned off, the daemon closing the session ends the shim at once. (With it
+/// on, see `resume.rs`.)
 #[test]
-fn the_daemon_closing_the_session_exits_1() {
+fn the_daemon_closing_the_session_exits_1_when_reconnecting_is_off() {
     let reply = format!("{WELCOME}\n");
     let (socket, _seen, _daemon) = FakeDaemon::new().serve(reply, |_, _| {});
-    let mut child = shim(&socket, &[]);
+    let mut child = shim(&socket, &["--reconnect-timeout", "0"]);
     // stdin stays open: the client is still talking.
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(1));
