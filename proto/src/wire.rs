@@ -46,6 +46,7 @@ pub struct AttachHello {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resume {
     /// The `params` of the client's original `initialize` request, as the client sent them.
+    #[serde(default)]
     pub initialize: serde_json::Value,
     /// Whether the client had sent `notifications/initialized`.
     #[serde(default = "yes")]
