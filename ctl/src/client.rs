@@ -88,6 +88,40 @@ impl ControlClient {
         Ok((response, line))
     }
 
+    /// Sends any serialisable request (for requests this build's `ControlRequest` lacks) and
+    /// returns the reply line.
+    pub fn request_line(
+        &mut self,
+        request: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<String> {
+        self.exchange(request, timeout).with_context(|| {
+            format!(
+                "control request to mcpd at {} failed",
+                self.socket.display()
+            )
+        })
+    }
+
+    /// The next line the daemon sends, waiting at most `timeout` (`None`: forever); `None` at
+    /// the end of the connection.
+    pub fn next_line(&mut self, timeout: Option<Duration>) -> Result<Option<String>> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(timeout)
+            .context("failed to set a read timeout")?;
+        match read_line_bounded(&mut self.reader, MAX_CONTROL_LINE) {
+            Ok(Some(Line::Complete(bytes))) => String::from_utf8(bytes)
+                .map(Some)
+                .context("the reply is not UTF-8"),
+            Ok(Some(Line::TooLong { len })) => {
+                bail!("a reply is {len} bytes long, over the limit of {MAX_CONTROL_LINE}")
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e).context("failed to read from mcpd"),
+        }
+    }
+
     /// Writes `message` as one line and reads one line back within `timeout`.
     fn exchange(&mut self, message: &impl serde::Serialize, timeout: Duration) -> Result<String> {
         let mut line = serde_json::to_string(message).context("failed to encode the message")?;

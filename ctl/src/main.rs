@@ -6,8 +6,14 @@
 //! that demo configures.
 
 mod client;
+mod clients;
 mod demo;
+mod doctor;
 mod example_server;
+mod import;
+mod install_client;
+mod jsonc;
+mod logs;
 mod output;
 mod render;
 
@@ -16,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use mcpd_proto::paths::Paths;
 use mcpd_proto::{ControlRequest, ControlResponse};
 
@@ -27,13 +33,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a reload may take: it waits for changed servers to stop and start.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Control the mcpd daemon: status, reload, shutdown, and a self-contained demo.
+/// Control the mcpd daemon: status, logs, reload, client setup, diagnostics.
 #[derive(Debug, Parser)]
 #[command(name = "mcpctl", version)]
 struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/mcpd/mcpd.sock, or $MCPD_SOCKET].
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// mcpd's configuration file [default: $XDG_CONFIG_HOME/mcpd/config.json, or $MCPD_CONFIG].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -51,6 +61,69 @@ enum Command {
     Reload,
     /// Stop the daemon and every server it runs.
     Shutdown,
+    /// Show recent log lines of the daemon and its servers (from its in-memory buffer).
+    Logs {
+        /// Keep printing new lines as they are logged.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this many of the most recent lines.
+        #[arg(short = 'n', long, value_name = "N")]
+        lines: Option<usize>,
+        /// Only lines about this server.
+        server: Option<String>,
+    },
+    /// Copy a client's MCP servers into mcpd's configuration (a backup is kept).
+    Import {
+        /// claude-desktop, claude-code, cursor, vscode, windsurf, or the path of a config file.
+        #[arg(long, value_name = "CLIENT|PATH", value_parser = import::Source::parse)]
+        from: import::Source,
+        /// Replace servers that mcpd's configuration defines differently.
+        #[arg(long, conflicts_with = "rename")]
+        force: bool,
+        /// Add conflicting servers under a new name (`NAME-CLIENT`) instead.
+        #[arg(long)]
+        rename: bool,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make a client launch mcp-shim instead of its individual servers (`--undo` reverts).
+    InstallClient {
+        /// Which client.
+        #[arg(value_enum)]
+        client: clients::Client,
+        /// Its configuration file, if not at the standard location.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The mcp-shim to launch [default: the one next to this mcpctl].
+        #[arg(long, value_name = "PATH")]
+        shim: Option<PathBuf>,
+        /// Attach the client to this profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Rewrite even if some of its servers are not in mcpd's configuration (they are dropped).
+        #[arg(long)]
+        force: bool,
+        /// Restore the original configuration from the backup, byte for byte.
+        #[arg(long)]
+        undo: bool,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the installation and explain how to fix each problem.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for mcpctl and its commands into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write `mcpctl.1`, `mcpctl-status.1`, ...
+        dir: PathBuf,
+    },
     /// Start a private mcpd with an example server and talk to it through mcp-shim.
     Demo {
         /// Keep the temporary directory (configuration and logs) instead of removing it.
@@ -79,8 +152,60 @@ fn run(cli: Cli) -> Result<()> {
             .clone()
             .unwrap_or_else(|| Paths::from_env().socket)
     };
+    let config = || {
+        cli.config
+            .clone()
+            .unwrap_or_else(|| Paths::from_env().config_file)
+    };
     match cli.command {
         Command::Status { json } => status(&socket(), json),
+        Command::Logs {
+            follow,
+            lines,
+            server,
+        } => logs::run(&socket(), server, follow, lines, REQUEST_TIMEOUT),
+        Command::Import {
+            from,
+            force,
+            rename,
+            dry_run,
+        } => import::run(&import::Options {
+            source: from,
+            config: config(),
+            on_conflict: if force {
+                import::OnConflict::Replace
+            } else if rename {
+                import::OnConflict::Rename
+            } else {
+                import::OnConflict::Stop
+            },
+            dry_run,
+        }),
+        Command::InstallClient {
+            client,
+            file,
+            shim,
+            profile,
+            force,
+            undo,
+            dry_run,
+        } => install_client::run(&install_client::Options {
+            client,
+            file,
+            shim,
+            profile,
+            config: config(),
+            force,
+            undo,
+            dry_run,
+        }),
+        Command::Doctor => doctor::run(&socket(), &config()),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mcpctl", &mut out);
+            output::print(&String::from_utf8_lossy(&out))
+        }
+        Command::Man { dir } => man(&dir),
         Command::Reload => reload(&socket()),
         Command::Shutdown => shutdown(&socket()),
         Command::Demo { keep } => demo::run(keep),
@@ -127,6 +252,29 @@ fn shutdown(socket: &std::path::Path) -> Result<()> {
         ControlResponse::Ok => output::print("mcpd is shutting down\n"),
         other => Err(unexpected("shutdown", other)),
     }
+}
+
+/// Writes `mcpctl.1` and one page per visible subcommand (`mcpctl-status.1`, ...) into `dir`.
+fn man(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("mcpctl".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("mcpctl-{}", sub.get_name());
+        // clap wants a `'static` name; this process writes the pages and exits.
+        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+        pages.push((name, sub.clone().name(leaked)));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut out)
+            .with_context(|| format!("cannot render the {name} man page"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+        output::say!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// The error for a reply that does not answer the request that was sent.

@@ -1,0 +1,218 @@
+//! `mcpctl logs [-f] [SERVER]`: recent daemon and upstream log lines from the daemon's
+//! in-memory ring, over the control socket (works with or without journald).
+//!
+//! Wire format (one JSON object per line, like every control exchange):
+//!
+//! ```text
+//! -> {"cmd":"logs","server":"github","follow":true,"limit":200}
+//! <- {"reply":"logs","lines":[{"seq":1,"time_ms":...,"level":"INFO","target":"mcpd",
+//!                              "server":"github","session":3,"message":"..."}],"more":true}
+//! <- {"reply":"logs","lines":[...],"more":false}          end of the recent lines
+//! <- {"reply":"logs","lines":[...],"dropped":12}          (follow) new lines as they come
+//! ```
+//!
+//! The types are local until `mcpd-proto` carries them; unknown fields are ignored.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::client::ControlClient;
+use crate::output;
+
+/// The `logs` control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename = "logs")]
+pub struct LogsRequest {
+    /// Only lines about this upstream server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Keep the connection open and send new lines as they are logged.
+    #[serde(default)]
+    pub follow: bool,
+    /// At most this many of the most recent lines (after the server filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One log line (the daemon's `mcpd::logging::LogLine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Increases by one per line; a gap means lines were dropped.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `ERROR` ... `TRACE`.
+    pub level: String,
+    /// The module that logged it.
+    #[serde(default)]
+    pub target: String,
+    /// The upstream server it is about.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The session it is about.
+    #[serde(default)]
+    pub session: Option<u64>,
+    /// The text.
+    pub message: String,
+}
+
+/// One `logs` reply: a batch of lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename = "logs")]
+pub struct LogsReply {
+    /// The lines, oldest first.
+    #[serde(default)]
+    pub lines: Vec<LogLine>,
+    /// More batches of recent lines follow (the snapshot is sent in pieces under the line cap).
+    #[serde(default)]
+    pub more: bool,
+    /// A follower fell behind and this many lines were skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+/// Runs `mcpctl logs`.
+pub fn run(
+    socket: &Path,
+    server: Option<String>,
+    follow: bool,
+    limit: Option<usize>,
+    timeout: Duration,
+) -> Result<()> {
+    let mut client = ControlClient::connect(socket, timeout)?;
+    let request = LogsRequest {
+        server,
+        follow,
+        limit,
+    };
+    let mut line = client.request_line(&request, timeout)?;
+    loop {
+        let batch = decode(&line)?;
+        let mut text = String::new();
+        if let Some(n) = batch.dropped {
+            text.push_str(&format!("-- {n} lines dropped (mcpctl fell behind) --\n"));
+        }
+        for l in &batch.lines {
+            text.push_str(&render(l));
+            text.push('\n');
+        }
+        output::print(&text)?;
+        if !batch.more && !follow {
+            return Ok(());
+        }
+        // Snapshot batches follow at once; when following, wait for as long as it takes.
+        let wait = if batch.more { Some(timeout) } else { None };
+        match client.next_line(wait)? {
+            Some(next) => line = next,
+            None if follow => bail!("mcpd closed the connection (it is stopping?)"),
+            None => bail!("mcpd closed the connection before sending every line"),
+        }
+    }
+}
+
+fn decode(line: &str) -> Result<LogsReply> {
+    if let Ok(reply) = serde_json::from_str::<LogsReply>(line) {
+        return Ok(reply);
+    }
+    match serde_json::from_str::<mcpd_proto::ControlResponse>(line) {
+        Ok(mcpd_proto::ControlResponse::Error { message }) => {
+            if message.contains("does not know that command") {
+                bail!(
+                    "this mcpd does not serve logs yet ({message}); use `journalctl --user -u mcpd`"
+                )
+            }
+            bail!("logs failed: {message}")
+        }
+        _ => bail!("mcpd sent a reply to `logs` this mcpctl does not understand: {line}"),
+    }
+}
+
+/// `2026-11-21T23:58:35.072Z INFO  [github] message`
+pub fn render(line: &LogLine) -> String {
+    let mut out = format!("{} {:<5}", utc(line.time_ms), line.level);
+    if let Some(server) = &line.server {
+        out.push_str(&format!(" [{server}]"));
+    }
+    if let Some(session) = line.session {
+        out.push_str(&format!(" (session {session})"));
+    }
+    out.push(' ');
+    // The daemon escapes upstream output already; a newer daemon's text is cleaned again here
+    // so that nothing can drive the terminal.
+    out.extend(
+        line.message
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c }),
+    );
+    out
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time with milliseconds.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+    }
+
+    #[test]
+    fn the_request_is_a_control_command() {
+        let r = LogsRequest {
+            server: Some("gh".into()),
+            follow: true,
+            limit: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"logs","server":"gh","follow":true}"#
+        );
+    }
+
+    #[test]
+    fn lines_render_with_server_and_escaped_text() {
+        let l = LogLine {
+            seq: 1,
+            time_ms: 0,
+            level: "WARN".into(),
+            target: "mcpd::upstream".into(),
+            server: Some("gh".into()),
+            session: None,
+            message: "bad\u{1b}[2Jthing".into(),
+        };
+        assert_eq!(
+            render(&l),
+            "1970-01-01T00:00:00.000Z WARN  [gh] bad?[2Jthing"
+        );
+    }
+}
