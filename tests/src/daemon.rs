@@ -234,6 +234,15 @@ impl TestDaemon {
             .unwrap_or_default()
     }
 
+    /// Waits until the daemon's log contains `needle`; panics (with the log) after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        if !process::wait_until(timeout, || self.log().contains(needle)) {
+            self.fail(&format!(
+                "timed out after {timeout:?} waiting for the log to say {needle:?}"
+            ));
+        }
+    }
+
     /// Replaces its configuration file with `config` (atomically, as an editor would).
     pub fn write_config(&self, config: &Value) {
         let dir = self

@@ -13,6 +13,19 @@
 //! | `--stderr-lines N` | write N lines to stderr at start |
 //! | `--exit-after-init` | exit 0 as soon as `notifications/initialized` arrives |
 //! | `--record PATH` | append every line received, byte for byte, to PATH |
+//! | `--prompts N` | offer prompts `prompt_0` .. `prompt_{N-1}` (and the `prompts` capability) |
+//! | `--resources N` | offer resources `fixture://r/0` .. `fixture://r/{N-1}`, the template `fixture://t/{id}` (and the `resources` capability with `subscribe`) |
+//! | `--uri-prefix P` | resources are `P0` .. instead of `fixture://r/0` .. (to make two servers list the same URIs) |
+//! | `--logging` | declare the `logging` capability (`logging/setLevel` is recorded and answered) |
+//! | `--completions` | declare the `completions` capability (`completion/complete` answers the argument value with `-done` appended) |
+//! | `--instructions TEXT` | `instructions` in the `initialize` result |
+//! | `--delay-init-ms MS` | answer `initialize` only MS milliseconds after it arrives (a slow server) |
+//! | `--linger` | keep running after stdin closes (only signals stop it) |
+//!
+//! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
+//! `prompts/get` with one user message naming them; resources answer `resources/read` with the
+//! text `contents of <uri>`; `resources/subscribe` and `resources/unsubscribe` answer `{}` (see
+//! `--record` to learn what arrived).
 //!
 //! Tools always offered:
 //!
@@ -56,6 +69,14 @@ struct Options {
     stderr_lines: usize,
     exit_after_init: bool,
     record: Option<String>,
+    prompts: usize,
+    resources: usize,
+    uri_prefix: Option<String>,
+    logging: bool,
+    completions: bool,
+    instructions: Option<String>,
+    delay_init_ms: Option<u64>,
+    linger: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -85,6 +106,17 @@ fn parse_options() -> Result<Options, String> {
             }
             "--exit-after-init" => o.exit_after_init = true,
             "--record" => o.record = Some(value("--record")?),
+            "--prompts" => o.prompts = number("--prompts", value("--prompts")?)? as usize,
+            "--resources" => o.resources = number("--resources", value("--resources")?)? as usize,
+            "--uri-prefix" => o.uri_prefix = Some(value("--uri-prefix")?),
+            "--logging" => o.logging = true,
+            "--completions" => o.completions = true,
+            "--instructions" => o.instructions = Some(value("--instructions")?),
+            "--delay-init-ms" => {
+                let flag = "--delay-init-ms";
+                o.delay_init_ms = Some(number(flag, value(flag)?)?);
+            }
+            "--linger" => o.linger = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -165,6 +197,25 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     tools
 }
 
+fn prompt_list(o: &Options) -> Vec<Value> {
+    (0..o.prompts)
+        .map(|i| {
+            json!({"name": format!("prompt_{i}"), "description": "Answers one message naming itself",
+                   "arguments": [{"name": "arg", "required": false}]})
+        })
+        .collect()
+}
+
+fn resource_uri(o: &Options, i: usize) -> String {
+    format!("{}{i}", o.uri_prefix.as_deref().unwrap_or("fixture://r/"))
+}
+
+fn resource_list(o: &Options) -> Vec<Value> {
+    (0..o.resources)
+        .map(|i| json!({"uri": resource_uri(o, i), "name": format!("resource_{i}"), "mimeType": "text/plain"}))
+        .collect()
+}
+
 /// State shared by the reader loop and the threads it starts.
 struct Server {
     options: Options,
@@ -198,10 +249,43 @@ impl Server {
             return;
         };
         match method {
-            "initialize" => self.initialize(&id, &params),
+            "initialize" => self.initialize(id, &params),
             "ping" => self.out.result(&id, &json!({})),
             "tools/list" => self.list_tools(&id, &params),
             "tools/call" => self.call_tool(id, &params),
+            "prompts/list" if self.options.prompts > 0 => {
+                self.paginate(&id, &params, "prompts", &prompt_list(&self.options));
+            }
+            "prompts/get" if self.options.prompts > 0 => self.get_prompt(&id, &params),
+            "resources/list" if self.options.resources > 0 => {
+                self.paginate(&id, &params, "resources", &resource_list(&self.options));
+            }
+            "resources/templates/list" if self.options.resources > 0 => {
+                let templates =
+                    vec![json!({"uriTemplate": "fixture://t/{id}", "name": "template"})];
+                self.paginate(&id, &params, "resourceTemplates", &templates);
+            }
+            "resources/read" if self.options.resources > 0 => {
+                let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+                self.out.result(
+                    &id,
+                    &json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("contents of {uri}")}]}),
+                );
+            }
+            "resources/subscribe" | "resources/unsubscribe" if self.options.resources > 0 => {
+                self.out.result(&id, &json!({}));
+            }
+            "logging/setLevel" if self.options.logging => self.out.result(&id, &json!({})),
+            "completion/complete" if self.options.completions => {
+                let value = params
+                    .pointer("/argument/value")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.out.result(
+                    &id,
+                    &json!({"completion": {"values": [format!("{value}-done")], "total": 1, "hasMore": false}}),
+                );
+            }
             _ => self
                 .out
                 .error(&id, -32601, &format!("method not found: {method}")),
@@ -227,7 +311,7 @@ impl Server {
         }
     }
 
-    fn initialize(&self, id: &Value, params: &Value) {
+    fn initialize(&self, id: Value, params: &Value) {
         let asked = params
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -237,40 +321,85 @@ impl Server {
             .find(|v| **v == asked)
             .copied()
             .unwrap_or(DEFAULT_VERSION);
-        let name = self.options.name.as_deref().unwrap_or("mcpd-fixture");
-        self.out.result(
-            id,
-            &json!({
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": true}},
-                "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
-            }),
-        );
+        let o = &self.options;
+        let name = o.name.as_deref().unwrap_or("mcpd-fixture");
+        let mut capabilities = json!({"tools": {"listChanged": true}});
+        if o.prompts > 0 {
+            capabilities["prompts"] = json!({"listChanged": true});
+        }
+        if o.resources > 0 {
+            capabilities["resources"] = json!({"listChanged": true, "subscribe": true});
+        }
+        if o.logging {
+            capabilities["logging"] = json!({});
+        }
+        if o.completions {
+            capabilities["completions"] = json!({});
+        }
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": {"name": name, "version": env!("CARGO_PKG_VERSION")},
+        });
+        if let Some(text) = &o.instructions {
+            result["instructions"] = json!(text);
+        }
+        match o.delay_init_ms {
+            None => self.out.result(&id, &result),
+            Some(ms) => {
+                let out = self.out.clone();
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(ms));
+                    out.result(&id, &result);
+                });
+            }
+        }
     }
 
     fn list_tools(&self, id: &Value, params: &Value) {
         let late = *self.late.lock().unwrap_or_else(PoisonError::into_inner);
-        let tools = tool_list(&self.options, late);
+        self.paginate(id, params, "tools", &tool_list(&self.options, late));
+    }
+
+    /// Answers a list request with `items` under `field`, a page at a time with `--page-size`.
+    fn paginate(&self, id: &Value, params: &Value, field: &str, items: &[Value]) {
         let Some(page) = self.options.page_size else {
-            self.out.result(id, &json!({"tools": tools}));
+            self.out.result(id, &json!({ field: items }));
             return;
         };
         let start = match params.get("cursor").and_then(Value::as_str) {
             None => 0,
             Some(c) => match c.parse::<usize>() {
-                Ok(n) if n <= tools.len() => n,
+                Ok(n) if n <= items.len() => n,
                 _ => {
                     self.out.error(id, -32602, &format!("invalid cursor {c:?}"));
                     return;
                 }
             },
         };
-        let end = (start + page).min(tools.len());
-        let mut result = json!({"tools": tools[start..end]});
-        if end < tools.len() {
+        let end = (start + page).min(items.len());
+        let mut result = json!({ field: items[start..end] });
+        if end < items.len() {
             result["nextCursor"] = json!(end.to_string());
         }
         self.out.result(id, &result);
+    }
+
+    fn get_prompt(&self, id: &Value, params: &Value) {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let known = name
+            .strip_prefix("prompt_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < self.options.prompts && name == format!("prompt_{n}"));
+        if !known {
+            self.out
+                .error(id, -32602, &format!("unknown prompt {name:?}"));
+            return;
+        }
+        self.out.result(
+            id,
+            &json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("prompt {name}")}}]}),
+        );
     }
 
     fn call_tool(self: &Arc<Self>, id: Value, params: &Value) {
@@ -444,6 +573,11 @@ fn main() {
         let trimmed = line.trim_end_matches(['\n', '\r']);
         if !trimmed.trim().is_empty() {
             server.handle(trimmed);
+        }
+    }
+    if server.options.linger {
+        loop {
+            thread::park();
         }
     }
 }
