@@ -137,7 +137,14 @@ pub fn run(options: &Options) -> Result<()> {
 
     for map in &maps {
         for (name, _) in &map.servers {
-            say!("  - {name} ({}): now served by mcpd", map.label);
+            if missing.contains(name) {
+                say!(
+                    "  - {name} ({}): dropped (not in mcpd's configuration)",
+                    map.label
+                );
+            } else {
+                say!("  - {name} ({}): now served by mcpd", map.label);
+            }
         }
     }
     say!("  + {ENTRY}: {}", shim.display());

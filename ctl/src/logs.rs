@@ -114,7 +114,12 @@ pub fn run(
 }
 
 fn decode(line: &str) -> Result<LogsReply> {
-    if let Ok(reply) = serde_json::from_str::<LogsReply>(line) {
+    let tag = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("reply").and_then(|r| r.as_str()).map(str::to_owned));
+    if tag.as_deref() == Some("logs")
+        && let Ok(reply) = serde_json::from_str::<LogsReply>(line)
+    {
         return Ok(reply);
     }
     match serde_json::from_str::<mcpd_proto::ControlResponse>(line) {
