@@ -258,8 +258,11 @@ fn forward_to_client(shared: &Shared, lines: &mut Splitter, chunk: &[u8]) -> io:
 
 /// Attaches again, with backoff, until the daemon answers or the reconnect timeout passes.
 fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
-    let started = Instant::now();
-    let deadline = started + target.reconnect_timeout;
+    // A timeout too large for the clock is as good as none: a day is plenty then.
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(target.reconnect_timeout)
+        .unwrap_or(now + Duration::from_secs(24 * 3600));
     let mut delay = BACKOFF_FIRST;
     loop {
         let (resume, stdin_closed) = {
