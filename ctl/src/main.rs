@@ -61,6 +61,21 @@ enum Command {
     Reload,
     /// Stop the daemon and every server it runs.
     Shutdown,
+    /// Stop a server and start it again (also after it stopped for crash-looping).
+    Restart {
+        /// The server's name in mcpServers.
+        server: String,
+    },
+    /// Stop a server and keep it stopped until `mcpctl start`.
+    Stop {
+        /// The server's name in mcpServers.
+        server: String,
+    },
+    /// Start a stopped, idle or crash-looping server.
+    Start {
+        /// The server's name in mcpServers.
+        server: String,
+    },
     /// Show recent log lines of the daemon and its servers (from its in-memory buffer).
     Logs {
         /// Keep printing new lines as they are logged.
@@ -208,6 +223,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Man { dir } => man(&dir),
         Command::Reload => reload(&socket()),
         Command::Shutdown => shutdown(&socket()),
+        Command::Restart { server } => {
+            server_op(&socket(), ControlRequest::Restart { server }, "restarted")
+        }
+        Command::Stop { server } => {
+            server_op(&socket(), ControlRequest::Stop { server }, "stopped")
+        }
+        Command::Start { server } => {
+            server_op(&socket(), ControlRequest::Start { server }, "started")
+        }
         Command::Demo { keep } => demo::run(keep),
         Command::ExampleServer => example_server::run(),
     }
@@ -251,6 +275,22 @@ fn shutdown(socket: &std::path::Path) -> Result<()> {
     match client.request(&ControlRequest::Shutdown, REQUEST_TIMEOUT)? {
         ControlResponse::Ok => output::print("mcpd is shutting down\n"),
         other => Err(unexpected("shutdown", other)),
+    }
+}
+
+/// `restart`, `stop` or `start` of one server; waits until the daemon has done it.
+fn server_op(socket: &std::path::Path, request: ControlRequest, done: &str) -> Result<()> {
+    let name = match &request {
+        ControlRequest::Restart { server }
+        | ControlRequest::Stop { server }
+        | ControlRequest::Start { server } => server.clone(),
+        _ => String::new(),
+    };
+    let mut client = ControlClient::connect(socket, REQUEST_TIMEOUT)?;
+    match client.request(&request, RELOAD_TIMEOUT)? {
+        ControlResponse::Ok => output::print(&format!("{name}: {done}\n")),
+        ControlResponse::Error { message } => bail!("{message}"),
+        other => Err(unexpected(done, other)),
     }
 }
 

@@ -22,7 +22,11 @@ pub fn status(s: &DaemonStatus) -> String {
     };
     let _ = writeln!(out, "config: {config}");
     if let Some(error) = &s.config_error {
-        let _ = writeln!(out, "config error: {} (running with no servers; fix it and run `mcpctl reload`)", clean(error));
+        let _ = writeln!(
+            out,
+            "config error: {} (running with no servers; fix it and run `mcpctl reload`)",
+            clean(error)
+        );
     }
 
     if s.servers.is_empty() {
@@ -203,6 +207,8 @@ mod tests {
                     restarts: 0,
                     last_error: None,
                     server_info: Some("mcp-servers/everything 2.0.0".into()),
+                    last_exit: None,
+                    stderr_tail: Vec::new(),
                 },
                 ServerStatus {
                     name: "broken".into(),
@@ -213,6 +219,8 @@ mod tests {
                     restarts: 0,
                     last_error: Some("spawn failed: No such file or directory".into()),
                     server_info: None,
+                    last_exit: None,
+                    stderr_tail: Vec::new(),
                 },
             ],
             sessions: vec![SessionStatus {

@@ -10,6 +10,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{Frame, LineCodec};
 use crate::daemon::Daemon;
+use crate::upstream::ControlOp;
 
 /// Serves one control connection until the peer closes it or the daemon shuts down.
 pub async fn serve(
@@ -63,6 +64,11 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             daemon.shutdown.cancel();
             ControlResponse::Ok
         }
+        ControlRequest::Restart { server } => {
+            done(daemon.control(&server, ControlOp::Restart).await)
+        }
+        ControlRequest::Stop { server } => done(daemon.control(&server, ControlOp::Stop).await),
+        ControlRequest::Start { server } => done(daemon.control(&server, ControlOp::Start).await),
         ControlRequest::Unknown => ControlResponse::Error {
             message: format!(
                 "this mcpd (version {}, protocol {}) does not know that command; is mcpctl newer than the daemon?",
@@ -70,5 +76,12 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
                 mcpd_proto::PROTOCOL_VERSION
             ),
         },
+    }
+}
+
+fn done(result: Result<(), String>) -> ControlResponse {
+    match result {
+        Ok(()) => ControlResponse::Ok,
+        Err(message) => ControlResponse::Error { message },
     }
 }

@@ -19,7 +19,7 @@ use crate::config::{self, Config, ConfigError, Diff, Loaded};
 use crate::router::cache::CatalogCache;
 use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::Hub;
-use crate::upstream::{ListKind, StopTimeouts, UpstreamHandle};
+use crate::upstream::{ControlOp, ListKind, UpstreamHandle};
 
 /// What a session shows in `mcpctl status`.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub struct Daemon {
     sessions: Mutex<BTreeMap<u64, SessionEntry>>,
     next_session: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
-    stop_timeouts: StopTimeouts,
+    records: Arc<std::path::Path>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -76,7 +76,7 @@ impl Daemon {
         config_path: PathBuf,
         cache_file: PathBuf,
         loaded: Result<Loaded, ConfigError>,
-        stop_timeouts: StopTimeouts,
+        runtime_dir: PathBuf,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (loaded, config_error) = match loaded {
@@ -89,6 +89,12 @@ impl Daemon {
             }
         };
         report_loaded(&config_path, &loaded);
+        let swept = crate::upstream::process::sweep_records(&runtime_dir.join("children"));
+        if swept > 0 {
+            tracing::warn!(
+                "a previous mcpd died without stopping its servers: killed {swept} leftover process groups"
+            );
+        }
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
         let servers = loaded.config.servers.clone();
         let daemon = Arc::new(Self {
@@ -107,7 +113,7 @@ impl Daemon {
             sessions: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
-            stop_timeouts,
+            records: Arc::from(runtime_dir.join("children")),
             shutdown,
         });
         {
@@ -130,7 +136,7 @@ impl Daemon {
             spec.clone(),
             Arc::clone(&self.hub),
             Arc::clone(&self.catalog_dirty),
-            self.stop_timeouts,
+            Some(Arc::clone(&self.records)),
             initial,
         )
     }
@@ -249,6 +255,17 @@ impl Daemon {
                         restarts: s.restarts,
                         last_error: s.last_error,
                         server_info: s.server_info,
+                        last_exit: s.last_exit,
+                        stderr_tail: s
+                            .stderr
+                            .map(|t| {
+                                t.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .iter()
+                                    .cloned()
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -324,6 +341,22 @@ impl Daemon {
             unchanged: diff.unchanged,
             warnings: loaded.warnings,
         })
+    }
+
+    /// Starts, stops or restarts one server for `mcpctl`.
+    pub async fn control(&self, server: &str, op: ControlOp) -> Result<(), String> {
+        let upstream = self.upstream(server).ok_or_else(|| {
+            let known: Vec<String> = self.read().upstreams.keys().cloned().collect();
+            format!(
+                "no server named `{server}` (servers: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        upstream.control(op).await
     }
 
     /// Stops every upstream with the stop sequence, all at once, and waits for them.

@@ -19,7 +19,6 @@ use tokio_util::task::TaskTracker;
 use crate::codec::{Frame, LineCodec};
 use crate::config;
 use crate::daemon::Daemon;
-use crate::upstream::StopTimeouts;
 
 /// Connections served at once; more are refused with an error line.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -33,8 +32,8 @@ pub struct DaemonConfig {
     pub config_path: PathBuf,
     /// Each message asks for a reload (the binary sends one per SIGHUP).
     pub reload_requests: Option<mpsc::Receiver<()>>,
-    /// Grace periods of the upstream stop sequence.
-    pub stop_timeouts: StopTimeouts,
+    /// The runtime directory (`$XDG_RUNTIME_DIR/mcpd`): child records live in `children/`.
+    pub runtime_dir: PathBuf,
     /// The catalog cache file.
     pub cache_file: PathBuf,
 }
@@ -45,7 +44,7 @@ impl DaemonConfig {
         Self {
             config_path,
             reload_requests: None,
-            stop_timeouts: StopTimeouts::default(),
+            runtime_dir: mcpd_proto::paths::Paths::from_env().runtime_dir,
             cache_file: mcpd_proto::paths::Paths::from_env()
                 .cache_dir
                 .join("catalog.json"),
@@ -65,7 +64,7 @@ pub async fn run(
         config.config_path,
         config.cache_file,
         loaded,
-        config.stop_timeouts,
+        config.runtime_dir,
         shutdown.clone(),
     );
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

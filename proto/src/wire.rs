@@ -130,6 +130,21 @@ pub enum ControlRequest {
     Reload,
     /// Stop the daemon as SIGTERM would.
     Shutdown,
+    /// Stop one server and start it again at once (also leaves `crash-loop`).
+    Restart {
+        /// The server's name.
+        server: String,
+    },
+    /// Stop one server and keep it stopped until `start`.
+    Stop {
+        /// The server's name.
+        server: String,
+    },
+    /// Start a stopped, idle or crash-looping server.
+    Start {
+        /// The server's name.
+        server: String,
+    },
     /// A command this build does not know (a newer `mcpctl`).
     #[serde(other)]
     Unknown,
@@ -197,6 +212,10 @@ pub enum ServerState {
     Stopping,
     /// It is not running.
     Stopped,
+    /// It failed again and again right after starting; it stays down until `mcpctl restart`.
+    CrashLoop,
+    /// Stopped after its idle timeout; the next request starts it again.
+    Idle,
     /// A state this build does not know (a newer daemon).
     #[serde(other)]
     Unknown,
@@ -211,6 +230,8 @@ impl ServerState {
             Self::Failed => "failed",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
+            Self::CrashLoop => "crash-loop",
+            Self::Idle => "idle",
             Self::Unknown => "unknown",
         }
     }
@@ -240,6 +261,12 @@ pub struct ServerStatus {
     /// `name version` from its `initialize` result.
     #[serde(default)]
     pub server_info: Option<String>,
+    /// How its process last ended ("exited with status 1", "killed by signal 9 (SIGKILL)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// The last lines it wrote to stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
 }
 
 /// One attached client session as `mcpctl status` shows it.

@@ -31,6 +31,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default time a server gets to finish its MCP handshake after it was spawned.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default interval of health pings.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Default separator between server and tool names.
 pub const DEFAULT_SEPARATOR: &str = "__";
 
@@ -58,6 +61,12 @@ pub struct ServerSpec {
     pub max_request_timeout: Duration,
     /// How long the process may take to answer `initialize`.
     pub startup_timeout: Duration,
+    /// How often an idle connection is pinged; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// Stop the server after this long without requests; the next request starts it again.
+    pub idle_timeout: Option<Duration>,
+    /// Grace periods of the stop sequence.
+    pub stop: crate::upstream::StopTimeouts,
 }
 
 /// How a server is reached.
@@ -351,6 +360,9 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_request_timeout: DEFAULT_MAX_REQUEST_TIMEOUT,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            idle_timeout: None,
+            stop: crate::upstream::StopTimeouts::default(),
         };
         let mut disabled = false;
         let mut remote = None;
@@ -397,6 +409,15 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 "requestTimeoutMs" => spec.request_timeout = self.millis(value, &at)?,
                 "maxRequestTimeoutMs" => spec.max_request_timeout = self.millis(value, &at)?,
                 "startupTimeoutMs" => spec.startup_timeout = self.millis(value, &at)?,
+                "pingIntervalMs" => {
+                    spec.ping_interval = match value.as_u64() {
+                        Some(0) => None,
+                        _ => Some(self.millis(value, &at)?),
+                    }
+                }
+                "idleTimeoutMs" => spec.idle_timeout = Some(self.millis(value, &at)?),
+                "stopTimeoutMs" => spec.stop.after_stdin = self.millis(value, &at)?,
+                "killTimeoutMs" => spec.stop.after_term = self.millis(value, &at)?,
                 "disabled" => {
                     disabled = value.as_bool().ok_or_else(|| {
                         self.error(

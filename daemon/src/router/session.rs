@@ -93,7 +93,10 @@ pub async fn serve(
     }
     loop {
         tokio::select! {
-            _ = daemon.shutdown.cancelled() => break,
+            _ = daemon.shutdown.cancelled() => {
+                session.drain().await;
+                break;
+            }
             frame = reader.next() => match frame {
                 Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
                 Some(Ok(Frame::TooLong(len))) => {
@@ -203,6 +206,21 @@ impl Session {
             .config()
             .profile_servers(&self.profile)
             .unwrap_or_default()
+    }
+
+    /// The daemon is shutting down: no new requests are read, and those in flight get their
+    /// answers (or, as their upstreams stop, errors) for a short while.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(Ok(key))) => {
+                    self.aborts.remove(&key);
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
 
     /// Ends the session: aborts its requests (their guards cancel them upstream), answers the

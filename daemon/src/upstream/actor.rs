@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::process::StopTimeouts;
 use super::transport::{Event, Transport};
 use super::{
-    Command, Forward, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
+    Command, ControlOp, Forward, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps,
+    UpstreamRef,
 };
 use crate::config::ServerSpec;
 use crate::router::hub::{ClientCaps, Hub, LOG_LEVELS, Route, SessionLink, log_rank};
@@ -35,6 +35,12 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
+/// A failure this soon after a start counts towards a crash loop.
+const QUICK_FAILURE: Duration = Duration::from_secs(10);
+/// Quick failures in a row that make a crash loop.
+const CRASH_LOOP_AFTER: u32 = 5;
+/// How long a health ping may go unanswered.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Pending {
     Client {
@@ -54,13 +60,39 @@ enum Pending {
     Internal {
         method: &'static str,
     },
+    Ping,
 }
 
 enum Outcome {
-    /// Stopped on request; the actor ends.
+    /// Stopped for good (the daemon stops or the server was removed); the actor ends.
     Stopped,
+    /// Stopped with `mcpctl stop`; it waits for `mcpctl start`.
+    Paused,
+    /// Stopped after its idle timeout; the next request starts it.
+    Idle,
+    /// Stopped with `mcpctl restart`; it starts again at once.
+    Restart,
     /// The server died or misbehaved; it is started again after a delay.
     Failed(String),
+}
+
+/// How a wait while the server is down ended.
+enum Held {
+    /// Start it, then handle these commands (the request that woke an idle server).
+    Start(Vec<Command>),
+    /// Stop for good.
+    Stop,
+}
+
+/// A delay of about `base` (±20%), so that servers that failed together do not all restart in
+/// the same instant.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
+    base.mul_f64(factor)
 }
 
 enum LineEffect {
@@ -84,7 +116,7 @@ pub(super) struct Actor {
     catalog_dirty: Arc<Notify>,
     hub: Arc<Hub>,
     next_id: Arc<AtomicU64>,
-    stop_timeouts: StopTimeouts,
+    records: Option<Arc<std::path::Path>>,
     pending: HashMap<u64, Pending>,
     listing: [Listing; 4],
     /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
@@ -111,7 +143,7 @@ impl Actor {
         catalog_dirty: Arc<Notify>,
         hub: Arc<Hub>,
         next_id: Arc<AtomicU64>,
-        stop_timeouts: StopTimeouts,
+        records: Option<Arc<std::path::Path>>,
     ) -> Self {
         Self {
             name,
@@ -122,7 +154,7 @@ impl Actor {
             catalog_dirty,
             hub,
             next_id,
-            stop_timeouts,
+            records,
             pending: HashMap::new(),
             listing: [Listing::default(); 4],
             server_requests: HashMap::new(),
@@ -135,26 +167,75 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
+        let mut quick_failures = 0u32;
+        let mut carried: Vec<Command> = Vec::new();
         loop {
             let started = Instant::now();
-            let failure = match self.run_once().await {
+            let held = match self.run_once(std::mem::take(&mut carried)).await {
                 Outcome::Stopped => break,
-                Outcome::Failed(why) => why,
+                Outcome::Restart => {
+                    backoff = MIN_BACKOFF;
+                    quick_failures = 0;
+                    self.publish(|s| s.restarts += 1);
+                    continue;
+                }
+                Outcome::Paused => {
+                    self.hold(
+                        ServerState::Stopped,
+                        "was stopped with `mcpctl stop`; `mcpctl start` starts it",
+                        false,
+                    )
+                    .await
+                }
+                Outcome::Idle => self.hold(ServerState::Idle, "is idle", true).await,
+                Outcome::Failed(failure) => {
+                    let ran = started.elapsed();
+                    if ran < QUICK_FAILURE {
+                        quick_failures += 1;
+                    } else {
+                        quick_failures = 0;
+                    }
+                    if ran >= STABLE_RUN {
+                        backoff = MIN_BACKOFF;
+                    }
+                    if quick_failures >= CRASH_LOOP_AFTER {
+                        tracing::error!(server = %self.name, "{failure}; it failed {quick_failures} times in a row within {}s of starting: not restarting it until `mcpctl restart {}`", QUICK_FAILURE.as_secs(), self.name);
+                        self.publish(|s| {
+                            s.state = ServerState::CrashLoop;
+                            s.pid = None;
+                            s.last_error = Some(failure.clone());
+                        });
+                        let message = format!(
+                            "keeps failing right after it starts ({failure}); fix it and run `mcpctl restart {}`",
+                            self.name
+                        );
+                        self.hold(ServerState::CrashLoop, &message, false).await
+                    } else {
+                        let delay = jitter(backoff);
+                        tracing::warn!(server = %self.name, "{failure}; restarting in {:.1}s", delay.as_secs_f64());
+                        self.publish(|s| {
+                            s.state = ServerState::Failed;
+                            s.pid = None;
+                            s.last_error = Some(failure.clone());
+                        });
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let message =
+                            format!("is restarting after it failed ({failure}); try again shortly");
+                        self.hold_for(delay, &message).await
+                    }
+                }
             };
-            if started.elapsed() >= STABLE_RUN {
-                backoff = MIN_BACKOFF;
+            match held {
+                Held::Stop => break,
+                Held::Start(commands) => {
+                    carried = commands;
+                    if self.snapshot.borrow().state == ServerState::CrashLoop {
+                        quick_failures = 0;
+                        backoff = MIN_BACKOFF;
+                    }
+                    self.publish(|s| s.restarts += 1);
+                }
             }
-            tracing::warn!(server = %self.name, "{failure}; restarting in {}s", backoff.as_secs());
-            self.publish(|s| {
-                s.state = ServerState::Failed;
-                s.pid = None;
-                s.last_error = Some(failure.clone());
-            });
-            if !self.wait_before_restart(backoff, &failure).await {
-                break;
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            self.publish(|s| s.restarts += 1);
         }
         self.publish(|s| {
             s.state = ServerState::Stopped;
@@ -162,27 +243,61 @@ impl Actor {
         });
     }
 
-    /// Answers requests with an error until `delay` has passed. `false` when told to stop.
-    async fn wait_before_restart(&mut self, delay: Duration, failure: &str) -> bool {
-        let until = tokio::time::sleep(delay);
-        tokio::pin!(until);
+    /// Waits while the server is down, answering requests with an error that says why, until
+    /// it is told to start (or, if `wake_on_request`, a request arrives) or to stop for good.
+    async fn hold(&mut self, state: ServerState, why: &str, wake_on_request: bool) -> Held {
+        self.publish(|s| {
+            s.state = state;
+            s.pid = None;
+        });
+        self.hold_until(None, why, wake_on_request).await
+    }
+
+    /// Waits `delay` before a restart; a start or restart command cuts it short.
+    async fn hold_for(&mut self, delay: Duration, why: &str) -> Held {
+        self.hold_until(Some(Instant::now() + delay), why, false)
+            .await
+    }
+
+    async fn hold_until(
+        &mut self,
+        until: Option<Instant>,
+        why: &str,
+        wake_on_request: bool,
+    ) -> Held {
         loop {
-            tokio::select! {
-                _ = &mut until => return true,
-                cmd = self.rx.recv() => match cmd {
-                    None => return false,
-                    Some(Command::Stop { done }) => {
-                        let _ = done.send(());
-                        return false;
+            let timer = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let cmd = tokio::select! {
+                _ = timer => return Held::Start(Vec::new()),
+                cmd = self.rx.recv() => cmd,
+            };
+            match cmd {
+                None => return Held::Stop,
+                Some(Command::Stop { done }) => {
+                    let _ = done.send(());
+                    return Held::Stop;
+                }
+                Some(Command::Control { op, done }) => {
+                    let _ = done.send(Ok(()));
+                    if matches!(op, ControlOp::Start | ControlOp::Restart) {
+                        return Held::Start(Vec::new());
                     }
-                    Some(Command::Request(_, reply)) => {
-                        let _ = reply.send(Err(RouteError {
-                            code: envelope::UPSTREAM_UNAVAILABLE,
-                            message: format!("server `{}` is restarting after it failed ({failure}); try again shortly", self.name),
-                        }));
-                    }
-                    Some(_) => {}
-                },
+                }
+                Some(cmd @ Command::Request(..)) if wake_on_request => {
+                    return Held::Start(vec![cmd]);
+                }
+                Some(Command::Request(_, reply)) => {
+                    let _ = reply.send(Err(RouteError {
+                        code: envelope::UPSTREAM_UNAVAILABLE,
+                        message: format!("server `{}` {why}", self.name),
+                    }));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -196,19 +311,24 @@ impl Actor {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn run_once(&mut self) -> Outcome {
+    async fn run_once(&mut self, carried: Vec<Command>) -> Outcome {
         self.ready = false;
         self.publish(|s| {
             s.state = ServerState::Starting;
             s.pid = None;
         });
-        let mut transport = match Transport::start(&self.name, &self.spec).await {
-            Ok(t) => t,
-            Err(why) => return Outcome::Failed(why),
-        };
+        let mut transport =
+            match Transport::start(&self.name, &self.spec, self.records.as_deref()).await {
+                Ok(t) => t,
+                Err(why) => return Outcome::Failed(why),
+            };
         let pid = transport.pid();
         tracing::info!(server = %self.name, pid, "started `{}`", self.spec.describe());
-        self.publish(|s| s.pid = pid);
+        let stderr = transport.stderr_tail();
+        self.publish(|s| {
+            s.pid = pid;
+            s.stderr = stderr;
+        });
 
         let init_id = self.allocate_id();
         let init = envelope::request(
@@ -227,13 +347,18 @@ impl Actor {
         );
         self.pending.insert(init_id, Pending::Initialize);
         if let Err(why) = transport.send(init) {
-            transport.stop(self.stop_timeouts).await;
+            transport.stop(self.spec.stop).await;
             return self.fail_pending(format!("cannot send initialize: {why}"));
         }
         let mut ready = false;
-        let mut deferred: VecDeque<Command> = VecDeque::new();
+        let mut deferred: VecDeque<Command> = carried.into();
         let startup_deadline = tokio::time::sleep(self.spec.startup_timeout);
         tokio::pin!(startup_deadline);
+        let mut ping_sent: Option<Instant> = None;
+        let ping_every = self.spec.ping_interval.unwrap_or(Duration::from_secs(3600));
+        let mut ping_timer = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_use = Instant::now();
 
         loop {
             tokio::select! {
@@ -247,19 +372,23 @@ impl Actor {
                             }
                         }
                         LineEffect::Fail(why) => {
-                            transport.stop(self.stop_timeouts).await;
+                            transport.stop(self.spec.stop).await;
                             return self.fail_pending(why);
                         }
                     },
                     Event::TooLong(len) => {
                         tracing::warn!(server = %self.name, "dropped a message of {len} bytes, over the {} byte limit", mcpd_proto::line::MAX_MESSAGE_LINE);
                     }
-                    Event::Closed(why) => return self.fail_pending(why),
+                    Event::Closed(why) => {
+                        let exit = transport.last_exit();
+                        self.publish(|s| s.last_exit = exit);
+                        return self.fail_pending(why);
+                    }
                 },
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop { .. }) => {
                         self.publish(|s| s.state = ServerState::Stopping);
-                        let how = transport.stop(self.stop_timeouts).await;
+                        let how = transport.stop(self.spec.stop).await;
                         tracing::info!(server = %self.name, "stopped: {how}");
                         let stopped = format!("server `{}` was stopped", self.name);
                         self.fail_pending(stopped.clone());
@@ -271,7 +400,26 @@ impl Actor {
                         }
                         return Outcome::Stopped;
                     }
-                    Some(cmd) if ready => self.on_command(cmd, &transport),
+                    Some(Command::Control { op: ControlOp::Start, done }) => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Some(Command::Control { op, done }) => {
+                        let how = transport.stop(self.spec.stop).await;
+                        tracing::info!(server = %self.name, "stopped with mcpctl ({how})");
+                        let why = format!("server `{}` was stopped with mcpctl", self.name);
+                        self.fail_pending(why.clone());
+                        for cmd in deferred.drain(..) {
+                            reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: why.clone() });
+                        }
+                        let _ = done.send(Ok(()));
+                        return if op == ControlOp::Restart { Outcome::Restart } else { Outcome::Paused };
+                    }
+                    Some(cmd) if ready => {
+                        if matches!(cmd, Command::Request(..)) {
+                            last_use = Instant::now();
+                        }
+                        self.on_command(cmd, &transport);
+                    }
                     Some(Command::Cancel { upstream_id, .. }) => {
                         deferred.retain(|c| !matches!(c, Command::Request(f, _) if f.upstream_id == upstream_id));
                     }
@@ -281,16 +429,53 @@ impl Actor {
                         message: format!("server `{}` is starting and has too many requests waiting", self.name),
                     }),
                 },
+                _ = ping_timer.tick(), if ready && self.spec.ping_interval.is_some() => {
+                    if !self.pending.values().any(|p| matches!(p, Pending::Ping)) {
+                        ping_sent = None;
+                    }
+                    match ping_sent {
+                        // A server busy with a client's request may answer late: its requests
+                        // time out on their own, and the next ping after that decides.
+                        Some(sent) if sent.elapsed() >= PING_TIMEOUT && self.is_unused() => {
+                            let why = format!("did not answer a health ping within {}s", sent.elapsed().as_secs());
+                            transport.stop(self.spec.stop).await;
+                            return self.fail_pending(why);
+                        }
+                        Some(_) => {}
+                        None => {
+                            let id = self.allocate_id();
+                            if transport.send(envelope::request::<()>(id, "ping", None)).is_ok() {
+                                self.pending.insert(id, Pending::Ping);
+                                ping_sent = Some(Instant::now());
+                            }
+                        }
+                    }
+                }
+                _ = idle_deadline(self.spec.idle_timeout, last_use), if ready && self.is_unused() => {
+                    tracing::info!(server = %self.name, "idle for {}s: stopping it until it is needed", self.spec.idle_timeout.map_or(0, |d| d.as_secs()));
+                    transport.stop(self.spec.stop).await;
+                    self.fail_pending(String::new());
+                    return Outcome::Idle;
+                }
                 _ = &mut startup_deadline, if !ready => {
                     let why = format!("did not answer initialize within {}s", self.spec.startup_timeout.as_secs());
                     for cmd in deferred.drain(..) {
                         reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: format!("server `{}` {why}", self.name) });
                     }
-                    transport.stop(self.stop_timeouts).await;
+                    transport.stop(self.spec.stop).await;
                     return self.fail_pending(why);
                 }
             }
         }
+    }
+
+    /// No client request is waiting on the server and it waits on no client.
+    fn is_unused(&self) -> bool {
+        self.server_requests.is_empty()
+            && !self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Client { .. }))
     }
 
     /// Fails what was pending on a transport that is gone.
@@ -340,6 +525,9 @@ impl Actor {
             Command::Stop { done } => {
                 // The run loop handles Stop before dispatching; answer it anyway.
                 let _ = done.send(());
+            }
+            Command::Control { done, .. } => {
+                let _ = done.send(Ok(()));
             }
         }
     }
@@ -421,6 +609,7 @@ impl Actor {
                 self.on_list_page(msg, transport, kind, acc, pages);
                 LineEffect::None
             }
+            Some(Pending::Ping) => LineEffect::None,
             Some(Pending::Internal { method }) => {
                 if let Some(error) = msg.error {
                     tracing::warn!(server = %self.name, "{method} failed: {}", preview(error.get()));
@@ -817,7 +1006,18 @@ fn reject(cmd: Command, error: RouteError) {
         Command::Stop { done } => {
             let _ = done.send(());
         }
+        Command::Control { done, .. } => {
+            let _ = done.send(Err(error.message));
+        }
         _ => {}
+    }
+}
+
+/// Fires when the server has been unused for its idle timeout; never without one.
+async fn idle_deadline(idle: Option<Duration>, last_use: Instant) {
+    match idle {
+        Some(idle) => tokio::time::sleep_until(last_use + idle).await,
+        None => std::future::pending().await,
     }
 }
 

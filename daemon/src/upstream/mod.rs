@@ -169,6 +169,10 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// `name version` from its `initialize` result.
     pub server_info: Option<String>,
+    /// How its process last ended.
+    pub last_exit: Option<String>,
+    /// The last lines its process wrote to stderr (shared with the process's stderr reader).
+    pub stderr: Option<Arc<std::sync::Mutex<std::collections::VecDeque<String>>>>,
 }
 
 impl Default for Snapshot {
@@ -184,6 +188,8 @@ impl Default for Snapshot {
             restarts: 0,
             last_error: None,
             server_info: None,
+            last_exit: None,
+            stderr: None,
         }
     }
 }
@@ -239,6 +245,21 @@ enum Command {
     Stop {
         done: oneshot::Sender<()>,
     },
+    Control {
+        op: ControlOp,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// What `mcpctl start|stop|restart NAME` asks of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlOp {
+    /// Start it if it is stopped, idle or crash-looping.
+    Start,
+    /// Stop it and keep it stopped.
+    Stop,
+    /// Stop it and start it again at once.
+    Restart,
 }
 
 /// The way to one upstream actor. Cheap to clone.
@@ -274,7 +295,7 @@ impl UpstreamHandle {
         spec: ServerSpec,
         hub: Arc<Hub>,
         catalog_dirty: Arc<Notify>,
-        stop: StopTimeouts,
+        records: Option<Arc<std::path::Path>>,
         initial: Snapshot,
     ) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -299,7 +320,7 @@ impl UpstreamHandle {
             catalog_dirty,
             hub,
             next_id,
-            stop,
+            records,
         );
         tokio::spawn(actor.run());
         handle
@@ -373,6 +394,17 @@ impl UpstreamHandle {
     /// Sends a request of mcpd's own; the answer is only logged.
     pub fn internal(&self, method: &'static str, params: serde_json::Value) {
         let _ = self.tx.try_send(Command::Internal { method, params });
+    }
+
+    /// Starts, stops or restarts the server on an operator's request and waits until done.
+    pub async fn control(&self, op: ControlOp) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Command::Control { op, done })
+            .await
+            .map_err(|_| format!("server `{}` has been removed", self.name))?;
+        wait.await
+            .map_err(|_| format!("server `{}` went away", self.name))?
     }
 
     /// Stops the server with the stop sequence and waits until it is gone.

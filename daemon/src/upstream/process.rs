@@ -3,6 +3,7 @@
 //! wait, SIGKILL the group.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,7 +63,7 @@ const MAX_STDERR_LINE: usize = 8 * 1024;
 pub const STDIN_QUEUE: usize = 1024;
 
 /// Grace periods of the stop sequence.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopTimeouts {
     /// After closing stdin, before SIGTERM.
     pub after_stdin: Duration,
@@ -92,11 +93,15 @@ pub struct Process {
     pub stdout: FramedRead<ChildStdout, LineCodec>,
     /// The last lines it wrote to stderr.
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// How it ended, once it has.
+    pub exit: Option<String>,
+    /// Its record in the runtime directory, removed when the process is dropped.
+    _record: Option<ChildRecord>,
 }
 
 impl Process {
     /// Spawns `spec` as the leader of a new process group.
-    pub fn spawn(server: &str, spec: &StdioSpec) -> std::io::Result<Self> {
+    pub fn spawn(server: &str, spec: &StdioSpec, records: Option<&Path>) -> std::io::Result<Self> {
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .env_clear()
@@ -159,9 +164,12 @@ impl Process {
             stderr,
             Arc::clone(&stderr_tail),
         ));
+        let record = records.and_then(|dir| ChildRecord::create(dir, server, pid));
         Ok(Self {
             child,
             pgid,
+            exit: None,
+            _record: record,
             stdin: Some(tx),
             stdout: FramedRead::new(stdout, LineCodec::new(mcpd_proto::line::MAX_MESSAGE_LINE)),
             stderr_tail,
@@ -219,6 +227,101 @@ impl Process {
         sweep_group(self.pgid, timeouts.after_term).await;
         status
     }
+}
+
+/// A child recorded in `$XDG_RUNTIME_DIR/mcpd/children/<pid>.json`: its pid (= process group)
+/// and the kernel's start time of that pid. If the daemon dies without stopping its children
+/// (SIGKILL, OOM), the next daemon finds the records and kills the groups that are still ours;
+/// the start time makes sure a reused pid is never mistaken for ours. Dropping the record
+/// (the process was stopped and reaped) removes the file.
+#[derive(Debug)]
+pub struct ChildRecord {
+    path: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecordFile {
+    server: String,
+    pid: i32,
+    start_time: u64,
+    daemon_pid: u32,
+}
+
+impl ChildRecord {
+    fn create(dir: &Path, server: &str, pid: u32) -> Option<Self> {
+        let start_time = proc_start_time(pid as i32)?;
+        let record = RecordFile {
+            server: server.to_owned(),
+            pid: pid as i32,
+            start_time,
+            daemon_pid: std::process::id(),
+        };
+        let path = dir.join(format!("{pid}.json"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| serde_json::to_vec(&record).map_err(std::io::Error::other))
+            .and_then(|bytes| std::fs::write(&path, bytes));
+        match written {
+            Ok(()) => Some(Self { path }),
+            Err(e) => {
+                tracing::warn!(
+                    server,
+                    "cannot record child {pid} in {}: {e}",
+                    dir.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ChildRecord {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the
+    // last `)`, starting at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills the process groups that a previous daemon recorded in `dir` and that are still ours,
+/// and removes the records. Returns how many groups were killed.
+pub fn sweep_records(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let record = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RecordFile>(&b).ok());
+        let _ = std::fs::remove_file(&path);
+        let Some(record) = record else { continue };
+        if record.daemon_pid == std::process::id() || record.pid <= 1 {
+            continue;
+        }
+        let ours = match proc_start_time(record.pid) {
+            // The leader still runs: it is ours only if it is the same process.
+            Some(start) => start == record.start_time,
+            // The leader is gone: a group with its id can only be what is left of ours, since
+            // a new group with that id would need a live leader with that pid.
+            None => true,
+        };
+        if ours && killpg(Pid::from_raw(record.pid), Signal::SIGKILL).is_ok() {
+            tracing::warn!(server = %record.server, pgid = record.pid, "killed what a previous mcpd left running");
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Ends what is left of a process group whose leader is gone: SIGTERM, a grace period, SIGKILL.

@@ -28,9 +28,14 @@ pub enum Transport {
 
 impl Transport {
     /// Starts the server (spawns it, or connects to it).
-    pub async fn start(server: &str, spec: &ServerSpec) -> Result<Self, String> {
+    /// Child processes are recorded in `records` (see [`super::process::ChildRecord`]).
+    pub async fn start(
+        server: &str,
+        spec: &ServerSpec,
+        records: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         match &spec.transport {
-            TransportSpec::Stdio(stdio) => Process::spawn(server, stdio)
+            TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, records)
                 .map(Transport::Stdio)
                 .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
         }
@@ -40,6 +45,22 @@ impl Transport {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Self::Stdio(p) => p.child.id(),
+        }
+    }
+
+    /// The last lines the server wrote to stderr, shared with the reader that collects them.
+    pub fn stderr_tail(
+        &self,
+    ) -> Option<std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>> {
+        match self {
+            Self::Stdio(p) => Some(std::sync::Arc::clone(&p.stderr_tail)),
+        }
+    }
+
+    /// How the server's process ended, once it has.
+    pub fn last_exit(&self) -> Option<String> {
+        match self {
+            Self::Stdio(p) => p.exit.clone(),
         }
     }
 
@@ -58,6 +79,7 @@ impl Transport {
                     status = p.child.wait() => {
                         let status = status.ok();
                         p.reap(StopTimeouts::default()).await;
+                        p.exit = Some(describe_exit(status));
                         Event::Closed(with_stderr(p, describe_exit(status)))
                     }
                     frame = p.stdout.next() => match frame {
@@ -66,6 +88,7 @@ impl Transport {
                         Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
                         None => {
                             let status = p.stop(StopTimeouts::default()).await;
+                            p.exit = Some(describe_exit(status));
                             Event::Closed(with_stderr(p, format!("closed its stdout; {}", describe_exit(status))))
                         }
                     },
@@ -77,7 +100,11 @@ impl Transport {
     /// Ends the connection: for a child, the stop sequence. Returns what happened.
     pub async fn stop(&mut self, timeouts: StopTimeouts) -> String {
         match self {
-            Self::Stdio(p) => describe_exit(p.stop(timeouts).await),
+            Self::Stdio(p) => {
+                let how = describe_exit(p.stop(timeouts).await);
+                p.exit = Some(how.clone());
+                how
+            }
         }
     }
 }
