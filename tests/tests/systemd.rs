@@ -368,3 +368,133 @@ fn unit_files_say_what_the_daemon_expects() {
         .expect("TimeoutStopSec=<seconds>s");
     assert!(stop > 2 + 3 + 3, "TimeoutStopSec={stop}s is too short");
 }
+
+/// Runs `packaging/install.sh ARGS` with the tree as HOME and a stand-in `systemctl` that logs
+/// its arguments to `systemctl.log` (the real user manager is never touched).
+fn install_sh(tree: &Tree, args: &[&str]) -> String {
+    let fake = tree.path("systemctl");
+    if !fake.exists() {
+        fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\n",
+                tree.path("systemctl.log").display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let binaries = bin("mcpd").parent().unwrap().to_path_buf();
+    let out = Command::new("bash")
+        .arg(repo_root().join("packaging/install.sh"))
+        .args(args)
+        .arg("--binaries")
+        .arg(&binaries)
+        .env("HOME", tree.path("home"))
+        .env("XDG_CONFIG_HOME", tree.path("cfg"))
+        .env("SYSTEMCTL", &fake)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "install.sh {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn install_sh_installs_into_a_prefix_idempotently_and_uninstalls() {
+    let tree = Tree::new();
+    let prefix = tree.path("prefix");
+    let prefix_arg = prefix.display().to_string();
+    let out = install_sh(&tree, &["--prefix", &prefix_arg]);
+    for b in ["mcpd", "mcp-shim", "mcpctl"] {
+        assert!(prefix.join("bin").join(b).is_file(), "{b} missing:\n{out}");
+    }
+    for f in [
+        "share/bash-completion/completions/mcpctl",
+        "share/zsh/site-functions/_mcpctl",
+        "share/fish/vendor_completions.d/mcpctl.fish",
+        "share/man/man1/mcpctl.1",
+        "share/man/man1/mcpctl-import.1",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} missing:\n{out}");
+    }
+    let units = tree.path("cfg/systemd/user");
+    let service = fs::read_to_string(units.join("mcpd.service")).unwrap();
+    assert!(
+        service.contains(&format!("ExecStart={prefix_arg}/bin/mcpd --log auto")),
+        "{service}"
+    );
+    assert!(units.join("mcpd.socket").is_file());
+    let log = fs::read_to_string(tree.path("systemctl.log")).unwrap();
+    assert!(log.contains("--user enable --now mcpd.socket"), "{log}");
+
+    // Again: same result, nothing rewritten.
+    let again = install_sh(&tree, &["--prefix", &prefix_arg]);
+    assert!(again.contains("unchanged"), "{again}");
+    assert_eq!(
+        fs::read_to_string(units.join("mcpd.service")).unwrap(),
+        service
+    );
+
+    // The installed units are valid as installed.
+    if let Some(analyze) = tool("systemd-analyze") {
+        let out = Command::new(analyze)
+            .current_dir(&units)
+            .env("XDG_RUNTIME_DIR", tree.path("run"))
+            .args([
+                "--user",
+                "--man=no",
+                "verify",
+                "mcpd.socket",
+                "mcpd.service",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A user config is not the installer's to remove.
+    fs::write(tree.path("cfg/mcpd/config.json"), "{}").unwrap();
+    install_sh(&tree, &["--prefix", &prefix_arg, "--uninstall"]);
+    let log = fs::read_to_string(tree.path("systemctl.log")).unwrap();
+    assert!(log.contains("--user disable --now mcpd.socket"), "{log}");
+    assert!(!units.join("mcpd.service").exists() && !units.join("mcpd.socket").exists());
+    let left: Vec<_> = walk(&prefix).into_iter().filter(|p| p.is_file()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(tree.path("cfg/mcpd/config.json").exists());
+}
+
+#[test]
+fn install_sh_without_a_user_manager_installs_binaries_only() {
+    let tree = Tree::new();
+    let prefix = tree.path("prefix").display().to_string();
+    let fake = tree.path("systemctl");
+    fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = install_sh(&tree, &["--prefix", &prefix]);
+    assert!(out.contains("no systemd user manager"), "{out}");
+    assert!(!tree.path("cfg/systemd/user/mcpd.service").exists());
+    assert!(tree.path("prefix/bin/mcpd").is_file());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
