@@ -111,6 +111,36 @@ impl LogRing {
             .collect()
     }
 
+    /// The `limit` most recent lines about `server` (all when `None`), cut into batches whose
+    /// JSON encodings each stay under `max_bytes` (leave room for the reply envelope), so that
+    /// every control reply line respects the line cap. Always at least one (maybe empty) batch.
+    pub fn snapshot_batches(
+        &self,
+        server: Option<&str>,
+        limit: Option<usize>,
+        max_bytes: usize,
+    ) -> Vec<Vec<LogLine>> {
+        let mut lines = self.snapshot(server);
+        if let Some(limit) = limit {
+            let skip = lines.len().saturating_sub(limit);
+            lines.drain(..skip);
+        }
+        let mut batches = vec![Vec::new()];
+        let mut size = 0;
+        for line in lines {
+            let len = serde_json::to_string(&line).map_or(MAX_MESSAGE, |s| s.len()) + 1;
+            if size + len > max_bytes && batches.last().is_some_and(|b| !b.is_empty()) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            if let Some(batch) = batches.last_mut() {
+                batch.push(line);
+            }
+        }
+        batches
+    }
+
     /// A feed of the lines pushed from now on. A follower that falls more than
     /// [`FOLLOW_CAPACITY`] lines behind gets `RecvError::Lagged(n)` and then the newer lines.
     /// Subscribe before taking the [`snapshot`](Self::snapshot) and skip lines whose `seq` the
@@ -415,6 +445,31 @@ mod tests {
         });
         let line = feed.try_recv().unwrap();
         assert_eq!((line.message.as_str(), line.seq), ("hello", 1));
+    }
+
+    #[test]
+    fn snapshots_are_limited_and_batched_under_a_byte_cap() {
+        let ring = leaked_ring(100);
+        let subscriber = tracing_subscriber::registry().with(RingLayer::new(ring));
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..50 {
+                tracing::info!(server = "s", "line {i:02}");
+            }
+        });
+        let one = serde_json::to_string(&ring.snapshot(None)[49])
+            .unwrap()
+            .len()
+            + 1;
+        let batches = ring.snapshot_batches(Some("s"), Some(10), one * 4);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        assert_eq!(batches[0][0].message, "line 40");
+        assert_eq!(
+            ring.snapshot_batches(Some("other"), None, 1000),
+            vec![Vec::new()]
+        );
     }
 
     #[test]
