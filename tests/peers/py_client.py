@@ -15,15 +15,24 @@ turns an MCP error into the step's line {"op":..,"error":{"code":..,"message":..
 failure; a step that expected an error and got a result fails):
 
     {"op":"list_tools"}                -> {"op":"list_tools","tools":[names],"raw":[tool objects]}
-    {"op":"call_tool","name":N,"arguments":{..}}
+    {"op":"call_tool","name":N,"arguments":{..}[,"progress":true]}
                                        -> {"op":"call_tool","content":[..],"isError":b,
-                                           "structuredContent":{..}|null}
+                                           "structuredContent":{..}|null[,"progress":[..]]}:
+                                          with "progress", the call asks for progress and the
+                                          line lists the {"progress","total"} it received
     {"op":"list_resources"}            -> {"op":"list_resources","resources":[uris],"raw":[..]}
     {"op":"list_resource_templates"}   -> {"op":..,"templates":[uriTemplates],"raw":[..]}
     {"op":"read_resource","uri":U}     -> {"op":"read_resource","contents":[..]}
     {"op":"list_prompts"}              -> {"op":"list_prompts","prompts":[names],"raw":[..]}
     {"op":"get_prompt","name":N,"arguments":{..}}
                                        -> {"op":"get_prompt","messages":[..]}
+    {"op":"subscribe","uri":U}         -> {"op":"subscribe"}
+    {"op":"unsubscribe","uri":U}       -> {"op":"unsubscribe"}
+    {"op":"complete","ref":{..},"argument":{"name":..,"value":..}[,"context":{..}]}
+                                       -> {"op":"complete","values":[..]}
+    {"op":"set_level","level":L}       -> {"op":"set_level"}
+    {"op":"roots_changed"}             -> {"op":"roots_changed"}: sends
+                                          notifications/roots/list_changed
     {"op":"ping"}                      -> {"op":"ping"}
     {"op":"sleep","seconds":x}         -> {"op":"sleep"} (after sleeping)
     {"op":"wait_stdin"}                -> {"op":"wait_stdin"} is printed BEFORE blocking; the step
@@ -121,12 +130,53 @@ async def op_list_tools(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def op_call_tool(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
-    result = await ctx.s.call_tool(step["name"], step.get("arguments") or {})
-    return {
+    progress: list[dict[str, Any]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append({"progress": value, "total": total})
+
+    callback = on_progress if step.get("progress") else None
+    result = await ctx.s.call_tool(
+        step["name"], step.get("arguments") or {}, progress_callback=callback
+    )
+    out = {
         "content": dump(result.content),
         "isError": bool(result.isError),
         "structuredContent": result.structuredContent,
     }
+    if callback is not None:
+        out["progress"] = progress
+    return out
+
+
+async def op_subscribe(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
+    await ctx.s.subscribe_resource(AnyUrl(step["uri"]))
+    return {}
+
+
+async def op_unsubscribe(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
+    await ctx.s.unsubscribe_resource(AnyUrl(step["uri"]))
+    return {}
+
+
+async def op_complete(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
+    ref = step["ref"]
+    if ref.get("type") == "ref/prompt":
+        reference: Any = types.PromptReference(type="ref/prompt", name=ref["name"])
+    else:
+        reference = types.ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
+    result = await ctx.s.complete(reference, step["argument"], step.get("context"))
+    return {"values": result.completion.values}
+
+
+async def op_set_level(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
+    await ctx.s.set_logging_level(step["level"])
+    return {}
+
+
+async def op_roots_changed(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:
+    await ctx.s.send_roots_list_changed()
+    return {}
 
 
 async def op_list_resources(ctx: Context, step: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,10 @@
 //       '[{"op":"list_tools"},{"op":"call_tool","name":"everything__echo","arguments":{"message":"hi"}}]'
 //
 // prints {"op":"initialize",...} and then one JSON line per step on stdout. Ops: list_tools,
-// call_tool, list_resources, list_resource_templates, read_resource, list_prompts, get_prompt,
-// ping, sleep, wait_stdin (its line is printed before it blocks on this process's stdin),
-// wait_notification, received. Each step may carry "timeout" (seconds, default 30) and
+// call_tool (with "progress": true it asks for progress and lists what came), list_resources,
+// list_resource_templates, read_resource, subscribe, unsubscribe, list_prompts, get_prompt,
+// complete, set_level, roots_changed, ping, sleep, wait_stdin (its line is printed before it
+// blocks on this process's stdin), wait_notification, received. Each step may carry "timeout" (seconds, default 30) and
 // "expect_error": true. --callbacks JSON installs sampling/elicitation/roots handlers and
 // declares only those capabilities.
 //
@@ -97,12 +98,44 @@ const ops = {
     return { tools: tools.map((t) => t.name), raw: tools };
   },
   async call_tool(step) {
-    const r = await ctx.client.callTool({ name: step.name, arguments: step.arguments ?? {} });
-    return {
+    const progress = [];
+    const options = step.progress
+      ? { onprogress: (p) => progress.push({ progress: p.progress, total: p.total ?? null }) }
+      : undefined;
+    const r = await ctx.client.callTool(
+      { name: step.name, arguments: step.arguments ?? {} },
+      undefined,
+      options,
+    );
+    const out = {
       content: r.content,
       isError: Boolean(r.isError),
       structuredContent: r.structuredContent ?? null,
     };
+    if (step.progress) out.progress = progress;
+    return out;
+  },
+  async subscribe(step) {
+    await ctx.client.subscribeResource({ uri: step.uri });
+    return {};
+  },
+  async unsubscribe(step) {
+    await ctx.client.unsubscribeResource({ uri: step.uri });
+    return {};
+  },
+  async complete(step) {
+    const params = { ref: step.ref, argument: step.argument };
+    if (step.context) params.context = { arguments: step.context };
+    const r = await ctx.client.complete(params);
+    return { values: r.completion.values };
+  },
+  async set_level(step) {
+    await ctx.client.setLoggingLevel(step.level);
+    return {};
+  },
+  async roots_changed() {
+    await ctx.client.sendRootsListChanged();
+    return {};
   },
   async list_resources() {
     const items = await allPages((p) => ctx.client.listResources(p), "resources");

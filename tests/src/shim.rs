@@ -254,6 +254,23 @@ impl ShimClient {
         })
     }
 
+    /// Waits until `count` notifications with `method` have arrived (counting those already
+    /// received) and returns them all.
+    pub fn wait_notification_count(&mut self, method: &str, count: usize) -> Vec<Value> {
+        self.wait_for(&format!("{count} notifications {method}"), |c| {
+            let found: Vec<Value> = c
+                .notifications
+                .iter()
+                .filter(|n| n["method"] == method)
+                .cloned()
+                .collect();
+            (found.len() >= count).then_some(Value::Array(found))
+        })
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    }
+
     /// Waits for a request from the server with `method` (one already received counts).
     pub fn wait_server_request(&mut self, method: &str) -> Value {
         self.wait_for(&format!("server request {method}"), |c| {

@@ -20,6 +20,7 @@
 //! | `--completions` | declare the `completions` capability (`completion/complete` answers the argument value with `-done` appended) |
 //! | `--instructions TEXT` | `instructions` in the `initialize` result |
 //! | `--delay-init-ms MS` | answer `initialize` only MS milliseconds after it arrives (a slow server) |
+//! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
@@ -81,9 +82,18 @@ struct Options {
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+    let mut args: std::collections::VecDeque<String> = std::env::args().skip(1).collect();
+    while let Some(arg) = args.pop_front() {
+        if arg == "--flags-file" {
+            let path = args.pop_front().ok_or("--flags-file needs a value")?;
+            // Missing file: no extra flags. Its flags take the place of this one.
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for flag in text.split_whitespace().rev() {
+                args.push_front(flag.to_owned());
+            }
+            continue;
+        }
+        let mut value = |flag: &str| args.pop_front().ok_or(format!("{flag} needs a value"));
         let number = |flag: &str, v: String| {
             v.parse::<u64>()
                 .map_err(|e| format!("{flag}: {v:?} is not a number: {e}"))
