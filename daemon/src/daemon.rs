@@ -15,7 +15,7 @@ use mcpd_proto::{ClientProcess, DaemonStatus, ReloadReport, ServerStatus, Sessio
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, ConfigError, Diff, Loaded};
+use crate::config::{self, Config, ConfigError, Diff, Loaded, ServerSpec, Share};
 use crate::router::cache::CatalogCache;
 use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::Hub;
@@ -40,7 +40,10 @@ struct State {
     config: Arc<Config>,
     config_exists: bool,
     config_error: Option<String>,
+    /// Shared servers by name.
     upstreams: BTreeMap<String, UpstreamHandle>,
+    /// Instances of `"share": "per-client"` servers by (server, session).
+    per_client: BTreeMap<(String, u64), UpstreamHandle>,
 }
 
 /// The daemon: one per process, shared by every task as `Arc<Daemon>`.
@@ -105,6 +108,7 @@ impl Daemon {
                 config_exists: loaded.exists,
                 config_error,
                 upstreams: BTreeMap::new(),
+                per_client: BTreeMap::new(),
             }),
             catalog_tx,
             catalog_dirty: Arc::new(Notify::new()),
@@ -118,7 +122,10 @@ impl Daemon {
         });
         {
             let mut state = daemon.write();
-            for (name, spec) in &servers {
+            for (name, spec) in servers
+                .iter()
+                .filter(|(_, spec)| spec.share == Share::Shared)
+            {
                 state
                     .upstreams
                     .insert(name.clone(), daemon.spawn_upstream(name, spec));
@@ -159,9 +166,117 @@ impl Daemon {
         Arc::clone(&self.read().config)
     }
 
-    /// The handle of a running server.
+    /// The handle of a shared server.
     pub fn upstream(&self, name: &str) -> Option<UpstreamHandle> {
         self.read().upstreams.get(name).cloned()
+    }
+
+    /// The handle that serves `server` for `session`: the shared one, or for a per-client
+    /// server the session's own instance, started now if `start` and it has none yet.
+    pub fn upstream_for(&self, server: &str, session: u64, start: bool) -> Option<UpstreamHandle> {
+        {
+            let state = self.read();
+            let spec = state.config.servers.get(server)?;
+            if spec.share == Share::Shared {
+                return state.upstreams.get(server).cloned();
+            }
+            if let Some(handle) = state.per_client.get(&(server.to_owned(), session)) {
+                return Some(handle.clone());
+            }
+            if !start {
+                return None;
+            }
+        }
+        let mut state = self.write();
+        let spec = state.config.servers.get(server)?.clone();
+        let key = (server.to_owned(), session);
+        if let Some(handle) = state.per_client.get(&key) {
+            return Some(handle.clone());
+        }
+        tracing::info!(
+            server,
+            session,
+            "starting the session's own instance (per-client)"
+        );
+        let handle = self.spawn_upstream(server, &spec);
+        state.per_client.insert(key, handle.clone());
+        Some(handle)
+    }
+
+    /// Starts the per-client instances a session's servers need (on its first use).
+    pub fn ensure_instances(&self, servers: &[String], session: u64) {
+        let per_client: Vec<String> = {
+            let state = self.read();
+            servers
+                .iter()
+                .filter(|s| {
+                    state
+                        .config
+                        .servers
+                        .get(*s)
+                        .is_some_and(|spec| spec.share == Share::PerClient)
+                })
+                .filter(|s| !state.per_client.contains_key(&((*s).clone(), session)))
+                .cloned()
+                .collect()
+        };
+        for server in per_client {
+            self.upstream_for(&server, session, true);
+        }
+    }
+
+    /// Stops the per-client instances of a session that ended.
+    pub fn end_instances(&self, session: u64) {
+        let ended: Vec<UpstreamHandle> = {
+            let mut state = self.write();
+            let keys: Vec<(String, u64)> = state
+                .per_client
+                .keys()
+                .filter(|(_, s)| *s == session)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|k| state.per_client.remove(k))
+                .collect()
+        };
+        if ended.is_empty() {
+            return;
+        }
+        let dirty = Arc::clone(&self.catalog_dirty);
+        tokio::spawn(async move {
+            futures_util::future::join_all(ended.iter().map(UpstreamHandle::stop)).await;
+            dirty.notify_one();
+        });
+    }
+
+    /// Each configured server's definition and the snapshot the catalog shows for it. A
+    /// per-client server shows its most complete running instance, else its cached catalog.
+    fn views(
+        &self,
+    ) -> (
+        BTreeMap<String, (ServerSpec, crate::upstream::Snapshot)>,
+        String,
+    ) {
+        let state = self.read();
+        let mut views = BTreeMap::new();
+        for (name, spec) in &state.config.servers {
+            let snapshot = match spec.share {
+                Share::Shared => match state.upstreams.get(name) {
+                    Some(handle) => handle.snapshot(),
+                    None => continue,
+                },
+                Share::PerClient => state
+                    .per_client
+                    .iter()
+                    .filter(|((server, _), _)| server == name)
+                    .map(|(_, handle)| handle.snapshot())
+                    .max_by_key(|s| s.known.iter().filter(|k| **k).count())
+                    .filter(|s| s.known.iter().all(|k| *k) || s.cached)
+                    .unwrap_or_else(|| self.cache.initial_snapshot(name, spec)),
+            };
+            views.insert(name.clone(), (spec.clone(), snapshot));
+        }
+        (views, state.config.options.separator.clone())
     }
 
     /// A receiver of the merged catalog.
@@ -170,14 +285,8 @@ impl Daemon {
     }
 
     fn rebuild_catalog(&self) {
-        let (upstreams, separator) = {
-            let state = self.read();
-            (
-                state.upstreams.clone(),
-                state.config.options.separator.clone(),
-            )
-        };
-        let catalog = Catalog::build(&upstreams, &separator);
+        let (views, separator) = self.views();
+        let catalog = Catalog::build(&views, &separator);
         let changed = self.catalog_tx.send_if_modified(|current| {
             if current.same_as(&catalog) {
                 return false;
@@ -186,7 +295,7 @@ impl Daemon {
             true
         });
         if changed {
-            self.cache.store(&upstreams);
+            self.cache.store(&views);
         }
     }
 
@@ -241,13 +350,19 @@ impl Daemon {
     pub fn status(&self) -> DaemonStatus {
         let (servers, config_exists, config_error) = {
             let state = self.read();
+            let per_client = state
+                .per_client
+                .iter()
+                .map(|((name, session), handle)| (format!("{name}#{session}"), handle));
             let servers: Vec<ServerStatus> = state
                 .upstreams
                 .iter()
+                .map(|(name, handle)| (name.clone(), handle))
+                .chain(per_client)
                 .map(|(name, handle)| {
                     let s = handle.snapshot();
                     ServerStatus {
-                        name: name.clone(),
+                        name,
                         transport: "stdio".into(),
                         state: s.state,
                         pid: s.pid,
@@ -309,12 +424,21 @@ impl Daemon {
         let (diff, stopping) = {
             let mut state = self.write();
             let diff = Diff::between(&state.config, &loaded.config);
-            let stopping: Vec<UpstreamHandle> = diff
+            let mut stopping: Vec<UpstreamHandle> = diff
                 .removed
                 .iter()
                 .chain(&diff.changed)
                 .filter_map(|name| state.upstreams.remove(name))
                 .collect();
+            // Per-client instances of removed or changed servers stop; sessions start new ones
+            // on their next use.
+            let gone: Vec<(String, u64)> = state
+                .per_client
+                .keys()
+                .filter(|(name, _)| diff.removed.contains(name) || diff.changed.contains(name))
+                .cloned()
+                .collect();
+            stopping.extend(gone.iter().filter_map(|k| state.per_client.remove(k)));
             state.config = Arc::new(loaded.config.clone());
             state.config_exists = loaded.exists;
             state.config_error = None;
@@ -325,7 +449,12 @@ impl Daemon {
         {
             let mut state = self.write();
             for name in diff.added.iter().chain(&diff.changed) {
-                if let Some(spec) = loaded.config.servers.get(name) {
+                if let Some(spec) = loaded
+                    .config
+                    .servers
+                    .get(name)
+                    .filter(|s| s.share == Share::Shared)
+                {
                     let handle = self.spawn_upstream(name, spec);
                     state.upstreams.insert(name.clone(), handle);
                 }
@@ -361,9 +490,12 @@ impl Daemon {
 
     /// Stops every upstream with the stop sequence, all at once, and waits for them.
     pub async fn stop_all(&self) {
-        let handles: Vec<UpstreamHandle> = std::mem::take(&mut self.write().upstreams)
-            .into_values()
-            .collect();
+        let handles: Vec<UpstreamHandle> = {
+            let mut state = self.write();
+            let shared = std::mem::take(&mut state.upstreams).into_values();
+            let own = std::mem::take(&mut state.per_client).into_values();
+            shared.chain(own).collect()
+        };
         futures_util::future::join_all(handles.iter().map(UpstreamHandle::stop)).await;
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::fnv1a;
 use crate::config::ServerSpec;
-use crate::upstream::{Item, ListKind, Snapshot, UpstreamCaps, UpstreamHandle};
+use crate::upstream::{Item, ListKind, Snapshot, UpstreamCaps};
 
 const FORMAT: u32 = 1;
 
@@ -86,7 +86,7 @@ impl CatalogCache {
 
     /// Records the live catalogs of `upstreams` and writes the file if anything changed.
     /// Servers that are not in `upstreams` any more are forgotten.
-    pub fn store(&self, upstreams: &BTreeMap<String, UpstreamHandle>) {
+    pub fn store(&self, upstreams: &BTreeMap<String, (ServerSpec, Snapshot)>) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         servers.retain(|name, _| {
@@ -94,13 +94,12 @@ impl CatalogCache {
             changed |= !keep;
             keep
         });
-        for (name, handle) in upstreams {
-            let s = handle.snapshot();
+        for (name, (spec, s)) in upstreams {
             if s.cached || !s.known.iter().all(|k| *k) {
                 continue;
             }
             let entry = CachedServer {
-                fingerprint: fingerprint(handle.spec()),
+                fingerprint: fingerprint(spec),
                 caps: s.caps,
                 instructions: s.instructions.clone(),
                 lists: ListKind::ALL.map(|k| s.lists[k.index()].as_ref().clone()),

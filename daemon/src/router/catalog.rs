@@ -14,7 +14,8 @@ use mcpd_proto::envelope::{Rewrite, field};
 use serde_json::value::RawValue;
 
 use super::names::{fnv1a, namespaced};
-use crate::upstream::{ListKind, UpstreamCaps, UpstreamHandle};
+use crate::config::ServerSpec;
+use crate::upstream::{ListKind, Snapshot, UpstreamCaps};
 
 /// One item as clients see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,10 +52,9 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds the catalog from the upstreams' current snapshots.
-    pub fn build(upstreams: &BTreeMap<String, UpstreamHandle>, separator: &str) -> Self {
+    pub fn build(servers: &BTreeMap<String, (ServerSpec, Snapshot)>, separator: &str) -> Self {
         let mut catalog = Self::default();
-        for (server, handle) in upstreams {
-            let snapshot = handle.snapshot();
+        for (server, (_, snapshot)) in servers {
             if !snapshot.cached && !snapshot.known.iter().all(|k| *k) {
                 catalog.pending.insert(server.clone());
             }

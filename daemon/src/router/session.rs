@@ -239,10 +239,11 @@ impl Session {
             route.upstream.client_response(route.upstream_id, answer);
         }
         for (server, uri) in self.daemon.hub().unregister(self.id) {
-            if let Some(upstream) = self.daemon.upstream(&server) {
+            if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
                 upstream.internal("resources/unsubscribe", json!({"uri": uri}));
             }
         }
+        self.daemon.end_instances(self.id);
         self.daemon.remove_session(self.id);
     }
 
@@ -361,8 +362,10 @@ impl Session {
             .and_then(|p| serde_json::from_str(p.get()).ok())
             .unwrap_or_default();
         let version = self.apply_initialize(params);
-        // Advertise what the upstreams offer, so wait (bounded) for those still starting.
+        // Advertise what the upstreams offer, so wait (bounded) for those still starting
+        // (a per-client server's own instance starts now, at the session's first use).
         let servers = self.servers();
+        self.daemon.ensure_instances(&servers, self.id);
         let catalog = settle(
             &mut self.catalog.clone(),
             &servers,
@@ -438,7 +441,7 @@ impl Session {
         for server in self.servers() {
             if let Some(upstream) = self
                 .daemon
-                .upstream(&server)
+                .upstream_for(&server, self.id, false)
                 .filter(|u| u.snapshot().caps.logging)
             {
                 upstream.internal(
@@ -465,7 +468,7 @@ impl Session {
             }
             "notifications/roots/list_changed" => {
                 for server in self.servers() {
-                    if let Some(upstream) = self.daemon.upstream(&server) {
+                    if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
                         upstream.notify(msg.text().to_owned(), self.link.clone());
                     }
                 }
@@ -574,6 +577,7 @@ impl RequestContext {
     }
 
     async fn list(mut self, kind: ListKind) {
+        self.daemon.ensure_instances(&self.servers, self.link.id());
         let wait = self.daemon.config().options.list_wait;
         let catalog = settle(&mut self.catalog, &self.servers, wait).await;
         let line = self.line.clone();
@@ -636,6 +640,7 @@ impl RequestContext {
     }
 
     async fn route(mut self, target: Target) {
+        self.daemon.ensure_instances(&self.servers, self.link.id());
         let line = self.line.clone();
         let Some(msg) = parse(&line) else { return };
         let id = msg.id.unwrap_or(RawValue::NULL);
@@ -667,7 +672,10 @@ impl RequestContext {
                 return self.reply(envelope::response(id, &json!({}))).await;
             }
         }
-        let Some(upstream) = self.daemon.upstream(&resolved.server) else {
+        let Some(upstream) = self
+            .daemon
+            .upstream_for(&resolved.server, self.link.id(), true)
+        else {
             let message = format!(
                 "server `{}` is not running (it is being reloaded or was removed)",
                 resolved.server
