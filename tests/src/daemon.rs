@@ -1,6 +1,6 @@
 //! [`TestDaemon`]: a real `mcpd` process in a private temp tree.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -118,32 +118,16 @@ impl DaemonBuilder {
             child: None,
             exit: None,
             env,
+            args: Vec::new(),
+            extra_env: Vec::new(),
         };
         if self.write_config {
             daemon.write_config(&config);
         }
 
-        let log = File::create(&daemon.log_path).expect("cannot create the daemon log file");
-        let log2 = log.try_clone().expect("cannot clone the log file handle");
-        let mut cmd = Command::new(bin("mcpd"));
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(
-                daemon
-                    .env
-                    .iter()
-                    .filter(|(k, _)| k != mcpd_proto::paths::SOCKET_ENV)
-                    .map(|(k, v)| (k, v)),
-            )
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&daemon.root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log2))
-            .stderr(Stdio::from(log));
-        daemon.child = Some(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
-        );
+        daemon.args = self.args;
+        daemon.extra_env = self.env;
+        daemon.spawn();
         daemon.wait_ready(self.ready_timeout);
         daemon
     }
@@ -170,9 +154,52 @@ pub struct TestDaemon {
     child: Option<Child>,
     exit: Option<ExitStatus>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
+    /// Starts the `mcpd` process (again) with this daemon's arguments, environment and
+    /// directories; its output is appended to the log.
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("cannot open the daemon log file");
+        let log2 = log.try_clone().expect("cannot clone the log file handle");
+        let mut cmd = Command::new(bin("mcpd"));
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| k != mcpd_proto::paths::SOCKET_ENV)
+                    .map(|(k, v)| (k, v)),
+            )
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log2))
+            .stderr(Stdio::from(log));
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        );
+        self.exit = None;
+    }
+
+    /// Starts a new `mcpd` in the same directories after this one exited (or was killed), and
+    /// waits until it answers: a daemon restart as a user or an upgrade does it.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.try_exit_status().is_some(),
+            "start_again needs the previous mcpd to have exited"
+        );
+        self.spawn();
+        self.wait_ready(crate::PEER_TIMEOUT);
+    }
+
     /// Starts `mcpd` with `config` as its `config.json` and waits until it answers.
     pub fn start(config: Value) -> Self {
         DaemonBuilder::default().start(config)

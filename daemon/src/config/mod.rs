@@ -61,12 +61,40 @@ pub struct ServerSpec {
     pub max_request_timeout: Duration,
     /// How long the process may take to answer `initialize`.
     pub startup_timeout: Duration,
-    /// How often an idle connection is pinged; `None`: never.
+    /// How often the server is pinged; `None`: never.
     pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered (while no client request is pending) before the
+    /// server is restarted.
+    pub ping_timeout: Duration,
     /// Stop the server after this long without requests; the next request starts it again.
     pub idle_timeout: Option<Duration>,
     /// Grace periods of the stop sequence.
     pub stop: crate::upstream::StopTimeouts,
+    /// When and how often it is started again after it failed.
+    pub restart: RestartPolicy,
+}
+
+/// How a failed server is started again: after `initial_delay`, doubling up to `max_delay`
+/// (with jitter), back to `initial_delay` after a run of a minute; `crash_loop_after` failures
+/// in a row, each within 10 s of its start, stop the restarts until `mcpctl restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// First delay (`restartDelayMs`, default 1000).
+    pub initial_delay: Duration,
+    /// Longest delay (`maxRestartDelayMs`, default 60000).
+    pub max_delay: Duration,
+    /// Quick failures in a row that make a crash loop (`crashLoopAfter`, default 5).
+    pub crash_loop_after: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            crash_loop_after: 5,
+        }
+    }
 }
 
 /// How a server is reached.
@@ -361,8 +389,10 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             max_request_timeout: DEFAULT_MAX_REQUEST_TIMEOUT,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             ping_interval: Some(DEFAULT_PING_INTERVAL),
+            ping_timeout: Duration::from_secs(10),
             idle_timeout: None,
             stop: crate::upstream::StopTimeouts::default(),
+            restart: RestartPolicy::default(),
         };
         let mut disabled = false;
         let mut remote = None;
@@ -415,9 +445,20 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         _ => Some(self.millis(value, &at)?),
                     }
                 }
+                "pingTimeoutMs" => spec.ping_timeout = self.millis(value, &at)?,
                 "idleTimeoutMs" => spec.idle_timeout = Some(self.millis(value, &at)?),
                 "stopTimeoutMs" => spec.stop.after_stdin = self.millis(value, &at)?,
                 "killTimeoutMs" => spec.stop.after_term = self.millis(value, &at)?,
+                "restartDelayMs" => spec.restart.initial_delay = self.millis(value, &at)?,
+                "maxRestartDelayMs" => spec.restart.max_delay = self.millis(value, &at)?,
+                "crashLoopAfter" => {
+                    spec.restart.crash_loop_after = value
+                        .as_u64()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            self.error(&at, "expected a number of failures between 1 and 1000")
+                        })? as u32;
+                }
                 "disabled" => {
                     disabled = value.as_bool().ok_or_else(|| {
                         self.error(

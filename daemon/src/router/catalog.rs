@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{Rewrite, field};
 use serde_json::value::RawValue;
 
@@ -55,7 +56,10 @@ impl Catalog {
     pub fn build(servers: &BTreeMap<String, (ServerSpec, Snapshot)>, separator: &str) -> Self {
         let mut catalog = Self::default();
         for (server, (_, snapshot)) in servers {
-            if !snapshot.cached && !snapshot.known.iter().all(|k| *k) {
+            // Worth waiting for: a server on its way up that has never listed anything. One
+            // that failed, is crash-looping, stopped or idle will not list soon.
+            let coming = matches!(snapshot.state, ServerState::Starting | ServerState::Ready);
+            if coming && !snapshot.cached && !snapshot.known.iter().all(|k| *k) {
                 catalog.pending.insert(server.clone());
             }
             catalog.servers.insert(

@@ -29,18 +29,10 @@ const MAX_DEFERRED: usize = 1024;
 const MAX_LIST_PAGES: usize = 1000;
 /// URL-mode elicitations remembered for their completion notification.
 const MAX_ELICITATIONS: usize = 1024;
-/// First restart delay; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest restart delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
 /// A failure this soon after a start counts towards a crash loop.
 const QUICK_FAILURE: Duration = Duration::from_secs(10);
-/// Quick failures in a row that make a crash loop.
-const CRASH_LOOP_AFTER: u32 = 5;
-/// How long a health ping may go unanswered.
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Pending {
     Client {
@@ -166,7 +158,7 @@ impl Actor {
     }
 
     pub(super) async fn run(mut self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = self.spec.restart.initial_delay;
         let mut quick_failures = 0u32;
         let mut carried: Vec<Command> = Vec::new();
         loop {
@@ -174,7 +166,7 @@ impl Actor {
             let held = match self.run_once(std::mem::take(&mut carried)).await {
                 Outcome::Stopped => break,
                 Outcome::Restart => {
-                    backoff = MIN_BACKOFF;
+                    backoff = self.spec.restart.initial_delay;
                     quick_failures = 0;
                     self.publish(|s| s.restarts += 1);
                     continue;
@@ -196,9 +188,9 @@ impl Actor {
                         quick_failures = 0;
                     }
                     if ran >= STABLE_RUN {
-                        backoff = MIN_BACKOFF;
+                        backoff = self.spec.restart.initial_delay;
                     }
-                    if quick_failures >= CRASH_LOOP_AFTER {
+                    if quick_failures >= self.spec.restart.crash_loop_after {
                         tracing::error!(server = %self.name, "{failure}; it failed {quick_failures} times in a row within {}s of starting: not restarting it until `mcpctl restart {}`", QUICK_FAILURE.as_secs(), self.name);
                         self.publish(|s| {
                             s.state = ServerState::CrashLoop;
@@ -218,7 +210,7 @@ impl Actor {
                             s.pid = None;
                             s.last_error = Some(failure.clone());
                         });
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        backoff = (backoff * 2).min(self.spec.restart.max_delay);
                         let message =
                             format!("is restarting after it failed ({failure}); try again shortly");
                         self.hold_for(delay, &message).await
@@ -231,7 +223,7 @@ impl Actor {
                     carried = commands;
                     if self.snapshot.borrow().state == ServerState::CrashLoop {
                         quick_failures = 0;
-                        backoff = MIN_BACKOFF;
+                        backoff = self.spec.restart.initial_delay;
                     }
                     self.publish(|s| s.restarts += 1);
                 }
@@ -436,7 +428,7 @@ impl Actor {
                     match ping_sent {
                         // A server busy with a client's request may answer late: its requests
                         // time out on their own, and the next ping after that decides.
-                        Some(sent) if sent.elapsed() >= PING_TIMEOUT && self.is_unused() => {
+                        Some(sent) if sent.elapsed() >= self.spec.ping_timeout && self.is_unused() => {
                             let why = format!("did not answer a health ping within {}s", sent.elapsed().as_secs());
                             transport.stop(self.spec.stop).await;
                             return self.fail_pending(why);

@@ -1,0 +1,332 @@
+//! Supervision (issue 4, daemon side): restarts, crash loops, operator start/stop/restart,
+//! health pings, idle stops, per-client instances, and cleanup after a daemon crash. Each test
+//! kills or stops real processes and checks `/proc`.
+
+use std::time::{Duration, Instant};
+
+use mcpd_proto::{ControlRequest, ControlResponse, ServerState};
+use mcpd_tests::fixture;
+use mcpd_tests::process::{ProcessId, descendants_of, pids_of_cmdline_containing, signal};
+use mcpd_tests::{ShimClient, TIMEOUT, TestDaemon, wait_until};
+use serde_json::{Value, json};
+
+fn fixture_with(args: &[&str], extra: Value) -> Value {
+    let mut server = fixture::server(args);
+    if let (Some(s), Some(e)) = (server.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    server
+}
+
+fn echo_text(shim: &mut ShimClient, tool: &str, message: &str) -> Result<String, Value> {
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": tool, "arguments": {"message": message}})),
+    );
+    let line = shim.response_line(&json!(id));
+    let v: Value = serde_json::from_str(&line).expect("a JSON response");
+    match v.get("result") {
+        Some(r) => Ok(r["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()),
+        None => Err(v["error"].clone()),
+    }
+}
+
+#[test]
+fn an_upstream_killed_20_times_under_load_comes_back_and_no_call_hangs() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "fx": fixture_with(&[], json!({"restartDelayMs": 50, "maxRestartDelayMs": 200, "crashLoopAfter": 1000, "requestTimeoutMs": 5000}))
+    }}));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let mut shim = ShimClient::spawn(&daemon, None);
+            shim.initialize();
+            (c, shim)
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|(c, mut shim)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed, mut slowest) = (0u32, 0u32, Duration::ZERO);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let message = format!("c{c}-{n}");
+                    let started = Instant::now();
+                    match echo_text(&mut shim, "fx__echo", &message) {
+                        Ok(text) => {
+                            assert!(
+                                text.contains(&message),
+                                "{text} is not the answer to {message}"
+                            );
+                            ok += 1;
+                        }
+                        Err(_) => failed += 1,
+                    }
+                    slowest = slowest.max(started.elapsed());
+                }
+                (ok, failed, slowest)
+            })
+        })
+        .collect();
+
+    for round in 0..20 {
+        let fx = daemon.wait_server_state("fx", ServerState::Ready);
+        let pid = fx.pid.expect("a ready server has a pid");
+        std::thread::sleep(Duration::from_millis(100));
+        signal(pid, libc::SIGKILL);
+        assert!(
+            wait_until(TIMEOUT, || daemon.server("fx").pid != Some(pid)),
+            "round {round}: the killed server was not noticed"
+        );
+    }
+    let fx = daemon.wait_server_state("fx", ServerState::Ready);
+    assert_eq!(fx.restarts, 20, "{fx:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        let (ok, failed, slowest) = worker.join().expect("a client thread panicked");
+        // Every call finished (the loop ended); none waited anywhere near the timeout.
+        assert!(ok > 0, "no call succeeded ({failed} failed)");
+        assert!(slowest < Duration::from_secs(5), "a call took {slowest:?}");
+        println!(
+            "client: {ok} calls answered, {failed} failed while the server was down, slowest {slowest:?}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_exits_at_once_reaches_crash_loop_and_is_left_alone_until_restart() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "bad": {"command": "sh", "args": ["-c", "echo 'no such module' >&2; exit 3"], "restartDelayMs": 20, "crashLoopAfter": 3},
+    }}));
+    let bad = daemon.wait_server_state("bad", ServerState::CrashLoop);
+    assert!(
+        bad.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exited with status 3"),
+        "{bad:?}"
+    );
+    assert_eq!(bad.last_exit.as_deref(), Some("exited with status 3"));
+    assert!(
+        bad.stderr_tail.iter().any(|l| l.contains("no such module")),
+        "{bad:?}"
+    );
+    // It stays down: no more restarts, so no CPU spent on it.
+    let restarts = bad.restarts;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.server("bad").restarts, restarts);
+    assert!(
+        descendants_of(daemon.pid()).is_empty(),
+        "a crash-looping server still has processes"
+    );
+
+    // A call says why and what to do.
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    // `mcpctl status` shows it.
+    let out = daemon.mcpctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("crash-loop"), "{text}");
+
+    // `mcpctl restart` tries again (and it fails again).
+    let out = daemon.mcpctl(&["restart", "bad"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(wait_until(TIMEOUT, || daemon.server("bad").restarts > restarts));
+}
+
+#[test]
+fn mcpctl_stop_and_start_a_server_and_stop_leaves_no_process_of_its_group() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "fx": fixture_with(&["--ignore-sigterm", "--fork-grandchildren"], json!({"stopTimeoutMs": 200, "killTimeoutMs": 300})),
+    }}));
+    let fx = daemon.wait_server_state("fx", ServerState::Ready);
+    let pid = fx.pid.expect("pid");
+    let group: Vec<ProcessId> = std::iter::once(pid)
+        .chain(descendants_of(pid))
+        .filter_map(ProcessId::of)
+        .collect();
+    assert!(
+        group.len() >= 3,
+        "the fixture forked no grandchildren: {group:?}"
+    );
+
+    let out = daemon.mcpctl(&["stop", "fx"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(daemon.server("fx").state, ServerState::Stopped);
+    assert!(
+        wait_until(TIMEOUT, || group.iter().all(|p| !p.alive())),
+        "survivors: {group:?}"
+    );
+
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    // Its tools stay listed; a call says it was stopped.
+    assert!(shim.tool_names().contains(&"fx__echo".to_owned()));
+    let error = echo_text(&mut shim, "fx__echo", "x").expect_err("a stopped server cannot answer");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mcpctl start"),
+        "{error}"
+    );
+
+    let out = daemon.mcpctl(&["start", "fx"]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_server_state("fx", ServerState::Ready);
+    assert_eq!(
+        echo_text(&mut shim, "fx__echo", "back").as_deref(),
+        Ok("back")
+    );
+
+    let out = daemon.mcpctl(&["stop", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no server named `nope`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_pings_is_restarted() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "fx": fixture_with(&[], json!({"pingIntervalMs": 200, "pingTimeoutMs": 500, "stopTimeoutMs": 100, "killTimeoutMs": 100, "restartDelayMs": 50})),
+    }}));
+    let fx = daemon.wait_server_state("fx", ServerState::Ready);
+    let pid = fx.pid.expect("pid");
+    // Frozen, it cannot answer anything; its pipes stay open.
+    signal(pid, libc::SIGSTOP);
+    let status = daemon.wait_status(
+        Duration::from_secs(30),
+        "fx restarted with a new pid",
+        |s| {
+            s.servers.iter().any(|x| {
+                x.name == "fx" && x.state == ServerState::Ready && x.pid.is_some_and(|p| p != pid)
+            })
+        },
+    );
+    let fx = status.servers.iter().find(|s| s.name == "fx").expect("fx");
+    assert!(fx.restarts >= 1);
+    assert!(
+        daemon.log().contains("did not answer a health ping"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        wait_until(TIMEOUT, || !mcpd_tests::process_alive(pid)),
+        "the frozen server was not killed"
+    );
+}
+
+#[test]
+fn an_idle_server_is_stopped_and_the_next_call_starts_it_again() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "fx": fixture_with(&[], json!({"idleTimeoutMs": 300})),
+    }}));
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    assert_eq!(
+        echo_text(&mut shim, "fx__echo", "one").as_deref(),
+        Ok("one")
+    );
+    let idle = daemon.wait_server_state("fx", ServerState::Idle);
+    assert_eq!(idle.pid, None);
+    assert!(
+        pids_of_cmdline_containing("mcpd-fixture")
+            .iter()
+            .all(|p| !descendants_of(daemon.pid()).contains(p))
+    );
+    // The catalog is still served while it is idle.
+    assert!(shim.tool_names().contains(&"fx__echo".to_owned()));
+    // The call waits for it to start.
+    assert_eq!(
+        echo_text(&mut shim, "fx__echo", "two").as_deref(),
+        Ok("two")
+    );
+    assert_eq!(daemon.server("fx").state, ServerState::Ready);
+}
+
+#[test]
+fn per_client_servers_get_one_instance_per_session_stopped_when_it_ends() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "own": fixture_with(&[], json!({"share": "per-client"})),
+        "shared": fixture::server(&[]),
+    }}));
+    daemon.wait_server_state("shared", ServerState::Ready);
+    let own_pid = |shim: &mut ShimClient| -> String {
+        let line = shim.request_line(
+            "tools/call",
+            Some(json!({"name": "own__pid", "arguments": {}})),
+        );
+        let v: Value = serde_json::from_str(&line).expect("json");
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .expect("pid text")
+            .to_owned()
+    };
+    let mut a = ShimClient::spawn(&daemon, None);
+    a.initialize();
+    let mut b = ShimClient::spawn(&daemon, None);
+    b.initialize();
+    assert!(a.tool_names().contains(&"own__pid".to_owned()));
+    let (pa, pb) = (own_pid(&mut a), own_pid(&mut b));
+    assert_ne!(pa, pb, "two sessions share a per-client server");
+    assert_eq!(
+        own_pid(&mut a),
+        pa,
+        "a session's instance changed between calls"
+    );
+    let pa: u32 = pa.trim().parse().expect("a pid");
+    assert!(a.close().success());
+    assert!(
+        wait_until(TIMEOUT, || !mcpd_tests::process_alive(pa)),
+        "the ended session's instance still runs"
+    );
+    assert_eq!(own_pid(&mut b).trim(), pb.trim());
+}
+
+#[test]
+fn after_the_daemon_is_killed_the_next_one_kills_what_it_left() {
+    let mut daemon = TestDaemon::start(fixture::config(&[(
+        "fx",
+        &["--ignore-sigterm", "--fork-grandchildren"],
+    )]));
+    let fx = daemon.wait_server_state("fx", ServerState::Ready);
+    let pid = fx.pid.expect("pid");
+    let group: Vec<ProcessId> = std::iter::once(pid)
+        .chain(descendants_of(pid))
+        .filter_map(ProcessId::of)
+        .collect();
+    assert!(group.len() >= 3, "{group:?}");
+    daemon.kill();
+    // PR_SET_PDEATHSIG takes the direct child; its grandchildren are left...
+    assert!(
+        wait_until(TIMEOUT, || !group[0].alive()),
+        "the direct child outlived the daemon"
+    );
+    // ...until the next daemon starts and sweeps the recorded group.
+    daemon.start_again();
+    assert!(
+        wait_until(TIMEOUT, || group.iter().all(|p| !p.alive())),
+        "survivors after restart: {group:?}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("killed what a previous mcpd left running"),
+        "{}",
+        daemon.log()
+    );
+    // The control request still works on the new daemon.
+    assert!(matches!(
+        daemon.control(&ControlRequest::Status),
+        ControlResponse::Status(_)
+    ));
+}
