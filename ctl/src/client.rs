@@ -122,6 +122,12 @@ impl ControlClient {
         }
     }
 
+    /// Splits the connection for a reader thread: the buffered reading half and a writing
+    /// half.
+    pub fn into_parts(self) -> (BufReader<UnixStream>, UnixStream) {
+        (self.reader, self.writer)
+    }
+
     /// Writes `message` as one line and reads one line back within `timeout`.
     fn exchange(&mut self, message: &impl serde::Serialize, timeout: Duration) -> Result<String> {
         let mut line = serde_json::to_string(message).context("failed to encode the message")?;

@@ -13,6 +13,7 @@ mod example_server;
 mod import;
 mod install_client;
 mod jsonc;
+mod login;
 mod logs;
 mod output;
 mod render;
@@ -73,6 +74,23 @@ enum Command {
     },
     /// Start a stopped, idle or crash-looping server.
     Start {
+        /// The server's name in mcpServers.
+        server: String,
+    },
+    /// Log in to a remote server with OAuth: opens the authorization URL in a browser and
+    /// waits; the daemon keeps the tokens.
+    Login {
+        /// The server's name in mcpServers.
+        server: String,
+        /// Do not open a browser: print the URL and read the redirected URL pasted back.
+        #[arg(long, conflicts_with = "browser")]
+        no_browser: bool,
+        /// The command that opens the URL [default: $BROWSER, else xdg-open / open].
+        #[arg(long, value_name = "CMD")]
+        browser: Option<String>,
+    },
+    /// Forget a remote server's tokens (revoking them where the server supports it).
+    Logout {
         /// The server's name in mcpServers.
         server: String,
     },
@@ -232,6 +250,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Start { server } => {
             server_op(&socket(), ControlRequest::Start { server }, "started")
         }
+        Command::Login {
+            server,
+            no_browser,
+            browser,
+        } => login::login(&socket(), &server, no_browser, browser.as_deref()),
+        Command::Logout { server } => login::logout(&socket(), &server),
         Command::Demo { keep } => demo::run(keep),
         Command::ExampleServer => example_server::run(),
     }

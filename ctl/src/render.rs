@@ -41,6 +41,7 @@ pub fn status(s: &DaemonStatus) -> String {
             &["SERVER", "STATE", "PID", "TOOLS", "RESTARTS", "INFO"],
             &rows,
         ));
+        out.push_str(&auth_lines(s));
     }
 
     if s.sessions.is_empty() {
@@ -73,6 +74,50 @@ fn server_row(s: &ServerStatus) -> Vec<String> {
         s.restarts.to_string(),
         info.unwrap_or_default(),
     ]
+}
+
+/// One line per server that logs in with OAuth: logged in or not, expiry, scopes.
+fn auth_lines(s: &DaemonStatus) -> String {
+    let mut out = String::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for server in &s.servers {
+        let Some(auth) = &server.auth else { continue };
+        let mut line = if auth.logged_in {
+            let mut l = "logged in".to_owned();
+            if let Some(issuer) = &auth.issuer {
+                let _ = write!(l, " at {}", clean(issuer));
+            }
+            if let Some(at) = auth.expires_at {
+                if at > now {
+                    let _ = write!(l, ", token expires in {}", duration((at - now) * 1000));
+                } else {
+                    l.push_str(", token expired");
+                }
+                if auth.refreshable {
+                    l.push_str(" (renewed automatically)");
+                }
+            }
+            if !auth.scopes.is_empty() {
+                let scopes: Vec<String> = auth.scopes.iter().map(|x| clean(x)).collect();
+                let _ = write!(l, ", scopes: {}", scopes.join(" "));
+            }
+            l
+        } else {
+            format!("not logged in: run `mcpctl login {}`", clean(&server.name))
+        };
+        if auth.login_pending {
+            line.push_str(" (a login is waiting for the browser)");
+        }
+        let _ = writeln!(out, "auth {}: {line}", clean(&server.name));
+    }
+    if !out.is_empty()
+        && let Some(store) = &s.credential_store
+    {
+        let _ = writeln!(out, "credentials: {}", clean(store));
+    }
+    out
 }
 
 fn session_row(s: &SessionStatus) -> Vec<String> {
@@ -209,6 +254,7 @@ mod tests {
                     server_info: Some("mcp-servers/everything 2.0.0".into()),
                     last_exit: None,
                     stderr_tail: Vec::new(),
+                    auth: None,
                 },
                 ServerStatus {
                     name: "broken".into(),
@@ -221,6 +267,7 @@ mod tests {
                     server_info: None,
                     last_exit: None,
                     stderr_tail: Vec::new(),
+                    auth: None,
                 },
             ],
             sessions: vec![SessionStatus {
@@ -232,6 +279,7 @@ mod tests {
                 attached_ms: 121_500,
                 in_flight: 0,
             }],
+            credential_store: None,
         }
     }
 

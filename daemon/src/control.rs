@@ -25,6 +25,12 @@ pub async fn serve(
         };
         let response = match frame {
             Some(Ok(Frame::Line(line))) => match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(ControlRequest::Login { server, no_browser }) => {
+                    match login(&daemon, &server, no_browser, &mut reader, &mut writer).await {
+                        Some(response) => response,
+                        None => return,
+                    }
+                }
                 Ok(request) => handle(&daemon, request).await,
                 Err(e) => ControlResponse::Error {
                     message: format!("not a control request: {e}"),
@@ -69,6 +75,17 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         }
         ControlRequest::Stop { server } => done(daemon.control(&server, ControlOp::Stop).await),
         ControlRequest::Start { server } => done(daemon.control(&server, ControlOp::Start).await),
+        ControlRequest::LoginPaste {
+            server,
+            redirect_url,
+        } => done(daemon.auth().paste(&server, redirect_url).await),
+        ControlRequest::Logout { server } => match daemon.auth().logout(&server).await {
+            Ok(message) => ControlResponse::Done { message },
+            Err(message) => ControlResponse::Error { message },
+        },
+        ControlRequest::Login { .. } => ControlResponse::Error {
+            message: "login is handled by the connection loop".into(),
+        },
         ControlRequest::Unknown => ControlResponse::Error {
             message: format!(
                 "this mcpd (version {}, protocol {}) does not know that command; is mcpctl newer than the daemon?",
@@ -77,6 +94,83 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             ),
         },
     }
+}
+
+/// `mcpctl login`: answers `login-started` with the URL, then serves `login-paste` requests
+/// on the same connection until the login ends, and returns `login-finished` as the reply to
+/// send. `None`: the connection closed, which cancels the login.
+async fn login(
+    daemon: &Arc<Daemon>,
+    server: &str,
+    no_browser: bool,
+    reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    writer: &mut OwnedWriteHalf,
+) -> Option<ControlResponse> {
+    tracing::info!(
+        server,
+        no_browser,
+        "login requested over the control socket"
+    );
+    let started = match daemon.auth().login(server).await {
+        Ok(started) => started,
+        Err(message) => {
+            tracing::warn!(server, "login failed: {message}");
+            return Some(ControlResponse::Error { message });
+        }
+    };
+    // Dropping the guard (the connection ended, the daemon stops) cancels the login.
+    let _cancel_on_drop = started.cancel.clone().drop_guard();
+    if !send(writer, &ControlResponse::LoginStarted { url: started.url }).await {
+        return None;
+    }
+    let mut done = started.done;
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return None,
+            result = &mut done => {
+                let response = match result {
+                    Ok(Ok(message)) => ControlResponse::LoginFinished { ok: true, message },
+                    Ok(Err(message)) => {
+                        tracing::warn!(server, "login failed: {message}");
+                        ControlResponse::LoginFinished { ok: false, message }
+                    }
+                    Err(_) => ControlResponse::LoginFinished { ok: false, message: "the login was abandoned".into() },
+                };
+                return Some(response);
+            }
+            frame = reader.next() => {
+                let reply = match frame {
+                    Some(Ok(Frame::Line(line))) => match serde_json::from_slice::<ControlRequest>(&line) {
+                        Ok(ControlRequest::LoginPaste { server, redirect_url }) => {
+                            done_reply(daemon.auth().paste(&server, redirect_url).await)
+                        }
+                        Ok(ControlRequest::Status) => ControlResponse::Status(daemon.status()),
+                        Ok(_) => ControlResponse::Error { message: "a login is under way on this connection; only login-paste and status are served until it ends".into() },
+                        Err(e) => ControlResponse::Error { message: format!("not a control request: {e}") },
+                    },
+                    Some(Ok(Frame::TooLong(len))) => ControlResponse::Error {
+                        message: format!("control request of {len} bytes is too long"),
+                    },
+                    Some(Err(_)) | None => return None,
+                };
+                if !send(writer, &reply).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+async fn send(writer: &mut OwnedWriteHalf, response: &ControlResponse) -> bool {
+    let Ok(mut line) = serde_json::to_string(response) else {
+        return false;
+    };
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await.is_ok()
+}
+
+fn done_reply(result: Result<(), String>) -> ControlResponse {
+    done(result)
 }
 
 fn done(result: Result<(), String>) -> ControlResponse {

@@ -59,6 +59,7 @@ pub struct Daemon {
     next_session: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
     records: Arc<std::path::Path>,
+    auth: Arc<crate::auth::AuthManager>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -80,6 +81,7 @@ impl Daemon {
         cache_file: PathBuf,
         loaded: Result<Loaded, ConfigError>,
         runtime_dir: PathBuf,
+        auth: Arc<crate::auth::AuthManager>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (loaded, config_error) = match loaded {
@@ -118,6 +120,7 @@ impl Daemon {
             next_session: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             records: Arc::from(runtime_dir.join("children")),
+            auth,
             shutdown,
         });
         {
@@ -146,6 +149,11 @@ impl Daemon {
             Some(Arc::clone(&self.records)),
             initial,
         )
+    }
+
+    /// OAuth logins of remote servers.
+    pub fn auth(&self) -> &Arc<crate::auth::AuthManager> {
+        &self.auth
     }
 
     /// Sessions and subscriptions.
@@ -361,6 +369,7 @@ impl Daemon {
                 .chain(per_client)
                 .map(|(name, handle)| {
                     let s = handle.snapshot();
+                    let auth = self.auth.status(&name);
                     ServerStatus {
                         name,
                         transport: "stdio".into(),
@@ -381,6 +390,7 @@ impl Daemon {
                                     .collect()
                             })
                             .unwrap_or_default(),
+                        auth,
                     }
                 })
                 .collect();
@@ -411,6 +421,7 @@ impl Daemon {
             config_error,
             servers,
             sessions,
+            credential_store: Some(self.auth.store_description()),
         }
     }
 
@@ -439,6 +450,7 @@ impl Daemon {
                 .cloned()
                 .collect();
             stopping.extend(gone.iter().filter_map(|k| state.per_client.remove(k)));
+            self.auth.set_targets(loaded.config.remote_auth.clone());
             state.config = Arc::new(loaded.config.clone());
             state.config_exists = loaded.exists;
             state.config_error = None;

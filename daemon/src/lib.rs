@@ -8,6 +8,7 @@
 //! [`run`] is the entry point: the `mcpd` binary only parses flags, binds the socket and
 //! installs signal handlers around it, and tests call it the same way.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod control;

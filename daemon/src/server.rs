@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     pub runtime_dir: PathBuf,
     /// The catalog cache file.
     pub cache_file: PathBuf,
+    /// The state directory (`$XDG_STATE_HOME/mcpd`): OAuth credentials live in
+    /// `credentials/`.
+    pub state_dir: PathBuf,
 }
 
 impl DaemonConfig {
@@ -48,6 +51,7 @@ impl DaemonConfig {
             cache_file: mcpd_proto::paths::Paths::from_env()
                 .cache_dir
                 .join("catalog.json"),
+            state_dir: mcpd_proto::paths::Paths::from_env().state_dir,
         }
     }
 }
@@ -60,11 +64,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let loaded = config::load(&config.config_path);
+    let (store_kind, remote) = match &loaded {
+        Ok(l) => (
+            l.config.options.credential_store,
+            l.config.remote_auth.clone(),
+        ),
+        Err(_) => Default::default(),
+    };
+    let auth = crate::auth::AuthManager::new(store_kind, &config.state_dir, remote)
+        .map_err(anyhow::Error::msg)?;
     let daemon = Daemon::start(
         config.config_path,
         config.cache_file,
         loaded,
         config.runtime_dir,
+        auth,
         shutdown.clone(),
     );
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

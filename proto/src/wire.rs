@@ -145,6 +145,31 @@ pub enum ControlRequest {
         /// The server's name.
         server: String,
     },
+    /// Log in to a remote server with OAuth. The daemon answers
+    /// [`ControlResponse::LoginStarted`] with the URL to open, and later, on the same
+    /// connection, [`ControlResponse::LoginFinished`]. Closing the connection before that
+    /// cancels the login.
+    Login {
+        /// The server's name.
+        server: String,
+        /// The user will paste the redirected URL back ([`ControlRequest::LoginPaste`]) instead
+        /// of a local browser reaching the daemon's callback (both work either way).
+        #[serde(default)]
+        no_browser: bool,
+    },
+    /// The URL the browser was redirected to at the end of a login, pasted by the user.
+    /// Answered with `ok` or `error` (a wrong URL can be pasted again).
+    LoginPaste {
+        /// The server's name.
+        server: String,
+        /// The full redirected URL (`http://127.0.0.1:PORT/callback?code=...&state=...`).
+        redirect_url: String,
+    },
+    /// Forget a remote server's tokens and revoke them where the server supports it.
+    Logout {
+        /// The server's name.
+        server: String,
+    },
     /// A command this build does not know (a newer `mcpctl`).
     #[serde(other)]
     Unknown,
@@ -163,6 +188,23 @@ pub enum ControlResponse {
     /// The request failed; nothing was changed.
     Error {
         /// What went wrong and what to do about it.
+        message: String,
+    },
+    /// A login started: open `url` in a browser. [`ControlResponse::LoginFinished`] follows.
+    LoginStarted {
+        /// The authorization URL.
+        url: String,
+    },
+    /// A login ended.
+    LoginFinished {
+        /// Whether the server is now logged in.
+        ok: bool,
+        /// What happened, for the user.
+        message: String,
+    },
+    /// Done, with a message for the user (`logout`).
+    Done {
+        /// What was done.
         message: String,
     },
     /// A reply this build does not know (a newer daemon).
@@ -196,6 +238,32 @@ pub struct DaemonStatus {
     /// Attached client sessions, oldest first.
     #[serde(default)]
     pub sessions: Vec<SessionStatus>,
+    /// Where OAuth logins are kept: `file` (encrypted, key in a 0600 file) or `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_store: Option<String>,
+}
+
+/// A remote server's OAuth state as `mcpctl status` shows it. Never a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStatus {
+    /// Whether the daemon holds tokens for it.
+    #[serde(default)]
+    pub logged_in: bool,
+    /// When the access token expires (Unix seconds), if the server said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// The granted scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The authorization server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Whether it can be renewed without the user (a refresh token is held).
+    #[serde(default)]
+    pub refreshable: bool,
+    /// Whether a login is waiting for the browser.
+    #[serde(default)]
+    pub login_pending: bool,
 }
 
 /// Lifecycle state of one upstream server.
@@ -267,6 +335,9 @@ pub struct ServerStatus {
     /// The last lines it wrote to stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,
+    /// OAuth state, for remote servers that log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
 }
 
 /// One attached client session as `mcpctl status` shows it.
@@ -393,6 +464,15 @@ mod tests {
             ControlRequest::Status,
             ControlRequest::Reload,
             ControlRequest::Shutdown,
+            ControlRequest::Login {
+                server: "n".into(),
+                no_browser: true,
+            },
+            ControlRequest::LoginPaste {
+                server: "n".into(),
+                redirect_url: "http://127.0.0.1:1/callback?code=c&state=s".into(),
+            },
+            ControlRequest::Logout { server: "n".into() },
         ] {
             let line = serde_json::to_string(&req).unwrap();
             assert_eq!(serde_json::from_str::<ControlRequest>(&line).unwrap(), req);

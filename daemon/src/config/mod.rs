@@ -15,6 +15,7 @@
 //! instead of failures: a Claude Desktop configuration pastes in unchanged.
 
 mod expand;
+pub mod oauth;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +47,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     /// Daemon-wide options (the `mcpd` key).
     pub options: Options,
+    /// Remote servers that may log in with OAuth (see [`oauth::collect`]).
+    pub remote_auth: BTreeMap<String, oauth::RemoteAuth>,
 }
 
 /// How one upstream server is reached and used.
@@ -159,6 +162,8 @@ pub struct Options {
     pub page_size: usize,
     /// How long a list request waits for servers that are still starting.
     pub list_wait: Duration,
+    /// Where the key of stored credentials is kept (`credentialStore`).
+    pub credential_store: oauth::CredentialStore,
 }
 
 impl Default for Options {
@@ -167,6 +172,7 @@ impl Default for Options {
             separator: DEFAULT_SEPARATOR.into(),
             page_size: 100,
             list_wait: Duration::from_secs(10),
+            credential_store: oauth::CredentialStore::default(),
         }
     }
 }
@@ -276,7 +282,8 @@ pub fn parse(
         env: &env,
         warnings: Vec::new(),
     };
-    let config = walker.config(&root)?;
+    let mut config = walker.config(&root)?;
+    config.remote_auth = oauth::collect(path, &root, &env)?;
     Ok(Loaded {
         config,
         warnings: walker.warnings,
@@ -467,6 +474,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         )
                     })?;
                 }
+                "oauth" => {} // read by `oauth::collect`
                 _ => self.unknown(path, key),
             }
         }
@@ -540,6 +548,9 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         as usize;
                 }
                 "listWaitMs" => options.list_wait = self.millis(value, &at)?,
+                "credentialStore" => {
+                    options.credential_store = oauth::credential_store(self.file, value, &at)?;
+                }
                 _ => self.unknown("mcpd", key),
             }
         }

@@ -1,0 +1,516 @@
+//! Finding the authorization server: the `WWW-Authenticate` challenge, RFC 9728 protected
+//! resource metadata, RFC 8414 / OpenID Connect metadata in the order the MCP specification
+//! gives, with an exact issuer match and the PKCE S256 requirement.
+
+use serde::Deserialize;
+use url::Url;
+
+use super::http::Http;
+
+/// The parameters of a `Bearer` challenge (RFC 6750 §3, RFC 9728 §5.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Challenge {
+    /// `resource_metadata`: where the protected resource metadata is.
+    pub resource_metadata: Option<String>,
+    /// `scope`: what the server wants, space-separated.
+    pub scope: Option<String>,
+    /// `error`: `invalid_token`, `insufficient_scope`, ...
+    pub error: Option<String>,
+}
+
+impl Challenge {
+    /// Reads the `Bearer` challenge of a `WWW-Authenticate` value; other schemes are ignored.
+    pub fn parse(header: &str) -> Self {
+        let mut out = Self::default();
+        let mut rest = header;
+        let mut in_bearer = false;
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                break;
+            }
+            let word_end = rest
+                .find(|c: char| c == '=' || c == ',' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            let word = &rest[..word_end];
+            let after = rest[word_end..].trim_start_matches([' ', '\t']);
+            if let Some(value_part) = after.strip_prefix('=')
+                && !value_part.starts_with('=')
+            {
+                // name=value (token or quoted string)
+                let value_part = value_part.trim_start_matches([' ', '\t']);
+                let (value, remaining) = if let Some(q) = value_part.strip_prefix('"') {
+                    let mut value = String::new();
+                    let mut chars = q.char_indices();
+                    let mut end = q.len();
+                    while let Some((i, c)) = chars.next() {
+                        match c {
+                            '\\' => {
+                                if let Some((_, n)) = chars.next() {
+                                    value.push(n);
+                                }
+                            }
+                            '"' => {
+                                end = i + 1;
+                                break;
+                            }
+                            c => value.push(c),
+                        }
+                    }
+                    (value, &q[end..])
+                } else {
+                    let end = value_part
+                        .find([',', ' ', '\t'])
+                        .unwrap_or(value_part.len());
+                    (value_part[..end].to_owned(), &value_part[end..])
+                };
+                if in_bearer {
+                    match word.to_ascii_lowercase().as_str() {
+                        "resource_metadata" => out.resource_metadata = Some(value),
+                        "scope" => out.scope = Some(value),
+                        "error" => out.error = Some(value),
+                        _ => {}
+                    }
+                }
+                rest = remaining;
+            } else {
+                // A scheme name (or a token68, which Bearer challenges do not use).
+                in_bearer = word.eq_ignore_ascii_case("bearer");
+                rest = &rest[word_end..];
+            }
+        }
+        out
+    }
+
+    /// The scopes of `scope`, in order.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The canonical URI of an MCP server (RFC 8707 §2, as the MCP specification defines it):
+/// lowercase scheme and host, no fragment, no trailing slash on an empty path.
+pub fn canonical_resource(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_fragment(None);
+    let mut text = url.to_string();
+    if url.path() == "/" && url.query().is_none() {
+        text.pop();
+    }
+    text
+}
+
+/// The RFC 9728 well-known URLs for `server`, in the order to try: the path-aware one (when
+/// the endpoint has a path), then the root.
+pub fn protected_resource_urls(server: &Url) -> Vec<Url> {
+    let mut urls = Vec::new();
+    let path = server.path().trim_end_matches('/');
+    let mut base = server.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    if !path.is_empty() {
+        let mut u = base.clone();
+        u.set_path(&format!("/.well-known/oauth-protected-resource{path}"));
+        urls.push(u);
+    }
+    let mut root = base;
+    root.set_path("/.well-known/oauth-protected-resource");
+    urls.push(root);
+    urls
+}
+
+/// The authorization server metadata URLs for `issuer`, in the specification's order.
+pub fn authorization_server_urls(issuer: &Url) -> Vec<Url> {
+    let path = issuer.path().trim_end_matches('/');
+    let mut base = issuer.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let at = |p: String| {
+        let mut u = base.clone();
+        u.set_path(&p);
+        u
+    };
+    if path.is_empty() {
+        vec![
+            at("/.well-known/oauth-authorization-server".into()),
+            at("/.well-known/openid-configuration".into()),
+        ]
+    } else {
+        vec![
+            at(format!("/.well-known/oauth-authorization-server{path}")),
+            at(format!("/.well-known/openid-configuration{path}")),
+            at(format!("{path}/.well-known/openid-configuration")),
+        ]
+    }
+}
+
+/// RFC 9728 protected resource metadata (the fields mcpd uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResourceMetadata {
+    /// The resource identifier.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Issuer identifiers of the authorization servers.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Scopes for basic use.
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+}
+
+/// RFC 8414 / OpenID Connect provider metadata (the fields mcpd uses).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ServerMetadata {
+    /// Must equal the issuer the document was looked up for.
+    pub issuer: String,
+    /// Where the user is sent.
+    pub authorization_endpoint: String,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: String,
+    /// RFC 7591 dynamic registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    /// RFC 7009 token revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// PKCE methods; without `S256` mcpd refuses to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// Scopes the server knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes_supported: Option<Vec<String>>,
+    /// RFC 9207: the authorization response carries `iss`.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    /// Client ID metadata documents are accepted as client IDs.
+    #[serde(default)]
+    pub client_id_metadata_document_supported: bool,
+    /// Token endpoint client authentication methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+}
+
+impl ServerMetadata {
+    /// Refuses an authorization server that does not offer PKCE S256.
+    pub fn require_s256(&self) -> Result<(), String> {
+        match &self.code_challenge_methods_supported {
+            Some(methods) if methods.iter().any(|m| m == "S256") => Ok(()),
+            Some(methods) => Err(format!(
+                "the authorization server {} does not support PKCE with S256 (it lists: {}); mcpd refuses to log in without it",
+                self.issuer,
+                methods.join(", ")
+            )),
+            None => Err(format!(
+                "the authorization server {} does not advertise PKCE (no code_challenge_methods_supported); mcpd refuses to log in without S256",
+                self.issuer
+            )),
+        }
+    }
+
+    /// Checks that every endpoint is https, or http on this machine.
+    fn check_endpoints(&self) -> Result<(), String> {
+        let mut all = vec![&self.authorization_endpoint, &self.token_endpoint];
+        all.extend(self.registration_endpoint.iter());
+        all.extend(self.revocation_endpoint.iter());
+        for endpoint in all {
+            let url = Url::parse(endpoint).map_err(|e| {
+                format!("the authorization server lists a bad endpoint {endpoint}: {e}")
+            })?;
+            if !secure_enough(&url) {
+                return Err(format!(
+                    "the authorization server lists {endpoint}, which is neither https nor on this machine"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// https, or plain http to a loopback address.
+pub fn secure_enough(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// What discovery found for one server.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The `resource` to send (RFC 8707).
+    pub resource: String,
+    /// The authorization server's validated metadata.
+    pub metadata: ServerMetadata,
+    /// Scopes to ask for: the challenge's, else the resource metadata's.
+    pub scopes: Vec<String>,
+}
+
+/// Finds the authorization server of `server`. `challenge` is the last 401's, if any.
+pub async fn discover(
+    http: &Http,
+    server: &Url,
+    challenge: Option<&Challenge>,
+) -> Result<Discovered, String> {
+    let resource_url = canonical_resource(server);
+    let mut candidates = Vec::new();
+    if let Some(url) = challenge.and_then(|c| c.resource_metadata.as_deref()) {
+        candidates.push(
+            server
+                .join(url)
+                .map_err(|e| format!("the server's resource_metadata {url:?} is not a URL: {e}"))?,
+        );
+    } else {
+        candidates.extend(protected_resource_urls(server));
+    }
+    let mut resource_metadata = None;
+    let mut tried = Vec::new();
+    for url in candidates {
+        match http.get_json::<ResourceMetadata>(&url).await {
+            Ok(Some(doc)) => {
+                resource_metadata = Some(doc);
+                break;
+            }
+            Ok(None) => tried.push(url.to_string()),
+            Err(e) => return Err(format!("protected resource metadata at {url}: {e}")),
+        }
+    }
+    let (resource, issuer, prm_scopes) = match resource_metadata {
+        Some(doc) => {
+            if let Some(r) = &doc.resource
+                && !resource_matches(r, &resource_url)
+            {
+                return Err(format!(
+                    "the protected resource metadata is for {r}, not for {resource_url}; refusing it"
+                ));
+            }
+            let issuer = doc.authorization_servers.first().cloned().ok_or_else(|| {
+                "the protected resource metadata names no authorization server".to_owned()
+            })?;
+            (
+                doc.resource.unwrap_or_else(|| resource_url.clone()),
+                issuer,
+                doc.scopes_supported,
+            )
+        }
+        None => {
+            // Servers of the 2025-03-26 revision have no resource metadata: their origin is
+            // the authorization server.
+            tracing::debug!(
+                "no protected resource metadata (tried {}); trying the server's origin as its authorization server",
+                tried.join(", ")
+            );
+            let origin = server.origin().ascii_serialization();
+            (resource_url, origin, None)
+        }
+    };
+    let metadata = server_metadata(http, &issuer).await?;
+    metadata.require_s256()?;
+    metadata.check_endpoints()?;
+    let scopes = challenge
+        .map(Challenge::scopes)
+        .filter(|s| !s.is_empty())
+        .or(prm_scopes)
+        .unwrap_or_default();
+    Ok(Discovered {
+        resource,
+        metadata,
+        scopes,
+    })
+}
+
+/// Whether resource metadata for `stated` may serve the server at `ours`: the same
+/// canonical URI, or a prefix of it at a path boundary.
+fn resource_matches(stated: &str, ours: &str) -> bool {
+    let stated = stated.trim_end_matches('/');
+    let ours_trimmed = ours.trim_end_matches('/');
+    let (Ok(a), Ok(b)) = (Url::parse(stated), Url::parse(ours_trimmed)) else {
+        return false;
+    };
+    if a.origin() != b.origin() {
+        return false;
+    }
+    let (pa, pb) = (
+        a.path().trim_end_matches('/'),
+        b.path().trim_end_matches('/'),
+    );
+    pb == pa || pb.starts_with(&format!("{pa}/"))
+}
+
+/// Fetches the metadata of `issuer` from the well-known URLs in order; the first document
+/// found must carry exactly that issuer.
+pub async fn server_metadata(http: &Http, issuer: &str) -> Result<ServerMetadata, String> {
+    let issuer_url = Url::parse(issuer)
+        .map_err(|e| format!("the authorization server {issuer:?} is not a URL: {e}"))?;
+    if !secure_enough(&issuer_url) {
+        return Err(format!(
+            "the authorization server {issuer} is neither https nor on this machine"
+        ));
+    }
+    let mut tried = Vec::new();
+    for url in authorization_server_urls(&issuer_url) {
+        match http.get_json::<ServerMetadata>(&url).await {
+            Ok(Some(doc)) => {
+                check_issuer(&doc.issuer, issuer)?;
+                return Ok(doc);
+            }
+            Ok(None) => tried.push(url.to_string()),
+            Err(e) => return Err(format!("authorization server metadata at {url}: {e}")),
+        }
+    }
+    Err(format!(
+        "no authorization server metadata for {issuer} (tried {})",
+        tried.join(", ")
+    ))
+}
+
+/// RFC 8414 §3.3: the document's issuer is identical to the one it was looked up for, compared
+/// as strings without any normalisation.
+pub fn check_issuer(found: &str, expected: &str) -> Result<(), String> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "the authorization server metadata names issuer {found:?}, not {expected:?}; refusing it"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(v: Vec<Url>) -> Vec<String> {
+        v.into_iter().map(|u| u.to_string()).collect()
+    }
+
+    #[test]
+    fn protected_resource_urls_try_the_path_then_the_root() {
+        let u = Url::parse("https://example.com/public/mcp?x=1").unwrap();
+        assert_eq!(
+            urls(protected_resource_urls(&u)),
+            [
+                "https://example.com/.well-known/oauth-protected-resource/public/mcp",
+                "https://example.com/.well-known/oauth-protected-resource"
+            ]
+        );
+        let root = Url::parse("https://example.com/").unwrap();
+        assert_eq!(
+            urls(protected_resource_urls(&root)),
+            ["https://example.com/.well-known/oauth-protected-resource"]
+        );
+    }
+
+    #[test]
+    fn authorization_server_urls_follow_the_specification_order() {
+        let with_path = Url::parse("https://auth.example.com/tenant1").unwrap();
+        assert_eq!(
+            urls(authorization_server_urls(&with_path)),
+            [
+                "https://auth.example.com/.well-known/oauth-authorization-server/tenant1",
+                "https://auth.example.com/.well-known/openid-configuration/tenant1",
+                "https://auth.example.com/tenant1/.well-known/openid-configuration",
+            ]
+        );
+        let bare = Url::parse("https://auth.example.com").unwrap();
+        assert_eq!(
+            urls(authorization_server_urls(&bare)),
+            [
+                "https://auth.example.com/.well-known/oauth-authorization-server",
+                "https://auth.example.com/.well-known/openid-configuration",
+            ]
+        );
+    }
+
+    #[test]
+    fn issuers_must_match_exactly() {
+        assert!(check_issuer("https://honest.example", "https://honest.example").is_ok());
+        assert!(check_issuer("https://honest.example/", "https://honest.example").is_err());
+        assert!(check_issuer("https://honest.example", "https://attacker.example").is_err());
+        assert!(check_issuer("https://a.example/t1/", "https://a.example/t1").is_err());
+        assert!(check_issuer("HTTPS://a.example", "https://a.example").is_err());
+        assert!(check_issuer("https://a.example/t1", "https://a.example/t2").is_err());
+    }
+
+    #[test]
+    fn challenges_parse_quoted_and_token_values() {
+        let c = Challenge::parse(
+            r#"Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource", scope="files:read files:write", error="insufficient_scope""#,
+        );
+        assert_eq!(
+            c.resource_metadata.as_deref(),
+            Some("https://mcp.example.com/.well-known/oauth-protected-resource")
+        );
+        assert_eq!(c.scopes(), ["files:read", "files:write"]);
+        assert_eq!(c.error.as_deref(), Some("insufficient_scope"));
+
+        let c = Challenge::parse(r#"Basic realm="x", Bearer error=invalid_token, scope="a\"b""#);
+        assert_eq!(c.error.as_deref(), Some("invalid_token"));
+        assert_eq!(c.scope.as_deref(), Some("a\"b"));
+        assert!(c.resource_metadata.is_none());
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="x", scope="no""#),
+            Challenge::default()
+        );
+        assert_eq!(Challenge::parse(""), Challenge::default());
+    }
+
+    #[test]
+    fn canonical_resources_drop_the_root_slash_and_fragment() {
+        let c = |s: &str| canonical_resource(&Url::parse(s).unwrap());
+        assert_eq!(c("HTTPS://MCP.Example.com/"), "https://mcp.example.com");
+        assert_eq!(
+            c("https://mcp.example.com/mcp#x"),
+            "https://mcp.example.com/mcp"
+        );
+        assert_eq!(
+            c("https://mcp.example.com:8443"),
+            "https://mcp.example.com:8443"
+        );
+        assert!(resource_matches(
+            "https://mcp.example.com",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(resource_matches(
+            "https://mcp.example.com/mcp/",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(!resource_matches(
+            "https://mcp.example.com/m",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(!resource_matches(
+            "https://evil.example/mcp",
+            "https://mcp.example.com/mcp"
+        ));
+    }
+
+    #[test]
+    fn pkce_s256_is_required() {
+        let mut m: ServerMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": "https://a.example", "authorization_endpoint": "https://a.example/authorize",
+            "token_endpoint": "https://a.example/token"
+        }))
+        .unwrap();
+        assert!(
+            m.require_s256()
+                .unwrap_err()
+                .contains("does not advertise PKCE")
+        );
+        m.code_challenge_methods_supported = Some(vec!["plain".into()]);
+        assert!(m.require_s256().unwrap_err().contains("plain"));
+        m.code_challenge_methods_supported = Some(vec!["plain".into(), "S256".into()]);
+        assert!(m.require_s256().is_ok());
+        assert!(m.check_endpoints().is_ok());
+        m.token_endpoint = "http://a.example/token".into();
+        assert!(m.check_endpoints().is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! Credentials at rest: `$XDG_STATE_HOME/mcpd/credentials/`, one encrypted file per entry.
+//!
+//! - The directory is 0700 and every file 0600; a directory or file found with looser modes is
+//!   refused with a message saying what to do (nothing is read from it or written to it).
+//! - Writes are atomic: a temporary file in the same directory, `fsync`, `rename`.
+//! - Each file is `MCPD-CRED-1\n`, a random 96-bit nonce, and the ChaCha20-Poly1305 sealing
+//!   of the entry's JSON with the file name as associated data (a file renamed to another
+//!   entry's name does not open).
+//! - The 256-bit key comes from the configured [`CredentialStore`]. This build has no Secret
+//!   Service client: `auto` uses the key file `credentials/key` (0600, created on first use),
+//!   and `keyring` is refused with that explanation. `memory` writes nothing at all.
+//!
+//! What this protects against, honestly: tokens never appear in plaintext on disk, so backups,
+//! `grep -r`, a synced home directory or a shared screenshot of a file do not leak them. The
+//! key file sits next to the data, so another process running as the same user can read both;
+//! nothing in a user's own account protects against that user's processes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use zeroize::Zeroizing;
+
+pub use crate::config::oauth::CredentialStore;
+
+const MAGIC: &[u8] = b"MCPD-CRED-1\n";
+const NONCE_LEN: usize = 12;
+/// Larger entries are refused when read (a stored token set is a few KiB).
+const MAX_ENTRY: u64 = 1 << 20;
+const KEY_FILE: &str = "key";
+
+/// The credential directory and the key that opens its files.
+pub struct Store {
+    kind: CredentialStore,
+    /// `None`: memory only.
+    disk: Option<Disk>,
+}
+
+struct Disk {
+    dir: PathBuf,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("kind", &self.kind)
+            .field("dir", &self.disk.as_ref().map(|d| &d.dir))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` (`…/mcpd/credentials`).
+    pub fn open(kind: CredentialStore, dir: &Path) -> Result<Self, String> {
+        match kind {
+            CredentialStore::Memory => Ok(Self { kind, disk: None }),
+            CredentialStore::Keyring => Err(
+                "credentialStore \"keyring\": this mcpd is built without a Secret Service client; \
+                 use \"file\" (a 0600 key file) or \"auto\""
+                    .to_owned(),
+            ),
+            CredentialStore::Auto | CredentialStore::File => {
+                ensure_private_dir(dir)?;
+                let key = load_or_create_key(&dir.join(KEY_FILE))?;
+                Ok(Self {
+                    kind: CredentialStore::File,
+                    disk: Some(Disk {
+                        dir: dir.to_owned(),
+                        key,
+                    }),
+                })
+            }
+        }
+    }
+
+    /// A store that keeps nothing.
+    pub fn memory() -> Self {
+        Self {
+            kind: CredentialStore::Memory,
+            disk: None,
+        }
+    }
+
+    /// The store in use, as `mcpctl status` names it (`file` or `memory`).
+    pub fn kind(&self) -> CredentialStore {
+        self.kind
+    }
+
+    /// Seals and writes `plaintext` as entry `name` (a plain file name).
+    pub fn write(&self, name: &str, plaintext: &[u8]) -> Result<(), String> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        ensure_private_dir(&disk.dir)?;
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&*disk.key));
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| format!("no randomness from the system: {e}"))?;
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map_err(|_| "cannot encrypt a credential entry".to_owned())?;
+        let mut bytes = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&sealed);
+        write_atomic(&disk.dir.join(name), &bytes)
+    }
+
+    /// Reads and opens entry `name`; `Ok(None)` when there is none.
+    pub fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let path = disk.dir.join(name);
+        let Some(bytes) = read_private(&path)? else {
+            return Ok(None);
+        };
+        let body = bytes
+            .strip_prefix(MAGIC)
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or_else(|| format!("{} is not an mcpd credential file", path.display()))?;
+        let (nonce, sealed) = body.split_at(NONCE_LEN);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&*disk.key));
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map(|plain| Some(Zeroizing::new(plain)))
+            .map_err(|_| {
+                format!(
+                    "{} does not open with the current key (written with another key, or damaged); it is ignored",
+                    path.display()
+                )
+            })
+    }
+
+    /// Removes entry `name` if it exists.
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let path = disk.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Creates `dir` with mode 0700, or checks that an existing one is not open to others.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+    match fs::metadata(dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(format!("{} is not a directory", dir.display()));
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{} has mode {mode:o}, open to other users; credentials are not used until you `chmod 700` it",
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            // The umask may have taken bits away, never added any; set it exactly anyway.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+    }
+}
+
+/// The file's bytes, `None` when it does not exist; refused when others may read it.
+fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} has mode {mode:o}, open to other users; it is not used until you `chmod 600` it",
+            path.display()
+        ));
+    }
+    if meta.len() > MAX_ENTRY {
+        return Err(format!(
+            "{} is too large to be a credential file",
+            path.display()
+        ));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Some(bytes))
+}
+
+/// Writes `bytes` to `path` through a 0600 temporary file in the same directory and `rename`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
+    if let Some(bytes) = read_private(path)? {
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            format!(
+                "{} is not a 32-byte key; move it away to start afresh (stored logins are lost)",
+                path.display()
+            )
+        })?;
+        return Ok(Zeroizing::new(key));
+    }
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *key).map_err(|e| format!("no randomness from the system: {e}"))?;
+    write_atomic(path, &*key)?;
+    tracing::info!("created the credential key file {}", path.display());
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn entries_round_trip_encrypted_with_private_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mcpd/credentials");
+        let store = Store::open(CredentialStore::Auto, &dir).unwrap();
+        assert_eq!(store.kind(), CredentialStore::File);
+        store.write("tokens-x", b"very secret token").unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("tokens-x")), 0o600);
+        assert_eq!(mode(&dir.join("key")), 0o600);
+        let raw = fs::read(dir.join("tokens-x")).unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            store.read("tokens-x").unwrap().unwrap().as_slice(),
+            b"very secret token"
+        );
+        // A second opening uses the same key.
+        let again = Store::open(CredentialStore::File, &dir).unwrap();
+        assert_eq!(
+            again.read("tokens-x").unwrap().unwrap().as_slice(),
+            b"very secret token"
+        );
+        assert!(again.read("tokens-y").unwrap().is_none());
+        // No temporary file is left behind.
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn a_renamed_or_altered_file_does_not_open() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        let store = Store::open(CredentialStore::File, &dir).unwrap();
+        store.write("a", b"alpha").unwrap();
+        fs::copy(dir.join("a"), dir.join("b")).unwrap();
+        assert!(store.read("b").is_err());
+        let mut raw = fs::read(dir.join("a")).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        write_atomic(&dir.join("a"), &raw).unwrap();
+        assert!(store.read("a").is_err());
+    }
+
+    #[test]
+    fn loose_modes_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c");
+        let store = Store::open(CredentialStore::File, &dir).unwrap();
+        store.write("a", b"alpha").unwrap();
+        fs::set_permissions(dir.join("a"), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = store.read("a").unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let e = Store::open(CredentialStore::File, &dir).unwrap_err();
+        assert!(e.contains("chmod 700"), "{e}");
+    }
+
+    #[test]
+    fn memory_and_keyring() {
+        let store = Store::memory();
+        store.write("a", b"x").unwrap();
+        assert!(store.read("a").unwrap().is_none());
+        let root = tempfile::tempdir().unwrap();
+        assert!(Store::open(CredentialStore::Keyring, root.path()).is_err());
+        assert!(
+            Store::open(CredentialStore::Memory, &root.path().join("never"))
+                .unwrap()
+                .read("a")
+                .unwrap()
+                .is_none()
+        );
+        assert!(!root.path().join("never").exists());
+    }
+}
