@@ -17,6 +17,7 @@
 
 pub mod daemon;
 pub mod fixture;
+pub mod oauth;
 pub mod peers;
 pub mod process;
 pub mod shim;

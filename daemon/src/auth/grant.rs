@@ -70,7 +70,7 @@ pub struct Client {
 }
 
 /// Everything needed to use and renew the tokens of one server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Grant {
     /// The access token.
     pub access: SecretString,

@@ -59,7 +59,7 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// are plain errors.
 pub const MAX_STEP_UPS: u32 = 3;
 /// A token refused within this time after it was issued is not refreshed again.
-const FRESH: Duration = Duration::from_secs(5);
+const FRESH: Duration = Duration::from_secs(2);
 
 /// What to do after a 401.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,7 +306,8 @@ impl AuthManager {
     /// Refreshes `auth`'s grant; the caller holds the single-flight lock. A rejected refresh
     /// drops the tokens; an unreachable server keeps them.
     async fn refresh(&self, auth: &ServerAuth) -> Result<(), GrantError> {
-        let Some(mut grant) = lock(&auth.grant).take() else {
+        // A copy: callers keep seeing the current token while the refresh is under way.
+        let Some(mut grant) = lock(&auth.grant).clone() else {
             return Err(GrantError::Rejected("not logged in".into()));
         };
         tracing::debug!(server = %auth.name, "refreshing the access token");
@@ -324,7 +325,6 @@ impl AuthManager {
             }
             Err(GrantError::Unavailable(why)) => {
                 tracing::warn!(server = %auth.name, "cannot refresh the access token now ({why}); keeping the login");
-                *lock(&auth.grant) = Some(grant);
             }
         }
         result
@@ -665,12 +665,11 @@ impl AuthManager {
                 .as_ref()
                 .map(|s| SecretString::from(s.0.clone()));
             let methods = d.metadata.token_endpoint_auth_methods_supported.as_deref();
+            // `client_secret_post` when offered (servers built on the Python SDK accept only
+            // that in practice), else Basic, which RFC 6749 requires every server to support.
             let auth = match (&secret, methods) {
                 (None, _) => AuthMethod::None,
-                (Some(_), Some(m))
-                    if !m.iter().any(|x| x == "client_secret_basic")
-                        && m.iter().any(|x| x == "client_secret_post") =>
-                {
+                (Some(_), Some(m)) if m.iter().any(|x| x == "client_secret_post") => {
                     AuthMethod::ClientSecretPost
                 }
                 (Some(_), _) => AuthMethod::ClientSecretBasic,

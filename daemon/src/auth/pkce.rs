@@ -54,7 +54,7 @@ mod tests {
     fn s256_matches_the_rfc_7636_example() {
         // RFC 7636, appendix B.
         assert_eq!(
-            challenge_for("dBjftJeZ4CVP-1mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            challenge_for("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
