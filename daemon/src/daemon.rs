@@ -136,7 +136,42 @@ impl Daemon {
         }
         daemon.rebuild_catalog();
         tokio::spawn(Arc::clone(&daemon).maintain_catalog());
+        tokio::spawn(Arc::clone(&daemon).restart_after_logins());
         daemon
+    }
+
+    /// A server that waited for `mcpctl login` (or ran with older tokens) starts again with
+    /// the new tokens as soon as a login succeeds.
+    async fn restart_after_logins(self: Arc<Self>) {
+        let mut logins = self.auth.logins();
+        loop {
+            let name = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                name = logins.recv() => match name {
+                    Ok(name) => name,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let _one_at_a_time = self.reload_lock.lock().await;
+            let old = self.write().upstreams.remove(&name);
+            let Some(old) = old else { continue };
+            tracing::info!(server = %name, "logged in: starting the server again");
+            old.stop().await;
+            let mut state = self.write();
+            if let Some(spec) = state
+                .config
+                .servers
+                .get(&name)
+                .filter(|s| s.share == Share::Shared)
+                .cloned()
+            {
+                let handle = self.spawn_upstream(&name, &spec);
+                state.upstreams.insert(name, handle);
+            }
+            drop(state);
+            self.catalog_dirty.notify_one();
+        }
     }
 
     fn spawn_upstream(&self, name: &str, spec: &crate::config::ServerSpec) -> UpstreamHandle {

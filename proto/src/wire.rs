@@ -459,6 +459,36 @@ mod tests {
     }
 
     #[test]
+    fn login_messages_and_auth_status_tolerate_old_and_new_peers() {
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(r#"{"cmd":"login","server":"n"}"#).unwrap(),
+            ControlRequest::Login {
+                server: "n".into(),
+                no_browser: false
+            }
+        );
+        let finished = ControlResponse::LoginFinished {
+            ok: true,
+            message: "logged in".into(),
+        };
+        let line = serde_json::to_string(&finished).unwrap();
+        assert_eq!(
+            line,
+            r#"{"reply":"login-finished","ok":true,"message":"logged in"}"#
+        );
+        let s: ServerStatus = serde_json::from_str(
+            r#"{"name":"a","transport":"http","state":"ready","auth":{"logged_in":true,"expires_at":5,"scopes":["r"],"future":1}}"#,
+        )
+        .unwrap();
+        let auth = s.auth.unwrap();
+        assert!(auth.logged_in && !auth.refreshable);
+        assert_eq!(
+            (auth.expires_at, auth.scopes),
+            (Some(5), vec!["r".to_owned()])
+        );
+    }
+
+    #[test]
     fn control_messages_round_trip() {
         for req in [
             ControlRequest::Status,

@@ -880,3 +880,98 @@ pub fn redact(url: &Url) -> String {
     shown.set_fragment(None);
     shown.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> (tempfile::TempDir, Arc<AuthManager>) {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = BTreeMap::from([(
+            "remote".to_owned(),
+            RemoteAuth {
+                url: Url::parse("https://mcp.example/mcp").unwrap(),
+                oauth: OAuthSpec::default(),
+            },
+        )]);
+        let auth = AuthManager::new(CredentialStore::Memory, dir.path(), targets).unwrap();
+        (dir, auth)
+    }
+
+    #[tokio::test]
+    async fn without_a_login_a_401_asks_for_one() {
+        let (_dir, auth) = manager();
+        assert!(auth.bearer("remote").await.is_none());
+        let outcome = auth
+            .on_unauthorized(
+                "remote",
+                Some(r#"Bearer resource_metadata="https://mcp.example/prm""#),
+                None,
+            )
+            .await;
+        assert_eq!(
+            outcome,
+            Unauthorized::AuthRequired(
+                "server `remote` needs authorization: run `mcpctl login remote`".into()
+            )
+        );
+        let status = auth.status("remote").unwrap();
+        assert!(!status.logged_in && !status.login_pending);
+        assert!(auth.status("other").is_none());
+        assert_eq!(auth.store_description(), "memory");
+    }
+
+    #[test]
+    fn insufficient_scope_asks_for_a_step_up_a_limited_number_of_times() {
+        let (_dir, auth) = manager();
+        let header = r#"Bearer error="insufficient_scope", scope="files:read files:write""#;
+        for _ in 0..MAX_STEP_UPS {
+            let outcome = auth.on_forbidden("remote", Some(header));
+            assert!(
+                matches!(&outcome, Forbidden::StepUp(m) if m.contains("files:read files:write") && m.contains("mcpctl login remote")),
+                "{outcome:?}"
+            );
+        }
+        assert!(matches!(
+            auth.on_forbidden("remote", Some(header)),
+            Forbidden::Denied(_)
+        ));
+        assert!(matches!(
+            auth.on_forbidden("remote", Some("Bearer error=\"invalid_token\"")),
+            Forbidden::Denied(_)
+        ));
+        // The next login asks for the wanted scopes.
+        let server = auth.server("remote").unwrap();
+        assert_eq!(lock(&server.step_up).0, ["files:read", "files:write"]);
+    }
+
+    #[tokio::test]
+    async fn unknown_servers_are_named_in_errors() {
+        let (_dir, auth) = manager();
+        let e = auth.login("nope").await.unwrap_err();
+        assert!(e.contains("`nope`") && e.contains("remote"), "{e}");
+        assert!(auth.logout("nope").await.is_err());
+        assert!(
+            auth.paste("remote", "x".into())
+                .await
+                .unwrap_err()
+                .contains("no login")
+        );
+    }
+
+    #[test]
+    fn a_changed_url_drops_the_server_state() {
+        let (_dir, auth) = manager();
+        let before = auth.server("remote").unwrap();
+        auth.set_targets(BTreeMap::from([(
+            "remote".to_owned(),
+            RemoteAuth {
+                url: Url::parse("https://elsewhere.example/mcp").unwrap(),
+                oauth: OAuthSpec::default(),
+            },
+        )]));
+        assert!(!Arc::ptr_eq(&before, &auth.server("remote").unwrap()));
+        auth.set_targets(BTreeMap::new());
+        assert!(auth.server("remote").is_none());
+    }
+}
