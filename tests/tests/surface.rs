@@ -949,3 +949,41 @@ fn instructions_of_upstreams_are_combined_under_each_server_name() {
         "## alpha\nUse alpha for A things.\n\n## beta\nUse beta for B things."
     );
 }
+
+#[test]
+fn peer_url_elicitation_goes_only_to_a_client_that_declared_url_mode() {
+    let daemon = daemon_with_everything();
+    let mut form_only = ShimClient::spawn(&daemon, None);
+    form_only.initialize_with("2025-11-25", json!({"elicitation": {"form": {}}}));
+    let mut url_able = ShimClient::spawn(&daemon, None);
+    url_able.initialize_with(
+        "2025-11-25",
+        json!({"elicitation": {"form": {}, "url": {}}}),
+    );
+    form_only.set_timeout(PEER_TIMEOUT);
+    url_able.set_timeout(PEER_TIMEOUT);
+    let args = json!({"url": "https://example.com/consent", "elicitationId": "e-1"});
+
+    // The form-only client's call cannot be answered by it, and is not given to the other.
+    let refused = form_only.call_tool("everything__trigger-url-elicitation", args.clone());
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert!(form_only.server_requests().is_empty());
+
+    let call = url_able.send_request(
+        "tools/call",
+        Some(json!({"name": "everything__trigger-url-elicitation", "arguments": args})),
+    );
+    let asked = url_able.wait_server_request("elicitation/create");
+    assert_eq!(asked["params"]["mode"], "url", "{asked}");
+    assert_eq!(
+        asked["params"]["url"], "https://example.com/consent",
+        "{asked}"
+    );
+    url_able.respond(&asked["id"], json!({"action": "accept"}));
+    let answer: Value = serde_json::from_str(&url_able.response_line(&json!(call))).expect("JSON");
+    assert!(
+        text_of(&answer["result"]).contains("completed the URL elicitation"),
+        "{answer}"
+    );
+    assert!(form_only.server_requests().is_empty());
+}
