@@ -145,6 +145,18 @@ pub enum ControlRequest {
         /// The server's name.
         server: String,
     },
+    /// Recent log lines, then (with `follow`) new ones as they are logged.
+    Logs {
+        /// Only lines about this upstream server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        /// Keep the connection open and send new lines as they come.
+        #[serde(default)]
+        follow: bool,
+        /// At most this many of the most recent lines.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// A command this build does not know (a newer `mcpctl`).
     #[serde(other)]
     Unknown,
@@ -158,6 +170,8 @@ pub enum ControlResponse {
     Status(DaemonStatus),
     /// Answer to [`ControlRequest::Reload`].
     Reloaded(ReloadReport),
+    /// Answer to [`ControlRequest::Logs`]: one batch of lines (several replies may follow).
+    Logs(LogsReply),
     /// The request was carried out and has nothing to report.
     Ok,
     /// The request failed; nothing was changed.
@@ -290,6 +304,42 @@ pub struct SessionStatus {
     /// Requests from it still waiting for an upstream.
     #[serde(default)]
     pub in_flight: usize,
+}
+
+/// One batch of log lines for `mcpctl logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReply {
+    /// The lines, oldest first.
+    #[serde(default)]
+    pub lines: Vec<LogLine>,
+    /// More batches of the recent lines follow at once.
+    #[serde(default)]
+    pub more: bool,
+    /// A follower fell behind and this many lines were skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+/// One log line of the daemon or of an upstream server's stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Increases by one per line over the daemon's life; a gap means lines were dropped.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The module that logged it (`mcpd::upstream` for a server's own stderr).
+    #[serde(default)]
+    pub target: String,
+    /// The upstream server it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The client session it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    /// The message, followed by the event's other fields as `key=value`.
+    pub message: String,
 }
 
 /// What a reload changed.
