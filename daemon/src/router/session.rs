@@ -474,7 +474,7 @@ impl Session {
             "notifications/roots/list_changed" => {
                 for server in self.servers() {
                     if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
-                        upstream.notify(msg.text().to_owned(), self.link.clone());
+                        upstream.roots_changed(msg.text().to_owned(), self.link.clone());
                     }
                 }
             }

@@ -507,10 +507,8 @@ impl Actor {
                 self.server_requests.remove(&upstream_id);
                 let _ = transport.send(line);
             }
-            Command::Notify { line, from } => {
-                if line.contains("notifications/roots/list_changed") {
-                    self.roots_session = Some(from);
-                }
+            Command::RootsChanged { line, from } => {
+                self.roots_session = Some(from);
                 let _ = transport.send(line);
             }
             Command::Internal { method, params } => self.internal(method, params, transport),

@@ -232,8 +232,9 @@ enum Command {
         upstream_id: String,
         line: String,
     },
-    /// A notification from a client for the upstream (e.g. `roots/list_changed`).
-    Notify {
+    /// A client's `notifications/roots/list_changed`: passed on, and the client becomes the
+    /// one that answers the upstream's next `roots/list` when no request is in flight.
+    RootsChanged {
         line: String,
         from: SessionLink,
     },
@@ -386,9 +387,9 @@ impl UpstreamHandle {
         });
     }
 
-    /// Passes a client notification on.
-    pub fn notify(&self, line: String, from: SessionLink) {
-        let _ = self.tx.try_send(Command::Notify { line, from });
+    /// Passes a client's `notifications/roots/list_changed` on.
+    pub fn roots_changed(&self, line: String, from: SessionLink) {
+        let _ = self.tx.try_send(Command::RootsChanged { line, from });
     }
 
     /// Sends a request of mcpd's own; the answer is only logged.
