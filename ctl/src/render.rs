@@ -22,7 +22,11 @@ pub fn status(s: &DaemonStatus) -> String {
     };
     let _ = writeln!(out, "config: {config}");
     if let Some(error) = &s.config_error {
-        let _ = writeln!(out, "config error: {} (running with no servers; fix it and run `mcpctl reload`)", clean(error));
+        let _ = writeln!(
+            out,
+            "config error: {} (running with no servers; fix it and run `mcpctl reload`)",
+            clean(error)
+        );
     }
 
     if s.servers.is_empty() {
@@ -37,6 +41,21 @@ pub fn status(s: &DaemonStatus) -> String {
             &["SERVER", "STATE", "PID", "TOOLS", "RESTARTS", "INFO"],
             &rows,
         ));
+        // Remote servers: where they are and how their session is.
+        for s in s.servers.iter().filter(|s| s.url.is_some()) {
+            let url = s.url.as_deref().map(clean).unwrap_or_default();
+            let session = s
+                .session
+                .as_deref()
+                .map(clean)
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "  {} ({}): {url}, {session}",
+                clean(&s.name),
+                clean(&s.transport)
+            );
+        }
     }
 
     if s.sessions.is_empty() {
@@ -197,6 +216,8 @@ mod tests {
                 ServerStatus {
                     name: "everything".into(),
                     transport: "stdio".into(),
+                    url: None,
+                    session: None,
                     state: ServerState::Ready,
                     pid: Some(5678),
                     tools: 11,
@@ -207,6 +228,8 @@ mod tests {
                 ServerStatus {
                     name: "broken".into(),
                     transport: "stdio".into(),
+                    url: None,
+                    session: None,
                     state: ServerState::Failed,
                     pid: None,
                     tools: 0,

@@ -61,6 +61,8 @@ enum Outcome {
     Stopped,
     /// The server died or misbehaved; it is started again after a delay.
     Failed(String),
+    /// The server wants credentials; it waits for `mcpctl login` (or a reload).
+    AuthRequired(String),
 }
 
 enum LineEffect {
@@ -140,6 +142,10 @@ impl Actor {
             let failure = match self.run_once().await {
                 Outcome::Stopped => break,
                 Outcome::Failed(why) => why,
+                Outcome::AuthRequired(why) => {
+                    self.wait_for_login(why).await;
+                    break;
+                }
             };
             if started.elapsed() >= STABLE_RUN {
                 backoff = MIN_BACKOFF;
@@ -183,6 +189,40 @@ impl Actor {
                     }
                     Some(_) => {}
                 },
+            }
+        }
+    }
+
+    /// Shows `auth-required` and answers requests with the way out until told to stop (a
+    /// login or a reload restarts the server).
+    async fn wait_for_login(&mut self, why: String) {
+        tracing::warn!(server = %self.name, "{why}");
+        self.publish(|s| {
+            s.state = ServerState::AuthRequired;
+            s.pid = None;
+            s.last_error = Some(why);
+            // Nothing to wait for: its lists are what the cache had, or none, until a login.
+            if !s.cached {
+                s.known = [true; 4];
+            }
+        });
+        while let Some(cmd) = self.rx.recv().await {
+            let message = format!(
+                "server `{0}` needs authorization: run `mcpctl login {0}`",
+                self.name
+            );
+            match cmd {
+                Command::Stop { done } => {
+                    let _ = done.send(());
+                    return;
+                }
+                cmd => reject(
+                    cmd,
+                    RouteError {
+                        code: envelope::UPSTREAM_UNAVAILABLE,
+                        message,
+                    },
+                ),
             }
         }
     }
@@ -255,6 +295,15 @@ impl Actor {
                         tracing::warn!(server = %self.name, "dropped a message of {len} bytes, over the {} byte limit", mcpd_proto::line::MAX_MESSAGE_LINE);
                     }
                     Event::Closed(why) => return self.fail_pending(why),
+                    Event::AuthRequired(why) => {
+                        self.fail_pending(why.clone());
+                        return Outcome::AuthRequired(why);
+                    }
+                    Event::Session(what) => self.publish(|s| s.session = Some(what)),
+                    Event::Warning(why) => {
+                        tracing::warn!(server = %self.name, "{why}");
+                        self.publish(|s| s.last_error = Some(why));
+                    }
                 },
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Command::Stop { .. }) => {

@@ -10,7 +10,9 @@
 //! sessions share one upstream without their ids colliding.
 
 mod actor;
+pub mod http;
 pub mod process;
+pub mod sse;
 pub mod transport;
 
 use std::sync::Arc;
@@ -169,6 +171,8 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// `name version` from its `initialize` result.
     pub server_info: Option<String>,
+    /// The state of its HTTP session, for remote servers.
+    pub session: Option<String>,
 }
 
 impl Default for Snapshot {
@@ -184,6 +188,7 @@ impl Default for Snapshot {
             restarts: 0,
             last_error: None,
             server_info: None,
+            session: None,
         }
     }
 }
