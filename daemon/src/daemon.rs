@@ -393,7 +393,9 @@ impl Daemon {
                     let s = handle.snapshot();
                     ServerStatus {
                         name,
-                        transport: "stdio".into(),
+                        transport: handle.spec().transport_name().into(),
+                        url: handle.spec().http().map(|h| h.display_url()),
+                        session: s.session,
                         state: s.state,
                         pid: s.pid,
                         tools: s.lists[ListKind::Tools.index()].len(),

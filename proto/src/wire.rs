@@ -220,6 +220,8 @@ pub enum ServerState {
     Starting,
     /// Handshake done; requests are served.
     Ready,
+    /// A remote server wants credentials: `mcpctl login NAME`.
+    AuthRequired,
     /// It failed and will not be started again until reload or restart.
     Failed,
     /// It is being stopped.
@@ -241,6 +243,7 @@ impl ServerState {
         match self {
             Self::Starting => "starting",
             Self::Ready => "ready",
+            Self::AuthRequired => "auth-required",
             Self::Failed => "failed",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
@@ -256,8 +259,14 @@ impl ServerState {
 pub struct ServerStatus {
     /// Its name in `mcpServers`.
     pub name: String,
-    /// `stdio` (more transports come later).
+    /// `stdio`, `http` (streamable HTTP) or `sse` (the legacy HTTP+SSE transport).
     pub transport: String,
+    /// The URL of a remote server, without user info and query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The state of a remote server's HTTP session (never its id or credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Lifecycle state.
     pub state: ServerState,
     /// Pid of its process (the process group leader), while running.

@@ -10,7 +10,9 @@
 //! sessions share one upstream without their ids colliding.
 
 mod actor;
+pub mod http;
 pub mod process;
+pub mod sse;
 pub mod transport;
 
 use std::sync::Arc;
@@ -173,6 +175,8 @@ pub struct Snapshot {
     pub last_exit: Option<String>,
     /// The last lines its process wrote to stderr (shared with the process's stderr reader).
     pub stderr: Option<Arc<std::sync::Mutex<std::collections::VecDeque<String>>>>,
+    /// The state of its HTTP session, for remote servers.
+    pub session: Option<String>,
 }
 
 impl Default for Snapshot {
@@ -190,6 +194,7 @@ impl Default for Snapshot {
             server_info: None,
             last_exit: None,
             stderr: None,
+            session: None,
         }
     }
 }
