@@ -34,7 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mcpd_proto::{PROTOCOL_VERSION, ServerState};
-use mcpd_tests::process::{ProcessId, descendants_of, process_alive, signal, wait_timeout};
+use mcpd_tests::process::{ProcessId, descendants_of, process_alive, signal};
 use mcpd_tests::{TestDaemon, bin, fixture};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -601,7 +601,9 @@ impl Conn {
     fn close(mut self) {
         self.writer = None;
         if let Some(mut child) = self.child.take() {
-            if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
+            if !poll_until(Duration::from_secs(5), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
                 eprintln!("{}: did not exit within 5 s of stdin closing", self.what);
                 let _ = child.kill();
                 let _ = child.wait();
@@ -944,9 +946,12 @@ const MEM_HEADER: [&str; 8] = [
 
 /// Spawns `make()` `n` times (after a few warm-up runs) and times, from just before the spawn,
 /// the `initialize` answer and then the `tools/list` answer.
+/// With a `gap`, each start comes after that long with nothing to do (a client starting its
+/// servers after a pause, not in a tight loop that keeps every CPU awake).
 fn start_to_answer(
     what: &str,
     n: usize,
+    gap: Duration,
     make: &dyn Fn() -> Command,
 ) -> (Vec<Duration>, Vec<Duration>, usize) {
     let warmup = (n / 20).clamp(2, 10);
@@ -954,6 +959,9 @@ fn start_to_answer(
     let mut tools = 0;
     for i in 0..warmup + n {
         let mut cmd = make();
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
         let started = Instant::now();
         let mut c = Conn::spawn(what, &mut cmd, Stdio::null());
         c.initialize();
@@ -1014,14 +1022,31 @@ fn shim_start(ctx: &Ctx) {
     }
     let o = stats(&own);
 
+    let gap = Duration::from_millis(100);
     let d = daemon(fixture::config(&[("fx", &[])]), &["fx"]);
     let socket = d.socket().to_path_buf();
-    let r = start_to_answer("mcp-shim → mcpd (fixture)", n, &|| shim_command(&socket));
-    rows.push(start_row("`mcp-shim` → warm mcpd, 1 fixture upstream", &r));
-    let r = start_to_answer("mcpd-fixture directly", n, &|| {
-        Command::new(bin("mcpd-fixture"))
-    });
-    rows.push(start_row("`mcpd-fixture` spawned directly (baseline)", &r));
+    let shim = || shim_command(&socket);
+    let fixture = || Command::new(bin("mcpd-fixture"));
+    let r = start_to_answer("mcp-shim → mcpd (fixture)", n, Duration::ZERO, &shim);
+    rows.push(start_row(
+        "**`mcp-shim` → warm mcpd, 1 fixture upstream**, back to back",
+        &r,
+    ));
+    let r = start_to_answer("mcp-shim → mcpd (fixture)", n, gap, &shim);
+    rows.push(start_row(
+        "**`mcp-shim` → warm mcpd, 1 fixture upstream**, 100 ms idle before each",
+        &r,
+    ));
+    let r = start_to_answer("mcpd-fixture directly", n, Duration::ZERO, &fixture);
+    rows.push(start_row(
+        "`mcpd-fixture` spawned directly (baseline), back to back",
+        &r,
+    ));
+    let r = start_to_answer("mcpd-fixture directly", n, gap, &fixture);
+    rows.push(start_row(
+        "`mcpd-fixture` spawned directly (baseline), 100 ms idle before each",
+        &r,
+    ));
     drop(d);
 
     if let Some(server) = ctx.everything_server() {
@@ -1030,15 +1055,15 @@ fn shim_start(ctx: &Ctx) {
             &["everything"],
         );
         let socket = d.socket().to_path_buf();
-        let r = start_to_answer("mcp-shim → mcpd (everything)", n, &|| {
+        let r = start_to_answer("mcp-shim → mcpd (everything)", n, gap, &|| {
             shim_command(&socket)
         });
         rows.push(start_row(
-            "`mcp-shim` → warm mcpd, server-everything upstream",
+            "**`mcp-shim` → warm mcpd, server-everything upstream**, 100 ms idle before each",
             &r,
         ));
         drop(d);
-        let r = start_to_answer("server-everything directly", ctx.n(20), &|| {
+        let r = start_to_answer("server-everything directly", ctx.n(20), gap, &|| {
             ctx.everything_command().unwrap()
         });
         rows.push(start_row(
