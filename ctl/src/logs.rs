@@ -11,68 +11,16 @@
 //! <- {"reply":"logs","lines":[...],"dropped":12}          (follow) new lines as they come
 //! ```
 //!
-//! The types are local until `mcpd-proto` carries them; unknown fields are ignored.
+//! The types are `mcpd_proto::{ControlRequest::Logs, LogsReply, LogLine}`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use serde::{Deserialize, Serialize};
+use mcpd_proto::{ControlRequest, ControlResponse, LogLine, LogsReply};
 
 use crate::client::ControlClient;
 use crate::output;
-
-/// The `logs` control request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename = "logs")]
-pub struct LogsRequest {
-    /// Only lines about this upstream server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// Keep the connection open and send new lines as they are logged.
-    #[serde(default)]
-    pub follow: bool,
-    /// At most this many of the most recent lines (after the server filter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-}
-
-/// One log line (the daemon's `mcpd::logging::LogLine`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Increases by one per line; a gap means lines were dropped.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
-    /// `ERROR` ... `TRACE`.
-    pub level: String,
-    /// The module that logged it.
-    #[serde(default)]
-    pub target: String,
-    /// The upstream server it is about.
-    #[serde(default)]
-    pub server: Option<String>,
-    /// The session it is about.
-    #[serde(default)]
-    pub session: Option<u64>,
-    /// The text.
-    pub message: String,
-}
-
-/// One `logs` reply: a batch of lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename = "logs")]
-pub struct LogsReply {
-    /// The lines, oldest first.
-    #[serde(default)]
-    pub lines: Vec<LogLine>,
-    /// More batches of recent lines follow (the snapshot is sent in pieces under the line cap).
-    #[serde(default)]
-    pub more: bool,
-    /// A follower fell behind and this many lines were skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<u64>,
-}
 
 /// Runs `mcpctl logs`.
 pub fn run(
@@ -83,7 +31,7 @@ pub fn run(
     timeout: Duration,
 ) -> Result<()> {
     let mut client = ControlClient::connect(socket, timeout)?;
-    let request = LogsRequest {
+    let request = ControlRequest::Logs {
         server,
         follow,
         limit,
@@ -114,16 +62,9 @@ pub fn run(
 }
 
 fn decode(line: &str) -> Result<LogsReply> {
-    let tag = serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("reply").and_then(|r| r.as_str()).map(str::to_owned));
-    if tag.as_deref() == Some("logs")
-        && let Ok(reply) = serde_json::from_str::<LogsReply>(line)
-    {
-        return Ok(reply);
-    }
-    match serde_json::from_str::<mcpd_proto::ControlResponse>(line) {
-        Ok(mcpd_proto::ControlResponse::Error { message }) => {
+    match serde_json::from_str::<ControlResponse>(line) {
+        Ok(ControlResponse::Logs(reply)) => Ok(reply),
+        Ok(ControlResponse::Error { message }) => {
             if message.contains("does not know that command") {
                 bail!(
                     "this mcpd does not serve logs yet ({message}); use `journalctl --user -u mcpd`"
@@ -193,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_request_is_a_control_command() {
-        let r = LogsRequest {
+        let r = ControlRequest::Logs {
             server: Some("gh".into()),
             follow: true,
             limit: None,

@@ -42,6 +42,21 @@ pub fn status(s: &DaemonStatus) -> String {
             &rows,
         ));
         out.push_str(&auth_lines(s));
+        // Remote servers: where they are and how their session is.
+        for s in s.servers.iter().filter(|s| s.url.is_some()) {
+            let url = s.url.as_deref().map(clean).unwrap_or_default();
+            let session = s
+                .session
+                .as_deref()
+                .map(clean)
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "  {} ({}): {url}, {session}",
+                clean(&s.name),
+                clean(&s.transport)
+            );
+        }
     }
 
     if s.sessions.is_empty() {
@@ -246,6 +261,8 @@ mod tests {
                 ServerStatus {
                     name: "everything".into(),
                     transport: "stdio".into(),
+                    url: None,
+                    session: None,
                     state: ServerState::Ready,
                     pid: Some(5678),
                     tools: 11,
@@ -259,6 +276,8 @@ mod tests {
                 ServerStatus {
                     name: "broken".into(),
                     transport: "stdio".into(),
+                    url: None,
+                    session: None,
                     state: ServerState::Failed,
                     pid: None,
                     tools: 0,

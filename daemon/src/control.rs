@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use mcpd_proto::{ControlRequest, ControlResponse};
+use mcpd_proto::{ControlRequest, ControlResponse, LogsReply};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
@@ -30,6 +30,25 @@ pub async fn serve(
                         Some(response) => response,
                         None => return,
                     }
+                }
+                Ok(ControlRequest::Logs {
+                    server,
+                    follow,
+                    limit,
+                }) => {
+                    if stream_logs(
+                        &daemon,
+                        &mut reader,
+                        &mut writer,
+                        server.as_deref(),
+                        follow,
+                        limit,
+                    )
+                    .await
+                    {
+                        continue;
+                    }
+                    return;
                 }
                 Ok(request) => handle(&daemon, request).await,
                 Err(e) => ControlResponse::Error {
@@ -85,6 +104,10 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         },
         ControlRequest::Login { .. } => ControlResponse::Error {
             message: "login is handled by the connection loop".into(),
+        },
+        // Streamed by `serve` itself.
+        ControlRequest::Logs { .. } => ControlResponse::Error {
+            message: "logs are streamed".to_owned(),
         },
         ControlRequest::Unknown => ControlResponse::Error {
             message: format!(
@@ -178,4 +201,74 @@ fn done(result: Result<(), String>) -> ControlResponse {
         Ok(()) => ControlResponse::Ok,
         Err(message) => ControlResponse::Error { message },
     }
+}
+
+/// Sends the recent log lines in batches under the line cap and, with `follow`, every new line
+/// until the peer goes away or the daemon stops. `false` when the connection is done.
+async fn stream_logs(
+    daemon: &Arc<Daemon>,
+    reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    writer: &mut OwnedWriteHalf,
+    server: Option<&str>,
+    follow: bool,
+    limit: Option<usize>,
+) -> bool {
+    // Subscribe before the snapshot so that no line falls between the two.
+    let mut feed = crate::logging::ring().subscribe();
+    let batches = crate::logging::ring().snapshot_batches(
+        server,
+        limit,
+        mcpd_proto::line::MAX_CONTROL_LINE - 256,
+    );
+    let last = batches.len().saturating_sub(1);
+    let mut seen = 0;
+    for (i, lines) in batches.into_iter().enumerate() {
+        seen = lines.last().map_or(seen, |l| l.seq);
+        let reply = ControlResponse::Logs(LogsReply {
+            lines,
+            more: i < last,
+            dropped: None,
+        });
+        if !send(writer, &reply).await {
+            return false;
+        }
+    }
+    if !follow {
+        return true;
+    }
+    loop {
+        let line = tokio::select! {
+            _ = daemon.shutdown.cancelled() => return false,
+            // A follower sends nothing more; its end of input is the end of the connection.
+            _ = reader.next() => return false,
+            line = feed.recv() => line,
+        };
+        let reply = match line {
+            Ok(line) if line.seq <= seen || !crate::logging::matches_server(&line, server) => {
+                continue;
+            }
+            Ok(line) => LogsReply {
+                lines: vec![line],
+                more: false,
+                dropped: None,
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => LogsReply {
+                lines: Vec::new(),
+                more: false,
+                dropped: Some(n),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+        };
+        if !send(writer, &ControlResponse::Logs(reply)).await {
+            return false;
+        }
+    }
+}
+
+async fn send(writer: &mut OwnedWriteHalf, response: &ControlResponse) -> bool {
+    let Ok(mut line) = serde_json::to_string(response) else {
+        return false;
+    };
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await.is_ok()
 }

@@ -56,6 +56,8 @@ pub struct Daemon {
     cache: CatalogCache,
     hub: Arc<Hub>,
     sessions: Mutex<BTreeMap<u64, SessionEntry>>,
+    /// The last `STATUS=` line sent to systemd.
+    last_status: Mutex<String>,
     next_session: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
     records: Arc<std::path::Path>,
@@ -117,6 +119,7 @@ impl Daemon {
             cache: CatalogCache::load(cache_file),
             hub: Arc::new(Hub::default()),
             sessions: Mutex::new(BTreeMap::new()),
+            last_status: Mutex::new(String::new()),
             next_session: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             records: Arc::from(runtime_dir.join("children")),
@@ -340,6 +343,31 @@ impl Daemon {
         if changed {
             self.cache.store(&views);
         }
+        self.publish_status();
+    }
+
+    /// Sends systemd a `STATUS=` line when the number of servers up or of sessions changed.
+    fn publish_status(&self) {
+        let (up, total) = {
+            let state = self.read();
+            let up = state
+                .upstreams
+                .values()
+                .filter(|h| h.snapshot().state == mcpd_proto::ServerState::Ready)
+                .count();
+            (up, state.config.servers.len())
+        };
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let line = crate::notify::status_line(up, total, sessions);
+        let mut last = self.last_status.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != line {
+            crate::notify::notify_status(up, total, sessions);
+            *last = line;
+        }
     }
 
     async fn maintain_catalog(self: Arc<Self>) {
@@ -366,6 +394,7 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, entry);
+        self.publish_status();
         (id, in_flight)
     }
 
@@ -387,6 +416,7 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        self.publish_status();
     }
 
     /// The daemon as `mcpctl status` shows it.
@@ -407,7 +437,9 @@ impl Daemon {
                     let auth = self.auth.status(&name);
                     ServerStatus {
                         name,
-                        transport: "stdio".into(),
+                        transport: handle.spec().transport_name().into(),
+                        url: handle.spec().http().map(|h| h.display_url()),
+                        session: s.session,
                         state: s.state,
                         pid: s.pid,
                         tools: s.lists[ListKind::Tools.index()].len(),
@@ -465,6 +497,24 @@ impl Daemon {
     /// that does not load leaves everything as it was.
     pub async fn reload(&self) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reload_lock.lock().await;
+        crate::notify::notify_reloading();
+        let result = self.apply_reload().await;
+        match &result {
+            Ok(r) => crate::notify::notify_reloaded(&format!(
+                "reloaded: {} added, {} removed, {} changed",
+                r.added.len(),
+                r.removed.len(),
+                r.changed.len()
+            )),
+            Err(_) => {
+                crate::notify::notify_reloaded("reload refused; the running configuration is kept")
+            }
+        }
+        self.publish_status();
+        result
+    }
+
+    async fn apply_reload(&self) -> Result<ReloadReport, String> {
         let loaded = config::load(&self.config_path).map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
         let (diff, stopping) = {

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
 use tracing::span;
@@ -43,26 +42,7 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// One log line as `mcpctl logs` shows it (and as it travels on the control socket).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Increases by one per line over the daemon's life; a gap means lines were dropped.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
-    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
-    pub level: String,
-    /// The module that logged it (`mcpd::upstream` for a server's own stderr).
-    pub target: String,
-    /// The upstream server it is about, from the `server` field of the event or its spans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// The client session it is about, from the `session` field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<u64>,
-    /// The message, followed by the event's other fields as `key=value`.
-    pub message: String,
-}
+pub use mcpd_proto::LogLine;
 
 /// The bounded buffer of recent lines and the feed of new ones.
 #[derive(Debug)]

@@ -121,16 +121,11 @@ async fn serve(
                 _ = term.recv() => { tracing::info!("SIGTERM"); on_signal.cancel(); }
                 _ = int.recv() => { tracing::info!("SIGINT"); on_signal.cancel(); }
                 _ = hup.recv() => {
+                    // The daemon sends RELOADING=1 and, when done, READY=1 with the result.
                     tracing::info!("SIGHUP: reloading");
-                    notify::notify_reloading();
-                    let queued = reload_tx.try_send(()).is_ok();
-                    // The reload runs inside the daemon, which does not report back here yet:
-                    // READY=1 says the request was taken; the result is in the log.
-                    notify::notify_reloaded(if queued {
-                        "reload requested (see the log for its result)"
-                    } else {
-                        "a reload is already pending"
-                    });
+                    if reload_tx.try_send(()).is_err() {
+                        tracing::info!("a reload is already pending");
+                    }
                 }
             }
         }

@@ -131,28 +131,32 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
     let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_cred();
     let (read, mut write) = stream.into_split();
-    match peer {
-        Ok(cred) if cred.uid() == my_uid => {}
+    let mut reader = FramedRead::new(read, LineCodec::new(MAX_CONTROL_LINE));
+    let refusal = match peer {
+        Ok(cred) if cred.uid() == my_uid => None,
         Ok(cred) => {
             tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a connection from another user");
-            refuse(&mut write, format!("this mcpd serves uid {my_uid} only")).await;
-            return;
+            Some(format!("this mcpd serves uid {my_uid} only"))
         }
         Err(e) => {
             tracing::warn!("refused a connection whose peer cannot be identified: {e}");
             return;
         }
-    }
-    let Some(_permit) = permit else {
-        tracing::warn!("refused a connection: {MAX_CONNECTIONS} connections are open already");
-        refuse(
-            &mut write,
-            format!("too many connections ({MAX_CONNECTIONS}); close some clients"),
-        )
-        .await;
-        return;
     };
-    let mut reader = FramedRead::new(read, LineCodec::new(MAX_CONTROL_LINE));
+    let refusal = refusal.or_else(|| {
+        permit.is_none().then(|| {
+            tracing::warn!("refused a connection: {MAX_CONNECTIONS} connections are open already");
+            format!("too many connections ({MAX_CONNECTIONS}); close some clients")
+        })
+    });
+    if let Some(message) = refusal {
+        // Let the peer finish writing its hello first (bounded and briefly), so that it is not
+        // cut off mid-write and reads the refusal as the answer to its hello.
+        let _ = tokio::time::timeout(Duration::from_secs(1), reader.next()).await;
+        refuse(&mut write, message).await;
+        return;
+    }
+    let _permit = permit;
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Err(_) => {
             tracing::debug!(

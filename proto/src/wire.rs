@@ -170,6 +170,18 @@ pub enum ControlRequest {
         /// The server's name.
         server: String,
     },
+    /// Recent log lines, then (with `follow`) new ones as they are logged.
+    Logs {
+        /// Only lines about this upstream server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        /// Keep the connection open and send new lines as they come.
+        #[serde(default)]
+        follow: bool,
+        /// At most this many of the most recent lines.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// A command this build does not know (a newer `mcpctl`).
     #[serde(other)]
     Unknown,
@@ -183,6 +195,8 @@ pub enum ControlResponse {
     Status(DaemonStatus),
     /// Answer to [`ControlRequest::Reload`].
     Reloaded(ReloadReport),
+    /// Answer to [`ControlRequest::Logs`]: one batch of lines (several replies may follow).
+    Logs(LogsReply),
     /// The request was carried out and has nothing to report.
     Ok,
     /// The request failed; nothing was changed.
@@ -274,6 +288,8 @@ pub enum ServerState {
     Starting,
     /// Handshake done; requests are served.
     Ready,
+    /// A remote server wants credentials: `mcpctl login NAME`.
+    AuthRequired,
     /// It failed and will not be started again until reload or restart.
     Failed,
     /// It is being stopped.
@@ -295,6 +311,7 @@ impl ServerState {
         match self {
             Self::Starting => "starting",
             Self::Ready => "ready",
+            Self::AuthRequired => "auth-required",
             Self::Failed => "failed",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
@@ -310,8 +327,14 @@ impl ServerState {
 pub struct ServerStatus {
     /// Its name in `mcpServers`.
     pub name: String,
-    /// `stdio` (more transports come later).
+    /// `stdio`, `http` (streamable HTTP) or `sse` (the legacy HTTP+SSE transport).
     pub transport: String,
+    /// The URL of a remote server, without user info and query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The state of a remote server's HTTP session (never its id or credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Lifecycle state.
     pub state: ServerState,
     /// Pid of its process (the process group leader), while running.
@@ -361,6 +384,42 @@ pub struct SessionStatus {
     /// Requests from it still waiting for an upstream.
     #[serde(default)]
     pub in_flight: usize,
+}
+
+/// One batch of log lines for `mcpctl logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReply {
+    /// The lines, oldest first.
+    #[serde(default)]
+    pub lines: Vec<LogLine>,
+    /// More batches of the recent lines follow at once.
+    #[serde(default)]
+    pub more: bool,
+    /// A follower fell behind and this many lines were skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+/// One log line of the daemon or of an upstream server's stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Increases by one per line over the daemon's life; a gap means lines were dropped.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The module that logged it (`mcpd::upstream` for a server's own stderr).
+    #[serde(default)]
+    pub target: String,
+    /// The upstream server it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The client session it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    /// The message, followed by the event's other fields as `key=value`.
+    pub message: String,
 }
 
 /// What a reload changed.

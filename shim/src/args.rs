@@ -1,4 +1,4 @@
-//! Hand-parsed command line: five flags do not justify clap's start-up cost and size.
+//! Hand-parsed command line: six flags do not justify clap's start-up cost and size.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -27,6 +27,9 @@ pub struct Options {
     pub socket: Option<PathBuf>,
     /// How long to keep trying to reconnect after the connection drops; zero: never.
     pub reconnect_timeout: Duration,
+    /// Whether to start the daemon when none answers (`--no-autostart` turns it off; so does
+    /// `MCPD_NO_AUTOSTART`, which `main` applies).
+    pub autostart: bool,
 }
 
 /// Default of `--reconnect-timeout`.
@@ -36,7 +39,7 @@ pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HELP: &str = "\
 mcp-shim: relays an MCP client's stdio to the per-user mcpd daemon
 
-Usage: mcp-shim [--profile NAME] [--socket PATH] [--reconnect-timeout SECS]
+Usage: mcp-shim [--profile NAME] [--socket PATH] [--reconnect-timeout SECS] [--no-autostart]
 
 MCP clients launch mcp-shim as if it were an MCP stdio server.
 
@@ -46,6 +49,8 @@ Options:
                             $XDG_RUNTIME_DIR/mcpd/mcpd.sock, else /tmp/mcpd-$UID/mcpd.sock)
   --reconnect-timeout SECS  when the daemon goes away (a restart), keep trying to reconnect
                             and resume the session for this long (default: 30; 0: never)
+  --no-autostart            when no daemon answers, fail instead of starting mcpd in the
+                            background (also: MCPD_NO_AUTOSTART=1)
   -h, --help                print this help
   -V, --version             print the version
 ";
@@ -57,6 +62,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         profile: DEFAULT_PROFILE.to_owned(),
         socket: None,
         reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+        autostart: true,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -69,6 +75,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         match flag.as_deref() {
             Some("-h" | "--help") if inline.is_none() => return Ok(Command::Help),
             Some("-V" | "--version") if inline.is_none() => return Ok(Command::Version),
+            Some("--no-autostart") if inline.is_none() => opts.autostart = false,
             Some("--profile") => {
                 let v = value("--profile")?;
                 opts.profile = v
@@ -133,6 +140,7 @@ mod tests {
             profile: profile.into(),
             socket: socket.map(PathBuf::from),
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            autostart: true,
         })
     }
 
@@ -170,6 +178,21 @@ mod tests {
             let err = timeout(&["--reconnect-timeout", bad]).unwrap_err();
             assert!(err.contains("is not a number of seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn no_autostart_is_a_flag_without_a_value() {
+        let autostart = |args: &[&str]| match parse_strs(args) {
+            Ok(Command::Relay(o)) => Ok(o.autostart),
+            Ok(other) => panic!("not a relay: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(autostart(&[]), Ok(true));
+        assert_eq!(autostart(&["--no-autostart", "--profile", "p"]), Ok(false));
+        assert_eq!(
+            autostart(&["--no-autostart=yes"]),
+            Err("unknown option '--no-autostart=yes'; see --help".into())
+        );
     }
 
     #[test]

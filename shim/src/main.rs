@@ -4,24 +4,29 @@
 //! copies lines both ways, unchanged: the daemon does the routing. The shim only notes what it
 //! needs to survive a daemon restart (the client's `initialize`, the requests in flight): when
 //! the connection drops it answers those requests with an error, reconnects and resumes the
-//! session, so the client notices nothing else. It uses std only, so that it starts in about a
+//! session, so the client notices nothing else. When no daemon answers at all, it starts one
+//! (see [`autostart`]) unless told not to. It uses std only, so that it starts in about a
 //! millisecond and peaks at about 2.4 MiB resident.
 //!
 //! Exit codes: 0 when the session ends normally (stdin closed, the client stopped reading,
-//! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing, refuses the session, speaks
-//! a socket protocol this shim cannot, or drops the session and does not come back within the
-//! reconnect timeout, 2 on a usage error.
+//! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing (and autostart is off or
+//! failed), refuses the session, speaks a socket protocol this shim cannot, or drops the session
+//! and does not come back within the reconnect timeout, 2 on a usage error.
 
 mod args;
+mod autostart;
 mod parent;
 mod relay;
 mod session;
 mod track;
 
 use std::fmt;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use mcpd_proto::paths::Paths;
+
+use crate::session::Failure;
 
 /// Why the shim stops early: an exit code and, unless quiet, one line for stderr.
 #[derive(Debug)]
@@ -55,6 +60,25 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// The first connection to the daemon; if none answers and `autostart` is on (and
+/// `MCPD_NO_AUTOSTART` does not turn it off), the daemon is started first. Reconnecting after
+/// the daemon went away never starts one (see `docs/SHIM.md`).
+fn connect(socket: &std::path::Path, autostart: bool) -> Result<UnixStream, Exit> {
+    match UnixStream::connect(socket) {
+        Ok(stream) => Ok(stream),
+        Err(e)
+            if autostart
+                && autostart::no_daemon(&e)
+                && !autostart::disabled_by_env(
+                    std::env::var_os(autostart::DISABLE_ENV).as_deref(),
+                ) =>
+        {
+            autostart::start(socket)
+        }
+        Err(e) => Err(session::connect_error(socket, &e)),
+    }
+}
+
 fn main() -> ExitCode {
     parent::watch();
     let outcome = match args::parse(std::env::args_os().skip(1)) {
@@ -82,9 +106,12 @@ fn main() -> ExitCode {
                 timeout: session::HANDSHAKE_TIMEOUT,
                 again: false,
             };
-            match session::attach(req, None) {
+            let attached = connect(&target.socket, opts.autostart).and_then(|stream| {
+                session::handshake(stream, req, None).map_err(Failure::into_exit)
+            });
+            match attached {
                 Ok(attached) => relay::run(attached, &target),
-                Err(failure) => failure.into_exit(),
+                Err(exit) => exit,
             }
         }
         Err(usage) => Exit {

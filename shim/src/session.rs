@@ -62,9 +62,18 @@ pub struct Request<'a> {
 
 /// Connects to the daemon and attaches, resuming the session described by `resume` if given.
 pub fn attach(req: Request<'_>, resume: Option<Resume>) -> Result<Attached, Failure> {
+    let stream = UnixStream::connect(req.socket)
+        .map_err(|e| Failure::Unreachable(connect_error(req.socket, &e)))?;
+    handshake(stream, req, resume)
+}
+
+/// Attaches over `stream`, a fresh connection to the daemon at `req.socket`.
+pub fn handshake(
+    stream: UnixStream,
+    req: Request<'_>,
+    resume: Option<Resume>,
+) -> Result<Attached, Failure> {
     let socket = req.socket;
-    let stream =
-        UnixStream::connect(socket).map_err(|e| Failure::Unreachable(connect_error(socket, &e)))?;
     let lost = |e: io::Error| {
         Failure::Unreachable(
             if matches!(
@@ -189,7 +198,7 @@ fn hello(profile: &str, resume: Option<Resume>) -> Hello {
 }
 
 /// One line naming the socket, what went wrong and what to do about it.
-fn connect_error(socket: &Path, e: &io::Error) -> Exit {
+pub fn connect_error(socket: &Path, e: &io::Error) -> Exit {
     let path = socket.display();
     let missing = match e.raw_os_error() {
         Some(libc::ENOENT) => Some("no such socket"),

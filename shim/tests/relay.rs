@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use mcpd_proto::{Hello, PROTOCOL_VERSION};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_mcp-shim");
+/// Set on every shim here (see [`shim`]).
+const NO_AUTOSTART: &str = "MCPD_NO_AUTOSTART";
 const WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1}"#;
 
 /// A fake daemon listening in its own short temp dir (`sun_path` is 108 bytes).
@@ -94,8 +96,11 @@ fn hold_open(mut reader: BufReader<UnixStream>, seen: &mpsc::Sender<Seen>) {
     thread::sleep(Duration::from_secs(30));
 }
 
+/// The shim for `socket`. Autostart is off: a real `mcpd` sits next to the shim in the target
+/// directory, and these tests want only their fake daemons.
 fn shim(socket: &Path, extra: &[&str]) -> Child {
     Command::new(SHIM)
+        .env(NO_AUTOSTART, "1")
         .arg("--socket")
         .arg(socket)
         .args(extra)
@@ -297,19 +302,39 @@ fn no_daemon_exits_1_with_one_line_naming_the_socket_and_how_to_start_mcpd() {
     drop(UnixListener::bind(&stale).unwrap());
 
     for (socket, reason) in [(&missing, "no such socket"), (&stale, "connection refused")] {
-        let mut child = shim(socket, &[]);
-        let status = wait_exit(&mut child, Duration::from_secs(5));
-        let err = stderr_of(&mut child);
-        assert_eq!(status.code(), Some(1));
-        assert_eq!(
-            err,
-            format!(
-                "mcp-shim: no mcpd daemon at {} ({reason}); start it with 'mcpd' or \
-                 'systemctl --user start mcpd.socket'\n",
-                socket.display()
-            )
-        );
+        // Autostart turned off by the flag, then by the environment (each alone).
+        let by_flag = || {
+            Command::new(SHIM)
+                .env_remove(NO_AUTOSTART)
+                .args(["--no-autostart", "--socket"])
+                .arg(socket)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        for mut child in [by_flag(), shim(socket, &[])] {
+            let status = wait_exit(&mut child, Duration::from_secs(5));
+            let err = stderr_of(&mut child);
+            assert_eq!(status.code(), Some(1));
+            assert_eq!(
+                err,
+                format!(
+                    "mcp-shim: no mcpd daemon at {} ({reason}); start it with 'mcpd' or \
+                     'systemctl --user start mcpd.socket'\n",
+                    socket.display()
+                )
+            );
+        }
     }
+    // Nothing was created next to the sockets.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["stale.sock"]);
 }
 
 #[test]
@@ -317,6 +342,7 @@ fn the_socket_comes_from_mcpd_socket_when_no_flag_is_given() {
     let (socket, seen, _daemon) =
         FakeDaemon::new().serve(concat!(r#"{"op":"welcome","v":1}"#, "\n"), echo);
     let mut child = Command::new(SHIM)
+        .env(NO_AUTOSTART, "1")
         .env("MCPD_SOCKET", &socket)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -368,6 +394,7 @@ fn the_shim_exits_when_its_parent_dies_even_with_stdin_open() {
     let (socket, seen, _daemon) = FakeDaemon::new().serve(reply, hold_open);
     // An asynchronous command's stdin is /dev/null unless redirected: pass ours through fd 3.
     let mut client = Command::new("sh")
+        .env(NO_AUTOSTART, "1")
         .arg("-c")
         .arg(r#"exec 3<&0; "$0" --socket "$1" <&3 3<&- >/dev/null & echo $!; exec sleep 60"#)
         .arg(SHIM)
@@ -435,6 +462,7 @@ fn sigterm_ends_the_shim_even_if_the_client_ignored_it() {
     let reply = format!("{WELCOME}\n");
     let (socket, seen, _daemon) = FakeDaemon::new().serve(reply, hold_open);
     let mut child = Command::new("sh")
+        .env(NO_AUTOSTART, "1")
         .arg("-c")
         .arg(r#"trap '' TERM HUP; exec "$0" --socket "$1""#)
         .arg(SHIM)

@@ -128,7 +128,9 @@ struct Client {
 
 impl Client {
     fn spawn(place: &Place, extra: &[&str]) -> Self {
+        // Autostart off: a real `mcpd` sits next to the shim, and these daemons are fakes.
         let mut child = Command::new(SHIM)
+            .env("MCPD_NO_AUTOSTART", "1")
             .arg("--socket")
             .arg(&place.socket)
             .args(extra)

@@ -64,6 +64,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from typing import Any
 
 import anyio
@@ -335,6 +336,12 @@ async def run_step(ctx: Context, step: dict[str, Any], index: int) -> None:
         emit({"op": op, **out})
 
 
+# Set once every step has passed. The SDK's stdio transport can raise BrokenResourceError while
+# it tears down if the server is still sending (periodic resource updates, log messages): that
+# is the SDK closing its own streams, not a failed step.
+STEPS_DONE = threading.Event()
+
+
 async def main_async(args: argparse.Namespace, steps: list[dict[str, Any]]) -> None:
     env = dict(os.environ) if args.inherit_env else {}
     # SDK stdio transports start the server with a scrubbed environment: pass what the shim
@@ -375,6 +382,7 @@ async def main_async(args: argparse.Namespace, steps: list[dict[str, Any]]) -> N
             )
             for i, step in enumerate(steps):
                 await run_step(ctx, step, i)
+            STEPS_DONE.set()
 
 
 def main() -> int:
@@ -413,6 +421,8 @@ def main() -> int:
         inner = e
         while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
             inner = inner.exceptions[0]
+        if STEPS_DONE.is_set() and isinstance(inner, (anyio.BrokenResourceError, anyio.ClosedResourceError)):
+            return 0
         if isinstance(inner, StepFailed):
             print(f"py_client: {inner}", file=sys.stderr)
         else:

@@ -18,6 +18,7 @@
 pub mod daemon;
 pub mod fixture;
 pub mod oauth;
+pub mod http_peer;
 pub mod peers;
 pub mod process;
 pub mod shim;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use daemon::{DaemonBuilder, TestDaemon};
+pub use http_peer::HttpPeer;
 pub use peers::{Peers, Sdk, SdkClient, peers, run_sdk_client};
 pub use process::{
     descendants_of, eventually, pids_of_cmdline_containing, process_alive, wait_until,

@@ -34,7 +34,8 @@ pub const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default interval of health pings.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
-
+/// Default time an HTTP server gets to accept a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default separator between server and tool names.
 pub const DEFAULT_SEPARATOR: &str = "__";
 
@@ -105,6 +106,71 @@ impl Default for RestartPolicy {
 pub enum TransportSpec {
     /// A child process speaking JSON lines on stdin/stdout.
     Stdio(StdioSpec),
+    /// A remote server over HTTP (streamable HTTP or the legacy HTTP+SSE transport).
+    Http(HttpSpec),
+}
+
+/// A server reached over HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// The MCP endpoint (streamable HTTP) or the SSE endpoint (legacy).
+    pub url: url::Url,
+    /// Which HTTP transport it speaks.
+    pub kind: HttpKind,
+    /// Headers sent with every request (`Authorization` and the like), already expanded.
+    pub headers: Headers,
+    /// Accept any TLS certificate: an explicit, logged opt-out for self-signed development
+    /// servers (`"insecureSkipVerify": true`).
+    pub insecure_skip_verify: bool,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+/// The HTTP transport a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpKind {
+    /// Streamable HTTP (`"type": "http"`).
+    Streamable,
+    /// The 2024-11-05 HTTP+SSE transport (`"type": "sse"`).
+    Sse,
+    /// Not said (`url` without `type`): streamable HTTP first, then the legacy fallback the
+    /// specification describes.
+    Probe,
+}
+
+/// Configured HTTP headers. Their values are often secrets, so `Debug` shows only the names.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl HttpSpec {
+    /// The URL without what may carry a secret (user info, query, fragment), for status and
+    /// logs.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `url` without user info, query and fragment (shown as `?…`).
+pub fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let query = shown.query().is_some();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let mut text = shown.to_string();
+    if query {
+        text.push_str("?…");
+    }
+    text
 }
 
 /// A server run as a child process.
@@ -125,13 +191,33 @@ impl ServerSpec {
     pub fn stdio(&self) -> Option<&StdioSpec> {
         match &self.transport {
             TransportSpec::Stdio(s) => Some(s),
+            TransportSpec::Http(_) => None,
         }
     }
 
-    /// What to call the server in messages: its command or URL.
+    /// The HTTP settings, for a remote server.
+    pub fn http(&self) -> Option<&HttpSpec> {
+        match &self.transport {
+            TransportSpec::Http(h) => Some(h),
+            TransportSpec::Stdio(_) => None,
+        }
+    }
+
+    /// What to call the server in messages: its command or URL (without secrets).
     pub fn describe(&self) -> String {
         match &self.transport {
             TransportSpec::Stdio(s) => s.command.clone(),
+            TransportSpec::Http(h) => h.display_url(),
+        }
+    }
+
+    /// The transport's name as `mcpctl status` shows it: `stdio`, `http` or `sse` (`http` also
+    /// for a server still being probed).
+    pub fn transport_name(&self) -> &'static str {
+        match &self.transport {
+            TransportSpec::Stdio(_) => "stdio",
+            TransportSpec::Http(h) if h.kind == HttpKind::Sse => "sse",
+            TransportSpec::Http(_) => "http",
         }
     }
 }
@@ -317,12 +403,12 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
 
     fn object<'v>(&self, v: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
         v.as_object()
-            .ok_or_else(|| self.error(path, format!("expected an object, found {}", kind(v))))
+            .ok_or_else(|| self.error(path, format!("expected an object, found {}", kind_of(v))))
     }
 
     fn string<'v>(&self, v: &'v Value, path: &str) -> Result<&'v str, ConfigError> {
         v.as_str()
-            .ok_or_else(|| self.error(path, format!("expected a string, found {}", kind(v))))
+            .ok_or_else(|| self.error(path, format!("expected a string, found {}", kind_of(v))))
     }
 
     fn expanded(&self, v: &Value, path: &str) -> Result<String, ConfigError> {
@@ -339,7 +425,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     path,
                     format!(
                         "expected a positive number of milliseconds, found {}",
-                        kind(v)
+                        kind_of(v)
                     ),
                 )
             })
@@ -402,8 +488,17 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             restart: RestartPolicy::default(),
         };
         let mut disabled = false;
-        let mut remote = None;
+        let mut kind = None;
+        let mut url: Option<(String, String)> = None;
+        let mut explicit_stdio = false;
+        let mut headers = Headers::default();
+        let mut insecure_skip_verify = false;
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        let mut stdio_keys = Vec::new();
         for (key, value) in obj {
+            if matches!(key.as_str(), "command" | "args" | "env" | "cwd") {
+                stdio_keys.push(key.as_str());
+            }
             let at = join(path, key);
             match key.as_str() {
                 "command" => command = Some(self.expanded(value, &at)?),
@@ -411,7 +506,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     let items = value.as_array().ok_or_else(|| {
                         self.error(
                             &at,
-                            format!("expected an array of strings, found {}", kind(value)),
+                            format!("expected an array of strings, found {}", kind_of(value)),
                         )
                     })?;
                     for (i, item) in items.iter().enumerate() {
@@ -437,12 +532,38 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         }
                     }
                 }
-                "type" => match self.string(value, &at)? {
-                    "stdio" => {}
-                    other => remote = Some(format!("transport \"{other}\"")),
-                },
-                "url" => remote = Some("a url".to_owned()),
-                "headers" => {}
+                "type" => {
+                    kind = match self.string(value, &at)? {
+                        "stdio" => None,
+                        "http" | "streamable-http" | "streamableHttp" => Some(HttpKind::Streamable),
+                        "sse" => Some(HttpKind::Sse),
+                        other => {
+                            return Err(self.error(
+                                &at,
+                                format!("unknown transport \"{other}\"; expected \"stdio\", \"http\" or \"sse\""),
+                            ));
+                        }
+                    };
+                    explicit_stdio = kind.is_none();
+                }
+                "url" => url = Some((self.expanded(value, &at)?, at)),
+                "headers" => {
+                    for (name, value) in self.object(value, &at)? {
+                        let path = join(&at, name);
+                        let value = self.expanded(value, &path)?;
+                        self.header(name, &value, &path)?;
+                        headers.0.push((name.clone(), value));
+                    }
+                }
+                "insecureSkipVerify" => {
+                    insecure_skip_verify = value.as_bool().ok_or_else(|| {
+                        self.error(
+                            &at,
+                            format!("expected true or false, found {}", kind_of(value)),
+                        )
+                    })?;
+                }
+                "connectTimeoutMs" => connect_timeout = self.millis(value, &at)?,
                 "requestTimeoutMs" => spec.request_timeout = self.millis(value, &at)?,
                 "maxRequestTimeoutMs" => spec.max_request_timeout = self.millis(value, &at)?,
                 "startupTimeoutMs" => spec.startup_timeout = self.millis(value, &at)?,
@@ -470,7 +591,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     disabled = value.as_bool().ok_or_else(|| {
                         self.error(
                             &at,
-                            format!("expected true or false, found {}", kind(value)),
+                            format!("expected true or false, found {}", kind_of(value)),
                         )
                     })?;
                 }
@@ -481,12 +602,52 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         if disabled {
             return Ok(None);
         }
-        if let Some(what) = remote {
-            self.warnings.push(format!(
-                "{}: {path} has {what}; remote servers are not supported by this mcpd yet, so it is skipped",
-                self.file.display()
+        let remote = match (kind, url) {
+            (None, None) => None,
+            (None, Some((_, at))) if explicit_stdio => {
+                return Err(self.error(
+                    &at,
+                    "a stdio server has no \"url\" (remove it, or set \"type\" to \"http\")",
+                ));
+            }
+            (None, Some((url, at))) => Some((HttpKind::Probe, url, at)),
+            (Some(kind), Some((url, at))) => Some((kind, url, at)),
+            (Some(_), None) => return Err(self.error(path, "a remote server needs a \"url\"")),
+        };
+        if let Some((kind, url, at)) = remote {
+            if let Some(key) = stdio_keys.first() {
+                return Err(self.error(
+                    &join(path, key),
+                    "a remote server (with a \"url\") has no command, args, env or cwd",
+                ));
+            }
+            let url = self.url(&url, &at, path)?;
+            if insecure_skip_verify {
+                self.warnings.push(format!(
+                    "{}: {path}.insecureSkipVerify is true: TLS certificates of {} are not checked",
+                    self.file.display(),
+                    redact_url(&url)
+                ));
+            }
+            spec.transport = TransportSpec::Http(HttpSpec {
+                url,
+                kind,
+                headers,
+                insecure_skip_verify,
+                connect_timeout,
+            });
+            return Ok(Some(spec));
+        }
+        if !headers.0.is_empty() || insecure_skip_verify {
+            let key = if headers.0.is_empty() {
+                "insecureSkipVerify"
+            } else {
+                "headers"
+            };
+            return Err(self.error(
+                &join(path, key),
+                "only a remote server (with a \"url\") takes this",
             ));
-            return Ok(None);
         }
         stdio.command = match command {
             Some(c) if !c.trim().is_empty() => c,
@@ -502,6 +663,62 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         Ok(Some(spec))
     }
 
+    /// Checks a remote server's URL: it parses, it is http(s), and plain http goes only to
+    /// this machine (anything else gets a warning: requests and tokens would travel in clear).
+    fn url(&mut self, text: &str, at: &str, server: &str) -> Result<url::Url, ConfigError> {
+        let url = url::Url::parse(text)
+            .map_err(|e| self.error(at, format!("not a valid URL ({e}): \"{text}\"")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" => {
+                if !is_loopback(&url) {
+                    self.warnings.push(format!(
+                        "{}: {server} uses plain http:// to {}: messages and credentials travel unencrypted; use https://",
+                        self.file.display(),
+                        url.host_str().unwrap_or("?")
+                    ));
+                }
+            }
+            other => {
+                return Err(self.error(
+                    at,
+                    format!("the URL scheme must be http or https, not \"{other}\""),
+                ));
+            }
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(self.error(at, "the URL has no host"));
+        }
+        Ok(url)
+    }
+
+    /// Checks one configured header: a valid name and value, and not one mcpd sets itself.
+    fn header(&self, name: &str, value: &str, at: &str) -> Result<(), ConfigError> {
+        const OWN: [&str; 7] = [
+            "accept",
+            "content-type",
+            "content-length",
+            "host",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+        ];
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(self.error(at, "not a valid HTTP header name"));
+        }
+        if OWN.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(self.error(at, "mcpd sets this header itself"));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            // Never show the value: it is likely a secret.
+            return Err(self.error(
+                at,
+                "the value is not a valid HTTP header value (control characters or line breaks?)",
+            ));
+        }
+        Ok(())
+    }
+
     fn profile(&mut self, v: &Value, path: &str) -> Result<Profile, ConfigError> {
         let mut servers = Vec::new();
         for (key, value) in self.object(v, path)? {
@@ -511,7 +728,10 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     let items = value.as_array().ok_or_else(|| {
                         self.error(
                             &at,
-                            format!("expected an array of server names, found {}", kind(value)),
+                            format!(
+                                "expected an array of server names, found {}",
+                                kind_of(value)
+                            ),
                         )
                     })?;
                     for (i, item) in items.iter().enumerate() {
@@ -558,6 +778,18 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
     }
 }
 
+/// Whether the URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     let simple = !key.is_empty()
         && key
@@ -571,7 +803,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -718,6 +950,110 @@ mod tests {
         assert_eq!(diff.removed, ["c"]);
         assert_eq!(diff.changed, ["b"]);
         assert_eq!(diff.unchanged, ["a"]);
+    }
+
+    #[test]
+    fn remote_servers_take_a_type_a_url_and_headers() {
+        let loaded = parse_ok(
+            r#"{"mcpServers":{
+                "a":{"type":"http","url":"https://mcp.example.com/mcp?key=${TOKEN}","headers":{"Authorization":"Bearer ${TOKEN}"}},
+                "b":{"type":"streamableHttp","url":"http://127.0.0.1:9/mcp"},
+                "c":{"type":"sse","url":"http://localhost:9/sse","insecureSkipVerify":true},
+                "d":{"url":"http://[::1]:9/mcp","connectTimeoutMs":500}}}"#,
+        );
+        let servers = &loaded.config.servers;
+        let a = servers["a"].http().unwrap();
+        assert_eq!(a.kind, HttpKind::Streamable);
+        assert_eq!(
+            a.headers.0,
+            [("Authorization".to_string(), "Bearer t0k".to_string())]
+        );
+        assert_eq!(a.display_url(), "https://mcp.example.com/mcp?…");
+        assert!(!format!("{:?}", a.headers).contains("t0k"));
+        assert_eq!(servers["b"].http().unwrap().kind, HttpKind::Streamable);
+        assert_eq!(servers["c"].http().unwrap().kind, HttpKind::Sse);
+        assert!(servers["c"].http().unwrap().insecure_skip_verify);
+        assert_eq!(servers["d"].http().unwrap().kind, HttpKind::Probe);
+        assert_eq!(
+            servers["d"].http().unwrap().connect_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            [&servers["a"], &servers["c"], &servers["d"]].map(ServerSpec::transport_name),
+            ["http", "sse", "http"]
+        );
+        // Loopback over plain http is fine; only the explicit TLS opt-out is worth a warning.
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("mcpServers.c.insecureSkipVerify"));
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_a_warning() {
+        let loaded =
+            parse_ok(r#"{"mcpServers":{"a":{"type":"http","url":"http://mcp.example.com/mcp"}}}"#);
+        assert!(loaded.config.servers.contains_key("a"));
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(
+            loaded.warnings[0].contains("plain http:// to mcp.example.com"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn bad_remote_servers_name_the_json_path() {
+        for (text, path, needle) in [
+            (
+                r#"{"type":"http","url":"not a url"}"#,
+                "mcpServers.x.url",
+                "not a valid URL",
+            ),
+            (
+                r#"{"type":"http","url":"ftp://h/x"}"#,
+                "mcpServers.x.url",
+                "scheme must be http or https",
+            ),
+            (r#"{"type":"http"}"#, "mcpServers.x", "needs a \"url\""),
+            (
+                r#"{"type":"carrier-pigeon","url":"http://h"}"#,
+                "mcpServers.x.type",
+                "unknown transport",
+            ),
+            (
+                r#"{"type":"stdio","command":"a","url":"http://h"}"#,
+                "mcpServers.x.url",
+                "stdio server has no",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","command":"a"}"#,
+                "mcpServers.x.command",
+                "has no command",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"Accept":"x"}}"#,
+                "mcpServers.x.headers.Accept",
+                "sets this header itself",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"X-Key":"a\nb"}}"#,
+                "mcpServers.x.headers.X-Key",
+                "not a valid HTTP header value",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"X-Key":"${NOPE}"}}"#,
+                "mcpServers.x.headers.X-Key",
+                "NOPE is not set",
+            ),
+            (
+                r#"{"command":"a","headers":{"X":"y"}}"#,
+                "mcpServers.x.headers",
+                "only a remote server",
+            ),
+        ] {
+            let e = parse_err(&format!(r#"{{"mcpServers":{{"x":{text}}}}}"#));
+            assert_eq!(e.json_path.as_deref(), Some(path), "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
     }
 
     #[test]

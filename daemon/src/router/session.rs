@@ -110,7 +110,12 @@ pub async fn serve(
                     tracing::debug!(session = id, "read error: {e}");
                     break;
                 }
-                None => break,
+                None => {
+                    // The client closed its side (e.g. `printf ... | mcp-shim`): it may still
+                    // read, so answer what it asked before going.
+                    session.drain().await;
+                    break;
+                }
             },
             changed = session.catalog.changed() => {
                 if changed.is_err() {
@@ -208,8 +213,8 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// The daemon is shutting down: no new requests are read, and those in flight get their
-    /// answers (or, as their upstreams stop, errors) for a short while.
+    /// No new requests will be read (the daemon is shutting down, or the client closed its
+    /// side): those in flight get their answers (or, as upstreams stop, errors) for a while.
     async fn drain(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.tasks.is_empty() {
@@ -469,7 +474,7 @@ impl Session {
             "notifications/roots/list_changed" => {
                 for server in self.servers() {
                     if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
-                        upstream.notify(msg.text().to_owned(), self.link.clone());
+                        upstream.roots_changed(msg.text().to_owned(), self.link.clone());
                     }
                 }
             }

@@ -66,6 +66,8 @@ enum Outcome {
     Restart,
     /// The server died or misbehaved; it is started again after a delay.
     Failed(String),
+    /// The server wants credentials; it waits for `mcpctl login` (or a reload).
+    AuthRequired(String),
 }
 
 /// How a wait while the server is down ended.
@@ -180,6 +182,12 @@ impl Actor {
                     .await
                 }
                 Outcome::Idle => self.hold(ServerState::Idle, "is idle", true).await,
+                Outcome::AuthRequired(why) => {
+                    tracing::warn!(server = %self.name, "{why}");
+                    self.publish(|s| s.last_error = Some(why.clone()));
+                    let message = format!("needs authorization: run `mcpctl login {}`", self.name);
+                    self.hold(ServerState::AuthRequired, &message, false).await
+                }
                 Outcome::Failed(failure) => {
                     let ran = started.elapsed();
                     if ran < QUICK_FAILURE {
@@ -294,6 +302,8 @@ impl Actor {
         }
     }
 
+    /// Shows `auth-required` and answers requests with the way out until told to stop (a
+    /// login or a reload restarts the server).
     fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
         self.snapshot.send_modify(change);
         self.catalog_dirty.notify_one();
@@ -375,6 +385,15 @@ impl Actor {
                         let exit = transport.last_exit();
                         self.publish(|s| s.last_exit = exit);
                         return self.fail_pending(why);
+                    }
+                    Event::AuthRequired(why) => {
+                        self.fail_pending(why.clone());
+                        return Outcome::AuthRequired(why);
+                    }
+                    Event::Session(what) => self.publish(|s| s.session = Some(what)),
+                    Event::Warning(why) => {
+                        tracing::warn!(server = %self.name, "{why}");
+                        self.publish(|s| s.last_error = Some(why));
                     }
                 },
                 cmd = self.rx.recv() => match cmd {
@@ -507,10 +526,8 @@ impl Actor {
                 self.server_requests.remove(&upstream_id);
                 let _ = transport.send(line);
             }
-            Command::Notify { line, from } => {
-                if line.contains("notifications/roots/list_changed") {
-                    self.roots_session = Some(from);
-                }
+            Command::RootsChanged { line, from } => {
+                self.roots_session = Some(from);
                 let _ = transport.send(line);
             }
             Command::Internal { method, params } => self.internal(method, params, transport),

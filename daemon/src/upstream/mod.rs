@@ -10,7 +10,9 @@
 //! sessions share one upstream without their ids colliding.
 
 mod actor;
+pub mod http;
 pub mod process;
+pub mod sse;
 pub mod transport;
 
 use std::sync::Arc;
@@ -173,6 +175,8 @@ pub struct Snapshot {
     pub last_exit: Option<String>,
     /// The last lines its process wrote to stderr (shared with the process's stderr reader).
     pub stderr: Option<Arc<std::sync::Mutex<std::collections::VecDeque<String>>>>,
+    /// The state of its HTTP session, for remote servers.
+    pub session: Option<String>,
 }
 
 impl Default for Snapshot {
@@ -190,6 +194,7 @@ impl Default for Snapshot {
             server_info: None,
             last_exit: None,
             stderr: None,
+            session: None,
         }
     }
 }
@@ -232,8 +237,9 @@ enum Command {
         upstream_id: String,
         line: String,
     },
-    /// A notification from a client for the upstream (e.g. `roots/list_changed`).
-    Notify {
+    /// A client's `notifications/roots/list_changed`: passed on, and the client becomes the
+    /// one that answers the upstream's next `roots/list` when no request is in flight.
+    RootsChanged {
         line: String,
         from: SessionLink,
     },
@@ -386,9 +392,9 @@ impl UpstreamHandle {
         });
     }
 
-    /// Passes a client notification on.
-    pub fn notify(&self, line: String, from: SessionLink) {
-        let _ = self.tx.try_send(Command::Notify { line, from });
+    /// Passes a client's `notifications/roots/list_changed` on.
+    pub fn roots_changed(&self, line: String, from: SessionLink) {
+        let _ = self.tx.try_send(Command::RootsChanged { line, from });
     }
 
     /// Sends a request of mcpd's own; the answer is only logged.

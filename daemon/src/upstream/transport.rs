@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
+use super::http::HttpTransport;
 use super::process::{Process, StopTimeouts, describe_exit};
 use crate::codec::Frame;
 use crate::config::{ServerSpec, TransportSpec};
@@ -17,13 +18,25 @@ pub enum Event {
     TooLong(usize),
     /// The transport is gone (the process exited, the connection broke), and why.
     Closed(String),
+    /// The server wants credentials that mcpd does not have (HTTP 401 without configured
+    /// headers); it is not restarted until `mcpctl login` or a reload.
+    AuthRequired(String),
+    /// The state of the connection changed, for `mcpctl status` (an HTTP session).
+    Session(String),
+    /// Something failed without ending the transport (one request's HTTP error), for logs and
+    /// `mcpctl status`.
+    Warning(String),
 }
 
 /// A live connection to one upstream server.
+// One per upstream, owned by its actor: the size of the stdio variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Transport {
     /// A child process.
     Stdio(Process),
+    /// A remote server over streamable HTTP or HTTP+SSE.
+    Http(HttpTransport),
 }
 
 impl Transport {
@@ -38,6 +51,7 @@ impl Transport {
             TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, records)
                 .map(Transport::Stdio)
                 .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
+            TransportSpec::Http(http) => HttpTransport::start(server, http).map(Transport::Http),
         }
     }
 
@@ -45,6 +59,7 @@ impl Transport {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Self::Stdio(p) => p.child.id(),
+            Self::Http(_) => None,
         }
     }
 
@@ -54,6 +69,7 @@ impl Transport {
     ) -> Option<std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>> {
         match self {
             Self::Stdio(p) => Some(std::sync::Arc::clone(&p.stderr_tail)),
+            Self::Http(_) => None,
         }
     }
 
@@ -61,6 +77,7 @@ impl Transport {
     pub fn last_exit(&self) -> Option<String> {
         match self {
             Self::Stdio(p) => p.exit.clone(),
+            Self::Http(_) => None,
         }
     }
 
@@ -68,6 +85,7 @@ impl Transport {
     pub fn send(&self, line: String) -> Result<(), String> {
         match self {
             Self::Stdio(p) => p.send(line),
+            Self::Http(h) => h.send(line),
         }
     }
 
@@ -94,6 +112,7 @@ impl Transport {
                     },
                 }
             }
+            Self::Http(h) => h.next().await,
         }
     }
 
@@ -105,6 +124,7 @@ impl Transport {
                 p.exit = Some(how.clone());
                 how
             }
+            Self::Http(h) => h.stop(timeouts).await,
         }
     }
 }
