@@ -184,14 +184,6 @@ async fn login(
     }
 }
 
-async fn send(writer: &mut OwnedWriteHalf, response: &ControlResponse) -> bool {
-    let Ok(mut line) = serde_json::to_string(response) else {
-        return false;
-    };
-    line.push('\n');
-    writer.write_all(line.as_bytes()).await.is_ok()
-}
-
 fn done_reply(result: Result<(), String>) -> ControlResponse {
     done(result)
 }

@@ -185,6 +185,7 @@ impl Daemon {
             Arc::clone(&self.hub),
             Arc::clone(&self.catalog_dirty),
             Some(Arc::clone(&self.records)),
+            Some(Arc::clone(&self.auth)),
             initial,
         )
     }

@@ -17,8 +17,8 @@
 
 pub mod daemon;
 pub mod fixture;
-pub mod oauth;
 pub mod http_peer;
+pub mod oauth;
 pub mod peers;
 pub mod process;
 pub mod shim;

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use mcpd::auth::{AuthManager, Unauthorized};
 use mcpd::config::oauth::{CredentialStore, OAuthSpec, RemoteAuth};
+use mcpd_proto::ServerState;
 use mcpd_tests::oauth::{OAuthServer, browse, browser_command, http_request};
 use mcpd_tests::process::{Captured, line_channel, run_with_timeout, wait_timeout};
-use mcpd_tests::{PEER_TIMEOUT, TIMEOUT, TestDaemon, wait_until};
+use mcpd_tests::{PEER_TIMEOUT, ShimClient, TIMEOUT, TestDaemon, wait_until};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -151,6 +152,48 @@ fn peer_login_stores_tokens_encrypted_and_a_restarted_daemon_uses_them() {
     );
     let out = daemon.mcpctl(&["logout", "py"]);
     assert!(text(&out.stdout).contains("was not logged in"));
+    assert_no_token_in(&tokens, "the daemon log", daemon.log().as_bytes());
+}
+
+#[test]
+fn peer_an_http_upstream_waits_for_login_then_serves_and_refreshes_on_401() {
+    let server = OAuthServer::start(&[]);
+    let daemon = TestDaemon::start(json!({"mcpServers": {"py": remote(&server)}}));
+    let waiting = daemon.wait_server_state("py", ServerState::AuthRequired);
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("mcpctl login py")),
+        "{waiting:?}"
+    );
+    assert!(!waiting.auth.unwrap().logged_in);
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    // Its tools are not listed until it is logged in (nothing is known about them yet).
+    assert!(!shim.tool_names().iter().any(|t| t.starts_with("py__")));
+
+    assert_ok(&login(&daemon, "py"), "mcpctl login");
+    let ready = daemon.wait_server_state("py", ServerState::Ready);
+    let auth = ready.auth.unwrap();
+    assert!(auth.logged_in && auth.refreshable, "{auth:?}");
+    assert_eq!(auth.scopes, ["mcp:read", "mcp:write"]);
+    let call = |shim: &mut ShimClient| {
+        shim.call_tool("py__whoami", json!({}))["content"][0]["text"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(call(&mut shim).as_deref(), Some("authorized"));
+
+    // The server stops accepting the token: one refresh, the call goes through.
+    std::thread::sleep(Duration::from_millis(2200));
+    server.admin("expire-access");
+    assert_eq!(call(&mut shim).as_deref(), Some("authorized"));
+    assert_eq!(server.count("refreshes"), 1);
+    assert_eq!(server.count("authorizations"), 1);
+    let tokens = server.tokens();
+    let status = daemon.mcpctl(&["status", "--json"]);
+    assert_no_token_in(&tokens, "mcpctl status --json", &status.stdout);
     assert_no_token_in(&tokens, "the daemon log", daemon.log().as_bytes());
 }
 

@@ -111,6 +111,8 @@ pub(super) struct Actor {
     hub: Arc<Hub>,
     next_id: Arc<AtomicU64>,
     records: Option<Arc<std::path::Path>>,
+    /// OAuth for remote servers without configured headers.
+    auth: Option<Arc<crate::auth::AuthManager>>,
     pending: HashMap<u64, Pending>,
     listing: [Listing; 4],
     /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
@@ -138,6 +140,7 @@ impl Actor {
         hub: Arc<Hub>,
         next_id: Arc<AtomicU64>,
         records: Option<Arc<std::path::Path>>,
+        auth: Option<Arc<crate::auth::AuthManager>>,
     ) -> Self {
         Self {
             name,
@@ -149,6 +152,7 @@ impl Actor {
             hub,
             next_id,
             records,
+            auth,
             pending: HashMap::new(),
             listing: [Listing::default(); 4],
             server_requests: HashMap::new(),
@@ -319,11 +323,17 @@ impl Actor {
             s.state = ServerState::Starting;
             s.pid = None;
         });
-        let mut transport =
-            match Transport::start(&self.name, &self.spec, self.records.as_deref()).await {
-                Ok(t) => t,
-                Err(why) => return Outcome::Failed(why),
-            };
+        let mut transport = match Transport::start(
+            &self.name,
+            &self.spec,
+            self.records.as_deref(),
+            self.auth.as_ref(),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(why) => return Outcome::Failed(why),
+        };
         let pid = transport.pid();
         tracing::info!(server = %self.name, pid, "started `{}`", self.spec.describe());
         let stderr = transport.stderr_tail();

@@ -80,7 +80,11 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// Prepares the connection; nothing is sent before the actor's `initialize`.
-    pub fn start(server: &str, spec: &HttpSpec) -> Result<Self, String> {
+    pub fn start(
+        server: &str,
+        spec: &HttpSpec,
+        auth: Option<Arc<crate::auth::AuthManager>>,
+    ) -> Result<Self, String> {
         let client = build_client(spec)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers.0 {
@@ -105,6 +109,8 @@ impl HttpTransport {
             server: server.into(),
             spec: spec.clone(),
             client,
+            // Configured headers are the escape hatch: with them OAuth never starts.
+            auth: auth.filter(|_| headers.is_empty()),
             headers,
             events: events_tx,
             state: Mutex::new(LinkState::default()),
@@ -266,6 +272,8 @@ struct Link {
     client: reqwest::Client,
     /// The configured headers, marked sensitive (never logged).
     headers: HeaderMap,
+    /// OAuth, when no headers are configured: the bearer token and 401/403 handling.
+    auth: Option<Arc<crate::auth::AuthManager>>,
     events: mpsc::Sender<Event>,
     // A std mutex: every critical section is a few field accesses, never across an `.await`.
     state: Mutex<LinkState>,
@@ -479,6 +487,71 @@ impl Link {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
+        let Some(auth) = self.auth.clone() else {
+            return self.send_once(request).await;
+        };
+        // Kept to send again once after a 401 that a refresh fixed (bodies here are strings).
+        let again = request.try_clone();
+        let (request, sent) = self.authorize(&auth, request).await;
+        let response = self.send_once(request).await?;
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {
+                let challenge = www_authenticate(&response);
+                match auth
+                    .on_unauthorized(&self.server, challenge.as_deref(), sent.as_ref())
+                    .await
+                {
+                    crate::auth::Unauthorized::Retry => match again {
+                        Some(again) => {
+                            let (again, _) = self.authorize(&auth, again).await;
+                            // A second 401 goes the usual way: `auth-required`.
+                            self.send_once(again).await
+                        }
+                        None => Ok(response),
+                    },
+                    // The refusal path turns the 401 into `auth-required`.
+                    crate::auth::Unauthorized::AuthRequired(_) => Ok(response),
+                    crate::auth::Unauthorized::Unavailable(why) => Err(Failure::Reply(why)),
+                }
+            }
+            StatusCode::FORBIDDEN => {
+                let challenge = www_authenticate(&response);
+                match auth.on_forbidden(&self.server, challenge.as_deref()) {
+                    crate::auth::Forbidden::StepUp(why) | crate::auth::Forbidden::Denied(why) => {
+                        Err(Failure::Reply(why))
+                    }
+                }
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// Adds `Authorization: Bearer` (marked sensitive) when mcpd holds a token.
+    async fn authorize(
+        &self,
+        auth: &crate::auth::AuthManager,
+        request: reqwest::RequestBuilder,
+    ) -> (reqwest::RequestBuilder, Option<secrecy::SecretString>) {
+        let Some(token) = auth.bearer(&self.server).await else {
+            return (request, None);
+        };
+        let value = {
+            use secrecy::ExposeSecret;
+            HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+        };
+        match value {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                (
+                    request.header(reqwest::header::AUTHORIZATION, value),
+                    Some(token),
+                )
+            }
+            Err(_) => (request, None),
+        }
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
         tokio::select! {
             () = self.shutdown.cancelled() => Err(Failure::Reply("the connection was closed".into())),
             response = request.send() => response.map_err(|e| self.transport_error(e)),
@@ -1313,6 +1386,21 @@ fn describe_error(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The `WWW-Authenticate` value of a response (the Bearer challenge, if several).
+fn www_authenticate(response: &Response) -> Option<String> {
+    let values: Vec<&str> = response
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    values
+        .iter()
+        .find(|v| v.to_ascii_lowercase().contains("bearer"))
+        .or(values.first())
+        .map(|v| (*v).to_owned())
 }
 
 /// One client per server: connection reuse, HTTP/2 by ALPN, certificate validation unless

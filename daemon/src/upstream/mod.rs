@@ -302,6 +302,7 @@ impl UpstreamHandle {
         hub: Arc<Hub>,
         catalog_dirty: Arc<Notify>,
         records: Option<Arc<std::path::Path>>,
+        auth: Option<Arc<crate::auth::AuthManager>>,
         initial: Snapshot,
     ) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -327,6 +328,7 @@ impl UpstreamHandle {
             hub,
             next_id,
             records,
+            auth,
         );
         tokio::spawn(actor.run());
         handle

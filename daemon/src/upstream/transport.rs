@@ -46,12 +46,15 @@ impl Transport {
         server: &str,
         spec: &ServerSpec,
         records: Option<&std::path::Path>,
+        auth: Option<&std::sync::Arc<crate::auth::AuthManager>>,
     ) -> Result<Self, String> {
         match &spec.transport {
             TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, records)
                 .map(Transport::Stdio)
                 .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
-            TransportSpec::Http(http) => HttpTransport::start(server, http).map(Transport::Http),
+            TransportSpec::Http(http) => {
+                HttpTransport::start(server, http, auth.cloned()).map(Transport::Http)
+            }
         }
     }
 
