@@ -302,7 +302,10 @@ mod tests {
         let mut child = Command::new("sleep").arg("7.25").spawn().unwrap();
         let pid = child.id();
         assert!(process_alive(pid));
-        assert!(pids_of_cmdline_containing("sleep 7.25").contains(&pid));
+        // Until the child has exec'd, its command line is still this test's.
+        assert!(wait_until(Duration::from_secs(10), || {
+            pids_of_cmdline_containing("sleep 7.25").contains(&pid)
+        }));
         assert!(descendants_of(std::process::id()).contains(&pid));
         assert_eq!(stat(pid).map(|s| s.ppid), Some(std::process::id()));
         let id = ProcessId::of(pid).unwrap();
