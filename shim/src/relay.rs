@@ -37,7 +37,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// First wait between reconnection attempts; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 /// Longest wait between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 

@@ -31,6 +31,8 @@ const MAX_LIST_PAGES: usize = 1000;
 const MAX_ELICITATIONS: usize = 1024;
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
+/// The restart delay of a server that ran longer than [`QUICK_FAILURE`] before it failed.
+const IMMEDIATE_RESTART: Duration = Duration::from_millis(100);
 /// A failure this soon after a start counts towards a crash loop.
 const QUICK_FAILURE: Duration = Duration::from_secs(10);
 
@@ -215,14 +217,21 @@ impl Actor {
                         );
                         self.hold(ServerState::CrashLoop, &message, false).await
                     } else {
-                        let delay = jitter(backoff);
+                        // A server that ran a while before it failed is started again at
+                        // once; failures right after a start back off.
+                        let delay = if quick_failures == 0 {
+                            IMMEDIATE_RESTART
+                        } else {
+                            let delay = jitter(backoff);
+                            backoff = (backoff * 2).min(self.spec.restart.max_delay);
+                            delay
+                        };
                         tracing::warn!(server = %self.name, "{failure}; restarting in {:.1}s", delay.as_secs_f64());
                         self.publish(|s| {
                             s.state = ServerState::Failed;
                             s.pid = None;
                             s.last_error = Some(failure.clone());
                         });
-                        backoff = (backoff * 2).min(self.spec.restart.max_delay);
                         let message =
                             format!("is restarting after it failed ({failure}); try again shortly");
                         self.hold_for(delay, &message).await
