@@ -56,8 +56,8 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// How long a login waits for the browser to come back.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Step-up requests (403 `insufficient_scope`) answered with a login hint before further ones
-/// are plain errors.
-pub const MAX_STEP_UPS: u32 = 3;
+/// are plain errors: with the first login, at most three authorization requests in a row.
+pub const MAX_STEP_UPS: u32 = 2;
 /// A token refused within this time after it was issued is not refreshed again.
 const FRESH: Duration = Duration::from_secs(2);
 
@@ -405,6 +405,17 @@ impl AuthManager {
             return denied();
         }
         let wanted = challenge.scopes();
+        let granted = lock(&auth.grant)
+            .as_ref()
+            .map(|g| g.scopes.clone())
+            .unwrap_or_default();
+        if !wanted.is_empty() && wanted.iter().all(|s| granted.contains(s)) {
+            // The token already has every scope asked for: another login would get the same.
+            return Forbidden::Denied(format!(
+                "server `{server}` refused the request although the login has the scopes it asks for ({})",
+                wanted.join(" ")
+            ));
+        }
         let mut step_up = lock(&auth.step_up);
         if step_up.1 >= MAX_STEP_UPS {
             return Forbidden::Denied(format!(
@@ -849,7 +860,18 @@ impl Flow {
         }
         self.manager.persist(&self.auth);
         *lock(&self.auth.challenge) = None;
-        *lock(&self.auth.step_up) = (Vec::new(), 0);
+        {
+            // The step-up count survives a login that did not get the scopes asked for, so
+            // that a server that keeps asking is not logged in to again and again.
+            let granted = lock(&self.auth.grant)
+                .as_ref()
+                .map(|g| g.scopes.clone())
+                .unwrap_or_default();
+            let mut step_up = lock(&self.auth.step_up);
+            if step_up.0.iter().all(|s| granted.contains(s)) {
+                *step_up = (Vec::new(), 0);
+            }
+        }
         tracing::info!(server = %server, "logged in");
         let _ = self.manager.logins.send(server);
         Ok(summary)
