@@ -127,7 +127,7 @@ fn peer_login_stores_tokens_encrypted_and_a_restarted_daemon_uses_them() {
     let status = daemon.mcpctl(&["status", "--json"]);
     assert_ok(&status, "mcpctl status");
     assert_no_token_in(&tokens, "mcpctl status --json", &status.stdout);
-    assert!(text(&status.stdout).contains("\"credential_store\": \"file\""));
+    assert!(text(&status.stdout).contains("\"credential_store\": \"file (no session bus)\""));
 
     // A new daemon finds the login without a new authorization.
     daemon.terminate();

@@ -29,6 +29,8 @@ pub mod callback;
 pub mod discovery;
 pub mod grant;
 pub mod http;
+pub mod import;
+pub mod keyring;
 pub mod pkce;
 pub mod store;
 
@@ -101,6 +103,8 @@ pub struct ServerAuth {
     step_up: Mutex<(Vec<String>, u32)>,
     /// The login under way.
     pending: Mutex<Option<Pending>>,
+    /// Whether mcp-remote's files were looked at (once per server and daemon run).
+    import_tried: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -148,6 +152,7 @@ impl ServerAuth {
             challenge: Mutex::new(None),
             step_up: Mutex::new((Vec::new(), 0)),
             pending: Mutex::new(None),
+            import_tried: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -195,10 +200,11 @@ impl AuthManager {
         Ok(manager)
     }
 
-    /// The credential store in use (`file`, `memory`), with the reason when it fell back.
+    /// The credential store in use and why (`keyring (Secret Service)`, `file (no session
+    /// bus)`, `memory`), with the reason when it fell back to memory.
     pub fn store_description(&self) -> String {
         match &self.store_error {
-            None => self.store.kind().as_str().to_owned(),
+            None => self.store.description().to_owned(),
             Some(e) => format!("memory ({e})"),
         }
     }
@@ -350,6 +356,10 @@ impl AuthManager {
         }
         let generation = auth.generation();
         let Some(current) = auth.access() else {
+            // A first 401 without a login: a login made with mcp-remote for this URL is used.
+            if self.import_mcp_remote(&auth).await {
+                return Unauthorized::Retry;
+            }
             return need_login();
         };
         if let Some(sent) = sent

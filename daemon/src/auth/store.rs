@@ -6,14 +6,26 @@
 //! - Each file is `MCPD-CRED-1\n`, a random 96-bit nonce, and the ChaCha20-Poly1305 sealing
 //!   of the entry's JSON with the file name as associated data (a file renamed to another
 //!   entry's name does not open).
-//! - The 256-bit key comes from the configured [`CredentialStore`]. This build has no Secret
-//!   Service client: `auto` uses the key file `credentials/key` (0600, created on first use),
-//!   and `keyring` is refused with that explanation. `memory` writes nothing at all.
+//! - The 256-bit key comes from the configured [`CredentialStore`]:
+//!   - `keyring`: the Secret Service keyring ([`super::keyring`]); an error when there is none;
+//!   - `auto`: the keyring when the session bus has a Secret Service, else the key file
+//!     `credentials/key` (0600, created on first use). A keyring that is there but fails
+//!     (locked and the unlock prompt dismissed, no answer) is not replaced by a new key file,
+//!     which would leave the logins sealed under the keyring's key unreadable: the daemon keeps
+//!     logins in memory for that run and says why;
+//!   - `file`: the key file;
+//!   - `memory`: nothing is written at all.
+//!
+//!   A key file found when the keyring is chosen and holds no key yet is moved into the
+//!   keyring (and deleted), so switching to the keyring keeps the stored logins.
 //!
 //! What this protects against, honestly: tokens never appear in plaintext on disk, so backups,
-//! `grep -r`, a synced home directory or a shared screenshot of a file do not leak them. The
-//! key file sits next to the data, so another process running as the same user can read both;
-//! nothing in a user's own account protects against that user's processes.
+//! `grep -r`, a synced home directory or a shared screenshot of a file do not leak them. With
+//! the key file, the key sits next to the data, so a copy of the state directory (a backup)
+//! opens. With the keyring, the key is in the user's keyring, encrypted with the login password
+//! while it is locked, so a copy of the state directory alone is useless. Another process
+//! running as the same user can read both the files and (while the keyring is unlocked) the
+//! key; nothing in a user's own account protects against that user's processes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -24,6 +36,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use zeroize::Zeroizing;
 
+use super::keyring::{self, KeyringError};
 pub use crate::config::oauth::CredentialStore;
 
 const MAGIC: &[u8] = b"MCPD-CRED-1\n";
@@ -35,6 +48,8 @@ const KEY_FILE: &str = "key";
 /// The credential directory and the key that opens its files.
 pub struct Store {
     kind: CredentialStore,
+    /// What `mcpctl status` shows: the store and why it was chosen.
+    description: String,
     /// `None`: memory only.
     disk: Option<Disk>,
 }
@@ -48,31 +63,51 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("kind", &self.kind)
+            .field("description", &self.description)
             .field("dir", &self.disk.as_ref().map(|d| &d.dir))
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir` (`…/mcpd/credentials`).
+    /// Opens (creating if needed) the store in `dir` (`…/mcpd/credentials`). May wait up to
+    /// [`super::keyring::TIMEOUT`] for the keyring.
     pub fn open(kind: CredentialStore, dir: &Path) -> Result<Self, String> {
+        let disk = |kind, description: String, key| Self {
+            kind,
+            description,
+            disk: Some(Disk {
+                dir: dir.to_owned(),
+                key,
+            }),
+        };
         match kind {
-            CredentialStore::Memory => Ok(Self { kind, disk: None }),
-            CredentialStore::Keyring => Err(
-                "credentialStore \"keyring\": this mcpd is built without a Secret Service client; \
-                 use \"file\" (a 0600 key file) or \"auto\""
-                    .to_owned(),
-            ),
-            CredentialStore::Auto | CredentialStore::File => {
+            CredentialStore::Memory => Ok(Self::memory()),
+            CredentialStore::File => {
                 ensure_private_dir(dir)?;
                 let key = load_or_create_key(&dir.join(KEY_FILE))?;
-                Ok(Self {
-                    kind: CredentialStore::File,
-                    disk: Some(Disk {
-                        dir: dir.to_owned(),
+                Ok(disk(CredentialStore::File, "file".to_owned(), key))
+            }
+            CredentialStore::Keyring | CredentialStore::Auto => {
+                ensure_private_dir(dir)?;
+                match keyring_key(dir) {
+                    Ok(key) => Ok(disk(
+                        CredentialStore::Keyring,
+                        "keyring (Secret Service)".to_owned(),
                         key,
-                    }),
-                })
+                    )),
+                    Err(KeyringError::Absent(why)) if kind == CredentialStore::Auto => {
+                        let key = load_or_create_key(&dir.join(KEY_FILE))?;
+                        Ok(disk(CredentialStore::File, format!("file ({why})"), key))
+                    }
+                    Err(KeyringError::Absent(why)) => Err(format!(
+                        "credentialStore \"keyring\": {why}; start a Secret Service (e.g. gnome-keyring) in the session or use \"file\""
+                    )),
+                    Err(KeyringError::Failed(why)) => Err(format!(
+                        "credentialStore \"{}\": {why}; stored logins are not touched (set \"credentialStore\": \"file\" if the keyring stays unusable)",
+                        kind.as_str()
+                    )),
+                }
             }
         }
     }
@@ -81,13 +116,20 @@ impl Store {
     pub fn memory() -> Self {
         Self {
             kind: CredentialStore::Memory,
+            description: "memory".to_owned(),
             disk: None,
         }
     }
 
-    /// The store in use, as `mcpctl status` names it (`file` or `memory`).
+    /// The store in use (`keyring`, `file` or `memory`; never `auto`).
     pub fn kind(&self) -> CredentialStore {
         self.kind
+    }
+
+    /// The store in use and why, as `mcpctl status` shows it: `keyring (Secret Service)`,
+    /// `file (no Secret Service on the session bus)`, `file`, `memory`.
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// Seals and writes `plaintext` as entry `name` (a plain file name).
@@ -252,15 +294,59 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     result.map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The key from the keyring; a key file left from `file`/`auto` without a keyring is moved
+/// into the keyring when the keyring has no key yet.
+fn keyring_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyringError> {
+    let key_file = dir.join(KEY_FILE);
+    let old = match read_key_file(&key_file) {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    };
+    let had_file = old.is_some();
+    let got = keyring::load_or_create(dir, old)?;
+    if had_file {
+        if got.created {
+            match fs::remove_file(&key_file) {
+                Ok(()) => tracing::info!(
+                    "moved the credential key from {} into the Secret Service keyring",
+                    key_file.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "the credential key is now in the keyring, but {} could not be removed: {e}",
+                    key_file.display()
+                ),
+            }
+        } else {
+            tracing::warn!(
+                "{} is not used: the Secret Service keyring holds the credential key (remove the file)",
+                key_file.display()
+            );
+        }
+    } else if got.created {
+        tracing::info!("created the credential key in the Secret Service keyring");
+    }
+    Ok(got.key)
+}
+
+fn read_key_file(path: &Path) -> Result<Option<Zeroizing<[u8; 32]>>, String> {
+    let Some(bytes) = read_private(path)? else {
+        return Ok(None);
+    };
+    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        format!(
+            "{} is not a 32-byte key; move it away to start afresh (stored logins are lost)",
+            path.display()
+        )
+    })?;
+    Ok(Some(Zeroizing::new(key)))
+}
+
 fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
-    if let Some(bytes) = read_private(path)? {
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            format!(
-                "{} is not a 32-byte key; move it away to start afresh (stored logins are lost)",
-                path.display()
-            )
-        })?;
-        return Ok(Zeroizing::new(key));
+    if let Some(key) = read_key_file(path)? {
+        return Ok(key);
     }
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut *key).map_err(|e| format!("no randomness from the system: {e}"))?;
@@ -281,8 +367,9 @@ mod tests {
     fn entries_round_trip_encrypted_with_private_modes() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("mcpd/credentials");
-        let store = Store::open(CredentialStore::Auto, &dir).unwrap();
+        let store = Store::open(CredentialStore::File, &dir).unwrap();
         assert_eq!(store.kind(), CredentialStore::File);
+        assert_eq!(store.description(), "file");
         store.write("tokens-x", b"very secret token").unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("tokens-x")), 0o600);
@@ -343,7 +430,16 @@ mod tests {
         store.write("a", b"x").unwrap();
         assert!(store.read("a").unwrap().is_none());
         let root = tempfile::tempdir().unwrap();
-        assert!(Store::open(CredentialStore::Keyring, root.path()).is_err());
+        assert_eq!(store.description(), "memory");
+        if !keyring::session_bus_known() {
+            // Without a session bus: `keyring` is an error, `auto` the key file, saying why.
+            let e = Store::open(CredentialStore::Keyring, &root.path().join("k")).unwrap_err();
+            assert!(e.contains("no session bus"), "{e}");
+            let auto = Store::open(CredentialStore::Auto, &root.path().join("a")).unwrap();
+            assert_eq!(auto.kind(), CredentialStore::File);
+            assert_eq!(auto.description(), "file (no session bus)");
+            assert_eq!(mode(&root.path().join("a/key")), 0o600);
+        }
         assert!(
             Store::open(CredentialStore::Memory, &root.path().join("never"))
                 .unwrap()

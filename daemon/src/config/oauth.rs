@@ -56,13 +56,15 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
-/// Where the key that encrypts stored credentials is kept (`mcpd.credentialStore`).
+/// Where the key that encrypts stored credentials is kept (`mcpd.credentialStore`); see
+/// `crate::auth::store` and docs/SECURITY.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CredentialStore {
-    /// The keyring when one is available, else the key file.
+    /// The Secret Service keyring when the session bus has one, else the key file.
     #[default]
     Auto,
-    /// The Secret Service keyring; an error when there is none.
+    /// The Secret Service keyring; without one, logins are kept in memory (with the reason in
+    /// `mcpctl status`).
     Keyring,
     /// A 0600 key file in the state directory.
     File,
