@@ -2,7 +2,7 @@
 # 50 cycles of: start mcpd with 3 servers that fork npx-style trees (sh -> sleep & sleep),
 # wait until all are ready, SIGKILL the daemon. Then count processes left from those trees.
 set -u
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 B=${B:-$root/target/release}
 [ -x "$B/mcpd" ] && [ -x "$B/mcpd-fixture" ] || { echo "build first: cargo build --release --workspace --bins" >&2; exit 1; }
 T=$(mktemp -d /tmp/orph-XXXX); mkdir -p $T/cfg/mcpd $T/run; chmod 700 $T/run
