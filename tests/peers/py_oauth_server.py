@@ -16,7 +16,9 @@ Usage: py_oauth_server.py [--access-ttl S] [--refresh-delay-ms MS] [--no-rotate]
 Prints `mcpd-peer-listening 127.0.0.1:PORT` on stderr once it accepts connections (the port is
 chosen by the system). Test hooks, all on the same port:
   GET  /stats                    counters: registrations, authorizations, codes, refreshes,
-                                 refresh_failures, revocations, mcp_requests, unauthorized
+                                 refresh_failures, revocations, mcp_requests, unauthorized;
+                                 refresh_ages: for each refresh, the seconds since the access
+                                 token it replaces was issued
   GET  /admin/tokens             every access and refresh token issued so far (for leak checks)
   POST /admin/expire-access      every access token stops working (a reactive refresh follows)
   POST /admin/drop-refresh       every refresh token is forgotten (the next refresh: invalid_grant)
@@ -56,6 +58,8 @@ STATS = {
     "revocations": 0,
     "mcp_requests": 0,
     "unauthorized": 0,
+    # For each refresh, how many seconds the access token it replaces had been in use.
+    "refresh_ages": [],
 }
 ISSUED = []
 
@@ -70,6 +74,7 @@ class Provider:
         self.codes = {}
         self.access = {}
         self.refresh = {}
+        self.issued_at = {}
 
     async def get_client(self, client_id):
         return self.clients.get(client_id)
@@ -117,6 +122,7 @@ class Provider:
             )
             ISSUED.append(refresh)
         ISSUED.append(access)
+        self.issued_at[refresh] = time.time()
         return OAuthToken(
             access_token=access,
             token_type="Bearer",
@@ -138,6 +144,7 @@ class Provider:
 
     async def exchange_refresh_token(self, client, refresh_token, scopes):
         STATS["refreshes"] += 1
+        STATS["refresh_ages"].append(round(time.time() - self.issued_at.get(refresh_token.token, 0), 3))
         if self.args.refresh_delay_ms:
             await asyncio.sleep(self.args.refresh_delay_ms / 1000)
         if self.args.no_rotate:

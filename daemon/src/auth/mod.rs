@@ -282,7 +282,18 @@ impl AuthManager {
             let grant = lock(&auth.grant);
             let grant = grant.as_ref()?;
             let renewable = grant.refresh.is_some();
-            if !grant.expires_within(REFRESH_MARGIN) {
+            // A token is used for at least FRESH before it is renewed: one that lasts less
+            // than the margin is not renewed on every request.
+            let lifetime = grant
+                .expires_at
+                .zip(*lock(&auth.obtained))
+                .map(|(at, obtained)| {
+                    Duration::from_secs(at.saturating_sub(grant::now())) + obtained.elapsed()
+                });
+            let margin = lifetime.map_or(REFRESH_MARGIN, |l| {
+                REFRESH_MARGIN.min(l.saturating_sub(FRESH))
+            });
+            if !grant.expires_within(margin) {
                 return Some(grant.access.clone());
             }
             if !renewable {
