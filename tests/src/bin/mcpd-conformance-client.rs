@@ -59,7 +59,7 @@ fn text_of(result: &Value) -> String {
 }
 
 fn main() {
-    let url = std::env::args().last().expect("the server URL");
+    let url = std::env::args().next_back().expect("the server URL");
     let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
     let context: Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
         .ok()
