@@ -4,8 +4,9 @@
 //! login), while five clients call a tool concurrently through their own shims.
 
 use mcpd_proto::ServerState;
+use mcpd_tests::fixture;
 use mcpd_tests::oauth::{OAuthServer, browser_command};
-use mcpd_tests::process::run_with_timeout;
+use mcpd_tests::process::{descendants_of, run_with_timeout};
 use mcpd_tests::{PEER_TIMEOUT, ShimClient, TestDaemon, wait_until};
 use serde_json::{Value, json};
 
@@ -17,8 +18,11 @@ const EXPIRIES: u64 = 4;
 #[test]
 fn peer_five_concurrent_clients_cause_one_refresh_per_expiry_and_never_a_second_authorization() {
     let server = OAuthServer::start(&["--access-ttl", ACCESS_TTL, "--refresh-delay-ms", "200"]);
-    let daemon =
-        TestDaemon::start(json!({"mcpServers": {"py": {"type": "http", "url": server.mcp_url()}}}));
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "py": {"type": "http", "url": server.mcp_url()},
+        // A stdio server whose environment is checked for tokens at the end.
+        "fx": fixture::server(&["--fork-grandchildren"]),
+    }}));
     let log = daemon.root().join("browser.log");
     let out = run_with_timeout(
         daemon
@@ -84,4 +88,48 @@ fn peer_five_concurrent_clients_cause_one_refresh_per_expiry_and_never_a_second_
     assert_eq!(stats["authorizations"], 1, "{stats}");
     assert_eq!(stats["codes"], 1, "{stats}");
     assert!(daemon.server("py").auth.is_some_and(|a| a.logged_in));
+
+    // After all those refreshes, no token ever issued is anywhere outside the daemon's memory:
+    // not in any file under its XDG tree (state, cache, config, runtime, log), not in status,
+    // not in the environment of any process it started.
+    let tokens = server.tokens();
+    assert!(
+        tokens.len() >= 2 + 2 * EXPIRIES as usize,
+        "tokens issued: {}",
+        tokens.len()
+    );
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut dirs = vec![daemon.root().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.is_file() {
+                places.push((
+                    path.display().to_string(),
+                    std::fs::read(&path).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let status = daemon.mcpctl(&["status", "--json"]);
+    places.push(("mcpctl status --json".into(), status.stdout));
+    let children = descendants_of(daemon.pid());
+    assert!(
+        children.len() >= 3,
+        "the stdio server and its children: {children:?}"
+    );
+    for pid in children {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        places.push((format!("the environment of pid {pid}"), environ));
+    }
+    for (place, bytes) in &places {
+        for token in &tokens {
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "a token is in {place}"
+            );
+        }
+    }
 }
