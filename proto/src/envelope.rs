@@ -257,13 +257,15 @@ impl<'a> Rewrite<'a> {
         }
     }
 
-    /// Replaces `part` (which must borrow from the text) with the JSON text `with`.
-    ///
-    /// # Panics
-    /// If `part` does not lie inside the text; that is a programming error.
+    /// Replaces `part` (which must borrow from the text) with the JSON text `with`. A part that
+    /// does not lie inside the text is a programming error: debug builds panic, release builds
+    /// leave the text as it was.
     pub fn replace(&mut self, part: &RawValue, with: impl Into<String>) {
-        let range = span(self.text, part).expect("rewritten part borrows from the message text");
-        self.edits.push((range, with.into()));
+        let range = span(self.text, part);
+        debug_assert!(range.is_some(), "rewritten part borrows from the message text");
+        if let Some(range) = range {
+            self.edits.push((range, with.into()));
+        }
     }
 
     /// The rewritten text. Overlapping edits keep the first one.
