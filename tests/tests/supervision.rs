@@ -127,9 +127,15 @@ fn a_server_that_exits_at_once_reaches_crash_loop_and_is_left_alone_until_restar
         "a crash-looping server still has processes"
     );
 
-    // A call says why and what to do.
+    // A call says why and what to do, though the server never listed its tools.
     let mut shim = ShimClient::spawn(&daemon, None);
     shim.initialize();
+    let error = echo_text(&mut shim, "bad__anything", "x").expect_err("nothing can answer");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("mcpctl restart bad") && message.contains("exited with status 3"),
+        "{error}"
+    );
     // `mcpctl status` shows it.
     let out = daemon.mcpctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);

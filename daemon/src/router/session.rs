@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mcpd_proto::Resume;
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
+use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -744,6 +744,33 @@ impl RequestContext {
         }
     }
 
+    /// The error for a name the catalog does not have. When it is namespaced by a server that
+    /// is down and has never listed anything (waiting for a login, crash-looping, failing), say
+    /// that instead: the tool may well exist once the server is up.
+    fn unknown_name(&self, name: &str, what: &str) -> (i64, String) {
+        let separator = self.daemon.config().options.separator.clone();
+        let down = self.servers.iter().find_map(|server| {
+            let prefix = format!("{server}{separator}");
+            if !name.starts_with(&prefix) {
+                return None;
+            }
+            let snapshot = self.daemon.upstream_for(server, self.link.id(), false)?.snapshot();
+            let reason = match snapshot.state {
+                ServerState::AuthRequired => format!("needs authorization: run `mcpctl login {server}`"),
+                ServerState::CrashLoop => format!("keeps failing as it starts; see `mcpctl status` and run `mcpctl restart {server}`"),
+                ServerState::Failed => "failed and is restarting".to_owned(),
+                ServerState::Stopped => format!("was stopped; `mcpctl start {server}` starts it"),
+                _ => return None,
+            };
+            let last = snapshot.last_error.map(|e| format!(" ({e})")).unwrap_or_default();
+            Some(format!("Unknown {what}: {name}: server `{server}` {reason}{last}"))
+        });
+        match down {
+            Some(message) => (envelope::UPSTREAM_UNAVAILABLE, message),
+            None => (envelope::INVALID_PARAMS, format!("Unknown {what}: {name}")),
+        }
+    }
+
     fn resolve_name<'a>(
         &self,
         catalog: &Catalog,
@@ -768,7 +795,7 @@ impl RequestContext {
         let entry = catalog
             .get(kind, &name)
             .filter(|e| self.servers.contains(&e.server))
-            .ok_or_else(|| (envelope::INVALID_PARAMS, format!("Unknown {what}: {name}")))?;
+            .ok_or_else(|| self.unknown_name(&name, what))?;
         let original = serde_json::to_string(&entry.original).unwrap_or_default();
         Ok(Resolved {
             server: entry.server.clone(),
