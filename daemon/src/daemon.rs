@@ -428,7 +428,7 @@ impl Daemon {
                 .per_client
                 .iter()
                 .map(|((name, session), handle)| (format!("{name}#{session}"), handle));
-            let servers: Vec<ServerStatus> = state
+            let mut servers: Vec<ServerStatus> = state
                 .upstreams
                 .iter()
                 .map(|(name, handle)| (name.clone(), handle))
@@ -462,6 +462,32 @@ impl Daemon {
                     }
                 })
                 .collect();
+            // Per-client servers with no session using them have no instance: show them anyway.
+            for (name, spec) in &state.config.servers {
+                let running = state.per_client.keys().any(|(server, _)| server == name);
+                if spec.share != Share::PerClient || running {
+                    continue;
+                }
+                let cached = self.cache.initial_snapshot(name, spec);
+                servers.push(ServerStatus {
+                    name: name.clone(),
+                    transport: spec.transport_name().into(),
+                    url: spec.http().map(|h| h.display_url()),
+                    session: None,
+                    state: mcpd_proto::ServerState::Idle,
+                    pid: None,
+                    tools: cached.lists[ListKind::Tools.index()].len(),
+                    restarts: 0,
+                    last_error: None,
+                    server_info: Some(
+                        "per-client: each session starts its own instance".to_owned(),
+                    ),
+                    last_exit: None,
+                    stderr_tail: Vec::new(),
+                    auth: self.auth.status(name),
+                });
+            }
+            servers.sort_by(|a, b| a.name.cmp(&b.name));
             (servers, state.config_exists, state.config_error.clone())
         };
         let sessions = self

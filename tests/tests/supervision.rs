@@ -266,6 +266,9 @@ fn per_client_servers_get_one_instance_per_session_stopped_when_it_ends() {
         "shared": fixture::server(&[]),
     }}));
     daemon.wait_server_state("shared", ServerState::Ready);
+    // Listed before any session uses it, with no process.
+    let own = daemon.server("own");
+    assert_eq!((own.state, own.pid), (ServerState::Idle, None), "{own:?}");
     let own_pid = |shim: &mut ShimClient| -> String {
         let line = shim.request_line(
             "tools/call",
