@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cargo build --release -p mcpd -p mcp-shim -p mcpctl
+packaging/static-shim.sh
 assets="$root/target/assets"
 rm -rf "$assets"
 mkdir -p "$assets/completions" "$assets/man"

@@ -67,6 +67,7 @@ fi
 if [[ -z "$binaries" ]]; then
   say "building release binaries (cargo build --release)"
   (cd "$root" && cargo build --release -p mcpd -p mcp-shim -p mcpctl)
+  "$root/packaging/static-shim.sh"
   binaries="$root/target/release"
 fi
 for b in "${bins[@]}"; do
