@@ -316,10 +316,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Largest configuration file read (a config is a few KiB; this only stops a runaway file).
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a whole UTF-8 file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "the file is larger than {} MiB",
+            max / (1024 * 1024)
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads and validates the configuration file at `path`, expanding variables from the
 /// daemon's environment. A missing file is an empty configuration, not an error.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_bounded(path, MAX_CONFIG_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
         Err(e) => {
@@ -1054,6 +1072,16 @@ mod tests {
             assert_eq!(e.json_path.as_deref(), Some(path), "{text}: {e}");
             assert!(e.message.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        std::fs::write(&path, vec![b' '; 2048]).unwrap();
+        assert_eq!(read_bounded(&path, 4096).unwrap().len(), 2048);
+        let e = read_bounded(&path, 1024).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 
     #[test]

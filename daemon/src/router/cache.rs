@@ -16,6 +16,8 @@ use crate::config::ServerSpec;
 use crate::upstream::{Item, ListKind, Snapshot, UpstreamCaps};
 
 const FORMAT: u32 = 1;
+/// Largest cache file read; a larger one is ignored (and rewritten).
+const MAX_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
@@ -48,8 +50,8 @@ fn fingerprint(spec: &ServerSpec) -> String {
 impl CatalogCache {
     /// Reads the cache at `path`; a missing or unreadable file is an empty cache.
     pub fn load(path: PathBuf) -> Self {
-        let servers = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
+        let servers = match crate::config::read_bounded(&path, MAX_CACHE_BYTES) {
+            Ok(text) => match serde_json::from_str::<CacheFile>(&text) {
                 Ok(file) if file.format == FORMAT => file.servers,
                 Ok(_) => BTreeMap::new(),
                 Err(e) => {
