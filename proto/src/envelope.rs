@@ -262,7 +262,10 @@ impl<'a> Rewrite<'a> {
     /// leave the text as it was.
     pub fn replace(&mut self, part: &RawValue, with: impl Into<String>) {
         let range = span(self.text, part);
-        debug_assert!(range.is_some(), "rewritten part borrows from the message text");
+        debug_assert!(
+            range.is_some(),
+            "rewritten part borrows from the message text"
+        );
         if let Some(range) = range {
             self.edits.push((range, with.into()));
         }
