@@ -44,6 +44,9 @@ struct State {
     upstreams: BTreeMap<String, UpstreamHandle>,
     /// Instances of `"share": "per-client"` servers by (server, session).
     per_client: BTreeMap<(String, u64), UpstreamHandle>,
+    /// The daemon is stopping: nothing may start a server any more (a reload, a login or a
+    /// draining session would otherwise start one after `stop_all` and leave it behind).
+    stopping: bool,
 }
 
 /// The daemon: one per process, shared by every task as `Arc<Daemon>`.
@@ -113,6 +116,7 @@ impl Daemon {
                 config_error,
                 upstreams: BTreeMap::new(),
                 per_client: BTreeMap::new(),
+                stopping: false,
             }),
             catalog_tx,
             catalog_dirty: Arc::new(Notify::new()),
@@ -134,7 +138,7 @@ impl Daemon {
             {
                 state
                     .upstreams
-                    .insert(name.clone(), daemon.spawn_upstream(name, spec));
+                    .insert(name.clone(), daemon.spawn_upstream(name, spec, None));
             }
         }
         daemon.rebuild_catalog();
@@ -162,6 +166,9 @@ impl Daemon {
             tracing::info!(server = %name, "logged in: starting the server again");
             old.stop().await;
             let mut state = self.write();
+            if state.stopping {
+                return;
+            }
             if let Some(spec) = state
                 .config
                 .servers
@@ -169,7 +176,7 @@ impl Daemon {
                 .filter(|s| s.share == Share::Shared)
                 .cloned()
             {
-                let handle = self.spawn_upstream(&name, &spec);
+                let handle = self.spawn_upstream(&name, &spec, None);
                 state.upstreams.insert(name, handle);
             }
             drop(state);
@@ -177,7 +184,12 @@ impl Daemon {
         }
     }
 
-    fn spawn_upstream(&self, name: &str, spec: &crate::config::ServerSpec) -> UpstreamHandle {
+    fn spawn_upstream(
+        &self,
+        name: &str,
+        spec: &crate::config::ServerSpec,
+        owner: Option<u64>,
+    ) -> UpstreamHandle {
         let initial = self.cache.initial_snapshot(name, spec);
         UpstreamHandle::spawn(
             name,
@@ -187,6 +199,7 @@ impl Daemon {
             Some(Arc::clone(&self.records)),
             Some(Arc::clone(&self.auth)),
             initial,
+            owner,
         )
     }
 
@@ -235,6 +248,9 @@ impl Daemon {
             }
         }
         let mut state = self.write();
+        if state.stopping {
+            return None;
+        }
         let spec = state.config.servers.get(server)?.clone();
         let key = (server.to_owned(), session);
         if let Some(handle) = state.per_client.get(&key) {
@@ -245,7 +261,7 @@ impl Daemon {
             session,
             "starting the session's own instance (per-client)"
         );
-        let handle = self.spawn_upstream(server, &spec);
+        let handle = self.spawn_upstream(server, &spec, Some(session));
         state.per_client.insert(key, handle.clone());
         Some(handle)
     }
@@ -572,6 +588,9 @@ impl Daemon {
         futures_util::future::join_all(stopping.iter().map(UpstreamHandle::stop)).await;
         {
             let mut state = self.write();
+            if state.stopping {
+                return Err("the daemon is stopping".to_owned());
+            }
             for name in diff.added.iter().chain(&diff.changed) {
                 if let Some(spec) = loaded
                     .config
@@ -579,7 +598,7 @@ impl Daemon {
                     .get(name)
                     .filter(|s| s.share == Share::Shared)
                 {
-                    let handle = self.spawn_upstream(name, spec);
+                    let handle = self.spawn_upstream(name, spec, None);
                     state.upstreams.insert(name.clone(), handle);
                 }
             }
@@ -616,6 +635,7 @@ impl Daemon {
     pub async fn stop_all(&self) {
         let handles: Vec<UpstreamHandle> = {
             let mut state = self.write();
+            state.stopping = true;
             let shared = std::mem::take(&mut state.upstreams).into_values();
             let own = std::mem::take(&mut state.per_client).into_values();
             shared.chain(own).collect()

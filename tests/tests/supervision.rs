@@ -339,3 +339,93 @@ fn after_the_daemon_is_killed_the_next_one_kills_what_it_left() {
         ControlResponse::Status(_)
     ));
 }
+
+#[test]
+fn per_client_instances_are_subscribed_each_on_their_own() {
+    let record = tempfile::tempdir().unwrap();
+    let path = record.path().join("received");
+    let path_arg = path.display().to_string();
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "own": fixture_with(&["--resources", "2", "--record", &path_arg], json!({"share": "per-client"})),
+    }}));
+    let subscribes = || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"resources/subscribe\""))
+            .count()
+    };
+    let mut a = ShimClient::spawn(&daemon, None);
+    a.initialize();
+    let mut b = ShimClient::spawn(&daemon, None);
+    b.initialize();
+    for shim in [&mut a, &mut b] {
+        shim.result("resources/subscribe", Some(json!({"uri": "fixture://r/0"})));
+    }
+    // Each session's own instance got its own subscription: one count shared by the instances
+    // would have sent only the first one upstream. (An instance that finishes starting after
+    // the hub counted its session's subscription may be subscribed twice, which is harmless.)
+    assert!(
+        wait_until(TIMEOUT, || subscribes() >= 2),
+        "subscribes seen: {}",
+        subscribes()
+    );
+}
+
+#[test]
+fn mcpctl_stop_during_a_restart_delay_keeps_the_server_stopped() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "bad": {"command": "sh", "args": ["-c", "exit 3"], "restartDelayMs": 300, "crashLoopAfter": 1000},
+    }}));
+    daemon.wait_server_state("bad", ServerState::Failed);
+    let out = daemon.mcpctl(&["stop", "bad"]);
+    assert!(out.status.success(), "{out:?}");
+    let restarts = daemon.server("bad").restarts;
+    std::thread::sleep(Duration::from_millis(1000));
+    let bad = daemon.server("bad");
+    assert_eq!(
+        (bad.state, bad.restarts),
+        (ServerState::Stopped, restarts),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn an_answer_written_just_before_the_server_exits_still_reaches_the_client() {
+    // A server that answers one tools/call and exits at once, as one-shot scripts do.
+    let script = r#"
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    if m["method"] == "initialize":
+        r = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "once", "version": "1"}}
+    elif m["method"] == "tools/list":
+        r = {"tools": [{"name": "last", "inputSchema": {"type": "object"}}]}
+    elif m["method"] == "tools/call":
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"content": [{"type": "text", "text": "bye"}]}}), flush=True)
+        sys.exit(0)
+    else:
+        r = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": r}), flush=True)
+"#;
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "once": {"command": "python3", "args": ["-c", script], "restartDelayMs": 50, "maxRestartDelayMs": 100, "crashLoopAfter": 1000},
+    }}));
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    for round in 0..10 {
+        // The previous instance has exited and its successor is up.
+        daemon.wait_status(TIMEOUT, "the next instance of `once`", |s| {
+            s.servers
+                .iter()
+                .any(|x| x.name == "once" && x.state == ServerState::Ready && x.restarts == round)
+        });
+        let line = shim.request_line(
+            "tools/call",
+            Some(json!({"name": "once__last", "arguments": {}})),
+        );
+        assert!(line.contains("\"bye\""), "round {round}: {line}");
+    }
+}

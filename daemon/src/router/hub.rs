@@ -24,6 +24,16 @@ pub const LOG_LEVELS: [&str; 8] = [
     "emergency",
 ];
 
+/// The key subscriptions of an upstream are counted under: its name, or for a per-client
+/// instance, its name and the session it belongs to (instances of one server never share a
+/// subscription).
+pub fn subscription_key(server: &str, owner: Option<u64>) -> String {
+    match owner {
+        Some(session) => format!("{server}#{session}"),
+        None => server.to_owned(),
+    }
+}
+
 /// The rank of a log level name in [`LOG_LEVELS`].
 pub fn log_rank(level: &str) -> Option<u8> {
     LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
@@ -210,14 +220,18 @@ impl Hub {
     }
 
     /// Sends a `notifications/message` line of `server` at `rank` to each session that sees
-    /// the server and admits the level.
-    pub fn broadcast_log(&self, server: &str, rank: u8, line: &str) {
+    /// the server and admits the level; the line of a per-client instance (`owner`) goes to its
+    /// own session only.
+    pub fn broadcast_log(&self, server: &str, owner: Option<u64>, rank: u8, line: &str) {
         for link in self
             .sessions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
+            if owner.is_some_and(|o| o != link.id()) {
+                continue;
+            }
             if link.sees(server) && link.admits(rank) {
                 link.try_send(line.to_owned());
             }

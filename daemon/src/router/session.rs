@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::catalog::{Catalog, SharedCatalog};
-use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank};
+use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
 use crate::codec::{Frame, LineCodec};
 use crate::daemon::Daemon;
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
@@ -667,11 +667,19 @@ impl RequestContext {
         };
         let hub = self.daemon.hub();
         if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
-            // Only the first subscriber subscribes upstream, only the last one unsubscribes.
+            // Only the first subscriber subscribes upstream, only the last one unsubscribes. A
+            // per-client instance is counted on its own.
+            let per_client = self
+                .daemon
+                .config()
+                .servers
+                .get(&resolved.server)
+                .is_some_and(|s| s.share == crate::config::Share::PerClient);
+            let key = subscription_key(&resolved.server, per_client.then(|| self.link.id()));
             let forward = if subscribe {
-                hub.subscribe(&resolved.server, uri, self.link.id())
+                hub.subscribe(&key, uri, self.link.id())
             } else {
-                hub.unsubscribe(&resolved.server, uri, self.link.id())
+                hub.unsubscribe(&key, uri, self.link.id())
             };
             if !forward {
                 return self.reply(envelope::response(id, &json!({}))).await;

@@ -31,6 +31,10 @@ const MAX_LIST_PAGES: usize = 1000;
 const MAX_ELICITATIONS: usize = 1024;
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
+/// Ids of the requests upstreams send to clients, unique for the daemon's life.
+static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
+/// Why calls fail while an operator keeps a server stopped.
+const STOPPED_BY_OPERATOR: &str = "was stopped with `mcpctl stop`; `mcpctl start` starts it";
 /// The restart delay of a server that ran longer than [`QUICK_FAILURE`] before it failed.
 const IMMEDIATE_RESTART: Duration = Duration::from_millis(100);
 /// A failure this soon after a start counts towards a crash loop.
@@ -115,6 +119,9 @@ pub(super) struct Actor {
     records: Option<Arc<std::path::Path>>,
     /// OAuth for remote servers without configured headers.
     auth: Option<Arc<crate::auth::AuthManager>>,
+    /// For a per-client instance, the session it belongs to: its subscriptions and log
+    /// messages are that session's alone.
+    owner: Option<u64>,
     pending: HashMap<u64, Pending>,
     listing: [Listing; 4],
     /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
@@ -125,7 +132,6 @@ pub(super) struct Actor {
     /// The session that last said its roots changed: it answers `roots/list` when no request
     /// is in flight.
     roots_session: Option<SessionLink>,
-    downstream_counter: u64,
     /// The current process finished its handshake.
     ready: bool,
 }
@@ -143,6 +149,7 @@ impl Actor {
         next_id: Arc<AtomicU64>,
         records: Option<Arc<std::path::Path>>,
         auth: Option<Arc<crate::auth::AuthManager>>,
+        owner: Option<u64>,
     ) -> Self {
         Self {
             name,
@@ -155,12 +162,12 @@ impl Actor {
             next_id,
             records,
             auth,
+            owner,
             pending: HashMap::new(),
             listing: [Listing::default(); 4],
             server_requests: HashMap::new(),
             elicitations: HashMap::new(),
             roots_session: None,
-            downstream_counter: 0,
             ready: false,
         }
     }
@@ -180,12 +187,8 @@ impl Actor {
                     continue;
                 }
                 Outcome::Paused => {
-                    self.hold(
-                        ServerState::Stopped,
-                        "was stopped with `mcpctl stop`; `mcpctl start` starts it",
-                        false,
-                    )
-                    .await
+                    self.hold(ServerState::Stopped, STOPPED_BY_OPERATOR, false)
+                        .await
                 }
                 Outcome::Idle => self.hold(ServerState::Idle, "is idle", true).await,
                 Outcome::AuthRequired(why) => {
@@ -278,6 +281,7 @@ impl Actor {
         why: &str,
         wake_on_request: bool,
     ) -> Held {
+        let (mut until, mut wake_on_request, mut why) = (until, wake_on_request, why.to_owned());
         loop {
             let timer = async {
                 match until {
@@ -295,11 +299,24 @@ impl Actor {
                     let _ = done.send(());
                     return Held::Stop;
                 }
-                Some(Command::Control { op, done }) => {
+                Some(Command::Control {
+                    op: ControlOp::Stop,
+                    done,
+                }) => {
+                    // Whatever it was waiting for (a restart delay, a request to wake it, a
+                    // login), it now stays down until `mcpctl start`.
+                    until = None;
+                    wake_on_request = false;
+                    why = STOPPED_BY_OPERATOR.to_owned();
+                    self.publish(|s| {
+                        s.state = ServerState::Stopped;
+                        s.pid = None;
+                    });
                     let _ = done.send(Ok(()));
-                    if matches!(op, ControlOp::Start | ControlOp::Restart) {
-                        return Held::Start(Vec::new());
-                    }
+                }
+                Some(Command::Control { done, .. }) => {
+                    let _ = done.send(Ok(()));
+                    return Held::Start(Vec::new());
                 }
                 Some(cmd @ Command::Request(..)) if wake_on_request => {
                     return Held::Start(vec![cmd]);
@@ -315,8 +332,6 @@ impl Actor {
         }
     }
 
-    /// Shows `auth-required` and answers requests with the way out until told to stop (a
-    /// login or a reload restarts the server).
     fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
         self.snapshot.send_modify(change);
         self.catalog_dirty.notify_one();
@@ -499,6 +514,11 @@ impl Actor {
         }
     }
 
+    /// The name under which the hub counts this instance's subscriptions.
+    fn hub_key(&self) -> String {
+        crate::router::hub::subscription_key(&self.name, self.owner)
+    }
+
     /// No client request is waiting on the server and it waits on no client.
     fn is_unused(&self) -> bool {
         self.server_requests.is_empty()
@@ -519,7 +539,13 @@ impl Actor {
             }
         }
         for (_, (session, downstream)) in self.server_requests.drain() {
-            session.take_route(&downstream);
+            // The client is told that the request it may be showing its user is void.
+            if session.take_route(&downstream).is_some() {
+                let cancelled = format!(
+                    r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{downstream},"reason":"the server went away"}}}}"#
+                );
+                session.try_send(cancelled);
+            }
         }
         self.elicitations.clear();
         self.listing = [Listing::default(); 4];
@@ -701,7 +727,7 @@ impl Actor {
             }
         }
         if caps.subscribe {
-            for uri in self.hub.subscribed_uris(&self.name) {
+            for uri in self.hub.subscribed_uris(&self.hub_key()) {
                 self.internal("resources/subscribe", json!({"uri": uri}), transport);
             }
         }
@@ -824,14 +850,15 @@ impl Actor {
                     .and_then(|p| member(p, "level"))
                     .and_then(|l| envelope::decode_str(l).ok());
                 let rank = level.as_deref().and_then(log_rank).unwrap_or(0);
-                self.hub.broadcast_log(&self.name, rank, msg.text());
+                self.hub
+                    .broadcast_log(&self.name, self.owner, rank, msg.text());
             }
             "notifications/resources/updated" => {
                 let uri = params
                     .and_then(|p| member(p, "uri"))
                     .and_then(|u| envelope::decode_str(u).ok());
                 if let Some(uri) = uri {
-                    for session in self.hub.subscribers(&self.name, &uri) {
+                    for session in self.hub.subscribers(&self.hub_key(), &uri) {
                         session.try_send(msg.text().to_owned());
                     }
                 }
@@ -905,10 +932,11 @@ impl Actor {
             let _ = transport.send(answer);
             return;
         };
-        self.downstream_counter += 1;
+        // One counter for the whole daemon: a restarted or re-created actor never reuses an id
+        // a client may still answer.
+        let n = DOWNSTREAM_IDS.fetch_add(1, Ordering::Relaxed);
         let downstream =
-            serde_json::to_string(&format!("mcpd:{}:{}", self.name, self.downstream_counter))
-                .unwrap_or_default();
+            serde_json::to_string(&format!("mcpd:{}:{n}", self.name)).unwrap_or_default();
         session.add_route(
             downstream.clone(),
             Route {

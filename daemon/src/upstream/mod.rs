@@ -304,6 +304,7 @@ impl UpstreamHandle {
         records: Option<Arc<std::path::Path>>,
         auth: Option<Arc<crate::auth::AuthManager>>,
         initial: Snapshot,
+        owner: Option<u64>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (snapshot_tx, snapshot) = watch::channel(initial);
@@ -329,6 +330,7 @@ impl UpstreamHandle {
             next_id,
             records,
             auth,
+            owner,
         );
         tokio::spawn(actor.run());
         handle

@@ -95,6 +95,8 @@ pub struct Process {
     pub stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// How it ended, once it has.
     pub exit: Option<String>,
+    /// Set when the leader has exited: its status and until when its output is still read.
+    pub exited: Option<(Option<ExitStatus>, tokio::time::Instant)>,
     /// Its record in the runtime directory, removed when the process is dropped.
     _record: Option<ChildRecord>,
 }
@@ -169,6 +171,7 @@ impl Process {
             child,
             pgid,
             exit: None,
+            exited: None,
             _record: record,
             stdin: Some(tx),
             stdout: FramedRead::new(stdout, LineCodec::new(mcpd_proto::line::MAX_MESSAGE_LINE)),

@@ -96,23 +96,29 @@ impl Transport {
     pub async fn next(&mut self) -> Event {
         match self {
             Self::Stdio(p) => {
-                tokio::select! {
-                    status = p.child.wait() => {
-                        let status = status.ok();
+                if p.exited.is_none() {
+                    tokio::select! {
+                        // What the server wrote before it exited is read first.
+                        biased;
+                        frame = p.stdout.next() => return stdio_frame(p, frame).await,
+                        status = p.child.wait() => {
+                            // Answers it wrote just before exiting may still be in the pipe:
+                            // they are delivered (briefly) before the transport closes.
+                            p.exited = Some((status.ok(), tokio::time::Instant::now() + EXIT_DRAIN));
+                        }
+                    }
+                }
+                let Some((status, deadline)) = p.exited else {
+                    return Event::Closed(String::new());
+                };
+                match tokio::time::timeout_at(deadline, p.stdout.next()).await {
+                    Ok(Some(Ok(Frame::Line(line)))) => Event::Message(line),
+                    Ok(Some(Ok(Frame::TooLong(len)))) => Event::TooLong(len),
+                    _ => {
                         p.reap(StopTimeouts::default()).await;
                         p.exit = Some(describe_exit(status));
                         Event::Closed(with_stderr(p, describe_exit(status)))
                     }
-                    frame = p.stdout.next() => match frame {
-                        Some(Ok(Frame::Line(line))) => Event::Message(line),
-                        Some(Ok(Frame::TooLong(len))) => Event::TooLong(len),
-                        Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
-                        None => {
-                            let status = p.stop(StopTimeouts::default()).await;
-                            p.exit = Some(describe_exit(status));
-                            Event::Closed(with_stderr(p, format!("closed its stdout; {}", describe_exit(status))))
-                        }
-                    },
                 }
             }
             Self::Http(h) => h.next().await,
@@ -128,6 +134,25 @@ impl Transport {
                 how
             }
             Self::Http(h) => h.stop(timeouts).await,
+        }
+    }
+}
+
+/// How long the output of a server that exited is still read.
+const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error>>) -> Event {
+    match frame {
+        Some(Ok(Frame::Line(line))) => Event::Message(line),
+        Some(Ok(Frame::TooLong(len))) => Event::TooLong(len),
+        Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
+        None => {
+            let status = p.stop(StopTimeouts::default()).await;
+            p.exit = Some(describe_exit(status));
+            Event::Closed(with_stderr(
+                p,
+                format!("closed its stdout; {}", describe_exit(status)),
+            ))
         }
     }
 }
