@@ -296,6 +296,9 @@ impl UpstreamRef {
 impl UpstreamHandle {
     /// Starts the actor for server `name`. `catalog_dirty` is notified whenever its state or
     /// lists change; `initial` seeds its snapshot (from the catalog cache).
+    // Each argument is a different piece of the daemon the actor works with; a struct holding
+    // them would only be built here.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         name: &str,
         spec: ServerSpec,
