@@ -420,3 +420,46 @@ fn an_unknown_profile_is_refused_with_a_clear_message() {
         "the shim does not say why: {stderr}"
     );
 }
+
+#[test]
+fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
+    use std::io::{Read, Write};
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &[])]));
+    daemon.wait_server_state("fx", mcpd_proto::ServerState::Ready);
+    let mut shim = daemon
+        .command("mcp-shim")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shim.stdin.take().unwrap();
+    // `printf '...' | mcp-shim`: the requests, then end of input at once; the call takes 3 s,
+    // longer than the shim's 2 s linger after end of input.
+    stdin
+        .write_all(
+            concat!(
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}"#,
+                "\n",
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                "\n",
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":3000}}}"#,
+                "\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    shim.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = mcpd_tests::process::wait_timeout(&mut shim, TIMEOUT).expect("the shim exits");
+    assert!(status.success(), "{status}");
+    let answer = out
+        .lines()
+        .find(|l| l.contains(r#""id":2"#))
+        .unwrap_or_else(|| panic!("no answer to id 2 in {out}"));
+    assert!(answer.contains("\"result\""), "{answer}");
+}
