@@ -32,8 +32,6 @@ const CHUNK: usize = 64 * 1024;
 
 /// After stdin closes, how long the daemon may take to finish answering and close its side.
 const LINGER: Duration = Duration::from_secs(2);
-/// After stdin closed, how long requests still in flight may take to be answered.
-const IN_FLIGHT_DRAIN: Duration = Duration::from_secs(10);
 
 /// After the session is cut, how long stdout may take to take the last chunk before we leave.
 const LAST_WRITE: Duration = Duration::from_secs(1);
@@ -422,15 +420,9 @@ fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>) {
         let _ = writer.shutdown(Shutdown::Write);
     }
     // The client may still read the answers to what it asked (`printf ... | mcp-shim`): the
-    // daemon answers them and then closes, which ends the main thread. Wait for that while
-    // requests are in flight (bounded), else for LINGER.
-    let until = Instant::now() + IN_FLIGHT_DRAIN;
-    while Instant::now() < until && shared.lock().session.in_flight() > 0 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if shared.lock().session.in_flight() == 0 {
-        std::thread::sleep(LINGER);
-    }
+    // daemon answers what it can within the same linger and then closes, which ends the main
+    // thread and the shim.
+    std::thread::sleep(LINGER);
     // The daemon kept its side open. What is still unanswered gets an error, so that no request
     // is left without an answer; shutting our side wakes the main thread's read with an end of
     // file, so a chunk it is writing to stdout still goes out whole.

@@ -433,8 +433,9 @@ fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
         .spawn()
         .unwrap();
     let mut stdin = shim.stdin.take().unwrap();
-    // `printf '...' | mcp-shim`: the requests, then end of input at once; the call takes 3 s,
-    // longer than the shim's 2 s linger after end of input.
+    // `printf '...' | mcp-shim`: the requests, then end of input at once. The first call is
+    // answered within the grace after end of input; the second, too slow, gets an error from
+    // the shim rather than silence (and the daemon cancels it upstream).
     stdin
         .write_all(
             concat!(
@@ -442,7 +443,9 @@ fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
                 "\n",
                 r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
                 "\n",
-                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":3000}}}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":500}}}"#,
+                "\n",
+                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":30000}}}"#,
                 "\n"
             )
             .as_bytes(),
@@ -457,9 +460,11 @@ fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
         .unwrap();
     let status = mcpd_tests::process::wait_timeout(&mut shim, TIMEOUT).expect("the shim exits");
     assert!(status.success(), "{status}");
-    let answer = out
-        .lines()
-        .find(|l| l.contains(r#""id":2"#))
-        .unwrap_or_else(|| panic!("no answer to id 2 in {out}"));
-    assert!(answer.contains("\"result\""), "{answer}");
+    let answer = |id: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!(r#""id":{id}"#)))
+            .unwrap_or_else(|| panic!("no answer to id {id} in {out}"))
+    };
+    assert!(answer("2").contains("\"result\""), "{}", answer("2"));
+    assert!(answer("3").contains("-32012"), "{}", answer("3"));
 }

@@ -36,6 +36,11 @@ use crate::upstream::{Forward, ListKind, UpstreamHandle};
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 /// Lines queued for the client before senders wait (or, for notifications, drop).
 const OUT_QUEUE: usize = 1024;
+/// How long requests in flight may still be answered after the client closed its side (the
+/// shim waits as long before it answers the rest with errors itself).
+const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
+/// How long requests in flight may still be answered while the daemon shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Requests of one session in flight at once.
 const MAX_IN_FLIGHT: usize = 1024;
 /// MCP: resource not found.
@@ -76,6 +81,7 @@ pub async fn serve(
         announced: None,
         tasks: JoinSet::new(),
         aborts: HashMap::new(),
+        seq: 0,
         in_flight,
     };
     session.link.set_servers(session.servers());
@@ -94,7 +100,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = daemon.shutdown.cancelled() => {
-                session.drain().await;
+                session.drain(SHUTDOWN_GRACE).await;
                 break;
             }
             frame = reader.next() => match frame {
@@ -111,9 +117,10 @@ pub async fn serve(
                     break;
                 }
                 None => {
-                    // The client closed its side (e.g. `printf ... | mcp-shim`): it may still
-                    // read, so answer what it asked before going.
-                    session.drain().await;
+                    // The client closed its side: in MCP that ends the session, so what is
+                    // still in flight is cancelled; a client that still reads (`printf ... |
+                    // mcp-shim`) gets what is answered within a short grace first.
+                    session.drain(CLIENT_EOF_GRACE).await;
                     break;
                 }
             },
@@ -124,10 +131,10 @@ pub async fn serve(
                 session.on_catalog_changed().await;
             }
             Some(done) = session.tasks.join_next(), if !session.tasks.is_empty() => {
-                if let Ok(key) = done {
-                    session.aborts.remove(&key);
+                if let Ok((key, seq)) = done {
+                    session.finished(&key, seq);
                 }
-                session.in_flight.store(session.aborts.len(), Ordering::Relaxed);
+                session.in_flight.store(session.tasks.len(), Ordering::Relaxed);
             }
         }
     }
@@ -163,8 +170,12 @@ struct Session {
     /// Per change group, the fingerprint of what the client was last told about.
     announced: Option<[u64; 3]>,
     /// Forwarded requests in flight, each keyed by the client's raw id.
-    tasks: JoinSet<String>,
-    aborts: HashMap<String, AbortHandle>,
+    tasks: JoinSet<(String, u64)>,
+    /// By the client's raw id: the request's sequence number in this session (a client may
+    /// reuse an id once answered) and the handle that cancels it.
+    aborts: HashMap<String, (u64, AbortHandle)>,
+    /// Sequence number of the last forwarded request.
+    seq: u64,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -215,16 +226,21 @@ impl Session {
 
     /// No new requests will be read (the daemon is shutting down, or the client closed its
     /// side): those in flight get their answers (or, as upstreams stop, errors) for a while.
-    async fn drain(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    async fn drain(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(Ok(key))) => {
-                    self.aborts.remove(&key);
-                }
+                Ok(Some(Ok((key, seq)))) => self.finished(&key, seq),
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
             }
+        }
+    }
+
+    /// Forgets a finished request, unless the client already reused its id for a newer one.
+    fn finished(&mut self, key: &str, seq: u64) {
+        if self.aborts.get(key).is_some_and(|(s, _)| *s == seq) {
+            self.aborts.remove(key);
         }
     }
 
@@ -323,7 +339,7 @@ impl Session {
                 return;
             }
         };
-        if self.aborts.len() >= MAX_IN_FLIGHT {
+        if self.tasks.len() >= MAX_IN_FLIGHT {
             let answer = envelope::error_response(
                 Some(id),
                 envelope::UPSTREAM_BUSY,
@@ -342,6 +358,8 @@ impl Session {
             line: line.clone(),
         };
         let task_key = key.clone();
+        self.seq += 1;
+        let seq = self.seq;
         let list_kind = match msg.method() {
             "tools/list" => Some(ListKind::Tools),
             "prompts/list" => Some(ListKind::Prompts),
@@ -355,10 +373,10 @@ impl Session {
                 (None, Some(target)) => ctx.route(target).await,
                 (None, None) => {}
             }
-            task_key
+            (task_key, seq)
         });
-        self.aborts.insert(key, abort);
-        self.in_flight.store(self.aborts.len(), Ordering::Relaxed);
+        self.aborts.insert(key, (seq, abort));
+        self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
     }
 
     async fn initialize(&mut self, msg: &Envelope<'_>, id: &RawValue) -> String {
@@ -465,10 +483,10 @@ impl Session {
                 let request = msg
                     .params
                     .and_then(|p| field(p, "requestId").ok().flatten());
-                if let Some(abort) = request.and_then(|r| self.aborts.remove(r.get())) {
+                if let Some((_, abort)) = request.and_then(|r| self.aborts.remove(r.get())) {
                     // The task's guard tells the upstream; no response goes to the client.
                     abort.abort();
-                    self.in_flight.store(self.aborts.len(), Ordering::Relaxed);
+                    self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
                 }
             }
             "notifications/roots/list_changed" => {
