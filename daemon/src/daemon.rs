@@ -190,6 +190,17 @@ impl Daemon {
         spec: &crate::config::ServerSpec,
         owner: Option<u64>,
     ) -> UpstreamHandle {
+        self.spawn_gated(name, spec, owner, None)
+    }
+
+    /// [`spawn_upstream`](Self::spawn_upstream) of an instance that starts when `gate` opens.
+    fn spawn_gated(
+        &self,
+        name: &str,
+        spec: &crate::config::ServerSpec,
+        owner: Option<u64>,
+        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> UpstreamHandle {
         let initial = self.cache.initial_snapshot(name, spec);
         UpstreamHandle::spawn(
             name,
@@ -200,6 +211,7 @@ impl Daemon {
             Some(Arc::clone(&self.auth)),
             initial,
             owner,
+            gate,
         )
     }
 
@@ -560,13 +572,12 @@ impl Daemon {
     async fn apply_reload(&self) -> Result<ReloadReport, String> {
         let loaded = config::load(&self.config_path).map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
-        let (diff, stopping) = {
+        let (diff, stopping, gates) = {
             let mut state = self.write();
             let diff = Diff::between(&state.config, &loaded.config);
             let mut stopping: Vec<UpstreamHandle> = diff
                 .removed
                 .iter()
-                .chain(&diff.changed)
                 .filter_map(|name| state.upstreams.remove(name))
                 .collect();
             // Per-client instances of removed or changed servers stop; sessions start new ones
@@ -578,30 +589,43 @@ impl Daemon {
                 .cloned()
                 .collect();
             stopping.extend(gone.iter().filter_map(|k| state.per_client.remove(k)));
+            // A changed server's new instance takes its place at once but starts only once the
+            // old one has stopped: one process per server, and calls wait instead of failing.
+            let mut gates = Vec::new();
+            if !state.stopping {
+                for name in diff.added.iter().chain(&diff.changed) {
+                    let Some(spec) = loaded
+                        .config
+                        .servers
+                        .get(name)
+                        .filter(|s| s.share == Share::Shared)
+                    else {
+                        // Now per-client: the shared instance goes; sessions start their own.
+                        stopping.extend(state.upstreams.remove(name));
+                        continue;
+                    };
+                    let gate = match state.upstreams.get(name) {
+                        Some(_) => {
+                            let (open, gate) = tokio::sync::oneshot::channel();
+                            gates.push(open);
+                            Some(gate)
+                        }
+                        None => None,
+                    };
+                    let handle = self.spawn_gated(name, spec, None, gate);
+                    stopping.extend(state.upstreams.insert(name.clone(), handle));
+                }
+            }
             self.auth.set_targets(loaded.config.remote_auth.clone());
             state.config = Arc::new(loaded.config.clone());
             state.config_exists = loaded.exists;
             state.config_error = None;
-            (diff, stopping)
+            (diff, stopping, gates)
         };
         self.catalog_dirty.notify_one();
         futures_util::future::join_all(stopping.iter().map(UpstreamHandle::stop)).await;
-        {
-            let mut state = self.write();
-            if state.stopping {
-                return Err("the daemon is stopping".to_owned());
-            }
-            for name in diff.added.iter().chain(&diff.changed) {
-                if let Some(spec) = loaded
-                    .config
-                    .servers
-                    .get(name)
-                    .filter(|s| s.share == Share::Shared)
-                {
-                    let handle = self.spawn_upstream(name, spec, None);
-                    state.upstreams.insert(name.clone(), handle);
-                }
-            }
+        for open in gates {
+            let _ = open.send(());
         }
         self.catalog_dirty.notify_one();
         tracing::info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "configuration reloaded");

@@ -468,3 +468,48 @@ fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
     assert!(answer("2").contains("\"result\""), "{}", answer("2"));
     assert!(answer("3").contains("-32012"), "{}", answer("3"));
 }
+
+#[test]
+fn a_call_during_the_reload_of_its_changed_server_waits_for_the_new_instance() {
+    // The old instance takes a while to stop (it outlives its stdin and ignores SIGTERM).
+    let slow_stop = |name: &str| {
+        let mut s = fixture::server(&["--linger", "--ignore-sigterm", "--name", name]);
+        s["stopTimeoutMs"] = json!(300);
+        s["killTimeoutMs"] = json!(300);
+        s
+    };
+    let daemon = TestDaemon::start(json!({"mcpServers": {"fx": slow_stop("old")}}));
+    let old = daemon
+        .wait_server_state("fx", ServerState::Ready)
+        .pid
+        .expect("pid");
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    daemon.write_config(&json!({"mcpServers": {"fx": slow_stop("new")}}));
+    let reload = std::thread::spawn({
+        let mut cmd = daemon.command("mcpctl");
+        cmd.arg("reload");
+        move || mcpd_tests::process::run_with_timeout(&mut cmd, TIMEOUT)
+    });
+    // The new instance has taken the old one's place and waits for it to stop.
+    assert!(
+        wait_until(TIMEOUT, || daemon.server("fx").pid.is_none()),
+        "{:?}",
+        daemon.server("fx")
+    );
+    assert!(
+        mcpd_tests::process_alive(old),
+        "the old instance stopped too soon for this test"
+    );
+    // The old instance is stopping: the call waits for the new one instead of failing.
+    let answer = shim.call_tool("fx__echo", json!({"message": "across the reload"}));
+    assert_eq!(
+        answer["content"][0]["text"], "across the reload",
+        "{answer}"
+    );
+    assert!(reload.join().unwrap().status.success());
+    let fx = daemon.server("fx");
+    assert_ne!(fx.pid, Some(old));
+    assert!(fx.server_info.unwrap_or_default().contains("new"));
+    assert!(!mcpd_tests::process_alive(old));
+}

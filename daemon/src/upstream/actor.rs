@@ -172,10 +172,18 @@ impl Actor {
         }
     }
 
-    pub(super) async fn run(mut self) {
+    /// Runs the server until it is stopped for good. With a `gate`, it starts only when the
+    /// gate opens (the instance it replaces has stopped); requests wait for it meanwhile.
+    pub(super) async fn run(mut self, gate: Option<oneshot::Receiver<()>>) {
         let mut backoff = self.spec.restart.initial_delay;
         let mut quick_failures = 0u32;
-        let mut carried: Vec<Command> = Vec::new();
+        let mut carried: Vec<Command> = match gate {
+            Some(gate) => match self.wait_for_gate(gate).await {
+                Some(waiting) => waiting,
+                None => return,
+            },
+            None => Vec::new(),
+        };
         loop {
             let started = Instant::now();
             let held = match self.run_once(std::mem::take(&mut carried)).await {
@@ -257,6 +265,58 @@ impl Actor {
             s.state = ServerState::Stopped;
             s.pid = None;
         });
+    }
+
+    /// Holds requests until `gate` opens; `None` when told to stop first.
+    async fn wait_for_gate(&mut self, mut gate: oneshot::Receiver<()>) -> Option<Vec<Command>> {
+        let mut waiting = Vec::new();
+        loop {
+            let cmd = tokio::select! {
+                _ = &mut gate => return Some(waiting),
+                cmd = self.rx.recv() => cmd,
+            };
+            match cmd {
+                None => return None,
+                Some(Command::Stop { done }) => {
+                    let _ = done.send(());
+                    for cmd in waiting {
+                        reject(
+                            cmd,
+                            RouteError {
+                                code: envelope::UPSTREAM_UNAVAILABLE,
+                                message: format!("server `{}` was stopped", self.name),
+                            },
+                        );
+                    }
+                    return None;
+                }
+                Some(Command::Cancel { upstream_id, .. }) => {
+                    waiting.retain(
+                        |c| !matches!(c, Command::Request(f, _) if f.upstream_id == upstream_id),
+                    );
+                }
+                Some(cmd @ Command::Request(..)) if waiting.len() < MAX_DEFERRED => {
+                    waiting.push(cmd)
+                }
+                Some(cmd @ Command::Request(..)) => reject(
+                    cmd,
+                    RouteError {
+                        code: envelope::UPSTREAM_BUSY,
+                        message: format!(
+                            "server `{}` is being replaced and has too many requests waiting",
+                            self.name
+                        ),
+                    },
+                ),
+                Some(Command::Control { done, .. }) => {
+                    let _ = done.send(Err(format!(
+                        "server `{}` is being replaced (reload); try again in a moment",
+                        self.name
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// Waits while the server is down, answering requests with an error that says why, until

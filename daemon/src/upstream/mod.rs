@@ -308,6 +308,7 @@ impl UpstreamHandle {
         auth: Option<Arc<crate::auth::AuthManager>>,
         initial: Snapshot,
         owner: Option<u64>,
+        gate: Option<oneshot::Receiver<()>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (snapshot_tx, snapshot) = watch::channel(initial);
@@ -335,7 +336,7 @@ impl UpstreamHandle {
             auth,
             owner,
         );
-        tokio::spawn(actor.run());
+        tokio::spawn(actor.run(gate));
         handle
     }
 
