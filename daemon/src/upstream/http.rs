@@ -676,19 +676,8 @@ impl Link {
             if response.status().is_success() {
                 return Ok(());
             }
-            match self.refusal("a notification", response).await {
-                Refusal::SessionLost if !renewed => {
-                    self.renew(generation).await?;
-                    renewed = true;
-                }
-                Refusal::SessionLost => {
-                    return Err(Failure::Reply(format!(
-                        "{} does not know the new session either",
-                        self.url()
-                    )));
-                }
-                Refusal::Failed(f) => return Err(f),
-            }
+            let refusal = self.refusal("a notification", response).await;
+            self.retry_after(refusal, generation, &mut renewed).await?;
         }
     }
 
@@ -718,19 +707,8 @@ impl Link {
             if response.status().is_success() {
                 return self.read_answer(response, Some(id)).await;
             }
-            match self.refusal("the request", response).await {
-                Refusal::SessionLost if !renewed => {
-                    self.renew(generation).await?;
-                    renewed = true;
-                }
-                Refusal::SessionLost => {
-                    return Err(Failure::Reply(format!(
-                        "{} does not know the new session either",
-                        self.url()
-                    )));
-                }
-                Refusal::Failed(f) => return Err(f),
-            }
+            let refusal = self.refusal("the request", response).await;
+            self.retry_after(refusal, generation, &mut renewed).await?;
         }
     }
 
@@ -894,6 +872,27 @@ impl Link {
 
     /// Starts a new session after the server forgot ours. One renewal at a time: a caller
     /// that finds one under way waits for it.
+    /// After a refusal: renews a lost session once (the caller then retries), else fails.
+    async fn retry_after(
+        self: &Arc<Self>,
+        refusal: Refusal,
+        generation: u64,
+        renewed: &mut bool,
+    ) -> Result<(), Failure> {
+        match refusal {
+            Refusal::SessionLost if !*renewed => {
+                self.renew(generation).await?;
+                *renewed = true;
+                Ok(())
+            }
+            Refusal::SessionLost => Err(Failure::Reply(format!(
+                "{} does not know the new session either",
+                self.url()
+            ))),
+            Refusal::Failed(f) => Err(f),
+        }
+    }
+
     async fn renew(self: &Arc<Self>, seen: u64) -> Result<(), Failure> {
         let mut generation = self.generation.subscribe();
         if self.lock().generation != seen {
