@@ -65,6 +65,8 @@ pub struct Daemon {
     reload_lock: tokio::sync::Mutex<()>,
     records: Arc<std::path::Path>,
     auth: Arc<crate::auth::AuthManager>,
+    /// Every secret value the daemon knows, for redaction.
+    redactor: crate::redact::Redactor,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -99,6 +101,8 @@ impl Daemon {
             }
         };
         report_loaded(&config_path, &loaded);
+        let redactor = crate::redact::Redactor::process();
+        crate::redact::register_config(&redactor, &loaded.config);
         let swept = crate::upstream::process::sweep_records(&runtime_dir.join("children"));
         if swept > 0 {
             tracing::warn!(
@@ -128,6 +132,7 @@ impl Daemon {
             reload_lock: tokio::sync::Mutex::new(()),
             records: Arc::from(runtime_dir.join("children")),
             auth,
+            redactor,
             shutdown,
         });
         {
@@ -218,6 +223,12 @@ impl Daemon {
     /// OAuth logins of remote servers.
     pub fn auth(&self) -> &Arc<crate::auth::AuthManager> {
         &self.auth
+    }
+
+    /// The redactor that knows every secret value of this daemon (stored secrets, OAuth
+    /// tokens, configured header values): pass what is written or shown through it.
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        &self.redactor
     }
 
     /// Sessions and subscriptions.
@@ -473,7 +484,7 @@ impl Daemon {
                         pid: s.pid,
                         tools: s.lists[ListKind::Tools.index()].len(),
                         restarts: s.restarts,
-                        last_error: s.last_error,
+                        last_error: s.last_error.map(|e| self.redactor.redact_owned(e)),
                         server_info: s.server_info,
                         last_exit: s.last_exit,
                         stderr_tail: s
@@ -482,7 +493,7 @@ impl Daemon {
                                 t.lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .iter()
-                                    .cloned()
+                                    .map(|line| self.redactor.redact(line).into_owned())
                                     .collect()
                             })
                             .unwrap_or_default(),
@@ -540,7 +551,7 @@ impl Daemon {
             uptime_ms: millis(self.started.elapsed()),
             config_path: Some(self.config_path.display().to_string()),
             config_loaded: config_exists,
-            config_error,
+            config_error: config_error.map(|e| self.redactor.redact_owned(e)),
             servers,
             sessions,
             credential_store: Some(self.auth.store_description()),
@@ -572,6 +583,7 @@ impl Daemon {
     async fn apply_reload(&self) -> Result<ReloadReport, String> {
         let loaded = config::load(&self.config_path).map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
+        crate::redact::register_config(&self.redactor, &loaded.config);
         let (diff, stopping, gates) = {
             let mut state = self.write();
             let diff = Diff::between(&state.config, &loaded.config);

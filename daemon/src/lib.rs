@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod listener;
 pub mod logging;
 pub mod notify;
+pub mod redact;
 pub mod router;
 pub mod server;
 pub mod upstream;

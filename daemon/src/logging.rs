@@ -173,7 +173,7 @@ pub fn init(target: LogTarget, verbose: u8) -> &'static str {
     };
     let stderr = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| RedactingWriter(std::io::stderr()))
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
     });
@@ -187,6 +187,27 @@ pub fn init(target: LogTarget, verbose: u8) -> &'static str {
         eprintln!("mcpd: logging was set up already: {e}");
     }
     chosen
+}
+
+/// Writes what the `fmt` layer formats (one whole line per write) with every known secret
+/// redacted ([`crate::redact`]).
+struct RedactingWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => {
+                let redacted = crate::redact::Redactor::process().redact(text);
+                self.0.write_all(redacted.as_bytes())?;
+                Ok(buf.len())
+            }
+            Err(_) => self.0.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Whether stderr is the journal's stream: `JOURNAL_STREAM` is `DEV:INODE` of the stream
@@ -269,6 +290,7 @@ where
             }
             message.push_str(&visitor.fields);
         }
+        let mut message = crate::redact::Redactor::process().redact_owned(message);
         truncate(&mut message, MAX_MESSAGE);
         self.ring.push(LogLine {
             seq: 0,
@@ -400,6 +422,28 @@ mod tests {
             vec![1, 2, 3]
         );
         assert_eq!(ring.snapshot(Some("github")).len(), 1);
+    }
+
+    #[test]
+    fn known_secrets_are_redacted_from_ring_lines() {
+        let ring = leaked_ring(10);
+        let redactor = crate::redact::Redactor::process();
+        redactor.set(
+            "logging-test",
+            vec![(
+                "LOG_TEST_KEY".into(),
+                secrecy::SecretString::from("sk-logging-test-1234567".to_owned()),
+            )],
+        );
+        let subscriber = tracing_subscriber::registry().with(RingLayer::new(ring));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(server = "s", "upstream said: key sk-logging-test-1234567 refused");
+        });
+        redactor.set("logging-test", Vec::new());
+        assert_eq!(
+            ring.snapshot(None)[0].message,
+            "upstream said: key [redacted:LOG_TEST_KEY] refused"
+        );
     }
 
     #[test]

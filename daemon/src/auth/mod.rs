@@ -157,6 +157,13 @@ impl ServerAuth {
     }
 
     fn set_grant(&self, grant: Option<Grant>) {
+        // The tokens are redacted from everything mcpd writes or shows (`crate::redact`).
+        let known = grant
+            .iter()
+            .flat_map(|g| std::iter::once(&g.access).chain(g.refresh.as_ref()))
+            .map(|token| (format!("oauth:{}", self.name), token.clone()))
+            .collect();
+        crate::redact::Redactor::process().set(&format!("oauth:{}", self.name), known);
         *lock(&self.grant) = grant;
         *lock(&self.obtained) = Some(Instant::now());
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -206,6 +206,7 @@ impl Actor {
                     self.hold(ServerState::AuthRequired, &message, false).await
                 }
                 Outcome::Failed(failure) => {
+                    let failure = crate::redact::Redactor::process().redact_owned(failure);
                     let ran = started.elapsed();
                     if ran < QUICK_FAILURE {
                         quick_failures += 1;

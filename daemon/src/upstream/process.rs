@@ -365,7 +365,9 @@ async fn log_stderr(
     let mut lines = FramedRead::new(stderr, LineCodec::new(MAX_STDERR_LINE));
     while let Some(frame) = lines.next().await {
         let line = match frame {
-            Ok(Frame::Line(bytes)) => escape_control(&String::from_utf8_lossy(&bytes)),
+            // Redacted here, before the journal, the ring and the status tail see it.
+            Ok(Frame::Line(bytes)) => crate::redact::Redactor::process()
+                .redact_owned(escape_control(&String::from_utf8_lossy(&bytes))),
             Ok(Frame::TooLong(len)) => format!("[a stderr line of {len} bytes was cut]"),
             Err(_) => break,
         };
