@@ -437,7 +437,10 @@ mod tests {
         );
         let subscriber = tracing_subscriber::registry().with(RingLayer::new(ring));
         tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(server = "s", "upstream said: key sk-logging-test-1234567 refused");
+            tracing::warn!(
+                server = "s",
+                "upstream said: key sk-logging-test-1234567 refused"
+            );
         });
         redactor.set("logging-test", Vec::new());
         assert_eq!(
