@@ -49,6 +49,11 @@ fn main() -> ExitCode {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!("cannot disable core dumps: {e}");
     }
+    // Orphaned descendants of servers (a grandchild that called setsid() and whose parent
+    // exited) are reparented to mcpd instead of init, so that their server's stop ends them.
+    if let Err(e) = mcpd::upstream::tree::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
     // Before the runtime starts threads: adopting the socket edits the environment.
     let inherited = match mcpd::listener::inherited() {
         Ok(listener) => listener,

@@ -81,6 +81,8 @@ pub async fn run(
         auth,
         shutdown.clone(),
     );
+    // Orphans reparented to mcpd (a subreaper, see `upstream/tree.rs`) are reaped as they exit.
+    let reaper = tokio::spawn(crate::upstream::tree::reaper());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tracker = TaskTracker::new();
     let mut reloads = config.reload_requests;
@@ -117,6 +119,17 @@ pub async fn run(
     drop(listener);
     tracker.close();
     daemon.stop_all().await;
+    // Whatever this run's servers left outside their trees' reach (none, normally).
+    let left = crate::upstream::tree::end_marked(
+        crate::upstream::tree::run_prefix(),
+        Duration::from_secs(1),
+    )
+    .await;
+    if left > 0 {
+        tracing::warn!("ended {left} processes the servers left behind");
+    }
+    reaper.abort();
+    crate::upstream::tree::reap_orphans();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
         .is_err()

@@ -14,6 +14,7 @@ pub mod http;
 pub mod process;
 pub mod sse;
 pub mod transport;
+pub mod tree;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

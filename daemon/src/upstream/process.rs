@@ -97,13 +97,24 @@ pub struct Process {
     pub exit: Option<String>,
     /// Set when the leader has exited: its status and until when its output is still read.
     pub exited: Option<(Option<ExitStatus>, tokio::time::Instant)>,
+    /// Which processes are its tree (see [`super::tree`]).
+    pub tree: super::tree::TreeId,
     /// Its record in the runtime directory, removed when the process is dropped.
     _record: Option<ChildRecord>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(set) = super::tree::spawned().as_mut() {
+            set.remove(&self.tree.leader);
+        }
+    }
 }
 
 impl Process {
     /// Spawns `spec` as the leader of a new process group.
     pub fn spawn(server: &str, spec: &StdioSpec, records: Option<&Path>) -> std::io::Result<Self> {
+        let mark = super::tree::next_mark();
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .env_clear()
@@ -113,6 +124,7 @@ impl Process {
                     .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
             )
             .envs(&spec.env)
+            .env(super::tree::TREE_ENV, &mark)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -140,10 +152,17 @@ impl Process {
                 Ok(())
             });
         }
+        // The reaper must not reap this child (tokio does): it is listed before the reaper can
+        // see it.
+        let mut spawned = super::tree::spawned();
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        spawned
+            .get_or_insert_with(Default::default)
+            .insert(pid as i32);
+        drop(spawned);
         let pgid = Pid::from_raw(pid as i32);
         let stdin = child
             .stdin
@@ -166,12 +185,16 @@ impl Process {
             stderr,
             Arc::clone(&stderr_tail),
         ));
-        let record = records.and_then(|dir| ChildRecord::create(dir, server, pid));
+        let record = records.and_then(|dir| ChildRecord::create(dir, server, pid, &mark));
         Ok(Self {
             child,
             pgid,
             exit: None,
             exited: None,
+            tree: super::tree::TreeId {
+                leader: pid as i32,
+                mark,
+            },
             _record: record,
             stdin: Some(tx),
             stdout: FramedRead::new(stdout, LineCodec::new(mcpd_proto::line::MAX_MESSAGE_LINE)),
@@ -203,7 +226,8 @@ impl Process {
     }
 
     /// The stop sequence: close stdin, wait, SIGTERM the group, wait, SIGKILL the group; then
-    /// sweep whatever is left of the group (grandchildren). Returns the leader's exit status.
+    /// end whatever is left of its tree (grandchildren, also those that left the group).
+    /// Returns the leader's exit status.
     pub async fn stop(&mut self, timeouts: StopTimeouts) -> Option<ExitStatus> {
         self.stdin = None;
         let status = match tokio::time::timeout(timeouts.after_stdin, self.child.wait()).await {
@@ -219,15 +243,15 @@ impl Process {
                 }
             }
         };
-        sweep_group(self.pgid, timeouts.after_term).await;
+        super::tree::end_tree(&self.tree, timeouts.after_term).await;
         status
     }
 
-    /// Reaps the leader after it exited by itself, then sweeps its group.
+    /// Reaps the leader after it exited by itself, then ends what is left of its tree.
     pub async fn reap(&mut self, timeouts: StopTimeouts) -> Option<ExitStatus> {
         self.stdin = None;
         let status = self.child.wait().await.ok();
-        sweep_group(self.pgid, timeouts.after_term).await;
+        super::tree::end_tree(&self.tree, timeouts.after_term).await;
         status
     }
 }
@@ -248,16 +272,20 @@ struct RecordFile {
     pid: i32,
     start_time: u64,
     daemon_pid: u32,
+    /// The `MCPD_TREE` mark of its tree (absent in records of older daemons).
+    #[serde(default)]
+    mark: Option<String>,
 }
 
 impl ChildRecord {
-    fn create(dir: &Path, server: &str, pid: u32) -> Option<Self> {
+    fn create(dir: &Path, server: &str, pid: u32, mark: &str) -> Option<Self> {
         let start_time = proc_start_time(pid as i32)?;
         let record = RecordFile {
             server: server.to_owned(),
             pid: pid as i32,
             start_time,
             daemon_pid: std::process::id(),
+            mark: Some(mark.to_owned()),
         };
         let path = dir.join(format!("{pid}.json"));
         let written = std::fs::create_dir_all(dir)
@@ -299,6 +327,7 @@ pub fn sweep_records(dir: &Path) -> usize {
         return 0;
     };
     let mut killed = 0;
+    let mut dead_runs: Vec<String> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "json") {
@@ -323,25 +352,54 @@ pub fn sweep_records(dir: &Path) -> usize {
             tracing::warn!(server = %record.server, pgid = record.pid, "killed what a previous mcpd left running");
             killed += 1;
         }
+        // Descendants that left the group (setsid) still carry the dead run's mark.
+        if let Some(prefix) = record.mark.as_deref().and_then(run_of_mark)
+            && !dead_runs.contains(&prefix)
+        {
+            dead_runs.push(prefix);
+        }
+    }
+    for prefix in dead_runs {
+        let n = kill_marked_now(&prefix);
+        if n > 0 {
+            tracing::warn!(
+                "killed {n} processes a previous mcpd's servers left outside their groups"
+            );
+            killed += n;
+        }
     }
     killed
 }
 
-/// Ends what is left of a process group whose leader is gone: SIGTERM, a grace period, SIGKILL.
-/// A group id cannot be reused while any member lives, so this never hits a stranger.
-pub async fn sweep_group(pgid: Pid, grace: Duration) {
-    if killpg(pgid, None).is_err() {
-        return;
+/// `<pid>.<start>.` of a mark `<pid>.<start>.<n>`, when that daemon run is over (no process
+/// with that pid and start time).
+fn run_of_mark(mark: &str) -> Option<String> {
+    let (run, _) = mark.rsplit_once('.')?;
+    let (pid, start) = run.split_once('.')?;
+    let pid: i32 = pid.parse().ok()?;
+    let start: u64 = start.parse().ok()?;
+    if pid as u32 == std::process::id() || proc_start_time(pid) == Some(start) {
+        return None;
     }
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if killpg(pgid, None).is_err() {
-            return;
+    Some(format!("{run}."))
+}
+
+/// SIGKILLs every process of ours whose mark starts with `prefix`, until none is left.
+fn kill_marked_now(prefix: &str) -> usize {
+    let mut killed = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let left = super::tree::marked(&super::tree::all_processes(), prefix);
+        if left.is_empty() {
+            break;
         }
+        for p in left {
+            if nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL).is_ok() {
+                killed.insert(p.pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = killpg(pgid, Signal::SIGKILL);
+    killed.len()
 }
 
 async fn write_stdin(stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {

@@ -9,6 +9,7 @@
 //! | `--page-size K` | paginate `tools/list`, K tools a page, with `nextCursor` |
 //! | `--ignore-sigterm` | SIGTERM is ignored (the daemon must escalate to SIGKILL) |
 //! | `--fork-grandchildren` | at start, run `sh -c 'sleep 600 & sleep 600'` and never reap it |
+//! | `--escape-grandchild` | at start, run `sleep 601` in a new session (`setsid()`) with SIGTERM ignored: a descendant that left the server's process group and does not stop when asked |
 //! | `--list-changed-after-ms MS` | MS after `notifications/initialized`, add tool `late` and send `notifications/tools/list_changed` |
 //! | `--stderr-lines N` | write N lines to stderr at start |
 //! | `--exit-after-init` | exit 0 as soon as `notifications/initialized` arrives |
@@ -66,6 +67,7 @@ struct Options {
     page_size: Option<usize>,
     ignore_sigterm: bool,
     fork_grandchildren: bool,
+    escape_grandchild: bool,
     list_changed_after_ms: Option<u64>,
     stderr_lines: usize,
     exit_after_init: bool,
@@ -107,6 +109,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--fork-grandchildren" => o.fork_grandchildren = true,
+            "--escape-grandchild" => o.escape_grandchild = true,
             "--list-changed-after-ms" => {
                 let flag = "--list-changed-after-ms";
                 o.list_changed_after_ms = Some(number(flag, value(flag)?)?);
@@ -539,6 +542,26 @@ fn main() {
             .spawn();
         if let Err(e) = spawned {
             eprintln!("mcpd-fixture: cannot start grandchildren: {e}");
+            std::process::exit(2);
+        }
+    }
+    if options.escape_grandchild {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("sleep");
+        cmd.arg("601").stdin(Stdio::null()).stdout(Stdio::null());
+        // SAFETY: between fork and exec the closure only calls setsid and signal, both
+        // async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        if let Err(e) = cmd.spawn() {
+            eprintln!("mcpd-fixture: cannot start the escaping grandchild: {e}");
             std::process::exit(2);
         }
     }
