@@ -23,7 +23,7 @@ use crate::output::say;
 pub const SYSTEMCTL_ENV: &str = "MCPCTL_SYSTEMCTL";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
+pub(crate) enum Level {
     Ok,
     Info,
     Warn,
@@ -31,13 +31,13 @@ enum Level {
 }
 
 #[derive(Debug)]
-struct Report {
+pub(crate) struct Report {
     failed: usize,
     warned: usize,
 }
 
 impl Report {
-    fn add(&mut self, level: Level, what: impl AsRef<str>, fix: Option<String>) {
+    pub(crate) fn add(&mut self, level: Level, what: impl AsRef<str>, fix: Option<String>) {
         let tag = match level {
             Level::Ok => "ok  ",
             Level::Info => "info",
@@ -68,7 +68,9 @@ pub fn run(socket: &Path, config: &Path) -> Result<()> {
         failed: 0,
         warned: 0,
     };
-    let daemon_pid = check_socket(&mut r, socket);
+    let systemd = Systemd::detect();
+    let daemon = check_socket(&mut r, socket, &systemd);
+    let daemon_pid = daemon.as_ref().map(|s| s.pid);
     check_dir(
         &mut r,
         "runtime directory",
@@ -77,11 +79,14 @@ pub fn run(socket: &Path, config: &Path) -> Result<()> {
     );
     check_config_file(&mut r, config);
     check_dir(&mut r, "state directory", &paths.state_dir, true);
-    let systemd = Systemd::detect();
     check_units(&mut r, &systemd);
-    check_config_valid(&mut r, config);
+    let mut reported = check_config_valid(&mut r, config, daemon.as_ref());
     let (path, whose) = daemon_path(daemon_pid, &systemd);
-    check_commands(&mut r, config, &path, &whose);
+    reported.extend(check_commands(&mut r, config, &path, &whose));
+    if let Some(status) = &daemon {
+        crate::doctor_servers::check(&mut r, status, &reported);
+    }
+    crate::doctor_servers::check_other_daemons(&mut r, socket, daemon_pid);
     check_keyring(&mut r);
     say!("");
     if r.failed > 0 {
@@ -95,8 +100,12 @@ pub fn run(socket: &Path, config: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Connects and asks for the status; returns the daemon's pid.
-fn check_socket(r: &mut Report, socket: &Path) -> Option<u32> {
+/// Connects and asks for the status; returns it.
+fn check_socket(
+    r: &mut Report,
+    socket: &Path,
+    systemd: &Systemd,
+) -> Option<mcpd_proto::DaemonStatus> {
     let timeout = Duration::from_secs(5);
     let result = ControlClient::connect(socket, timeout)
         .and_then(|mut c| c.request(&ControlRequest::Status, timeout));
@@ -112,14 +121,7 @@ fn check_socket(r: &mut Report, socket: &Path) -> Option<u32> {
                 ),
                 None,
             );
-            if let Some(e) = &s.config_error {
-                r.add(
-                    Level::Fail,
-                    format!("the running daemon could not use its configuration: {e}"),
-                    Some("fix the file, then `mcpctl reload`".into()),
-                );
-            }
-            Some(s.pid)
+            Some(s)
         }
         Ok(other) => {
             r.add(
@@ -132,16 +134,27 @@ fn check_socket(r: &mut Report, socket: &Path) -> Option<u32> {
             );
             None
         }
-        Err(e) => {
+        Err(e) if systemd.environment.is_none() && !socket.exists() => {
+            // Without systemd the first mcp-shim starts the daemon: not running yet is normal.
             r.add(
-                Level::Fail,
-                format!("socket: {e:#}"),
-                Some(
-                    "systemctl --user enable --now mcpd.socket   (with the systemd units)\n\
-                     or start `mcpd` yourself (it runs in the foreground)"
-                        .into(),
+                Level::Info,
+                format!(
+                    "mcpd is not running yet ({}): the first mcp-shim a client launches starts it",
+                    socket.display()
                 ),
+                None,
             );
+            let _ = e;
+            None
+        }
+        Err(e) => {
+            let fix = if systemd.environment.is_some() {
+                "systemctl --user enable --now mcpd.socket   (with the systemd units)\n\
+                 or start `mcpd` yourself (it runs in the foreground)"
+            } else {
+                "start `mcpd` yourself, or let a client's mcp-shim start it (autostart)"
+            };
+            r.add(Level::Fail, format!("socket: {e:#}"), Some(fix.into()));
             None
         }
     }
@@ -223,27 +236,71 @@ fn check_config_file(r: &mut Report, config: &Path) {
     }
 }
 
-fn check_config_valid(r: &mut Report, config: &Path) {
-    match mcpd::config::load(config) {
-        Ok(loaded) if !loaded.exists => {}
+/// Checks the file as the daemon would read it; returns the servers whose definitions have
+/// mistakes (reported here, so that the running daemon's view does not repeat them).
+fn check_config_valid(
+    r: &mut Report,
+    config: &Path,
+    daemon: Option<&mcpd_proto::DaemonStatus>,
+) -> Vec<String> {
+    let running = daemon.and_then(|d| match (&d.config_error, &d.config_fallback) {
+        (Some(_), Some(fallback)) => Some(format!("the running daemon serves {fallback}")),
+        (Some(_), None) => Some("the running daemon runs no servers".to_owned()),
+        _ => None,
+    });
+    match mcpd::config::load_unchecked(config) {
+        Ok(loaded) if !loaded.exists => Vec::new(),
         Ok(loaded) => {
+            let broken = &loaded.config.broken;
             r.add(
-                Level::Ok,
+                if broken.is_empty() {
+                    Level::Ok
+                } else {
+                    Level::Fail
+                },
                 format!(
-                    "configuration is valid: {} server(s)",
-                    loaded.config.servers.len()
+                    "configuration: {} server(s) valid, {} with mistakes",
+                    loaded.config.servers.len(),
+                    broken.len()
                 ),
                 None,
             );
-            for w in loaded.warnings {
+            for (name, problem) in broken {
+                r.add(
+                    Level::Fail,
+                    format!("server {name} is not started: {}", problem.summary()),
+                    Some(format!(
+                        "fix it in {}, then `mcpctl reload`",
+                        config.display()
+                    )),
+                );
+            }
+            // The file's mode was checked above: each problem once.
+            for w in loaded
+                .warnings
+                .into_iter()
+                .filter(|w| !w.contains("readable by other users"))
+            {
                 r.add(Level::Warn, w, None);
             }
+            if let Some(running) = running {
+                r.add(
+                    Level::Warn,
+                    format!("the file loads now, but {running}"),
+                    Some("mcpctl reload".into()),
+                );
+            }
+            broken.keys().cloned().collect()
         }
-        Err(e) => r.add(
-            Level::Fail,
-            format!("configuration is not valid: {e}"),
-            Some("fix that place in the file, then `mcpctl reload`".into()),
-        ),
+        Err(e) => {
+            let running = running.map(|r| format!(" ({r})")).unwrap_or_default();
+            r.add(
+                Level::Fail,
+                format!("configuration is not valid: {e}{running}"),
+                Some("fix that place in the file, then `mcpctl reload`".into()),
+            );
+            Vec::new()
+        }
     }
 }
 
@@ -364,15 +421,17 @@ fn daemon_path(pid: Option<u32>, systemd: &Systemd) -> (String, String) {
     )
 }
 
-fn check_commands(r: &mut Report, config: &Path, path: &str, whose: &str) {
+/// Looks for each stdio server's command; returns the servers whose command is missing.
+fn check_commands(r: &mut Report, config: &Path, path: &str, whose: &str) -> Vec<String> {
+    let mut missing = Vec::new();
     let Ok(text) = fs::read_to_string(config) else {
-        return;
+        return missing;
     };
     let Ok(value) = jsonc::parse(&text) else {
-        return;
+        return missing;
     };
     let Some(servers) = value.get("mcpServers").and_then(Value::as_object) else {
-        return;
+        return missing;
     };
     let shell_path = std::env::var("PATH").unwrap_or_default();
     for (name, entry) in servers {
@@ -410,9 +469,11 @@ fn check_commands(r: &mut Report, config: &Path, path: &str, whose: &str) {
                     format!("server {name}: `{command}` is not found in {whose}"),
                     Some(fix),
                 );
+                missing.push(name.clone());
             }
         }
     }
+    missing
 }
 
 /// The executable `command` names: a path as it is, a bare name looked up in `path`.

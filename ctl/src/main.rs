@@ -9,7 +9,9 @@ mod client;
 mod clients;
 mod demo;
 mod doctor;
+mod doctor_servers;
 mod example_server;
+mod hints;
 mod import;
 mod install_client;
 mod jsonc;
@@ -286,7 +288,16 @@ fn status(socket: &std::path::Path, json: bool) -> Result<()> {
 fn reload(socket: &std::path::Path) -> Result<()> {
     let mut client = ControlClient::connect(socket, REQUEST_TIMEOUT)?;
     match client.request(&ControlRequest::Reload, RELOAD_TIMEOUT)? {
-        ControlResponse::Reloaded(report) => output::print(&render::reload(&report)),
+        ControlResponse::Reloaded(report) => {
+            output::print(&render::reload(&report))?;
+            if !report.config_errors.is_empty() {
+                bail!(
+                    "{} server(s) not started: their definitions have mistakes (see above)",
+                    report.config_errors.len()
+                );
+            }
+            Ok(())
+        }
         ControlResponse::Error { message } => {
             bail!("reload failed, the running configuration is kept: {message}")
         }

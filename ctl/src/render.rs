@@ -22,9 +22,13 @@ pub fn status(s: &DaemonStatus) -> String {
     };
     let _ = writeln!(out, "config: {config}");
     if let Some(error) = &s.config_error {
+        let instead = match &s.config_fallback {
+            Some(fallback) => format!("serving {}", clean(fallback)),
+            None => "running with no servers".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "config error: {} (running with no servers; fix it and run `mcpctl reload`)",
+            "config error: {} ({instead}; fix it and run `mcpctl reload`)",
             clean(error)
         );
     }
@@ -41,6 +45,7 @@ pub fn status(s: &DaemonStatus) -> String {
             &["SERVER", "STATE", "PID", "TOOLS", "RESTARTS", "INFO"],
             &rows,
         ));
+        out.push_str(&way_out_lines(s));
         out.push_str(&auth_lines(s));
         // Remote servers: where they are and how their session is.
         for s in s.servers.iter().filter(|s| s.url.is_some()) {
@@ -80,7 +85,18 @@ fn server_row(s: &ServerStatus) -> Vec<String> {
     } else {
         (&s.last_error, &s.server_info)
     };
-    let info = first.as_ref().or(second.as_ref()).map(|i| clean(i));
+    let mut info = first.as_ref().or(second.as_ref()).map(|i| clean(i));
+    // A process that failed: the line of its stderr that says why, not just its exit status.
+    if matches!(
+        s.state,
+        ServerState::Failed | ServerState::CrashLoop | ServerState::Starting
+    ) && let Some(cause) = crate::hints::cause(&s.stderr_tail)
+    {
+        info = Some(match info {
+            Some(i) => format!("{i}: {}", clean(cause)),
+            None => clean(cause),
+        });
+    }
     vec![
         clean(&s.name),
         s.state.as_str().to_owned(),
@@ -89,6 +105,27 @@ fn server_row(s: &ServerStatus) -> Vec<String> {
         s.restarts.to_string(),
         info.unwrap_or_default(),
     ]
+}
+
+/// For each server in a state the user has to act on: why, and the command that gets it out.
+fn way_out_lines(s: &DaemonStatus) -> String {
+    let mut out = String::new();
+    for server in &s.servers {
+        let Some(fix) = crate::hints::way_out(server, s.config_path.as_deref()) else {
+            continue;
+        };
+        if server.state == ServerState::Stopped || server.auth.is_some() {
+            continue; // said by the table (stopped on purpose) or by the auth lines
+        }
+        let _ = writeln!(
+            out,
+            "  {} is {}: {}",
+            clean(&server.name),
+            server.state.as_str(),
+            clean(&fix)
+        );
+    }
+    out
 }
 
 /// One line per server that logs in with OAuth: logged in or not, expiry, scopes.
@@ -175,6 +212,9 @@ pub fn reload(r: &ReloadReport) -> String {
     for warning in &r.warnings {
         let _ = writeln!(out, "warning: {}", clean(warning));
     }
+    for error in &r.config_errors {
+        let _ = writeln!(out, "error: not started: {}", clean(error));
+    }
     out
 }
 
@@ -257,6 +297,7 @@ mod tests {
             config_path: Some("/home/u/.config/mcpd/config.json".into()),
             config_loaded: true,
             config_error: None,
+            config_fallback: None,
             servers: vec![
                 ServerStatus {
                     name: "everything".into(),
@@ -310,6 +351,7 @@ config: /home/u/.config/mcpd/config.json
 SERVER      STATE   PID   TOOLS  RESTARTS  INFO
 everything  ready   5678  11     0         mcp-servers/everything 2.0.0
 broken      failed  -     0      0         spawn failed: No such file or directory
+  broken is failed: mcpctl restart broken
 SESSIONS
 ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
 1   default  claude-code 1.2.3  4321  2m 1s     0
@@ -344,7 +386,7 @@ ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
         s.servers[1].last_error = Some("line one\nline two\x1b[31m".into());
         let text = status(&s);
         assert!(text.contains(r"line one\nline two\u{1b}[31m"), "{text}");
-        assert_eq!(text.lines().count(), 8, "{text}");
+        assert_eq!(text.lines().count(), 9, "{text}");
     }
 
     #[test]
@@ -378,6 +420,7 @@ ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
             changed: vec!["c".into()],
             unchanged: vec!["d".into()],
             warnings: vec!["unknown key `x` at mcpServers.a".into()],
+            config_errors: vec![],
         };
         assert_eq!(
             reload(&report),

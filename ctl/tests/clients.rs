@@ -489,11 +489,10 @@ fn doctor_explains_a_missing_command_and_a_daemon_that_is_not_running() {
         out.contains("FAIL  server missing: `no-such-mcp-server-xyz` is not found"),
         "{out}"
     );
-    assert!(out.contains("FAIL  socket: mcpd is not running"), "{out}");
-    assert!(
-        out.contains("fix: systemctl --user enable --now mcpd.socket"),
-        "{out}"
-    );
+    // Without systemd the shim starts the daemon: not running yet is normal, and systemd is
+    // not suggested where there is no user manager.
+    assert!(out.contains("info  mcpd is not running yet"), "{out}");
+    assert!(!out.contains("systemctl --user enable"), "{out}");
     assert!(out.contains("no systemd user manager"), "{out}");
 }
 
@@ -502,11 +501,13 @@ fn doctor_flags_a_world_readable_configuration() {
     let home = Home::new();
     home.write(".config/mcpd/config.json", r#"{"mcpServers": {}}"#);
     fs::set_permissions(home.config(), fs::Permissions::from_mode(0o644)).unwrap();
-    let out = home.fails(&["doctor"]);
+    let out = home.mcpctl(&["doctor"]);
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.contains("mode 644") && out.contains("chmod 600"),
         "{out}"
     );
+    assert_eq!(out.matches("chmod 600").count(), 1, "reported once: {out}");
 }
 
 #[test]

@@ -40,6 +40,8 @@ struct State {
     config: Arc<Config>,
     config_exists: bool,
     config_error: Option<String>,
+    /// With `config_error`: what runs instead (the last configuration that loaded).
+    config_fallback: Option<String>,
     /// Shared servers by name.
     upstreams: BTreeMap<String, UpstreamHandle>,
     /// Instances of `"share": "per-client"` servers by (server, session).
@@ -53,6 +55,8 @@ struct State {
 pub struct Daemon {
     started: Instant,
     config_path: PathBuf,
+    /// Where the last configuration that loaded is kept (`config::last_good`).
+    state_dir: PathBuf,
     state: RwLock<State>,
     catalog_tx: watch::Sender<SharedCatalog>,
     catalog_dirty: Arc<Notify>,
@@ -88,18 +92,12 @@ impl Daemon {
         cache_file: PathBuf,
         loaded: Result<Loaded, ConfigError>,
         runtime_dir: PathBuf,
+        state_dir: PathBuf,
         auth: Arc<crate::auth::AuthManager>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let (loaded, config_error) = match loaded {
-            Ok(loaded) => (loaded, None),
-            Err(e) => {
-                tracing::error!(
-                    "{e}; starting with no servers: fix the file and run `mcpctl reload`"
-                );
-                (Loaded::default(), Some(e.to_string()))
-            }
-        };
+        let (loaded, config_error, config_fallback) =
+            crate::config_report::at_start(loaded, &state_dir);
         report_loaded(&config_path, &loaded);
         let redactor = crate::redact::Redactor::process();
         crate::redact::register_config(&redactor, &loaded.config);
@@ -114,10 +112,12 @@ impl Daemon {
         let daemon = Arc::new(Self {
             started: Instant::now(),
             config_path,
+            state_dir,
             state: RwLock::new(State {
                 config: Arc::new(loaded.config),
                 config_exists: loaded.exists,
                 config_error,
+                config_fallback,
                 upstreams: BTreeMap::new(),
                 per_client: BTreeMap::new(),
                 stopping: false,
@@ -461,7 +461,7 @@ impl Daemon {
 
     /// The daemon as `mcpctl status` shows it.
     pub fn status(&self) -> DaemonStatus {
-        let (servers, config_exists, config_error) = {
+        let (servers, config_exists, config_error, config_fallback) = {
             let state = self.read();
             let per_client = state
                 .per_client
@@ -526,8 +526,14 @@ impl Daemon {
                     auth: self.auth.status(name),
                 });
             }
+            servers.extend(crate::config_report::broken_servers(&state.config));
             servers.sort_by(|a, b| a.name.cmp(&b.name));
-            (servers, state.config_exists, state.config_error.clone())
+            (
+                servers,
+                state.config_exists,
+                state.config_error.clone(),
+                state.config_fallback.clone(),
+            )
         };
         let sessions = self
             .sessions
@@ -552,6 +558,7 @@ impl Daemon {
             config_path: Some(self.config_path.display().to_string()),
             config_loaded: config_exists,
             config_error: config_error.map(|e| self.redactor.redact_owned(e)),
+            config_fallback,
             servers,
             sessions,
             credential_store: Some(self.auth.store_description()),
@@ -581,7 +588,8 @@ impl Daemon {
     }
 
     async fn apply_reload(&self) -> Result<ReloadReport, String> {
-        let loaded = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let loaded = config::last_good::load_and_keep(&self.config_path, &self.state_dir)
+            .map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
         crate::redact::register_config(&self.redactor, &loaded.config);
         let (diff, stopping, gates) = {
@@ -632,6 +640,7 @@ impl Daemon {
             state.config = Arc::new(loaded.config.clone());
             state.config_exists = loaded.exists;
             state.config_error = None;
+            state.config_fallback = None;
             (diff, stopping, gates)
         };
         self.catalog_dirty.notify_one();
@@ -648,11 +657,15 @@ impl Daemon {
             changed: diff.changed,
             unchanged: diff.unchanged,
             warnings: loaded.warnings,
+            config_errors: crate::config_report::reload_errors(&loaded.config),
         })
     }
 
     /// Starts, stops or restarts one server for `mcpctl`.
     pub async fn control(&self, server: &str, op: ControlOp) -> Result<(), String> {
+        if let Some(problem) = self.config().broken.get(server) {
+            return Err(crate::config_report::cannot_start(server, problem));
+        }
         let upstream = self.upstream(server).ok_or_else(|| {
             let known: Vec<String> = self.read().upstreams.keys().cloned().collect();
             format!(
@@ -665,6 +678,18 @@ impl Daemon {
             )
         })?;
         upstream.control(op).await
+    }
+
+    /// What a client should be told in `initialize` about the configuration: servers left out
+    /// for mistakes, a file that did not load. `None` when all is well.
+    pub fn config_notice(&self) -> Option<String> {
+        let state = self.read();
+        crate::config_report::notice(
+            &self.config_path,
+            &state.config,
+            state.config_error.as_deref(),
+            state.config_fallback.as_deref(),
+        )
     }
 
     /// Stops every upstream with the stop sequence, all at once, and waits for them.

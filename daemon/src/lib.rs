@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod config_report;
 pub mod control;
 pub mod daemon;
 pub mod listener;

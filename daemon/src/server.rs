@@ -63,7 +63,7 @@ pub async fn run(
     listener: UnixListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let loaded = config::load(&config.config_path);
+    let loaded = config::last_good::load_at_start(&config.config_path, &config.state_dir);
     let (store_kind, remote) = match &loaded {
         Ok(l) => (
             l.config.options.credential_store,
@@ -78,6 +78,7 @@ pub async fn run(
         config.cache_file,
         loaded,
         config.runtime_dir,
+        config.state_dir.clone(),
         auth,
         shutdown.clone(),
     );

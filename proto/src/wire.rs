@@ -246,6 +246,10 @@ pub struct DaemonStatus {
     /// Why the file could not be used when the daemon started; it then runs with no servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// With `config_error`: what runs instead of the file, e.g. the last configuration that
+    /// loaded (kept under the state directory). Absent: no servers run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_fallback: Option<String>,
     /// Upstream servers, in name order.
     #[serde(default)]
     pub servers: Vec<ServerStatus>,
@@ -300,6 +304,9 @@ pub enum ServerState {
     CrashLoop,
     /// Stopped after its idle timeout; the next request starts it again.
     Idle,
+    /// Not started: its definition in the configuration file has mistakes (`last_error` names
+    /// each with its JSON path); fix the file and run `mcpctl reload`.
+    ConfigError,
     /// A state this build does not know (a newer daemon).
     #[serde(other)]
     Unknown,
@@ -317,6 +324,7 @@ impl ServerState {
             Self::Stopped => "stopped",
             Self::CrashLoop => "crash-loop",
             Self::Idle => "idle",
+            Self::ConfigError => "config-error",
             Self::Unknown => "unknown",
         }
     }
@@ -442,6 +450,10 @@ pub struct ReloadReport {
     /// Warnings about the configuration (unknown keys and the like).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Servers left out because their definitions have mistakes (`name: path: message`); the
+    /// others were applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_errors: Vec<String>,
 }
 
 #[cfg(test)]

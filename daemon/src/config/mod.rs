@@ -15,7 +15,9 @@
 //! instead of failures: a Claude Desktop configuration pastes in unchanged.
 
 mod expand;
+pub mod last_good;
 pub mod oauth;
+mod problems;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +27,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use expand::{ExpandError, expand};
+pub use problems::{ServerProblem, did_you_mean};
 
 /// Default time a request may wait for its response without progress, when a server sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +53,8 @@ pub struct Config {
     pub options: Options,
     /// Remote servers that may log in with OAuth (see [`oauth::collect`]).
     pub remote_auth: BTreeMap<String, oauth::RemoteAuth>,
+    /// Servers left out because their definition has mistakes (state `config-error`).
+    pub broken: BTreeMap<String, ServerProblem>,
 }
 
 /// How one upstream server is reached and used.
@@ -286,6 +291,9 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Whether the file existed (an absent file is an empty configuration).
     pub exists: bool,
+    /// The file did not load and this is the last configuration that did (see
+    /// [`last_good`]): why the file was refused.
+    pub fell_back: Option<ConfigError>,
 }
 
 /// Why a configuration file was refused. The running configuration, if any, stays in force.
@@ -335,8 +343,21 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
 }
 
 /// Reads and validates the configuration file at `path`, expanding variables from the
-/// daemon's environment. A missing file is an empty configuration, not an error.
+/// daemon's environment, and leaves out (as [`Config::broken`]) stdio servers whose command
+/// is not found on the daemon's `PATH`. A missing file is an empty configuration, not an error.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let mut loaded = load_unchecked(path)?;
+    problems::check_commands(
+        &mut loaded.config,
+        path,
+        std::env::var("PATH").ok().as_deref(),
+    );
+    Ok(loaded)
+}
+
+/// [`load`] without looking for the servers' commands (`mcpctl doctor` checks them against
+/// the running daemon's `PATH` instead of its own).
+pub fn load_unchecked(path: &Path) -> Result<Loaded, ConfigError> {
     let text = match read_bounded(path, MAX_CONFIG_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
@@ -386,13 +407,127 @@ pub fn parse(
         env: &env,
         warnings: Vec::new(),
     };
-    let mut config = walker.config(&root)?;
-    config.remote_auth = oauth::collect(path, &root, &env)?;
-    Ok(Loaded {
-        config,
-        warnings: walker.warnings,
-        exists: true,
-    })
+    // Every mistake at once: a mistake outside the servers' definitions refuses the file, but
+    // the offending entry is set aside and the rest read again so that all of them are named.
+    let mut root = root;
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut config = loop {
+        let warnings = walker.warnings.len();
+        match walker.config(&root) {
+            Ok(config) => break Some(config),
+            Err(e) => {
+                if !errors.is_empty() {
+                    walker.warnings.truncate(warnings);
+                }
+                let set_aside = set_aside(&mut root, &e);
+                let repeated = errors.contains(&e);
+                if !repeated {
+                    errors.push(e);
+                }
+                if !set_aside || repeated || errors.len() >= 64 {
+                    break None;
+                }
+            }
+        }
+    };
+    // OAuth settings are read from the same definitions: a mistake there disables its server.
+    loop {
+        match oauth::collect(path, &root, &env) {
+            Ok(remote) => {
+                if let Some(config) = config.as_mut() {
+                    config.remote_auth = remote;
+                }
+                break;
+            }
+            Err(e) => {
+                let server = root
+                    .get("mcpServers")
+                    .and_then(Value::as_object)
+                    .and_then(|servers| {
+                        problems::key_at(servers, "mcpServers", e.json_path.as_deref()?)
+                    })
+                    .cloned();
+                let (Some(server), Some(config)) = (server, config.as_mut()) else {
+                    errors.push(e);
+                    break;
+                };
+                config.servers.remove(&server);
+                config
+                    .broken
+                    .entry(server.clone())
+                    .or_insert_with(|| ServerProblem { errors: Vec::new() })
+                    .errors
+                    .push(e);
+                if let Some(servers) = root.get_mut("mcpServers").and_then(Value::as_object_mut) {
+                    servers.remove(&server);
+                }
+            }
+        }
+    }
+    match config {
+        Some(config) if errors.is_empty() => Ok(Loaded {
+            config,
+            warnings: walker.warnings,
+            exists: true,
+            fell_back: None,
+        }),
+        _ => Err(combine(errors, path)),
+    }
+}
+
+/// Removes the top-level entry (a profile, an `mcpd` option) that `error` is about; whether
+/// there was one.
+fn set_aside(root: &mut Value, error: &ConfigError) -> bool {
+    let Some(path) = error.json_path.as_deref() else {
+        return false;
+    };
+    for section in ["profiles", "mcpd", "mcpServers"] {
+        if !problems::inside(section, path) {
+            continue;
+        }
+        let key = match root.get(section).and_then(Value::as_object) {
+            Some(object) => problems::key_at(object, section, path).cloned(),
+            None => None,
+        };
+        return match (key, root.as_object_mut()) {
+            (Some(key), Some(root)) => root
+                .get_mut(section)
+                .and_then(Value::as_object_mut)
+                .is_some_and(|object| object.remove(&key).is_some()),
+            // The section itself is wrong (not an object): drop it.
+            (None, Some(root)) => root.remove(section).is_some(),
+            (_, None) => false,
+        };
+    }
+    false
+}
+
+/// One error that names every mistake of a refused file (the first one's place leads).
+fn combine(mut errors: Vec<ConfigError>, file: &Path) -> ConfigError {
+    if errors.is_empty() {
+        return ConfigError {
+            file: file.to_owned(),
+            line: None,
+            json_path: None,
+            message: "the configuration was refused".into(),
+        };
+    }
+    let mut first = errors.remove(0);
+    if !errors.is_empty() {
+        first.message.push_str(&format!(
+            " (and {} more: {})",
+            errors.len(),
+            errors
+                .iter()
+                .map(|e| match &e.json_path {
+                    Some(p) => format!("{p}: {}", e.message),
+                    None => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    first
 }
 
 struct Walker<'a, E> {
@@ -413,8 +548,20 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
 
     fn unknown(&mut self, path: &str, key: &str) {
         let at = join(path, key);
+        let known = if path.is_empty() {
+            problems::TOP_KEYS
+        } else if path == "mcpd" {
+            problems::OPTION_KEYS
+        } else if path.starts_with("profiles") {
+            problems::PROFILE_KEYS
+        } else {
+            problems::SERVER_KEYS
+        };
+        let hint = did_you_mean(key, known)
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
         self.warnings.push(format!(
-            "{}: unknown key `{at}` ignored",
+            "{}: unknown key `{at}` ignored{hint}",
             self.file.display()
         ));
     }
@@ -460,8 +607,28 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         if name.is_empty() {
                             return Err(self.error(&path, "a server needs a non-empty name"));
                         }
-                        if let Some(spec) = self.server(server, &path)? {
-                            config.servers.insert(name.clone(), spec);
+                        if server.get("disabled").and_then(Value::as_bool) == Some(true) {
+                            continue;
+                        }
+                        // A mistake disables this server only; its warnings are kept once.
+                        let mut rounds = 0;
+                        let read = problems::read_server(server, &path, |definition| {
+                            let warnings = self.warnings.len();
+                            let spec = self.server(definition, &path);
+                            if rounds > 0 {
+                                self.warnings.truncate(warnings);
+                            }
+                            rounds += 1;
+                            spec
+                        });
+                        match read {
+                            Ok(Some(spec)) => {
+                                config.servers.insert(name.clone(), spec);
+                            }
+                            Ok(None) => {}
+                            Err(problem) => {
+                                config.broken.insert(name.clone(), problem);
+                            }
                         }
                     }
                 }
@@ -478,7 +645,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         }
         for (name, profile) in &config.profiles {
             for (i, server) in profile.servers.iter().enumerate() {
-                if !config.servers.contains_key(server) {
+                if !config.servers.contains_key(server) && !config.broken.contains_key(server) {
                     let path = format!("{}.servers[{i}]", join("profiles", name));
                     return Err(
                         self.error(&path, format!("no server named `{server}` in mcpServers"))
@@ -877,11 +1044,84 @@ mod tests {
         .unwrap()
     }
 
+    /// The first mistake: of the file, else of the first server left out for mistakes.
     fn parse_err(text: &str) -> ConfigError {
-        parse(Path::new("/c/config.json"), text, |n| {
+        match parse(Path::new("/c/config.json"), text, |n| {
             (n == "TOKEN").then(|| "t0k".to_string())
-        })
-        .unwrap_err()
+        }) {
+            Err(e) => e,
+            Ok(loaded) => {
+                let mut broken = loaded.config.broken.into_values();
+                let problem = broken.next().expect("a mistake");
+                problem.errors[0].clone()
+            }
+        }
+    }
+
+    #[test]
+    fn a_mistake_in_one_server_leaves_only_that_server_out_with_all_its_mistakes() {
+        let loaded = parse_ok(
+            r#"{"mcpServers": {
+                "good": {"command": "a"},
+                "bad": {"command": "b", "args": [1], "share": "sometimes", "pingTimeoutMs": -1},
+                "worse": {"url": "ftp://x"}
+            }, "profiles": {"p": {"servers": ["good", "bad"]}}}"#,
+        );
+        assert!(loaded.config.servers.contains_key("good"));
+        let bad = &loaded.config.broken["bad"];
+        let paths: Vec<&str> = bad
+            .errors
+            .iter()
+            .filter_map(|e| e.json_path.as_deref())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "mcpServers.bad.args[0]",
+                "mcpServers.bad.pingTimeoutMs",
+                "mcpServers.bad.share"
+            ]
+        );
+        assert!(loaded.config.broken.contains_key("worse"));
+        assert_eq!(loaded.config.profile_servers("p").map(|p| p.len()), Some(2));
+    }
+
+    #[test]
+    fn every_mistake_outside_the_servers_is_named_in_one_error() {
+        let e = parse_err(
+            r#"{"mcpServers": {}, "profiles": {"p": {"servers": ["nope"]}},
+                "mcpd": {"separator": "", "pageSize": 0}}"#,
+        );
+        let text = e.to_string();
+        assert!(text.contains("profiles.p.servers[0]"), "{text}");
+        assert!(text.contains("and 2 more"), "{text}");
+        assert!(
+            text.contains("mcpd.separator") && text.contains("mcpd.pageSize"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_that_are_near_misses_get_a_suggestion() {
+        let loaded = parse_ok(
+            r#"{"mcpServers": {"a": {"command": "a", "idleTimoutMs": 5, "autoApprove": []}},
+                "mcpd": {"seperator": "__"}}"#,
+        );
+        let warnings = loaded.warnings.join("\n");
+        assert!(
+            warnings
+                .contains("`mcpServers.a.idleTimoutMs` ignored (did you mean `idleTimeoutMs`?)"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("`mcpd.seperator` ignored (did you mean `separator`?)"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("`mcpServers.a.autoApprove` ignored\n")
+                || warnings.ends_with("autoApprove` ignored"),
+            "{warnings}"
+        );
     }
 
     #[test]

@@ -420,8 +420,10 @@ impl Session {
             "capabilities": capabilities,
             "serverInfo": {"name": "mcpd", "title": "mcpd (shared MCP servers)", "version": env!("CARGO_PKG_VERSION")},
         });
-        if let Some(instructions) = catalog.instructions(&servers) {
-            result["instructions"] = json!(instructions);
+        let instructions = [self.daemon.config_notice(), catalog.instructions(&servers)];
+        let instructions: Vec<String> = instructions.into_iter().flatten().collect();
+        if !instructions.is_empty() {
+            result["instructions"] = json!(instructions.join("\n\n"));
         }
         envelope::response(id, &result)
     }
@@ -774,7 +776,18 @@ impl RequestContext {
     /// is down and has never listed anything (waiting for a login, crash-looping, failing), say
     /// that instead: the tool may well exist once the server is up.
     fn unknown_name(&self, name: &str, what: &str) -> (i64, String) {
-        let separator = self.daemon.config().options.separator.clone();
+        let config = self.daemon.config();
+        let separator = config.options.separator.clone();
+        if let Some((server, problem)) = config
+            .broken
+            .iter()
+            .find(|(server, _)| name.starts_with(&format!("{server}{separator}")))
+        {
+            return (
+                envelope::UPSTREAM_UNAVAILABLE,
+                crate::config_report::call_error(name, server, problem),
+            );
+        }
         let down = self.servers.iter().find_map(|server| {
             let prefix = format!("{server}{separator}");
             if !name.starts_with(&prefix) {
