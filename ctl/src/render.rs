@@ -64,6 +64,9 @@ pub fn status(s: &DaemonStatus) -> String {
         }
     }
 
+    for overlap in &s.routing_overlaps {
+        let _ = writeln!(out, "overlap: {}", clean(overlap));
+    }
     if s.sessions.is_empty() {
         out.push_str("no sessions\n");
     } else {
@@ -340,6 +343,7 @@ mod tests {
                 in_flight: 0,
             }],
             credential_store: None,
+            routing_overlaps: Vec::new(),
         }
     }
 

@@ -24,6 +24,41 @@ pub struct LineCodec {
     searched: usize,
     /// Length so far of an overlong line being discarded.
     discarding: Option<usize>,
+    /// With [`LineCodec::keeping_ends`]: the first and last bytes of the overlong line being
+    /// discarded, and of the last one discarded.
+    ends: Option<Ends>,
+}
+
+/// The first [`HEAD`] and last [`TAIL`] bytes of an overlong line: enough to find the `id` of a
+/// JSON-RPC answer (written first or last by every SDK) without keeping the line.
+#[derive(Debug, Default)]
+pub struct Ends {
+    /// The start of the line.
+    pub head: Vec<u8>,
+    /// The end of the line (without its newline).
+    pub tail: Vec<u8>,
+    done: bool,
+}
+
+const HEAD: usize = 4096;
+const TAIL: usize = 512;
+
+impl Ends {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.done {
+            *self = Self::default();
+        }
+        let room = HEAD.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        if bytes.len() >= TAIL {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - TAIL..]);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let extra = self.tail.len().saturating_sub(TAIL);
+            self.tail.drain(..extra);
+        }
+    }
 }
 
 impl LineCodec {
@@ -33,6 +68,32 @@ impl LineCodec {
             max,
             searched: 0,
             discarding: None,
+            ends: None,
+        }
+    }
+
+    /// Like [`LineCodec::new`], and remembers the ends of each overlong line for
+    /// [`LineCodec::take_ends`] (an upstream's stdout: its overlong answer fails its request).
+    pub fn keeping_ends(max: usize) -> Self {
+        Self {
+            ends: Some(Ends::default()),
+            ..Self::new(max)
+        }
+    }
+
+    /// The ends of the overlong line last reported as [`Frame::TooLong`].
+    pub fn take_ends(&mut self) -> Option<Ends> {
+        let ends = self.ends.as_mut()?;
+        if !ends.done {
+            return None;
+        }
+        Some(std::mem::take(ends))
+    }
+
+    fn keep(&mut self, bytes: &[u8], last: bool) {
+        if let Some(ends) = self.ends.as_mut() {
+            ends.feed(bytes);
+            ends.done = last;
         }
     }
 
@@ -50,13 +111,21 @@ impl Decoder for LineCodec {
         if let Some(len) = self.discarding {
             return Ok(match memchr(&buf[..]) {
                 Some(i) => {
-                    buf.advance(i + 1);
+                    let end = if i > 0 && buf[i - 1] == b'\r' {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    let rest = buf.split_to(end);
+                    self.keep(&rest, true);
+                    buf.advance(i + 1 - end);
                     self.discarding = None;
                     Some(Frame::TooLong(len + i))
                 }
                 None => {
                     self.discarding = Some(len + buf.len());
-                    buf.clear();
+                    let chunk = buf.split();
+                    self.keep(&chunk, false);
                     None
                 }
             });
@@ -66,7 +135,8 @@ impl Decoder for LineCodec {
                 let end = self.searched + i;
                 self.searched = 0;
                 if end > self.max {
-                    buf.advance(end + 1);
+                    let line = buf.split_to(end + 1);
+                    self.keep(line.strip_suffix(b"\n").unwrap_or(&line), true);
                     return Ok(Some(Frame::TooLong(end)));
                 }
                 let mut line = buf.split_to(end + 1);
@@ -79,7 +149,8 @@ impl Decoder for LineCodec {
             None if buf.len() > self.max => {
                 self.discarding = Some(buf.len());
                 self.searched = 0;
-                buf.clear();
+                let chunk = buf.split();
+                self.keep(&chunk, false);
                 Ok(None)
             }
             None => {
@@ -95,6 +166,7 @@ impl Decoder for LineCodec {
         }
         self.searched = 0;
         if let Some(len) = self.discarding.take() {
+            self.keep(&[], true);
             return Ok(Some(Frame::TooLong(len)));
         }
         if buf.is_empty() {
@@ -152,6 +224,21 @@ mod tests {
             vec![Frame::TooLong(7), line("ok")]
         );
         assert_eq!(decode_all(&[b"01234567"], 5), vec![Frame::TooLong(8)]);
+    }
+
+    #[test]
+    fn the_ends_of_an_overlong_line_are_kept_when_asked() {
+        let mut codec = LineCodec::keeping_ends(5);
+        let mut buf = BytesMut::from(&b"{\"id\":7,"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(codec.take_ends().is_none(), "not over yet");
+        buf.extend_from_slice(b"\"x\":\"long\"}\nok\n");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLong(19)));
+        let ends = codec.take_ends().unwrap();
+        assert_eq!(ends.head, b"{\"id\":7,\"x\":\"long\"}");
+        assert_eq!(ends.tail, b"{\"id\":7,\"x\":\"long\"}");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(line("ok")));
+        assert!(codec.take_ends().is_none());
     }
 
     #[test]

@@ -562,6 +562,7 @@ impl Daemon {
             servers,
             sessions,
             credential_store: Some(self.auth.store_description()),
+            routing_overlaps: self.catalog_tx.borrow().overlaps.clone(),
         }
     }
 

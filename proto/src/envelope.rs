@@ -112,6 +112,9 @@ impl<'a> Envelope<'a> {
         if env.method.is_none() && env.id.is_none() {
             return Err(EnvelopeError::Invalid("a response needs an `id`"));
         }
+        if let Some(id) = env.id {
+            check_id(id, env.method.is_some())?;
+        }
         Ok(env)
     }
 
@@ -147,6 +150,24 @@ impl<'a> Envelope<'a> {
         }
         rw.finish()
     }
+}
+
+/// MCP: an `id` is a string or an integer. An object, array, float or boolean id is refused, as
+/// is a `null` one on a request (a response may carry `null`: the answer to a message whose id
+/// could not be read). Ids are compared and routed by their text, so anything else would let
+/// two spellings of one number (`1`, `1.0`) stand for different requests.
+fn check_id(id: &RawValue, request: bool) -> Result<(), EnvelopeError> {
+    let text = id.get();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    if text.starts_with('"') || integer || (text == "null" && !request) {
+        return Ok(());
+    }
+    Err(EnvelopeError::Invalid(if request && text == "null" {
+        "a request's `id` must not be null"
+    } else {
+        "`id` must be a string or an integer"
+    }))
 }
 
 /// Looks up one member of a JSON object without decoding the others.
@@ -471,6 +492,20 @@ mod tests {
             PARSE_ERROR
         );
         assert!(Envelope::parse(r#"{"id":1,"id":2,"method":"ping"}"#).is_err());
+        for id in [r#"{"a":1}"#, "[1]", "1.5", "1.0", "1e3", "true", "null"] {
+            let request = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let err = Envelope::parse(&request).unwrap_err();
+            assert_eq!(err.code(), INVALID_REQUEST, "{request}");
+        }
+        for id in [r#""a""#, "0", "-7", "123456789012345678901234567890"] {
+            let request = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            assert!(Envelope::parse(&request).is_ok(), "{request}");
+        }
+        assert!(
+            Envelope::parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#)
+                .is_ok()
+        );
+        assert!(Envelope::parse(r#"{"jsonrpc":"2.0","id":{},"result":{}}"#).is_err());
         assert!(Envelope::parse(r#"{"id":1,"method":"ping"} trailing"#).is_err());
     }
 

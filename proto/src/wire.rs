@@ -259,6 +259,9 @@ pub struct DaemonStatus {
     /// Where OAuth logins are kept: `file` (encrypted, key in a 0600 file) or `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_store: Option<String>,
+    /// Where servers' names, resources or templates overlap and how mcpd routes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routing_overlaps: Vec<String>,
 }
 
 /// A remote server's OAuth state as `mcpctl status` shows it. Never a token.

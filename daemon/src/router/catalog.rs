@@ -14,7 +14,7 @@ use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{Rewrite, field};
 use serde_json::value::RawValue;
 
-use super::names::{fnv1a, namespaced};
+use super::names::{disambiguated, fnv1a, is_ambiguous, namespaced};
 use crate::config::ServerSpec;
 use crate::upstream::{ListKind, Snapshot, UpstreamCaps};
 
@@ -49,6 +49,13 @@ pub struct Catalog {
     pub pending: BTreeSet<String>,
     /// Per server: capabilities and instructions.
     pub servers: BTreeMap<String, ServerFacts>,
+    /// Every server listing each resource URI that more than one server lists, in name order.
+    listers: HashMap<String, Vec<String>>,
+    /// Per URI territory (`scheme://authority`): the servers that list a resource there or
+    /// offer a template whose literal text fixes it.
+    claims: HashMap<String, BTreeSet<String>>,
+    /// Where servers' resources and templates overlap, for the log and `mcpctl status`.
+    pub overlaps: Vec<String>,
 }
 
 impl Catalog {
@@ -69,31 +76,147 @@ impl Catalog {
                     instructions: snapshot.instructions.clone(),
                 },
             );
+        }
+        let names: Vec<&str> = servers.keys().map(String::as_str).collect();
+        for (server, (_, snapshot)) in servers {
             for kind in ListKind::ALL {
                 for item in snapshot.lists[kind.index()].iter() {
-                    catalog.add(kind, server, separator, &item.key, &item.raw);
+                    catalog.add(kind, server, separator, &item.key, &item.raw, &names);
                 }
             }
         }
+        catalog.map_resources();
         catalog
     }
 
-    fn add(&mut self, kind: ListKind, server: &str, separator: &str, key: &str, raw: &RawValue) {
+    /// Records which server claims which URI territory, and reports overlaps.
+    fn map_resources(&mut self) {
+        let resources = ListKind::Resources.index();
+        let templates = ListKind::Templates.index();
+        for entry in &self.lists[resources] {
+            if let Some(t) = territory(&entry.original, true) {
+                self.claims
+                    .entry(t.to_owned())
+                    .or_default()
+                    .insert(entry.server.clone());
+            }
+        }
+        for entry in &self.lists[templates] {
+            if let Some(t) = territory(literal_prefix(&entry.original), false) {
+                self.claims
+                    .entry(t.to_owned())
+                    .or_default()
+                    .insert(entry.server.clone());
+            }
+        }
+        let mut overlaps = Vec::new();
+        let listers: BTreeMap<&String, &Vec<String>> = self.listers.iter().collect();
+        for (uri, servers) in listers {
+            overlaps.push(format!(
+                "resource `{uri}` is listed by {}; `{}` answers it",
+                servers
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                servers[0]
+            ));
+        }
+        for template in &self.lists[templates] {
+            let captured = self.lists[resources].iter().find(|r| {
+                r.server != template.server && template_matches(&template.original, &r.original)
+            });
+            if let Some(r) = captured {
+                overlaps.push(format!(
+                    "`{}`'s template `{}` also matches `{}`'s resources (such as `{}`): they stay `{}`'s",
+                    template.server, template.original, r.server, r.original, r.server
+                ));
+            }
+        }
+        for (i, a) in self.lists[templates].iter().enumerate() {
+            let prefix = literal_prefix(&a.original);
+            if let Some(b) = self.lists[templates][i + 1..]
+                .iter()
+                .find(|b| b.server != a.server && literal_prefix(&b.original) == prefix)
+            {
+                overlaps.push(format!(
+                    "`{}`'s template `{}` and `{}`'s template `{}` overlap; URIs both match go to `{}`",
+                    a.server, a.original, b.server, b.original, a.server
+                ));
+            }
+        }
+        for message in &overlaps {
+            warn_once(message);
+        }
+        self.overlaps.extend(overlaps);
+    }
+
+    fn add(
+        &mut self,
+        kind: ListKind,
+        server: &str,
+        separator: &str,
+        key: &str,
+        raw: &RawValue,
+        servers: &[&str],
+    ) {
         let namespaced_kind = matches!(kind, ListKind::Tools | ListKind::Prompts);
-        let name = if namespaced_kind {
-            namespaced(server, separator, key)
-        } else {
-            key.to_owned()
-        };
         let i = kind.index();
+        let name = if !namespaced_kind {
+            key.to_owned()
+        } else if is_ambiguous(server, separator, key, servers) {
+            let name = disambiguated(server, separator, key);
+            self.note(format!(
+                "`{server}`'s {} `{key}` is named `{name}`: `{}` would also read as a name of server `{}`",
+                singular(kind),
+                namespaced(server, separator, key),
+                longest_server_prefix(server, separator, key, servers),
+            ));
+            name
+        } else {
+            namespaced(server, separator, key)
+        };
         if let Some(&existing) = self.by_name[i].get(&name) {
-            let owner = &self.lists[i][existing].server;
-            tracing::debug!(
-                server,
-                "`{name}` is also offered by `{owner}`, which keeps it"
-            );
+            let owner = self.lists[i][existing].server.clone();
+            if namespaced_kind {
+                // Never hidden silently: two names that still meet (a hash collision, or a
+                // server offering one name twice) are both kept, the later one renamed.
+                let other = self.lists[i][existing].original.clone();
+                let renamed = disambiguated(server, separator, key);
+                if (other != key || owner != server) && !self.by_name[i].contains_key(&renamed) {
+                    self.note(format!(
+                            "`{server}`'s {} `{key}` is named `{renamed}`: `{name}` is `{owner}`'s `{other}`",
+                            singular(kind)
+                        ));
+                    return self.insert(kind, server, key, raw, renamed);
+                }
+                warn_once(&format!(
+                    "`{server}` offers the {} `{key}` twice; the first one is kept",
+                    singular(kind)
+                ));
+                return;
+            }
+            if kind == ListKind::Resources {
+                let owner = owner.clone();
+                let listers = self.listers.entry(name).or_insert_with(|| vec![owner]);
+                if !listers.iter().any(|s| s == server) {
+                    listers.push(server.to_owned());
+                }
+            }
             return;
         }
+        self.insert(kind, server, key, raw, name);
+    }
+
+    /// A naming conflict and how it was resolved: logged once, shown in `mcpctl status`.
+    fn note(&mut self, message: String) {
+        warn_once(&message);
+        self.overlaps.push(message);
+    }
+
+    fn insert(&mut self, kind: ListKind, server: &str, key: &str, raw: &RawValue, name: String) {
+        let namespaced_kind = matches!(kind, ListKind::Tools | ListKind::Prompts);
+        let i = kind.index();
         let json = if namespaced_kind {
             match rename(raw, &name) {
                 Some(json) => json,
@@ -117,17 +240,52 @@ impl Catalog {
         self.by_name[i].get(name).map(|&at| &self.lists[i][at])
     }
 
-    /// The server that owns `uri`: the one listing it, else the first whose template matches.
+    /// The server that owns `uri` for a session that sees `servers`.
+    ///
+    /// A URI belongs to the server that lists it (the first in name order when several do):
+    /// no template ever takes it from that server. A URI nobody lists goes to the template
+    /// with the longest literal text before its first expression (the first server in name
+    /// order on a tie), except that a template whose literal text does not fix the URI's
+    /// `scheme://authority` never takes a URI there that another server claims (by listing a
+    /// resource there or offering a template for it): a catch-all `{uri}` cannot reach into
+    /// another server's URIs. A template's own text (`completion/complete`'s `ref/resource`)
+    /// goes to its server.
     pub fn resource_owner<'a>(&'a self, uri: &str, servers: &'a [String]) -> Option<&'a str> {
-        if let Some(entry) = self
-            .get(ListKind::Resources, uri)
-            .filter(|e| servers.contains(&e.server))
-        {
-            return Some(&entry.server);
+        if let Some(entry) = self.get(ListKind::Resources, uri) {
+            let listers = self.listers.get(uri);
+            let mut all = std::iter::once(&entry.server).chain(listers.into_iter().flatten());
+            return all.find(|s| servers.contains(s)).map(String::as_str);
         }
+        if let Some(t) = self
+            .get(ListKind::Templates, uri)
+            .filter(|t| servers.contains(&t.server))
+        {
+            return Some(&t.server);
+        }
+        let claimed = territory(uri, true).and_then(|t| self.claims.get(t).map(|c| (t, c)));
         self.view(ListKind::Templates, servers)
-            .find(|t| template_matches(&t.original, uri))
+            .filter(|t| template_matches(&t.original, uri))
+            .filter(|t| match claimed {
+                Some((territory_of_uri, claimants)) => {
+                    territory(literal_prefix(&t.original), false) == Some(territory_of_uri)
+                        || claimants.iter().all(|c| *c == t.server)
+                }
+                None => true,
+            })
+            .fold(None::<&Entry>, |best, t| match best {
+                Some(b)
+                    if literal_prefix(&b.original).len() >= literal_prefix(&t.original).len() =>
+                {
+                    Some(b)
+                }
+                _ => Some(t),
+            })
             .map(|t| t.server.as_str())
+    }
+
+    /// Whether a server lists `uri` itself (rather than a template matching it).
+    pub fn is_listed(&self, uri: &str) -> bool {
+        self.get(ListKind::Resources, uri).is_some()
     }
 
     /// Whether the catalog says the same as `other` to every client.
@@ -181,6 +339,53 @@ impl Catalog {
             })
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+fn singular(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Tools => "tool",
+        ListKind::Prompts => "prompt",
+        ListKind::Resources => "resource",
+        ListKind::Templates => "resource template",
+    }
+}
+
+/// The literal text of a URI template before its first expression.
+fn literal_prefix(template: &str) -> &str {
+    template.find('{').map_or(template, |at| &template[..at])
+}
+
+/// The `scheme://authority` of a URI (`whole`), or of the literal start of a template, which
+/// fixes it only when the authority is followed by a `/`. `None` for URIs without `://`.
+fn territory(text: &str, whole: bool) -> Option<&str> {
+    let start = text.find("://")? + 3;
+    match text[start..].find('/') {
+        Some(end) if end > 0 => Some(&text[..start + end]),
+        None if whole && text.len() > start => Some(text),
+        _ => None,
+    }
+}
+
+/// The other server a name of `server`'s `item` would also read as (for the log).
+fn longest_server_prefix(server: &str, sep: &str, item: &str, servers: &[&str]) -> String {
+    item.match_indices(sep)
+        .map(|(at, _)| format!("{server}{sep}{}", &item[..at]))
+        .filter(|s| servers.contains(&s.as_str()))
+        .last()
+        .unwrap_or_default()
+}
+
+/// Logs a warning the first time it is seen: the catalog is rebuilt on every change of any
+/// server, and a naming conflict stays until the configuration changes.
+fn warn_once(message: &str) {
+    static SEEN: std::sync::Mutex<Option<BTreeSet<String>>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen
+        .get_or_insert_with(BTreeSet::new)
+        .insert(message.to_owned())
+    {
+        tracing::warn!("{message}");
     }
 }
 

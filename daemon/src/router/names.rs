@@ -26,6 +26,34 @@ pub fn namespaced(server: &str, sep: &str, item: &str) -> String {
     out
 }
 
+/// Whether `server<sep>item` also reads as `<other server><sep><rest>` for another configured
+/// server: `a` + `b__echo` and `a__b` + `echo` both spell `a__b__echo`. Decided by the
+/// configured names alone, so the answer does not depend on which servers are up or which tools
+/// the others list, and is the same after every restart and whatever order servers start in.
+pub fn is_ambiguous(server: &str, sep: &str, item: &str, servers: &[&str]) -> bool {
+    !sep.is_empty()
+        && item.match_indices(sep).any(|(at, _)| {
+            let longer = format!("{server}{sep}{}", &item[..at]);
+            servers.contains(&longer.as_str())
+        })
+}
+
+/// The name of `item` of `server` when [`namespaced`] would spell another server's name too:
+/// the plain name cut to fit, a `-`, and 6 hex digits of a hash of the pair (not of the joined
+/// text, which both pairs share).
+pub fn disambiguated(server: &str, sep: &str, item: &str) -> String {
+    let pair = format!("{server}\0{item}");
+    let hash = format!("{:016x}", fnv1a(pair.as_bytes()));
+    let mut out: String = format!("{server}{sep}{item}")
+        .chars()
+        .map(|c| if valid_char(c) { c } else { '_' })
+        .collect();
+    out.truncate(MAX_NAME - HASH_LEN - 1);
+    out.push('-');
+    out.push_str(&hash[..HASH_LEN]);
+    out
+}
+
 fn valid_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
@@ -58,6 +86,20 @@ mod tests {
         assert_ne!(n, namespaced("my_server", "__", "do_it"));
         let long = namespaced("s", "__", &"x".repeat(100));
         assert_eq!(long.len(), MAX_NAME);
+    }
+
+    #[test]
+    fn a_split_that_spells_another_servers_name_is_ambiguous() {
+        let servers = ["a", "a__b", "c"];
+        assert!(is_ambiguous("a", "__", "b__echo", &servers));
+        assert!(!is_ambiguous("a__b", "__", "echo", &servers));
+        assert!(!is_ambiguous("c", "__", "b__echo", &servers));
+        assert!(!is_ambiguous("a", "__", "echo", &servers));
+        let one = disambiguated("a", "__", "b__echo");
+        assert!(one.starts_with("a__b__echo-"), "{one}");
+        assert_ne!(one, namespaced("a__b", "__", "echo"));
+        assert_ne!(one, disambiguated("a__b", "__", "echo"));
+        assert_eq!(one, disambiguated("a", "__", "b__echo"));
     }
 
     proptest! {

@@ -671,7 +671,14 @@ impl RequestContext {
         let id = msg.id.unwrap_or(RawValue::NULL);
         let mut catalog = self.catalog.borrow().clone();
         let mut resolved = self.resolve(&catalog, &msg, target);
-        if resolved.is_err() && self.servers.iter().any(|s| catalog.pending.contains(s)) {
+        // A URI that only a template matches may yet be listed by a server still starting,
+        // which then owns it: wait for that server as for an unknown name.
+        let by_template = resolved
+            .as_ref()
+            .is_ok_and(|r| r.uri.as_deref().is_some_and(|uri| !catalog.is_listed(uri)));
+        if (resolved.is_err() || by_template)
+            && self.servers.iter().any(|s| catalog.pending.contains(s))
+        {
             // Its server may still be starting for the first time.
             let wait = self.daemon.config().options.list_wait;
             catalog = settle(&mut self.catalog, &self.servers, wait).await;

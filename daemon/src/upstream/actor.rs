@@ -208,7 +208,9 @@ impl Actor {
                 Outcome::Failed(failure) => {
                     let failure = crate::redact::Redactor::process().redact_owned(failure);
                     let ran = started.elapsed();
-                    if ran < QUICK_FAILURE {
+                    // A server that never finished its handshake (it hung in `initialize`
+                    // until the startup timeout, however long that is) failed as it started.
+                    if ran < QUICK_FAILURE || !self.ready {
                         quick_failures += 1;
                     } else {
                         quick_failures = 0;
@@ -473,9 +475,7 @@ impl Actor {
                             return self.fail_pending(why);
                         }
                     },
-                    Event::TooLong(len) => {
-                        tracing::warn!(server = %self.name, "dropped a message of {len} bytes, over the {} byte limit", mcpd_proto::line::MAX_MESSAGE_LINE);
-                    }
+                    Event::TooLong(len, id) => self.on_too_long(len, id),
                     Event::Closed(why) => {
                         let exit = transport.last_exit();
                         self.publish(|s| s.last_exit = exit);
@@ -705,6 +705,29 @@ impl Actor {
                 LineEffect::None
             }
         }
+    }
+
+    /// A message over the line limit was dropped. When it answered a client's request, that
+    /// client is told at once (rather than after its request timeout).
+    fn on_too_long(&mut self, len: usize, id: Option<u64>) {
+        let limit = mcpd_proto::line::MAX_MESSAGE_LINE;
+        let answered = id.and_then(|id| match self.pending.get(&id) {
+            Some(Pending::Client { .. }) => self.pending.remove(&id),
+            _ => None,
+        });
+        if let Some(Pending::Client { reply, .. }) = answered {
+            let message = format!(
+                "server `{}` answered with a message of {len} bytes, over mcpd's limit of {limit} bytes; the answer was dropped",
+                self.name
+            );
+            tracing::warn!(server = %self.name, "{message}");
+            let _ = reply.send(Err(RouteError {
+                code: envelope::INTERNAL_ERROR,
+                message,
+            }));
+            return;
+        }
+        tracing::warn!(server = %self.name, "dropped a message of {len} bytes, over the {limit} byte limit");
     }
 
     fn on_response(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {

@@ -1047,7 +1047,7 @@ impl Link {
                                 SseItem::Event { data, .. } => {
                                     self.emit(Event::Message(data)).await
                                 }
-                                SseItem::TooLong(len) => self.emit(Event::TooLong(len)).await,
+                                SseItem::TooLong(len) => self.emit(Event::TooLong(len, None)).await,
                             }
                         }
                     };
@@ -1168,7 +1168,7 @@ impl Link {
                         self.emit(Event::Message(data)).await;
                     }
                     SseItem::Event { .. } => {}
-                    SseItem::TooLong(len) => self.emit(Event::TooLong(len)).await,
+                    SseItem::TooLong(len) => self.emit(Event::TooLong(len, None)).await,
                 }
             }
             let chunk = tokio::select! {

@@ -197,7 +197,10 @@ impl Process {
             },
             _record: record,
             stdin: Some(tx),
-            stdout: FramedRead::new(stdout, LineCodec::new(mcpd_proto::line::MAX_MESSAGE_LINE)),
+            stdout: FramedRead::new(
+                stdout,
+                LineCodec::keeping_ends(mcpd_proto::line::MAX_MESSAGE_LINE),
+            ),
             stderr_tail,
         })
     }

@@ -14,8 +14,9 @@ use crate::config::{ServerSpec, TransportSpec};
 pub enum Event {
     /// One JSON-RPC message from the server.
     Message(BytesMut),
-    /// A message over the size limit was dropped.
-    TooLong(usize),
+    /// A message over the size limit was dropped: its length and, when it could be read from
+    /// the message's ends, the id of the request it answered.
+    TooLong(usize, Option<u64>),
     /// The transport is gone (the process exited, the connection broke), and why.
     Closed(String),
     /// The server wants credentials that mcpd does not have (HTTP 401 without configured
@@ -113,7 +114,7 @@ impl Transport {
                 };
                 match tokio::time::timeout_at(deadline, p.stdout.next()).await {
                     Ok(Some(Ok(Frame::Line(line)))) => Event::Message(line),
-                    Ok(Some(Ok(Frame::TooLong(len)))) => Event::TooLong(len),
+                    Ok(Some(Ok(Frame::TooLong(len)))) => too_long(p, len),
                     _ => {
                         p.reap(StopTimeouts::default()).await;
                         p.exit = Some(describe_exit(status));
@@ -144,7 +145,7 @@ const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error>>) -> Event {
     match frame {
         Some(Ok(Frame::Line(line))) => Event::Message(line),
-        Some(Ok(Frame::TooLong(len))) => Event::TooLong(len),
+        Some(Ok(Frame::TooLong(len))) => too_long(p, len),
         Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
         None => {
             let status = p.stop(StopTimeouts::default()).await;
@@ -157,11 +158,110 @@ async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error
     }
 }
 
+fn too_long(p: &mut Process, len: usize) -> Event {
+    let id = p
+        .stdout
+        .decoder_mut()
+        .take_ends()
+        .and_then(|ends| answer_id(&ends.head, &ends.tail));
+    Event::TooLong(len, id)
+}
+
+/// The numeric `id` of a JSON-RPC answer known only by its first and last bytes: a top-level
+/// `"id":N` member near the start (`{"jsonrpc":"2.0","id":N,"result":...`, as most SDKs write)
+/// or as the last member (`...,"id":N}`, as the TypeScript SDK writes). Ids mcpd sends upstream
+/// are integers; anything else is not ours to answer.
+pub fn answer_id(head: &[u8], tail: &[u8]) -> Option<u64> {
+    head_id(head).or_else(|| tail_id(tail))
+}
+
+fn head_id(head: &[u8]) -> Option<u64> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < head.len() {
+        match head[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < head.len() && head[i] != b'"' {
+                    i += if head[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && &head[start..(i + 1).min(head.len())] == b"\"id\"" {
+                    let rest = head.get(i + 1..)?.trim_ascii_start();
+                    let value = rest.strip_prefix(b":")?.trim_ascii_start();
+                    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+                    let after = value.get(digits).copied();
+                    if digits > 0
+                        && matches!(after, Some(b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+                    {
+                        return std::str::from_utf8(&value[..digits]).ok()?.parse().ok();
+                    }
+                    return None;
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn tail_id(tail: &[u8]) -> Option<u64> {
+    let rest = tail.trim_ascii_end().strip_suffix(b"}")?.trim_ascii_end();
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (before, number) = rest.split_at(rest.len() - digits);
+    let before = before.trim_ascii_end().strip_suffix(b":")?.trim_ascii_end();
+    let before = before.strip_suffix(b"\"id\"")?.trim_ascii_end();
+    // The member before it ends the value before; a `{` would mean `id` is a nested object's.
+    if !before.ends_with(b",") {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
 fn with_stderr(p: &Process, what: String) -> String {
     let tail = p.stderr_summary();
     if tail.is_empty() {
         what
     } else {
         format!("{what}; last stderr: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_id;
+
+    #[test]
+    fn the_id_of_an_overlong_answer_is_read_from_either_end() {
+        assert_eq!(
+            answer_id(
+                br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"te"#,
+                b"x\"}]}}"
+            ),
+            Some(42)
+        );
+        assert_eq!(
+            answer_id(
+                br#"{"result":{"content":[{"id":5,"te"#,
+                br#"xx"}]},"jsonrpc":"2.0","id":77}"#
+            ),
+            Some(77)
+        );
+        // Nested ids are not the answer's.
+        assert_eq!(
+            answer_id(br#"{"result":{"id":5,"x":"#, br#"x","y":{"id":6}}}"#),
+            None
+        );
+        assert_eq!(
+            answer_id(br#"{"jsonrpc":"2.0","id":"s-1","result":"#, b"x\"}"),
+            None
+        );
+        assert_eq!(answer_id(br#"{"a":"\"id\":3","#, b"x"), None);
     }
 }

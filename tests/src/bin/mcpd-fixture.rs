@@ -23,6 +23,9 @@
 //! | `--delay-init-ms MS` | answer `initialize` only MS milliseconds after it arrives (a slow server) |
 //! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
+//! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
+//! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
+//! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
 //! `prompts/get` with one user message naming them; resources answer `resources/read` with the
@@ -80,6 +83,9 @@ struct Options {
     instructions: Option<String>,
     delay_init_ms: Option<u64>,
     linger: bool,
+    extra_tools: Vec<String>,
+    template: Option<String>,
+    blob: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -130,6 +136,9 @@ fn parse_options() -> Result<Options, String> {
                 o.delay_init_ms = Some(number(flag, value(flag)?)?);
             }
             "--linger" => o.linger = true,
+            "--extra-tool" => o.extra_tools.push(value("--extra-tool")?),
+            "--template" => o.template = Some(value("--template")?),
+            "--blob" => o.blob = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -207,6 +216,16 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     if late {
         tools.push(tool("late", "Added after initialization", json!({})));
     }
+    for name in &o.extra_tools {
+        tools.push(tool(name, "Answers its name and its server's", json!({})));
+    }
+    if o.blob {
+        tools.push(tool(
+            "blob",
+            "Answers a text of `bytes` x characters",
+            json!({"bytes": number}),
+        ));
+    }
     tools
 }
 
@@ -274,15 +293,20 @@ impl Server {
                 self.paginate(&id, &params, "resources", &resource_list(&self.options));
             }
             "resources/templates/list" if self.options.resources > 0 => {
-                let templates =
-                    vec![json!({"uriTemplate": "fixture://t/{id}", "name": "template"})];
+                let template = self
+                    .options
+                    .template
+                    .as_deref()
+                    .unwrap_or("fixture://t/{id}");
+                let templates = vec![json!({"uriTemplate": template, "name": "template"})];
                 self.paginate(&id, &params, "resourceTemplates", &templates);
             }
             "resources/read" if self.options.resources > 0 => {
                 let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
                 self.out.result(
                     &id,
-                    &json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("contents of {uri}")}]}),
+                    &json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("contents of {uri}"),
+                                          "_meta": {"server": self.options.name.as_deref().unwrap_or("mcpd-fixture")}}]}),
                 );
             }
             "resources/subscribe" | "resources/unsubscribe" if self.options.resources > 0 => {
@@ -457,6 +481,15 @@ impl Server {
                 ));
             }
             "crash" => std::process::exit(3),
+            "blob" if self.options.blob => {
+                let text = "x".repeat(num("bytes").max(0.0) as usize);
+                self.out.result(&id, &text_result(&text));
+            }
+            _ if self.options.extra_tools.iter().any(|t| t == name) => {
+                let server = self.options.name.as_deref().unwrap_or("mcpd-fixture");
+                self.out
+                    .result(&id, &text_result(&format!("{name} of {server}")));
+            }
             "ask" => self.ask(id, &args),
             _ if self.is_numbered_tool(name) => self.out.result(&id, &text_result(name)),
             _ if name == "late" && *self.late.lock().unwrap_or_else(PoisonError::into_inner) => {
