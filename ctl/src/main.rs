@@ -19,6 +19,7 @@ mod login;
 mod logs;
 mod output;
 mod render;
+mod secret;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -148,6 +149,11 @@ enum Command {
     },
     /// Check the installation and explain how to fix each problem.
     Doctor,
+    /// Store, list and remove the secrets that servers reference as `${secret:NAME}`.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -235,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
         }),
         Command::Doctor => doctor::run(&socket(), &config()),
+        Command::Secret { command } => secret::run(&socket(), &config(), command),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "mcpctl", &mut out);

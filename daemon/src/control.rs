@@ -102,6 +102,26 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             Ok(message) => ControlResponse::Done { message },
             Err(message) => ControlResponse::Error { message },
         },
+        ControlRequest::SecretSet {
+            name,
+            profile,
+            mut value,
+        } => {
+            let value = secrecy::SecretString::from(value.take());
+            match daemon.secret_set(&name, profile.as_deref(), value).await {
+                Ok(message) => ControlResponse::Done { message },
+                Err(message) => ControlResponse::Error { message },
+            }
+        }
+        ControlRequest::SecretRemove { name, profile } => {
+            match daemon.secret_remove(&name, profile.as_deref()).await {
+                Ok(message) => ControlResponse::Done { message },
+                Err(message) => ControlResponse::Error { message },
+            }
+        }
+        ControlRequest::SecretList => ControlResponse::Secrets {
+            secrets: daemon.secret_list(),
+        },
         ControlRequest::Login { .. } => ControlResponse::Error {
             message: "login is handled by the connection loop".into(),
         },

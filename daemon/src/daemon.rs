@@ -21,6 +21,8 @@ use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::Hub;
 use crate::upstream::{ControlOp, ListKind, UpstreamHandle};
 
+mod secret_ops;
+
 /// What a session shows in `mcpctl status`.
 #[derive(Debug)]
 pub struct SessionEntry {
@@ -46,6 +48,10 @@ struct State {
     upstreams: BTreeMap<String, UpstreamHandle>,
     /// Instances of `"share": "per-client"` servers by (server, session).
     per_client: BTreeMap<(String, u64), UpstreamHandle>,
+    /// Instances of servers that run one per profile (`"share": "per-profile"`, or secrets
+    /// with values of the profile's own) by (server, profile); the default profile uses the
+    /// shared instance.
+    per_profile: BTreeMap<(String, String), UpstreamHandle>,
     /// The daemon is stopping: nothing may start a server any more (a reload, a login or a
     /// draining session would otherwise start one after `stop_all` and leave it behind).
     stopping: bool,
@@ -71,6 +77,8 @@ pub struct Daemon {
     auth: Arc<crate::auth::AuthManager>,
     /// Every secret value the daemon knows, for redaction.
     redactor: crate::redact::Redactor,
+    /// `${secret:NAME}` values.
+    secrets: Arc<crate::secrets::SecretStore>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -101,6 +109,10 @@ impl Daemon {
         report_loaded(&config_path, &loaded);
         let redactor = crate::redact::Redactor::process();
         crate::redact::register_config(&redactor, &loaded.config);
+        let secrets = Arc::new(crate::secrets::SecretStore::open(
+            auth.credential_store(),
+            redactor.clone(),
+        ));
         let swept = crate::upstream::process::sweep_records(&runtime_dir.join("children"));
         if swept > 0 {
             tracing::warn!(
@@ -120,6 +132,7 @@ impl Daemon {
                 config_fallback,
                 upstreams: BTreeMap::new(),
                 per_client: BTreeMap::new(),
+                per_profile: BTreeMap::new(),
                 stopping: false,
             }),
             catalog_tx,
@@ -133,13 +146,14 @@ impl Daemon {
             records: Arc::from(runtime_dir.join("children")),
             auth,
             redactor,
+            secrets,
             shutdown,
         });
         {
             let mut state = daemon.write();
             for (name, spec) in servers
                 .iter()
-                .filter(|(_, spec)| spec.share == Share::Shared)
+                .filter(|(_, spec)| spec.share != Share::PerClient)
             {
                 state
                     .upstreams
@@ -178,7 +192,7 @@ impl Daemon {
                 .config
                 .servers
                 .get(&name)
-                .filter(|s| s.share == Share::Shared)
+                .filter(|s| s.share != Share::PerClient)
                 .cloned()
             {
                 let handle = self.spawn_upstream(&name, &spec, None);
@@ -206,10 +220,23 @@ impl Daemon {
         owner: Option<u64>,
         gate: Option<tokio::sync::oneshot::Receiver<()>>,
     ) -> UpstreamHandle {
+        let profile = owner.and_then(|session| self.session_profile(session));
+        self.spawn_for_profile(name, spec, owner, gate, profile.as_deref())
+    }
+
+    /// [`spawn_gated`](Self::spawn_gated) with the secrets of `profile` (`None`: the defaults).
+    fn spawn_for_profile(
+        &self,
+        name: &str,
+        spec: &crate::config::ServerSpec,
+        owner: Option<u64>,
+        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+        profile: Option<&str>,
+    ) -> UpstreamHandle {
         let initial = self.cache.initial_snapshot(name, spec);
         UpstreamHandle::spawn(
             name,
-            spec.clone(),
+            self.bind_secrets(spec, profile),
             Arc::clone(&self.hub),
             Arc::clone(&self.catalog_dirty),
             Some(Arc::clone(&self.records)),
@@ -260,8 +287,18 @@ impl Daemon {
         {
             let state = self.read();
             let spec = state.config.servers.get(server)?;
-            if spec.share == Share::Shared {
-                return state.upstreams.get(server).cloned();
+            if spec.share != Share::PerClient {
+                return match self.own_profile(spec, session) {
+                    None => state.upstreams.get(server).cloned(),
+                    Some(profile) => match state.per_profile.get(&(server.to_owned(), profile)) {
+                        Some(handle) => Some(handle.clone()),
+                        None if start => {
+                            drop(state);
+                            self.profile_instance(server, session)
+                        }
+                        None => None,
+                    },
+                };
             }
             if let Some(handle) = state.per_client.get(&(server.to_owned(), session)) {
                 return Some(handle.clone());
@@ -306,6 +343,7 @@ impl Daemon {
                 .cloned()
                 .collect()
         };
+        self.ensure_profile_instances(servers, session);
         for server in per_client {
             self.upstream_for(&server, session, true);
         }
@@ -347,7 +385,7 @@ impl Daemon {
         let mut views = BTreeMap::new();
         for (name, spec) in &state.config.servers {
             let snapshot = match spec.share {
-                Share::Shared => match state.upstreams.get(name) {
+                Share::Shared | Share::PerProfile => match state.upstreams.get(name) {
                     Some(handle) => handle.snapshot(),
                     None => continue,
                 },
@@ -461,80 +499,85 @@ impl Daemon {
 
     /// The daemon as `mcpctl status` shows it.
     pub fn status(&self) -> DaemonStatus {
-        let (servers, config_exists, config_error, config_fallback) = {
-            let state = self.read();
-            let per_client = state
-                .per_client
-                .iter()
-                .map(|((name, session), handle)| (format!("{name}#{session}"), handle));
-            let mut servers: Vec<ServerStatus> = state
-                .upstreams
-                .iter()
-                .map(|(name, handle)| (name.clone(), handle))
-                .chain(per_client)
-                .map(|(name, handle)| {
-                    let s = handle.snapshot();
-                    let auth = self.auth.status(&name);
-                    ServerStatus {
-                        name,
-                        transport: handle.spec().transport_name().into(),
-                        url: handle.spec().http().map(|h| h.display_url()),
-                        session: s.session,
-                        state: s.state,
-                        pid: s.pid,
-                        tools: s.lists[ListKind::Tools.index()].len(),
-                        restarts: s.restarts,
-                        last_error: s.last_error.map(|e| self.redactor.redact_owned(e)),
-                        server_info: s.server_info,
-                        last_exit: s.last_exit,
-                        stderr_tail: s
-                            .stderr
-                            .map(|t| {
-                                t.lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .iter()
-                                    .map(|line| self.redactor.redact(line).into_owned())
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        auth,
+        let (servers, config_exists, config_error, config_fallback) =
+            {
+                let state = self.read();
+                let per_client =
+                    state
+                        .per_client
+                        .iter()
+                        .map(|((name, session), handle)| (format!("{name}#{session}"), handle))
+                        .chain(state.per_profile.iter().map(|((name, profile), handle)| {
+                            (format!("{name}@{profile}"), handle)
+                        }));
+                let mut servers: Vec<ServerStatus> = state
+                    .upstreams
+                    .iter()
+                    .map(|(name, handle)| (name.clone(), handle))
+                    .chain(per_client)
+                    .map(|(name, handle)| {
+                        let s = handle.snapshot();
+                        let auth = self.auth.status(handle.name());
+                        ServerStatus {
+                            name,
+                            transport: handle.spec().transport_name().into(),
+                            url: handle.spec().http().map(|h| h.display_url()),
+                            session: s.session,
+                            state: s.state,
+                            pid: s.pid,
+                            tools: s.lists[ListKind::Tools.index()].len(),
+                            restarts: s.restarts,
+                            last_error: s.last_error.map(|e| self.redactor.redact_owned(e)),
+                            server_info: s.server_info,
+                            last_exit: s.last_exit,
+                            stderr_tail: s
+                                .stderr
+                                .map(|t| {
+                                    t.lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .iter()
+                                        .map(|line| self.redactor.redact(line).into_owned())
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            auth,
+                        }
+                    })
+                    .collect();
+                // Per-client servers with no session using them have no instance: show them anyway.
+                for (name, spec) in &state.config.servers {
+                    let running = state.per_client.keys().any(|(server, _)| server == name);
+                    if spec.share != Share::PerClient || running {
+                        continue;
                     }
-                })
-                .collect();
-            // Per-client servers with no session using them have no instance: show them anyway.
-            for (name, spec) in &state.config.servers {
-                let running = state.per_client.keys().any(|(server, _)| server == name);
-                if spec.share != Share::PerClient || running {
-                    continue;
+                    let cached = self.cache.initial_snapshot(name, spec);
+                    servers.push(ServerStatus {
+                        name: name.clone(),
+                        transport: spec.transport_name().into(),
+                        url: spec.http().map(|h| h.display_url()),
+                        session: None,
+                        state: mcpd_proto::ServerState::Idle,
+                        pid: None,
+                        tools: cached.lists[ListKind::Tools.index()].len(),
+                        restarts: 0,
+                        last_error: None,
+                        server_info: Some(
+                            "per-client: each session starts its own instance".to_owned(),
+                        ),
+                        last_exit: None,
+                        stderr_tail: Vec::new(),
+                        auth: self.auth.status(name),
+                    });
                 }
-                let cached = self.cache.initial_snapshot(name, spec);
-                servers.push(ServerStatus {
-                    name: name.clone(),
-                    transport: spec.transport_name().into(),
-                    url: spec.http().map(|h| h.display_url()),
-                    session: None,
-                    state: mcpd_proto::ServerState::Idle,
-                    pid: None,
-                    tools: cached.lists[ListKind::Tools.index()].len(),
-                    restarts: 0,
-                    last_error: None,
-                    server_info: Some(
-                        "per-client: each session starts its own instance".to_owned(),
-                    ),
-                    last_exit: None,
-                    stderr_tail: Vec::new(),
-                    auth: self.auth.status(name),
-                });
-            }
-            servers.extend(crate::config_report::broken_servers(&state.config));
-            servers.sort_by(|a, b| a.name.cmp(&b.name));
-            (
-                servers,
-                state.config_exists,
-                state.config_error.clone(),
-                state.config_fallback.clone(),
-            )
-        };
+                servers.extend(crate::config_report::broken_servers(&state.config));
+                servers.sort_by(|a, b| a.name.cmp(&b.name));
+                (
+                    servers,
+                    state.config_exists,
+                    state.config_error.clone(),
+                    state.config_fallback.clone(),
+                )
+            };
         let sessions = self
             .sessions
             .lock()
@@ -610,6 +653,13 @@ impl Daemon {
                 .cloned()
                 .collect();
             stopping.extend(gone.iter().filter_map(|k| state.per_client.remove(k)));
+            let gone: Vec<(String, String)> = state
+                .per_profile
+                .keys()
+                .filter(|(name, _)| diff.removed.contains(name) || diff.changed.contains(name))
+                .cloned()
+                .collect();
+            stopping.extend(gone.iter().filter_map(|k| state.per_profile.remove(k)));
             // A changed server's new instance takes its place at once but starts only once the
             // old one has stopped: one process per server, and calls wait instead of failing.
             let mut gates = Vec::new();
@@ -619,7 +669,7 @@ impl Daemon {
                         .config
                         .servers
                         .get(name)
-                        .filter(|s| s.share == Share::Shared)
+                        .filter(|s| s.share != Share::PerClient)
                     else {
                         // Now per-client: the shared instance goes; sessions start their own.
                         stopping.extend(state.upstreams.remove(name));
@@ -700,7 +750,8 @@ impl Daemon {
             state.stopping = true;
             let shared = std::mem::take(&mut state.upstreams).into_values();
             let own = std::mem::take(&mut state.per_client).into_values();
-            shared.chain(own).collect()
+            let profiles = std::mem::take(&mut state.per_profile).into_values();
+            shared.chain(own).chain(profiles).collect()
         };
         futures_util::future::join_all(handles.iter().map(UpstreamHandle::stop)).await;
     }

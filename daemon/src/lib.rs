@@ -19,6 +19,7 @@ pub mod logging;
 pub mod notify;
 pub mod redact;
 pub mod router;
+pub mod secrets;
 pub mod server;
 pub mod upstream;
 

@@ -183,6 +183,27 @@ pub enum ControlRequest {
         limit: Option<usize>,
     },
     /// A command this build does not know (a newer `mcpctl`).
+    /// `mcpctl secret set`: stores a secret's value (for one profile, or the default). The
+    /// value travels to the daemon only; no reply ever carries it back.
+    SecretSet {
+        /// The secret's name, as in `${secret:NAME}`.
+        name: String,
+        /// The profile the value is for; `None`: the default value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// The value.
+        value: SecretText,
+    },
+    /// `mcpctl secret list`: names, profiles, when set, which servers use each; never values.
+    SecretList,
+    /// `mcpctl secret rm`: forgets a secret (one profile's value, or the default one).
+    SecretRemove {
+        /// The secret's name.
+        name: String,
+        /// The profile whose value goes; `None`: the default value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -222,6 +243,11 @@ pub enum ControlResponse {
         message: String,
     },
     /// A reply this build does not know (a newer daemon).
+    /// The stored secrets (`secret-list`), without their values.
+    Secrets {
+        /// One entry per secret name stored or referenced.
+        secrets: Vec<SecretInfo>,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -310,6 +336,8 @@ pub enum ServerState {
     /// Not started: its definition in the configuration file has mistakes (`last_error` names
     /// each with its JSON path); fix the file and run `mcpctl reload`.
     ConfigError,
+    /// Its definition references a secret that is not stored (`mcpctl secret set NAME`).
+    SecretMissing,
     /// A state this build does not know (a newer daemon).
     #[serde(other)]
     Unknown,
@@ -328,6 +356,7 @@ impl ServerState {
             Self::CrashLoop => "crash-loop",
             Self::Idle => "idle",
             Self::ConfigError => "config-error",
+            Self::SecretMissing => "secret-missing",
             Self::Unknown => "unknown",
         }
     }
@@ -591,4 +620,68 @@ mod tests {
             resp
         );
     }
+}
+
+/// A secret's value on its way from `mcpctl` to the daemon: `Debug` never shows it, and the
+/// buffer is overwritten with zeros when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// Wraps a value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value (to move into a `secrecy` type at once).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Takes the value out, leaving an empty string.
+    pub fn take(&mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Drop for SecretText {
+    fn drop(&mut self) {
+        // Overwrite the whole allocation, not just the length; `black_box` keeps the writes
+        // from being optimised away (best effort, std only: the shim links this crate).
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.resize(bytes.capacity(), 0);
+        bytes.fill(0);
+        std::hint::black_box(&bytes);
+    }
+}
+
+/// One secret as `mcpctl secret list` shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: String,
+    /// The stored values: `None` is the default value, `Some(p)` profile `p`'s; each with
+    /// when it was set (Unix seconds).
+    #[serde(default)]
+    pub values: Vec<SecretValueInfo>,
+    /// Servers whose definition references it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+/// One stored value of a secret (never the value itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretValueInfo {
+    /// The profile it is for; `None`: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// When it was set, Unix seconds.
+    pub set_at: u64,
 }

@@ -301,3 +301,52 @@ fn peer_the_file_store_keeps_a_0600_key_and_memory_forgets_on_restart() {
     daemon.wait_server_state("py", ServerState::AuthRequired);
     assert!(!daemon.log().contains("using the stored login"));
 }
+
+/// `mcpctl secret set NAME` with the value piped in.
+fn secret_set(daemon: &TestDaemon, name: &str, value: &str) {
+    let mut child = daemon
+        .command("mcpctl")
+        .args(["secret", "set", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    assert!(wait_timeout(&mut child, PEER_TIMEOUT).is_some());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn peer_secrets_are_sealed_with_the_keyring_key_and_survive_a_restart() {
+    let Some(session) = SecretSession::start() else {
+        return;
+    };
+    const VALUE: &str = "xoxb-keyring-secret-0123456789";
+    let mut server = mcpd_tests::peers().everything_server();
+    server["env"] = json!({"SLACK_TOKEN": "${secret:SLACK_TOKEN}"});
+    let mut daemon = session.daemon(json!({"mcpServers": {"slack": server}}));
+    assert_eq!(credential_store(&daemon), "keyring (Secret Service)");
+    secret_set(&daemon, "SLACK_TOKEN", VALUE);
+    daemon.wait_server_state("slack", ServerState::Ready);
+    let dir = creds(&daemon);
+    assert!(names(&dir).contains(&"secrets".to_owned()));
+    assert!(!names(&dir).contains(&"key".to_owned()), "no key file");
+    assert_eq!(mode(&dir.join("secrets")), 0o600);
+
+    daemon.terminate();
+    daemon.start_again();
+    daemon.wait_server_state("slack", ServerState::Ready);
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let env = shim.call_tool("slack__get-env", json!({}));
+    assert!(env["content"][0]["text"].as_str().unwrap().contains(VALUE));
+    let sealed = std::fs::read(dir.join("secrets")).unwrap();
+    assert!(!text(&sealed).contains(VALUE));
+}

@@ -129,7 +129,7 @@ pub struct LoginStarted {
 #[derive(Debug)]
 pub struct AuthManager {
     http: Http,
-    store: Store,
+    store: Arc<Store>,
     store_error: Option<String>,
     targets: Mutex<BTreeMap<String, RemoteAuth>>,
     servers: Mutex<BTreeMap<String, Arc<ServerAuth>>>,
@@ -196,7 +196,7 @@ impl AuthManager {
         };
         let manager = Arc::new(Self {
             http: Http::new()?,
-            store,
+            store: Arc::new(store),
             store_error,
             targets: Mutex::new(BTreeMap::new()),
             servers: Mutex::new(BTreeMap::new()),
@@ -214,6 +214,11 @@ impl AuthManager {
             None => self.store.description().to_owned(),
             Some(e) => format!("memory ({e})"),
         }
+    }
+
+    /// The credential store (directory and key), shared with the secret store.
+    pub fn credential_store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
     }
 
     /// Names of servers whose login just completed (to start them again).

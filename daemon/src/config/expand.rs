@@ -16,6 +16,8 @@ pub enum ExpandError {
     Unterminated,
     /// `${...}` whose name is not `[A-Za-z_][A-Za-z0-9_]*`.
     BadName(String),
+    /// `${secret:...}` whose name is not `[A-Za-z_][A-Za-z0-9_.-]*`.
+    BadSecretName(String),
 }
 
 impl fmt::Display for ExpandError {
@@ -26,6 +28,10 @@ impl fmt::Display for ExpandError {
                 "environment variable {name} is not set (set it in the daemon's environment, or write ${{{name}:-default}})"
             ),
             Self::Unterminated => f.write_str("`${` without a closing `}`"),
+            Self::BadSecretName(name) => write!(
+                f,
+                "`${{secret:{name}}}` is not a secret reference (names are letters, digits, `_`, `-` and `.`, starting with a letter or `_`)"
+            ),
             Self::BadName(name) => write!(
                 f,
                 "`${{{name}}}` is not a variable reference (names are letters, digits and `_`, not starting with a digit)"
@@ -43,6 +49,15 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or(ExpandError::Unterminated)?;
         let inner = &after[..end];
+        if let Some(secret) = inner.strip_prefix(super::secret_refs::PREFIX) {
+            // Resolved later, when the server starts, from the secret store: kept as written.
+            if !super::secret_refs::is_secret_name(secret) {
+                return Err(ExpandError::BadSecretName(secret.to_owned()));
+            }
+            out.push_str(&rest[start..start + 2 + end + 1]);
+            rest = &after[end + 1..];
+            continue;
+        }
         let (name, default) = match inner.find(":-") {
             Some(i) => (&inner[..i], Some(&inner[i + 2..])),
             None => (inner, None),
@@ -97,6 +112,18 @@ mod tests {
         assert_eq!(expand("${HOME:-dflt}", env).unwrap(), "/home/u");
         assert_eq!(expand("${NOPE:-}", env).unwrap(), "");
         assert_eq!(expand("${NOPE:-a:-b}", env).unwrap(), "a:-b");
+    }
+
+    #[test]
+    fn secret_references_are_kept_for_later() {
+        assert_eq!(
+            expand("Bearer ${secret:GITHUB_TOKEN} ${HOME}", env).unwrap(),
+            "Bearer ${secret:GITHUB_TOKEN} /home/u"
+        );
+        assert_eq!(
+            expand("${secret:1bad}", env),
+            Err(ExpandError::BadSecretName("1bad".into()))
+        );
     }
 
     #[test]

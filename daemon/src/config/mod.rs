@@ -18,6 +18,7 @@ mod expand;
 pub mod last_good;
 pub mod oauth;
 mod problems;
+pub mod secret_refs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -81,6 +82,8 @@ pub struct ServerSpec {
     pub stop: crate::upstream::StopTimeouts,
     /// When and how often it is started again after it failed.
     pub restart: RestartPolicy,
+    /// Its `${secret:NAME}` references (and, for a started instance, their values).
+    pub secrets: secret_refs::SecretBinding,
 }
 
 /// How a failed server is started again: after `initial_delay`, doubling up to `max_delay`
@@ -235,6 +238,8 @@ pub enum Share {
     Shared,
     /// One process per session, for stateful servers such as browsers.
     PerClient,
+    /// One process per profile (`"share": "per-profile"`), e.g. for per-profile credentials.
+    PerProfile,
 }
 
 /// A named subset of servers.
@@ -581,6 +586,17 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         expand(s, self.env).map_err(|e| self.error(path, e.to_string()))
     }
 
+    /// Refuses `${secret:NAME}` where it may not appear (`command`, `cwd`).
+    fn no_secret(&self, value: String, path: &str) -> Result<String, ConfigError> {
+        if secret_refs::references(&value).is_empty() {
+            return Ok(value);
+        }
+        Err(self.error(
+            path,
+            "a secret may appear in env, args, headers and url, not here (it would show in `ps` and status)",
+        ))
+    }
+
     fn millis(&self, v: &Value, path: &str) -> Result<Duration, ConfigError> {
         v.as_u64()
             .filter(|ms| *ms > 0)
@@ -671,6 +687,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             idle_timeout: None,
             stop: crate::upstream::StopTimeouts::default(),
             restart: RestartPolicy::default(),
+            secrets: secret_refs::SecretBinding::default(),
         };
         let mut disabled = false;
         let mut kind = None;
@@ -686,7 +703,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             }
             let at = join(path, key);
             match key.as_str() {
-                "command" => command = Some(self.expanded(value, &at)?),
+                "command" => command = Some(self.no_secret(self.expanded(value, &at)?, &at)?),
                 "args" => {
                     let items = value.as_array().ok_or_else(|| {
                         self.error(
@@ -704,15 +721,20 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         stdio.env.insert(name.clone(), value);
                     }
                 }
-                "cwd" => stdio.cwd = Some(PathBuf::from(self.expanded(value, &at)?)),
+                "cwd" => {
+                    stdio.cwd = Some(PathBuf::from(
+                        self.no_secret(self.expanded(value, &at)?, &at)?,
+                    ))
+                }
                 "share" => {
                     spec.share = match self.string(value, &at)? {
                         "shared" => Share::Shared,
                         "per-client" => Share::PerClient,
+                        "per-profile" => Share::PerProfile,
                         other => {
                             return Err(self.error(
                                 &at,
-                                format!("expected \"shared\" or \"per-client\", found \"{other}\""),
+                                format!("expected \"shared\", \"per-client\" or \"per-profile\", found \"{other}\""),
                             ));
                         }
                     }
@@ -806,7 +828,25 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     "a remote server (with a \"url\") has no command, args, env or cwd",
                 ));
             }
-            let url = self.url(&url, &at, path)?;
+            let url = if secret_refs::references(&url).is_empty() {
+                self.url(&url, &at, path)?
+            } else {
+                // Checked with each reference in place of its value; the template is kept.
+                spec.secrets.url_template = Some(url.clone());
+                let probe = secret_refs::substitute(&url, &BTreeMap::new())
+                    .replace("${secret:", "secret-")
+                    .replace('}', "");
+                self.url(&probe, &at, path)?
+            };
+            spec.secrets
+                .names
+                .extend(secret_refs::references(&url_text(&spec, &url)));
+            spec.secrets.names.extend(
+                headers
+                    .0
+                    .iter()
+                    .flat_map(|(_, v)| secret_refs::references(v)),
+            );
             if insecure_skip_verify {
                 self.warnings.push(format!(
                     "{}: {path}.insecureSkipVerify is true: TLS certificates of {} are not checked",
@@ -844,6 +884,13 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 ));
             }
         };
+        spec.secrets.names.extend(
+            stdio
+                .args
+                .iter()
+                .chain(stdio.env.values())
+                .flat_map(|v| secret_refs::references(v)),
+        );
         spec.transport = TransportSpec::Stdio(stdio);
         Ok(Some(spec))
     }
@@ -961,6 +1008,14 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         }
         Ok(options)
     }
+}
+
+/// The URL as written, for collecting its secret references.
+fn url_text(spec: &ServerSpec, parsed: &url::Url) -> String {
+    spec.secrets
+        .url_template
+        .clone()
+        .unwrap_or_else(|| parsed.to_string())
 }
 
 /// Whether the URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).

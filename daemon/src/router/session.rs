@@ -806,6 +806,11 @@ impl RequestContext {
                 ServerState::CrashLoop => format!("keeps failing as it starts; see `mcpctl status` and run `mcpctl restart {server}`"),
                 ServerState::Failed => "failed and is restarting".to_owned(),
                 ServerState::Stopped => format!("was stopped; `mcpctl start {server}` starts it"),
+                // The reason names the secret and the command that sets it.
+                ServerState::SecretMissing => {
+                    let why = snapshot.last_error.unwrap_or_default();
+                    return Some(format!("Unknown {what}: {name}: server `{server}` {why}"));
+                }
                 _ => return None,
             };
             let last = snapshot.last_error.map(|e| format!(" ({e})")).unwrap_or_default();

@@ -185,6 +185,17 @@ impl Actor {
             None => Vec::new(),
         };
         loop {
+            if let Some(why) = self.spec.secrets.missing_reason() {
+                // Starting it would only fail: its calls fail at once, saying what to set.
+                let held = self.hold_secret_missing(&why, &mut carried).await;
+                match held {
+                    Held::Stop => break,
+                    Held::Start(commands) => {
+                        carried = commands;
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let held = match self.run_once(std::mem::take(&mut carried)).await {
                 Outcome::Stopped => break,
@@ -268,6 +279,23 @@ impl Actor {
             s.state = ServerState::Stopped;
             s.pid = None;
         });
+    }
+
+    /// Waits in `secret-missing`: requests fail at once with `why` (which names the secret and
+    /// the command that sets it). A changed secret replaces this instance.
+    async fn hold_secret_missing(&mut self, why: &str, carried: &mut Vec<Command>) -> Held {
+        tracing::warn!(server = %self.name, "{why}");
+        self.publish(|s| s.last_error = Some(why.to_owned()));
+        for cmd in carried.drain(..) {
+            reject(
+                cmd,
+                RouteError {
+                    code: envelope::UPSTREAM_UNAVAILABLE,
+                    message: format!("server `{}` {why}", self.name),
+                },
+            );
+        }
+        self.hold(ServerState::SecretMissing, why, false).await
     }
 
     /// Holds requests until `gate` opens; `None` when told to stop first.

@@ -49,6 +49,14 @@ impl Transport {
         records: Option<&std::path::Path>,
         auth: Option<&std::sync::Arc<crate::auth::AuthManager>>,
     ) -> Result<Self, String> {
+        // `${secret:NAME}` filled in for this start only; the copy is wiped when dropped.
+        let resolved;
+        let spec = if spec.secrets.names.is_empty() {
+            spec
+        } else {
+            resolved = crate::config::secret_refs::resolve(server, spec)?;
+            &resolved.0
+        };
         match &spec.transport {
             TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, records)
                 .map(Transport::Stdio)

@@ -1,0 +1,254 @@
+//! `${secret:NAME}` end to end: `mcpctl secret set` (value on stdin), server-everything's
+//! `get-env` tool to see which child got which value, and a scan of everything mcpd wrote or
+//! shows for the value.
+//!
+//! Every test is `peer_*` (it starts server-everything under Node).
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use mcpd_proto::ServerState;
+use mcpd_tests::process::wait_timeout;
+use mcpd_tests::{PEER_TIMEOUT, ShimClient, TIMEOUT, TestDaemon, peers};
+use serde_json::{Value, json};
+
+const VALUE: &str = "sk-test-Zq8v3LmN2pXw7RtY5uK1";
+const WORK_VALUE: &str = "ghp_workWorkWork0123456789abcdefABCDEF";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `cmd` with `input` on its stdin (a pipe, not a terminal) and waits for it.
+fn run_with_input(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    if wait_timeout(&mut child, PEER_TIMEOUT).is_none() {
+        let _ = child.kill();
+        panic!("{cmd:?} did not finish");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `mcpctl secret set NAME [--profile P]` with the value piped in.
+pub fn secret_set(daemon: &TestDaemon, name: &str, profile: Option<&str>, value: &str) -> String {
+    let mut cmd = daemon.command("mcpctl");
+    cmd.args(["secret", "set", name]);
+    if let Some(p) = profile {
+        cmd.args(["--profile", p]);
+    }
+    let out = run_with_input(cmd, &format!("{value}\n"));
+    assert!(
+        out.status.success(),
+        "secret set failed: {}{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
+
+/// server-everything with extra `env`.
+fn everything(env: Value) -> Value {
+    let mut server = peers().everything_server();
+    server["env"] = env;
+    server
+}
+
+/// The environment server-everything's `get-env` reports.
+fn child_env(client: &mut ShimClient, tool: &str) -> String {
+    let result = client.call_tool(tool, json!({}));
+    assert_ne!(result["isError"], true, "{result}");
+    result["content"][0]["text"].as_str().unwrap().to_owned()
+}
+
+/// Every file under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn peer_a_secret_reaches_only_the_server_that_references_it_and_leaks_nowhere() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "with": everything(json!({"API_KEY": "${secret:API_KEY}"})),
+        "without": everything(json!({})),
+    }}));
+
+    // Not set yet: the server waits in secret-missing, and status says what to run.
+    let waiting = daemon.wait_server_state("with", ServerState::SecretMissing);
+    let why = waiting.last_error.unwrap_or_default();
+    assert!(
+        why.contains("API_KEY") && why.contains("mcpctl secret set API_KEY"),
+        "{why}"
+    );
+    let mut client = ShimClient::spawn(&daemon, None);
+    client.initialize();
+    let error = client.error(
+        "tools/call",
+        Some(json!({"name": "with__get-env", "arguments": {}})),
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mcpctl secret set API_KEY"),
+        "{error}"
+    );
+
+    let said = secret_set(&daemon, "API_KEY", None, VALUE);
+    assert!(
+        said.contains("stored API_KEY") && said.contains("restarted with"),
+        "{said}"
+    );
+    daemon.wait_server_state("with", ServerState::Ready);
+    let without = daemon.wait_server_state("without", ServerState::Ready);
+
+    assert!(child_env(&mut client, "with__get-env").contains(VALUE));
+    assert!(!child_env(&mut client, "without__get-env").contains(VALUE));
+
+    // Nowhere else: no file under any XDG directory (or the daemon's log), not the status,
+    // not `mcpctl logs`, not `secret list`, not the other child's environment.
+    let files = files_containing(daemon.root(), VALUE);
+    assert!(files.is_empty(), "the value is in {files:?}");
+    for args in [
+        &["status", "--json"][..],
+        &["logs"],
+        &["secret", "list"],
+        &["secret", "list", "--json"],
+    ] {
+        let out = daemon.mcpctl(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            !text(&out.stdout).contains(VALUE),
+            "`mcpctl {args:?}` shows the value"
+        );
+    }
+    let list = text(&daemon.mcpctl(&["secret", "list"]).stdout);
+    assert!(
+        list.contains("API_KEY") && list.contains("used by with"),
+        "{list}"
+    );
+    let environ = std::fs::read(format!("/proc/{}/environ", without.pid.unwrap())).unwrap();
+    assert!(!text(&environ).contains(VALUE));
+    assert!(!text(&environ).contains("API_KEY"));
+}
+
+#[test]
+fn peer_a_server_that_prints_its_key_on_stderr_shows_it_redacted() {
+    let (node, args) = peers().everything_stdio_cmd();
+    let script = format!(
+        "echo \"starting with key $API_KEY\" >&2; exec '{node}' '{}' stdio",
+        args.join("' '")
+    );
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "echo": {"command": "sh", "args": ["-c", script], "env": {"API_KEY": "${secret:API_KEY}"}},
+    }}));
+    secret_set(&daemon, "API_KEY", None, VALUE);
+    let ready = daemon.wait_server_state("echo", ServerState::Ready);
+    let logs = mcpd_tests::process::eventually(TIMEOUT, "the stderr line in mcpctl logs", || {
+        let logs = text(&daemon.mcpctl(&["logs", "echo"]).stdout);
+        logs.contains("starting with key").then_some(logs)
+    });
+    assert!(
+        logs.contains("starting with key [redacted:API_KEY]"),
+        "{logs}"
+    );
+    assert!(!logs.contains(VALUE));
+    assert!(
+        ready
+            .stderr_tail
+            .iter()
+            .chain(&daemon.server("echo").stderr_tail)
+            .all(|l| !l.contains(VALUE))
+    );
+    assert!(!daemon.log().contains(VALUE));
+}
+
+#[test]
+fn peer_a_profile_value_runs_its_own_instance_and_each_profile_sees_its_own() {
+    let daemon = TestDaemon::start(json!({
+        "mcpServers": {"gh": everything(json!({"GITHUB_TOKEN": "${secret:GITHUB_TOKEN}"}))},
+        "profiles": {"work": {"servers": ["gh"]}},
+    }));
+    secret_set(&daemon, "GITHUB_TOKEN", None, VALUE);
+    let said = secret_set(&daemon, "GITHUB_TOKEN", Some("work"), WORK_VALUE);
+    assert!(said.contains("for profile work"), "{said}");
+    daemon.wait_server_state("gh", ServerState::Ready);
+
+    let mut work = ShimClient::spawn(&daemon, Some("work"));
+    work.initialize();
+    let mut personal = ShimClient::spawn(&daemon, None);
+    personal.initialize();
+    let work_env = child_env(&mut work, "gh__get-env");
+    let personal_env = child_env(&mut personal, "gh__get-env");
+    assert!(work_env.contains(WORK_VALUE) && !work_env.contains(VALUE));
+    assert!(personal_env.contains(VALUE) && !personal_env.contains(WORK_VALUE));
+
+    let status = daemon.status();
+    let pid = |name: &str| {
+        status
+            .servers
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.pid)
+            .unwrap_or_else(|| panic!("no running {name} in {:?}", status.servers))
+    };
+    assert_ne!(pid("gh"), pid("gh@work"), "two instances");
+    let list = text(&daemon.mcpctl(&["secret", "list"]).stdout);
+    assert!(
+        list.contains("default set") && list.contains("work set"),
+        "{list}"
+    );
+}
+
+#[test]
+fn peer_secrets_survive_a_daemon_restart_with_the_key_file() {
+    let mut daemon = TestDaemon::start(json!({
+        "mcpServers": {"with": everything(json!({"API_KEY": "${secret:API_KEY}"}))},
+        "mcpd": {"credentialStore": "file"},
+    }));
+    secret_set(&daemon, "API_KEY", None, VALUE);
+    daemon.wait_server_state("with", ServerState::Ready);
+    daemon.terminate();
+    daemon.start_again();
+    daemon.wait_server_state("with", ServerState::Ready);
+    let mut client = ShimClient::spawn(&daemon, None);
+    client.initialize();
+    assert!(child_env(&mut client, "with__get-env").contains(VALUE));
+    assert!(files_containing(daemon.root(), VALUE).is_empty());
+    let key = daemon.root().join("state/mcpd/credentials/key");
+    assert!(key.exists(), "the key file {}", key.display());
+}
