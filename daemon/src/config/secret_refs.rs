@@ -240,7 +240,8 @@ mod tests {
             Some("https://h.example/mcp?key=${secret:C}")
         );
 
-        let e = parse(r#"{"mcpServers":{"s":{"command":"${secret:A}"}}}"#).unwrap_err();
+        let loaded = parse(r#"{"mcpServers":{"s":{"command":"${secret:A}"}}}"#).unwrap();
+        let e = &loaded.config.broken["s"].errors[0];
         assert_eq!(e.json_path.as_deref(), Some("mcpServers.s.command"));
         assert!(e.message.contains("not here"), "{e}");
     }
