@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
+use mcpd_proto::trust::{self, ConnectError};
 use mcpd_proto::{
     ControlHello, ControlRequest, ControlResponse, Hello, HelloReply, PROTOCOL_VERSION,
 };
@@ -21,8 +22,13 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// Connects to the daemon at `socket` and completes the control hello within `timeout`.
+    /// Before the hello is written, the socket's directory and the daemon's uid are checked
+    /// ([`trust::connect`]): a daemon that is not ours gets nothing.
     pub fn connect(socket: &Path, timeout: Duration) -> Result<Self> {
-        let stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, e))?;
+        let stream = trust::connect(socket).map_err(|e| match e {
+            ConnectError::Io(e) => connect_error(socket, e),
+            ConnectError::Untrusted(why) => anyhow::anyhow!(why),
+        })?;
         let writer = stream
             .try_clone()
             .with_context(|| format!("failed to set up the connection to {}", socket.display()))?;

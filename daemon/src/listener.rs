@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -88,23 +88,54 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Creates `dir` with mode 0700 or checks that an existing one is ours and private.
-fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+///
+/// The directory is looked at with `lstat` and opened with `O_NOFOLLOW`: a symlink planted
+/// there (e.g. `/tmp/mcpd-$UID` pointing at another directory) is refused, never followed, and
+/// the mode of a link's target is never changed. One of ours that others may read is made 0700.
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the runtime directory {}", dir.display()))?;
-    let meta = fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let handle = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir);
+    let handle = match handle {
+        Ok(handle) => handle,
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            let owner = fs::symlink_metadata(dir).map_or_else(
+                |_| "?".to_owned(),
+                |m| mcpd_proto::trust::describe_uid(m.uid()),
+            );
+            bail!(
+                "refusing the runtime directory {}: it is a symbolic link or not a directory \
+                 (owner {owner}); remove it, or set XDG_RUNTIME_DIR or --socket",
+                dir.display()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
+    };
+    let meta = handle
+        .metadata()
+        .with_context(|| format!("cannot inspect {}", dir.display()))?;
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
         bail!(
-            "{} belongs to uid {}, not to us (uid {uid}); refusing to put the socket there",
+            "refusing the runtime directory {}: it belongs to {}, not to us ({}); remove it, or \
+             set XDG_RUNTIME_DIR or --socket",
             dir.display(),
-            meta.uid()
+            mcpd_proto::trust::describe_uid(meta.uid()),
+            mcpd_proto::trust::describe_uid(uid)
         );
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        // fchmod on the descriptor opened without following links: never a link's target.
+        handle
+            .set_permissions(fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot chmod 700 {}", dir.display()))?;
     }
     Ok(())
@@ -137,6 +168,36 @@ mod tests {
         drop(first);
         // The file is left behind by the dropped listener: it is stale now.
         let _second = bind(&path).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_runtime_directory_is_refused_and_its_target_left_alone() {
+        let tmp = tempfile::Builder::new()
+            .prefix("l")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = tmp.path().join("run");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = prepare_dir(&link).unwrap_err().to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains(&link.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(
+            fs::metadata(&target).unwrap().mode() & 0o777,
+            0o755,
+            "the target was chmod-ed"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(async { bind(&link.join("mcpd.sock")).unwrap_err() });
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!target.join("mcpd.sock").exists());
     }
 
     #[test]

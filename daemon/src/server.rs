@@ -22,6 +22,9 @@ use crate::daemon::Daemon;
 
 /// Connections served at once; more are refused with an error line.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections of other users being refused at once; more are closed without an answer. They
+/// never take one of the owner's [`MAX_CONNECTIONS`].
+pub const MAX_FOREIGN_REFUSALS: usize = 32;
 /// Time a peer has to send its hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +88,7 @@ pub async fn run(
     // Orphans reparented to mcpd (a subreaper, see `upstream/tree.rs`) are reaped as they exit.
     let reaper = tokio::spawn(crate::upstream::tree::reaper());
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let foreign = Arc::new(Semaphore::new(MAX_FOREIGN_REFUSALS));
     let tracker = TaskTracker::new();
     let mut reloads = config.reload_requests;
     tracing::info!(
@@ -105,8 +109,16 @@ pub async fn run(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let permit = Arc::clone(&limit).try_acquire_owned().ok();
-                    tracker.spawn(connection(Arc::clone(&daemon), stream, permit));
+                    // The peer's uid is checked before a permit is taken: another user's
+                    // connections never use up the owner's capacity.
+                    let owner = stream.peer_cred().is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw());
+                    let permit = if owner { &limit } else { &foreign };
+                    let permit = Arc::clone(permit).try_acquire_owned().ok();
+                    if owner || permit.is_some() {
+                        tracker.spawn(connection(Arc::clone(&daemon), stream, permit));
+                    } else {
+                        tracing::debug!("closed a connection of another user: {MAX_FOREIGN_REFUSALS} refusals under way");
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod line;
 pub mod paths;
+pub mod trust;
 pub mod wire;
 
 pub use wire::*;

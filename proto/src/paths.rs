@@ -1,8 +1,14 @@
 //! Where mcpd keeps its socket, configuration, state and cache.
 //!
 //! XDG base directories are honoured; relative values are ignored as the XDG specification
-//! requires. Without `XDG_RUNTIME_DIR` the socket lives in `/tmp/mcpd-$UID/`, a directory the
-//! daemon creates with mode 0700 and whose owner it checks.
+//! requires. The runtime directory (socket, child records) is resolved here and only here, the
+//! same way for `mcpd`, `mcp-shim` and `mcpctl`: `$XDG_RUNTIME_DIR/mcpd`; else
+//! `/run/user/$UID/mcpd` when `/run/user/$UID` is a real directory (not a symlink) owned by us
+//! with mode 0700, as systemd-logind makes it; else `/tmp/mcpd-$UID`. MCP clients start their
+//! servers with a scrubbed environment (the SDKs pass only `HOME`, `LOGNAME`, `PATH`, `SHELL`,
+//! `TERM` and `USER`), so a shim started by one must still find the daemon systemd started
+//! under `/run/user/$UID`. Whatever directory is chosen, clients check it before they trust
+//! the socket in it (see [`crate::trust`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,11 +19,14 @@ pub const SOCKET_ENV: &str = "MCPD_SOCKET";
 pub const CONFIG_ENV: &str = "MCPD_CONFIG";
 /// File name of the socket inside the runtime directory.
 pub const SOCKET_NAME: &str = "mcpd.sock";
+/// Where systemd-logind makes each user's runtime directory (`/run/user/$UID`).
+pub const RUN_USER_BASE: &str = "/run/user";
 
 /// The files and directories mcpd uses, resolved once from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
-    /// `$XDG_RUNTIME_DIR/mcpd` or `/tmp/mcpd-$UID`: socket and runtime records.
+    /// `$XDG_RUNTIME_DIR/mcpd`, `/run/user/$UID/mcpd` or `/tmp/mcpd-$UID`: socket and runtime
+    /// records.
     pub runtime_dir: PathBuf,
     /// The daemon's socket.
     pub socket: PathBuf,
@@ -35,8 +44,19 @@ impl Paths {
         Self::resolve(|key| std::env::var_os(key), current_uid())
     }
 
-    /// Resolves the paths from the given variable lookup and uid (tests pass their own).
+    /// Resolves the paths from the given variable lookup and uid, looking at the real
+    /// `/run/user/$UID` when `XDG_RUNTIME_DIR` is unset.
     pub fn resolve(var: impl Fn(&str) -> Option<OsString>, uid: u32) -> Self {
+        Self::resolve_with(var, uid, |dir| is_users_runtime_dir(dir, uid))
+    }
+
+    /// Like [`resolve`](Self::resolve), with `usable` deciding whether `/run/user/$UID` may be
+    /// used (tests pass their own).
+    pub fn resolve_with(
+        var: impl Fn(&str) -> Option<OsString>,
+        uid: u32,
+        usable: impl Fn(&Path) -> bool,
+    ) -> Self {
         let absolute = |key: &str| var(key).map(PathBuf::from).filter(|p| p.is_absolute());
         let home = absolute("HOME");
         let base = |xdg: &str, fallback: &[&str]| -> PathBuf {
@@ -46,9 +66,11 @@ impl Paths {
                 p
             })
         };
+        let run_user = Path::new(RUN_USER_BASE).join(uid.to_string());
         let runtime_dir = match absolute("XDG_RUNTIME_DIR") {
             Some(dir) => dir.join("mcpd"),
-            None => PathBuf::from(format!("/tmp/mcpd-{uid}")),
+            None if usable(&run_user) => run_user.join("mcpd"),
+            None => fallback_runtime_dir(uid),
         };
         let socket = absolute(SOCKET_ENV).unwrap_or_else(|| runtime_dir.join(SOCKET_NAME));
         let config_file = absolute(CONFIG_ENV).unwrap_or_else(|| {
@@ -71,6 +93,19 @@ impl Paths {
     }
 }
 
+/// `/tmp/mcpd-$UID`: the runtime directory when there is no per-user one.
+pub fn fallback_runtime_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/mcpd-{uid}"))
+}
+
+/// Whether `dir` can serve as the runtime base of `uid`: a real directory (`lstat`, so not a
+/// symlink), owned by `uid`, mode 0700 (what systemd-logind makes).
+pub fn is_users_runtime_dir(dir: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.file_type().is_dir() && m.uid() == uid && m.mode() & 0o7777 == 0o700)
+}
+
 fn fallback_home(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/mcpd-{uid}/home"))
 }
@@ -87,11 +122,55 @@ mod tests {
     use std::collections::HashMap;
 
     fn resolve(vars: &[(&str, &str)]) -> Paths {
+        resolve_run_user(vars, false)
+    }
+
+    /// Resolves with `/run/user/1000` usable or not.
+    fn resolve_run_user(vars: &[(&str, &str)], usable: bool) -> Paths {
         let map: HashMap<String, OsString> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
-        Paths::resolve(|k| map.get(k).cloned(), 1000)
+        Paths::resolve_with(
+            |k| map.get(k).cloned(),
+            1000,
+            |dir| {
+                assert_eq!(dir, Path::new("/run/user/1000"));
+                usable
+            },
+        )
+    }
+
+    #[test]
+    fn without_xdg_runtime_dir_a_usable_run_user_dir_is_used() {
+        let p = resolve_run_user(&[("HOME", "/home/u")], true);
+        assert_eq!(p.runtime_dir, PathBuf::from("/run/user/1000/mcpd"));
+        assert_eq!(p.socket, PathBuf::from("/run/user/1000/mcpd/mcpd.sock"));
+        let p = resolve_run_user(&[("XDG_RUNTIME_DIR", "/elsewhere")], true);
+        assert_eq!(p.runtime_dir, PathBuf::from("/elsewhere/mcpd"));
+    }
+
+    #[test]
+    fn the_run_user_dir_must_be_a_private_directory_of_ours() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let tmp = std::env::temp_dir().join(format!("mcpd-paths-{}", std::process::id()));
+        let dir = tmp.join("user");
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = current_uid();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(is_users_runtime_dir(&dir, me));
+        assert!(
+            !is_users_runtime_dir(&dir, me.wrapping_add(1)),
+            "owned by another uid"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!is_users_runtime_dir(&dir, me), "not 0700");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmp.join("link");
+        symlink(&dir, &link).unwrap();
+        assert!(!is_users_runtime_dir(&link, me), "a symlink");
+        assert!(!is_users_runtime_dir(&tmp.join("missing"), me));
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

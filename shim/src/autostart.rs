@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mcpd_proto::paths::Paths;
+use mcpd_proto::trust::{self, ConnectError};
 
 use crate::Exit;
 use crate::session;
@@ -105,10 +106,10 @@ pub fn start(socket: &Path) -> Result<UnixStream, Exit> {
     let lock = lock(&dir.join(LOCK_NAME)).map_err(cannot)?;
 
     // Whoever held the lock before us may have started the daemon.
-    match UnixStream::connect(&socket) {
+    match trust::connect(&socket) {
         Ok(stream) => return Ok(stream),
-        Err(e) if no_daemon(&e) => {}
-        Err(e) => return Err(session::connect_error(&socket, &e)),
+        Err(ConnectError::Io(e)) if no_daemon(&e) => {}
+        Err(e) => return Err(session::connect_failure(&socket, &e)),
     }
 
     let program = daemon_program();
@@ -126,23 +127,23 @@ pub fn start(socket: &Path) -> Result<UnixStream, Exit> {
     Ok(stream)
 }
 
-/// Creates `dir` (and missing parents) with mode 0700, or checks that an existing one is ours;
-/// one that others may write to is made private, as the daemon does.
+/// Creates `dir` (and missing parents) with mode 0700, or checks that an existing one is ours
+/// and a real directory (`lstat`: a symlink is refused, never followed); one of ours that others
+/// may read is made private, as the daemon does.
 fn private_dir(dir: &Path) -> Result<(), String> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let meta = fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if meta.uid() != uid {
-        return Err(format!(
-            "{} belongs to uid {}, not to us (uid {uid})",
-            dir.display(),
-            meta.uid()
-        ));
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let uid = trust::our_uid();
+    if meta.file_type().is_symlink() || meta.uid() != uid {
+        return Err(match trust::check_private_dir(dir, uid) {
+            Err(ConnectError::Untrusted(why)) => why.to_string(),
+            _ => format!("{} is not a private directory of ours", dir.display()),
+        });
     }
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -313,15 +314,15 @@ fn wait_until_listening(socket: &Path, child: &mut Child, log: &Path) -> Result<
     let deadline = Instant::now() + START_TIMEOUT;
     let mut delay = POLL_FIRST;
     loop {
-        match UnixStream::connect(socket) {
+        match trust::connect(socket) {
             Ok(stream) => return Ok(stream),
-            Err(e) if no_daemon(&e) => {}
-            Err(e) => return Err(session::connect_error(socket, &e)),
+            Err(ConnectError::Io(e)) if no_daemon(&e) => {}
+            Err(e) => return Err(session::connect_failure(socket, &e)),
         }
         // Reaps the daemon only if it already exited: a running one is never waited for.
         if let Ok(Some(status)) = child.try_wait() {
             // It may have lost a race with a daemon started by other means, which now answers.
-            if let Ok(stream) = UnixStream::connect(socket) {
+            if let Ok(stream) = trust::connect(socket) {
                 return Ok(stream);
             }
             return Err(Exit::fail(format!(

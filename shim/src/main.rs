@@ -25,6 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use mcpd_proto::paths::Paths;
+use mcpd_proto::trust::{self, ConnectError};
 
 use crate::session::Failure;
 
@@ -62,11 +63,12 @@ fn one_line(s: &str) -> String {
 
 /// The first connection to the daemon; if none answers and `autostart` is on (and
 /// `MCPD_NO_AUTOSTART` does not turn it off), the daemon is started first. Reconnecting after
-/// the daemon went away never starts one (see `docs/SHIM.md`).
+/// the daemon went away never starts one (see `docs/SHIM.md`). Whatever answers must pass
+/// [`trust::connect`]'s checks before the hello is written.
 fn connect(socket: &std::path::Path, autostart: bool) -> Result<UnixStream, Exit> {
-    match UnixStream::connect(socket) {
+    match trust::connect(socket) {
         Ok(stream) => Ok(stream),
-        Err(e)
+        Err(ConnectError::Io(e))
             if autostart
                 && autostart::no_daemon(&e)
                 && !autostart::disabled_by_env(
@@ -75,7 +77,7 @@ fn connect(socket: &std::path::Path, autostart: bool) -> Result<UnixStream, Exit
         {
             autostart::start(socket)
         }
-        Err(e) => Err(session::connect_error(socket, &e)),
+        Err(e) => Err(session::connect_failure(socket, &e)),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
+use mcpd_proto::trust::{self, ConnectError};
 use mcpd_proto::{AttachHello, ClientProcess, Hello, HelloReply, PROTOCOL_VERSION, Resume};
 
 use crate::Exit;
@@ -61,9 +62,13 @@ pub struct Request<'a> {
 }
 
 /// Connects to the daemon and attaches, resuming the session described by `resume` if given.
+/// The socket's directory and the daemon's uid are checked before the hello is sent
+/// ([`trust::connect`]); a daemon that is not ours is refused, not retried.
 pub fn attach(req: Request<'_>, resume: Option<Resume>) -> Result<Attached, Failure> {
-    let stream = UnixStream::connect(req.socket)
-        .map_err(|e| Failure::Unreachable(connect_error(req.socket, &e)))?;
+    let stream = trust::connect(req.socket).map_err(|e| match e {
+        ConnectError::Io(e) => Failure::Unreachable(connect_error(req.socket, &e)),
+        ConnectError::Untrusted(why) => Failure::Refused(Exit::fail(why)),
+    })?;
     handshake(stream, req, resume)
 }
 
@@ -195,6 +200,15 @@ fn hello(profile: &str, resume: Option<Resume>) -> Hello {
         },
         resume,
     })
+}
+
+/// The exit for a failed [`trust::connect`]: a refusal as it is, an OS error via
+/// [`connect_error`].
+pub fn connect_failure(socket: &Path, e: &ConnectError) -> Exit {
+    match e {
+        ConnectError::Io(e) => connect_error(socket, e),
+        ConnectError::Untrusted(why) => Exit::fail(why),
+    }
 }
 
 /// One line naming the socket, what went wrong and what to do about it.

@@ -164,8 +164,44 @@ impl SdkClient {
     /// Like [`spawn`](Self::spawn), with extra client arguments (`--profile`, `--callbacks`,
     /// `--shim-arg`, ...).
     pub fn spawn_with(sdk: Sdk, daemon: &TestDaemon, steps: &Value, args: &[&str]) -> Self {
+        let mut cmd = Self::command(sdk);
+        cmd.env_clear()
+            .envs(daemon.env())
+            .env("RUST_LOG", "debug")
+            .arg("--shim")
+            .arg(bin("mcp-shim"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args);
+        Self::start(sdk, cmd, steps)
+    }
+
+    /// Starts the `sdk` client with exactly `env` and no other variable, launching `program`
+    /// with `program_args` as its stdio server the way the SDK does by default: the launched
+    /// program gets only the SDK's default environment (`HOME`, `LOGNAME`, `PATH`, `SHELL`,
+    /// `TERM`, `USER` as far as the client has them). The program is typically `setpriv`
+    /// running `mcp-shim` as a test user.
+    pub fn spawn_launching(
+        sdk: Sdk,
+        env: &[(&str, &str)],
+        program: &Path,
+        program_args: &[&str],
+        steps: &Value,
+    ) -> Self {
+        let mut cmd = Self::command(sdk);
+        cmd.env_clear()
+            .envs(env.iter().copied())
+            .arg("--shim")
+            .arg(program);
+        for arg in program_args {
+            cmd.arg(format!("--shim-arg={arg}"));
+        }
+        Self::start(sdk, cmd, steps)
+    }
+
+    fn command(sdk: Sdk) -> Command {
         let peers = peers();
-        let mut cmd = match sdk {
+        match sdk {
             Sdk::Python => {
                 let mut c = Command::new(peers.python());
                 c.arg(peers.py_client());
@@ -176,18 +212,13 @@ impl SdkClient {
                 c.arg(peers.ts_client());
                 c
             }
-        };
-        cmd.env_clear()
-            .envs(daemon.env())
-            .env("RUST_LOG", "debug")
-            .arg("--shim")
-            .arg(bin("mcp-shim"))
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .arg("--")
+        }
+    }
+
+    fn start(sdk: Sdk, mut cmd: Command, steps: &Value) -> Self {
+        cmd.arg("--")
             .arg(steps.to_string())
-            .current_dir(peers.dir())
+            .current_dir(peers().dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -134,23 +134,20 @@ fn a_client_of_another_uid_is_refused_by_its_peer_credentials() {
     fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o777))
         .expect("chmod the socket");
 
+    // mcp-shim itself would refuse a daemon of another uid before sending anything (see
+    // tests/tests/trust.rs): a raw client that sends a hello regardless plays the intruder.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("mcp-shim"))
-        .env_clear()
-        .envs(daemon.env());
-    let mut shim = ShimClient::from_command(cmd);
-    let status = shim.wait_exit(TIMEOUT).unwrap_or_else(|| {
-        panic!(
-            "the shim of another uid kept running; stderr:\n{}",
-            shim.stderr()
-        )
-    });
-    assert!(!status.success(), "the shim of another uid succeeded");
-    let stderr = shim.stderr();
+        .arg(bin("mcpd-socket-peer"))
+        .arg("hello")
+        .arg(daemon.socket())
+        .env_clear();
+    let out = mcpd_tests::process::run_with_timeout(&mut cmd, TIMEOUT);
+    let answer = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("refused") && stderr.contains("uid"),
-        "the shim does not say the daemon refused it: {stderr}"
+        answer.contains("error") && answer.contains("uid"),
+        "the daemon did not refuse another uid: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     daemon.wait_log("refused a connection from another user", TIMEOUT);
 

@@ -12,6 +12,7 @@
 mod actor;
 pub mod http;
 pub mod process;
+pub mod records;
 pub mod sse;
 pub mod transport;
 pub mod tree;

@@ -18,6 +18,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{Frame, LineCodec};
 use crate::config::StdioSpec;
+use crate::upstream::records;
 
 /// Variables passed from the daemon's environment to every child; everything else is dropped
 /// so that the daemon's own secrets and settings do not leak into servers. A server's `env`
@@ -270,14 +271,14 @@ pub struct ChildRecord {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RecordFile {
-    server: String,
-    pid: i32,
-    start_time: u64,
-    daemon_pid: u32,
+pub(crate) struct RecordFile {
+    pub(crate) server: String,
+    pub(crate) pid: i32,
+    pub(crate) start_time: u64,
+    pub(crate) daemon_pid: u32,
     /// The `MCPD_TREE` mark of its tree (absent in records of older daemons).
     #[serde(default)]
-    mark: Option<String>,
+    pub(crate) mark: Option<String>,
 }
 
 impl ChildRecord {
@@ -291,9 +292,21 @@ impl ChildRecord {
             mark: Some(mark.to_owned()),
         };
         let path = dir.join(format!("{pid}.json"));
-        let written = std::fs::create_dir_all(dir)
+        let written = records::prepare_records_dir(dir)
+            .map_err(std::io::Error::other)
             .and_then(|()| serde_json::to_vec(&record).map_err(std::io::Error::other))
-            .and_then(|bytes| std::fs::write(&path, bytes));
+            .and_then(|bytes| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)?
+                    .write_all(&bytes)
+            });
         match written {
             Ok(()) => Some(Self { path }),
             Err(e) => {
@@ -325,7 +338,14 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
 
 /// Kills the process groups that a previous daemon recorded in `dir` and that are still ours,
 /// and removes the records. Returns how many groups were killed.
+///
+/// Records are believed only from a directory of ours ([`records::records_trusted`]) and only when they
+/// are regular files of ours; a group is killed only when [`records::group_is_ours`]. Another user who
+/// plants a record naming one of our process groups gets nothing killed.
 pub fn sweep_records(dir: &Path) -> usize {
+    if !records::records_trusted(dir) {
+        return 0;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -336,22 +356,15 @@ pub fn sweep_records(dir: &Path) -> usize {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let record = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<RecordFile>(&b).ok());
-        let _ = std::fs::remove_file(&path);
+        let record = records::read_record(&path);
         let Some(record) = record else { continue };
+        let _ = std::fs::remove_file(&path);
         if record.daemon_pid == std::process::id() || record.pid <= 1 {
             continue;
         }
-        let ours = match proc_start_time(record.pid) {
-            // The leader still runs: it is ours only if it is the same process.
-            Some(start) => start == record.start_time,
-            // The leader is gone: a group with its id can only be what is left of ours, since
-            // a new group with that id would need a live leader with that pid.
-            None => true,
-        };
-        if ours && killpg(Pid::from_raw(record.pid), Signal::SIGKILL).is_ok() {
+        if !records::group_is_ours(&record) {
+            tracing::debug!(server = %record.server, pgid = record.pid, "the recorded group is gone or not ours; left alone");
+        } else if killpg(Pid::from_raw(record.pid), Signal::SIGKILL).is_ok() {
             tracing::warn!(server = %record.server, pgid = record.pid, "killed what a previous mcpd left running");
             killed += 1;
         }

@@ -1,0 +1,114 @@
+//! A hostile peer on a Unix socket, for the tests of docs/SECURITY.md (run as another uid with
+//! `setpriv`). Std only.
+//!
+//! - `listen PATH`: poses as mcpd. Creates PATH's directory (mode 0755) if missing, binds PATH
+//!   (mode 0777), prints `listening`, then for each connection sends a welcome line at once, reads
+//!   whatever the peer sends until it closes (or 2 s of silence) and prints
+//!   `received <bytes>`.
+//! - `flood PATH N`: keeps N connections to PATH open, sending nothing, and opens a new one
+//!   whenever one is closed; prints `flooding` once N are open, and runs until killed.
+//! - `hello PATH`: connects, sends a control hello and prints the first line it gets back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["listen", path] => listen(Path::new(path)),
+        ["flood", path, n] => flood(Path::new(path), n.parse().expect("N is a number")),
+        ["hello", path] => hello(Path::new(path)),
+        _ => {
+            eprintln!("usage: mcpd-socket-peer listen PATH | flood PATH N | hello PATH");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn listen(path: &Path) {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .expect("create the directory");
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).expect("bind");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    say("listening");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = stream.write_all(b"{\"op\":\"welcome\",\"v\":1,\"daemon\":\"fake\"}\n");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut total = 0usize;
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            say(&format!("received {total}"));
+        });
+    }
+}
+
+fn flood(path: &Path, n: usize) {
+    let mut open: Vec<UnixStream> = Vec::with_capacity(n);
+    let mut announced = false;
+    loop {
+        // Drop the connections the daemon closed.
+        open.retain(|s| {
+            let mut byte = [0u8; 1];
+            s.set_nonblocking(true).expect("nonblocking");
+            match (&*s).read(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == ErrorKind::WouldBlock,
+            }
+        });
+        while open.len() < n {
+            match UnixStream::connect(path) {
+                Ok(s) => open.push(s),
+                Err(_) => break,
+            }
+        }
+        if !announced && open.len() >= n {
+            say("flooding");
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn hello(path: &Path) {
+    let mut stream = UnixStream::connect(path).expect("connect");
+    stream
+        .write_all(b"{\"op\":\"control\",\"v\":1}\n")
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).expect("read");
+    say(line.trim_end());
+}
