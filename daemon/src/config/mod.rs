@@ -260,6 +260,12 @@ pub struct Options {
     pub list_wait: Duration,
     /// Where the key of stored credentials is kept (`credentialStore`).
     pub credential_store: oauth::CredentialStore,
+    /// Bytes a session may hold for its client (queued output and requests in flight) before
+    /// its requests are no longer read (`sessionBufferBytes`).
+    pub session_buffer: usize,
+    /// How long a client over its budget may read nothing before its session is closed
+    /// (`clientStallMs`).
+    pub client_stall: Duration,
 }
 
 impl Default for Options {
@@ -269,6 +275,8 @@ impl Default for Options {
             page_size: 100,
             list_wait: Duration::from_secs(10),
             credential_store: oauth::CredentialStore::default(),
+            session_buffer: 8 * 1024 * 1024,
+            client_stall: Duration::from_secs(30),
         }
     }
 }
@@ -1000,6 +1008,18 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         as usize;
                 }
                 "listWaitMs" => options.list_wait = self.millis(value, &at)?,
+                "clientStallMs" => options.client_stall = self.millis(value, &at)?,
+                "sessionBufferBytes" => {
+                    options.session_buffer = value
+                        .as_u64()
+                        .filter(|n| (64 * 1024..=1 << 32).contains(n))
+                        .ok_or_else(|| {
+                            self.error(
+                                &at,
+                                "expected a number of bytes between 65536 and 4294967296",
+                            )
+                        })? as usize;
+                }
                 "credentialStore" => {
                     options.credential_store = oauth::credential_store(self.file, value, &at)?;
                 }

@@ -46,7 +46,14 @@ pub const SERVER_KEYS: &[&str] = &[
 /// Keys of a profile.
 pub const PROFILE_KEYS: &[&str] = &["servers"];
 /// Keys of the `mcpd` object.
-pub const OPTION_KEYS: &[&str] = &["separator", "pageSize", "listWaitMs", "credentialStore"];
+pub const OPTION_KEYS: &[&str] = &[
+    "separator",
+    "pageSize",
+    "listWaitMs",
+    "credentialStore",
+    "sessionBufferBytes",
+    "clientStallMs",
+];
 
 /// Why one server was left out: every mistake found in its definition.
 #[derive(Debug, Clone, PartialEq, Eq)]

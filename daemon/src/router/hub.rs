@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::mpsc;
-
+use super::outbox::Outbox;
 use crate::upstream::UpstreamRef;
 
 /// MCP log levels, least severe first (RFC 5424 order).
@@ -68,7 +67,7 @@ pub struct SessionLink(Arc<LinkInner>);
 #[derive(Debug)]
 struct LinkInner {
     id: u64,
-    out: mpsc::Sender<String>,
+    out: Outbox,
     caps: RwLock<ClientCaps>,
     /// 0: never set; otherwise rank + 1.
     log_level: AtomicU8,
@@ -78,7 +77,7 @@ struct LinkInner {
 
 impl SessionLink {
     /// A link for session `id` whose lines go to `out`.
-    pub fn new(id: u64, out: mpsc::Sender<String>) -> Self {
+    pub fn new(id: u64, out: Outbox) -> Self {
         Self(Arc::new(LinkInner {
             id,
             out,
@@ -97,7 +96,7 @@ impl SessionLink {
     /// Queues a line for the client without waiting; `false` if its queue is full or gone.
     /// Used for notifications and server requests, which must never block an upstream actor.
     pub fn try_send(&self, line: String) -> bool {
-        self.0.out.try_send(line).is_ok()
+        self.0.out.try_send(line)
     }
 
     /// What the client can do.
@@ -330,8 +329,8 @@ mod tests {
 
     #[test]
     fn log_levels_filter_per_session() {
-        let (tx, _rx) = mpsc::channel(4);
-        let link = SessionLink::new(1, tx);
+        let (out, _rx) = Outbox::new(1, 1024);
+        let link = SessionLink::new(1, out);
         assert!(link.admits(log_rank("debug").unwrap()));
         link.set_log_level(log_rank("warning").unwrap());
         assert!(!link.admits(log_rank("info").unwrap()));

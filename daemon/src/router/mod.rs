@@ -5,4 +5,5 @@ pub mod cache;
 pub mod catalog;
 pub mod hub;
 pub mod names;
+pub mod outbox;
 pub mod session;

@@ -19,23 +19,21 @@ use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::catalog::{Catalog, SharedCatalog};
 use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
+use super::outbox::{Outbox, write_lines};
 use crate::codec::{Frame, LineCodec};
 use crate::daemon::Daemon;
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-/// Lines queued for the client before senders wait (or, for notifications, drop).
-const OUT_QUEUE: usize = 1024;
 /// How long requests in flight may still be answered after the client closed its side (the
 /// shim waits as long before it answers the rest with errors itself).
 const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
@@ -66,8 +64,13 @@ pub async fn serve(
     mut reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
-    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
-    let writer = tokio::spawn(write_lines(writer, out_rx));
+    let (limit, stall) = {
+        let options = &daemon.config().options;
+        (options.session_buffer, options.client_stall)
+    };
+    let (out, out_rx) = Outbox::new(id, limit);
+    let budget = Arc::clone(out.budget());
+    let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget)));
     let link = SessionLink::new(id, out.clone());
     daemon.hub().register(link.clone());
     let mut session = Session {
@@ -97,13 +100,49 @@ pub async fn serve(
         }
         None => tracing::debug!(session = id, "attached"),
     }
+    // While the client holds more than its budget, its requests are not read; since when, and
+    // how much had been written to it then.
+    let mut paused: Option<(Instant, u64)> = None;
+    let mut stalled = false;
     loop {
+        if budget.over() {
+            // The stall clock runs only while output waits and none of it goes out: a client
+            // that reads, but has many slow requests in flight, is only held back.
+            let written = budget.written();
+            match paused {
+                Some((_, seen)) if seen == written && budget.has_output() => {}
+                Some(_) => paused = Some((Instant::now(), written)),
+                None => {
+                    tracing::warn!(
+                        session = id,
+                        "{} bytes wait for a client that does not read them (budget {} bytes): its requests are not read until it does",
+                        budget.used(),
+                        budget.limit()
+                    );
+                    paused = Some((Instant::now(), written));
+                }
+            }
+        } else if paused.take().is_some() {
+            tracing::info!(
+                session = id,
+                "the client reads again: its requests are read again"
+            );
+        }
+        let stall_at = paused
+            .filter(|_| budget.has_output())
+            .map(|(since, _)| since + stall);
         tokio::select! {
             _ = daemon.shutdown.cancelled() => {
                 session.drain(SHUTDOWN_GRACE).await;
                 break;
             }
-            frame = reader.next() => match frame {
+            _ = budget.progressed(), if paused.is_some() => {}
+            _ = sleep_until_some(stall_at), if stall_at.is_some() => {
+                tracing::warn!(session = id, "closed the session: its client read nothing for {}s while {} bytes waited for it (budget {} bytes)", stall.as_secs(), budget.used(), budget.limit());
+                stalled = true;
+                break;
+            }
+            frame = reader.next(), if paused.is_none() => match frame {
                 Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
                 Some(Ok(Frame::TooLong(len))) => {
                     let msg = format!(
@@ -140,22 +179,23 @@ pub async fn serve(
     }
     session.close();
     drop(session);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // A client that does not read would hold the writer (and what it queued) forever.
+    let grace = if stalled {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(2)
+    };
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        writer.abort();
+    }
     tracing::debug!(session = id, "detached");
 }
 
-async fn write_lines(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<String>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(line) = rx.recv().await {
-        if w.write_all(line.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
-            return;
-        }
-        // Batch what is already queued into one write; flush when the queue is drained.
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
-        }
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    let _ = w.flush().await;
 }
 
 struct Session {
@@ -163,7 +203,7 @@ struct Session {
     daemon: Arc<Daemon>,
     catalog: watch::Receiver<SharedCatalog>,
     profile: String,
-    out: mpsc::Sender<String>,
+    out: Outbox,
     link: SessionLink,
     /// The client sent `notifications/initialized`.
     initialized: bool,
@@ -213,8 +253,7 @@ enum Target {
 
 impl Session {
     async fn send(&self, line: String) {
-        // The writer only goes away with the connection, when nobody is left to tell.
-        let _ = self.out.send(line).await;
+        self.out.send(line).await;
     }
 
     fn servers(&self) -> Vec<String> {
@@ -367,7 +406,10 @@ impl Session {
             "resources/templates/list" => Some(ListKind::Templates),
             _ => None,
         };
+        // The request's bytes count against the session's budget while it is in flight.
+        let bytes = self.out.budget().request(line.len());
         let abort = self.tasks.spawn(async move {
+            let _bytes = bytes;
             match (list_kind, target) {
                 (Some(kind), _) => ctx.list(kind).await,
                 (None, Some(target)) => ctx.route(target).await,
@@ -583,7 +625,7 @@ struct RequestContext {
     catalog: watch::Receiver<SharedCatalog>,
     servers: Vec<String>,
     link: SessionLink,
-    out: mpsc::Sender<String>,
+    out: Outbox,
     line: Bytes,
 }
 
@@ -598,7 +640,7 @@ struct Resolved<'a> {
 
 impl RequestContext {
     async fn reply(&self, line: String) {
-        let _ = self.out.send(line).await;
+        self.out.send(line).await;
     }
 
     async fn list(mut self, kind: ListKind) {
