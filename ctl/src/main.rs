@@ -20,6 +20,7 @@ mod logs;
 mod output;
 mod render;
 mod secret;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,11 @@ enum Command {
         lines: Option<usize>,
         /// Only lines about this server.
         server: Option<String>,
+    },
+    /// Pinned tool definitions (rug pulls) and poisoning checks.
+    Tools {
+        #[command(subcommand)]
+        command: tools::ToolsCommand,
     },
     /// Copy a client's MCP servers into mcpd's configuration (a backup is kept).
     Import {
@@ -242,6 +248,7 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Doctor => doctor::run(&socket(), &config()),
         Command::Secret { command } => secret::run(&socket(), &config(), command),
+        Command::Tools { command } => tools::run(&socket(), command, REQUEST_TIMEOUT),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "mcpctl", &mut out);

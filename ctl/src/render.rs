@@ -47,6 +47,12 @@ pub fn status(s: &DaemonStatus) -> String {
         ));
         out.push_str(&way_out_lines(s));
         out.push_str(&auth_lines(s));
+        // Pins and poisoning checks: what the user should look at.
+        for server in &s.servers {
+            for flag in &server.flags {
+                let _ = writeln!(out, "! {}: {}", clean(&server.name), clean(flag));
+            }
+        }
         // Remote servers: where they are and how their session is.
         for s in s.servers.iter().filter(|s| s.url.is_some()) {
             let url = s.url.as_deref().map(clean).unwrap_or_default();
@@ -316,6 +322,7 @@ mod tests {
                     last_exit: None,
                     stderr_tail: Vec::new(),
                     auth: None,
+                    flags: Vec::new(),
                 },
                 ServerStatus {
                     name: "broken".into(),
@@ -331,6 +338,7 @@ mod tests {
                     last_exit: None,
                     stderr_tail: Vec::new(),
                     auth: None,
+                    flags: Vec::new(),
                 },
             ],
             sessions: vec![SessionStatus {

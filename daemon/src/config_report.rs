@@ -63,6 +63,7 @@ pub fn broken_servers(config: &Config) -> impl Iterator<Item = ServerStatus> + '
         last_exit: None,
         stderr_tail: Vec::new(),
         auth: None,
+        flags: Vec::new(),
     })
 }
 

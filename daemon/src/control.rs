@@ -129,6 +129,16 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         ControlRequest::Logs { .. } => ControlResponse::Error {
             message: "logs are streamed".to_owned(),
         },
+        request @ (ControlRequest::ToolsDiff { .. }
+        | ControlRequest::ToolsApprove { .. }
+        | ControlRequest::ToolsCheck { .. }
+        | ControlRequest::Traffic { .. }
+        | ControlRequest::Stats) => match crate::observe::control::handle(daemon, request) {
+            Ok(response) => response,
+            Err(_) => ControlResponse::Error {
+                message: "not served on this connection".to_owned(),
+            },
+        },
         ControlRequest::Unknown => ControlResponse::Error {
             message: format!(
                 "this mcpd (version {}, protocol {}) does not know that command; is mcpctl newer than the daemon?",

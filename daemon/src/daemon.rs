@@ -79,6 +79,7 @@ pub struct Daemon {
     redactor: crate::redact::Redactor,
     /// `${secret:NAME}` values.
     secrets: Arc<crate::secrets::SecretStore>,
+    observer: Arc<crate::observe::Observer>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
@@ -121,6 +122,7 @@ impl Daemon {
         }
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
         let servers = loaded.config.servers.clone();
+        let observer = crate::observe::Observer::start(&state_dir, shutdown.clone());
         let daemon = Arc::new(Self {
             started: Instant::now(),
             config_path,
@@ -147,6 +149,7 @@ impl Daemon {
             auth,
             redactor,
             secrets,
+            observer,
             shutdown,
         });
         {
@@ -256,6 +259,26 @@ impl Daemon {
     /// tokens, configured header values): pass what is written or shown through it.
     pub fn redactor(&self) -> &crate::redact::Redactor {
         &self.redactor
+    }
+
+    /// Pins, poisoning checks, audit, traffic and statistics.
+    pub fn observer(&self) -> &Arc<crate::observe::Observer> {
+        &self.observer
+    }
+
+    /// Each server's definition and catalog snapshot, and the name separator.
+    pub fn catalog_views(
+        &self,
+    ) -> (
+        BTreeMap<String, (ServerSpec, crate::upstream::Snapshot)>,
+        String,
+    ) {
+        self.views()
+    }
+
+    /// Asks the catalog task to rebuild the catalog (something besides the upstreams changed).
+    pub fn catalog_changed(&self) {
+        self.catalog_dirty.notify_one();
     }
 
     /// Sessions and subscriptions.
@@ -410,7 +433,9 @@ impl Daemon {
 
     fn rebuild_catalog(&self) {
         let (views, separator) = self.views();
-        let catalog = Catalog::build(&views, &separator);
+        let withheld = self.observer.review(&views, &self.config());
+        let mut catalog = Catalog::build(&views, &separator);
+        catalog.withhold(&withheld);
         let changed = self.catalog_tx.send_if_modified(|current| {
             if current.same_as(&catalog) {
                 return false;
@@ -541,6 +566,7 @@ impl Daemon {
                                 })
                                 .unwrap_or_default(),
                             auth,
+                            flags: self.observer.flags(handle.name()),
                         }
                     })
                     .collect();
@@ -567,6 +593,7 @@ impl Daemon {
                         last_exit: None,
                         stderr_tail: Vec::new(),
                         auth: self.auth.status(name),
+                        flags: self.observer.flags(name),
                     });
                 }
                 servers.extend(crate::config_report::broken_servers(&state.config));

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod notify;
 pub mod redact;
+pub mod observe;
 pub mod router;
 pub mod secrets;
 pub mod server;

@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod line;
+pub mod observe;
 pub mod paths;
 pub mod trust;
 pub mod wire;

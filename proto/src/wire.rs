@@ -182,6 +182,39 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// Pinned tool and prompt definitions of a server that changed (or are new), old and new.
+    ToolsDiff {
+        /// The server's name.
+        server: String,
+    },
+    /// Accept a server's changed and new definitions (all, or one tool or prompt) and pin them.
+    ToolsApprove {
+        /// The server's name.
+        server: String,
+        /// Only this tool or prompt (its name on the server, or namespaced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+    },
+    /// Poisoning checks over the definitions of one server or all.
+    ToolsCheck {
+        /// Only this server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+    },
+    /// Every MCP message as it happens, until the connection closes.
+    Traffic {
+        /// Only messages about this server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
+        /// Only this session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<u64>,
+        /// Whole messages (secrets redacted), not only summaries.
+        #[serde(default)]
+        full: bool,
+    },
+    /// Calls, errors and latency per server and tool since the daemon started.
+    Stats,
     /// A command this build does not know (a newer `mcpctl`).
     /// `mcpctl secret set`: stores a secret's value (for one profile, or the default). The
     /// value travels to the daemon only; no reply ever carries it back.
@@ -242,6 +275,14 @@ pub enum ControlResponse {
         /// What was done.
         message: String,
     },
+    /// Answer to [`ControlRequest::ToolsDiff`].
+    ToolsDiff(crate::observe::PinDiff),
+    /// Answer to [`ControlRequest::ToolsCheck`].
+    ToolsCheck(crate::observe::CheckReport),
+    /// Answer to [`ControlRequest::Traffic`]: one batch (more follow until the connection ends).
+    Traffic(crate::observe::TrafficReply),
+    /// Answer to [`ControlRequest::Stats`].
+    Stats(crate::observe::StatsReport),
     /// A reply this build does not know (a newer daemon).
     /// The stored secrets (`secret-list`), without their values.
     Secrets {
@@ -401,6 +442,9 @@ pub struct ServerStatus {
     /// OAuth state, for remote servers that log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
+    /// What the user should look at: definitions changed since pinned, poisoning findings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// One attached client session as `mcpctl status` shows it.

@@ -17,6 +17,7 @@
 mod expand;
 pub mod last_good;
 pub mod oauth;
+pub mod observe;
 mod problems;
 pub mod secret_refs;
 
@@ -56,6 +57,8 @@ pub struct Config {
     pub remote_auth: BTreeMap<String, oauth::RemoteAuth>,
     /// Servers left out because their definition has mistakes (state `config-error`).
     pub broken: BTreeMap<String, ServerProblem>,
+    /// Tool pinning and the audit log (see [`observe::collect`]).
+    pub observe: observe::ObserveConfig,
 }
 
 /// How one upstream server is reached and used.
@@ -477,6 +480,41 @@ pub fn parse(
             }
         }
     }
+    // Pinning and audit keys: a mistake in a server's disables that server, one in `mcpd`
+    // refuses the file.
+    loop {
+        match observe::collect(path, &root, &mut walker.warnings) {
+            Ok(observe) => {
+                if let Some(config) = config.as_mut() {
+                    config.observe = observe;
+                }
+                break;
+            }
+            Err(e) => {
+                let server = root
+                    .get("mcpServers")
+                    .and_then(Value::as_object)
+                    .and_then(|servers| {
+                        problems::key_at(servers, "mcpServers", e.json_path.as_deref()?)
+                    })
+                    .cloned();
+                let (Some(server), Some(config)) = (server, config.as_mut()) else {
+                    errors.push(e);
+                    break;
+                };
+                config.servers.remove(&server);
+                config
+                    .broken
+                    .entry(server.clone())
+                    .or_insert_with(|| ServerProblem { errors: Vec::new() })
+                    .errors
+                    .push(e);
+                if let Some(servers) = root.get_mut("mcpServers").and_then(Value::as_object_mut) {
+                    servers.remove(&server);
+                }
+            }
+        }
+    }
     match config {
         Some(config) if errors.is_empty() => Ok(Loaded {
             config,
@@ -810,7 +848,8 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         )
                     })?;
                 }
-                "oauth" => {} // read by `oauth::collect`
+                "oauth" => {}                                // read by `oauth::collect`
+                k if observe::SERVER_KEYS.contains(&k) => {} // read by `observe::collect`
                 _ => self.unknown(path, key),
             }
         }
@@ -1023,6 +1062,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 "credentialStore" => {
                     options.credential_store = oauth::credential_store(self.file, value, &at)?;
                 }
+                k if observe::MCPD_KEYS.contains(&k) => {} // read by `observe::collect`
                 _ => self.unknown("mcpd", key),
             }
         }

@@ -42,6 +42,8 @@ pub const SERVER_KEYS: &[&str] = &[
     "maxRestartDelayMs",
     "crashLoopAfter",
     "disabled",
+    "onToolChange",
+    "onNewTool",
 ];
 /// Keys of a profile.
 pub const PROFILE_KEYS: &[&str] = &["servers"];
@@ -53,6 +55,9 @@ pub const OPTION_KEYS: &[&str] = &[
     "credentialStore",
     "sessionBufferBytes",
     "clientStallMs",
+    "onToolChange",
+    "onNewTool",
+    "audit",
 ];
 
 /// Why one server was left out: every mistake found in its definition.

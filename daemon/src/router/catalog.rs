@@ -56,6 +56,19 @@ pub struct Catalog {
     claims: HashMap<String, BTreeSet<String>>,
     /// Where servers' resources and templates overlap, for the log and `mcpctl status`.
     pub overlaps: Vec<String>,
+    /// Tools and prompts left out by the pinning policy, by kind and namespaced name.
+    withheld: HashMap<(usize, String), Withheld>,
+}
+
+/// A tool or prompt the pinning policy leaves out of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Withheld {
+    /// Its server.
+    pub server: String,
+    /// Its name there.
+    pub original: String,
+    /// New since the server was pinned (else: changed).
+    pub new: bool,
 }
 
 impl Catalog {
@@ -234,6 +247,38 @@ impl Catalog {
         });
     }
 
+    /// Leaves out the tools and prompts the pinning policy withholds (see
+    /// `observe::pins`), remembering them so that a call gets an error that says why.
+    pub fn withhold(&mut self, items: &crate::observe::pins::Withheld) {
+        if items.is_empty() {
+            return;
+        }
+        for kind in [ListKind::Tools, ListKind::Prompts] {
+            let i = kind.index();
+            let entries = std::mem::take(&mut self.lists[i]);
+            self.by_name[i].clear();
+            for entry in entries {
+                let key = (kind, entry.server.clone(), entry.original.clone());
+                if let Some(new) = items.get(&key) {
+                    let withheld = Withheld {
+                        server: entry.server,
+                        original: entry.original,
+                        new: *new,
+                    };
+                    self.withheld.insert((i, entry.name), withheld);
+                    continue;
+                }
+                self.by_name[i].insert(entry.name.clone(), self.lists[i].len());
+                self.lists[i].push(entry);
+            }
+        }
+    }
+
+    /// A tool or prompt left out by the pinning policy.
+    pub fn withheld(&self, kind: ListKind, name: &str) -> Option<&Withheld> {
+        self.withheld.get(&(kind.index(), name.to_owned()))
+    }
+
     /// Looks an item up by its namespaced name or URI.
     pub fn get(&self, kind: ListKind, name: &str) -> Option<&Entry> {
         let i = kind.index();
@@ -290,7 +335,10 @@ impl Catalog {
 
     /// Whether the catalog says the same as `other` to every client.
     pub fn same_as(&self, other: &Self) -> bool {
-        self.pending == other.pending && self.lists == other.lists && self.servers == other.servers
+        self.pending == other.pending
+            && self.lists == other.lists
+            && self.servers == other.servers
+            && self.withheld == other.withheld
     }
 
     /// The items of one kind of the given servers.

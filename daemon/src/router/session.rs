@@ -888,7 +888,13 @@ impl RequestContext {
         let entry = catalog
             .get(kind, &name)
             .filter(|e| self.servers.contains(&e.server))
-            .ok_or_else(|| self.unknown_name(&name, what))?;
+            .ok_or_else(|| match catalog.withheld(kind, &name) {
+                Some(w) if self.servers.contains(&w.server) => (
+                    envelope::INVALID_PARAMS,
+                    crate::observe::blocked_message(what, &name, &w.server, &w.original, w.new),
+                ),
+                _ => self.unknown_name(&name, what),
+            })?;
         let original = serde_json::to_string(&entry.original).unwrap_or_default();
         Ok(Resolved {
             server: entry.server.clone(),

@@ -46,7 +46,7 @@ pub struct RouteError {
 pub type Reply = Result<String, RouteError>;
 
 /// The kinds of list an upstream serves; the daemon merges each into its catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListKind {
     /// `tools/list`.
     Tools,

@@ -26,6 +26,7 @@
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
+//! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
 //! `prompts/get` with one user message naming them; resources answer `resources/read` with the
@@ -86,6 +87,7 @@ struct Options {
     extra_tools: Vec<String>,
     template: Option<String>,
     blob: bool,
+    echo_description: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -139,6 +141,10 @@ fn parse_options() -> Result<Options, String> {
             "--extra-tool" => o.extra_tools.push(value("--extra-tool")?),
             "--template" => o.template = Some(value("--template")?),
             "--blob" => o.blob = true,
+            "--echo-description-file" => {
+                let path = value("--echo-description-file")?;
+                o.echo_description = std::fs::read_to_string(path).ok();
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -193,7 +199,11 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     let text = json!({"type": "string"});
     let number = json!({"type": "number"});
     tools.extend([
-        tool("echo", "Echoes `message`", json!({"message": text})),
+        tool(
+            "echo",
+            o.echo_description.as_deref().unwrap_or("Echoes `message`"),
+            json!({"message": text}),
+        ),
         tool("add", "Adds `a` and `b`", json!({"a": number, "b": number})),
         tool(
             "sleep",

@@ -1,0 +1,78 @@
+//! Control commands of this module: `tools diff`, `tools approve`, `tools check`.
+
+use std::sync::Arc;
+
+use mcpd_proto::{ControlRequest, ControlResponse};
+
+use crate::daemon::Daemon;
+use crate::router::names::namespaced;
+
+/// Answers `request` if it is one of this module's; gives it back otherwise.
+pub fn handle(
+    daemon: &Arc<Daemon>,
+    request: ControlRequest,
+) -> Result<ControlResponse, ControlRequest> {
+    let response = match request {
+        ControlRequest::ToolsDiff { server } => match known(daemon, &server) {
+            Err(message) => ControlResponse::Error { message },
+            Ok(()) => match daemon.observer().pins.diff(&server) {
+                Some(diff) => ControlResponse::ToolsDiff(diff),
+                None => ControlResponse::Error {
+                    message: format!(
+                        "nothing is pinned for `{server}` yet: it has not listed its tools since it was configured"
+                    ),
+                },
+            },
+        },
+        ControlRequest::ToolsApprove { server, tool } => match known(daemon, &server) {
+            Err(message) => ControlResponse::Error { message },
+            Ok(()) => {
+                let separator = daemon.config().options.separator.clone();
+                match daemon
+                    .observer()
+                    .pins
+                    .approve(&server, tool.as_deref(), |name| {
+                        namespaced(&server, &separator, name)
+                    }) {
+                    Ok(approved) => {
+                        daemon.catalog_changed();
+                        ControlResponse::Done {
+                            message: format!(
+                                "{server}: {} definition(s) approved and pinned",
+                                approved.pinned
+                            ),
+                        }
+                    }
+                    Err(message) => ControlResponse::Error { message },
+                }
+            }
+        },
+        ControlRequest::ToolsCheck { server } => {
+            if let Some(server) = &server {
+                if let Err(message) = known(daemon, server) {
+                    return Ok(ControlResponse::Error { message });
+                }
+            }
+            let (views, separator) = daemon.catalog_views();
+            ControlResponse::ToolsCheck(super::check(&views, &separator, server.as_deref()))
+        }
+        other => return Err(other),
+    };
+    Ok(response)
+}
+
+fn known(daemon: &Daemon, server: &str) -> Result<(), String> {
+    let config = daemon.config();
+    if config.servers.contains_key(server) {
+        return Ok(());
+    }
+    let names: Vec<&str> = config.servers.keys().map(String::as_str).collect();
+    Err(format!(
+        "no server named `{server}` (servers: {})",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
