@@ -78,6 +78,7 @@ pub fn run(socket: &Path, config: &Path) -> Result<()> {
         true,
     );
     check_config_file(&mut r, config);
+    check_plaintext_credentials(&mut r, config);
     check_dir(&mut r, "state directory", &paths.state_dir, true);
     check_units(&mut r, &systemd);
     let mut reported = check_config_valid(&mut r, config, daemon.as_ref());
@@ -205,6 +206,28 @@ fn check_dir(r: &mut Report, what: &str, dir: &Path, private: bool) {
             }
         }
     }
+}
+
+/// Credentials written in plaintext in mcpd's configuration (they belong in the secret store).
+fn check_plaintext_credentials(r: &mut Report, config: &Path) {
+    let found = crate::adopt::plaintext(config);
+    if found.is_empty() {
+        return;
+    }
+    let list: Vec<String> = found
+        .iter()
+        .map(|(path, why)| format!("{path} ({why})"))
+        .collect();
+    r.add(
+        Level::Warn,
+        format!(
+            "{} credential(s) in plaintext in {}: {}",
+            found.len(),
+            config.display(),
+            list.join(", ")
+        ),
+        Some("mcpctl secret adopt   (moves them into mcpd's encrypted secret store)".into()),
+    );
 }
 
 fn check_config_file(r: &mut Report, config: &Path) {

@@ -67,6 +67,9 @@ pub struct Options {
     pub on_conflict: OnConflict,
     /// Print the plan only.
     pub dry_run: bool,
+    /// The daemon that stores the credentials moved out of the imported servers; `None`
+    /// (`--keep-plaintext`) copies them as they are.
+    pub socket: Option<PathBuf>,
 }
 
 /// The plan for one imported server.
@@ -100,7 +103,23 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let existing = existing_servers(config_text.as_deref(), &options.config)?;
     let suffix = client.map_or_else(|| "imported".to_owned(), |c| c.to_string());
-    let actions = plan(client, &maps, &existing, options.on_conflict, &suffix);
+    let mut actions = plan(client, &maps, &existing, options.on_conflict, &suffix);
+    // Credentials become `${secret:NAME}` references; their values go to the daemon's store.
+    let mut moved = Vec::new();
+    let has_credentials = actions.iter().any(|a| match a {
+        Action::Add { name, entry } | Action::Replace { name, entry } => {
+            !mcpd::secrets::detect::find(name, entry).is_empty()
+        }
+        _ => false,
+    });
+    if let (Some(socket), true) = (&options.socket, has_credentials) {
+        let mut names = crate::adopt::Names::new((!options.dry_run).then_some(socket.as_path()))?;
+        for action in &mut actions {
+            if let Action::Add { name, entry } | Action::Replace { name, entry } = action {
+                moved.extend(names.move_out(name, entry));
+            }
+        }
+    }
 
     for action in &actions {
         match action {
@@ -138,12 +157,16 @@ pub fn run(options: &Options) -> Result<()> {
         return Ok(());
     }
     validate(&options.config, &new_text)?;
+    crate::adopt::report(&moved);
     if options.dry_run {
         say!(
             "dry run: {} would get {changes} server(s); nothing was written",
             options.config.display()
         );
         return Ok(());
+    }
+    if let (Some(socket), false) = (&options.socket, moved.is_empty()) {
+        crate::adopt::store(socket, &moved)?;
     }
     if config_text.is_some() {
         let backup = backup(&options.config)?;
@@ -155,6 +178,16 @@ pub fn run(options: &Options) -> Result<()> {
         changes,
         options.config.display()
     );
+    if !moved.is_empty() {
+        let mut names: Vec<&str> = moved.iter().map(|m| m.name.as_str()).collect();
+        names.dedup();
+        say!(
+            "{} credential(s) are in mcpd's secret store, not in the file (`mcpctl secret list`); \
+             to undo: `mcpctl secret rm NAME` for {} and import again with --keep-plaintext --force",
+            moved.len(),
+            names.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -153,8 +153,26 @@ pub fn run(options: &Options) -> Result<()> {
         return Ok(());
     }
     let mode = fs::metadata(&file).map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    write_atomic(&backup, &original, mode)?;
+    // The original may hold API keys in plaintext: only its owner may read the copy.
+    write_atomic(&backup, &original, 0o600)?;
     write_atomic(&file, new_text.as_bytes(), mode)?;
+    let credentials: Vec<String> = maps
+        .iter()
+        .flat_map(|m| m.servers.iter())
+        .flat_map(|(name, entry)| mcpd::secrets::detect::find(name, entry))
+        .map(|m| m.path.replacen("mcpServers.", "", 1))
+        .collect();
+    if !credentials.is_empty() {
+        say!(
+            "the backup {} (mode 600) holds {} credential(s) in plaintext ({}); {} itself has \
+             none now. Delete the backup once you no longer need --undo: rm {}",
+            backup.display(),
+            credentials.len(),
+            credentials.join(", "),
+            file.display(),
+            backup.display()
+        );
+    }
     say!(
         "{} now launches mcp-shim; the original is in {}. Restart {} to use it \
          (`mcpctl install-client {} --undo` restores the original)",

@@ -5,6 +5,7 @@
 //! answers. `demo` starts a private daemon of its own; `example-server` is the tiny MCP server
 //! that demo configures.
 
+mod adopt;
 mod client;
 mod clients;
 mod demo;
@@ -128,6 +129,10 @@ enum Command {
         /// Show what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Copy credentials (API keys, tokens, Authorization headers) as they are, in
+        /// plaintext, instead of moving them into mcpd's secret store.
+        #[arg(long)]
+        keep_plaintext: bool,
     },
     /// Make a client launch mcp-shim instead of its individual servers (`--undo` reverts).
     InstallClient {
@@ -216,9 +221,11 @@ fn run(cli: Cli) -> Result<()> {
             force,
             rename,
             dry_run,
+            keep_plaintext,
         } => import::run(&import::Options {
             source: from,
             config: config(),
+            socket: (!keep_plaintext).then(socket),
             on_conflict: if force {
                 import::OnConflict::Replace
             } else if rename {

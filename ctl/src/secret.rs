@@ -33,6 +33,13 @@ pub enum SecretCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move plaintext credentials in mcpd's configuration into the secret store and write
+    /// `${secret:NAME}` references in their place (then reload).
+    Adopt {
+        /// Show what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Forget a secret's value (the default one, or one profile's).
     Rm {
         /// The name.
@@ -44,13 +51,14 @@ pub enum SecretCommand {
 }
 
 /// Runs one `secret` command.
-pub fn run(socket: &Path, _config: &Path, command: SecretCommand) -> Result<()> {
+pub fn run(socket: &Path, config: &Path, command: SecretCommand) -> Result<()> {
     match command {
         SecretCommand::Set { name, profile } => {
             let value = read_value(&name)?;
             let message = set(socket, &name, profile, value)?;
             output::print(&format!("{message}\n"))
         }
+        SecretCommand::Adopt { dry_run } => crate::adopt::adopt(socket, config, dry_run),
         SecretCommand::List { json } => {
             let secrets = list(socket)?;
             if json {

@@ -200,6 +200,11 @@ pub fn register_config(redactor: &Redactor, config: &crate::config::Config) {
     for (server, spec) in &config.servers {
         if let Some(http) = spec.http() {
             for (header, value) in &http.headers.0 {
+                // A value with `${secret:NAME}` is a template; the secret itself is known to
+                // the redactor through the secret store.
+                if !crate::config::secret_refs::references(value).is_empty() {
+                    continue;
+                }
                 values.extend(header_values(&format!("{server}.headers.{header}"), value));
             }
         }

@@ -252,3 +252,152 @@ fn peer_secrets_survive_a_daemon_restart_with_the_key_file() {
     let key = daemon.root().join("state/mcpd/credentials/key");
     assert!(key.exists(), "the key file {}", key.display());
 }
+
+const GITHUB_TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+const BEARER: &str = "mcp-remote-bearer-3f9a8b7c6d5e4f3a2b1c";
+
+/// A Claude Desktop configuration with a GitHub token in `env` and a bearer token in an
+/// `Authorization` header.
+fn claude_desktop_config(dir: &Path, remote_url: &str) -> std::path::PathBuf {
+    let file = dir.join("claude_desktop_config.json");
+    let config = json!({"mcpServers": {
+        "github": everything(json!({"GITHUB_PERSONAL_ACCESS_TOKEN": GITHUB_TOKEN, "LOG_LEVEL": "debug"})),
+        "remote": {"type": "http", "url": remote_url, "headers": {"Authorization": format!("Bearer {BEARER}")}},
+    }});
+    std::fs::write(&file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    file
+}
+
+#[test]
+fn peer_import_moves_a_github_token_and_an_authorization_header_into_the_store() {
+    let remote = mcpd_tests::HttpPeer::everything("streamableHttp");
+    let daemon = TestDaemon::start(json!({"mcpServers": {}}));
+    let source = claude_desktop_config(daemon.root(), &remote.url("/mcp"));
+    let out = daemon.mcpctl(&["import", "--from", source.to_str().unwrap()]);
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("mcpServers.github.env.GITHUB_PERSONAL_ACCESS_TOKEN (a GitHub token)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("mcpServers.remote.headers.Authorization"),
+        "{said}"
+    );
+    assert!(said.contains("to undo"), "{said}");
+
+    let config = std::fs::read_to_string(daemon.config_path()).unwrap();
+    assert!(
+        !config.contains(GITHUB_TOKEN) && !config.contains(BEARER),
+        "{config}"
+    );
+    assert!(
+        config.contains("${secret:GITHUB_PERSONAL_ACCESS_TOKEN}"),
+        "{config}"
+    );
+    assert!(
+        config.contains("Bearer ${secret:remote_Authorization}"),
+        "{config}"
+    );
+    assert!(config.contains("\"LOG_LEVEL\": \"debug\""), "{config}");
+    let list = text(&daemon.mcpctl(&["secret", "list"]).stdout);
+    assert!(
+        list.contains("GITHUB_PERSONAL_ACCESS_TOKEN") && list.contains("remote_Authorization"),
+        "{list}"
+    );
+
+    daemon.reload().unwrap();
+    daemon.wait_server_state("github", ServerState::Ready);
+    daemon.wait_server_state("remote", ServerState::Ready);
+    let mut client = ShimClient::spawn(&daemon, None);
+    client.initialize();
+    assert!(child_env(&mut client, "github__get-env").contains(GITHUB_TOKEN));
+    let echo = client.call_tool("remote__echo", json!({"message": "hi"}));
+    assert_ne!(echo["isError"], true, "{echo}");
+    let leaks = files_containing(&daemon.root().join("state"), BEARER);
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert!(!daemon.log().contains(BEARER) && !daemon.log().contains(GITHUB_TOKEN));
+}
+
+#[test]
+fn peer_secret_adopt_moves_plaintext_out_of_mcpds_config_and_doctor_points_at_it() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "github": everything(json!({"GITHUB_PERSONAL_ACCESS_TOKEN": GITHUB_TOKEN})),
+    }}));
+    daemon.wait_server_state("github", ServerState::Ready);
+    let doctor = daemon.mcpctl(&["doctor"]);
+    let said = text(&doctor.stdout) + &text(&doctor.stderr);
+    assert!(
+        said.contains("credential(s) in plaintext") && said.contains("mcpctl secret adopt"),
+        "{said}"
+    );
+
+    let out = daemon.mcpctl(&["secret", "adopt"]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("into secret GITHUB_PERSONAL_ACCESS_TOKEN"),
+        "{said}"
+    );
+    assert!(said.contains("to undo: cp "), "{said}");
+    let config = std::fs::read_to_string(daemon.config_path()).unwrap();
+    assert!(!config.contains(GITHUB_TOKEN), "{config}");
+    assert!(config.contains("${secret:GITHUB_PERSONAL_ACCESS_TOKEN}"));
+    // The backup with the plaintext is private and named so the user can delete it.
+    let backup = said
+        .split_whitespace()
+        .find(|w| w.contains(".bak-"))
+        .map(|w| w.trim_end_matches([',', ';']))
+        .unwrap()
+        .to_owned();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{backup}");
+
+    daemon.wait_server_state("github", ServerState::Ready);
+    let mut client = ShimClient::spawn(&daemon, None);
+    client.initialize();
+    assert!(child_env(&mut client, "github__get-env").contains(GITHUB_TOKEN));
+    let doctor = text(&daemon.mcpctl(&["doctor"]).stdout);
+    assert!(!doctor.contains("in plaintext"), "{doctor}");
+}
+
+#[test]
+fn install_client_leaves_no_secret_in_the_clients_config_and_lists_its_private_backup() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "github": {"command": "true", "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "${secret:GITHUB_PERSONAL_ACCESS_TOKEN}"}},
+    }}));
+    let file = daemon.root().join("claude_desktop_config.json");
+    std::fs::write(
+        &file,
+        json!({"mcpServers": {"github": {"command": "npx", "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": GITHUB_TOKEN}}}})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let shim = mcpd_tests::bin("mcp-shim");
+    let out = daemon.mcpctl(&[
+        "install-client",
+        "claude-desktop",
+        "--file",
+        file.to_str().unwrap(),
+        "--shim",
+        shim.to_str().unwrap(),
+    ]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(GITHUB_TOKEN)
+    );
+    let backup = daemon.root().join("claude_desktop_config.json.mcpd-backup");
+    assert!(said.contains(&format!("rm {}", backup.display())), "{said}");
+    assert!(
+        said.contains("github.env.GITHUB_PERSONAL_ACCESS_TOKEN"),
+        "{said}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -12,6 +12,8 @@
 //! - Values come in over the control socket (`mcpctl secret set`) and never go out: `list`
 //!   gives names, profiles, times and the servers that use each.
 
+pub mod detect;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
