@@ -135,6 +135,9 @@ fn peer_a_secret_reaches_only_the_server_that_references_it_and_leaks_nowhere() 
     );
     daemon.wait_server_state("with", ServerState::Ready);
     let without = daemon.wait_server_state("without", ServerState::Ready);
+    // Only the server that uses the secret was restarted.
+    assert!(!said.contains("without"), "{said}");
+    assert_eq!(without.restarts, 0);
 
     assert!(child_env(&mut client, "with__get-env").contains(VALUE));
     assert!(!child_env(&mut client, "without__get-env").contains(VALUE));
@@ -200,8 +203,11 @@ fn peer_a_server_that_prints_its_key_on_stderr_shows_it_redacted() {
 #[test]
 fn peer_a_profile_value_runs_its_own_instance_and_each_profile_sees_its_own() {
     let daemon = TestDaemon::start(json!({
-        "mcpServers": {"gh": everything(json!({"GITHUB_TOKEN": "${secret:GITHUB_TOKEN}"}))},
-        "profiles": {"work": {"servers": ["gh"]}},
+        "mcpServers": {
+            "gh": everything(json!({"GITHUB_TOKEN": "${secret:GITHUB_TOKEN}"})),
+            "pp": {"command": mcpd_tests::bin("mcpd-fixture").display().to_string(), "share": "per-profile"},
+        },
+        "profiles": {"work": {"servers": ["gh", "pp"]}},
     }));
     secret_set(&daemon, "GITHUB_TOKEN", None, VALUE);
     let said = secret_set(&daemon, "GITHUB_TOKEN", Some("work"), WORK_VALUE);
@@ -227,6 +233,15 @@ fn peer_a_profile_value_runs_its_own_instance_and_each_profile_sees_its_own() {
             .unwrap_or_else(|| panic!("no running {name} in {:?}", status.servers))
     };
     assert_ne!(pid("gh"), pid("gh@work"), "two instances");
+    // `"share": "per-profile"` without secrets of the profile's own: an instance per profile.
+    let answer = work.call_tool("pp__pid", json!({}));
+    let status = daemon.status();
+    let work_pp = status.servers.iter().find(|s| s.name == "pp@work");
+    assert!(
+        work_pp.is_some_and(|s| answer.to_string().contains(&s.pid.unwrap_or(0).to_string())),
+        "{answer} {:?}",
+        status.servers
+    );
     let list = text(&daemon.mcpctl(&["secret", "list"]).stdout);
     assert!(
         list.contains("default set") && list.contains("work set"),
@@ -400,4 +415,20 @@ fn install_client_leaves_no_secret_in_the_clients_config_and_lists_its_private_b
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_secret_a_server_repeats_in_its_catalog_is_redacted_in_the_cache() {
+    let server = mcpd_tests::fixture::server(&["--instructions", "use key ${secret:API_KEY}"]);
+    let daemon = TestDaemon::start(json!({"mcpServers": {"fx": server}}));
+    secret_set(&daemon, "API_KEY", None, VALUE);
+    daemon.wait_server_state("fx", ServerState::Ready);
+    let cache = daemon.root().join("cache/mcpd/catalog.json");
+    let text = mcpd_tests::process::eventually(TIMEOUT, "the catalog cache", || {
+        std::fs::read_to_string(&cache)
+            .ok()
+            .filter(|t| t.contains("use key"))
+    });
+    assert!(text.contains("use key [redacted:API_KEY]"), "{text}");
+    assert!(files_containing(daemon.root(), VALUE).is_empty());
 }

@@ -131,9 +131,14 @@ fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(file).map_err(std::io::Error::other)?,
-    )?;
+    // A server may put a secret it was given into a description or its instructions: the
+    // file gets every known secret value redacted (still JSON: values are matched in their
+    // JSON-escaped spelling too, and names need no escaping).
+    let text = serde_json::to_string(file).map_err(std::io::Error::other)?;
+    let text = crate::redact::Redactor::process().redact_owned(text);
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|_| {
+        std::io::Error::other("the catalog would not be JSON once redacted; not cached")
+    })?;
+    std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
