@@ -8,6 +8,7 @@
 mod adopt;
 mod client;
 mod clients;
+mod contain;
 mod demo;
 mod doctor;
 mod doctor_servers;

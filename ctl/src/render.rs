@@ -53,6 +53,7 @@ pub fn status(s: &DaemonStatus) -> String {
                 let _ = writeln!(out, "! {}: {}", clean(&server.name), clean(flag));
             }
         }
+        out.push_str(&crate::contain::status_lines(&s.servers));
         // Remote servers: where they are and how their session is.
         for s in s.servers.iter().filter(|s| s.url.is_some()) {
             let url = s.url.as_deref().map(clean).unwrap_or_default();
@@ -321,6 +322,7 @@ mod tests {
                     server_info: Some("mcp-servers/everything 2.0.0".into()),
                     last_exit: None,
                     stderr_tail: Vec::new(),
+                    contain: None,
                     auth: None,
                     flags: Vec::new(),
                 },
@@ -337,6 +339,7 @@ mod tests {
                     server_info: None,
                     last_exit: None,
                     stderr_tail: Vec::new(),
+                    contain: None,
                     auth: None,
                     flags: Vec::new(),
                 },

@@ -64,6 +64,7 @@ pub fn broken_servers(config: &Config) -> impl Iterator<Item = ServerStatus> + '
         stderr_tail: Vec::new(),
         auth: None,
         flags: Vec::new(),
+        contain: None,
     })
 }
 

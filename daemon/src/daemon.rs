@@ -524,87 +524,95 @@ impl Daemon {
 
     /// The daemon as `mcpctl status` shows it.
     pub fn status(&self) -> DaemonStatus {
-        let (servers, config_exists, config_error, config_fallback) =
-            {
-                let state = self.read();
-                let per_client =
+        let (servers, config_exists, config_error, config_fallback) = {
+            // One look at the process table for every server's accounting.
+            let mut scan: Option<crate::upstream::tree::Scan> = None;
+            let state = self.read();
+            let per_client = state
+                .per_client
+                .iter()
+                .map(|((name, session), handle)| (format!("{name}#{session}"), handle))
+                .chain(
                     state
-                        .per_client
+                        .per_profile
                         .iter()
-                        .map(|((name, session), handle)| (format!("{name}#{session}"), handle))
-                        .chain(state.per_profile.iter().map(|((name, profile), handle)| {
-                            (format!("{name}@{profile}"), handle)
-                        }));
-                let mut servers: Vec<ServerStatus> = state
-                    .upstreams
-                    .iter()
-                    .map(|(name, handle)| (name.clone(), handle))
-                    .chain(per_client)
-                    .map(|(name, handle)| {
-                        let s = handle.snapshot();
-                        let auth = self.auth.status(handle.name());
-                        ServerStatus {
-                            name,
-                            transport: handle.spec().transport_name().into(),
-                            url: handle.spec().http().map(|h| h.display_url()),
-                            session: s.session,
-                            state: s.state,
-                            pid: s.pid,
-                            tools: s.lists[ListKind::Tools.index()].len(),
-                            restarts: s.restarts,
-                            last_error: s.last_error.map(|e| self.redactor.redact_owned(e)),
-                            server_info: s.server_info,
-                            last_exit: s.last_exit,
-                            stderr_tail: s
-                                .stderr
-                                .map(|t| {
-                                    t.lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .iter()
-                                        .map(|line| self.redactor.redact(line).into_owned())
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                            auth,
-                            flags: self.observer.flags(handle.name()),
-                        }
-                    })
-                    .collect();
-                // Per-client servers with no session using them have no instance: show them anyway.
-                for (name, spec) in &state.config.servers {
-                    let running = state.per_client.keys().any(|(server, _)| server == name);
-                    if spec.share != Share::PerClient || running {
-                        continue;
+                        .map(|((name, profile), handle)| (format!("{name}@{profile}"), handle)),
+                );
+            let mut servers: Vec<ServerStatus> = state
+                .upstreams
+                .iter()
+                .map(|(name, handle)| (name.clone(), handle))
+                .chain(per_client)
+                .map(|(name, handle)| {
+                    let s = handle.snapshot();
+                    let auth = self.auth.status(handle.name());
+                    ServerStatus {
+                        name,
+                        transport: handle.spec().transport_name().into(),
+                        url: handle.spec().http().map(|h| h.display_url()),
+                        session: s.session,
+                        state: s.state,
+                        pid: s.pid,
+                        tools: s.lists[ListKind::Tools.index()].len(),
+                        restarts: s.restarts,
+                        last_error: s.last_error.map(|e| self.redactor.redact_owned(e)),
+                        server_info: s.server_info,
+                        last_exit: s.last_exit,
+                        stderr_tail: s
+                            .stderr
+                            .map(|t| {
+                                t.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .iter()
+                                    .map(|line| self.redactor.redact(line).into_owned())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        auth,
+                        flags: self.observer.flags(handle.name()),
+                        contain: s.contain.as_ref().filter(|_| s.pid.is_some()).map(|c| {
+                            let scan = scan.get_or_insert_with(crate::upstream::tree::Scan::take);
+                            crate::accounting::contain_status(c, scan, handle.requests())
+                        }),
                     }
-                    let cached = self.cache.initial_snapshot(name, spec);
-                    servers.push(ServerStatus {
-                        name: name.clone(),
-                        transport: spec.transport_name().into(),
-                        url: spec.http().map(|h| h.display_url()),
-                        session: None,
-                        state: mcpd_proto::ServerState::Idle,
-                        pid: None,
-                        tools: cached.lists[ListKind::Tools.index()].len(),
-                        restarts: 0,
-                        last_error: None,
-                        server_info: Some(
-                            "per-client: each session starts its own instance".to_owned(),
-                        ),
-                        last_exit: None,
-                        stderr_tail: Vec::new(),
-                        auth: self.auth.status(name),
-                        flags: self.observer.flags(name),
-                    });
+                })
+                .collect();
+            // Per-client servers with no session using them have no instance: show them anyway.
+            for (name, spec) in &state.config.servers {
+                let running = state.per_client.keys().any(|(server, _)| server == name);
+                if spec.share != Share::PerClient || running {
+                    continue;
                 }
-                servers.extend(crate::config_report::broken_servers(&state.config));
-                servers.sort_by(|a, b| a.name.cmp(&b.name));
-                (
-                    servers,
-                    state.config_exists,
-                    state.config_error.clone(),
-                    state.config_fallback.clone(),
-                )
-            };
+                let cached = self.cache.initial_snapshot(name, spec);
+                servers.push(ServerStatus {
+                    name: name.clone(),
+                    transport: spec.transport_name().into(),
+                    url: spec.http().map(|h| h.display_url()),
+                    session: None,
+                    state: mcpd_proto::ServerState::Idle,
+                    pid: None,
+                    tools: cached.lists[ListKind::Tools.index()].len(),
+                    restarts: 0,
+                    last_error: None,
+                    server_info: Some(
+                        "per-client: each session starts its own instance".to_owned(),
+                    ),
+                    last_exit: None,
+                    stderr_tail: Vec::new(),
+                    auth: self.auth.status(name),
+                    flags: self.observer.flags(name),
+                    contain: None,
+                });
+            }
+            servers.extend(crate::config_report::broken_servers(&state.config));
+            servers.sort_by(|a, b| a.name.cmp(&b.name));
+            (
+                servers,
+                state.config_exists,
+                state.config_error.clone(),
+                state.config_fallback.clone(),
+            )
+        };
         let sessions = self
             .sessions
             .lock()

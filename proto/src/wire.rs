@@ -445,6 +445,36 @@ pub struct ServerStatus {
     /// What the user should look at: definitions changed since pinned, poisoning findings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// Sandbox, limits and resource use of a running stdio server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contain: Option<ContainStatus>,
+}
+
+/// A stdio server's sandbox, limits and resource use (`mcpctl status`, `mcpctl top`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainStatus {
+    /// The sandbox in force: `landlock ABI 7, protect (12 paths protected)`, `off (...)`,
+    /// `none: this kernel has no Landlock; runs unsandboxed`.
+    #[serde(default)]
+    pub sandbox: String,
+    /// Limits in force and how: `memory 1G (cgroup)`, `openFiles 4096 (rlimit)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
+    /// Configured limits that are not enforced, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_enforced: Vec<String>,
+    /// Memory of its whole tree (cgroup `memory.current`, else the sum of resident sets).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU time of its whole tree (cgroup, else the live processes'), in milliseconds.
+    #[serde(default)]
+    pub cpu_ms: Option<u64>,
+    /// Processes in its tree.
+    #[serde(default)]
+    pub processes: Option<u32>,
+    /// Requests mcpd has sent it since it was configured (for a rate in `mcpctl top`).
+    #[serde(default)]
+    pub requests: u64,
 }
 
 /// One attached client session as `mcpctl status` shows it.

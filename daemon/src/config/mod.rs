@@ -14,6 +14,7 @@
 //! that every error names its JSON path (`mcpServers.x.args[2]`) and unknown keys become warnings
 //! instead of failures: a Claude Desktop configuration pastes in unchanged.
 
+pub mod contain;
 mod expand;
 pub mod last_good;
 pub mod oauth;
@@ -87,6 +88,8 @@ pub struct ServerSpec {
     pub restart: RestartPolicy,
     /// Its `${secret:NAME}` references (and, for a started instance, their values).
     pub secrets: secret_refs::SecretBinding,
+    /// Its sandbox and resource limits (`"sandbox"`, `"limits"`; stdio servers).
+    pub contain: contain::Containment,
 }
 
 /// How a failed server is started again: after `initial_delay`, doubling up to `max_delay`
@@ -734,6 +737,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             stop: crate::upstream::StopTimeouts::default(),
             restart: RestartPolicy::default(),
             secrets: secret_refs::SecretBinding::default(),
+            contain: contain::Containment::default(),
         };
         let mut disabled = false;
         let mut kind = None;
@@ -850,6 +854,20 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 }
                 "oauth" => {}                                // read by `oauth::collect`
                 k if observe::SERVER_KEYS.contains(&k) => {} // read by `observe::collect`
+                "sandbox" => {
+                    let home = (self.env)("HOME");
+                    let strings = |v: &Value, at: &str| {
+                        self.expanded(v, at)
+                            .map_err(|e| (at.to_owned(), e.message.clone()))
+                    };
+                    spec.contain.sandbox =
+                        contain::parse_sandbox(value, &at, home.as_deref(), &strings)
+                            .map_err(|(at, m)| self.error(&at, m))?;
+                }
+                "limits" => {
+                    spec.contain.limits =
+                        contain::parse_limits(value, &at).map_err(|(at, m)| self.error(&at, m))?;
+                }
                 _ => self.unknown(path, key),
             }
         }

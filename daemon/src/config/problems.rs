@@ -44,6 +44,8 @@ pub const SERVER_KEYS: &[&str] = &[
     "disabled",
     "onToolChange",
     "onNewTool",
+    "sandbox",
+    "limits",
 ];
 /// Keys of a profile.
 pub const PROFILE_KEYS: &[&str] = &["servers"];

@@ -452,9 +452,11 @@ impl Actor {
         let pid = transport.pid();
         tracing::info!(server = %self.name, pid, "started `{}`", self.spec.describe());
         let stderr = transport.stderr_tail();
+        let contain = transport.in_force();
         self.publish(|s| {
             s.pid = pid;
             s.stderr = stderr;
+            s.contain = contain;
         });
 
         let init_id = self.allocate_id();

@@ -179,6 +179,8 @@ pub struct Snapshot {
     pub stderr: Option<Arc<std::sync::Mutex<std::collections::VecDeque<String>>>>,
     /// The state of its HTTP session, for remote servers.
     pub session: Option<String>,
+    /// The sandbox, limits and tree of its running process.
+    pub contain: Option<Arc<process::InForce>>,
 }
 
 impl Default for Snapshot {
@@ -197,6 +199,7 @@ impl Default for Snapshot {
             last_exit: None,
             stderr: None,
             session: None,
+            contain: None,
         }
     }
 }
@@ -345,6 +348,11 @@ impl UpstreamHandle {
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Requests sent to the server since this handle was made (its id counter).
+    pub fn requests(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     /// The configuration it runs with.

@@ -100,6 +100,8 @@ pub struct Process {
     pub exited: Option<(Option<ExitStatus>, tokio::time::Instant)>,
     /// Which processes are its tree (see [`super::tree`]).
     pub tree: super::tree::TreeId,
+    /// Its sandbox, limits and tree, for `status`.
+    pub in_force: Arc<InForce>,
     /// Its record in the runtime directory, removed when the process is dropped.
     _record: Option<ChildRecord>,
 }
@@ -114,8 +116,19 @@ impl Drop for Process {
 
 impl Process {
     /// Spawns `spec` as the leader of a new process group.
-    pub fn spawn(server: &str, spec: &StdioSpec, records: Option<&Path>) -> std::io::Result<Self> {
+    pub fn spawn(
+        server: &str,
+        spec: &StdioSpec,
+        contain: &crate::config::contain::Containment,
+        records: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let mark = super::tree::next_mark();
+        // Built before the fork; only enforced in the child (see `sandbox.rs`).
+        let private_tmp = records
+            .and_then(Path::parent)
+            .map(|run| run.join("tmp").join(file_name_of(server)));
+        let mut sandbox =
+            crate::sandbox::prepare(server, spec, &contain.sandbox, private_tmp.as_deref());
         let mut cmd = Command::new(&spec.command);
         cmd.args(&spec.args)
             .env_clear()
@@ -126,6 +139,7 @@ impl Process {
             )
             .envs(&spec.env)
             .env(super::tree::TREE_ENV, &mark)
+            .envs(sandbox.tmpdir.iter().map(|t| ("TMPDIR", t)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -134,10 +148,15 @@ impl Process {
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
-        // which is async-signal-safe; it allocates nothing and touches no locks.
+        let sandbox_description = sandbox.description.clone();
+        let mut in_child = sandbox.take_for_child();
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl
+        // and landlock_restrict_self (through `apply_in_child`, whose note says why that is
+        // async-signal-safe); it allocates nothing and touches no locks.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                // No set-uid gain for any child, and the server's sandbox.
+                in_child.apply_in_child()?;
                 // If the daemon dies without stopping us, the kernel kills the child. Children
                 // of the child are handled by the stop sequence and the start-up sweep.
                 if libc::prctl(
@@ -192,6 +211,15 @@ impl Process {
             pgid,
             exit: None,
             exited: None,
+            in_force: Arc::new(InForce {
+                sandbox: sandbox_description,
+                limits: Vec::new(),
+                not_enforced: Vec::new(),
+                tree: super::tree::TreeId {
+                    leader: pid as i32,
+                    mark: mark.clone(),
+                },
+            }),
             tree: super::tree::TreeId {
                 leader: pid as i32,
                 mark,
@@ -258,6 +286,32 @@ impl Process {
         super::tree::end_tree(&self.tree, timeouts.after_term).await;
         status
     }
+}
+
+/// What contains a running server, as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    /// The sandbox (see [`crate::sandbox::Prepared::description`]).
+    pub sandbox: String,
+    /// Limits in force and how (`memory 1G (cgroup)`).
+    pub limits: Vec<String>,
+    /// Configured limits that are not enforced, and why.
+    pub not_enforced: Vec<String>,
+    /// Its process tree, for accounting.
+    pub tree: super::tree::TreeId,
+}
+
+/// `name` made safe as one file name component.
+fn file_name_of(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A child recorded in `$XDG_RUNTIME_DIR/mcpd/children/<pid>.json`: its pid (= process group)
@@ -404,7 +458,7 @@ fn run_of_mark(mark: &str) -> Option<String> {
 fn kill_marked_now(prefix: &str) -> usize {
     let mut killed = std::collections::HashSet::new();
     for _ in 0..20 {
-        let left = super::tree::marked(&super::tree::all_processes(), prefix);
+        let left = super::tree::marked(&super::tree::Scan::take(), prefix);
         if left.is_empty() {
             break;
         }

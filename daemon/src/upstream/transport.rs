@@ -58,7 +58,7 @@ impl Transport {
             &resolved.0
         };
         match &spec.transport {
-            TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, records)
+            TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, &spec.contain, records)
                 .map(Transport::Stdio)
                 .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
             TransportSpec::Http(http) => {
@@ -71,6 +71,14 @@ impl Transport {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Self::Stdio(p) => p.child.id(),
+            Self::Http(_) => None,
+        }
+    }
+
+    /// Its sandbox, limits and tree, for stdio servers.
+    pub fn in_force(&self) -> Option<std::sync::Arc<super::process::InForce>> {
+        match self {
+            Self::Stdio(p) => Some(std::sync::Arc::clone(&p.in_force)),
             Self::Http(_) => None,
         }
     }

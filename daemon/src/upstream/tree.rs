@@ -80,7 +80,7 @@ pub struct ProcEntry {
     pub state: u8,
     /// Start time in clock ticks after boot.
     pub start: u64,
-    /// User + system CPU time in clock ticks.
+    /// User + system CPU time in clock ticks, with that of its reaped children.
     pub cpu_ticks: u64,
     /// Resident set size in pages.
     pub rss_pages: u64,
@@ -98,7 +98,7 @@ pub fn read_stat(pid: i32) -> Option<ProcEntry> {
         state: f.first()?.bytes().next()?,
         ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
-        cpu_ticks: num(11)? + num(12)?,
+        cpu_ticks: num(11)? + num(12)? + num(13)? + num(14)?,
         start: num(19)?,
         rss_pages: num(21)?,
     })
@@ -135,33 +135,27 @@ pub struct TreeId {
 }
 
 impl TreeId {
-    /// The live members of the tree among `procs` (the leader too, if it still runs).
-    pub fn members(&self, procs: &[ProcEntry]) -> Vec<ProcEntry> {
+    /// The live members of the tree (the leader too, if it still runs).
+    pub fn members(&self, scan: &Scan) -> Vec<ProcEntry> {
+        let procs = &scan.procs;
         let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
         for (i, p) in procs.iter().enumerate() {
             children.entry(p.ppid).or_default().push(i);
         }
+        let me = std::process::id() as i32;
+        let mut stack: Vec<usize> = procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.pid == self.leader
+                    || p.pgrp == self.leader
+                    || (p.pid != me
+                        && scan.marks.get(&p.pid).map(String::as_str) == Some(self.mark.as_str()))
+            })
+            .map(|(i, _)| i)
+            .collect();
         let mut found: HashSet<i32> = HashSet::new();
         let mut out = Vec::new();
-        let mut stack: Vec<usize> = Vec::new();
-        for (i, p) in procs.iter().enumerate() {
-            if p.pid == self.leader || p.pgrp == self.leader {
-                stack.push(i);
-            }
-        }
-        let me = std::process::id() as i32;
-        let uid = nix::unistd::geteuid().as_raw();
-        for (i, p) in procs.iter().enumerate() {
-            // The mark is read only where it can matter: processes of our user that are not
-            // already found (reading every environment is the costly part of a scan).
-            if p.pid != me
-                && !stack.contains(&i)
-                && owner(p.pid) == Some(uid)
-                && mark_of(p.pid).as_deref() == Some(self.mark.as_str())
-            {
-                stack.push(i);
-            }
-        }
         while let Some(i) = stack.pop() {
             let p = procs[i];
             if p.pid == me || !found.insert(p.pid) {
@@ -178,6 +172,29 @@ impl TreeId {
     }
 }
 
+/// The process table at one moment, with the `MCPD_TREE` marks of our user's processes.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every process.
+    pub procs: Vec<ProcEntry>,
+    /// Marks by pid (processes of our user that carry one).
+    pub marks: HashMap<i32, String>,
+}
+
+impl Scan {
+    /// Reads `/proc` (blocking: many small files).
+    pub fn take() -> Self {
+        let procs = all_processes();
+        let uid = nix::unistd::geteuid().as_raw();
+        let marks = procs
+            .iter()
+            .filter(|p| p.state != b'Z' && owner(p.pid) == Some(uid))
+            .filter_map(|p| Some((p.pid, mark_of(p.pid)?)))
+            .collect();
+        Self { procs, marks }
+    }
+}
+
 /// The uid owning `/proc/PID`.
 fn owner(pid: i32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
@@ -189,29 +206,31 @@ fn owner(pid: i32) -> Option<u32> {
 /// Ends every live member of `tree`: SIGTERM, up to `grace` for them to go, then SIGKILL until
 /// none is left (a process that forks while it is being killed is found by the next scan).
 pub async fn end_tree(tree: &TreeId, grace: Duration) {
-    end_where(|procs| tree.members(procs), grace).await;
+    end_where(|scan| tree.members(scan), grace).await;
 }
 
 /// Ends every process of ours that carries a mark starting with `prefix` (a whole daemon run).
 pub async fn end_marked(prefix: &str, grace: Duration) -> usize {
     let prefix = prefix.to_owned();
-    end_where(move |procs| marked(procs, &prefix), grace).await
+    end_where(move |scan| marked(scan, &prefix), grace).await
 }
 
 /// The live processes of our user whose mark starts with `prefix`.
-pub fn marked(procs: &[ProcEntry], prefix: &str) -> Vec<ProcEntry> {
+pub fn marked(scan: &Scan, prefix: &str) -> Vec<ProcEntry> {
     let me = std::process::id() as i32;
-    let uid = nix::unistd::geteuid().as_raw();
-    procs
+    scan.procs
         .iter()
         .filter(|p| p.pid != me && p.state != b'Z' && p.state != b'X')
-        .filter(|p| owner(p.pid) == Some(uid))
-        .filter(|p| mark_of(p.pid).is_some_and(|m| m.starts_with(prefix)))
+        .filter(|p| {
+            scan.marks
+                .get(&p.pid)
+                .is_some_and(|m| m.starts_with(prefix))
+        })
         .copied()
         .collect()
 }
 
-async fn end_where(find: impl Fn(&[ProcEntry]) -> Vec<ProcEntry>, grace: Duration) -> usize {
+async fn end_where(find: impl Fn(&Scan) -> Vec<ProcEntry>, grace: Duration) -> usize {
     let first = scan(&find).await;
     if first.is_empty() {
         return 0;
@@ -251,11 +270,11 @@ async fn end_where(find: impl Fn(&[ProcEntry]) -> Vec<ProcEntry>, grace: Duratio
 }
 
 /// Scans `/proc` on a blocking thread (it reads many small files).
-async fn scan(find: &impl Fn(&[ProcEntry]) -> Vec<ProcEntry>) -> Vec<ProcEntry> {
-    let procs = tokio::task::spawn_blocking(all_processes)
+async fn scan(find: &impl Fn(&Scan) -> Vec<ProcEntry>) -> Vec<ProcEntry> {
+    let scan = tokio::task::spawn_blocking(Scan::take)
         .await
         .unwrap_or_default();
-    find(&procs)
+    find(&scan)
 }
 
 /// Signals `p` only if its pid still names the same process (start time unchanged).

@@ -27,6 +27,7 @@
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
+//! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
 //! `prompts/get` with one user message naming them; resources answer `resources/read` with the
@@ -88,6 +89,7 @@ struct Options {
     template: Option<String>,
     blob: bool,
     echo_description: Option<String>,
+    probe_tools: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -145,6 +147,7 @@ fn parse_options() -> Result<Options, String> {
                 let path = value("--echo-description-file")?;
                 o.echo_description = std::fs::read_to_string(path).ok();
             }
+            "--probe-tools" => o.probe_tools = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -236,7 +239,30 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
             json!({"bytes": number}),
         ));
     }
+    if o.probe_tools {
+        tools.extend([
+            tool("read_file", "Reads `path`", json!({"path": text})),
+            tool(
+                "write_file",
+                "Writes `text` to `path`",
+                json!({"path": text, "text": text}),
+            ),
+            tool(
+                "connect",
+                "Opens a TCP connection to 127.0.0.1:`port`",
+                json!({"port": number}),
+            ),
+        ]);
+    }
     tools
+}
+
+/// `ok: <what>` or `error: <the OS error>` for the probe tools.
+fn probe(result: std::io::Result<String>) -> String {
+    match result {
+        Ok(what) => format!("ok: {what}"),
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 fn prompt_list(o: &Options) -> Vec<Value> {
@@ -499,6 +525,23 @@ impl Server {
                 let server = self.options.name.as_deref().unwrap_or("mcpd-fixture");
                 self.out
                     .result(&id, &text_result(&format!("{name} of {server}")));
+            }
+            "read_file" if self.options.probe_tools => {
+                let path = args["path"].as_str().unwrap_or_default();
+                let r = std::fs::read_to_string(path);
+                self.out.result(&id, &text_result(&probe(r)));
+            }
+            "write_file" if self.options.probe_tools => {
+                let path = args["path"].as_str().unwrap_or_default();
+                let text = args["text"].as_str().unwrap_or_default();
+                let r = std::fs::write(path, text).map(|()| "written".to_owned());
+                self.out.result(&id, &text_result(&probe(r)));
+            }
+            "connect" if self.options.probe_tools => {
+                let port = num("port") as u16;
+                let r = std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map(|_| "connected".to_owned());
+                self.out.result(&id, &text_result(&probe(r)));
             }
             "ask" => self.ask(id, &args),
             _ if self.is_numbered_tool(name) => self.out.result(&id, &text_result(name)),
