@@ -120,6 +120,18 @@ impl Daemon {
                 "a previous mcpd died without stopping its servers: killed {swept} leftover process groups"
             );
         }
+        // Servers with limits get cgroups: find the delegated subtree now (before any server
+        // starts) and remove what a SIGKILLed daemon left in it.
+        let limited = loaded.config.servers.values().any(|s| {
+            let l = &s.contain.limits;
+            l.memory.is_some() || l.tasks.is_some() || l.cpu.is_some()
+        });
+        if limited {
+            let left = crate::limits::sweep_leftovers();
+            if left > 0 {
+                tracing::warn!("killed what a previous mcpd left in {left} server cgroups");
+            }
+        }
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
         let servers = loaded.config.servers.clone();
         let observer = crate::observe::Observer::start(&state_dir, shutdown.clone());

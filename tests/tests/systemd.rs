@@ -354,6 +354,8 @@ fn unit_files_say_what_the_daemon_expects() {
         "UMask=0077",
         "LimitCORE=0",
         "NoNewPrivileges=yes",
+        // Servers' limits need a delegated cgroup subtree with these controllers.
+        "Delegate=yes",
     ] {
         assert!(
             service.lines().any(|l| l == line),

@@ -102,6 +102,8 @@ pub struct Process {
     pub tree: super::tree::TreeId,
     /// Its sandbox, limits and tree, for `status`.
     pub in_force: Arc<InForce>,
+    /// Its cgroup, when limits put it in one (killed and removed when dropped).
+    pub cgroup: Option<crate::limits::ServerCgroup>,
     /// Its record in the runtime directory, removed when the process is dropped.
     _record: Option<ChildRecord>,
 }
@@ -150,12 +152,16 @@ impl Process {
         }
         let sandbox_description = sandbox.description.clone();
         let mut in_child = sandbox.take_for_child();
-        // SAFETY: the closure runs in the child between fork and exec and only calls prctl
-        // and landlock_restrict_self (through `apply_in_child`, whose note says why that is
-        // async-signal-safe); it allocates nothing and touches no locks.
+        let limits = crate::limits::prepare(server, &contain.limits);
+        let (procs_fd, nofile) = (crate::limits::raw(&limits.procs_fd), limits.nofile);
+        // SAFETY: the closure runs in the child between fork and exec and only calls write,
+        // setrlimit, prctl and landlock_restrict_self (through `limits::apply_in_child` and
+        // `InChild::apply_in_child`, whose notes say why that is async-signal-safe); it
+        // allocates nothing and touches no locks.
         unsafe {
             cmd.pre_exec(move || {
-                // No set-uid gain for any child, and the server's sandbox.
+                // Its cgroup and rlimits, then no set-uid gain and the server's sandbox.
+                crate::limits::apply_in_child(procs_fd, nofile)?;
                 in_child.apply_in_child()?;
                 // If the daemon dies without stopping us, the kernel kills the child. Children
                 // of the child are handled by the stop sequence and the start-up sweep.
@@ -183,6 +189,8 @@ impl Process {
             .get_or_insert_with(Default::default)
             .insert(pid as i32);
         drop(spawned);
+        // The child has joined its cgroup (or failed to start): the parent's copy can go.
+        drop(limits.procs_fd);
         let pgid = Pid::from_raw(pid as i32);
         let stdin = child
             .stdin
@@ -213,8 +221,9 @@ impl Process {
             exited: None,
             in_force: Arc::new(InForce {
                 sandbox: sandbox_description,
-                limits: Vec::new(),
-                not_enforced: Vec::new(),
+                limits: limits.in_force,
+                not_enforced: limits.not_enforced,
+                cgroup: limits.cgroup.as_ref().map(|c| c.dir.clone()),
                 tree: super::tree::TreeId {
                     leader: pid as i32,
                     mark: mark.clone(),
@@ -224,6 +233,7 @@ impl Process {
                 leader: pid as i32,
                 mark,
             },
+            cgroup: limits.cgroup,
             _record: record,
             stdin: Some(tx),
             stdout: FramedRead::new(
@@ -275,14 +285,29 @@ impl Process {
                 }
             }
         };
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
         super::tree::end_tree(&self.tree, timeouts.after_term).await;
         status
+    }
+
+    /// How it ended: `killed: memory limit 1G` when its cgroup's OOM killer ended it, else
+    /// what its exit status says.
+    pub fn describe_end(&self, status: Option<ExitStatus>) -> String {
+        self.cgroup
+            .as_ref()
+            .and_then(crate::limits::ServerCgroup::limit_kill)
+            .unwrap_or_else(|| describe_exit(status))
     }
 
     /// Reaps the leader after it exited by itself, then ends what is left of its tree.
     pub async fn reap(&mut self, timeouts: StopTimeouts) -> Option<ExitStatus> {
         self.stdin = None;
         let status = self.child.wait().await.ok();
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
         super::tree::end_tree(&self.tree, timeouts.after_term).await;
         status
     }
@@ -299,6 +324,8 @@ pub struct InForce {
     pub not_enforced: Vec<String>,
     /// Its process tree, for accounting.
     pub tree: super::tree::TreeId,
+    /// Its cgroup directory, when it has one.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// `name` made safe as one file name component.

@@ -133,8 +133,8 @@ impl Transport {
                     Ok(Some(Ok(Frame::TooLong(len)))) => too_long(p, len),
                     _ => {
                         p.reap(StopTimeouts::default()).await;
-                        p.exit = Some(describe_exit(status));
-                        Event::Closed(with_stderr(p, describe_exit(status)))
+                        p.exit = Some(p.describe_end(status));
+                        Event::Closed(with_stderr(p, p.describe_end(status)))
                     }
                 }
             }
@@ -165,10 +165,10 @@ async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error
         Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
         None => {
             let status = p.stop(StopTimeouts::default()).await;
-            p.exit = Some(describe_exit(status));
+            p.exit = Some(p.describe_end(status));
             Event::Closed(with_stderr(
                 p,
-                format!("closed its stdout; {}", describe_exit(status)),
+                format!("closed its stdout; {}", p.describe_end(status)),
             ))
         }
     }

@@ -27,7 +27,7 @@
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
-//! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox) |
+//! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox), `alloc {mb}` (allocates and touches that much memory, keeps it) and `spawn {n}` (starts up to n `sleep 600` children, answers how many started) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
 //! `prompts/get` with one user message naming them; resources answer `resources/read` with the
@@ -251,6 +251,16 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
                 "connect",
                 "Opens a TCP connection to 127.0.0.1:`port`",
                 json!({"port": number}),
+            ),
+            tool(
+                "alloc",
+                "Allocates and keeps `mb` MiB",
+                json!({"mb": number}),
+            ),
+            tool(
+                "spawn",
+                "Starts up to `n` children, answers how many started",
+                json!({"n": number}),
             ),
         ]);
     }
@@ -536,6 +546,40 @@ impl Server {
                 let text = args["text"].as_str().unwrap_or_default();
                 let r = std::fs::write(path, text).map(|()| "written".to_owned());
                 self.out.result(&id, &text_result(&probe(r)));
+            }
+            "alloc" if self.options.probe_tools => {
+                let mb = num("mb") as usize;
+                let mut kept = Vec::with_capacity(mb);
+                for _ in 0..mb {
+                    // Touched, so that it is resident.
+                    kept.push(vec![1u8; 1 << 20]);
+                }
+                std::mem::forget(kept);
+                self.out
+                    .result(&id, &text_result(&format!("ok: allocated {mb} MiB")));
+            }
+            "spawn" if self.options.probe_tools => {
+                let n = num("n") as usize;
+                let mut started = 0;
+                let mut error = String::new();
+                for _ in 0..n {
+                    match Command::new("sleep")
+                        .arg("600")
+                        .stdin(Stdio::null())
+                        .spawn()
+                    {
+                        Ok(child) => {
+                            std::mem::forget(child);
+                            started += 1;
+                        }
+                        Err(e) => {
+                            error = format!(" ({e})");
+                            break;
+                        }
+                    }
+                }
+                self.out
+                    .result(&id, &text_result(&format!("started {started}{error}")));
             }
             "connect" if self.options.probe_tools => {
                 let port = num("port") as u16;
