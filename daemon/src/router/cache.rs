@@ -2,8 +2,10 @@
 //! instructions as last seen live, so that a client attaching while servers are still starting
 //! gets a complete catalog at once (and `list_changed` if the live one differs).
 //!
-//! It holds no secrets: only what servers list to every client. An entry is used only while
-//! the server's definition is unchanged (a fingerprint of its transport settings).
+//! It holds no tokens, but descriptions, instructions and resource names can be private, so it
+//! is kept like the credentials: directory 0700, file 0600 (looser modes found on disk are
+//! tightened when the cache is read or written). An entry is used only while the server's
+//! definition is unchanged (a fingerprint of its transport settings).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +50,13 @@ fn fingerprint(spec: &ServerSpec) -> String {
 }
 
 impl CatalogCache {
-    /// Reads the cache at `path`; a missing or unreadable file is an empty cache.
+    /// Reads the cache at `path`; a missing or unreadable file is an empty cache. A cache
+    /// directory or file that others may read is made private first.
     pub fn load(path: PathBuf) -> Self {
+        if let Some(dir) = path.parent() {
+            tighten(dir, 0o700);
+        }
+        tighten(&path, 0o600);
         let servers = match crate::config::read_bounded(&path, MAX_CACHE_BYTES) {
             Ok(text) => match serde_json::from_str::<CacheFile>(&text) {
                 Ok(file) if file.format == FORMAT => file.servers,
@@ -127,9 +134,36 @@ impl CatalogCache {
     }
 }
 
+/// Sets `mode` on `path` if it is a file or directory of ours (not a symlink: `lstat`) whose
+/// mode is looser; anything else is left as it is.
+fn tighten(path: &Path, mode: u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let ours = meta.uid() == mcpd_proto::trust::our_uid();
+    if ours && !meta.file_type().is_symlink() && meta.mode() & 0o777 & !mode != 0 {
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => tracing::info!(
+                "made the catalog cache {} private (mode {:04o} was {:04o})",
+                path.display(),
+                mode,
+                meta.mode() & 0o777
+            ),
+            Err(e) => tracing::warn!("cannot chmod {:o} {}: {e}", mode, path.display()),
+        }
+    }
+}
+
 fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    tighten(dir, 0o700);
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     // A server may put a secret it was given into a description or its instructions: the
     // file gets every known secret value redacted (still JSON: values are matched in their
@@ -139,6 +173,54 @@ fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
     serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|_| {
         std::io::Error::other("the catalog would not be JSON once redacted; not cached")
     })?;
-    std::fs::write(&tmp, text)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| {
+            // A temp file left by an earlier run keeps its mode on open: set it.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(text.as_bytes())
+        })?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn the_cache_is_written_private_and_loose_modes_found_are_tightened() {
+        let tmp = tempfile::Builder::new()
+            .prefix("c")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().join("mcpd");
+        let path = dir.join("catalog.json");
+        write_atomically(&path, &CacheFile::default()).unwrap();
+        assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+
+        // A cache written by an older mcpd with the default umask.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _cache = CatalogCache::load(path.clone());
+        assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+
+        // A symlink in the file's place is not followed to chmod its target.
+        let target = tmp.path().join("elsewhere");
+        std::fs::write(&target, "{}").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let _cache = CatalogCache::load(path.clone());
+        assert_eq!(mode(&target), 0o644);
+    }
 }
