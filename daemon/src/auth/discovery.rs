@@ -263,11 +263,17 @@ pub async fn discover(
     let resource_url = canonical_resource(server);
     let mut candidates = Vec::new();
     if let Some(url) = challenge.and_then(|c| c.resource_metadata.as_deref()) {
-        candidates.push(
-            server
-                .join(url)
-                .map_err(|e| format!("the server's resource_metadata {url:?} is not a URL: {e}"))?,
-        );
+        let url = server
+            .join(url)
+            .map_err(|e| format!("the server's resource_metadata {url:?} is not a URL: {e}"))?;
+        // The challenge comes from the server, over whatever it answered on: metadata that
+        // decides where the user logs in is fetched over https only (or on this machine).
+        if !secure_enough(&url) {
+            return Err(format!(
+                "the server's challenge points at resource metadata {url}, which is neither https nor on this machine; refusing it"
+            ));
+        }
+        candidates.push(url);
     } else {
         candidates.extend(protected_resource_urls(server));
     }
@@ -276,7 +282,7 @@ pub async fn discover(
     for url in candidates {
         match http.get_json::<ResourceMetadata>(&url).await {
             Ok(Some(doc)) => {
-                resource_metadata = Some(doc);
+                resource_metadata = Some((doc, url));
                 break;
             }
             Ok(None) => tried.push(url.to_string()),
@@ -284,22 +290,23 @@ pub async fn discover(
         }
     }
     let (resource, issuer, prm_scopes) = match resource_metadata {
-        Some(doc) => {
-            if let Some(r) = &doc.resource
-                && !resource_matches(r, &resource_url)
-            {
+        Some((doc, at)) => {
+            // RFC 9728 §3.3: metadata whose `resource` is not this server's must not be used;
+            // without a `resource` it cannot be shown to be this server's either.
+            let Some(r) = doc.resource else {
                 return Err(format!(
-                    "the protected resource metadata is for {r}, not for {resource_url}; refusing it"
+                    "the protected resource metadata at {at} names no `resource`, so it cannot be shown to be for {resource_url}; refusing it (RFC 9728 §3.3)"
+                ));
+            };
+            if !resource_matches(&r, &resource_url) {
+                return Err(format!(
+                    "the protected resource metadata at {at} is for {r}, not for {resource_url}; refusing it (RFC 9728 §3.3)"
                 ));
             }
             let issuer = doc.authorization_servers.first().cloned().ok_or_else(|| {
                 "the protected resource metadata names no authorization server".to_owned()
             })?;
-            (
-                doc.resource.unwrap_or_else(|| resource_url.clone()),
-                issuer,
-                doc.scopes_supported,
-            )
+            (r, issuer, doc.scopes_supported)
         }
         None => {
             // Servers of the 2025-03-26 revision have no resource metadata: their origin is
@@ -491,6 +498,113 @@ mod tests {
             "https://evil.example/mcp",
             "https://mcp.example.com/mcp"
         ));
+    }
+
+    /// A loopback HTTP server that answers `GET path` with the JSON `routes(base)` gives it
+    /// (404 otherwise); returns its base URL.
+    async fn serve(routes: impl FnOnce(&str) -> Vec<(String, serde_json::Value)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes = routes(&base);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request);
+                    let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                        Some((_, v)) => ("200 OK", v.to_string()),
+                        None => ("404 Not Found", "{}".to_owned()),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        base
+    }
+
+    /// Discovery for `<server>/mcp` whose path-aware resource metadata is `prm(base)` and whose
+    /// origin is a valid authorization server.
+    async fn discover_with(
+        prm: impl FnOnce(&str) -> serde_json::Value,
+    ) -> (String, Result<Discovered, String>) {
+        let base = serve(|base| {
+            vec![
+                (
+                    "/.well-known/oauth-protected-resource/mcp".into(),
+                    prm(base),
+                ),
+                (
+                    "/.well-known/oauth-authorization-server".into(),
+                    serde_json::json!({
+                        "issuer": base, "authorization_endpoint": format!("{base}/authorize"),
+                        "token_endpoint": format!("{base}/token"),
+                        "code_challenge_methods_supported": ["S256"]
+                    }),
+                ),
+            ]
+        })
+        .await;
+        let server = Url::parse(&format!("{base}/mcp")).unwrap();
+        let http = Http::new().unwrap();
+        let found = discover(&http, &server, None).await;
+        (base, found)
+    }
+
+    #[tokio::test]
+    async fn resource_metadata_for_this_server_is_used() {
+        let (base, found) = discover_with(
+            |b| serde_json::json!({"resource": format!("{b}/mcp"), "authorization_servers": [b]}),
+        )
+        .await;
+        assert_eq!(found.unwrap().resource, format!("{base}/mcp"));
+    }
+
+    #[tokio::test]
+    async fn resource_metadata_without_a_resource_is_refused() {
+        let (_, found) = discover_with(|b| serde_json::json!({"authorization_servers": [b]})).await;
+        let err = found.unwrap_err();
+        assert!(err.contains("names no `resource`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn resource_metadata_for_another_resource_is_refused() {
+        let (_, found) = discover_with(
+            |b| serde_json::json!({"resource": format!("{b}/other"), "authorization_servers": [b]}),
+        )
+        .await;
+        let err = found.unwrap_err();
+        assert!(err.contains("/other, not for"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_challenge_pointing_at_plain_http_metadata_elsewhere_is_refused() {
+        let http = Http::new().unwrap();
+        let server = Url::parse("https://mcp.example.com/mcp").unwrap();
+        let challenge = Challenge::parse(
+            r#"Bearer resource_metadata="http://metadata.example.net/.well-known/oauth-protected-resource""#,
+        );
+        let err = discover(&http, &server, Some(&challenge))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("neither https nor on this machine")
+                && err.contains("metadata.example.net"),
+            "{err}"
+        );
     }
 
     #[test]
