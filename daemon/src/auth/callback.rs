@@ -4,14 +4,21 @@
 //! the awaited redirect are answered with an error page and do not end the login.
 //!
 //! A tiny HTTP/1.1 reader over a tokio `TcpListener` is all this needs: one request per
-//! connection, headers only, bounded in size and time.
+//! connection, headers only, bounded in size and time. Connections are served concurrently,
+//! each in a task of its own ([`Listener::serve`]): anyone on the machine can connect to the
+//! port, and an idle connection must not hold the browser's redirect back. At most
+//! [`MAX_PENDING`] connections are read at once; past that the oldest one is dropped.
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use url::Url;
 
 use super::pkce::same_state;
@@ -22,6 +29,8 @@ pub const CALLBACK_PATH: &str = "/callback";
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a connection has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections read and judged at once; a new one beyond this drops the oldest.
+pub const MAX_PENDING: usize = 64;
 
 /// A bound callback listener.
 #[derive(Debug)]
@@ -71,36 +80,113 @@ impl Listener {
         format!("http://127.0.0.1:{}{CALLBACK_PATH}", self.port)
     }
 
-    /// Accepts one connection and judges its request; answers it with a page.
-    pub async fn next(&self, expected: &Expected, server: &str) -> Verdict {
-        let (mut stream, _) = match self.listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => return Verdict::Refused(format!("accept failed: {e}")),
-        };
-        let verdict = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-            Ok(Ok(head)) => judge_request(&head, self.port, expected),
-            Ok(Err(e)) => Verdict::Refused(e),
-            Err(_) => Verdict::Refused("the request did not arrive in time".into()),
-        };
-        let (status, text) = match &verdict {
-            Verdict::Code(_) => (
-                "200 OK",
-                format!(
-                    "Authorization for {server} received. You can close this tab and return to the terminal."
-                ),
-            ),
-            Verdict::Refused(why) => (
-                "400 Bad Request",
-                format!("mcpd refused this request: {why}."),
-            ),
-            Verdict::Failed(why) => (
-                "400 Bad Request",
-                format!("Login to {server} failed: {why}."),
-            ),
-        };
-        let _ = respond(&mut stream, status, &text).await;
-        verdict
+    /// Starts serving: every connection is read, judged against `expected` and answered in a
+    /// task of its own; the verdicts come out of [`Serving::next`] in the order they are
+    /// reached. Dropping the [`Serving`] closes the port and ends every connection task.
+    pub fn serve(self, expected: Arc<Expected>, server: String) -> Serving {
+        let (tx, verdicts) = mpsc::channel(MAX_PENDING);
+        let port = self.port;
+        let accept = tokio::spawn(async move {
+            let mut tasks = JoinSet::new();
+            let mut pending: VecDeque<AbortHandle> = VecDeque::new();
+            loop {
+                let (stream, _) = match self.listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        if tx
+                            .send(Verdict::Refused(format!("accept failed: {e}")))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                while tasks.try_join_next().is_some() {}
+                pending.retain(|h| !h.is_finished());
+                if pending.len() >= MAX_PENDING
+                    && let Some(oldest) = pending.pop_front()
+                {
+                    oldest.abort();
+                }
+                let (expected, server, tx) = (Arc::clone(&expected), server.clone(), tx.clone());
+                pending.push_back(tasks.spawn(async move {
+                    let verdict = one_request(stream, port, &expected, &server).await;
+                    let _ = tx.send(verdict).await;
+                }));
+            }
+        });
+        Serving {
+            verdicts,
+            port,
+            accept,
+        }
     }
+}
+
+/// A callback listener being served: see [`Listener::serve`].
+#[derive(Debug)]
+pub struct Serving {
+    verdicts: mpsc::Receiver<Verdict>,
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// The next verdict on a request to the port (pending forever once the port is closed).
+    pub async fn next(&mut self) -> Verdict {
+        match self.verdicts.recv().await {
+            Some(verdict) => verdict,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // The accept task owns the listener and the connection tasks: all end with it.
+        self.accept.abort();
+    }
+}
+
+/// Reads, judges and answers the one request of a connection.
+async fn one_request(
+    mut stream: TcpStream,
+    port: u16,
+    expected: &Expected,
+    server: &str,
+) -> Verdict {
+    let verdict = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(head)) => judge_request(&head, port, expected),
+        Ok(Err(e)) => Verdict::Refused(e),
+        Err(_) => Verdict::Refused("the request did not arrive in time".into()),
+    };
+    let (status, text) = match &verdict {
+        Verdict::Code(_) => (
+            "200 OK",
+            format!(
+                "Authorization for {server} received. You can close this tab and return to the terminal."
+            ),
+        ),
+        Verdict::Refused(why) => (
+            "400 Bad Request",
+            format!("mcpd refused this request: {why}."),
+        ),
+        Verdict::Failed(why) => (
+            "400 Bad Request",
+            format!("Login to {server} failed: {why}."),
+        ),
+    };
+    let _ = tokio::time::timeout(READ_TIMEOUT, respond(&mut stream, status, &text)).await;
+    verdict
 }
 
 /// Judges a URL pasted back by the user (headless mode) like a request to the listener.
@@ -355,7 +441,7 @@ mod tests {
         let listener = Listener::bind(None).await.unwrap();
         let port = listener.port();
         assert!(listener.redirect_uri().starts_with("http://127.0.0.1:"));
-        let e = expected(false);
+        let mut serving = listener.serve(Arc::new(expected(false)), "x".into());
         let client = tokio::spawn(async move {
             let mut replies = Vec::new();
             for target in ["/nope?state=st4te&code=c", "/callback?state=st4te&code=c"] {
@@ -371,10 +457,54 @@ mod tests {
             }
             replies
         });
-        assert!(matches!(listener.next(&e, "x").await, Verdict::Refused(_)));
-        assert!(is_code(&listener.next(&e, "x").await));
+        assert!(matches!(serving.next().await, Verdict::Refused(_)));
+        assert!(is_code(&serving.next().await));
         let replies = client.await.unwrap();
         assert!(replies[0].starts_with("HTTP/1.1 400"), "{}", replies[0]);
         assert!(replies[1].starts_with("HTTP/1.1 200"), "{}", replies[1]);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_do_not_hold_the_browsers_redirect_back() {
+        let listener = Listener::bind(None).await.unwrap();
+        let port = listener.port();
+        let mut serving = listener.serve(Arc::new(expected(false)), "x".into());
+        // Connections that never send a byte, held open for the whole test.
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        let mut browser = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        browser
+            .write_all(
+                format!(
+                    "GET /callback?state=st4te&code=c HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // The first verdict is the browser's: the idle connections are still being waited on
+        // (one at a time, they would each have held it back for the read timeout).
+        assert!(is_code(&serving.next().await));
+        let mut reply = String::new();
+        browser.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        drop(idle);
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_oldest_pending_connection_is_dropped() {
+        let listener = Listener::bind(None).await.unwrap();
+        let port = listener.port();
+        let _serving = listener.serve(Arc::new(expected(false)), "x".into());
+        let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut rest = Vec::new();
+        for _ in 0..MAX_PENDING {
+            rest.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        // The oldest idle connection was closed without an answer to make room.
+        let mut got = Vec::new();
+        assert_eq!(first.read_to_end(&mut got).await.unwrap(), 0);
     }
 }

@@ -606,13 +606,13 @@ impl AuthManager {
                 q.append_pair("scope", &scopes.join(" "));
             }
         }
-        let expected = Expected {
+        let expected = Arc::new(Expected {
             state,
             issuer: issuer.clone(),
             iss_required: discovered
                 .metadata
                 .authorization_response_iss_parameter_supported,
-        };
+        });
         let (paste_tx, paste_rx) = mpsc::channel(4);
         let cancel = CancellationToken::new();
         let id = self.next_login.fetch_add(1, Ordering::Relaxed);
@@ -818,7 +818,7 @@ struct Flow {
     verifier: SecretString,
     redirect_uri: String,
     scopes: Vec<String>,
-    expected: Expected,
+    expected: Arc<Expected>,
 }
 
 impl Flow {
@@ -829,6 +829,9 @@ impl Flow {
         cancel: CancellationToken,
     ) -> Result<String, String> {
         let server = self.auth.name.clone();
+        // Every connection to the port is served in a task of its own: an idle one cannot
+        // hold the browser's redirect back.
+        let mut listener = listener.serve(Arc::clone(&self.expected), server.clone());
         let deadline = tokio::time::sleep(LOGIN_TIMEOUT);
         tokio::pin!(deadline);
         let code = loop {
@@ -840,7 +843,7 @@ impl Flow {
                 () = &mut deadline => {
                     return Err(format!("no answer from the browser within {} minutes", LOGIN_TIMEOUT.as_secs() / 60));
                 }
-                verdict = listener.next(&self.expected, &server) => match verdict {
+                verdict = listener.next() => match verdict {
                     Verdict::Code(code) => break code,
                     Verdict::Refused(why) => tracing::warn!(server = %server, "refused a request to the login callback: {why}"),
                     Verdict::Failed(why) => return Err(why),
