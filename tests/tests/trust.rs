@@ -399,7 +399,9 @@ fn a_child_record_planted_by_another_user_gets_nothing_killed() {
 
 #[test]
 fn another_user_flooding_an_opened_up_socket_cannot_lock_the_owner_out() {
-    let daemon = TestDaemon::start(fixture::config(&[("fx", &[])]));
+    // No servers: starting one makes the daemon check its runtime directory, which would
+    // close it again (it keeps the directory 0700 whenever it writes a child record there).
+    let daemon = TestDaemon::start(json!({"mcpServers": {}}));
     // Modes opened up (as a careless admin might), so that only the daemon's checks hold.
     let mut dir = daemon.socket().parent().unwrap();
     while dir.starts_with(daemon.root()) {

@@ -92,7 +92,13 @@ fn flood(path: &Path, n: usize) {
         while open.len() < n {
             match UnixStream::connect(path) {
                 Ok(s) => open.push(s),
-                Err(_) => break,
+                Err(e) => {
+                    eprintln!(
+                        "mcpd-socket-peer: connect failed with {} open: {e}",
+                        open.len()
+                    );
+                    break;
+                }
             }
         }
         if !announced && open.len() >= n {
