@@ -23,6 +23,7 @@ mod output;
 mod render;
 mod secret;
 mod tools;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +111,21 @@ enum Command {
         lines: Option<usize>,
         /// Only lines about this server.
         server: Option<String>,
+    },
+    /// A live view of the servers by memory or CPU, with request rates (q quits).
+    Top {
+        /// Print one frame (two samples an interval apart) and exit; for scripts and pipes.
+        #[arg(long, conflicts_with = "iterations")]
+        once: bool,
+        /// Print this many frames and exit.
+        #[arg(short = 'n', long, value_name = "N")]
+        iterations: Option<u64>,
+        /// Seconds between frames.
+        #[arg(short = 'd', long, default_value = "2", value_name = "SECS", value_parser = top::parse_interval)]
+        interval: std::time::Duration,
+        /// Sort by memory or by CPU use.
+        #[arg(long, value_enum, default_value_t = top::SortBy::Mem)]
+        sort: top::SortBy,
     },
     /// Pinned tool definitions (rug pulls) and poisoning checks.
     Tools {
@@ -212,6 +228,19 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Status { json } => status(&socket(), json),
+        Command::Top {
+            once,
+            iterations,
+            interval,
+            sort,
+        } => top::run(
+            &socket(),
+            &top::Options {
+                interval,
+                iterations: if once { Some(1) } else { iterations },
+                sort,
+            },
+        ),
         Command::Logs {
             follow,
             lines,
