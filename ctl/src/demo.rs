@@ -2,9 +2,10 @@
 //!
 //! It starts a private mcpd (from the binary next to `mcpctl`) on a temporary runtime and
 //! configuration directory, configured with one upstream: `mcpctl example-server`. Then it plays
-//! an MCP client: it launches `mcp-shim` the way Claude Desktop or Cursor would, initializes,
-//! lists the tools and calls two of them, shows `mcpctl status`, and stops everything. Nothing
-//! but this workspace's three binaries is needed.
+//! two MCP clients: each launches `mcp-shim` the way Claude Desktop or Cursor would; both are
+//! served by one server process (its pid shows it); the server is killed and comes back; mcpd
+//! itself is restarted and client A's session goes on; `mcpctl status`; everything stops.
+//! Nothing but this workspace's three binaries is needed.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -48,8 +49,8 @@ pub fn run(keep: bool) -> Result<()> {
     say!("mcpctl demo: a private mcpd with one example server, used through mcp-shim");
     say!("the way an MCP client (Claude Desktop, Cursor, ...) uses it.");
     say!("");
-    let dir = DemoDir::create(&exe).context("demo step 1/6 (temporary directory) failed")?;
-    say!("[1/6] temporary directory {}", dir.root.path().display());
+    let dir = DemoDir::create(&exe).context("demo step 1/8 (temporary directory) failed")?;
+    say!("[1/8] temporary directory {}", dir.root.path().display());
     say!("      config: {}", dir.config_file.display());
 
     let outcome = steps(&bins, &dir);
@@ -76,11 +77,14 @@ pub fn run(keep: bool) -> Result<()> {
             }
             say!("");
             say!("demo finished: every step worked.");
+            say!("Next: packaging/install.sh puts mcpd, mcp-shim and mcpctl in ~/.local/bin");
             say!(
-                "Next: put your servers in {}, start `mcpd`,",
+                "      (and the systemd user units, when there is a user manager); then put your servers in {}",
                 Paths::from_env().config_file.display()
             );
-            say!("and point your MCP clients at `mcp-shim` instead of the servers.");
+            say!(
+                "      or `mcpctl import --from claude-desktop`, and `mcpctl install-client claude-desktop`."
+            );
             Ok(())
         }
         Err(e) => {
@@ -95,81 +99,133 @@ pub fn run(keep: bool) -> Result<()> {
     }
 }
 
-/// Steps 2 to 6; the temporary directory is the caller's.
+/// Steps 2 to 8; the temporary directory is the caller's.
 fn steps(bins: &Binaries, dir: &DemoDir) -> Result<()> {
-    let mut daemon = Daemon::start(bins, dir).context("demo step 2/6 (starting mcpd) failed")?;
-    say!(
-        "[2/6] started {} (pid {}), log: {}",
-        bins.mcpd.display(),
-        daemon.child.id(),
-        dir.daemon_log.display()
-    );
-
+    let began = Instant::now();
+    let mut daemon = Daemon::start(bins, dir).context("demo step 2/8 (starting mcpd) failed")?;
     let waited = daemon
         .wait_until_ready()
-        .context("demo step 3/6 (waiting for mcpd's socket) failed")?;
+        .context("demo step 2/8 (waiting for mcpd's socket) failed")?;
     say!(
-        "[3/6] mcpd answers on {} (after {:.1} s)",
+        "[2/8] started {} (pid {}); it answers on {} after {} ms",
+        bins.mcpd.display(),
+        daemon.child.id(),
         daemon.socket.display(),
-        waited.as_secs_f64()
+        waited.as_millis()
     );
 
-    let mut shim = Shim::start(bins, dir).context("demo step 4/6 (MCP session) failed")?;
+    let mut a = Shim::start(bins, dir).context("demo step 3/8 (client A) failed")?;
     say!(
-        "[4/6] MCP session through mcp-shim (pid {})",
-        shim.child.id()
+        "[3/8] client A: an MCP session through mcp-shim (pid {})",
+        a.child.id()
     );
-    session(&mut shim).context("demo step 4/6 (MCP session through mcp-shim) failed")?;
+    session(&mut a).context("demo step 3/8 (client A's MCP session) failed")?;
 
-    say!("[5/6] mcpctl status");
-    let status = status(&daemon.socket).context("demo step 5/6 (mcpctl status) failed")?;
+    let mut b = Shim::start(bins, dir).context("demo step 4/8 (client B) failed")?;
+    initialize(&mut b, "B").context("demo step 4/8 (client B's initialize) failed")?;
+    let pid_a = call_tool(&mut a, "example__pid", &json!({})).context("client A: example__pid")?;
+    let pid_b = call_tool(&mut b, "example__pid", &json!({})).context("client B: example__pid")?;
+    if pid_a != pid_b {
+        bail!(
+            "demo step 4/8: clients A and B were served by different processes ({pid_a}, {pid_b})"
+        );
+    }
+    say!(
+        "[4/8] client B (mcp-shim pid {}) at the same time: both clients are served by one example-server process, pid {pid_a}",
+        b.child.id()
+    );
+
+    let killed_at = Instant::now();
+    let old: i32 = pid_a
+        .parse()
+        .with_context(|| format!("example__pid answered {pid_a:?}"))?;
+    // SAFETY: kill(2) with a pid the server just reported and a valid signal; no memory is
+    // shared with the callee.
+    if unsafe { libc::kill(old, libc::SIGKILL) } != 0 {
+        bail!(
+            "demo step 5/8: cannot kill pid {old}: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let new =
+        wait_for_new_pid(&daemon.socket, old).context("demo step 5/8 (server back) failed")?;
+    let answered = call_tool(&mut a, "example__pid", &json!({}))
+        .context("demo step 5/8 (a call after the restart) failed")?;
+    say!(
+        "[5/8] killed the example server (pid {old}): mcpd started it again as pid {new} in {} ms; client A's next call was answered by pid {answered}",
+        killed_at.elapsed().as_millis()
+    );
+
+    let restarted_at = Instant::now();
+    daemon
+        .shutdown()
+        .context("demo step 6/8 (stopping mcpd) failed")?;
+    let mut daemon =
+        Daemon::start(bins, dir).context("demo step 6/8 (starting mcpd again) failed")?;
+    daemon
+        .wait_until_ready()
+        .context("demo step 6/8 (waiting for the new mcpd) failed")?;
+    let echoed = call_tool(&mut a, "example__echo", &json!({"message": "still here"}))
+        .context("demo step 6/8 (client A after the daemon restart) failed")?;
+    say!(
+        "[6/8] restarted mcpd itself (new pid {}): client A's session went on without noticing ({echoed:?}, {} ms)",
+        daemon.child.id(),
+        restarted_at.elapsed().as_millis()
+    );
+
+    say!("[7/8] mcpctl status");
+    let status = status(&daemon.socket).context("demo step 7/8 (mcpctl status) failed")?;
     say!("");
     for line in status.lines() {
         say!("      {line}");
     }
     say!("");
 
-    shim.close()
-        .context("demo step 6/6 (stopping mcp-shim) failed")?;
+    a.close()
+        .context("demo step 8/8 (stopping client A) failed")?;
+    b.close()
+        .context("demo step 8/8 (stopping client B) failed")?;
     daemon
         .shutdown()
-        .context("demo step 6/6 (stopping mcpd) failed")?;
-    say!("[6/6] stopped mcp-shim and mcpd");
+        .context("demo step 8/8 (stopping mcpd) failed")?;
+    say!(
+        "[8/8] stopped both clients and mcpd ({} ms in all)",
+        began.elapsed().as_millis()
+    );
     Ok(())
 }
 
-/// The MCP conversation of step 4.
-fn session(shim: &mut Shim) -> Result<()> {
-    let init = shim
-        .request(
-            "initialize",
-            json!({
-                "protocolVersion": MCP_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "mcpctl-demo", "version": env!("CARGO_PKG_VERSION")}
-            }),
-        )
-        .context("initialize")?;
-    let server = init.get("serverInfo");
-    let field = |k: &str| {
-        server
-            .and_then(|s| s.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned()
-    };
-    say!(
-        "      initialize -> {} {}, protocol {}",
-        field("name"),
-        field("version"),
-        init.get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-    );
-    shim.notify("notifications/initialized")
-        .context("notifications/initialized")?;
+/// Polls the status until the example server is ready with a pid other than `old`.
+fn wait_for_new_pid(socket: &Path, old: i32) -> Result<u32> {
+    let deadline = Instant::now() + CATALOG_TIMEOUT;
+    loop {
+        let mut client = ControlClient::connect(socket, MCP_TIMEOUT)?;
+        if let ControlResponse::Status(s) = client.request(&ControlRequest::Status, MCP_TIMEOUT)? {
+            let server = s.servers.iter().find(|s| s.name == "example");
+            if let Some(pid) = server
+                .filter(|s| s.state == mcpd_proto::ServerState::Ready)
+                .and_then(|s| s.pid)
+                .filter(|pid| i64::from(*pid) != i64::from(old))
+            {
+                return Ok(pid);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the example server was not back within {} s",
+                CATALOG_TIMEOUT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
 
-    let tools = list_tools_until(shim, &["example__echo", "example__add"]).context("tools/list")?;
+/// The MCP conversation of step 3: initialize, list the tools, call two.
+fn session(shim: &mut Shim) -> Result<()> {
+    initialize(shim, "A")?;
+
+    let tools = list_tools_until(shim, &["example__echo", "example__add", "example__pid"])
+        .context("tools/list")?;
     say!("      tools/list -> {}", tools.join(", "));
 
     for (tool, arguments, expected) in [
@@ -188,6 +244,40 @@ fn session(shim: &mut Shim) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `initialize` and `notifications/initialized`, as every client starts.
+fn initialize(shim: &mut Shim, client: &str) -> Result<()> {
+    let init = shim
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": MCP_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": format!("mcpctl-demo-{client}"), "version": env!("CARGO_PKG_VERSION")}
+            }),
+        )
+        .context("initialize")?;
+    let server = init.get("serverInfo");
+    let field = |k: &str| {
+        server
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    if client == "A" {
+        say!(
+            "      initialize -> {} {}, protocol {}",
+            field("name"),
+            field("version"),
+            init.get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        );
+    }
+    shim.notify("notifications/initialized")
+        .context("notifications/initialized")
 }
 
 /// `tools/list` (all pages), repeated until every name in `wanted` is listed: the daemon may
@@ -356,7 +446,7 @@ impl DemoDir {
             .to_str()
             .ok_or_else(|| anyhow!("the path of mcpctl is not UTF-8: {}", exe.display()))?;
         let config = json!({
-            "mcpServers": {"example": {"command": command, "args": ["example-server"]}}
+            "mcpServers": {"example": {"command": command, "args": ["example-server"], "restartDelayMs": 20}}
         });
         let config_dir = paths
             .config_file

@@ -16,7 +16,10 @@ pub(crate) fn check(r: &mut Report, status: &DaemonStatus, reported: &[String]) 
     for server in &status.servers {
         let base = server.name.split('#').next().unwrap_or(&server.name);
         let level = match server.state {
-            ServerState::Failed | ServerState::CrashLoop | ServerState::AuthRequired => Level::Fail,
+            ServerState::Failed
+            | ServerState::CrashLoop
+            | ServerState::AuthRequired
+            | ServerState::SecretMissing => Level::Fail,
             ServerState::ConfigError if !reported.iter().any(|n| n == base) => Level::Fail,
             ServerState::ConfigError => continue,
             ServerState::Unknown => Level::Warn,

@@ -1,4 +1,5 @@
-//! `mcpctl example-server`: a tiny, correct MCP stdio server with two tools, `echo` and `add`.
+//! `mcpctl example-server`: a tiny, correct MCP stdio server with three tools, `echo`, `add`
+//! and `pid` (its process id: the demo shows that clients share one process).
 //!
 //! The demo configures it as an upstream so that mcpd can be tried with nothing else installed.
 //! It speaks JSON lines on stdin/stdout, writes nothing else to stdout, and exits at end of
@@ -110,7 +111,7 @@ fn initialize(params: &Value) -> Value {
         "protocolVersion": version,
         "capabilities": {"tools": {}},
         "serverInfo": {"name": "mcpd-example", "version": env!("CARGO_PKG_VERSION")},
-        "instructions": "An example server shipped with mcpctl: `echo` returns its message, `add` adds two numbers."
+        "instructions": "An example server shipped with mcpctl: `echo` returns its message, `add` adds two numbers, `pid` gives its process id."
     })
 }
 
@@ -138,6 +139,12 @@ fn tools() -> Value {
                 },
                 "required": ["a", "b"]
             }
+        },
+        {
+            "name": "pid",
+            "title": "Process id",
+            "description": "Returns the process id of this server.",
+            "inputSchema": {"type": "object", "properties": {}}
         }
     ])
 }
@@ -169,6 +176,7 @@ fn call(params: &Value) -> Reply {
                 _ => tool_error("invalid arguments: `a` and `b` must be numbers"),
             },
         ),
+        "pid" => Ok(text_result(&std::process::id().to_string())),
         _ => Err((INVALID_PARAMS, format!("unknown tool: {name}"))),
     }
 }

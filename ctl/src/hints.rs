@@ -18,7 +18,12 @@ pub fn way_out(s: &ServerStatus, config_path: Option<&str>) -> Option<String> {
         )),
         ServerState::Stopped => Some(format!("mcpctl start {name}")),
         ServerState::Failed => Some(format!("mcpctl restart {name}")),
-        // A new state that needs the user (`secret-missing`, ...) gets its arm here.
+        // The error names the secret; setting it restarts the servers that use it.
+        ServerState::SecretMissing => Some(
+            "mcpctl secret set NAME   (NAME as the error says; the server starts once it is set)"
+                .to_owned(),
+        ),
+        // A new state that needs the user gets its arm here.
         _ => None,
     }
 }

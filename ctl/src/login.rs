@@ -40,6 +40,9 @@ pub fn login(socket: &Path, server: &str, no_browser: bool, browser: Option<&str
     let url = match client.request(&request, START_TIMEOUT)? {
         ControlResponse::LoginStarted { url } => url,
         ControlResponse::Error { message } => bail!("login to {server} failed: {message}"),
+        ControlResponse::NoSuchServer { server, known } => {
+            return Err(crate::no_such_server(&server, &known));
+        }
         ControlResponse::Unknown => {
             bail!("this mcpd does not know `login`; is it older than mcpctl?")
         }

@@ -64,6 +64,9 @@ pub fn run(
 fn decode(line: &str) -> Result<LogsReply> {
     match serde_json::from_str::<ControlResponse>(line) {
         Ok(ControlResponse::Logs(reply)) => Ok(reply),
+        Ok(ControlResponse::NoSuchServer { server, known }) => {
+            Err(crate::no_such_server(&server, &known))
+        }
         Ok(ControlResponse::Error { message }) => {
             if message.contains("does not know that command") {
                 bail!(

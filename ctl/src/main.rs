@@ -22,6 +22,7 @@ mod logs;
 mod output;
 mod render;
 mod secret;
+mod status_one;
 mod tools;
 mod top;
 
@@ -59,11 +60,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the daemon, its servers and the attached client sessions.
+    /// Show the daemon, its servers and the attached client sessions; with NAME, one server
+    /// in full with its recent log lines.
     Status {
         /// Print the daemon's status as JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "server")]
         json: bool,
+        /// Only this server, in full.
+        server: Option<String>,
     },
     /// Re-read the configuration file; only servers whose definition changed are restarted.
     Reload,
@@ -227,7 +231,10 @@ fn run(cli: Cli) -> Result<()> {
             .unwrap_or_else(|| Paths::from_env().config_file)
     };
     match cli.command {
-        Command::Status { json } => status(&socket(), json),
+        Command::Status {
+            server: Some(name), ..
+        } => status_one::run(&socket(), &name, REQUEST_TIMEOUT),
+        Command::Status { json, server: None } => status(&socket(), json),
         Command::Top {
             once,
             iterations,
@@ -406,6 +413,7 @@ fn man(dir: &std::path::Path) -> Result<()> {
 /// The error for a reply that does not answer the request that was sent.
 fn unexpected(what: &str, response: ControlResponse) -> anyhow::Error {
     match response {
+        ControlResponse::NoSuchServer { server, known } => no_such_server(&server, &known),
         ControlResponse::Error { message } => anyhow::anyhow!("{what} failed: {message}"),
         ControlResponse::Unknown => anyhow::anyhow!(
             "{what}: mcpd sent a reply this mcpctl does not understand; \
@@ -413,4 +421,15 @@ fn unexpected(what: &str, response: ControlResponse) -> anyhow::Error {
         ),
         other => anyhow::anyhow!("{what}: mcpd sent an unexpected reply: {other:?}"),
     }
+}
+
+/// `no server named `x` (servers: a, b)`: what every command that names a server says when the
+/// daemon answers [`ControlResponse::NoSuchServer`].
+pub(crate) fn no_such_server(server: &str, known: &[String]) -> anyhow::Error {
+    let known = if known.is_empty() {
+        "none are configured".to_owned()
+    } else {
+        format!("servers: {}", known.join(", "))
+    };
+    anyhow::anyhow!("no server named `{server}` ({known})")
 }

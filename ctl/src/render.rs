@@ -96,6 +96,15 @@ fn server_row(s: &ServerStatus) -> Vec<String> {
         (&s.last_error, &s.server_info)
     };
     let mut info = first.as_ref().or(second.as_ref()).map(|i| clean(i));
+    if s.state == ServerState::Starting
+        && let Some(ms) = s.state_ms
+    {
+        let elapsed = format!("starting for {}", duration(ms));
+        info = Some(match info {
+            Some(i) => format!("{elapsed}; {i}"),
+            None => elapsed,
+        });
+    }
     // A process that failed: the line of its stderr that says why, not just its exit status.
     if matches!(
         s.state,
@@ -279,7 +288,7 @@ pub fn duration(ms: u64) -> String {
 
 /// Text from the daemon with control characters escaped, so that an upstream's error message
 /// cannot break the table or drive the terminal.
-fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }
@@ -325,6 +334,7 @@ mod tests {
                     contain: None,
                     auth: None,
                     flags: Vec::new(),
+                    state_ms: None,
                 },
                 ServerStatus {
                     name: "broken".into(),
@@ -342,6 +352,7 @@ mod tests {
                     contain: None,
                     auth: None,
                     flags: Vec::new(),
+                    state_ms: None,
                 },
             ],
             sessions: vec![SessionStatus {

@@ -131,7 +131,7 @@ fn tools_list_offers_echo_and_add_with_object_schemas() {
     let reply = s.request(3, "tools/list", json!({}));
     let tools = reply["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["echo", "add"]);
+    assert_eq!(names, ["echo", "add", "pid"]);
     assert_eq!(tools[0]["inputSchema"]["type"], "object");
     assert_eq!(tools[0]["inputSchema"]["required"], json!(["message"]));
     assert_eq!(

@@ -65,6 +65,7 @@ pub fn broken_servers(config: &Config) -> impl Iterator<Item = ServerStatus> + '
         auth: None,
         flags: Vec::new(),
         contain: None,
+        state_ms: None,
     })
 }
 

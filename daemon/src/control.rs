@@ -25,6 +25,9 @@ pub async fn serve(
         };
         let response = match frame {
             Some(Ok(Frame::Line(line))) => match serde_json::from_slice::<ControlRequest>(&line) {
+                Ok(request) if daemon.unknown_server(&request).is_some() => daemon
+                    .unknown_server(&request)
+                    .unwrap_or(ControlResponse::Ok),
                 Ok(ControlRequest::Login { server, no_browser }) => {
                     match login(&daemon, &server, no_browser, &mut reader, &mut writer).await {
                         Some(response) => response,

@@ -586,6 +586,7 @@ impl Daemon {
                             let scan = scan.get_or_insert_with(crate::upstream::tree::Scan::take);
                             crate::accounting::contain_status(c, scan, handle.requests())
                         }),
+                        state_ms: s.since.map(|t| millis(t.elapsed())),
                     }
                 })
                 .collect();
@@ -614,6 +615,7 @@ impl Daemon {
                     auth: self.auth.status(name),
                     flags: self.observer.flags(name),
                     contain: None,
+                    state_ms: None,
                 });
             }
             servers.extend(crate::config_report::broken_servers(&state.config));
@@ -776,6 +778,48 @@ impl Daemon {
             )
         })?;
         upstream.control(op).await
+    }
+
+    /// Every server name the daemon knows: running, per-client and left out for mistakes.
+    pub fn server_names(&self) -> Vec<String> {
+        let state = self.read();
+        let mut names: Vec<String> = state
+            .config
+            .servers
+            .keys()
+            .chain(state.config.broken.keys())
+            .chain(state.upstreams.keys())
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// [`ControlResponse::NoSuchServer`](mcpd_proto::ControlResponse::NoSuchServer) when the
+    /// request names a server the daemon does not know.
+    pub fn unknown_server(
+        &self,
+        request: &mcpd_proto::ControlRequest,
+    ) -> Option<mcpd_proto::ControlResponse> {
+        use mcpd_proto::ControlRequest as R;
+        let server = match request {
+            R::Restart { server }
+            | R::Stop { server }
+            | R::Start { server }
+            | R::Login { server, .. } => server,
+            R::Logs {
+                server: Some(server),
+                ..
+            } => server,
+            _ => return None,
+        };
+        let known = self.server_names();
+        let base = server.split('#').next().unwrap_or(server);
+        (!known.iter().any(|k| k == base)).then(|| mcpd_proto::ControlResponse::NoSuchServer {
+            server: server.clone(),
+            known,
+        })
     }
 
     /// What a client should be told in `initialize` about the configuration: servers left out

@@ -283,6 +283,15 @@ pub enum ControlResponse {
     Traffic(crate::observe::TrafficReply),
     /// Answer to [`ControlRequest::Stats`].
     Stats(crate::observe::StatsReport),
+    /// The request named a server the daemon does not know (`restart`, `stop`, `start`,
+    /// `logs`, `login`, `logout`): a machine-readable error, so clients need not match text.
+    NoSuchServer {
+        /// The name that was asked for.
+        server: String,
+        /// Every server the daemon knows, in name order.
+        #[serde(default)]
+        known: Vec<String>,
+    },
     /// A reply this build does not know (a newer daemon).
     /// The stored secrets (`secret-list`), without their values.
     Secrets {
@@ -448,6 +457,9 @@ pub struct ServerStatus {
     /// Sandbox, limits and resource use of a running stdio server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contain: Option<ContainStatus>,
+    /// Milliseconds since it entered its current state (how long it has been starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_ms: Option<u64>,
 }
 
 /// A stdio server's sandbox, limits and resource use (`mcpctl status`, `mcpctl top`).

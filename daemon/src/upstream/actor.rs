@@ -424,7 +424,13 @@ impl Actor {
     }
 
     fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
-        self.snapshot.send_modify(change);
+        self.snapshot.send_modify(|s| {
+            let before = s.state;
+            change(s);
+            if s.state != before {
+                s.since = Some(std::time::Instant::now());
+            }
+        });
         self.catalog_dirty.notify_one();
     }
 

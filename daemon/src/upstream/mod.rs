@@ -181,6 +181,8 @@ pub struct Snapshot {
     pub session: Option<String>,
     /// The sandbox, limits and tree of its running process.
     pub contain: Option<Arc<process::InForce>>,
+    /// When it entered its current state.
+    pub since: Option<std::time::Instant>,
 }
 
 impl Default for Snapshot {
@@ -200,6 +202,7 @@ impl Default for Snapshot {
             stderr: None,
             session: None,
             contain: None,
+            since: Some(std::time::Instant::now()),
         }
     }
 }
