@@ -427,3 +427,34 @@ fn another_user_flooding_an_opened_up_socket_cannot_lock_the_owner_out() {
     }
     daemon.wait_log("refused a connection from another user", TIMEOUT);
 }
+
+#[test]
+fn the_daemon_refuses_a_runtime_directory_another_user_planted_as_a_symlink() {
+    let victim = User::new(61010);
+    let mut attacker = User::new(61011);
+    // One of the victim's own directories, readable by others (like a home directory).
+    let target = victim.path("home").join("shared");
+    fs::create_dir(&target).unwrap();
+    victim.own(&target, 0o755);
+    // The attacker links the victim's fallback runtime directory to it.
+    let planted = fallback_dir(victim.uid);
+    attacker.cleans_up(planted.clone());
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(attacker.uid), Some(attacker.uid)).unwrap();
+
+    // The victim's daemon, with no XDG_RUNTIME_DIR and no /run/user/<uid>, would put its
+    // socket there: it refuses instead, naming the path, and touches nothing behind the link.
+    let out = victim.run(&bin("mcpd"), &[], &[]);
+    let said = text(&out);
+    assert!(!out.status.success(), "mcpd started: {said}");
+    assert!(
+        said.contains(&planted.display().to_string()) && said.contains("symbolic link"),
+        "{said}"
+    );
+    let mode = fs::metadata(&target).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the link's target was chmod-ed");
+    assert!(
+        !target.join("mcpd.sock").exists(),
+        "the socket went behind the link"
+    );
+}
