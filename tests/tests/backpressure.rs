@@ -86,10 +86,14 @@ fn a_client_that_still_does_not_read_has_its_session_closed_with_the_reason_logg
     stuck
         .set_read_timeout(Some(TIMEOUT))
         .expect("a read timeout");
+    // A peer that closes with our requests still unread in its receive queue ends the stream
+    // with a reset instead of an end of file (Linux, Unix stream sockets): both mean closed.
     let mut rest = Vec::new();
-    stuck
-        .read_to_end(&mut rest)
-        .expect("the daemon closes the connection");
+    match stuck.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the daemon closes the connection: {e}"),
+    }
     let status = daemon.wait_status(TIMEOUT, "the session to be gone", |s| s.sessions.is_empty());
     assert!(status.sessions.is_empty());
 }
