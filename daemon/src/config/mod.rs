@@ -16,6 +16,7 @@
 
 pub mod contain;
 mod expand;
+pub mod exposure;
 pub mod last_good;
 pub mod oauth;
 pub mod observe;
@@ -90,6 +91,8 @@ pub struct ServerSpec {
     pub secrets: secret_refs::SecretBinding,
     /// Its sandbox and resource limits (`"sandbox"`, `"limits"`; stdio servers).
     pub contain: contain::Containment,
+    /// Tool filter, name prefix and start mode (`tools`, `prefix`, `start`).
+    pub exposure: exposure::Exposure,
 }
 
 /// How a failed server is started again: after `initial_delay`, doubling up to `max_delay`
@@ -217,6 +220,16 @@ impl ServerSpec {
         }
     }
 
+    /// Whether a running process of `self` can serve `other`: everything but the catalog's
+    /// filters and prefix is the same, so a reload that changes only those restarts nothing.
+    pub fn same_process(&self, other: &Self) -> bool {
+        let mut other = other.clone();
+        if self.exposure.same_process(&other.exposure) {
+            other.exposure = self.exposure.clone();
+        }
+        *self == other
+    }
+
     /// What to call the server in messages: its command or URL (without secrets).
     pub fn describe(&self) -> String {
         match &self.transport {
@@ -253,6 +266,17 @@ pub enum Share {
 pub struct Profile {
     /// Server names, each defined in `mcpServers`.
     pub servers: Vec<String>,
+    /// The profile's own tool filter (`tools`) and `toolMode`.
+    pub shape: ProfileShape,
+}
+
+/// How a profile presents tools: a filter on top of its servers' own and the tool mode.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProfileShape {
+    /// Globs on the servers' own tool names.
+    pub tools: exposure::ToolFilter,
+    /// All definitions, the search trio, or search above a threshold.
+    pub tool_mode: exposure::ToolMode,
 }
 
 /// Daemon-wide options under the `mcpd` key.
@@ -298,6 +322,14 @@ impl Config {
             }
             None => None,
         }
+    }
+
+    /// The tool filter and mode of a profile (the default for one the file does not define).
+    pub fn profile_shape(&self, profile: &str) -> ProfileShape {
+        self.profiles
+            .get(profile)
+            .map(|p| p.shape.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -718,7 +750,34 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 }
             }
         }
+        self.prefix_collisions(&config)?;
         Ok(config)
+    }
+
+    /// Two servers whose names would share a prefix could not be told apart: an error that
+    /// names both. (`""` prefixes may repeat; a tool name they both list goes to the first.)
+    fn prefix_collisions(&self, config: &Config) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, spec) in &config.servers {
+            let prefix = spec.exposure.prefix_of(name);
+            if prefix.is_empty() {
+                continue;
+            }
+            if let Some(other) = seen.insert(prefix.to_owned(), name) {
+                let at = match spec.exposure.prefix {
+                    Some(_) => join(&join("mcpServers", name), "prefix"),
+                    None => join("mcpServers", name),
+                };
+                return Err(self.error(
+                    &at,
+                    format!(
+                        "servers `{other}` and `{name}` would both name their tools `{prefix}{}…`; give one of them another \"prefix\"",
+                        config.options.separator
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn server(&mut self, v: &Value, path: &str) -> Result<Option<ServerSpec>, ConfigError> {
@@ -738,6 +797,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             restart: RestartPolicy::default(),
             secrets: secret_refs::SecretBinding::default(),
             contain: contain::Containment::default(),
+            exposure: exposure::Exposure::default(),
         };
         let mut disabled = false;
         let mut kind = None;
@@ -851,6 +911,17 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                             format!("expected true or false, found {}", kind_of(value)),
                         )
                     })?;
+                }
+                "tools" => {
+                    spec.exposure.tools = exposure::tool_filter(value)
+                        .map_err(|(sub, e)| self.error(&format!("{at}{sub}"), e))?;
+                }
+                "prefix" => {
+                    spec.exposure.prefix =
+                        Some(exposure::prefix(value).map_err(|e| self.error(&at, e))?);
+                }
+                "start" => {
+                    spec.exposure.start = exposure::start(value).map_err(|e| self.error(&at, e))?;
                 }
                 "oauth" => {}                                // read by `oauth::collect`
                 k if observe::SERVER_KEYS.contains(&k) => {} // read by `observe::collect`
@@ -1018,6 +1089,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
 
     fn profile(&mut self, v: &Value, path: &str) -> Result<Profile, ConfigError> {
         let mut servers = Vec::new();
+        let mut shape = ProfileShape::default();
         for (key, value) in self.object(v, path)? {
             let at = join(path, key);
             match key.as_str() {
@@ -1035,10 +1107,17 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                         servers.push(self.string(item, &format!("{at}[{i}]"))?.to_owned());
                     }
                 }
+                "tools" => {
+                    shape.tools = exposure::tool_filter(value)
+                        .map_err(|(sub, e)| self.error(&format!("{at}{sub}"), e))?;
+                }
+                "toolMode" => {
+                    shape.tool_mode = exposure::tool_mode(value).map_err(|e| self.error(&at, e))?;
+                }
                 _ => self.unknown(path, key),
             }
         }
-        Ok(Profile { servers })
+        Ok(Profile { servers, shape })
     }
 
     fn options(&mut self, v: &Value) -> Result<Options, ConfigError> {
@@ -1152,7 +1231,7 @@ impl Diff {
         for (name, spec) in &new.servers {
             match old.servers.get(name) {
                 None => diff.added.push(name.clone()),
-                Some(old_spec) if old_spec != spec => diff.changed.push(name.clone()),
+                Some(old_spec) if !old_spec.same_process(spec) => diff.changed.push(name.clone()),
                 Some(_) => diff.unchanged.push(name.clone()),
             }
         }

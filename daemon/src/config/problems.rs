@@ -46,9 +46,12 @@ pub const SERVER_KEYS: &[&str] = &[
     "onNewTool",
     "sandbox",
     "limits",
+    "tools",
+    "prefix",
+    "start",
 ];
 /// Keys of a profile.
-pub const PROFILE_KEYS: &[&str] = &["servers"];
+pub const PROFILE_KEYS: &[&str] = &["servers", "tools", "toolMode"];
 /// Keys of the `mcpd` object.
 pub const OPTION_KEYS: &[&str] = &[
     "separator",

@@ -15,7 +15,9 @@ use mcpd_proto::envelope::{Rewrite, field};
 use serde_json::value::RawValue;
 
 use super::names::{disambiguated, fnv1a, is_ambiguous, namespaced};
+use crate::config::ProfileShape;
 use crate::config::ServerSpec;
+use crate::config::exposure::{ToolFilter, ToolMode};
 use crate::upstream::{ListKind, Snapshot, UpstreamCaps};
 
 /// One item as clients see it.
@@ -56,6 +58,9 @@ pub struct Catalog {
     claims: HashMap<String, BTreeSet<String>>,
     /// Where servers' resources and templates overlap, for the log and `mcpctl status`.
     pub overlaps: Vec<String>,
+    /// Tools a server lists that its `tools` filter hides: by the name they would have, the
+    /// server (so that a call gets a clear refusal rather than "unknown tool").
+    pub denied: HashMap<String, String>,
     /// Tools and prompts left out by the pinning policy, by kind and namespaced name.
     withheld: HashMap<(usize, String), Withheld>,
 }
@@ -90,11 +95,28 @@ impl Catalog {
                 },
             );
         }
-        let names: Vec<&str> = servers.keys().map(String::as_str).collect();
-        for (server, (_, snapshot)) in servers {
+        // Names are read against the prefixes in use (a server's name unless it sets one).
+        let names: Vec<&str> = servers
+            .iter()
+            .map(|(name, (spec, _))| spec.exposure.prefix_of(name))
+            .filter(|p| !p.is_empty())
+            .collect();
+        for (server, (spec, snapshot)) in servers {
+            let prefix = spec.exposure.prefix_of(server);
             for kind in ListKind::ALL {
                 for item in snapshot.lists[kind.index()].iter() {
-                    catalog.add(kind, server, separator, &item.key, &item.raw, &names);
+                    if kind == ListKind::Tools && !spec.exposure.tools.permits(&item.key) {
+                        let name = exposed_name(prefix, separator, &item.key);
+                        catalog.denied.insert(name, server.clone());
+                        continue;
+                    }
+                    let naming = Naming {
+                        server,
+                        prefix,
+                        separator,
+                        servers: &names,
+                    };
+                    catalog.add(kind, &naming, &item.key, &item.raw);
                 }
             }
         }
@@ -164,30 +186,31 @@ impl Catalog {
         self.overlaps.extend(overlaps);
     }
 
-    fn add(
-        &mut self,
-        kind: ListKind,
-        server: &str,
-        separator: &str,
-        key: &str,
-        raw: &RawValue,
-        servers: &[&str],
-    ) {
+    fn add(&mut self, kind: ListKind, naming: &Naming<'_>, key: &str, raw: &RawValue) {
+        let Naming {
+            server,
+            prefix,
+            separator,
+            servers,
+        } = *naming;
+        // Disambiguated names carry the server's prefix, or its name when it has none.
+        let named = if prefix.is_empty() { server } else { prefix };
         let namespaced_kind = matches!(kind, ListKind::Tools | ListKind::Prompts);
         let i = kind.index();
-        let name = if !namespaced_kind {
+        // Bare names (`"prefix": ""`) and URIs are kept as they are.
+        let name = if !namespaced_kind || prefix.is_empty() {
             key.to_owned()
-        } else if is_ambiguous(server, separator, key, servers) {
-            let name = disambiguated(server, separator, key);
+        } else if is_ambiguous(prefix, separator, key, servers) {
+            let name = disambiguated(prefix, separator, key);
             self.note(format!(
                 "`{server}`'s {} `{key}` is named `{name}`: `{}` would also read as a name of server `{}`",
                 singular(kind),
-                namespaced(server, separator, key),
-                longest_server_prefix(server, separator, key, servers),
+                namespaced(prefix, separator, key),
+                longest_server_prefix(prefix, separator, key, servers),
             ));
             name
         } else {
-            namespaced(server, separator, key)
+            namespaced(prefix, separator, key)
         };
         if let Some(&existing) = self.by_name[i].get(&name) {
             let owner = self.lists[i][existing].server.clone();
@@ -195,7 +218,7 @@ impl Catalog {
                 // Never hidden silently: two names that still meet (a hash collision, or a
                 // server offering one name twice) are both kept, the later one renamed.
                 let other = self.lists[i][existing].original.clone();
-                let renamed = disambiguated(server, separator, key);
+                let renamed = disambiguated(named, separator, key);
                 if (other != key || owner != server) && !self.by_name[i].contains_key(&renamed) {
                     self.note(format!(
                             "`{server}`'s {} `{key}` is named `{renamed}`: `{name}` is `{owner}`'s `{other}`",
@@ -230,7 +253,7 @@ impl Catalog {
     fn insert(&mut self, kind: ListKind, server: &str, key: &str, raw: &RawValue, name: String) {
         let namespaced_kind = matches!(kind, ListKind::Tools | ListKind::Prompts);
         let i = kind.index();
-        let json = if namespaced_kind {
+        let json = if namespaced_kind && name != key {
             match rename(raw, &name) {
                 Some(json) => json,
                 None => return,
@@ -352,11 +375,22 @@ impl Catalog {
             .filter(move |t| servers.contains(&t.server))
     }
 
+    /// The items of one kind of the given servers that a profile's tool filter lets through.
+    pub fn visible<'a>(
+        &'a self,
+        kind: ListKind,
+        servers: &'a [String],
+        filter: &'a ToolFilter,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.view(kind, servers)
+            .filter(move |e| kind != ListKind::Tools || filter.permits(&e.original))
+    }
+
     /// A fingerprint of one kind of list for the given servers: when it changes, clients of
     /// that view are told `list_changed`.
-    pub fn fingerprint(&self, kind: ListKind, servers: &[String]) -> u64 {
+    pub fn fingerprint(&self, kind: ListKind, servers: &[String], filter: &ToolFilter) -> u64 {
         let mut h = 0u64;
-        for entry in self.view(kind, servers) {
+        for entry in self.visible(kind, servers, filter) {
             h = h.rotate_left(5) ^ fnv1a(entry.json.as_bytes());
         }
         h
@@ -377,16 +411,25 @@ impl Catalog {
         all
     }
 
-    /// Every server's instructions, each under its name.
-    pub fn instructions(&self, servers: &[String]) -> Option<String> {
-        let parts: Vec<String> = servers
+    /// Every server's instructions, each under its name, summarised to fit
+    /// [`super::instructions::LIMIT`].
+    pub fn instructions(&self, servers: &[String]) -> super::instructions::Combined {
+        let parts: Vec<(String, String)> = servers
             .iter()
-            .filter_map(|s| {
-                let text = self.servers.get(s)?.instructions.as_deref()?.trim();
-                (!text.is_empty()).then(|| format!("## {s}\n{text}"))
-            })
+            .filter_map(|s| Some((s.clone(), self.servers.get(s)?.instructions.clone()?)))
             .collect();
-        (!parts.is_empty()).then(|| parts.join("\n\n"))
+        super::instructions::combine(&parts)
+    }
+
+    /// Whether a profile with this tool filter and mode sees the search trio.
+    pub fn searches(&self, servers: &[String], shape: &ProfileShape) -> bool {
+        match shape.tool_mode {
+            ToolMode::All => false,
+            ToolMode::Search => true,
+            ToolMode::Auto => shape
+                .tool_mode
+                .searches(self.visible(ListKind::Tools, servers, &shape.tools).count()),
+        }
     }
 }
 
@@ -472,6 +515,26 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         remaining = &remaining[search_from + at + literal.len()..];
     }
     remaining.len() > last.len() && remaining.ends_with(last)
+}
+
+/// The name clients see for `key` of a server whose prefix is `prefix`: `""` keeps the server's
+/// own name (MCP Apps call their tools by it).
+pub fn exposed_name(prefix: &str, separator: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        namespaced(prefix, separator, key)
+    }
+}
+
+/// How one server's items are named: its name, its prefix, the separator, and every prefix in
+/// use (to spot names that would read as another server's).
+#[derive(Clone, Copy)]
+struct Naming<'a> {
+    server: &'a str,
+    prefix: &'a str,
+    separator: &'a str,
+    servers: &'a [&'a str],
 }
 
 /// The item object with its `name` replaced; every other byte kept.

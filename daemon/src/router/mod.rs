@@ -4,6 +4,8 @@
 pub mod cache;
 pub mod catalog;
 pub mod hub;
+pub mod instructions;
 pub mod names;
 pub mod outbox;
+pub mod search;
 pub mod session;

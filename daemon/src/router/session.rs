@@ -28,7 +28,9 @@ use tokio_util::codec::FramedRead;
 use super::catalog::{Catalog, SharedCatalog};
 use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
 use super::outbox::{Outbox, write_lines};
+use super::{instructions, search};
 use crate::codec::{Frame, LineCodec};
+use crate::config::ProfileShape;
 use crate::daemon::Daemon;
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
@@ -263,6 +265,10 @@ impl Session {
             .unwrap_or_default()
     }
 
+    fn shape(&self) -> ProfileShape {
+        self.daemon.config().profile_shape(&self.profile)
+    }
+
     /// No new requests will be read (the daemon is shutting down, or the client closed its
     /// side): those in flight get their answers (or, as upstreams stop, errors) for a while.
     async fn drain(&mut self, grace: Duration) {
@@ -392,6 +398,8 @@ impl Session {
             daemon: Arc::clone(&self.daemon),
             catalog: self.catalog.clone(),
             servers: self.servers(),
+            shape: self.shape(),
+            profile: self.profile.clone(),
             link: self.link.clone(),
             out: self.out.clone(),
             line: line.clone(),
@@ -437,7 +445,10 @@ impl Session {
             self.daemon.config().options.list_wait,
         )
         .await;
-        let caps = catalog.caps(&servers);
+        let mut caps = catalog.caps(&servers);
+        let instructions = catalog.instructions(&servers);
+        // Summarised instructions point at resources mcpd serves itself.
+        caps.resources |= !instructions.cut.is_empty();
         let mut capabilities = serde_json::Map::new();
         if caps.tools {
             capabilities.insert("tools".into(), json!({"listChanged": true}));
@@ -462,7 +473,9 @@ impl Session {
             "capabilities": capabilities,
             "serverInfo": {"name": "mcpd", "title": "mcpd (shared MCP servers)", "version": env!("CARGO_PKG_VERSION")},
         });
-        let instructions = [self.daemon.config_notice(), catalog.instructions(&servers)];
+        // The configuration notice (when a server's definition is broken) comes first; the
+        // servers' part is already under the limit.
+        let instructions = [self.daemon.config_notice(), instructions.text];
         let instructions: Vec<String> = instructions.into_iter().flatten().collect();
         if !instructions.is_empty() {
             result["instructions"] = json!(instructions.join("\n\n"));
@@ -486,7 +499,7 @@ impl Session {
         self.link
             .set_caps(client_caps(params.capabilities.as_ref()));
         let catalog = self.catalog.borrow_and_update().clone();
-        self.announced = Some(fingerprints(&catalog, &self.servers()));
+        self.announced = Some(fingerprints(&catalog, &self.servers(), &self.shape()));
         version
     }
 
@@ -561,7 +574,7 @@ impl Session {
         let servers = self.servers();
         self.link.set_servers(servers.clone());
         let catalog = self.catalog.borrow_and_update().clone();
-        let now = fingerprints(&catalog, &servers);
+        let now = fingerprints(&catalog, &servers, &self.shape());
         let Some(seen) = self.announced else { return };
         self.announced = Some(now);
         if !self.initialized {
@@ -576,12 +589,17 @@ impl Session {
     }
 }
 
-fn fingerprints(catalog: &Catalog, servers: &[String]) -> [u64; 3] {
-    CHANGE_GROUPS.map(|(_, kinds)| {
+fn fingerprints(catalog: &Catalog, servers: &[String], shape: &ProfileShape) -> [u64; 3] {
+    let mut prints = CHANGE_GROUPS.map(|(_, kinds)| {
         kinds.iter().fold(0u64, |h, k| {
-            h.rotate_left(7) ^ catalog.fingerprint(*k, servers)
+            h.rotate_left(7) ^ catalog.fingerprint(*k, servers, &shape.tools)
         })
-    })
+    });
+    // Switching to or from search mode changes the tool list too.
+    prints[0] ^= u64::from(catalog.searches(servers, shape));
+    // So does an instructions resource appearing or going.
+    prints[2] = prints[2].rotate_left(3) ^ catalog.instructions(servers).cut.len() as u64;
+    prints
 }
 
 fn client_caps(caps: Option<&serde_json::Value>) -> ClientCaps {
@@ -624,6 +642,9 @@ struct RequestContext {
     daemon: Arc<Daemon>,
     catalog: watch::Receiver<SharedCatalog>,
     servers: Vec<String>,
+    /// The profile's tool filter and mode.
+    shape: ProfileShape,
+    profile: String,
     link: SessionLink,
     out: Outbox,
     line: Bytes,
@@ -679,11 +700,34 @@ impl RequestContext {
             }
         };
         let page_size = self.daemon.config().options.page_size;
-        let items: Vec<&str> = catalog
-            .view(kind, &self.servers)
+        // In search mode the tool list is the search trio; summarised instructions add their
+        // full texts to the resources.
+        let extra: Vec<String> = match kind {
+            ListKind::Tools if catalog.searches(&self.servers, &self.shape) => {
+                search::trio().into()
+            }
+            ListKind::Resources => catalog
+                .instructions(&self.servers)
+                .cut
+                .iter()
+                .map(|s| instructions::resource_item(s))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let listed: Box<dyn Iterator<Item = &str>> = match kind {
+            ListKind::Tools if catalog.searches(&self.servers, &self.shape) => {
+                Box::new(std::iter::empty())
+            }
+            _ => Box::new(
+                catalog
+                    .visible(kind, &self.servers, &self.shape.tools)
+                    .map(|t| t.json.as_str()),
+            ),
+        };
+        let items: Vec<&str> = listed
+            .chain(extra.iter().map(String::as_str))
             .skip(offset)
             .take(page_size + 1)
-            .map(|t| t.json.as_str())
             .collect();
         let more = items.len() > page_size;
         let page = &items[..items.len().min(page_size)];
@@ -708,6 +752,9 @@ impl RequestContext {
 
     async fn route(mut self, target: Target) {
         self.daemon.ensure_instances(&self.servers, self.link.id());
+        if let Some(answer) = self.answer_locally(target) {
+            return self.reply(answer).await;
+        }
         let line = self.line.clone();
         let Some(msg) = parse(&line) else { return };
         let id = msg.id.unwrap_or(RawValue::NULL);
@@ -772,6 +819,53 @@ impl RequestContext {
         };
         let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
         self.reply(answer).await;
+    }
+
+    /// Answers what mcpd serves itself: the search trio's `search_tools` and `describe_tools`
+    /// (a `call_tool` becomes the `tools/call` it stands for, in `self.line`) and the full
+    /// instructions of a server. `None`: route the request.
+    fn answer_locally(&mut self, target: Target) -> Option<String> {
+        let catalog = self.catalog.borrow().clone();
+        let line = self.line.clone();
+        let msg = parse(&line)?;
+        let params = msg.params?;
+        match target {
+            Target::Named(ListKind::Tools) => {
+                let name = member(params, "name").and_then(|n| envelope::decode_str(n).ok())?;
+                if !search::is_trio(&name) || !catalog.searches(&self.servers, &self.shape) {
+                    return None;
+                }
+                let tools: Vec<_> = catalog
+                    .visible(ListKind::Tools, &self.servers, &self.shape.tools)
+                    .collect();
+                match search::handle(&name, &msg, &tools) {
+                    search::Handled::Answer(answer) => Some(answer),
+                    search::Handled::Forward(call) => {
+                        self.line = Bytes::from(call);
+                        None
+                    }
+                }
+            }
+            Target::Uri => {
+                let uri = member(params, "uri").and_then(|u| envelope::decode_str(u).ok())?;
+                let server = uri.strip_prefix(instructions::URI_PREFIX)?;
+                let id = msg.id.unwrap_or(RawValue::NULL);
+                let text = self
+                    .servers
+                    .iter()
+                    .find(|s| *s == server)
+                    .and_then(|s| catalog.servers.get(s)?.instructions.clone());
+                Some(match text {
+                    Some(text) => envelope::response(id, &instructions::read_result(server, &text)),
+                    None => envelope::error_response(
+                        Some(id),
+                        RESOURCE_NOT_FOUND,
+                        &format!("Resource not found: {uri}"),
+                    ),
+                })
+            }
+            _ => None,
+        }
     }
 
     fn resolve<'a>(
@@ -885,6 +979,17 @@ impl RequestContext {
                 format!("the {what} name must be a string"),
             )
         })?;
+        if kind == ListKind::Tools
+            && let Some(server) = catalog.denied.get(name.as_ref())
+            && self.servers.contains(server)
+        {
+            return Err((
+                envelope::INVALID_PARAMS,
+                format!(
+                    "Tool {name} is not available: mcpServers.{server}.tools in the mcpd configuration denies it"
+                ),
+            ));
+        }
         let entry = catalog
             .get(kind, &name)
             .filter(|e| self.servers.contains(&e.server))
@@ -895,6 +1000,15 @@ impl RequestContext {
                 ),
                 _ => self.unknown_name(&name, what),
             })?;
+        if kind == ListKind::Tools && !self.shape.tools.permits(&entry.original) {
+            return Err((
+                envelope::INVALID_PARAMS,
+                format!(
+                    "Tool {name} is not available: profiles.{}.tools in the mcpd configuration denies it",
+                    self.profile
+                ),
+            ));
+        }
         let original = serde_json::to_string(&entry.original).unwrap_or_default();
         Ok(Resolved {
             server: entry.server.clone(),

@@ -184,6 +184,17 @@ impl Actor {
             },
             None => Vec::new(),
         };
+        if carried.is_empty() && self.starts_lazily() {
+            // Its lists are served from the cache until a request needs the process.
+            tracing::info!(server = %self.name, "lazy: not started until a request needs it");
+            match self.hold(ServerState::Idle, "is idle", true).await {
+                Held::Stop => {
+                    self.publish(|s| s.state = ServerState::Stopped);
+                    return;
+                }
+                Held::Start(commands) => carried = commands,
+            }
+        }
         loop {
             if let Some(why) = self.spec.secrets.missing_reason() {
                 // Starting it would only fail: its calls fail at once, saying what to set.
@@ -296,6 +307,13 @@ impl Actor {
             );
         }
         self.hold(ServerState::SecretMissing, why, false).await
+    }
+
+    /// Whether the server waits for its first request: `"start": "lazy"` and its lists are
+    /// known from the catalog cache (without them it starts once to fill it).
+    fn starts_lazily(&self) -> bool {
+        self.spec.exposure.start == crate::config::exposure::Start::Lazy
+            && self.snapshot.borrow().cached
     }
 
     /// Holds requests until `gate` opens; `None` when told to stop first.

@@ -22,6 +22,7 @@
 //! | `--instructions TEXT` | `instructions` in the `initialize` result |
 //! | `--delay-init-ms MS` | answer `initialize` only MS milliseconds after it arrives (a slow server) |
 //! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
+//! | `--app` | also offer `show_app`, an MCP App tool: `_meta.ui.resourceUri` is `ui://fixture/app` on the tool and its result |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
@@ -90,6 +91,7 @@ struct Options {
     blob: bool,
     echo_description: Option<String>,
     probe_tools: bool,
+    app: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -148,6 +150,7 @@ fn parse_options() -> Result<Options, String> {
                 o.echo_description = std::fs::read_to_string(path).ok();
             }
             "--probe-tools" => o.probe_tools = true,
+            "--app" => o.app = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -263,6 +266,11 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
                 json!({"n": number}),
             ),
         ]);
+    }
+    if o.app {
+        let mut app = tool("show_app", "Shows the fixture's app", json!({}));
+        app["_meta"] = json!({"ui": {"resourceUri": "ui://fixture/app"}});
+        tools.push(app);
     }
     tools
 }
@@ -587,6 +595,9 @@ impl Server {
                     .map(|_| "connected".to_owned());
                 self.out.result(&id, &text_result(&probe(r)));
             }
+            "show_app" if self.options.app => self.out.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"app"}}],"_meta":{{"ui":{{"resourceUri":"ui://fixture/app"}},"n":1.50}}}}}}"#
+            )),
             "ask" => self.ask(id, &args),
             _ if self.is_numbered_tool(name) => self.out.result(&id, &text_result(name)),
             _ if name == "late" && *self.late.lock().unwrap_or_else(PoisonError::into_inner) => {
