@@ -455,7 +455,9 @@ impl Daemon {
             *current = Arc::new(catalog);
             true
         });
-        if changed {
+        // While the daemon stops, its servers leave the map one by one: that is no reason to
+        // forget their cached lists (the next start, and lazy servers, need them).
+        if changed && !self.read().stopping {
             self.cache.store(&views);
         }
         self.publish_status();
