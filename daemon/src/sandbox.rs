@@ -120,6 +120,8 @@ pub fn protected_paths(home: Option<&Path>) -> Vec<PathBuf> {
     }
     out.push(paths.state_dir);
     out.push(paths.cache_dir);
+    // Other servers' private temp directories (a server's own is granted on its own).
+    out.push(paths.runtime_dir.join("tmp"));
     if let Some(home) = home {
         for rel in PROTECTED_IN_HOME {
             out.push(home.join(rel));

@@ -181,6 +181,25 @@ fn strict_mode_allows_writes_only_where_it_says() {
         "a write outside the allowed paths",
     );
     assert!(!outside.exists());
+    // Its private TMPDIR (under mcpd's runtime directory) is writable; another server's is not.
+    let tmp = daemon.root().join("run/mcpd/tmp");
+    assert_ok(
+        &call(
+            &mut shim,
+            "write_file",
+            json!({"path": tmp.join("fx/t"), "text": "x"}),
+        ),
+        "a write to its own TMPDIR",
+    );
+    fs::create_dir_all(tmp.join("other")).expect("mkdir");
+    assert_denied(
+        &call(
+            &mut shim,
+            "write_file",
+            json!({"path": tmp.join("other/t"), "text": "x"}),
+        ),
+        "a write to another server's TMPDIR",
+    );
     // Not even reading the home directory's files.
     let notes = daemon.root().join("home/notes.txt");
     fs::write(&notes, "notes").expect("write");
