@@ -94,6 +94,11 @@ say "installed completions and man pages under $share"
 if ! have_user_manager; then
   say "no systemd user manager: units not installed. Start \`$bin_dir/mcpd\` yourself"
   say "(mcp-shim also starts it when nothing listens)."
+  # An upgrade over a daemon that a shim started: stop it; the attached clients' shims start
+  # the new binary (the mcpd next to them) at once and their sessions resume.
+  if "$mcpctl" status >/dev/null 2>&1; then
+    "$mcpctl" shutdown >/dev/null && say "stopped the running mcpd: clients' mcp-shim start the new one and resume their sessions"
+  fi
 else
   mkdir -p "$unit_dir"
   changed=no

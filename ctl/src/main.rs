@@ -71,8 +71,13 @@ enum Command {
     },
     /// Re-read the configuration file; only servers whose definition changed are restarted.
     Reload,
-    /// Stop the daemon and every server it runs.
-    Shutdown,
+    /// Stop the daemon and every server it runs. Attached clients' mcp-shim starts it again
+    /// when they need it, unless `--stay-down`.
+    Shutdown {
+        /// Keep it down: shims do not start it again until `mcpd` is started by hand.
+        #[arg(long)]
+        stay_down: bool,
+    },
     /// Stop a server and start it again (also after it stopped for crash-looping).
     Restart {
         /// The server's name in mcpServers.
@@ -300,7 +305,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Man { dir } => man(&dir),
         Command::Reload => reload(&socket()),
-        Command::Shutdown => shutdown(&socket()),
+        Command::Shutdown { stay_down } => shutdown(&socket(), stay_down),
         Command::Restart { server } => {
             server_op(&socket(), ControlRequest::Restart { server }, "restarted")
         }
@@ -363,11 +368,31 @@ fn reload(socket: &std::path::Path) -> Result<()> {
     }
 }
 
-fn shutdown(socket: &std::path::Path) -> Result<()> {
+fn shutdown(socket: &std::path::Path, stay_down: bool) -> Result<()> {
     let mut client = ControlClient::connect(socket, REQUEST_TIMEOUT)?;
+    if stay_down {
+        mcpd_proto::stay_down::mark(socket).with_context(|| {
+            format!(
+                "cannot leave {}",
+                mcpd_proto::stay_down::marker(socket).display()
+            )
+        })?;
+    }
     match client.request(&ControlRequest::Shutdown, REQUEST_TIMEOUT)? {
-        ControlResponse::Ok => output::print("mcpd is shutting down\n"),
-        other => Err(unexpected("shutdown", other)),
+        ControlResponse::Ok if stay_down => output::print(
+            "mcpd is shutting down and stays down: clients' mcp-shim will not start it again \
+             until you start `mcpd` yourself\n(under systemd, also `systemctl --user stop mcpd.socket`)\n",
+        ),
+        ControlResponse::Ok => output::print(
+            "mcpd is shutting down; clients still attached through mcp-shim start it again \
+             when they need it\n(`mcpctl shutdown --stay-down` keeps it down)\n",
+        ),
+        other => {
+            if stay_down {
+                mcpd_proto::stay_down::clear(socket);
+            }
+            Err(unexpected("shutdown", other))
+        }
     }
 }
 

@@ -101,6 +101,8 @@ async fn serve(
     };
     let (listener, owned_path) = match socket {
         Socket::Bound(listener, path) => {
+            // An explicit start ends `mcpctl shutdown --stay-down`: shims may start it again.
+            mcpd_proto::stay_down::clear(&path);
             tracing::info!(socket = %path.display(), config = %config_path.display(), "listening");
             (listener, Some(path))
         }

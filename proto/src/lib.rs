@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod line;
 pub mod observe;
 pub mod paths;
+pub mod stay_down;
 pub mod trust;
 pub mod wire;
 

@@ -17,6 +17,7 @@ mod args;
 mod autostart;
 mod parent;
 mod relay;
+mod revive;
 mod session;
 mod track;
 
@@ -62,12 +63,22 @@ fn one_line(s: &str) -> String {
 }
 
 /// The first connection to the daemon; if none answers and `autostart` is on (and
-/// `MCPD_NO_AUTOSTART` does not turn it off), the daemon is started first. Reconnecting after
-/// the daemon went away never starts one (see `docs/SHIM.md`). Whatever answers must pass
+/// `MCPD_NO_AUTOSTART` does not turn it off), the daemon is started first, unless it was shut
+/// down with `--stay-down`. Reconnecting after the daemon went away starts it again the same
+/// way ([`revive`], see `docs/SHIM.md`). Whatever answers must pass
 /// [`trust::connect`]'s checks before the hello is written.
 fn connect(socket: &std::path::Path, autostart: bool) -> Result<UnixStream, Exit> {
     match trust::connect(socket) {
         Ok(stream) => Ok(stream),
+        Err(ConnectError::Io(e))
+            if autostart::no_daemon(&e) && mcpd_proto::stay_down::is_marked(socket) =>
+        {
+            Err(Exit::fail(format!(
+                "mcpd was shut down with `mcpctl shutdown --stay-down`; start it with `mcpd` \
+                 (or remove {})",
+                mcpd_proto::stay_down::marker(socket).display()
+            )))
+        }
         Err(ConnectError::Io(e))
             if autostart
                 && autostart::no_daemon(&e)
@@ -101,6 +112,10 @@ fn main() -> ExitCode {
                 socket: opts.socket.unwrap_or_else(|| Paths::from_env().socket),
                 profile: opts.profile,
                 reconnect_timeout: opts.reconnect_timeout,
+                autostart: opts.autostart
+                    && !autostart::disabled_by_env(
+                        std::env::var_os(autostart::DISABLE_ENV).as_deref(),
+                    ),
             };
             let req = session::Request {
                 socket: &target.socket,

@@ -61,6 +61,8 @@ pub struct Target {
     pub profile: String,
     /// How long to keep trying after the connection drops; zero: do not reconnect.
     pub reconnect_timeout: Duration,
+    /// Start the daemon again when it went away (see [`crate::revive`]).
+    pub autostart: bool,
 }
 
 /// Relays until the session ends and says how the shim should exit.
@@ -264,6 +266,7 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
         .checked_add(target.reconnect_timeout)
         .unwrap_or(now + Duration::from_secs(24 * 3600));
     let mut delay = BACKOFF_FIRST;
+    let mut revive = crate::revive::Reviver::new(target.autostart);
     loop {
         let (resume, stdin_closed) = {
             let state = shared.lock();
@@ -287,6 +290,10 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
             Err(Failure::Refused(exit)) => return Err(exit),
             Err(Failure::Unreachable(why)) => why,
         };
+        if revive.maybe_start(&target.socket) {
+            delay = BACKOFF_FIRST;
+            continue;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Exit::fail(format!(

@@ -104,6 +104,9 @@ impl DaemonBuilder {
             ("XDG_CACHE_HOME".to_owned(), path_str(&cache)),
             ("HOME".to_owned(), path_str(&home)),
             (mcpd_proto::paths::SOCKET_ENV.to_owned(), path_str(&socket)),
+            // This harness starts and stops the daemon itself: its shims must not start one
+            // when it is down (a test that wants that removes the variable).
+            ("MCPD_NO_AUTOSTART".to_owned(), "1".to_owned()),
         ];
         if let Some(path) = std::env::var_os("PATH") {
             env.push(("PATH".to_owned(), path.to_string_lossy().into_owned()));
