@@ -305,7 +305,7 @@ impl Default for Options {
             page_size: 100,
             list_wait: Duration::from_secs(10),
             credential_store: oauth::CredentialStore::default(),
-            session_buffer: 8 * 1024 * 1024,
+            session_buffer: 4 * 1024 * 1024,
             client_stall: Duration::from_secs(30),
         }
     }

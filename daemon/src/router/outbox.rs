@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use mcpd_proto::envelope::{self, Envelope};
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 /// Lines queued for the client before senders wait (or, for notifications, drop), whatever
@@ -24,8 +25,9 @@ const OUT_QUEUE: usize = 4096;
 /// client that sends `ping`s and never reads).
 const PAUSE_LINES: usize = 2048;
 /// What a request in flight holds of the budget at least: its answer's size is not known
-/// until it comes, and a budget of 8 MiB then lets 128 requests of a session run at once.
-const REQUEST_RESERVE: usize = 64 * 1024;
+/// until it comes. A budget of 4 MiB lets 16 requests of a session run at once, which bounds
+/// the upstream work a client that does not read can leave queued before others' requests.
+const REQUEST_RESERVE: usize = 256 * 1024;
 /// Lines shorter than this are always queued (errors, small answers, notifications): the
 /// replacement of a dropped answer must get through.
 const SMALL_LINE: usize = 4096;
@@ -166,7 +168,13 @@ impl Outbox {
     /// answer that would take the queue past twice the budget is replaced by an error for its
     /// id: the client is not reading, and memory stays bounded.
     pub async fn send(&self, line: String) {
-        let line = self.admit(line);
+        self.send_answer(line, None).await;
+    }
+
+    /// [`Outbox::send`] for an answer whose `id` the caller knows (so that a dropped one is
+    /// not parsed to find it).
+    pub async fn send_answer(&self, line: String, id: Option<&RawValue>) {
+        let line = self.admit(line, id);
         let len = line.len() + 1;
         self.budget.hold(len);
         if self.tx.send(line).await.is_err() {
@@ -197,7 +205,7 @@ impl Outbox {
         self.tx.is_closed()
     }
 
-    fn admit(&self, line: String) -> String {
+    fn admit(&self, line: String, id: Option<&RawValue>) -> String {
         let queued = self.budget.queued.load(Ordering::Relaxed);
         if line.len() < SMALL_LINE || queued + line.len() <= 2 * self.budget.limit {
             return line;
@@ -210,10 +218,17 @@ impl Outbox {
         if !self.budget.dropped_once.swap(true, Ordering::Relaxed) {
             tracing::warn!(session = self.session, "{message}");
         }
-        let id = Envelope::parse(&line)
-            .ok()
-            .and_then(|m| m.id.map(|id| id.to_owned()));
-        envelope::error_response(id.as_deref(), envelope::INTERNAL_ERROR, &message)
+        let parsed;
+        let id = match id {
+            Some(id) => Some(id),
+            None => {
+                parsed = Envelope::parse(&line)
+                    .ok()
+                    .and_then(|m| m.id.map(RawValue::to_owned));
+                parsed.as_deref()
+            }
+        };
+        envelope::error_response(id, envelope::INTERNAL_ERROR, &message)
     }
 }
 

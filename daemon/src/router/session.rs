@@ -818,7 +818,7 @@ impl RequestContext {
                 .await;
         };
         let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
-        self.reply(answer).await;
+        self.out.send_answer(answer, Some(id)).await;
     }
 
     /// Answers what mcpd serves itself: the search trio's `search_tools` and `describe_tools`
