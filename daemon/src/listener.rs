@@ -132,6 +132,18 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
             mcpd_proto::trust::describe_uid(uid)
         );
     }
+    if meta.mode() & 0o1000 != 0 {
+        // A sticky directory is shared by design (`/tmp`, `/var/tmp`, `/dev/shm`): making it
+        // 0700 would lock every other user out of it, which is never ours to decide (a daemon
+        // run as root with `--socket /tmp/x.sock` would otherwise do exactly that).
+        bail!(
+            "refusing the runtime directory {}: it is a shared directory (sticky bit set, mode \
+             {:o}); put the socket in a directory of its own, e.g. {}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.join(format!("mcpd-{uid}")).join("mcpd.sock").display()
+        );
+    }
     if meta.mode() & 0o077 != 0 {
         // fchmod on the descriptor opened without following links: never a link's target.
         handle
@@ -168,6 +180,18 @@ mod tests {
         drop(first);
         // The file is left behind by the dropped listener: it is stale now.
         let _second = bind(&path).unwrap();
+    }
+
+    #[test]
+    fn a_shared_sticky_directory_is_refused_and_never_chmod_ed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = prepare_dir(&shared).unwrap_err().to_string();
+        assert!(err.contains("shared directory"), "{err}");
+        let mode = fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "the shared directory's mode was changed");
     }
 
     #[test]
