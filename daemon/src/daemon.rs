@@ -421,7 +421,22 @@ impl Daemon {
         for (name, spec) in &state.config.servers {
             let snapshot = match spec.share {
                 Share::Shared | Share::PerProfile => match state.upstreams.get(name) {
-                    Some(handle) => handle.snapshot(),
+                    Some(handle) => {
+                        // A shared instance that cannot list (a secret only a profile has)
+                        // shows what a profile's own instance lists.
+                        let shared = handle.snapshot();
+                        if shared.known.iter().all(|k| *k) || shared.cached {
+                            shared
+                        } else {
+                            state
+                                .per_profile
+                                .iter()
+                                .filter(|((server, _), _)| server == name)
+                                .map(|(_, handle)| handle.snapshot())
+                                .find(|s| s.known.iter().all(|k| *k))
+                                .unwrap_or(shared)
+                        }
+                    }
                     None => continue,
                 },
                 Share::PerClient => state

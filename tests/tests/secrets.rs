@@ -432,3 +432,34 @@ fn a_secret_a_server_repeats_in_its_catalog_is_redacted_in_the_cache() {
     assert!(text.contains("use key [redacted:API_KEY]"), "{text}");
     assert!(files_containing(daemon.root(), VALUE).is_empty());
 }
+
+#[test]
+fn peer_a_secret_only_a_profile_has_serves_that_profile_and_the_others_are_told_what_to_set() {
+    let daemon = TestDaemon::start(json!({
+        "mcpServers": {"gh": everything(json!({"GITHUB_TOKEN": "${secret:GITHUB_TOKEN}"}))},
+        "profiles": {"work": {"servers": ["gh"]}},
+    }));
+    secret_set(&daemon, "GITHUB_TOKEN", Some("work"), WORK_VALUE);
+    daemon.wait_server_state("gh", ServerState::SecretMissing);
+
+    let mut work = ShimClient::spawn(&daemon, Some("work"));
+    work.initialize();
+    mcpd_tests::process::eventually(PEER_TIMEOUT, "gh's tools for the work profile", || {
+        work.tool_names()
+            .contains(&"gh__get-env".to_owned())
+            .then_some(())
+    });
+    assert!(child_env(&mut work, "gh__get-env").contains(WORK_VALUE));
+
+    let mut other = ShimClient::spawn(&daemon, None);
+    other.initialize();
+    let error = other.error(
+        "tools/call",
+        Some(json!({"name": "gh__get-env", "arguments": {}})),
+    );
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("GITHUB_TOKEN") && message.contains("mcpctl secret set GITHUB_TOKEN"),
+        "{error}"
+    );
+}

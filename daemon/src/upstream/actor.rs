@@ -531,6 +531,7 @@ impl Actor {
                     },
                     Event::TooLong(len, id) => self.on_too_long(len, id),
                     Event::Closed(why) => {
+                        let why = crate::redact::Redactor::process().redact_owned(why);
                         let exit = transport.last_exit();
                         self.publish(|s| s.last_exit = exit);
                         return self.fail_pending(why);
@@ -541,6 +542,8 @@ impl Actor {
                     }
                     Event::Session(what) => self.publish(|s| s.session = Some(what)),
                     Event::Warning(why) => {
+                        // Redacted before the journal sees it (an HTTP error may echo a header).
+                        let why = crate::redact::Redactor::process().redact_owned(why);
                         tracing::warn!(server = %self.name, "{why}");
                         self.publish(|s| s.last_error = Some(why));
                     }
