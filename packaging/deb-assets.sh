@@ -14,7 +14,8 @@ target/release/mcpctl completions bash >"$assets/completions/mcpctl"
 target/release/mcpctl completions zsh >"$assets/completions/_mcpctl"
 target/release/mcpctl completions fish >"$assets/completions/mcpctl.fish"
 target/release/mcpctl man "$assets/man" >/dev/null
-gzip -9n "$assets"/man/*.1
+cp docs/man/mcpd.1 docs/man/mcp-shim.1 docs/man/mcpd.json.5 "$assets/man/"
+gzip -9n "$assets"/man/*.1 "$assets"/man/*.5
 if cargo deb --version >/dev/null 2>&1; then
   cargo deb -p mcpd --no-build
 else

@@ -46,6 +46,9 @@ extras=(
   "$share/bash-completion/completions/mcpctl"
   "$share/zsh/site-functions/_mcpctl"
   "$share/fish/vendor_completions.d/mcpctl.fish"
+  "$share/man/man1/mcpd.1"
+  "$share/man/man1/mcp-shim.1"
+  "$share/man/man5/mcpd.json.5"
 )
 
 if [[ "$uninstall" == yes ]]; then
@@ -84,11 +87,13 @@ say "installed ${bins[*]} to $bin_dir"
 
 mcpctl="$bin_dir/mcpctl"
 mkdir -p "$share/bash-completion/completions" "$share/zsh/site-functions" \
-  "$share/fish/vendor_completions.d" "$share/man/man1"
+  "$share/fish/vendor_completions.d" "$share/man/man1" "$share/man/man5"
 "$mcpctl" completions bash >"$share/bash-completion/completions/mcpctl"
 "$mcpctl" completions zsh >"$share/zsh/site-functions/_mcpctl"
 "$mcpctl" completions fish >"$share/fish/vendor_completions.d/mcpctl.fish"
 "$mcpctl" man "$share/man/man1" >/dev/null
+install -m 0644 "$root/docs/man/mcpd.1" "$root/docs/man/mcp-shim.1" "$share/man/man1/"
+install -m 0644 "$root/docs/man/mcpd.json.5" "$share/man/man5/"
 say "installed completions and man pages under $share"
 
 if ! have_user_manager; then

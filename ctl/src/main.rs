@@ -8,6 +8,7 @@
 mod adopt;
 mod client;
 mod clients;
+mod completion;
 mod contain;
 mod demo;
 mod doctor;
@@ -211,6 +212,12 @@ enum Command {
     /// A tiny MCP stdio server with `echo` and `add` tools, used by `demo`.
     #[command(hide = true)]
     ExampleServer,
+    /// What completion scripts ask for at completion time: `servers` prints the server names.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// `servers`.
+        what: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -299,10 +306,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Secret { command } => secret::run(&socket(), &config(), command),
         Command::Tools { command } => tools::run(&socket(), command, REQUEST_TIMEOUT),
         Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "mcpctl", &mut out);
-            output::print(&String::from_utf8_lossy(&out))
+            output::print(&completion::script(shell, &Cli::command()))
         }
+        Command::Complete { what } => match what.as_str() {
+            "servers" => {
+                let names = completion::servers(&socket(), &config());
+                output::print(&names.iter().map(|n| format!("{n}\n")).collect::<String>())
+            }
+            other => bail!("nothing to complete for `{other}` (known: servers)"),
+        },
         Command::Man { dir } => man(&dir),
         Command::Reload => reload(&socket()),
         Command::Shutdown { stay_down } => shutdown(&socket(), stay_down),
@@ -418,14 +430,15 @@ fn man(dir: &std::path::Path) -> Result<()> {
     let cmd = Cli::command();
     let mut pages = vec![("mcpctl".to_owned(), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // The file is `mcpctl-install-client.1`; its SYNOPSIS reads `mcpctl install-client`.
         let name = format!("mcpctl-{}", sub.get_name());
-        // clap wants a `'static` name; this process writes the pages and exits.
-        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
-        pages.push((name, sub.clone().name(leaked)));
+        let shown = format!("mcpctl {}", sub.get_name());
+        pages.push((name, sub.clone().bin_name(shown)));
     }
     for (name, page) in pages {
         let mut out = Vec::new();
         clap_mangen::Man::new(page)
+            .title(name.clone())
             .render(&mut out)
             .with_context(|| format!("cannot render the {name} man page"))?;
         let path = dir.join(format!("{name}.1"));

@@ -122,3 +122,24 @@ fn the_demo_shows_one_shared_process_a_kill_and_a_daemon_restart() {
         assert!(shown.contains(needle), "{needle:?} missing:\n{shown}");
     }
 }
+
+#[test]
+fn completions_list_the_running_servers_and_no_hidden_commands() {
+    let mut daemon = TestDaemon::start(fixture::config(&[("fx", &[]), ("fy", &[])]));
+    let names = daemon.mcpctl(&["__complete", "servers"]);
+    assert_eq!(String::from_utf8_lossy(&names.stdout), "fx\nfy\n");
+    for shell in ["bash", "zsh", "fish"] {
+        let script =
+            String::from_utf8_lossy(&daemon.mcpctl(&["completions", shell]).stdout).into_owned();
+        assert!(script.contains("mcpctl __complete servers"), "{shell}");
+        assert!(
+            !script.contains("example-server"),
+            "{shell}: a hidden command"
+        );
+        assert!(!script.contains("'__complete"), "{shell}: a hidden command");
+    }
+    // With no daemon, the names come from the configuration file.
+    daemon.terminate();
+    let names = daemon.mcpctl(&["__complete", "servers"]);
+    assert_eq!(String::from_utf8_lossy(&names.stdout), "fx\nfy\n");
+}

@@ -421,6 +421,9 @@ fn install_sh_installs_into_a_prefix_idempotently_and_uninstalls() {
         "share/fish/vendor_completions.d/mcpctl.fish",
         "share/man/man1/mcpctl.1",
         "share/man/man1/mcpctl-import.1",
+        "share/man/man1/mcpd.1",
+        "share/man/man1/mcp-shim.1",
+        "share/man/man5/mcpd.json.5",
     ] {
         assert!(prefix.join(f).is_file(), "{f} missing:\n{out}");
     }
