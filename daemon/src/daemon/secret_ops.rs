@@ -113,7 +113,14 @@ impl Daemon {
             return Ok(format!("{name}{whose} is unchanged"));
         }
         let restarted = self.restart_using(name).await;
-        Ok(with_restarted(format!("stored {name}{whose}"), &restarted))
+        let mut message = with_restarted(format!("stored {name}{whose}"), &restarted);
+        if !self.secrets.persistent() {
+            message.push_str(&format!(
+                "; kept in memory only, lost when mcpd stops (credentials: {})",
+                self.auth.store_description()
+            ));
+        }
+        Ok(message)
     }
 
     /// `mcpctl secret rm`: forgets the value and restarts the servers that used it.

@@ -319,6 +319,12 @@ impl SecretStore {
             .collect()
     }
 
+    /// Whether values are written to disk (not with `credentialStore: "memory"` or a store
+    /// that could not be opened).
+    pub fn persistent(&self) -> bool {
+        self.store.kind() != crate::auth::store::CredentialStore::Memory
+    }
+
     /// Why the stored secrets could not be read, if they could not.
     pub fn load_error(&self) -> Option<&str> {
         self.load_error.as_deref()
@@ -397,6 +403,7 @@ mod tests {
                 .contains("empty")
         );
         assert!(secrets.get("X", None).is_none());
+        assert!(!secrets.persistent());
     }
 
     #[test]
