@@ -20,6 +20,7 @@ mod install_client;
 mod jsonc;
 mod login;
 mod logs;
+mod observe;
 mod output;
 mod render;
 mod secret;
@@ -136,6 +137,41 @@ enum Command {
         /// Sort by memory or by CPU use.
         #[arg(long, value_enum, default_value_t = top::SortBy::Mem)]
         sort: top::SortBy,
+    },
+    /// The audit log: one line per client request (from $XDG_STATE_HOME/mcpd/audit/).
+    Audit {
+        /// Only requests this recent: 90s, 30m, 1h, 2d.
+        #[arg(long, value_name = "AGE", value_parser = observe::parse_since)]
+        since: Option<Duration>,
+        /// Only requests to this server.
+        #[arg(long)]
+        server: Option<String>,
+        /// Only clients whose name contains this.
+        #[arg(long)]
+        client: Option<String>,
+        /// Print the lines as written (JSON, one per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every MCP message between clients and mcpd as it happens, secrets redacted.
+    Traffic {
+        /// Keep following (the default and only mode; accepted for habit).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only messages about this server.
+        server: Option<String>,
+        /// Only this session (see `mcpctl status`).
+        #[arg(long, value_name = "N")]
+        session: Option<u64>,
+        /// Print each whole message, not only its summary.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Calls, errors and latency per server and tool since the daemon started.
+    Stats {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Pinned tool definitions (rug pulls) and poisoning checks.
     Tools {
@@ -304,6 +340,27 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Doctor => doctor::run(&socket(), &config()),
         Command::Secret { command } => secret::run(&socket(), &config(), command),
+        Command::Audit {
+            since,
+            server,
+            client,
+            json,
+        } => observe::audit(
+            &Paths::from_env().state_dir,
+            &observe::AuditQuery {
+                since,
+                server,
+                client,
+                json,
+            },
+        ),
+        Command::Traffic {
+            follow: _,
+            server,
+            session,
+            full,
+        } => observe::traffic(&socket(), server, session, full, REQUEST_TIMEOUT),
+        Command::Stats { json } => observe::stats(&socket(), json, REQUEST_TIMEOUT),
         Command::Tools { command } => tools::run(&socket(), command, REQUEST_TIMEOUT),
         Command::Completions { shell } => {
             output::print(&completion::script(shell, &Cli::command()))

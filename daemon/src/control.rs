@@ -53,6 +53,14 @@ pub async fn serve(
                     }
                     return;
                 }
+                Ok(request @ ControlRequest::Traffic { .. }) => {
+                    if crate::observe::traffic::stream(&daemon, &mut reader, &mut writer, request)
+                        .await
+                    {
+                        continue;
+                    }
+                    return;
+                }
                 Ok(request) => handle(&daemon, request).await,
                 Err(e) => ControlResponse::Error {
                     message: format!("not a control request: {e}"),

@@ -134,7 +134,8 @@ impl Daemon {
         }
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
         let servers = loaded.config.servers.clone();
-        let observer = crate::observe::Observer::start(&state_dir, shutdown.clone());
+        let observer =
+            crate::observe::Observer::start(&state_dir, redactor.clone(), shutdown.clone());
         let daemon = Arc::new(Self {
             started: Instant::now(),
             config_path,
@@ -539,6 +540,19 @@ impl Daemon {
             .get_mut(&id)
         {
             entry.client_info = Some((name, version));
+        }
+    }
+
+    /// Who a session's client is, for audit lines.
+    pub fn client_tag(&self, id: u64) -> crate::observe::ClientTag {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = sessions.get(&id) else {
+            return crate::observe::ClientTag::default();
+        };
+        crate::observe::ClientTag {
+            name: entry.client_info.as_ref().map(|(n, _)| n.clone()),
+            version: entry.client_info.as_ref().map(|(_, v)| v.clone()),
+            pid: entry.client.pid,
         }
     }
 

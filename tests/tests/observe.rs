@@ -296,3 +296,346 @@ fn hidden_characters_and_directives_are_reported_not_blocked() {
     let mut shim = client(&daemon);
     assert!(shim.tool_names().contains(&ECHO.to_owned()));
 }
+
+// ---- audit, traffic, stats --------------------------------------------------------------
+
+/// Every audit line so far, as `mcpctl audit --json` prints them (after `extra` filters).
+fn audit_lines(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["audit", "--json"];
+    args.extend_from_slice(extra);
+    ok(daemon.mcpctl(&args))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line ({e}): {l}")))
+        .collect()
+}
+
+/// Waits until the audit log holds `n` lines of `method` and returns all lines.
+fn wait_audit(daemon: &TestDaemon, method: &str, n: usize) -> Vec<Value> {
+    eventually(TIMEOUT, &format!("{n} audit lines of {method}"), || {
+        let lines = audit_lines(daemon, &[]);
+        (lines.iter().filter(|l| l["method"] == method).count() >= n).then_some(lines)
+    })
+}
+
+#[test]
+fn the_audit_log_has_one_line_per_request_and_no_arguments() {
+    let daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    shim.call_tool(ECHO, json!({"message": "private words"}));
+    let unknown = shim.error(
+        "tools/call",
+        Some(json!({"name": "fixture__nope", "arguments": {}})),
+    );
+    let lines = wait_audit(&daemon, "tools/call", 2);
+
+    let calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["method"] == "tools/call")
+        .collect();
+    assert_eq!(calls.len(), 2, "{lines:#?}");
+    let echo = calls
+        .iter()
+        .find(|l| l["name"] == ECHO)
+        .expect("the echo call");
+    assert_eq!(echo["server"], "fixture");
+    assert_eq!(echo["outcome"], "ok");
+    assert_eq!(echo["client"], "mcpd-tests");
+    assert_eq!(echo["profile"], "default");
+    assert!(echo["duration_ms"].as_f64().is_some() && echo["bytes_in"].as_u64() > Some(0));
+    assert!(echo["bytes_out"].as_u64() > Some(0) && echo["time"].as_str().is_some());
+    let failed = calls
+        .iter()
+        .find(|l| l["name"] == "fixture__nope")
+        .expect("the failed call");
+    assert_eq!(failed["outcome"], "error");
+    assert_eq!(failed["error_code"], unknown["code"]);
+    assert_eq!(
+        lines.iter().filter(|l| l["method"] == "initialize").count(),
+        1,
+        "{lines:#?}"
+    );
+
+    // No argument values anywhere.
+    let dir = daemon.root().join("state").join("mcpd").join("audit");
+    let raw = fs::read_to_string(dir.join("audit.jsonl")).expect("the audit file");
+    assert!(!raw.contains("private words"), "{raw}");
+    let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("audit.jsonl")), 0o600);
+
+    // Filters.
+    assert!(audit_lines(&daemon, &["--server", "other"]).is_empty());
+    assert_eq!(
+        audit_lines(&daemon, &["--client", "MCPD-TESTS", "--since", "1h"]).len(),
+        lines.len()
+    );
+    let table = ok(daemon.mcpctl(&["audit"]));
+    assert!(
+        table.contains(ECHO) && table.contains("error -32602"),
+        "{table}"
+    );
+    // The unknown tool never reached a server: it is not under `--server fixture`.
+    let table = ok(daemon.mcpctl(&["audit", "--server", "fixture"]));
+    assert!(
+        table.contains(ECHO) && !table.contains("error -32602"),
+        "{table}"
+    );
+}
+
+#[test]
+fn with_audit_arguments_a_secret_argument_is_redacted() {
+    let config = json!({
+        "mcpServers": {"fixture": {
+            "command": mcpd_tests::bin("mcpd-fixture").display().to_string(),
+            "env": {"API_KEY": "${secret:API_KEY}"},
+        }},
+        "mcpd": {"audit": {"arguments": true}},
+    });
+    let daemon = TestDaemon::start(config);
+    let secret = "sk-live-4f9a2c1e8b7d";
+    let mut cmd = daemon.command("mcpctl");
+    cmd.args(["secret", "set", "API_KEY"]);
+    let out = run_with_input(cmd, &format!("{secret}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    shim.call_tool(
+        ECHO,
+        json!({"message": format!("the key is {secret}"), "n": 1.50}),
+    );
+
+    let lines = wait_audit(&daemon, "tools/call", 1);
+    let call = lines
+        .iter()
+        .find(|l| l["method"] == "tools/call")
+        .expect("the call");
+    assert_eq!(
+        call["arguments"]["message"], "the key is [redacted:API_KEY]",
+        "{call}"
+    );
+    let dir = daemon.root().join("state").join("mcpd").join("audit");
+    let raw = fs::read_to_string(dir.join("audit.jsonl")).expect("the audit file");
+    assert!(!raw.contains(secret), "{raw}");
+}
+
+fn run_with_input(mut cmd: std::process::Command, input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+/// `mcpctl traffic` running, its stdout lines arriving on a channel.
+struct Viewer {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Viewer {
+    fn start(daemon: &TestDaemon, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = daemon
+            .command("mcpctl")
+            .arg("traffic")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcpctl traffic");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut banner = String::new();
+        std::io::BufReader::new(stderr)
+            .read_line(&mut banner)
+            .expect("read the banner");
+        assert!(banner.contains("watching MCP traffic"), "{banner}");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Reads lines until one satisfies `pred`; returns it.
+    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no traffic line {what}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn traffic_shows_a_call_and_its_answer() {
+    let daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    let viewer = Viewer::start(&daemon, &["-f", "fixture", "--full"]);
+    shim.call_tool(ECHO, json!({"message": "over the wire"}));
+
+    let call = viewer.wait_line("for the call", |l| l.contains("tools/call fixture__echo"));
+    assert!(call.contains("→ [fixture]"), "{call}");
+    let json = viewer.wait_line("with the whole call", |l| l.contains("over the wire"));
+    assert!(json.contains(r#""method":"tools/call""#), "{json}");
+    let answer = viewer.wait_line("for the answer", |l| l.contains("← [fixture]"));
+    assert!(answer.contains("result"), "{answer}");
+}
+
+#[test]
+fn a_viewer_that_stops_reading_slows_nothing_and_is_told_what_it_missed() {
+    let daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    // A viewer that reads its first reply and then nothing.
+    let mut viewer = daemon
+        .try_control_connection()
+        .expect("a control connection");
+    viewer
+        .send_raw(r#"{"cmd":"traffic","full":true}"#)
+        .expect("send");
+    let attached = viewer.read_line().expect("attached");
+    assert!(attached.contains(r#""reply":"traffic""#), "{attached}");
+
+    // 5000 calls (10000 messages), far more than the viewer's ring and socket hold.
+    for _ in 0..10 {
+        let ids: Vec<u64> = (0..500)
+            .map(|i| {
+                shim.send_request(
+                    "tools/call",
+                    Some(json!({"name": ECHO, "arguments": {"message": format!("m{i}")}})),
+                )
+            })
+            .collect();
+        for id in ids {
+            let line = shim.response_line(&json!(id));
+            assert!(line.contains(r#""result""#), "{line}");
+        }
+    }
+
+    // Now it reads: somewhere in what it gets is the count of what it missed.
+    let missed = eventually(TIMEOUT, "a missed count", || {
+        let line = viewer.read_line().ok()?;
+        let reply: Value = serde_json::from_str(&line).ok()?;
+        reply["missed"].as_u64()
+    });
+    assert!(missed > 0);
+}
+
+#[test]
+fn stats_count_calls_and_errors_per_server_and_tool() {
+    let daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    for _ in 0..3 {
+        shim.call_tool(ECHO, json!({"message": "x"}));
+    }
+    shim.call_tool("fixture__add", json!({"a": 1, "b": 2}));
+    let stats: Value =
+        serde_json::from_str(&ok(daemon.mcpctl(&["stats", "--json"]))).expect("JSON");
+    let server = &stats["servers"][0];
+    assert_eq!(server["server"], "fixture");
+    let echo = server["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == ECHO)
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(echo["calls"], 3);
+    assert_eq!(echo["errors"], 0);
+    assert!(echo["p50_ms"].as_f64().is_some() && echo["p99_ms"].as_f64().is_some());
+    assert_eq!(server["total"]["calls"], 4);
+    let table = ok(daemon.mcpctl(&["stats"]));
+    assert!(table.contains("P99 MS") && table.contains(ECHO), "{table}");
+}
+
+#[test]
+fn peer_audit_names_each_sdk_client_with_its_calls_and_no_arguments() {
+    use mcpd_tests::{Sdk, run_sdk_client};
+    let daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    for (sdk, words) in [
+        (Sdk::Python, "python says hush"),
+        (Sdk::TypeScript, "node says hush"),
+    ] {
+        let steps = json!([
+            {"op": "call_tool", "name": ECHO, "arguments": {"message": words}},
+            {"op": "call_tool", "name": "fixture__nope", "arguments": {}, "expect_error": true},
+        ]);
+        run_sdk_client(sdk, &daemon, &steps);
+    }
+    let lines = wait_audit(&daemon, "tools/call", 4);
+    for client in ["py-client", "ts-client"] {
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["client"] == client).collect();
+        let calls: Vec<&&Value> = mine
+            .iter()
+            .filter(|l| l["method"] == "tools/call")
+            .collect();
+        assert_eq!(calls.len(), 2, "{client}: {mine:#?}");
+        let echo = calls
+            .iter()
+            .find(|l| l["name"] == ECHO)
+            .expect("the echo call");
+        assert_eq!(
+            (&echo["server"], &echo["outcome"]),
+            (&json!("fixture"), &json!("ok"))
+        );
+        let nope = calls
+            .iter()
+            .find(|l| l["name"] == "fixture__nope")
+            .expect("the bad call");
+        assert_eq!(nope["outcome"], "error");
+        assert_eq!(
+            mine.iter().filter(|l| l["method"] == "initialize").count(),
+            1,
+            "{client}: {mine:#?}"
+        );
+        // One session per client, with its pid.
+        let sessions: std::collections::BTreeSet<u64> =
+            mine.iter().filter_map(|l| l["session"].as_u64()).collect();
+        assert_eq!(sessions.len(), 1, "{mine:#?}");
+        assert!(
+            mine.iter().all(|l| l["pid"].as_u64().is_some()),
+            "{mine:#?}"
+        );
+    }
+    let dir = daemon.root().join("state").join("mcpd").join("audit");
+    let raw = fs::read_to_string(dir.join("audit.jsonl")).expect("the audit file");
+    assert!(!raw.contains("says hush"), "{raw}");
+}

@@ -1,4 +1,5 @@
-//! Control commands of this module: `tools diff`, `tools approve`, `tools check`.
+//! Control commands of this module: `tools diff`, `tools approve`, `tools check`, `stats`
+//! (`traffic` is streamed: see [`super::traffic::stream`]).
 
 use std::sync::Arc;
 
@@ -55,6 +56,10 @@ pub fn handle(
             }
             let (views, separator) = daemon.catalog_views();
             ControlResponse::ToolsCheck(super::check(&views, &separator, server.as_deref()))
+        }
+        ControlRequest::Stats => {
+            let observer = daemon.observer();
+            ControlResponse::Stats(observer.stats.report(observer.audit.dropped()))
         }
         other => return Err(other),
     };

@@ -1,20 +1,31 @@
 //! What flows through the daemon, made visible: tool pinning against rug pulls ([`pins`]),
-//! poisoning checks ([`poison`]), and the control commands that show them ([`control`]).
+//! poisoning checks ([`poison`]), the audit log ([`audit`]), live traffic ([`traffic`]),
+//! statistics ([`stats`]), and the control commands that show them ([`control`]).
+//!
+//! Sessions call in on their hot path only through [`Call`] (one per client request: a few
+//! clones, then a `try_send` and a histogram increment when it is answered) and
+//! [`traffic::Traffic::publish`] (one atomic load while nobody watches). Everything slow
+//! (files, JSON, redaction) happens in the audit thread or the viewer's task.
 //!
 //! Nothing here alters a forwarded message (invariant 1): pinning only decides whether an item
 //! is listed, and every check reads copies.
 
+pub mod audit;
 pub mod control;
 pub mod pins;
 pub mod poison;
+pub mod stats;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use mcpd_proto::observe::CheckReport;
+use mcpd_proto::envelope::{Envelope, field};
+use mcpd_proto::observe::{AuditRecord, CheckReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerSpec};
@@ -29,17 +40,167 @@ pub struct Observer {
     pub pins: Arc<PinStore>,
     /// Poisoning findings per server at the last catalog rebuild, for `mcpctl status`.
     findings: Mutex<BTreeMap<String, usize>>,
+    /// The audit log's sending side.
+    pub audit: audit::AuditLog,
+    /// Calls, errors, latency.
+    pub stats: stats::Stats,
+    /// Live traffic for viewers.
+    pub traffic: traffic::Traffic,
+}
+
+/// Who a session is, for audit lines.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTag {
+    /// `clientInfo.name`.
+    pub name: Option<String>,
+    /// `clientInfo.version`.
+    pub version: Option<String>,
+    /// Pid of the client process.
+    pub pid: Option<u32>,
+}
+
+/// One client request from its arrival to its answer. Dropped unanswered (the client
+/// cancelled it, or the session ended), it is recorded as `cancelled`.
+#[derive(Debug)]
+pub struct Call {
+    observer: Arc<Observer>,
+    started: Instant,
+    record: AuditRecord,
+    arguments: Option<String>,
+    done: bool,
+}
+
+impl Call {
+    /// Who the client is (known only once its `initialize` is read).
+    pub fn set_client(&mut self, client: &ClientTag) {
+        self.record.client.clone_from(&client.name);
+        self.record.client_version.clone_from(&client.version);
+        self.record.pid = client.pid;
+    }
+
+    /// The upstream server the request goes to.
+    pub fn set_server(&mut self, server: &str) {
+        self.record.server = Some(server.to_owned());
+    }
+
+    /// Records the answer sent to the client.
+    pub fn finish(mut self, answer: &str) {
+        let (error_code, tool_error) = match Envelope::parse(answer) {
+            Ok(msg) => (
+                msg.error
+                    .and_then(|e| field(e, "code").ok().flatten())
+                    .and_then(|c| c.get().parse::<i64>().ok()),
+                msg.result
+                    .and_then(|r| field(r, "isError").ok().flatten())
+                    .is_some_and(|v| v.get() == "true"),
+            ),
+            Err(_) => (None, false),
+        };
+        self.record.bytes_out = answer.len();
+        self.record.tool_error = tool_error;
+        match error_code {
+            Some(code) => {
+                self.record.outcome = "error".into();
+                self.record.error_code = Some(code);
+            }
+            None => self.record.outcome = "ok".into(),
+        }
+        self.done = true;
+        self.close(error_code.is_some() || tool_error);
+    }
+
+    fn close(&mut self, error: bool) {
+        let took = self.started.elapsed();
+        self.record.duration_ms = took.as_secs_f64() * 1000.0;
+        if let Some(server) = &self.record.server {
+            let name = self.record.name.as_deref().unwrap_or(&self.record.method);
+            let name = if matches!(self.record.method.as_str(), "tools/call" | "prompts/get") {
+                name.to_owned()
+            } else {
+                // Resource URIs are too many to keep apart: count them by method.
+                self.record.method.clone()
+            };
+            self.observer.stats.add(server, &name, took, error);
+        }
+        if self.observer.audit.enabled() {
+            let record = std::mem::take(&mut self.record);
+            self.observer.audit.record(audit::Entry {
+                record,
+                arguments: self.arguments.take(),
+            });
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.record.outcome = "cancelled".into();
+            self.close(true);
+        }
+    }
 }
 
 impl Observer {
-    /// Loads the pins from `state_dir` and starts the task that writes them.
-    pub fn start(state_dir: &Path, shutdown: CancellationToken) -> Arc<Self> {
+    /// Loads the pins from `state_dir` and starts the task that writes them and the audit
+    /// log's writer thread.
+    pub fn start(
+        state_dir: &Path,
+        redactor: crate::redact::Redactor,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let pins = Arc::new(PinStore::load(state_dir.join("pins.json")));
         tokio::spawn(Arc::clone(&pins).writer(shutdown));
         Arc::new(Self {
             pins,
             findings: Mutex::new(BTreeMap::new()),
+            audit: audit::AuditLog::start(state_dir.join("audit"), redactor),
+            stats: stats::Stats::default(),
+            traffic: traffic::Traffic::default(),
         })
+    }
+
+    /// A client request arrived (`line` is the whole request).
+    pub fn begin(
+        self: &Arc<Self>,
+        session: u64,
+        client: &ClientTag,
+        profile: &str,
+        msg: &Envelope<'_>,
+        line: &str,
+    ) -> Call {
+        let time_ms = mcpd_proto::observe::now_ms();
+        let param = |key: &str| msg.params.and_then(|p| field(p, key).ok().flatten());
+        let name = param("name")
+            .or_else(|| param("uri"))
+            .or_else(|| param("ref").and_then(|r| field(r, "name").ok().flatten()))
+            .and_then(|v| mcpd_proto::envelope::decode_str(v).ok())
+            .map(|s| s.into_owned());
+        let arguments = if self.audit.arguments() {
+            param("arguments").map(|a| a.get().to_owned())
+        } else {
+            None
+        };
+        Call {
+            observer: Arc::clone(self),
+            started: Instant::now(),
+            record: AuditRecord {
+                time: mcpd_proto::observe::utc_time(time_ms),
+                time_ms,
+                session,
+                client: client.name.clone(),
+                client_version: client.version.clone(),
+                pid: client.pid,
+                profile: profile.to_owned(),
+                method: msg.method().to_owned(),
+                name,
+                bytes_in: line.len(),
+                ..AuditRecord::default()
+            },
+            arguments,
+            done: false,
+        }
     }
 
     /// Called by the catalog task before each rebuild: applies the pinning policies and
@@ -49,6 +210,7 @@ impl Observer {
         views: &BTreeMap<String, (ServerSpec, Snapshot)>,
         config: &Config,
     ) -> Withheld {
+        self.audit.set_options(&config.observe.audit);
         let withheld = self
             .pins
             .review(views, |server| config.observe.policy(server));

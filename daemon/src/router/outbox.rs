@@ -238,10 +238,12 @@ pub async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
     writer: W,
     mut rx: mpsc::Receiver<String>,
     budget: Arc<Budget>,
+    tap: impl Fn(&str),
 ) {
     use tokio::io::AsyncWriteExt;
     let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
     while let Some(line) = rx.recv().await {
+        tap(&line);
         let len = line.len() + 1;
         let ok = w.write_all(line.as_bytes()).await.is_ok() && w.write_all(b"\n").await.is_ok();
         drop(line);

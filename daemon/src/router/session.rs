@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
+use mcpd_proto::observe::Direction;
 use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
@@ -32,6 +33,7 @@ use super::{instructions, search};
 use crate::codec::{Frame, LineCodec};
 use crate::config::ProfileShape;
 use crate::daemon::Daemon;
+use crate::observe::{Call, ClientTag};
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
@@ -72,7 +74,14 @@ pub async fn serve(
     };
     let (out, out_rx) = Outbox::new(id, limit);
     let budget = Arc::clone(out.budget());
-    let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget)));
+    let observer = Arc::clone(daemon.observer());
+    let tap = move |line: &str| {
+        if observer.traffic.watched() {
+            let line = Bytes::copy_from_slice(line.as_bytes());
+            observer.traffic.publish(id, Direction::Out, line);
+        }
+    };
+    let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget), tap));
     let link = SessionLink::new(id, out.clone());
     daemon.hub().register(link.clone());
     let mut session = Session {
@@ -88,8 +97,10 @@ pub async fn serve(
         aborts: HashMap::new(),
         seq: 0,
         in_flight,
+        client: ClientTag::default(),
     };
     session.link.set_servers(session.servers());
+    session.client = daemon.client_tag(id);
     match resume {
         Some(resume) => {
             // The shim lost its connection (the daemon restarted) and the client does not know:
@@ -219,6 +230,8 @@ struct Session {
     /// Sequence number of the last forwarded request.
     seq: u64,
     in_flight: Arc<AtomicUsize>,
+    /// Who the client is, for audit lines.
+    client: ClientTag,
 }
 
 #[derive(Deserialize, Default)]
@@ -314,6 +327,10 @@ impl Session {
     }
 
     async fn on_line(&mut self, line: Bytes) {
+        self.daemon
+            .observer()
+            .traffic
+            .publish(self.id, Direction::In, line.clone());
         let Ok(text) = std::str::from_utf8(&line) else {
             self.send(envelope::error_response(
                 None,
@@ -340,20 +357,23 @@ impl Session {
 
     async fn on_request(&mut self, msg: &Envelope<'_>, line: &Bytes) {
         let id = msg.id.unwrap_or(RawValue::NULL);
+        let text = std::str::from_utf8(line).unwrap_or_default();
+        let mut call =
+            self.daemon
+                .observer()
+                .begin(self.id, &self.client, &self.profile, msg, text);
         let target = match msg.method() {
             "initialize" => {
                 let answer = self.initialize(msg, id).await;
-                self.send(answer).await;
-                return;
+                call.set_client(&self.client);
+                return self.answer(call, answer).await;
             }
             "ping" => {
-                self.send(envelope::response(id, &json!({}))).await;
-                return;
+                return self.answer(call, envelope::response(id, &json!({}))).await;
             }
             "logging/setLevel" => {
                 let answer = self.set_level(msg, id);
-                self.send(answer).await;
-                return;
+                return self.answer(call, answer).await;
             }
             "server/discover" => {
                 let answer = envelope::error_response(
@@ -361,8 +381,7 @@ impl Session {
                     envelope::METHOD_NOT_FOUND,
                     "Method not found: server/discover (this mcpd speaks MCP 2025-11-25 and earlier; use initialize)",
                 );
-                self.send(answer).await;
-                return;
+                return self.answer(call, answer).await;
             }
             "tools/list" => None,
             "prompts/list" => None,
@@ -380,8 +399,7 @@ impl Session {
                     envelope::METHOD_NOT_FOUND,
                     &format!("Method not found: {method}"),
                 );
-                self.send(answer).await;
-                return;
+                return self.answer(call, answer).await;
             }
         };
         if self.tasks.len() >= MAX_IN_FLIGHT {
@@ -390,8 +408,7 @@ impl Session {
                 envelope::UPSTREAM_BUSY,
                 "too many requests in flight on this session",
             );
-            self.send(answer).await;
-            return;
+            return self.answer(call, answer).await;
         }
         let key = id.get().to_owned();
         let ctx = RequestContext {
@@ -403,6 +420,7 @@ impl Session {
             link: self.link.clone(),
             out: self.out.clone(),
             line: line.clone(),
+            call: Some(call),
         };
         let task_key = key.clone();
         self.seq += 1;
@@ -484,6 +502,12 @@ impl Session {
     }
 
     /// Takes in what the client said in `initialize`; returns the protocol version agreed.
+    /// Sends an answer mcpd gave itself and records it.
+    async fn answer(&self, call: Call, answer: String) {
+        call.finish(&answer);
+        self.send(answer).await;
+    }
+
     fn apply_initialize(&mut self, params: InitializeParams) -> &'static str {
         let version = params
             .protocol_version
@@ -495,6 +519,7 @@ impl Session {
             tracing::info!(session = self.id, client = %info.name, version = %info.version, protocol = version, "client initialized");
             self.daemon
                 .set_client_info(self.id, info.name, info.version);
+            self.client = self.daemon.client_tag(self.id);
         }
         self.link
             .set_caps(client_caps(params.capabilities.as_ref()));
@@ -648,6 +673,8 @@ struct RequestContext {
     link: SessionLink,
     out: Outbox,
     line: Bytes,
+    /// The audit and statistics record, finished by the reply.
+    call: Option<Call>,
 }
 
 /// Where a request goes and which part of it names the item there.
@@ -660,7 +687,10 @@ struct Resolved<'a> {
 }
 
 impl RequestContext {
-    async fn reply(&self, line: String) {
+    async fn reply(&mut self, line: String) {
+        if let Some(call) = self.call.take() {
+            call.finish(&line);
+        }
         self.out.send(line).await;
     }
 
@@ -781,6 +811,9 @@ impl RequestContext {
                     .await;
             }
         };
+        if let Some(call) = self.call.as_mut() {
+            call.set_server(&resolved.server);
+        }
         let hub = self.daemon.hub();
         if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
             // Only the first subscriber subscribes upstream, only the last one unsubscribes. A
