@@ -851,6 +851,9 @@ impl RequestContext {
                 .await;
         };
         let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
+        if let Some(call) = self.call.take() {
+            call.finish(&answer);
+        }
         self.out.send_answer(answer, Some(id)).await;
     }
 
