@@ -34,6 +34,20 @@ pub use process::{
 };
 pub use shim::ShimClient;
 
+/// A test needs a system tool this machine lacks. That is a failure, naming what to install,
+/// unless `MCPD_ALLOW_SKIP=1` is set (for a developer's partial machine; CI never sets it):
+/// then the test says `SKIPPED` on stderr and the caller returns.
+pub fn tool_missing(what: &str, install: &str) {
+    if std::env::var_os("MCPD_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED (MCPD_ALLOW_SKIP=1): {what} is not installed ({install})");
+        return;
+    }
+    panic!(
+        "{what} is not installed: {install}, or run scripts/test as root, which installs it \
+         (MCPD_ALLOW_SKIP=1 turns this failure into a skip)"
+    );
+}
+
 /// How long a test waits for something that should happen promptly (a reply, a start).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -46,13 +46,13 @@ fn on_path(program: &str) -> bool {
 }
 
 impl SecretSession {
-    /// `None` (after saying why) when the programs are not installed.
+    /// Fails when the programs are not installed; `None` only with `MCPD_ALLOW_SKIP=1`.
     fn start() -> Option<Self> {
         let missing: Vec<&str> = NEEDED.iter().copied().filter(|p| !on_path(p)).collect();
         if !missing.is_empty() {
-            eprintln!(
-                "SKIPPED: no Secret Service to test against: {} not installed (Debian: apt-get install gnome-keyring dbus-daemon libsecret-tools)",
-                missing.join(", ")
+            mcpd_tests::tool_missing(
+                &format!("a Secret Service to test against ({})", missing.join(", ")),
+                "Debian: apt-get install gnome-keyring dbus-daemon libsecret-tools",
             );
             return None;
         }

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use mcpd_tests::{ShimClient, TIMEOUT, bin, fixture, repo_root, wait_until};
 use tempfile::TempDir;
 
-/// The path of a system tool, or `None` (with a note on stderr) when it is not installed.
+/// The path of a system tool; when it is not installed the test fails, or is skipped with
+/// `MCPD_ALLOW_SKIP=1` (`None`).
 fn tool(name: &str) -> Option<PathBuf> {
     let found = ["/usr/bin", "/bin", "/usr/local/bin", "/usr/lib/systemd"]
         .iter()
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.is_file());
     if found.is_none() {
-        eprintln!("SKIPPED: {name} is not installed (Debian package `systemd`)");
+        mcpd_tests::tool_missing(name, "Debian package `systemd`");
     }
     found
 }
