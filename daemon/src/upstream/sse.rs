@@ -33,6 +33,9 @@ pub enum SseItem {
 pub struct SseDecoder {
     max: usize,
     line: Vec<u8>,
+    /// Bytes of the current line, counting those dropped while `discarding`: a line emptied
+    /// because it was too long is not a blank line (which would end the event).
+    line_len: usize,
     /// The previous chunk ended in CR: a LF at the start of the next one belongs to it.
     after_cr: bool,
     /// The stream's first bytes are still to come (a leading BOM is skipped).
@@ -52,6 +55,7 @@ impl SseDecoder {
         Self {
             max,
             line: Vec::new(),
+            line_len: 0,
             after_cr: false,
             at_start: true,
             data: BytesMut::new(),
@@ -77,6 +81,7 @@ impl SseDecoder {
     /// and the retry delay stay, for the next connection.
     pub fn reset_connection(&mut self) {
         self.line.clear();
+        self.line_len = 0;
         self.after_cr = false;
         self.at_start = true;
         self.data.clear();
@@ -87,7 +92,11 @@ impl SseDecoder {
 
     /// Decodes `chunk`, appending complete items to `out`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) {
-        if self.at_start && !chunk.is_empty() {
+        if chunk.is_empty() {
+            // Nothing to decode, and a pending CR must still meet the LF after it.
+            return;
+        }
+        if self.at_start {
             let bom = [0xEF, 0xBB, 0xBF];
             let n = self.line.len() + chunk.len();
             if n < bom.len() && bom.starts_with(&[&self.line[..], chunk].concat()) {
@@ -113,7 +122,11 @@ impl SseDecoder {
             let cr = chunk[end] == b'\r';
             self.push_line_bytes(&chunk[..end]);
             let line = std::mem::take(&mut self.line);
-            self.line_done(&line, out);
+            // While an over-limit event is dropped only a blank line (its end) matters.
+            if self.discarding.is_none() || self.line_len == 0 {
+                self.line_done(&line, out);
+            }
+            self.line_len = 0;
             self.line = line;
             self.line.clear();
             chunk = &chunk[end + 1..];
@@ -130,6 +143,7 @@ impl SseDecoder {
 
     /// Adds bytes to the current line, or counts them when the line is already too long.
     fn push_line_bytes(&mut self, bytes: &[u8]) {
+        self.line_len += bytes.len();
         if let Some(dropped) = self.discarding.as_mut() {
             *dropped += bytes.len();
             return;
@@ -285,5 +299,33 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(out[1], event("message", "ok"));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/sse.rs): the line that went over the limit ended
+    /// the event as a blank line would, so the event's remaining lines came out as an event.
+    #[test]
+    fn the_rest_of_an_event_over_the_limit_is_dropped_with_it() {
+        let big = "x".repeat(100);
+        for text in [
+            format!("data: {big}\ndata: tail\n\ndata: next\n\n"),
+            format!("data: a\n: {big}\ndata: b\n\ndata: next\n\n"),
+            format!("event: {big}\ndata: b\n\ndata: next\n\n"),
+            format!("data: {big}\r\nid: 7\r\ndata: tail\r\n\r\ndata: next\r\n\r\n"),
+        ] {
+            let (whole, _) = decode(&[text.as_bytes()], 50);
+            assert_eq!(whole.len(), 2, "{text:?}: {whole:?}");
+            assert!(matches!(whole[0], SseItem::TooLong(_)), "{whole:?}");
+            assert_eq!(whole[1], event("message", "next"));
+            let bytes: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+            assert_eq!(decode(&bytes, 50).0, whole, "byte by byte");
+        }
+    }
+
+    /// Found by fuzzing: an empty chunk between the CR and the LF of a CRLF made the LF a line
+    /// of its own, a blank line that ended the event early.
+    #[test]
+    fn an_empty_chunk_inside_a_crlf_changes_nothing() {
+        let (out, _) = decode(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"], 1024);
+        assert_eq!(out, vec![event("message", "a\nb")]);
     }
 }
