@@ -7,6 +7,7 @@
 //! a value's span in that output.
 
 use anyhow::{Result, bail};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// A byte range of a JSON value in a text.
@@ -80,16 +81,79 @@ pub fn to_json(text: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Parses JSON or JSONC text into a value.
+/// Parses JSON or JSONC text into a value. An object with a key twice is refused: the edits
+/// here find a key's first occurrence while a reader keeps its last one, so either choice would
+/// silently edit or import the wrong one.
 pub fn parse(text: &str) -> Result<Value> {
     let json = to_json(text);
-    match serde_json::from_str(&json) {
+    let mut de = serde_json::Deserializer::from_str(&json);
+    match UniqueKeys::deserialize(&mut de).and_then(|v| de.end().map(|()| v.0)) {
         Ok(v) => Ok(v),
         Err(e) => bail!(
             "not valid JSON (line {}, column {}): {e}",
             e.line(),
             e.column()
         ),
+    }
+}
+
+/// A JSON value whose objects have no key twice.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object; remove one"
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -329,6 +393,28 @@ mod tests {
         let text = r#"{"url": "https://x//y/*z*/", "a": [1,2,]}"#;
         let v = parse(text).unwrap();
         assert_eq!(v, json!({"url": "https://x//y/*z*/", "a": [1, 2]}));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/jsonc.rs): with `mcpServers` twice, `import` read
+    /// the servers of the last one and added its new ones to the first, which mcpd ignores.
+    #[test]
+    fn a_key_twice_in_one_object_is_refused_with_its_line() {
+        let text = "{\n  \"mcpServers\": {\"a\": {}},\n  \"mcpServers\": {\"b\": {}}\n}";
+        let e = format!("{:#}", parse(text).unwrap_err());
+        assert!(
+            e.contains("line 3") && e.contains("\"mcpServers\" appears twice"),
+            "{e}"
+        );
+        let nested = r#"{"servers": {"x": {"command": "a", /* c */ "command": "b"}}}"#;
+        assert!(format!("{:#}", parse(nested).unwrap_err()).contains("\"command\" appears twice"));
+        // The same key in different objects is fine, and values keep their types.
+        let v =
+            parse(r#"{"a": {"k": 1}, "b": {"k": [1.5, -2, 18446744073709551615, null, true]}}"#)
+                .unwrap();
+        assert_eq!(
+            v,
+            json!({"a": {"k": 1}, "b": {"k": [1.5, -2, 18446744073709551615u64, null, true]}})
+        );
     }
 
     #[test]
