@@ -2,7 +2,8 @@
 //! `${VAR}` expanded, OAuth settings collected and errors naming their JSON path.
 //!
 //! Beyond "never panics": an accepted configuration is self-consistent (every profile names
-//! existing servers, it does not differ from itself), and a refused one says where and why.
+//! a defined server, usable or set aside with its reasons, and it does not differ from itself),
+//! and a refused one says where and why.
 #![no_main]
 
 use std::path::Path;
@@ -30,13 +31,24 @@ fuzz_target!(|data: &[u8]| {
     match config::parse(file, text, env) {
         Ok(loaded) => {
             let config = &loaded.config;
+            // A server whose definition has a mistake is set aside (`broken`), not dropped.
             for (name, profile) in &config.profiles {
                 for server in &profile.servers {
                     assert!(
-                        config.servers.contains_key(server),
+                        config.servers.contains_key(server) || config.broken.contains_key(server),
                         "profile {name} names a missing server {server}"
                     );
                 }
+            }
+            for (name, problem) in &config.broken {
+                assert!(
+                    !config.servers.contains_key(name),
+                    "{name} both usable and broken"
+                );
+                assert!(
+                    !problem.errors.is_empty(),
+                    "{name} is broken without a reason"
+                );
             }
             let all = config.profile_servers(mcpd_proto::DEFAULT_PROFILE);
             assert!(all.is_some(), "the default profile always exists");

@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// `${NAME}` and `${NAME:-default}`: `NAME` is `[A-Za-z_][A-Za-z0-9_]*`, the reference ends at
-/// the first `}`, the default is everything after the first `:-`.
+/// the first `}`, the default is everything after the first `:-`. `${secret:NAME}` (`NAME` is
+/// `[A-Za-z_][A-Za-z0-9_.-]*`, at most 128 bytes) is kept as written, for the secret store.
 fn reference(input: &str) -> Result<String, ExpandError> {
     let chars: Vec<char> = input.chars().collect();
     let mut out = String::new();
@@ -46,6 +47,19 @@ fn reference(input: &str) -> Result<String, ExpandError> {
             return Err(ExpandError::Unterminated);
         };
         let inner: String = chars[i + 2..close].iter().collect();
+        if let Some(secret) = inner.strip_prefix("secret:") {
+            let valid = secret.len() <= 128
+                && secret.chars().enumerate().all(|(k, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (k > 0 && "-.0123456789".contains(c))
+                })
+                && !secret.is_empty();
+            if !valid {
+                return Err(ExpandError::BadSecretName(secret.to_owned()));
+            }
+            out.extend(&chars[i..=close]);
+            i = close + 1;
+            continue;
+        }
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n.to_owned(), Some(d.to_owned())),
             None => (inner.clone(), None),
