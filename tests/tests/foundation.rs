@@ -440,7 +440,7 @@ fn a_client_that_closes_its_stdin_still_gets_the_answers_it_asked_for() {
                 "\n",
                 r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
                 "\n",
-                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":500}}}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":100}}}"#,
                 "\n",
                 r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fx__sleep","arguments":{"ms":30000}}}"#,
                 "\n"
