@@ -836,8 +836,9 @@ fn a_warm_cache_answers_at_once_while_a_server_starts_and_list_changed_follows()
     });
     assert!(first.terminate().success());
 
-    // Now the server is slow to start and has a fourth tool.
-    fs::write(&flags, "--tools 4 --delay-init-ms 3000").expect("write flags");
+    // Now the server is slow to start (8 s: room for a loaded machine to list from the cache
+    // first) and has a fourth tool.
+    fs::write(&flags, "--tools 4 --delay-init-ms 8000").expect("write flags");
     let second = TestDaemon::builder()
         .env("XDG_CACHE_HOME", &cache_home)
         .start(config);
