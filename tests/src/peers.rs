@@ -120,6 +120,24 @@ impl Peers {
         self.dir.join(".venv/bin/python")
     }
 
+    /// The Python of the Python SDK 2.x venv (`.venv-modern`, from `requirements-modern.txt`);
+    /// panics with what to run when it is missing.
+    pub fn python_modern(&self) -> PathBuf {
+        let python = self.dir.join(".venv-modern/bin/python");
+        assert!(
+            python.exists(),
+            "the Python SDK 2.x venv is not installed: {} is missing. Run scripts/test, which \
+             installs it from tests/peers/requirements-modern.txt.",
+            python.display()
+        );
+        python
+    }
+
+    /// The Python SDK 2.x client script (modern era).
+    pub fn py_modern_client(&self) -> PathBuf {
+        self.dir.join("py_modern_client.py")
+    }
+
     /// The Python SDK client script.
     pub fn py_client(&self) -> PathBuf {
         self.dir.join("py_client.py")

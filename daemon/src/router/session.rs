@@ -28,6 +28,7 @@ use tokio_util::codec::FramedRead;
 
 use super::catalog::{Catalog, SharedCatalog};
 use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
+use super::modern::{self, Era};
 use super::outbox::{Outbox, write_lines};
 use super::{instructions, search};
 use crate::codec::{Frame, LineCodec};
@@ -92,6 +93,7 @@ pub async fn serve(
         out,
         link,
         initialized: false,
+        modern_client: false,
         announced: None,
         tasks: JoinSet::new(),
         aborts: HashMap::new(),
@@ -220,6 +222,8 @@ struct Session {
     link: SessionLink,
     /// The client sent `notifications/initialized`.
     initialized: bool,
+    /// A modern request named its client (recorded once).
+    modern_client: bool,
     /// Per change group, the fingerprint of what the client was last told about.
     announced: Option<[u64; 3]>,
     /// Forwarded requests in flight, each keyed by the client's raw id.
@@ -362,6 +366,30 @@ impl Session {
             self.daemon
                 .observer()
                 .begin(self.id, &self.client, &self.profile, msg, text);
+        // The era is decided here, per request (see `modern`).
+        let modern = match modern::era(msg) {
+            Era::Legacy => false,
+            Era::Unsupported(requested) => {
+                return self.answer(call, modern::unsupported(id, &requested)).await;
+            }
+            Era::Modern(meta) => {
+                self.apply_meta(meta);
+                call.set_client(&self.client);
+                true
+            }
+        };
+        if modern && modern::removed(msg.method()) {
+            let answer = envelope::error_response(
+                Some(id),
+                envelope::METHOD_NOT_FOUND,
+                &format!(
+                    "Method not found: {} is not part of MCP {}",
+                    msg.method(),
+                    modern::MODERN_VERSION
+                ),
+            );
+            return self.answer(call, answer).await;
+        }
         let target = match msg.method() {
             "initialize" => {
                 let answer = self.initialize(msg, id).await;
@@ -376,11 +404,7 @@ impl Session {
                 return self.answer(call, answer).await;
             }
             "server/discover" => {
-                let answer = envelope::error_response(
-                    Some(id),
-                    envelope::METHOD_NOT_FOUND,
-                    "Method not found: server/discover (this mcpd speaks MCP 2025-11-25 and earlier; use initialize)",
-                );
+                let answer = self.discover(id);
                 return self.answer(call, answer).await;
             }
             "tools/list" => None,
@@ -421,6 +445,7 @@ impl Session {
             out: self.out.clone(),
             line: line.clone(),
             call: Some(call),
+            modern: modern.then(|| modern::cacheable(msg.method())),
         };
         let task_key = key.clone();
         self.seq += 1;
@@ -467,29 +492,11 @@ impl Session {
         let instructions = catalog.instructions(&servers);
         // Summarised instructions point at resources mcpd serves itself.
         caps.resources |= !instructions.cut.is_empty();
-        let mut capabilities = serde_json::Map::new();
-        if caps.tools {
-            capabilities.insert("tools".into(), json!({"listChanged": true}));
-        }
-        if caps.prompts {
-            capabilities.insert("prompts".into(), json!({"listChanged": true}));
-        }
-        if caps.resources {
-            capabilities.insert(
-                "resources".into(),
-                json!({"listChanged": true, "subscribe": caps.subscribe}),
-            );
-        }
-        if caps.logging {
-            capabilities.insert("logging".into(), json!({}));
-        }
-        if caps.completions {
-            capabilities.insert("completions".into(), json!({}));
-        }
+        let capabilities = modern::capabilities(&caps, true);
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": capabilities,
-            "serverInfo": {"name": "mcpd", "title": "mcpd (shared MCP servers)", "version": env!("CARGO_PKG_VERSION")},
+            "serverInfo": modern::server_info(),
         });
         // The configuration notice (when a server's definition is broken) comes first; the
         // servers' part is already under the limit.
@@ -540,6 +547,12 @@ impl Session {
                 &format!("params.level must be one of {}", LOG_LEVELS.join(", ")),
             );
         };
+        self.apply_level(rank);
+        envelope::response(id, &json!({}))
+    }
+
+    /// Sets the session's log level, and the upstreams' to the most verbose any session wants.
+    fn apply_level(&self, rank: u8) {
         self.link.set_log_level(rank);
         // Upstreams log at the most verbose level any session wants; each session filters.
         let upstream_level = self.daemon.hub().most_verbose_level().unwrap_or(rank);
@@ -555,7 +568,42 @@ impl Session {
                 );
             }
         }
-        envelope::response(id, &json!({}))
+    }
+
+    /// Takes in what a modern request's `_meta` says about its client. Its capabilities are
+    /// not recorded: a modern client answers no server-to-client request (those become
+    /// `InputRequiredResult`s in 2026-07-28, not translated yet), so upstream requests for
+    /// sampling, elicitation or roots are not routed to it.
+    fn apply_meta(&mut self, meta: modern::Meta) {
+        if let Some((name, version)) = meta.client
+            && !self.modern_client
+        {
+            tracing::info!(session = self.id, client = %name, version = %version, protocol = modern::MODERN_VERSION, "modern client");
+            self.daemon.set_client_info(self.id, name, version);
+            self.client = self.daemon.client_tag(self.id);
+            self.modern_client = true;
+        }
+        if let Some(rank) = meta.log_level.as_deref().and_then(log_rank) {
+            self.apply_level(rank);
+        }
+    }
+
+    /// The `DiscoverResult`, at once: from the catalog as it stands (servers still starting
+    /// are counted with what the catalog cache remembers of them, or as offering tools), never
+    /// waiting on an upstream or starting one.
+    fn discover(&self, id: &RawValue) -> String {
+        let servers = self.servers();
+        let catalog = self.catalog.borrow().clone();
+        let mut caps = catalog.caps(&servers);
+        caps.tools |= servers
+            .iter()
+            .any(|s| catalog.pending.contains(s) || !catalog.servers.contains_key(s));
+        let instructions = catalog.instructions(&servers);
+        caps.resources |= !instructions.cut.is_empty();
+        let text = [self.daemon.config_notice(), instructions.text];
+        let text: Vec<String> = text.into_iter().flatten().collect();
+        let text = (!text.is_empty()).then(|| text.join("\n\n"));
+        envelope::response(id, &modern::discover_result(&caps, text))
     }
 
     fn on_notification(&mut self, msg: &Envelope<'_>) {
@@ -675,6 +723,8 @@ struct RequestContext {
     line: Bytes,
     /// The audit and statistics record, finished by the reply.
     call: Option<Call>,
+    /// A modern request: `Some(cacheable)`, its answer completed by `modern::complete`.
+    modern: Option<bool>,
 }
 
 /// Where a request goes and which part of it names the item there.
@@ -691,6 +741,10 @@ impl RequestContext {
         if let Some(call) = self.call.take() {
             call.finish(&line);
         }
+        let line = match self.modern {
+            Some(cacheable) => modern::complete(line, cacheable),
+            None => line,
+        };
         self.out.send(line).await;
     }
 
