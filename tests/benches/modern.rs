@@ -1,0 +1,120 @@
+//! What the modern era (MCP 2026-07-28, issue 12) costs a client: the round trip of a
+//! `tools/call` sent statelessly with `_meta` (no `initialize`) against the same call on a legacy
+//! session, to the fixture's `echo` through `mcp-shim` and `mcpd`; and the time of a dual-era
+//! client's `server/discover` probe through a fresh `mcp-shim` with a warm daemon (spawn the shim,
+//! probe, answer read; the shim is then killed, as probing clients do). Printed as Markdown;
+//! nothing is asserted.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! cargo bench -p mcpd-tests --bench modern [-- --quick]
+//! ```
+//!
+//! It runs the binaries next to the bench executable (`target/release/`) or in `$MCPD_BIN_DIR`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
+
+use std::time::{Duration, Instant};
+
+use mcpd_proto::ServerState;
+use mcpd_tests::process::signal;
+use mcpd_tests::{ShimClient, TestDaemon, fixture};
+use serde_json::json;
+
+const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn row(what: &str, mut samples: Vec<Duration>) -> (String, Duration) {
+    samples.sort();
+    let p50 = percentile(&samples, 0.5);
+    let line = format!(
+        "| {what} | {} | {} | {} | {} |",
+        samples.len(),
+        us(p50),
+        us(percentile(&samples, 0.9)),
+        us(percentile(&samples, 0.99))
+    );
+    (line, p50)
+}
+
+/// `n` echo calls on `shim`, each a raw line built by `call(id)`, timed from write to answer.
+fn calls(shim: &mut ShimClient, n: usize, call: impl Fn(u64) -> String) -> Vec<Duration> {
+    (0..n as u64)
+        .map(|i| {
+            let id = 1_000_000 + i;
+            let line = call(id);
+            let t = Instant::now();
+            shim.send_raw(&line);
+            let answer = shim.response_line(&json!(id));
+            let d = t.elapsed();
+            assert!(answer.contains("\"result\""), "{answer}");
+            d
+        })
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 200 } else { 2000 };
+    let probes = if quick { 10 } else { 100 };
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &[])]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+
+    let mut legacy = ShimClient::spawn(&daemon, None);
+    legacy.initialize();
+    let mut modern = ShimClient::spawn(&daemon, None);
+    let legacy_call = |id: u64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"fx__echo","arguments":{{"message":"x"}}}}}}"#
+        )
+    };
+    let modern_call = |id: u64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"fx__echo","arguments":{{"message":"x"}},{META}}}}}"#
+        )
+    };
+    // Warm both paths, then interleave rounds so drift in machine load hits both alike.
+    calls(&mut legacy, 50, legacy_call);
+    calls(&mut modern, 50, modern_call);
+    let (mut l, mut m) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        l.extend(calls(&mut legacy, n / 10, legacy_call));
+        m.extend(calls(&mut modern, n / 10, modern_call));
+    }
+
+    let mut probe_times = Vec::new();
+    for _ in 0..probes {
+        let t = Instant::now();
+        let mut shim = ShimClient::spawn(&daemon, None);
+        shim.send_raw(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{META}}}}}"#
+        ));
+        let answer = shim.response_line(&json!(1));
+        probe_times.push(t.elapsed());
+        assert!(answer.contains("supportedVersions"), "{answer}");
+        signal(shim.pid(), libc::SIGKILL);
+        let _ = shim.wait_exit(Duration::from_secs(10));
+    }
+
+    println!("## Modern era through mcpd (fixture echo, one session each, µs)\n");
+    println!("| what | n | p50 | p90 | p99 |\n|---|---|---|---|---|");
+    let (line, lp50) = row("legacy tools/call (after initialize)", l);
+    println!("{line}");
+    let (line, mp50) = row("modern tools/call (_meta, no initialize)", m);
+    println!("{line}");
+    let (line, _) = row(
+        "server/discover probe: spawn mcp-shim, answer read (warm daemon)",
+        probe_times,
+    );
+    println!("{line}");
+    let added = mp50.as_secs_f64() - lp50.as_secs_f64();
+    println!("\nmodern minus legacy, p50: {:.1} µs", added * 1e6);
+}
