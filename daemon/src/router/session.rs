@@ -908,6 +908,10 @@ impl RequestContext {
         if let Some(call) = self.call.take() {
             call.finish(&answer);
         }
+        let answer = match self.modern {
+            Some(cacheable) => modern::complete(answer, cacheable),
+            None => answer,
+        };
         self.out.send_answer(answer, Some(id)).await;
     }
 
