@@ -115,6 +115,12 @@ pub fn run(attached: Attached, target: &Target) -> Exit {
             Err(exit) => return exit,
         };
         if shared.lock().stdin_closed {
+            // The daemon answered what it could after our end of input and closed (its grace
+            // and our linger are both 2 s, so it may close first): what is still unanswered
+            // gets an error now, before the shim exits, never silence.
+            if let Err(e) = shared.lose() {
+                return stdout_failed(e);
+            }
             return Exit::done();
         }
         lines.reset();
