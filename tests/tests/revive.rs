@@ -63,7 +63,12 @@ fn shutdown_stay_down_keeps_shims_from_starting_it() {
     let mut shim = autostarting_shim(&daemon);
     let status = shim.wait_exit(TIMEOUT).expect("the shim exits");
     assert!(!status.success());
-    assert!(shim.stderr().contains("--stay-down"), "{}", shim.stderr());
+    // Its stderr is read by a thread of the harness: the last line may land just after the exit.
+    assert!(
+        wait_until(TIMEOUT, || shim.stderr().contains("--stay-down")),
+        "{}",
+        shim.stderr()
+    );
 
     // An explicit start ends it: the marker is gone.
     daemon.start_again();
