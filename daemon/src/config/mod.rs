@@ -491,26 +491,9 @@ pub fn parse(
                 break;
             }
             Err(e) => {
-                let server = root
-                    .get("mcpServers")
-                    .and_then(Value::as_object)
-                    .and_then(|servers| {
-                        problems::key_at(servers, "mcpServers", e.json_path.as_deref()?)
-                    })
-                    .cloned();
-                let (Some(server), Some(config)) = (server, config.as_mut()) else {
+                if let Err(e) = disable_server(&mut root, config.as_mut(), e) {
                     errors.push(e);
                     break;
-                };
-                config.servers.remove(&server);
-                config
-                    .broken
-                    .entry(server.clone())
-                    .or_insert_with(|| ServerProblem { errors: Vec::new() })
-                    .errors
-                    .push(e);
-                if let Some(servers) = root.get_mut("mcpServers").and_then(Value::as_object_mut) {
-                    servers.remove(&server);
                 }
             }
         }
@@ -526,26 +509,9 @@ pub fn parse(
                 break;
             }
             Err(e) => {
-                let server = root
-                    .get("mcpServers")
-                    .and_then(Value::as_object)
-                    .and_then(|servers| {
-                        problems::key_at(servers, "mcpServers", e.json_path.as_deref()?)
-                    })
-                    .cloned();
-                let (Some(server), Some(config)) = (server, config.as_mut()) else {
+                if let Err(e) = disable_server(&mut root, config.as_mut(), e) {
                     errors.push(e);
                     break;
-                };
-                config.servers.remove(&server);
-                config
-                    .broken
-                    .entry(server.clone())
-                    .or_insert_with(|| ServerProblem { errors: Vec::new() })
-                    .errors
-                    .push(e);
-                if let Some(servers) = root.get_mut("mcpServers").and_then(Value::as_object_mut) {
-                    servers.remove(&server);
                 }
             }
         }
@@ -559,6 +525,35 @@ pub fn parse(
         }),
         _ => Err(combine(errors, path)),
     }
+}
+
+/// Takes the server that `error` is about out of `config` (into `broken`, state
+/// `config-error`) and out of `root`, so that the other servers still load. `Err(error)` when
+/// the mistake is not inside one server's definition (or nothing loaded): the file is refused.
+fn disable_server(
+    root: &mut Value,
+    config: Option<&mut Config>,
+    error: ConfigError,
+) -> Result<(), ConfigError> {
+    let server = root
+        .get("mcpServers")
+        .and_then(Value::as_object)
+        .and_then(|servers| problems::key_at(servers, "mcpServers", error.json_path.as_deref()?))
+        .cloned();
+    let (Some(server), Some(config)) = (server, config) else {
+        return Err(error);
+    };
+    config.servers.remove(&server);
+    config
+        .broken
+        .entry(server.clone())
+        .or_insert_with(|| ServerProblem { errors: Vec::new() })
+        .errors
+        .push(error);
+    if let Some(servers) = root.get_mut("mcpServers").and_then(Value::as_object_mut) {
+        servers.remove(&server);
+    }
+    Ok(())
 }
 
 /// Removes the top-level entry (a profile, an `mcpd` option) that `error` is about; whether
