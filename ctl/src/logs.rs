@@ -81,7 +81,11 @@ fn decode(line: &str) -> Result<LogsReply> {
 
 /// `2026-11-21T23:58:35.072Z INFO  [github] message`
 pub fn render(line: &LogLine) -> String {
-    let mut out = format!("{} {:<5}", utc(line.time_ms), line.level);
+    let mut out = format!(
+        "{} {:<5}",
+        mcpd_proto::observe::utc_time(line.time_ms),
+        line.level
+    );
     if let Some(server) = &line.server {
         out.push_str(&format!(" [{server}]"));
     }
@@ -99,30 +103,6 @@ pub fn render(line: &LogLine) -> String {
     out
 }
 
-/// Milliseconds since the epoch as an RFC 3339 UTC time with milliseconds.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -131,8 +111,11 @@ mod tests {
 
     #[test]
     fn times_are_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+        assert_eq!(mcpd_proto::observe::utc_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            mcpd_proto::observe::utc_time(1_709_251_199_123),
+            "2024-02-29T23:59:59.123Z"
+        );
     }
 
     #[test]
