@@ -15,15 +15,7 @@ pub fn namespaced(server: &str, sep: &str, item: &str) -> String {
     if full.len() <= MAX_NAME && full.chars().all(valid_char) {
         return full;
     }
-    let hash = format!("{:016x}", fnv1a(full.as_bytes()));
-    let mut out: String = full
-        .chars()
-        .map(|c| if valid_char(c) { c } else { '_' })
-        .collect();
-    out.truncate(MAX_NAME - HASH_LEN - 1);
-    out.push('-');
-    out.push_str(&hash[..HASH_LEN]);
-    out
+    with_hash(&full, full.as_bytes())
 }
 
 /// Whether `server<sep>item` also reads as `<other server><sep><rest>` for another configured
@@ -43,8 +35,14 @@ pub fn is_ambiguous(server: &str, sep: &str, item: &str, servers: &[&str]) -> bo
 /// text, which both pairs share).
 pub fn disambiguated(server: &str, sep: &str, item: &str) -> String {
     let pair = format!("{server}\0{item}");
-    let hash = format!("{:016x}", fnv1a(pair.as_bytes()));
-    let mut out: String = format!("{server}{sep}{item}")
+    with_hash(&format!("{server}{sep}{item}"), pair.as_bytes())
+}
+
+/// `text` with invalid characters replaced, cut to fit, then `-` and 6 hex digits of a hash of
+/// `key`.
+fn with_hash(text: &str, key: &[u8]) -> String {
+    let hash = format!("{:016x}", fnv1a(key));
+    let mut out: String = text
         .chars()
         .map(|c| if valid_char(c) { c } else { '_' })
         .collect();
