@@ -147,6 +147,11 @@ impl Peers {
     pub fn ts_client(&self) -> PathBuf {
         self.dir.join("ts_client.mjs")
     }
+
+    /// The TypeScript SDK v2 client script (`@modelcontextprotocol/client`, negotiated era).
+    pub fn ts_modern_client(&self) -> PathBuf {
+        self.dir.join("ts_modern_client.mjs")
+    }
 }
 
 /// Which official SDK a [`SdkClient`] uses.
@@ -156,6 +161,9 @@ pub enum Sdk {
     Python,
     /// `@modelcontextprotocol/sdk` from npm, `tests/peers/ts_client.mjs`.
     TypeScript,
+    /// `@modelcontextprotocol/client` (SDK v2) from npm, `tests/peers/ts_modern_client.mjs`;
+    /// its first line is `{"op":"connect",...}` and `--mode` picks the era.
+    TypeScriptV2,
 }
 
 /// An SDK client script running through `mcp-shim` against a [`TestDaemon`].
@@ -228,6 +236,11 @@ impl SdkClient {
             Sdk::TypeScript => {
                 let mut c = Command::new(peers.node());
                 c.arg(peers.ts_client());
+                c
+            }
+            Sdk::TypeScriptV2 => {
+                let mut c = Command::new(peers.node());
+                c.arg(peers.ts_modern_client());
                 c
             }
         }
