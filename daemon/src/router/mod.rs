@@ -5,7 +5,6 @@ pub mod cache;
 pub mod catalog;
 pub mod hub;
 pub mod instructions;
-pub mod modern;
 pub mod names;
 pub mod outbox;
 pub mod search;

@@ -1,4 +1,5 @@
-//! One MCP session: a client attached through `mcp-shim`.
+//! The transport-agnostic core of one MCP session: what a client's lines mean, whatever
+//! carries them (the Unix-socket front end in `unix.rs` today).
 //!
 //! The session answers `initialize`, `ping`, `logging/setLevel` and the list requests itself
 //! from the merged catalog, and forwards the rest to the owning upstream with its `id`, progress
@@ -13,37 +14,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
 use mcpd_proto::observe::Direction;
 use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
-use super::catalog::{Catalog, SharedCatalog};
-use super::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
 use super::modern::{self, Era};
-use super::outbox::{Outbox, write_lines};
-use super::{instructions, search};
-use crate::codec::{Frame, LineCodec};
 use crate::config::ProfileShape;
 use crate::daemon::Daemon;
 use crate::observe::{Call, ClientTag};
+use crate::router::catalog::{Catalog, SharedCatalog};
+use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
+use crate::router::outbox::Outbox;
+use crate::router::{instructions, search};
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-/// How long requests in flight may still be answered after the client closed its side (the
-/// shim waits as long before it answers the rest with errors itself).
-const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
-/// How long requests in flight may still be answered while the daemon shuts down.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Requests of one session in flight at once.
 const MAX_IN_FLIGHT: usize = 1024;
 /// MCP: resource not found.
@@ -59,161 +51,21 @@ const CHANGE_GROUPS: [(&str, &[ListKind]); 3] = [
     ),
 ];
 
-/// Serves one attached session until the client goes away or the daemon shuts down.
-pub async fn serve(
-    daemon: Arc<Daemon>,
-    id: u64,
-    profile: String,
-    resume: Option<Resume>,
-    in_flight: Arc<AtomicUsize>,
-    mut reader: FramedRead<OwnedReadHalf, LineCodec>,
-    writer: OwnedWriteHalf,
-) {
-    let (limit, stall) = {
-        let options = &daemon.config().options;
-        (options.session_buffer, options.client_stall)
-    };
-    let (out, out_rx) = Outbox::new(id, limit);
-    let budget = Arc::clone(out.budget());
-    let observer = Arc::clone(daemon.observer());
-    let tap = move |line: &str| {
-        if observer.traffic.watched() {
-            let line = Bytes::copy_from_slice(line.as_bytes());
-            observer.traffic.publish(id, Direction::Out, line);
-        }
-    };
-    let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget), tap));
-    let link = SessionLink::new(id, out.clone());
-    daemon.hub().register(link.clone());
-    let mut session = Session {
-        id,
-        catalog: daemon.catalog(),
-        daemon: Arc::clone(&daemon),
-        profile,
-        out,
-        link,
-        initialized: false,
-        modern_client: false,
-        announced: None,
-        tasks: JoinSet::new(),
-        aborts: HashMap::new(),
-        seq: 0,
-        in_flight,
-        client: ClientTag::default(),
-    };
-    session.link.set_servers(session.servers());
-    session.client = daemon.client_tag(id);
-    match resume {
-        Some(resume) => {
-            // The shim lost its connection (the daemon restarted) and the client does not know:
-            // continue as the client's original `initialize` left the session.
-            let params =
-                serde_json::from_value::<InitializeParams>(resume.initialize).unwrap_or_default();
-            let version = session.apply_initialize(params);
-            session.initialized = resume.initialized;
-            tracing::info!(session = id, previous = ?resume.previous_session, protocol = version, "session resumed");
-        }
-        None => tracing::debug!(session = id, "attached"),
-    }
-    // While the client holds more than its budget, its requests are not read; since when, and
-    // how much had been written to it then.
-    let mut paused: Option<(Instant, u64)> = None;
-    let mut stalled = false;
-    loop {
-        if budget.over() {
-            // The stall clock runs only while output waits and none of it goes out: a client
-            // that reads, but has many slow requests in flight, is only held back.
-            let written = budget.written();
-            match paused {
-                Some((_, seen)) if seen == written && budget.has_output() => {}
-                Some(_) => paused = Some((Instant::now(), written)),
-                None => {
-                    tracing::warn!(
-                        session = id,
-                        "{} bytes wait for a client that does not read them (budget {} bytes): its requests are not read until it does",
-                        budget.used(),
-                        budget.limit()
-                    );
-                    paused = Some((Instant::now(), written));
-                }
-            }
-        } else if paused.take().is_some() {
-            tracing::info!(
-                session = id,
-                "the client reads again: its requests are read again"
-            );
-        }
-        let stall_at = paused
-            .filter(|_| budget.has_output())
-            .map(|(since, _)| since + stall);
-        tokio::select! {
-            _ = daemon.shutdown.cancelled() => {
-                session.drain(SHUTDOWN_GRACE).await;
-                break;
-            }
-            _ = budget.progressed(), if paused.is_some() => {}
-            _ = sleep_until_some(stall_at), if stall_at.is_some() => {
-                tracing::warn!(session = id, "closed the session: its client read nothing for {}s while {} bytes waited for it (budget {} bytes)", stall.as_secs(), budget.used(), budget.limit());
-                stalled = true;
-                break;
-            }
-            frame = reader.next(), if paused.is_none() => match frame {
-                Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
-                Some(Ok(Frame::TooLong(len))) => {
-                    let msg = format!(
-                        "message of {len} bytes dropped: over the limit of {} bytes",
-                        mcpd_proto::line::MAX_MESSAGE_LINE
-                    );
-                    session.send(envelope::error_response(None, envelope::INVALID_REQUEST, &msg)).await;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(session = id, "read error: {e}");
-                    break;
-                }
-                None => {
-                    // The client closed its side: in MCP that ends the session, so what is
-                    // still in flight is cancelled; a client that still reads (`printf ... |
-                    // mcp-shim`) gets what is answered within a short grace first.
-                    session.drain(CLIENT_EOF_GRACE).await;
-                    break;
-                }
-            },
-            changed = session.catalog.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                session.on_catalog_changed().await;
-            }
-            Some(done) = session.tasks.join_next(), if !session.tasks.is_empty() => {
-                if let Ok((key, seq)) = done {
-                    session.finished(&key, seq);
-                }
-                session.in_flight.store(session.tasks.len(), Ordering::Relaxed);
-            }
-        }
-    }
-    session.close();
-    drop(session);
-    // A client that does not read would hold the writer (and what it queued) forever.
-    let grace = if stalled {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(2)
-    };
-    if tokio::time::timeout(grace, &mut writer).await.is_err() {
-        writer.abort();
-    }
-    tracing::debug!(session = id, "detached");
+/// Something of the session's own that happened while it waited for its client: see
+/// [`Session::next_event`].
+pub(crate) enum Event {
+    /// The merged catalog changed.
+    CatalogChanged,
+    /// The daemon's catalog is gone (it is shutting down).
+    CatalogClosed,
+    /// A forwarded request's task ended.
+    Finished(Result<(String, u64), tokio::task::JoinError>),
 }
 
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-struct Session {
+/// The MCP side of one session, whatever carries its lines: a front end (`unix.rs` for
+/// `mcp-shim`) reads the client's lines into [`on_line`](Self::on_line), waits on
+/// [`next_event`](Self::next_event) beside its reads, and [`close`](Self::close)s it at the end.
+pub(crate) struct Session {
     id: u64,
     daemon: Arc<Daemon>,
     catalog: watch::Receiver<SharedCatalog>,
@@ -271,6 +123,94 @@ enum Target {
 }
 
 impl Session {
+    /// Starts session `id` of `profile`, whose output goes to `out`. With `resume` (the shim
+    /// lost its daemon, and the client does not know), it continues as the client's original
+    /// `initialize` left it.
+    pub(crate) fn start(
+        daemon: Arc<Daemon>,
+        id: u64,
+        profile: String,
+        out: Outbox,
+        in_flight: Arc<AtomicUsize>,
+        resume: Option<Resume>,
+    ) -> Self {
+        let link = SessionLink::new(id, out.clone());
+        daemon.hub().register(link.clone());
+        let mut session = Session {
+            id,
+            catalog: daemon.catalog(),
+            daemon: Arc::clone(&daemon),
+            profile,
+            out,
+            link,
+            initialized: false,
+            modern_client: false,
+            announced: None,
+            tasks: JoinSet::new(),
+            aborts: HashMap::new(),
+            seq: 0,
+            in_flight,
+            client: ClientTag::default(),
+        };
+        session.link.set_servers(session.servers());
+        session.client = daemon.client_tag(id);
+        match resume {
+            Some(resume) => {
+                // The shim lost its connection (the daemon restarted) and the client does not
+                // know: continue as the client's original `initialize` left the session.
+                let params = serde_json::from_value::<InitializeParams>(resume.initialize)
+                    .unwrap_or_default();
+                let version = session.apply_initialize(params);
+                session.initialized = resume.initialized;
+                tracing::info!(session = id, previous = ?resume.previous_session, protocol = version, "session resumed");
+            }
+            None => tracing::debug!(session = id, "attached"),
+        }
+        session
+    }
+
+    /// Waits until the catalog changes or a forwarded request ends. Cancel-safe: a front end
+    /// selects on it beside its reads and passes what it returns to [`on_event`](Self::on_event).
+    pub(crate) async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            changed = self.catalog.changed() => match changed {
+                Ok(()) => Event::CatalogChanged,
+                Err(_) => Event::CatalogClosed,
+            },
+            Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
+        }
+    }
+
+    /// Handles what [`next_event`](Self::next_event) returned; `false` when the session must
+    /// end.
+    pub(crate) async fn on_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::CatalogClosed => return false,
+            Event::CatalogChanged => self.on_catalog_changed().await,
+            Event::Finished(done) => {
+                if let Ok((key, seq)) = done {
+                    self.finished(&key, seq);
+                }
+                self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// A client message over the line limit was skipped: the client gets an error.
+    pub(crate) async fn on_too_long(&mut self, len: usize) {
+        let msg = format!(
+            "message of {len} bytes dropped: over the limit of {} bytes",
+            mcpd_proto::line::MAX_MESSAGE_LINE
+        );
+        self.send(envelope::error_response(
+            None,
+            envelope::INVALID_REQUEST,
+            &msg,
+        ))
+        .await;
+    }
+
     async fn send(&self, line: String) {
         self.out.send(line).await;
     }
@@ -288,7 +228,7 @@ impl Session {
 
     /// No new requests will be read (the daemon is shutting down, or the client closed its
     /// side): those in flight get their answers (or, as upstreams stop, errors) for a while.
-    async fn drain(&mut self, grace: Duration) {
+    pub(crate) async fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
@@ -308,7 +248,7 @@ impl Session {
 
     /// Ends the session: aborts its requests (their guards cancel them upstream), answers the
     /// server requests it still owed, and releases its subscriptions.
-    fn close(&mut self) {
+    pub(crate) fn close(mut self) {
         self.tasks.abort_all();
         for route in self.link.drain_routes() {
             let Ok(id) = RawValue::from_string(route.upstream_id.clone()) else {
@@ -330,7 +270,7 @@ impl Session {
         self.daemon.remove_session(self.id);
     }
 
-    async fn on_line(&mut self, line: Bytes) {
+    pub(crate) async fn on_line(&mut self, line: Bytes) {
         self.daemon
             .observer()
             .traffic

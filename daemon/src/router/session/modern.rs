@@ -34,7 +34,7 @@ const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// legacy ones `initialize` negotiates.
 pub fn supported_versions() -> Vec<&'static str> {
     std::iter::once(MODERN_VERSION)
-        .chain(super::session::SUPPORTED_PROTOCOLS.iter().copied())
+        .chain(super::SUPPORTED_PROTOCOLS.iter().copied())
         .collect()
 }
 

@@ -1,0 +1,15 @@
+//! One MCP session, split by job so that another front end (HTTP) or protocol era reuses the
+//! MCP semantics:
+//!
+//! - `core.rs`: what a client's lines mean, whatever carries them: the handshake, dispatch,
+//!   the lists, forwarding with its id, token and name rewrites, timeouts and cancellation.
+//! - `modern.rs`: the 2026-07-28 era towards clients (decided per request by the core).
+//! - `unix.rs`: the Unix-socket front end for `mcp-shim`: framing, the writer task, the output
+//!   budget and the stall check.
+
+mod core;
+pub mod modern;
+mod unix;
+
+pub use self::core::SUPPORTED_PROTOCOLS;
+pub use self::unix::serve;

@@ -1,0 +1,136 @@
+//! The Unix-socket front end of a session: a client attached through `mcp-shim`. It owns the
+//! socket's halves, the line framing and the writer task, holds the client back while its
+//! output is over budget (and closes a client that stalls), and hands each line to the
+//! session core (`core.rs`), which knows nothing of sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mcpd_proto::Resume;
+use mcpd_proto::observe::Direction;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use super::core::Session;
+use crate::codec::{Frame, LineCodec};
+use crate::daemon::Daemon;
+use crate::router::outbox::{Outbox, write_lines};
+
+/// How long requests in flight may still be answered after the client closed its side (the
+/// shim waits as long before it answers the rest with errors itself).
+const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
+/// How long requests in flight may still be answered while the daemon shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves one attached session until the client goes away or the daemon shuts down.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    id: u64,
+    profile: String,
+    resume: Option<Resume>,
+    in_flight: Arc<AtomicUsize>,
+    mut reader: FramedRead<OwnedReadHalf, LineCodec>,
+    writer: OwnedWriteHalf,
+) {
+    let (limit, stall) = {
+        let options = &daemon.config().options;
+        (options.session_buffer, options.client_stall)
+    };
+    let (out, out_rx) = Outbox::new(id, limit);
+    let budget = Arc::clone(out.budget());
+    let observer = Arc::clone(daemon.observer());
+    let tap = move |line: &str| {
+        if observer.traffic.watched() {
+            let line = Bytes::copy_from_slice(line.as_bytes());
+            observer.traffic.publish(id, Direction::Out, line);
+        }
+    };
+    let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget), tap));
+    let mut session = Session::start(Arc::clone(&daemon), id, profile, out, in_flight, resume);
+    // While the client holds more than its budget, its requests are not read; since when, and
+    // how much had been written to it then.
+    let mut paused: Option<(Instant, u64)> = None;
+    let mut stalled = false;
+    loop {
+        if budget.over() {
+            // The stall clock runs only while output waits and none of it goes out: a client
+            // that reads, but has many slow requests in flight, is only held back.
+            let written = budget.written();
+            match paused {
+                Some((_, seen)) if seen == written && budget.has_output() => {}
+                Some(_) => paused = Some((Instant::now(), written)),
+                None => {
+                    tracing::warn!(
+                        session = id,
+                        "{} bytes wait for a client that does not read them (budget {} bytes): its requests are not read until it does",
+                        budget.used(),
+                        budget.limit()
+                    );
+                    paused = Some((Instant::now(), written));
+                }
+            }
+        } else if paused.take().is_some() {
+            tracing::info!(
+                session = id,
+                "the client reads again: its requests are read again"
+            );
+        }
+        let stall_at = paused
+            .filter(|_| budget.has_output())
+            .map(|(since, _)| since + stall);
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => {
+                session.drain(SHUTDOWN_GRACE).await;
+                break;
+            }
+            _ = budget.progressed(), if paused.is_some() => {}
+            _ = sleep_until_some(stall_at), if stall_at.is_some() => {
+                tracing::warn!(session = id, "closed the session: its client read nothing for {}s while {} bytes waited for it (budget {} bytes)", stall.as_secs(), budget.used(), budget.limit());
+                stalled = true;
+                break;
+            }
+            frame = reader.next(), if paused.is_none() => match frame {
+                Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
+                Some(Ok(Frame::TooLong(len))) => session.on_too_long(len).await,
+                Some(Err(e)) => {
+                    tracing::debug!(session = id, "read error: {e}");
+                    break;
+                }
+                None => {
+                    // The client closed its side: in MCP that ends the session, so what is
+                    // still in flight is cancelled; a client that still reads (`printf ... |
+                    // mcp-shim`) gets what is answered within a short grace first.
+                    session.drain(CLIENT_EOF_GRACE).await;
+                    break;
+                }
+            },
+            event = session.next_event() => {
+                if !session.on_event(event).await {
+                    break;
+                }
+            }
+        }
+    }
+    session.close();
+    // A client that does not read would hold the writer (and what it queued) forever.
+    let grace = if stalled {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(2)
+    };
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    tracing::debug!(session = id, "detached");
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
