@@ -9,7 +9,7 @@ use mcpd_proto::ServerState;
 use mcpd_tests::fixture;
 use mcpd_tests::peers::{Sdk, SdkClient};
 use mcpd_tests::process::descendants_of;
-use mcpd_tests::{PEER_TIMEOUT, TIMEOUT, TestDaemon, peers, wait_until};
+use mcpd_tests::{PEER_TIMEOUT, ShimClient, TIMEOUT, TestDaemon, peers, wait_until};
 use serde_json::{Value, json};
 
 const MODERN: &str = "2026-07-28";
@@ -111,4 +111,279 @@ fn peer_ts_sdk2_auto_probe_session_leaves_nothing_behind() {
     );
     client.release();
     client.finish(PEER_TIMEOUT);
+}
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-modern", "version": "0.1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+/// `params` with modern `_meta` (and `extra` merged into it).
+fn modern(mut params: Value, extra: Value) -> Value {
+    let mut m = meta();
+    if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+        m.extend(extra.clone());
+    }
+    params["_meta"] = m;
+    params
+}
+
+/// The arguments of the fixture's `notify` tool sending a log message.
+fn log_message(level: &str, data: &str) -> Value {
+    json!({"name": "fx__notify", "arguments": {
+        "method": "notifications/message",
+        "params": {"level": level, "data": data},
+    }})
+}
+
+fn notify_daemon(extra: &[&str]) -> TestDaemon {
+    let mut args = vec!["--notify-tool", "--logging"];
+    args.extend_from_slice(extra);
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &args)]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    daemon
+}
+
+fn messages(shim: &ShimClient) -> Vec<String> {
+    shim.notifications()
+        .iter()
+        .filter(|n| n["method"] == "notifications/message")
+        .map(|n| n["params"]["data"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn modern_requests_get_only_their_own_log_messages_at_their_level_and_legacy_clients_all() {
+    let daemon = notify_daemon(&[]);
+    let mut legacy = ShimClient::spawn(&daemon, None);
+    legacy.initialize();
+    let mut client = ShimClient::spawn(&daemon, None);
+
+    // The fixture sends the message before it answers, so whatever mcpd delivers for the call
+    // arrives before the answer (same stream, in order).
+    let warning = json!({"io.modelcontextprotocol/logLevel": "warning"});
+    client.result(
+        "tools/call",
+        Some(modern(log_message("error", "asked-error"), warning.clone())),
+    );
+    client.result(
+        "tools/call",
+        Some(modern(log_message("info", "asked-info"), warning)),
+    );
+    client.result(
+        "tools/call",
+        Some(modern(log_message("error", "not-asked"), json!({}))),
+    );
+    assert_eq!(
+        messages(&client),
+        ["asked-error"],
+        "only the message at or above the level of the request that asked"
+    );
+    // The legacy client, which set no level, gets every message, as before.
+    let got = legacy.wait_notification_count("notifications/message", 3);
+    let data: Vec<&str> = got
+        .iter()
+        .filter_map(|n| n["params"]["data"].as_str())
+        .collect();
+    assert_eq!(data, ["asked-error", "asked-info", "not-asked"]);
+
+    // An unknown level is refused before anything reaches the upstream.
+    let bad = client.request(
+        "tools/call",
+        Some(modern(
+            log_message("error", "never"),
+            json!({"io.modelcontextprotocol/logLevel": "loud"}),
+        )),
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    // Nothing is delivered outside a request: the legacy client sees a later message, the
+    // modern one does not.
+    legacy.call_tool(
+        "fx__notify",
+        log_message("error", "outside")["arguments"].clone(),
+    );
+    legacy.wait_notification_count("notifications/message", 4);
+    client.result(
+        "tools/call",
+        Some(modern(
+            json!({"name": "fx__echo", "arguments": {"message": "x"}}),
+            json!({}),
+        )),
+    );
+    assert_eq!(messages(&client), ["asked-error"]);
+}
+
+#[test]
+fn modern_progress_goes_only_to_the_request_that_asked() {
+    let daemon = notify_daemon(&[]);
+    let mut other = ShimClient::spawn(&daemon, None);
+    let mut client = ShimClient::spawn(&daemon, None);
+    let params = modern(
+        json!({"name": "fx__sleep", "arguments": {"ms": 1}}),
+        json!({"progressToken": "p-1"}),
+    );
+    client.result("tools/call", Some(params));
+    let progress = client.wait_notification("notifications/progress");
+    assert_eq!(progress["params"]["progressToken"], "p-1", "{progress}");
+    other.result(
+        "tools/call",
+        Some(modern(
+            json!({"name": "fx__echo", "arguments": {"message": "x"}}),
+            json!({}),
+        )),
+    );
+    assert!(
+        other.notifications().is_empty(),
+        "{:?}",
+        other.notifications()
+    );
+}
+
+#[test]
+fn listen_acknowledges_and_tags_list_changes_and_resource_updates_then_unsubscribes_on_cancel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("fx.log");
+    let record_arg = record.display().to_string();
+    let daemon = notify_daemon(&["--resources", "1", "--record", &record_arg]);
+    let mut client = ShimClient::spawn(&daemon, None);
+    // Not part of 2026-07-28: resources/subscribe is replaced by the listen.
+    let old = client.request(
+        "resources/subscribe",
+        Some(modern(json!({"uri": "fixture://r/0"}), json!({}))),
+    );
+    assert_eq!(old["error"]["code"], -32601, "{old}");
+
+    let filter = json!({"notifications": {
+        "toolsListChanged": true,
+        "resourceSubscriptions": ["fixture://r/0", "nobody://x"],
+    }});
+    client.send_raw(
+        &json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+        "params": modern(filter, json!({}))})
+        .to_string(),
+    );
+    let ack = client.wait_notification("notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-1",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"], true,
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!(["fixture://r/0"]),
+        "a URI no server owns is not honoured: {ack}"
+    );
+    assert!(
+        ack["params"]["notifications"]
+            .get("promptsListChanged")
+            .is_none(),
+        "{ack}"
+    );
+    assert!(
+        wait_until(TIMEOUT, || std::fs::read_to_string(&record)
+            .is_ok_and(|r| r.contains("resources/subscribe"))),
+        "the upstream was not subscribed"
+    );
+
+    // The legacy upstream's update and list change arrive tagged with the listen's id.
+    let update = json!({"name": "fx__notify", "arguments": {
+        "method": "notifications/resources/updated", "params": {"uri": "fixture://r/0"}}});
+    client.result("tools/call", Some(modern(update, json!({}))));
+    let updated = client.wait_notification("notifications/resources/updated");
+    assert_eq!(updated["params"]["uri"], "fixture://r/0", "{updated}");
+    assert_eq!(
+        updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let change = json!({"name": "fx__notify", "arguments": {
+        "method": "notifications/tools/list_changed", "params": {}}});
+    client.result("tools/call", Some(modern(change, json!({}))));
+    let changed = client.wait_notification("notifications/tools/list_changed");
+    assert_eq!(
+        changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let tools = client.result("tools/list", Some(modern(json!({}), json!({}))));
+    assert!(
+        tools["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "fx__late")),
+        "{tools}"
+    );
+
+    // Cancelling ends it without an answer and releases the upstream subscription.
+    client.notify(
+        "notifications/cancelled",
+        Some(json!({"requestId": "listen-1"})),
+    );
+    assert!(
+        wait_until(TIMEOUT, || std::fs::read_to_string(&record)
+            .is_ok_and(|r| r.contains("resources/unsubscribe"))),
+        "the upstream was not unsubscribed"
+    );
+    let status = daemon.status();
+    assert_eq!(status.sessions.len(), 1, "{status:?}");
+}
+
+#[test]
+fn a_listen_ends_gracefully_when_the_daemon_shuts_down() {
+    let daemon = notify_daemon(&[]);
+    let mut client = ShimClient::spawn(&daemon, None);
+    client.send_raw(
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+        "params": modern(json!({"notifications": {"toolsListChanged": true}}), json!({}))})
+        .to_string(),
+    );
+    client.wait_notification("notifications/subscriptions/acknowledged");
+    daemon.signal(libc::SIGTERM);
+    let end: Value = serde_json::from_str(&client.response_line(&json!(9))).expect("json");
+    assert_eq!(end["result"]["resultType"], "complete", "{end}");
+    assert_eq!(
+        end["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 9,
+        "{end}"
+    );
+}
+
+#[test]
+fn peer_ts_sdk2_listens_for_list_changes_and_resource_updates_of_a_legacy_upstream() {
+    let daemon = notify_daemon(&["--resources", "1"]);
+    let lines = ts_v2(
+        &daemon,
+        MODERN,
+        &json!([
+            {"op": "listen", "filter": {"toolsListChanged": true, "resourceSubscriptions": ["fixture://r/0"]}},
+            {"op": "call_tool", "name": "fx__notify", "arguments": {
+                "method": "notifications/resources/updated", "params": {"uri": "fixture://r/0"}}},
+            {"op": "wait_notification", "method": "notifications/resources/updated", "uri": "fixture://r/0"},
+            {"op": "call_tool", "name": "fx__notify", "arguments": {
+                "method": "notifications/tools/list_changed", "params": {}}},
+            {"op": "wait_notification", "method": "notifications/tools/list_changed"},
+            {"op": "close_listen"},
+            {"op": "call_tool", "name": "fx__notify", "log_level": "debug", "arguments": {
+                "method": "notifications/message", "params": {"level": "info", "data": "mine"}}},
+        ]),
+    );
+    let listen = op(&lines, "listen");
+    assert_eq!(listen["honored"]["toolsListChanged"], true, "{listen}");
+    assert_eq!(
+        listen["honored"]["resourceSubscriptions"],
+        json!(["fixture://r/0"]),
+        "{listen}"
+    );
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["op"] == "call_tool").collect();
+    let last = calls.last().expect("calls");
+    let logs: Vec<&Value> = last["during"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["method"] == "notifications/message")
+        .collect();
+    assert_eq!(logs.len(), 1, "{last}");
+    assert_eq!(logs[0]["params"]["data"], "mine", "{last}");
 }

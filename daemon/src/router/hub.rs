@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::listen::Listens;
 use super::outbox::Outbox;
+use super::scoped::LogScopes;
 use crate::upstream::UpstreamRef;
 
 /// MCP log levels, least severe first (RFC 5424 order).
@@ -73,6 +75,10 @@ struct LinkInner {
     log_level: AtomicU8,
     servers: RwLock<Vec<String>>,
     routes: Mutex<HashMap<String, Route>>,
+    /// A modern client's requests in flight that asked for log messages.
+    scopes: LogScopes,
+    /// A modern client's open `subscriptions/listen` requests.
+    listens: Listens,
 }
 
 impl SessionLink {
@@ -85,7 +91,19 @@ impl SessionLink {
             log_level: AtomicU8::new(0),
             servers: RwLock::new(Vec::new()),
             routes: Mutex::new(HashMap::new()),
+            scopes: LogScopes::default(),
+            listens: Listens::default(),
         }))
+    }
+
+    /// Its era and the log scopes of its modern requests (see `router::scoped`).
+    pub fn scopes(&self) -> &LogScopes {
+        &self.0.scopes
+    }
+
+    /// Its open `subscriptions/listen` requests (see `router::listen`).
+    pub fn listens(&self) -> &Listens {
+        &self.0.listens
     }
 
     /// The session id.
@@ -231,7 +249,13 @@ impl Hub {
             if owner.is_some_and(|o| o != link.id()) {
                 continue;
             }
-            if link.sees(server) && link.admits(rank) {
+            // A modern client gets only the messages of its requests that asked for them.
+            let admits = if link.scopes().is_modern() {
+                link.scopes().admits(server, rank)
+            } else {
+                link.admits(rank)
+            };
+            if link.sees(server) && admits {
                 link.try_send(line.to_owned());
             }
         }
@@ -243,7 +267,12 @@ impl Hub {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter_map(SessionLink::log_level)
+            .filter_map(|l| {
+                l.log_level()
+                    .into_iter()
+                    .chain(l.scopes().most_verbose())
+                    .min()
+            })
             .min()
     }
 

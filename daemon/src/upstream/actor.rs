@@ -20,6 +20,7 @@ use super::{
 };
 use crate::config::ServerSpec;
 use crate::router::hub::{ClientCaps, Hub, LOG_LEVELS, Route, SessionLink, log_rank};
+use crate::router::listen;
 
 /// The protocol revision mcpd asks upstreams for.
 pub const UPSTREAM_PROTOCOL: &str = "2025-11-25";
@@ -1000,7 +1001,7 @@ impl Actor {
                     .and_then(|u| envelope::decode_str(u).ok());
                 if let Some(uri) = uri {
                     for session in self.hub.subscribers(&self.hub_key(), &uri) {
-                        session.try_send(msg.text().to_owned());
+                        listen::resource_updated(&session, &self.name, &uri, msg.text());
                     }
                 }
             }

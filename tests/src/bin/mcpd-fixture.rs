@@ -28,6 +28,7 @@
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
+//! | `--notify-tool` | also offer `notify {method, params}`: sends that notification to the client, then answers `sent` (`notifications/tools/list_changed` also adds tool `late`, so the list really changes) |
 //! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox), `alloc {mb}` (allocates and touches that much memory, keeps it) and `spawn {n}` (starts up to n `sleep 600` children, answers how many started) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
@@ -75,6 +76,7 @@ struct Options {
     fork_grandchildren: bool,
     escape_grandchild: bool,
     list_changed_after_ms: Option<u64>,
+    notify_tool: bool,
     stderr_lines: usize,
     exit_after_init: bool,
     record: Option<String>,
@@ -145,6 +147,7 @@ fn parse_options() -> Result<Options, String> {
             "--extra-tool" => o.extra_tools.push(value("--extra-tool")?),
             "--template" => o.template = Some(value("--template")?),
             "--blob" => o.blob = true,
+            "--notify-tool" => o.notify_tool = true,
             "--echo-description-file" => {
                 let path = value("--echo-description-file")?;
                 o.echo_description = std::fs::read_to_string(path).ok();
@@ -234,6 +237,13 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     }
     for name in &o.extra_tools {
         tools.push(tool(name, "Answers its name and its server's", json!({})));
+    }
+    if o.notify_tool {
+        tools.push(tool(
+            "notify",
+            "Sends notification `method` with `params` to the client",
+            json!({"method": text, "params": {"type": "object"}}),
+        ));
     }
     if o.blob {
         tools.push(tool(
@@ -599,6 +609,17 @@ impl Server {
                 r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"app"}}],"_meta":{{"ui":{{"resourceUri":"ui://fixture/app"}},"n":1.50}}}}}}"#
             )),
             "ask" => self.ask(id, &args),
+            "notify" if self.options.notify_tool => {
+                let method = args["method"].as_str().unwrap_or_default();
+                if method == "notifications/tools/list_changed" {
+                    *self.late.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                }
+                let params = args.get("params").cloned().unwrap_or(json!({}));
+                self.out.send(
+                    &json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string(),
+                );
+                self.out.result(&id, &text_result("sent"));
+            }
             _ if self.is_numbered_tool(name) => self.out.result(&id, &text_result(name)),
             _ if name == "late" && *self.late.lock().unwrap_or_else(PoisonError::into_inner) => {
                 self.out.result(&id, &text_result("late"));

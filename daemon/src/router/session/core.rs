@@ -31,7 +31,8 @@ use crate::observe::{Call, ClientTag};
 use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
 use crate::router::outbox::Outbox;
-use crate::router::{instructions, search};
+use crate::router::scoped::LogScope;
+use crate::router::{instructions, listen, search};
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
@@ -228,6 +229,13 @@ impl Session {
 
     /// No new requests will be read (the daemon is shutting down, or the client closed its
     /// side): those in flight get their answers (or, as upstreams stop, errors) for a while.
+    /// The daemon shuts down: each open `subscriptions/listen` gets its graceful end.
+    pub(crate) async fn end_listens(&mut self) {
+        for answer in listen::end_all(&self.link) {
+            self.send(answer).await;
+        }
+    }
+
     pub(crate) async fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
@@ -307,12 +315,25 @@ impl Session {
                 .observer()
                 .begin(self.id, &self.client, &self.profile, msg, text);
         // The era is decided here, per request (see `modern`).
+        let mut log_level = None;
         let modern = match modern::era(msg) {
             Era::Legacy => false,
             Era::Unsupported(requested) => {
                 return self.answer(call, modern::unsupported(id, &requested)).await;
             }
             Era::Modern(meta) => {
+                if let Some(level) = meta.log_level.as_deref().filter(|l| log_rank(l).is_none()) {
+                    let answer = envelope::error_response(
+                        Some(id),
+                        envelope::INVALID_PARAMS,
+                        &format!(
+                            "_meta.io.modelcontextprotocol/logLevel {level:?} must be one of {}",
+                            LOG_LEVELS.join(", ")
+                        ),
+                    );
+                    return self.answer(call, answer).await;
+                }
+                log_level = meta.log_level.as_deref().and_then(log_rank);
                 self.apply_meta(meta);
                 call.set_client(&self.client);
                 true
@@ -346,6 +367,9 @@ impl Session {
             "server/discover" => {
                 let answer = self.discover(id);
                 return self.answer(call, answer).await;
+            }
+            "subscriptions/listen" if modern => {
+                return self.listen(call, msg, id).await;
             }
             "tools/list" => None,
             "prompts/list" => None,
@@ -386,6 +410,7 @@ impl Session {
             line: line.clone(),
             call: Some(call),
             modern: modern.then(|| modern::cacheable(msg.method())),
+            log_level,
         };
         let task_key = key.clone();
         self.seq += 1;
@@ -432,7 +457,7 @@ impl Session {
         let instructions = catalog.instructions(&servers);
         // Summarised instructions point at resources mcpd serves itself.
         caps.resources |= !instructions.cut.is_empty();
-        let capabilities = modern::capabilities(&caps, true);
+        let capabilities = modern::capabilities(&caps);
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": capabilities,
@@ -456,6 +481,7 @@ impl Session {
     }
 
     fn apply_initialize(&mut self, params: InitializeParams) -> &'static str {
+        self.link.scopes().set_modern(false);
         let version = params
             .protocol_version
             .as_deref()
@@ -523,8 +549,27 @@ impl Session {
             self.client = self.daemon.client_tag(self.id);
             self.modern_client = true;
         }
-        if let Some(rank) = meta.log_level.as_deref().and_then(log_rank) {
-            self.apply_level(rank);
+        // The log level is the request's own (see `scoped`), not the session's.
+        self.link.scopes().set_modern(true);
+    }
+
+    /// Opens a `subscriptions/listen` (see `listen`): acknowledged at once, answered only
+    /// when the daemon shuts down.
+    async fn listen(&mut self, call: Call, msg: &Envelope<'_>, id: &RawValue) {
+        let servers = self.servers();
+        let catalog = self.catalog.borrow().clone();
+        if self.announced.is_none() {
+            self.announced = Some(fingerprints(&catalog, &servers, &self.shape()));
+        }
+        match listen::open(&self.daemon, &self.link, &catalog, &servers, id, msg.params) {
+            Ok(ack) => {
+                call.finish(&ack);
+                self.send(ack).await;
+            }
+            Err(message) => {
+                let answer = envelope::error_response(Some(id), envelope::INVALID_PARAMS, &message);
+                self.answer(call, answer).await;
+            }
         }
     }
 
@@ -553,6 +598,10 @@ impl Session {
                 let request = msg
                     .params
                     .and_then(|p| field(p, "requestId").ok().flatten());
+                if request.is_some_and(|r| listen::cancel(&self.daemon, &self.link, r.get())) {
+                    // A listen ends without an answer.
+                    return;
+                }
                 if let Some((_, abort)) = request.and_then(|r| self.aborts.remove(r.get())) {
                     // The task's guard tells the upstream; no response goes to the client.
                     abort.abort();
@@ -590,13 +639,16 @@ impl Session {
         let now = fingerprints(&catalog, &servers, &self.shape());
         let Some(seen) = self.announced else { return };
         self.announced = Some(now);
-        if !self.initialized {
-            return;
-        }
         for (i, (notification, _)) in CHANGE_GROUPS.iter().enumerate() {
-            if seen[i] != now[i] {
+            if seen[i] == now[i] {
+                continue;
+            }
+            if self.initialized {
                 self.send(envelope::notification::<()>(notification, None))
                     .await;
+            }
+            for id in self.link.listens().for_group(i) {
+                self.send(listen::tagged(notification, None, &id)).await;
             }
         }
     }
@@ -665,6 +717,8 @@ struct RequestContext {
     call: Option<Call>,
     /// A modern request: `Some(cacheable)`, its answer completed by `modern::complete`.
     modern: Option<bool>,
+    /// A modern request's `io.modelcontextprotocol/logLevel` (see `scoped`).
+    log_level: Option<u8>,
 }
 
 /// Where a request goes and which part of it names the item there.
@@ -844,6 +898,9 @@ impl RequestContext {
                 ))
                 .await;
         };
+        let _scope = self
+            .log_level
+            .map(|rank| LogScope::enter(&self.daemon, &self.link, &upstream, rank));
         let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
         if let Some(call) = self.call.take() {
             call.finish(&answer);

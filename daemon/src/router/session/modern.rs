@@ -20,8 +20,8 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 /// MCP 2026-07-28: `UnsupportedProtocolVersionError`.
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// `ttlMs` of the lists and reads mcpd answers: immediately stale. mcpd's lists change when
-/// servers start, stop or announce changes, and modern clients cannot yet subscribe to that
-/// (`subscriptions/listen` is not served), so they should not cache.
+/// servers start, stop or announce changes; a modern client that caches learns of that through
+/// `subscriptions/listen`, one that does not should not cache.
 const TTL_MS: u64 = 0;
 /// `cacheScope`: the lists are one user's profile, filtered; reads may be the user's data.
 const CACHE_SCOPE: &str = "private";
@@ -113,7 +113,14 @@ pub fn unsupported(id: &RawValue, requested: &str) -> String {
 
 /// Methods of the legacy era that 2026-07-28 removed.
 pub fn removed(method: &str) -> bool {
-    matches!(method, "initialize" | "ping" | "logging/setLevel")
+    matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+    )
 }
 
 /// Results that are `CacheableResult`s in 2026-07-28.
@@ -128,34 +135,23 @@ pub fn cacheable(method: &str) -> bool {
     )
 }
 
-/// Server capabilities as JSON. `legacy` adds what only the legacy era has (`listChanged`
-/// notifications and `resources/subscribe`, which a modern client would need
-/// `subscriptions/listen` for).
-pub fn capabilities(
-    caps: &UpstreamCaps,
-    legacy: bool,
-) -> serde_json::Map<String, serde_json::Value> {
+/// Server capabilities as JSON, the same in both eras: list changes are announced (legacy:
+/// unsolicited notifications; modern: on `subscriptions/listen`) and resources can be
+/// subscribed to when an upstream can (legacy: `resources/subscribe`; modern: a listen's
+/// `resourceSubscriptions`).
+pub fn capabilities(caps: &UpstreamCaps) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
-    let changes = || {
-        if legacy {
-            json!({"listChanged": true})
-        } else {
-            json!({})
-        }
-    };
     if caps.tools {
-        out.insert("tools".into(), changes());
+        out.insert("tools".into(), json!({"listChanged": true}));
     }
     if caps.prompts {
-        out.insert("prompts".into(), changes());
+        out.insert("prompts".into(), json!({"listChanged": true}));
     }
     if caps.resources {
-        let resources = if legacy {
-            json!({"listChanged": true, "subscribe": caps.subscribe})
-        } else {
-            json!({})
-        };
-        out.insert("resources".into(), resources);
+        out.insert(
+            "resources".into(),
+            json!({"listChanged": true, "subscribe": caps.subscribe}),
+        );
     }
     if caps.logging {
         out.insert("logging".into(), json!({}));
@@ -171,7 +167,7 @@ pub fn discover_result(caps: &UpstreamCaps, instructions: Option<String>) -> ser
     let mut result = json!({
         "resultType": "complete",
         "supportedVersions": supported_versions(),
-        "capabilities": capabilities(caps, false),
+        "capabilities": capabilities(caps),
         "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
         "ttlMs": TTL_MS,
         "cacheScope": CACHE_SCOPE,

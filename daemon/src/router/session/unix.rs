@@ -84,6 +84,7 @@ pub async fn serve(
             .map(|(since, _)| since + stall);
         tokio::select! {
             _ = daemon.shutdown.cancelled() => {
+                session.end_listens().await;
                 session.drain(SHUTDOWN_GRACE).await;
                 break;
             }

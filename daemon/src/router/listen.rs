@@ -1,0 +1,278 @@
+//! `subscriptions/listen` (MCP 2026-07-28): a modern client's long-lived request for change
+//! notifications, in place of the legacy era's unsolicited `list_changed` notifications and
+//! `resources/subscribe`.
+//!
+//! A listen is acknowledged at once with `notifications/subscriptions/acknowledged` carrying
+//! the filter mcpd honours; from then on the notifications it asked for go to the session,
+//! each with the listen's request id as `io.modelcontextprotocol/subscriptionId` in `_meta`:
+//! list changes when the merged catalog changes (servers starting, stopping, or announcing
+//! `list_changed`, legacy upstreams included), and `notifications/resources/updated` for the
+//! URIs it named, subscribed upstream through the hub's counting like a legacy subscription
+//! (the first subscriber subscribes upstream, the last one unsubscribes). The request stays
+//! unanswered until the client cancels it (`notifications/cancelled`, no answer) or the
+//! daemon shuts down (a `complete` result tagged the same way: a graceful end).
+
+use std::sync::Mutex;
+
+use mcpd_proto::envelope::{self, field};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::catalog::Catalog;
+use super::hub::{SessionLink, subscription_key};
+use crate::config::Share;
+use crate::daemon::Daemon;
+
+/// `_meta` key naming the listen a notification belongs to.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The listens of one session.
+#[derive(Debug, Default)]
+pub struct Listens(Mutex<Vec<Listen>>);
+
+/// One open `subscriptions/listen`.
+#[derive(Debug, Clone)]
+struct Listen {
+    /// The request id, as the client wrote it (JSON text).
+    id: String,
+    /// Per change group (tools, prompts, resources; see the session's `CHANGE_GROUPS`).
+    lists: [bool; 3],
+    /// `(server, uri)` of each honoured resource subscription.
+    resources: Vec<(String, String)>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(default)]
+    tools_list_changed: bool,
+    #[serde(default)]
+    prompts_list_changed: bool,
+    #[serde(default)]
+    resources_list_changed: bool,
+    #[serde(default)]
+    resource_subscriptions: Vec<String>,
+}
+
+impl Listens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listen>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether any listen is open.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The ids of the listens that asked for change group `group`.
+    pub fn for_group(&self, group: usize) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|l| l.lists.get(group).copied().unwrap_or(false))
+            .map(|l| l.id.clone())
+            .collect()
+    }
+
+    /// The ids of the listens subscribed to `uri` of `server`.
+    pub fn for_resource(&self, server: &str, uri: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|l| l.resources.iter().any(|(s, u)| s == server && u == uri))
+            .map(|l| l.id.clone())
+            .collect()
+    }
+
+    fn holds(&self, server: &str, uri: &str) -> bool {
+        !self.for_resource(server, uri).is_empty()
+    }
+}
+
+/// A notification `method` for the listen `id`: `params` (an object, or nothing) with the
+/// subscription id added to its `_meta`.
+pub fn tagged(method: &str, params: Option<&RawValue>, id: &str) -> String {
+    let mut params = params
+        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
+    match params.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert(SUBSCRIPTION_ID.into(), id);
+        }
+        None => params["_meta"] = json!({ SUBSCRIPTION_ID: id }),
+    }
+    envelope::notification(method, Some(&params))
+}
+
+/// Delivers an upstream's `notifications/resources/updated` (`line`, about `uri` of `server`)
+/// to a subscribed session: tagged once per listen of a modern session, as it came to a legacy
+/// one.
+pub fn resource_updated(link: &SessionLink, server: &str, uri: &str, line: &str) {
+    if !link.scopes().is_modern() {
+        link.try_send(line.to_owned());
+        return;
+    }
+    let Ok(msg) = envelope::Envelope::parse(line) else {
+        return;
+    };
+    for id in link.listens().for_resource(server, uri) {
+        link.try_send(tagged(msg.method(), msg.params, &id));
+    }
+}
+
+/// Opens a listen: records it, subscribes the resources it names, and returns the
+/// acknowledgment to send.
+pub fn open(
+    daemon: &Daemon,
+    link: &SessionLink,
+    catalog: &Catalog,
+    servers: &[String],
+    id: &RawValue,
+    params: Option<&RawValue>,
+) -> Result<String, String> {
+    let filter = params
+        .and_then(|p| field(p, "notifications").ok().flatten())
+        .ok_or("subscriptions/listen needs params.notifications")?;
+    let filter: Filter = serde_json::from_str(filter.get())
+        .map_err(|e| format!("params.notifications is not a subscription filter: {e}"))?;
+    let id_text = id.get().to_owned();
+    if link.listens().lock().iter().any(|l| l.id == id_text) {
+        return Err(format!("a subscription with id {id_text} is already open"));
+    }
+    let config = daemon.config();
+    let mut resources = Vec::new();
+    for uri in &filter.resource_subscriptions {
+        // Honoured when a server of the profile owns the URI and can subscribe.
+        let Some(server) = catalog.resource_owner(uri, servers) else {
+            continue;
+        };
+        if !catalog
+            .servers
+            .get(server)
+            .is_some_and(|f| f.caps.subscribe)
+        {
+            continue;
+        }
+        let per_client = config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.share == Share::PerClient);
+        let key = subscription_key(server, per_client.then(|| link.id()));
+        let held = link.listens().holds(server, uri);
+        if !held && daemon.hub().subscribe(&key, uri, link.id()) {
+            if let Some(upstream) = daemon.upstream_for(server, link.id(), false) {
+                upstream.internal("resources/subscribe", json!({"uri": uri}));
+            }
+        }
+        resources.push((server.to_owned(), uri.clone()));
+    }
+    let lists = [
+        filter.tools_list_changed,
+        filter.prompts_list_changed,
+        filter.resources_list_changed,
+    ];
+    let mut honored = serde_json::Map::new();
+    for (key, on) in [
+        "toolsListChanged",
+        "promptsListChanged",
+        "resourcesListChanged",
+    ]
+    .iter()
+    .zip(lists)
+    {
+        if on {
+            honored.insert((*key).into(), json!(true));
+        }
+    }
+    if !filter.resource_subscriptions.is_empty() {
+        let uris: Vec<&String> = resources.iter().map(|(_, u)| u).collect();
+        honored.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    link.listens().lock().push(Listen {
+        id: id_text.clone(),
+        lists,
+        resources,
+    });
+    let params = RawValue::from_string(json!({ "notifications": honored }).to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(tagged(
+        "notifications/subscriptions/acknowledged",
+        Some(&params),
+        &id_text,
+    ))
+}
+
+/// Closes the listen with request id `id` (the client cancelled it), releasing its resource
+/// subscriptions; `false` if `id` is not a listen.
+pub fn cancel(daemon: &Daemon, link: &SessionLink, id: &str) -> bool {
+    let listen = {
+        let mut listens = link.listens().lock();
+        let Some(i) = listens.iter().position(|l| l.id == id) else {
+            return false;
+        };
+        listens.swap_remove(i)
+    };
+    release(daemon, link, &listen);
+    true
+}
+
+fn release(daemon: &Daemon, link: &SessionLink, listen: &Listen) {
+    let config = daemon.config();
+    for (server, uri) in &listen.resources {
+        if link.listens().holds(server, uri) {
+            continue;
+        }
+        let per_client = config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.share == Share::PerClient);
+        let key = subscription_key(server, per_client.then(|| link.id()));
+        if daemon.hub().unsubscribe(&key, uri, link.id()) {
+            if let Some(upstream) = daemon.upstream_for(server, link.id(), false) {
+                upstream.internal("resources/unsubscribe", json!({"uri": uri}));
+            }
+        }
+    }
+}
+
+/// Ends every listen of the session gracefully (the daemon shuts down): the answers to send,
+/// `complete` results tagged with their subscription ids.
+pub fn end_all(link: &SessionLink) -> Vec<String> {
+    std::mem::take(&mut *link.listens().lock())
+        .into_iter()
+        .map(|l| {
+            let id: Value = serde_json::from_str(&l.id).unwrap_or(Value::Null);
+            json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "result": {"resultType": "complete", "_meta": { SUBSCRIPTION_ID: id }},
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagging_adds_the_subscription_id_to_meta_and_keeps_the_rest() {
+        let params =
+            RawValue::from_string(r#"{"uri":"file:///a","_meta":{"k":1}}"#.into()).expect("raw");
+        let line = tagged(
+            "notifications/resources/updated",
+            Some(&params),
+            r#""listen:1""#,
+        );
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["params"]["uri"], "file:///a");
+        assert_eq!(v["params"]["_meta"]["k"], 1);
+        assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID], "listen:1");
+        let bare: Value =
+            serde_json::from_str(&tagged("notifications/tools/list_changed", None, "7"))
+                .expect("json");
+        assert_eq!(bare["params"]["_meta"][SUBSCRIPTION_ID], 7);
+    }
+}
