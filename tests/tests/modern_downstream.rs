@@ -387,3 +387,141 @@ fn peer_ts_sdk2_listens_for_list_changes_and_resource_updates_of_a_legacy_upstre
     assert_eq!(logs.len(), 1, "{last}");
     assert_eq!(logs[0]["params"]["data"], "mine", "{last}");
 }
+
+const RESEARCH: &str = "simulate-research-query";
+
+fn two_everythings() -> TestDaemon {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "everything": peers().everything_server(),
+        "other": peers().everything_server(),
+    }}));
+    daemon.wait_server_state("everything", ServerState::Ready);
+    daemon.wait_server_state("other", ServerState::Ready);
+    daemon
+}
+
+/// Polls `tasks/get` (with `params`) until the task is terminal; its last result.
+fn poll_until_terminal(shim: &mut ShimClient, params: &Value) -> Value {
+    let mut last = Value::Null;
+    let done = wait_until(PEER_TIMEOUT, || {
+        last = shim.result("tasks/get", Some(params.clone()));
+        matches!(
+            last["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+    });
+    assert!(done, "the task did not finish: {last}");
+    last
+}
+
+#[test]
+fn peer_legacy_tasks_are_routed_to_their_server_with_ids_bound_to_the_session() {
+    let daemon = two_everythings();
+    let mut a = ShimClient::spawn(&daemon, None);
+    let init = a.initialize();
+    assert!(
+        init["capabilities"]["tasks"]["requests"]["tools"]["call"].is_object(),
+        "mcpd declares what server-everything offers: {init}"
+    );
+    let create = |shim: &mut ShimClient, server: &str| -> String {
+        let created = shim.result(
+            "tools/call",
+            Some(json!({"name": format!("{server}__{RESEARCH}"),
+                "arguments": {"topic": "mcpd"}, "task": {"ttl": 60000}})),
+        );
+        let id = created["task"]["taskId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            id.starts_with("mcpd-"),
+            "the client sees mcpd's id: {created}"
+        );
+        id
+    };
+    let one = create(&mut a, "everything");
+    let two = create(&mut a, "other");
+    assert_ne!(one, two);
+
+    // Another session can neither see nor reach them.
+    let mut b = ShimClient::spawn(&daemon, None);
+    b.initialize();
+    let stolen = b.request("tasks/get", Some(json!({"taskId": one})));
+    assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
+    let theirs = b.result("tasks/list", Some(json!({})));
+    assert_eq!(theirs["tasks"], json!([]), "{theirs}");
+
+    let mine = a.result("tasks/list", Some(json!({})));
+    let ids: Vec<&str> = mine["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskId"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&one.as_str()) && ids.contains(&two.as_str()),
+        "{mine}"
+    );
+
+    let cancelled = a.result("tasks/cancel", Some(json!({"taskId": two})));
+    assert_eq!(cancelled["taskId"], two.as_str(), "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    let done = poll_until_terminal(&mut a, &json!({"taskId": one}));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["taskId"], one.as_str(), "{done}");
+    let result = a.result("tasks/result", Some(json!({"taskId": one})));
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("mcpd"), "{result}");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        one.as_str(),
+        "{result}"
+    );
+}
+
+#[test]
+fn peer_modern_clients_get_the_tasks_extension_form() {
+    let daemon = two_everythings();
+    let mut client = ShimClient::spawn(&daemon, None);
+    let discover = client.result("server/discover", Some(modern(json!({}), json!({}))));
+    assert!(
+        discover["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"].is_object(),
+        "{discover}"
+    );
+    let call = json!({"name": format!("everything__{RESEARCH}"), "arguments": {"topic": "mcpd"}});
+    // Without the extension, a tool that runs only as a task is refused with what it needs.
+    let refused = client.request("tools/call", Some(modern(call.clone(), json!({}))));
+    assert_eq!(refused["error"]["code"], -32021, "{refused}");
+    assert!(
+        refused["error"]["data"]["requiredCapabilities"]["extensions"]["io.modelcontextprotocol/tasks"]
+            .is_object(),
+        "{refused}"
+    );
+
+    let with_tasks = json!({"io.modelcontextprotocol/clientCapabilities":
+        {"extensions": {"io.modelcontextprotocol/tasks": {}}}});
+    let created = client.result("tools/call", Some(modern(call, with_tasks.clone())));
+    assert_eq!(created["resultType"], "task", "{created}");
+    let id = created["taskId"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("mcpd-"), "{created}");
+    assert!(created["ttlMs"].is_u64(), "{created}");
+    assert!(created.get("ttl").is_none(), "{created}");
+
+    let mut other = ShimClient::spawn(&daemon, None);
+    let stolen = other.request("tasks/get", Some(modern(json!({"taskId": id}), json!({}))));
+    assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
+    let list = client.request("tasks/list", Some(modern(json!({}), json!({}))));
+    assert_eq!(
+        list["error"]["code"], -32601,
+        "removed by the extension: {list}"
+    );
+
+    let done = poll_until_terminal(&mut client, &modern(json!({"taskId": id}), json!({})));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["resultType"], "complete", "{done}");
+    let text = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("mcpd"), "the result is inline: {done}");
+}

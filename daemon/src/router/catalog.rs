@@ -407,6 +407,7 @@ impl Catalog {
             all.subscribe |= c.subscribe;
             all.logging |= c.logging;
             all.completions |= c.completions;
+            all.tasks |= c.tasks;
         }
         all
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::listen::Listens;
 use super::outbox::Outbox;
 use super::scoped::LogScopes;
+use super::session::tasks::TaskTable;
 use crate::upstream::UpstreamRef;
 
 /// MCP log levels, least severe first (RFC 5424 order).
@@ -206,9 +207,25 @@ impl SessionLink {
 pub struct Hub {
     sessions: RwLock<BTreeMap<u64, SessionLink>>,
     subscriptions: Mutex<HashMap<(String, String), BTreeSet<u64>>>,
+    /// The tasks handed to clients (see `router::session::tasks`).
+    tasks: TaskTable,
 }
 
 impl Hub {
+    /// The tasks handed to clients, by the ids they were given.
+    pub fn tasks(&self) -> &TaskTable {
+        &self.tasks
+    }
+
+    /// The link of session `id`, if it is attached.
+    pub fn session(&self, id: u64) -> Option<SessionLink> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
     /// Adds a session.
     pub fn register(&self, link: SessionLink) {
         self.sessions

@@ -1005,6 +1005,9 @@ impl Actor {
                     }
                 }
             }
+            "notifications/tasks/status" => {
+                crate::router::session::tasks::status_notification(&self.hub, &self.name, msg);
+            }
             "notifications/elicitation/complete" => {
                 let id = params
                     .and_then(|p| member(p, "elicitationId"))
@@ -1161,6 +1164,11 @@ fn parse_caps(caps: &RawValue) -> UpstreamCaps {
             .is_some_and(|s| s.get() == "true"),
         logging: member(caps, "logging").is_some(),
         completions: member(caps, "completions").is_some(),
+        tasks: member(caps, "tasks")
+            .and_then(|t| member(t, "requests"))
+            .and_then(|r| member(r, "tools"))
+            .and_then(|t| member(t, "call"))
+            .is_some(),
     }
 }
 

@@ -130,6 +130,9 @@ pub struct UpstreamCaps {
     pub logging: bool,
     /// `completions`.
     pub completions: bool,
+    /// `tasks.requests.tools.call` (2025-11-25 task-augmented calls).
+    #[serde(default)]
+    pub tasks: bool,
 }
 
 impl PartialEq for Item {

@@ -33,6 +33,8 @@ use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscrip
 use crate::router::outbox::Outbox;
 use crate::router::scoped::LogScope;
 use crate::router::{instructions, listen, search};
+
+use super::tasks::{self, CallMode, TaskRequest};
 use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
@@ -121,6 +123,8 @@ enum Target {
     Completion,
     /// `resources/subscribe` (true) or `resources/unsubscribe` (false).
     Subscription(bool),
+    /// `tasks/*`: by the task id (see `tasks`).
+    Task,
 }
 
 impl Session {
@@ -276,6 +280,7 @@ impl Session {
         }
         self.daemon.end_instances(self.id);
         self.daemon.remove_session(self.id);
+        self.daemon.hub().tasks().forget_session(self.id);
     }
 
     pub(crate) async fn on_line(&mut self, line: Bytes) {
@@ -381,6 +386,9 @@ impl Session {
             "completion/complete" => Some(Target::Completion),
             "resources/subscribe" => Some(Target::Subscription(true)),
             "resources/unsubscribe" => Some(Target::Subscription(false)),
+            "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/list" | "tasks/update" => {
+                Some(Target::Task)
+            }
             method => {
                 let answer = envelope::error_response(
                     Some(id),
@@ -457,7 +465,10 @@ impl Session {
         let instructions = catalog.instructions(&servers);
         // Summarised instructions point at resources mcpd serves itself.
         caps.resources |= !instructions.cut.is_empty();
-        let capabilities = modern::capabilities(&caps);
+        let mut capabilities = modern::capabilities(&caps);
+        if caps.tasks {
+            capabilities.insert("tasks".into(), tasks::legacy_capability());
+        }
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": capabilities,
@@ -828,8 +839,45 @@ impl RequestContext {
         .await;
     }
 
+    /// A `tasks/*` request (see `tasks`).
+    async fn task(mut self) {
+        let line = self.line.clone();
+        let Some(msg) = parse(&line) else { return };
+        let catalog = self.catalog.borrow().clone();
+        let request = TaskRequest {
+            daemon: &self.daemon,
+            link: &self.link,
+            servers: &self.servers,
+            catalog: &catalog,
+            modern: self.modern.is_some(),
+        };
+        let answer = request.answer(&msg).await;
+        self.reply(answer).await;
+    }
+
+    /// A modern client's `tools/call` of a tool that requires a task: asks the upstream for one.
+    async fn forward_as_task(
+        &self,
+        upstream: &UpstreamHandle,
+        catalog: &Catalog,
+        target: Target,
+    ) -> String {
+        let text = std::str::from_utf8(&self.line).unwrap_or_default();
+        let line = tasks::with_task(text).unwrap_or_else(|| text.to_owned());
+        let Ok(msg) = Envelope::parse(&line) else {
+            return envelope::error_response(None, envelope::INTERNAL_ERROR, "unreadable request");
+        };
+        match self.resolve(catalog, &msg, target) {
+            Ok(resolved) => forward(upstream, &msg, resolved.rename, self.link.clone()).await,
+            Err((code, message)) => envelope::error_response(msg.id, code, &message),
+        }
+    }
+
     async fn route(mut self, target: Target) {
         self.daemon.ensure_instances(&self.servers, self.link.id());
+        if target == Target::Task {
+            return self.task().await;
+        }
         if let Some(answer) = self.answer_locally(target) {
             return self.reply(answer).await;
         }
@@ -901,7 +949,28 @@ impl RequestContext {
         let _scope = self
             .log_level
             .map(|rank| LogScope::enter(&self.daemon, &self.link, &upstream, rank));
-        let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
+        let mode = if target == Target::Named(ListKind::Tools) {
+            match tasks::call_mode(&catalog, &msg, self.modern.is_some()) {
+                Ok(mode) => mode,
+                Err(answer) => return self.reply(answer).await,
+            }
+        } else {
+            CallMode::Plain
+        };
+        let answer = match mode {
+            CallMode::Modern => self.forward_as_task(&upstream, &catalog, target).await,
+            _ => forward(&upstream, &msg, resolved.rename, self.link.clone()).await,
+        };
+        let answer = match mode {
+            CallMode::Plain => answer,
+            _ => tasks::created(
+                self.daemon.hub(),
+                self.link.id(),
+                &resolved.server,
+                answer,
+                mode,
+            ),
+        };
         if let Some(call) = self.call.take() {
             call.finish(&answer);
         }
@@ -971,6 +1040,10 @@ impl RequestContext {
         ))?;
         match target {
             Target::Named(kind) => self.resolve_name(catalog, params, kind),
+            Target::Task => Err((
+                envelope::INVALID_PARAMS,
+                "tasks are found by their id".to_owned(),
+            )),
             Target::Uri | Target::Subscription(_) => {
                 let (server, uri) = self.resolve_uri(catalog, params)?;
                 Ok(Resolved {
@@ -1147,7 +1220,7 @@ fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 /// Rewrites a client request for `upstream` (id, progress token, name), sends it, and waits for
 /// the answer within the server's timeout, which each progress notification extends up to the
 /// server's maximum.
-async fn forward(
+pub(super) async fn forward(
     upstream: &UpstreamHandle,
     msg: &Envelope<'_>,
     rename: Option<(&RawValue, String)>,

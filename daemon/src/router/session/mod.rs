@@ -4,11 +4,13 @@
 //! - `core.rs`: what a client's lines mean, whatever carries them: the handshake, dispatch,
 //!   the lists, forwarding with its id, token and name rewrites, timeouts and cancellation.
 //! - `modern.rs`: the 2026-07-28 era towards clients (decided per request by the core).
+//! - `tasks.rs`: task-augmented calls and `tasks/*`, routed to the owning server, ids mapped.
 //! - `unix.rs`: the Unix-socket front end for `mcp-shim`: framing, the writer task, the output
 //!   budget and the stall check.
 
 mod core;
 pub mod modern;
+pub mod tasks;
 mod unix;
 
 pub use self::core::SUPPORTED_PROTOCOLS;

@@ -172,6 +172,9 @@ pub fn discover_result(caps: &UpstreamCaps, instructions: Option<String>) -> ser
         "ttlMs": TTL_MS,
         "cacheScope": CACHE_SCOPE,
     });
+    if caps.tasks {
+        result["capabilities"]["extensions"] = json!({ super::tasks::EXTENSION: {} });
+    }
     if let Some(text) = instructions {
         result["instructions"] = json!(text);
     }

@@ -1,0 +1,484 @@
+//! Tasks: task-augmented `tools/call` and `tasks/*`, routed to the server that owns the task.
+//!
+//! Upstreams speak the 2025-11-25 (experimental, legacy) form: a `tools/call` with a `task`
+//! parameter answers a `CreateTaskResult` (`result.task`), and `tasks/get`, `tasks/result`,
+//! `tasks/list` and `tasks/cancel` follow it up. Clients get it in their era:
+//!
+//! - Legacy clients: the same form, as mcpd's `tasks` capability (declared when a server of
+//!   the profile declares `tasks.requests.tools.call`).
+//! - Modern clients (2026-07-28) that declare the `io.modelcontextprotocol/tasks` extension in
+//!   a request's client capabilities: mcpd, as the server, decides to create a task when the
+//!   tool requires one (`execution.taskSupport: "required"`), asks the upstream for it, and
+//!   answers `resultType: "task"` with the task inline (`ttl` → `ttlMs`, `pollInterval` →
+//!   `pollIntervalMs`); `tasks/get` answers the detailed task, with the upstream's
+//!   `tasks/result` inlined as `result` (or `error`) once it is terminal; `tasks/cancel`
+//!   acknowledges. A tool that requires a task, called by a modern client without the
+//!   extension, gets `-32021` naming it.
+//!
+//! Task ids are mapped like request ids: the client sees an id mcpd minted (random, so not
+//! guessable), bound to the session that created the task and to the server that owns it; a
+//! `tasks/*` request with an id this session did not get is refused before anything reaches an
+//! upstream, so two servers' ids cannot collide and no session reaches another's tasks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use mcpd_proto::envelope::{self, Envelope, field};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::core::forward;
+use crate::daemon::Daemon;
+use crate::router::catalog::Catalog;
+use crate::router::hub::{Hub, SessionLink};
+use crate::upstream::ListKind;
+
+/// The 2026-07-28 tasks extension.
+pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+/// `_meta` key tying a message to a task (2025-11-25).
+const RELATED: &str = "io.modelcontextprotocol/related-task";
+/// MCP 2026-07-28: `MissingRequiredClientCapabilityError`.
+const MISSING_CAPABILITY: i64 = -32021;
+
+/// Tasks handed to clients, by the id mcpd minted.
+#[derive(Debug, Default)]
+pub struct TaskTable(Mutex<HashMap<String, Owned>>);
+
+#[derive(Debug, Clone)]
+struct Owned {
+    session: u64,
+    server: String,
+    upstream: String,
+}
+
+impl TaskTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owned>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a task `upstream` of `server` created for `session`; the id the client sees.
+    pub fn register(&self, session: u64, server: &str, upstream: &str) -> String {
+        let mut bytes = [0u8; 12];
+        // Without randomness the id is still unique (the counter), only guessable; ownership
+        // is checked on every use either way.
+        let _ = getrandom::fill(&mut bytes);
+        let mut table = self.lock();
+        let id = format!(
+            "mcpd-{}-{}",
+            table.len() + 1,
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        table.insert(
+            id.clone(),
+            Owned {
+                session,
+                server: server.to_owned(),
+                upstream: upstream.to_owned(),
+            },
+        );
+        id
+    }
+
+    /// `(server, upstream id)` of task `id`, if `session` owns it.
+    fn lookup(&self, session: u64, id: &str) -> Option<(String, String)> {
+        self.lock()
+            .get(id)
+            .filter(|o| o.session == session)
+            .map(|o| (o.server.clone(), o.upstream.clone()))
+    }
+
+    /// The owner and client-side id of `server`'s task `upstream`.
+    fn by_upstream(&self, server: &str, upstream: &str) -> Option<(u64, String)> {
+        self.lock()
+            .iter()
+            .find(|(_, o)| o.server == server && o.upstream == upstream)
+            .map(|(id, o)| (o.session, id.clone()))
+    }
+
+    /// Forgets the tasks of a session that ended.
+    pub fn forget_session(&self, session: u64) {
+        self.lock().retain(|_, o| o.session != session);
+    }
+}
+
+/// The legacy `tasks` server capability mcpd declares when a server offers task-augmented
+/// `tools/call`.
+pub fn legacy_capability() -> Value {
+    json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}})
+}
+
+/// Whether a modern request's client capabilities declare the tasks extension.
+fn declares_extension(msg: &Envelope<'_>) -> bool {
+    msg.params
+        .and_then(|p| member(p, "_meta"))
+        .and_then(|m| member(m, "io.modelcontextprotocol/clientCapabilities"))
+        .and_then(|c| member(c, "extensions"))
+        .and_then(|e| member(e, EXTENSION))
+        .is_some()
+}
+
+fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    field(object, key).ok().flatten()
+}
+
+/// How a `tools/call` relates to tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMode {
+    /// An ordinary call.
+    Plain,
+    /// A legacy client asked for a task (`params.task`): map the task id in the answer.
+    Legacy,
+    /// mcpd creates a task for a modern client: ask the upstream for one, answer the modern form.
+    Modern,
+}
+
+/// How `msg` (a `tools/call`) is handled, or the error refusing it.
+pub fn call_mode(catalog: &Catalog, msg: &Envelope<'_>, modern: bool) -> Result<CallMode, String> {
+    let Some(params) = msg.params else {
+        return Ok(CallMode::Plain);
+    };
+    if !modern {
+        return Ok(if member(params, "task").is_some() {
+            CallMode::Legacy
+        } else {
+            CallMode::Plain
+        });
+    }
+    let required = member(params, "name")
+        .and_then(|n| envelope::decode_str(n).ok())
+        .and_then(|name| catalog.get(ListKind::Tools, &name).map(|e| e.json.clone()))
+        .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+        .is_some_and(|tool| tool["execution"]["taskSupport"] == "required");
+    if !required {
+        return Ok(CallMode::Plain);
+    }
+    if declares_extension(msg) {
+        Ok(CallMode::Modern)
+    } else {
+        let answer = json!({
+            "jsonrpc": "2.0",
+            "id": msg.id.unwrap_or(RawValue::NULL),
+            "error": {
+                "code": MISSING_CAPABILITY,
+                "message": "Missing required client capability: this tool runs as a task (extension io.modelcontextprotocol/tasks)",
+                "data": {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
+            },
+        });
+        Err(answer.to_string())
+    }
+}
+
+/// `line` (a `tools/call`) asking the upstream for a task: `"task":{}` spliced into its params.
+pub fn with_task(line: &str) -> Option<String> {
+    let msg = Envelope::parse(line).ok()?;
+    let params = msg.params.filter(|p| p.get().starts_with('{'))?;
+    let range = envelope::span(line, params)?;
+    let at = range.start + 1;
+    let empty = params.get()[1..].trim_start().starts_with('}');
+    Some(format!(
+        "{}\"task\":{{}}{}{}",
+        &line[..at],
+        if empty { "" } else { "," },
+        &line[at..]
+    ))
+}
+
+/// The answer to a task-creating `tools/call` (`mode` not plain) as the client must see it:
+/// the upstream's task id replaced by one minted for this session, and for a modern client the
+/// 2026-07-28 `CreateTaskResult`.
+pub fn created(hub: &Hub, session: u64, server: &str, answer: String, mode: CallMode) -> String {
+    let Ok(msg) = Envelope::parse(&answer) else {
+        return answer;
+    };
+    let task = msg.result.and_then(|r| member(r, "task"));
+    let Some(raw_id) = task.and_then(|t| member(t, "taskId")) else {
+        return answer;
+    };
+    let Ok(upstream_id) = envelope::decode_str(raw_id) else {
+        return answer;
+    };
+    let id = hub.tasks().register(session, server, &upstream_id);
+    if mode == CallMode::Legacy {
+        let mut rewrite = msg.rewrite();
+        rewrite.replace(raw_id, json!(id).to_string());
+        return rewrite.finish();
+    }
+    let task: Value = task
+        .and_then(|t| serde_json::from_str(t.get()).ok())
+        .unwrap_or_default();
+    let mut result = modern_task(&task, &id);
+    result.insert("resultType".into(), json!("task"));
+    envelope::response(msg.id.unwrap_or(RawValue::NULL), &result)
+}
+
+/// A legacy `Task` in the 2026-07-28 shape, with the client's id.
+fn modern_task(task: &Value, id: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("taskId".into(), json!(id));
+    for (from, to) in [
+        ("status", "status"),
+        ("statusMessage", "statusMessage"),
+        ("createdAt", "createdAt"),
+        ("lastUpdatedAt", "lastUpdatedAt"),
+        ("ttl", "ttlMs"),
+        ("pollInterval", "pollIntervalMs"),
+    ] {
+        if let Some(v) = task.get(from) {
+            out.insert(to.into(), v.clone());
+        }
+    }
+    out.entry("ttlMs").or_insert(Value::Null);
+    out
+}
+
+/// Sends an upstream's `notifications/tasks/status` to the legacy session that owns the task,
+/// with its id; modern sessions poll (their status stream is not served).
+pub fn status_notification(hub: &Hub, server: &str, msg: &Envelope<'_>) {
+    let Some(raw_id) = msg.params.and_then(|p| member(p, "taskId")) else {
+        return;
+    };
+    let Ok(upstream) = envelope::decode_str(raw_id) else {
+        return;
+    };
+    let Some((session, id)) = hub.tasks().by_upstream(server, &upstream) else {
+        return;
+    };
+    if let Some(link) = hub.session(session).filter(|l| !l.scopes().is_modern()) {
+        let mut rewrite = msg.rewrite();
+        rewrite.replace(raw_id, json!(id).to_string());
+        link.try_send(rewrite.finish());
+    }
+}
+
+/// What a `tasks/*` request needs from its session.
+pub(crate) struct TaskRequest<'a> {
+    pub(crate) daemon: &'a Daemon,
+    pub(crate) link: &'a SessionLink,
+    pub(crate) servers: &'a [String],
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) modern: bool,
+}
+
+impl TaskRequest<'_> {
+    /// Answers `msg`, a `tasks/*` request.
+    pub(crate) async fn answer(&self, msg: &Envelope<'_>) -> String {
+        let id = msg.id.unwrap_or(RawValue::NULL);
+        let error = |code, message: &str| envelope::error_response(Some(id), code, message);
+        let method = msg.method();
+        match (method, self.modern) {
+            ("tasks/list", false) => return self.list(msg).await,
+            ("tasks/get" | "tasks/cancel", _) | ("tasks/result", false) => {}
+            ("tasks/update", true) => {
+                return error(
+                    envelope::INVALID_PARAMS,
+                    "tasks/update: mcpd's servers take a task's input through their own requests (2025-11-25 tasks), not through tasks/update",
+                );
+            }
+            _ => {
+                return error(
+                    envelope::METHOD_NOT_FOUND,
+                    &format!("Method not found: {method}"),
+                );
+            }
+        }
+        let raw = msg.params.and_then(|p| member(p, "taskId"));
+        let Some(task_id) = raw.and_then(|r| envelope::decode_str(r).ok()) else {
+            return error(envelope::INVALID_PARAMS, "params.taskId must be a string");
+        };
+        let Some((server, upstream_id)) =
+            self.daemon.hub().tasks().lookup(self.link.id(), &task_id)
+        else {
+            return error(
+                envelope::INVALID_PARAMS,
+                &format!(
+                    "Unknown task {task_id}: no task with that id was created in this session"
+                ),
+            );
+        };
+        let Some(upstream) = self.daemon.upstream_for(&server, self.link.id(), false) else {
+            return error(
+                envelope::UPSTREAM_UNAVAILABLE,
+                &format!("server `{server}` that runs task {task_id} is not running"),
+            );
+        };
+        let upstream_json = json!(upstream_id).to_string();
+        let client_json = json!(task_id.as_ref()).to_string();
+        let ask = |method: &str| -> String {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"{method}\",\"params\":{{\"taskId\":{upstream_json}}}}}",
+                id.get()
+            )
+        };
+        let send = |line: String| {
+            let link = self.link.clone();
+            let upstream = upstream.clone();
+            async move {
+                match Envelope::parse(&line) {
+                    Ok(msg) => forward(&upstream, &msg, None, link).await,
+                    Err(e) => envelope::error_response(Some(id), e.code(), &e.to_string()),
+                }
+            }
+        };
+        if !self.modern {
+            // The same request with the upstream's id; the answer with the client's.
+            let line = match raw {
+                Some(raw) => {
+                    let mut rewrite = msg.rewrite();
+                    rewrite.replace(raw, upstream_json.clone());
+                    rewrite.finish()
+                }
+                None => ask(method),
+            };
+            let answer = send(line).await;
+            return restore_ids(&answer, &upstream_json, &client_json);
+        }
+        let answer = send(ask(method)).await;
+        let Ok(reply) = serde_json::from_str::<Value>(&answer) else {
+            return answer;
+        };
+        let Some(task) = reply.get("result") else {
+            return answer;
+        };
+        if method == "tasks/cancel" {
+            return envelope::response(id, &json!({"resultType": "complete"}));
+        }
+        let mut result = modern_task(task, &task_id);
+        result.insert("resultType".into(), json!("complete"));
+        match task["status"].as_str() {
+            Some("completed" | "failed") => {
+                let outcome = send(ask("tasks/result")).await;
+                let outcome: Value = serde_json::from_str(&outcome).unwrap_or_default();
+                if let Some(mut done) = outcome.get("result").cloned() {
+                    if let Some(meta) = done.get_mut("_meta").and_then(Value::as_object_mut) {
+                        meta.remove(RELATED);
+                    }
+                    if task["status"] == "failed" {
+                        result.insert("error".into(), done);
+                    } else {
+                        result.insert("result".into(), done);
+                    }
+                } else if let Some(error) = outcome.get("error") {
+                    result.insert("status".into(), json!("failed"));
+                    result.insert("error".into(), error.clone());
+                }
+            }
+            Some("input_required") => {
+                // The upstream asks through its own requests; none are carried here yet.
+                result.insert("inputRequests".into(), json!({}));
+            }
+            _ => {}
+        }
+        envelope::response(id, &result)
+    }
+
+    /// `tasks/list`: this session's tasks, from each server that offers tasks.
+    async fn list(&self, msg: &Envelope<'_>) -> String {
+        let id = msg.id.unwrap_or(RawValue::NULL);
+        let table = self.daemon.hub().tasks();
+        let mut tasks = Vec::new();
+        for server in self.servers {
+            if !self
+                .catalog
+                .servers
+                .get(server)
+                .is_some_and(|f| f.caps.tasks)
+            {
+                continue;
+            }
+            let Some(upstream) = self.daemon.upstream_for(server, self.link.id(), false) else {
+                continue;
+            };
+            let line = format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tasks/list\",\"params\":{{}}}}",
+                id.get()
+            );
+            let Ok(ask) = Envelope::parse(&line) else {
+                continue;
+            };
+            let answer = forward(&upstream, &ask, None, self.link.clone()).await;
+            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+            for task in answer["result"]["tasks"].as_array().into_iter().flatten() {
+                let Some(upstream_id) = task["taskId"].as_str() else {
+                    continue;
+                };
+                match table.by_upstream(server, upstream_id) {
+                    Some((session, mine)) if session == self.link.id() => {
+                        let mut task = task.clone();
+                        task["taskId"] = json!(mine);
+                        tasks.push(task);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        envelope::response(id, &json!({ "tasks": tasks }))
+    }
+}
+
+/// `answer` with the upstream's task id (JSON text) at `result.taskId` and
+/// `result._meta["io.modelcontextprotocol/related-task"].taskId` replaced by the client's.
+fn restore_ids(answer: &str, upstream_json: &str, client_json: &str) -> String {
+    let Ok(msg) = Envelope::parse(answer) else {
+        return answer.to_owned();
+    };
+    let Some(result) = msg.result else {
+        return answer.to_owned();
+    };
+    let mut rewrite = msg.rewrite();
+    let mut changed = false;
+    let places = [
+        member(result, "taskId"),
+        member(result, "_meta")
+            .and_then(|m| member(m, RELATED))
+            .and_then(|r| member(r, "taskId")),
+    ];
+    for raw in places.into_iter().flatten() {
+        if raw.get() == upstream_json {
+            rewrite.replace(raw, client_json.to_owned());
+            changed = true;
+        }
+    }
+    if changed {
+        rewrite.finish()
+    } else {
+        answer.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_bound_to_their_session_and_server() {
+        let table = TaskTable::default();
+        let a = table.register(1, "one", "t-1");
+        let b = table.register(2, "two", "t-1");
+        assert_ne!(a, b, "the same upstream id of two servers maps to two ids");
+        assert_eq!(table.lookup(1, &a), Some(("one".into(), "t-1".into())));
+        assert_eq!(table.lookup(2, &a), None, "another session's task");
+        assert_eq!(table.by_upstream("two", "t-1"), Some((2, b.clone())));
+        table.forget_session(2);
+        assert_eq!(table.lookup(2, &b), None);
+    }
+
+    #[test]
+    fn asking_for_a_task_splices_an_empty_task_into_params() {
+        let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50}}}"#;
+        assert_eq!(
+            with_task(line).as_deref(),
+            Some(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"task":{},"name":"x","arguments":{"n":1.50}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn ids_in_answers_are_restored_to_the_clients() {
+        let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"up","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"up"}}}}"#;
+        assert_eq!(
+            restore_ids(answer, r#""up""#, r#""mine""#),
+            r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"mine","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mine"}}}}"#
+        );
+    }
+}
