@@ -3,6 +3,7 @@
 127.0.0.1, for mcpd's HTTP upstream tests and benchmark.
 
     py_http_server.py [--port N] [--json-response]
+    py_http_server.py --stdio          # the same server over stdio (a legacy-era upstream)
 
 `--port 0` (the default) lets the kernel pick a free port. Once listening, it prints one line to
 stderr, as tests/peers/loopback.mjs does for the node peers:
@@ -15,7 +16,8 @@ can stop the server and start a new one on the same port (its sessions are then 
 What it offers:
 - tools: echo(message), add(a, b), slow(steps) (reports progress each step), sample(prompt)
   (asks the client for a sampling/createMessage), ask(question) (asks the client for a form
-  elicitation), log(message) (sends a notifications/message), stats() (what this process saw:
+  elicitation), ask_url(url) (asks for a URL-mode elicitation), roots() (asks the client for
+  roots/list), log(message) (sends a notifications/message), stats() (what this process saw:
   the sessions it issued and the initialize requests it got)
 - resources: py://info, and the template py://greeting/{name}
 - prompts: greet(name)
@@ -86,6 +88,20 @@ async def ask(question: str, ctx: Context) -> str:
 
 
 @mcp.tool()
+async def ask_url(url: str, ctx: Context) -> str:
+    """Asks the user to visit a URL (a URL-mode elicitation) and returns their action."""
+    result = await ctx.elicit_url(message="Please open the page", url=url, elicitation_id="visit-1")
+    return f"url elicitation: {result.action}"
+
+
+@mcp.tool()
+async def roots(ctx: Context) -> str:
+    """Asks the client for its roots and lists their URIs."""
+    result = await ctx.session.list_roots()
+    return "roots: " + ",".join(str(r.uri) for r in result.roots)
+
+
+@mcp.tool()
 async def log(message: str, ctx: Context) -> str:
     """Sends `message` as a log notification."""
     await ctx.info(message)
@@ -147,7 +163,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--json-response", action="store_true", help="answer with JSON, not SSE")
+    p.add_argument("--stdio", action="store_true", help="serve stdio instead of HTTP")
     args = p.parse_args()
+    if args.stdio:
+        mcp.settings.log_level = "WARNING"
+        mcp.run("stdio")
+        return 0
     mcp.settings.json_response = args.json_response
     mcp.settings.log_level = "WARNING"
 

@@ -52,6 +52,15 @@ impl HttpPeer {
         Self::spawn(cmd)
     }
 
+    /// `tests/peers/py_modern_server.py --http` (the modern-only Python SDK 2.x server) on any
+    /// port, with extra arguments.
+    pub fn python_modern(args: &[&str]) -> Self {
+        let p = peers();
+        let mut cmd = Command::new(p.python_modern());
+        cmd.arg(p.py_modern_server()).arg("--http").args(args);
+        Self::spawn(cmd)
+    }
+
     /// Starts `cmd` and waits for its listening line.
     pub fn spawn(mut cmd: Command) -> Self {
         cmd.stdin(Stdio::null())

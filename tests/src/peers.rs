@@ -159,6 +159,28 @@ impl Peers {
         self.dir.join("py_modern_client.py")
     }
 
+    /// The modern-only (MCP 2026-07-28) Python SDK 2.x server script.
+    pub fn py_modern_server(&self) -> PathBuf {
+        self.dir.join("py_modern_server.py")
+    }
+
+    /// A server definition running the modern-only Python SDK 2.x server over stdio.
+    pub fn modern_server(&self) -> Value {
+        serde_json::json!({
+            "command": self.python_modern().to_string_lossy(),
+            "args": [self.py_modern_server().to_string_lossy()],
+        })
+    }
+
+    /// A server definition running the Python SDK 1.x server (`py_http_server.py`, legacy era
+    /// only) over stdio.
+    pub fn legacy_python_server(&self) -> Value {
+        serde_json::json!({
+            "command": self.python().to_string_lossy(),
+            "args": [self.dir.join("py_http_server.py").to_string_lossy(), "--stdio"],
+        })
+    }
+
     /// The Python SDK client script.
     pub fn py_client(&self) -> PathBuf {
         self.dir.join("py_client.py")

@@ -226,8 +226,10 @@ fn py_stats(shim: &mut ShimClient) -> Value {
 #[test]
 fn peer_two_clients_share_one_http_session() {
     let peer = HttpPeer::python(0, &[]);
+    // Counting sessions: no probe first (the Python SDK 1.x opens a session even for the
+    // `server/discover` it refuses).
     let daemon = daemon(
-        json!({"py": {"type": "http", "url": peer.url("/mcp")}}),
+        json!({"py": {"type": "http", "url": peer.url("/mcp"), "protocol": "legacy"}}),
         &["py"],
     );
     let hold = json!([
@@ -576,7 +578,11 @@ fn http_a_cut_get_stream_is_resumed_and_nothing_sent_meanwhile_is_lost() {
         }
     });
 
-    let daemon = daemon(json!({"s": {"type": "http", "url": server.url()}}), &["s"]);
+    // A legacy server scripted request by request: no `server/discover` probe first.
+    let daemon = daemon(
+        json!({"s": {"type": "http", "url": server.url(), "protocol": "legacy"}}),
+        &["s"],
+    );
     daemon.wait_status(Duration::from_secs(10), "the GET stream to open", |s| {
         s.servers[0]
             .session

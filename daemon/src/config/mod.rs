@@ -21,6 +21,7 @@ pub mod last_good;
 pub mod oauth;
 pub mod observe;
 mod problems;
+pub mod protocol;
 pub mod secret_refs;
 
 use std::collections::BTreeMap;
@@ -93,6 +94,8 @@ pub struct ServerSpec {
     pub contain: contain::Containment,
     /// Tool filter, name prefix and start mode (`tools`, `prefix`, `start`).
     pub exposure: exposure::Exposure,
+    /// Which protocol era it is spoken to in (`protocol`).
+    pub protocol: protocol::Protocol,
 }
 
 /// How a failed server is started again: after `initial_delay`, doubling up to `max_delay`
@@ -793,6 +796,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             secrets: secret_refs::SecretBinding::default(),
             contain: contain::Containment::default(),
             exposure: exposure::Exposure::default(),
+            protocol: protocol::Protocol::default(),
         };
         let mut disabled = false;
         let mut kind = None;
@@ -917,6 +921,9 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                 }
                 "start" => {
                     spec.exposure.start = exposure::start(value).map_err(|e| self.error(&at, e))?;
+                }
+                "protocol" => {
+                    spec.protocol = protocol::parse(value).map_err(|e| self.error(&at, e))?
                 }
                 "oauth" => {}                                // read by `oauth::collect`
                 k if observe::SERVER_KEYS.contains(&k) => {} // read by `observe::collect`

@@ -49,6 +49,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "tools",
     "prefix",
     "start",
+    "protocol",
 ];
 /// Keys of a profile.
 pub const PROFILE_KEYS: &[&str] = &["servers", "tools", "toolMode"];

@@ -36,6 +36,9 @@ struct CachedServer {
     instructions: Option<String>,
     #[serde(default)]
     lists: [Vec<Item>; 4],
+    /// The protocol era it speaks, so that an `auto` server is probed only once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    era: Option<crate::upstream::modern::Era>,
 }
 
 /// The cache file and what it held when read.
@@ -85,6 +88,7 @@ impl CatalogCache {
             snapshot.cached = true;
             snapshot.caps = cached.caps;
             snapshot.instructions = cached.instructions.clone();
+            snapshot.era = cached.era;
             for kind in ListKind::ALL {
                 snapshot.lists[kind.index()] =
                     std::sync::Arc::new(cached.lists[kind.index()].clone());
@@ -112,6 +116,7 @@ impl CatalogCache {
                 caps: s.caps,
                 instructions: s.instructions.clone(),
                 lists: ListKind::ALL.map(|k| s.lists[k.index()].as_ref().clone()),
+                era: s.era,
             };
             if servers.get(name) != Some(&entry) {
                 servers.insert(name.clone(), entry);

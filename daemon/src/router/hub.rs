@@ -54,6 +54,25 @@ pub struct ClientCaps {
     pub roots: bool,
 }
 
+impl ClientCaps {
+    /// What a client's `capabilities` object (its `initialize`, or a modern request's
+    /// `_meta`) declares; an `elicitation` object without modes means form.
+    pub fn from_json(caps: Option<&serde_json::Value>) -> Self {
+        let Some(caps) = caps else {
+            return Self::default();
+        };
+        let elicitation = caps.get("elicitation");
+        let url = elicitation.and_then(|e| e.get("url")).is_some();
+        let form = elicitation.is_some_and(|e| e.get("form").is_some() || !url);
+        Self {
+            sampling: caps.get("sampling").is_some(),
+            elicitation_form: form,
+            elicitation_url: url,
+            roots: caps.get("roots").is_some(),
+        }
+    }
+}
+
 /// Where a client's answer to a server-to-client request goes.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -80,6 +99,8 @@ struct LinkInner {
     scopes: LogScopes,
     /// A modern client's open `subscriptions/listen` requests.
     listens: Listens,
+    /// Requests mcpd itself sent the client (`router::mrtr`): id → who waits for the answer.
+    waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>,
 }
 
 impl SessionLink {
@@ -94,6 +115,7 @@ impl SessionLink {
             routes: Mutex::new(HashMap::new()),
             scopes: LogScopes::default(),
             listens: Listens::default(),
+            waiters: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -178,6 +200,24 @@ impl SessionLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(downstream_id)
+    }
+
+    /// Waits for the client's answer to the request mcpd sends it with `id` (JSON text).
+    pub fn add_waiter(&self, id: String, waiter: tokio::sync::oneshot::Sender<String>) {
+        self.0
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, waiter);
+    }
+
+    /// Takes the waiter of the request mcpd sent with `id`.
+    pub fn take_waiter(&self, id: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+        self.0
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 
     /// Takes every open route (the session is ending).

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod hub;
 pub mod instructions;
 pub mod listen;
+pub mod mrtr;
 pub mod names;
 pub mod outbox;
 pub mod scoped;

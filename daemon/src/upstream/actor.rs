@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::modern::{self, Era, Probe};
 use super::transport::{Event, Transport};
 use super::{
     Command, ControlOp, Forward, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps,
@@ -49,8 +50,17 @@ enum Pending {
         progress: Arc<Notify>,
         started: Instant,
         reply: oneshot::Sender<Reply>,
+        /// What a modern client declared in the request itself.
+        caps: Option<ClientCaps>,
+        /// Where a modern client's call takes the requests the upstream sends during it.
+        asks: Option<mpsc::Sender<super::Ask>>,
     },
     Initialize,
+    /// `server/discover` at the start: the probe of an `auto` server, or the handshake of a
+    /// modern one (`probe: false`: nothing to fall back to).
+    Discover {
+        probe: bool,
+    },
     List {
         kind: ListKind,
         acc: Vec<Item>,
@@ -135,6 +145,8 @@ pub(super) struct Actor {
     roots_session: Option<SessionLink>,
     /// The current process finished its handshake.
     ready: bool,
+    /// The current process speaks MCP 2026-07-28 (per-request `_meta`, no handshake).
+    modern: bool,
 }
 
 impl Actor {
@@ -170,6 +182,7 @@ impl Actor {
             elicitations: HashMap::new(),
             roots_session: None,
             ready: false,
+            modern: false,
         }
     }
 
@@ -484,26 +497,13 @@ impl Actor {
             s.contain = contain;
         });
 
-        let init_id = self.allocate_id();
-        let init = envelope::request(
-            init_id,
-            "initialize",
-            Some(&json!({
-                "protocolVersion": UPSTREAM_PROTOCOL,
-                // What mcpd can route to clients that declared them.
-                "capabilities": {
-                    "roots": {"listChanged": true},
-                    "sampling": {},
-                    "elicitation": {"form": {}, "url": {}},
-                },
-                "clientInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
-            })),
-        );
-        self.pending.insert(init_id, Pending::Initialize);
-        if let Err(why) = transport.send(init) {
+        if let Err(why) = self.handshake(&transport) {
             transport.stop(self.spec.stop).await;
-            return self.fail_pending(format!("cannot send initialize: {why}"));
+            return self.fail_pending(why);
         }
+        let probe_deadline =
+            tokio::time::sleep(modern::PROBE_TIMEOUT.min(self.spec.startup_timeout));
+        tokio::pin!(probe_deadline);
         let mut ready = false;
         let mut deferred: VecDeque<Command> = carried.into();
         let startup_deadline = tokio::time::sleep(self.spec.startup_timeout);
@@ -532,6 +532,11 @@ impl Actor {
                     },
                     Event::TooLong(len, id) => self.on_too_long(len, id),
                     Event::Closed(why) => {
+                        if self.is_probing() {
+                            // Lenient with servers that die of an unknown request: the next
+                            // start sends `initialize`.
+                            self.publish(|s| s.era = Some(Era::Legacy));
+                        }
                         let why = crate::redact::Redactor::process().redact_owned(why);
                         let exit = transport.last_exit();
                         self.publish(|s| s.last_exit = exit);
@@ -608,7 +613,13 @@ impl Actor {
                         Some(_) => {}
                         None => {
                             let id = self.allocate_id();
-                            if transport.send(envelope::request::<()>(id, "ping", None)).is_ok() {
+                            let ping = if self.modern {
+                                // 2026-07-28 has no ping: the discovery request stands in.
+                                modern::request(id, "server/discover", None)
+                            } else {
+                                envelope::request::<()>(id, "ping", None)
+                            };
+                            if transport.send(ping).is_ok() {
                                 self.pending.insert(id, Pending::Ping);
                                 ping_sent = Some(Instant::now());
                             }
@@ -620,6 +631,13 @@ impl Actor {
                     transport.stop(self.spec.stop).await;
                     self.fail_pending(String::new());
                     return Outcome::Idle;
+                }
+                _ = &mut probe_deadline, if self.is_probing() => {
+                    self.pending.retain(|_, p| !matches!(p, Pending::Discover { .. }));
+                    if let Err(why) = self.fall_back(&transport, "no answer to server/discover") {
+                        transport.stop(self.spec.stop).await;
+                        return self.fail_pending(why);
+                    }
                 }
                 _ = &mut startup_deadline, if !ready => {
                     let why = format!("did not answer initialize within {}s", self.spec.startup_timeout.as_secs());
@@ -706,7 +724,17 @@ impl Actor {
     }
 
     fn forward(&mut self, f: Forward, reply: oneshot::Sender<Reply>, transport: &Transport) {
-        match transport.send(f.line) {
+        let line = if self.modern {
+            // The capabilities of the client making this call (per request for a modern
+            // client, its `initialize` for a legacy one), restricted to what mcpd routes.
+            let caps = f.caps.unwrap_or_else(|| f.session.caps());
+            tracing::trace!(server = %self.name, ?caps, "modern request");
+            let level = f.session.log_level().map(|r| LOG_LEVELS[r as usize]);
+            modern::stamp(&f.line, &caps, level)
+        } else {
+            f.line
+        };
+        match transport.send(line) {
             Ok(()) => {
                 self.pending.insert(
                     f.upstream_id,
@@ -717,6 +745,8 @@ impl Actor {
                         progress: f.progress,
                         started: Instant::now(),
                         reply,
+                        caps: f.caps,
+                        asks: f.asks,
                     },
                 );
             }
@@ -730,9 +760,13 @@ impl Actor {
     }
 
     fn internal(&mut self, method: &'static str, params: serde_json::Value, transport: &Transport) {
+        if self.modern && modern_removed(method) {
+            // The level goes with each request; resource updates need `subscriptions/listen`.
+            return;
+        }
         let id = self.allocate_id();
         if transport
-            .send(envelope::request(id, method, Some(&params)))
+            .send(self.own_request(id, method, Some(&params)))
             .is_ok()
         {
             self.pending.insert(id, Pending::Internal { method });
@@ -801,6 +835,7 @@ impl Actor {
                 LineEffect::None
             }
             Some(Pending::Initialize) => self.on_initialized(msg, transport),
+            Some(Pending::Discover { probe }) => self.on_discovered(msg, transport, probe),
             Some(Pending::List { kind, acc, pages }) => {
                 self.on_list_page(msg, transport, kind, acc, pages);
                 LineEffect::None
@@ -822,6 +857,11 @@ impl Actor {
     fn on_initialized(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {
         let Some(result) = msg.result else {
             let error = msg.error.map(RawValue::get).unwrap_or("?");
+            if self.spec.protocol == crate::config::protocol::Protocol::Auto {
+                // Maybe it was modern after all (a probe that went unanswered): probe again
+                // at the next start.
+                self.publish(|s| s.era = None);
+            }
             return LineEffect::Fail(format!("refused initialize: {}", preview(error)));
         };
         let info = member(result, "serverInfo")
@@ -834,15 +874,36 @@ impl Actor {
         let version = member(result, "protocolVersion")
             .and_then(|v| envelope::decode_str(v).ok())
             .map(|v| v.into_owned());
-        self.ready = true;
         let _ = transport.send(envelope::notification::<()>(
             "notifications/initialized",
             None,
         ));
-        tracing::info!(server = %self.name, protocol = version.as_deref().unwrap_or("?"), "ready");
+        let info = info.map(|i| (i.name, i.version));
+        self.become_ready(info, caps, instructions, version.as_deref(), transport)
+    }
+
+    /// The handshake is done (`initialize` answered, or a modern server discovered): publish
+    /// what it offers and fetch its lists.
+    fn become_ready(
+        &mut self,
+        info: Option<(String, String)>,
+        caps: UpstreamCaps,
+        instructions: Option<String>,
+        version: Option<&str>,
+        transport: &Transport,
+    ) -> LineEffect {
+        self.ready = true;
+        let era = if self.modern {
+            Era::Modern
+        } else {
+            Era::Legacy
+        };
+        tracing::info!(server = %self.name, protocol = version.unwrap_or("?"), "ready");
         self.publish(|s| {
             s.state = ServerState::Ready;
-            s.server_info = info.map(|i| format!("{} {}", i.name, i.version).trim().to_owned());
+            s.era = Some(era);
+            s.server_info =
+                info.map(|(name, version)| format!("{name} {version}").trim().to_owned());
             s.last_error = None;
             s.caps = caps;
             s.instructions = instructions;
@@ -859,7 +920,7 @@ impl Actor {
                 self.fetch_list(kind, transport);
             }
         }
-        if caps.logging {
+        if caps.logging && !self.modern {
             if let Some(rank) = self.hub.most_verbose_level() {
                 self.internal(
                     "logging/setLevel",
@@ -868,12 +929,119 @@ impl Actor {
                 );
             }
         }
-        if caps.subscribe {
+        if caps.subscribe && !self.modern {
             for uri in self.hub.subscribed_uris(&self.hub_key()) {
                 self.internal("resources/subscribe", json!({"uri": uri}), transport);
             }
         }
         LineEffect::Ready
+    }
+
+    /// Starts the handshake of a new process in its era (see `upstream::modern`): `initialize`,
+    /// or `server/discover` for a modern server and as the probe of an `auto` one whose era
+    /// the catalog cache does not know.
+    fn handshake(&mut self, transport: &Transport) -> Result<(), String> {
+        use crate::config::protocol::Protocol;
+        let known = self.snapshot.borrow().era;
+        self.modern = false;
+        let probe = match (self.spec.protocol, known) {
+            (Protocol::Legacy, _) | (Protocol::Auto, Some(Era::Legacy)) => {
+                return self.send_initialize(transport);
+            }
+            (Protocol::Modern, _) | (Protocol::Auto, Some(Era::Modern)) => false,
+            (Protocol::Auto, None) => true,
+        };
+        let id = self.allocate_id();
+        self.pending.insert(id, Pending::Discover { probe });
+        transport
+            .send(modern::request(id, "server/discover", None))
+            .map_err(|why| format!("cannot send server/discover: {why}"))
+    }
+
+    fn send_initialize(&mut self, transport: &Transport) -> Result<(), String> {
+        self.modern = false;
+        let init_id = self.allocate_id();
+        let init = envelope::request(
+            init_id,
+            "initialize",
+            Some(&json!({
+                "protocolVersion": UPSTREAM_PROTOCOL,
+                // What mcpd can route to clients that declared them.
+                "capabilities": {
+                    "roots": {"listChanged": true},
+                    "sampling": {},
+                    "elicitation": {"form": {}, "url": {}},
+                },
+                "clientInfo": {"name": "mcpd", "version": env!("CARGO_PKG_VERSION")},
+            })),
+        );
+        self.pending.insert(init_id, Pending::Initialize);
+        transport
+            .send(init)
+            .map_err(|why| format!("cannot send initialize: {why}"))
+    }
+
+    /// Whether the `server/discover` probe of an `auto` server is still unanswered.
+    fn is_probing(&self) -> bool {
+        self.pending
+            .values()
+            .any(|p| matches!(p, Pending::Discover { probe: true }))
+    }
+
+    /// The probe found no modern server: the `initialize` handshake follows.
+    fn fall_back(&mut self, transport: &Transport, why: &str) -> Result<(), String> {
+        tracing::info!(server = %self.name, "not a {} server ({why}); sending initialize", modern::MODERN_VERSION);
+        self.publish(|s| s.era = Some(Era::Legacy));
+        self.send_initialize(transport)
+    }
+
+    fn on_discovered(
+        &mut self,
+        msg: &Envelope<'_>,
+        transport: &Transport,
+        probe: bool,
+    ) -> LineEffect {
+        match modern::probe_outcome(msg) {
+            Probe::Modern => {}
+            Probe::Legacy(why) if probe => {
+                return match self.fall_back(transport, &why) {
+                    Ok(()) => LineEffect::None,
+                    Err(why) => LineEffect::Fail(why),
+                };
+            }
+            Probe::Legacy(why) | Probe::Refused(why) => {
+                if !probe {
+                    // Configured as modern: say what to change.
+                    return LineEffect::Fail(format!(
+                        "is configured with \"protocol\": \"{}\" but {why}; set \"protocol\": \"auto\" or \"legacy\" in its definition",
+                        modern::MODERN_VERSION
+                    ));
+                }
+                return LineEffect::Fail(why);
+            }
+        }
+        let Some(result) = msg.result else {
+            return LineEffect::Fail("server/discover answered without a result".into());
+        };
+        self.modern = true;
+        let (caps, instructions, info) = modern::discovered(result);
+        let caps = caps.map(parse_caps).unwrap_or_default();
+        self.become_ready(
+            info,
+            caps,
+            instructions,
+            Some(modern::MODERN_VERSION),
+            transport,
+        )
+    }
+
+    /// A request of mcpd's own, in the server's era.
+    fn own_request(&self, id: u64, method: &str, params: Option<&serde_json::Value>) -> String {
+        if self.modern {
+            modern::request(id, method, params)
+        } else {
+            envelope::request(id, method, params)
+        }
     }
 
     /// Asks for the first page of a list; pages accumulate until there is no `nextCursor`.
@@ -898,7 +1066,7 @@ impl Actor {
         let id = self.allocate_id();
         let params = cursor.map(|c| json!({"cursor": c}));
         self.pending.insert(id, Pending::List { kind, acc, pages });
-        if let Err(why) = transport.send(envelope::request(id, kind.method(), params.as_ref())) {
+        if let Err(why) = transport.send(self.own_request(id, kind.method(), params.as_ref())) {
             self.pending.remove(&id);
             self.listing[kind.index()] = Listing::default();
             tracing::warn!(server = %self.name, "cannot ask for {}: {why}", kind.method());
@@ -1064,7 +1232,7 @@ impl Actor {
                 return;
             }
         };
-        let Some(session) = self.choose_session(method, able) else {
+        let Some((session, asks)) = self.choose_session(method, able) else {
             tracing::debug!(server = %self.name, method, "no attached client can answer");
             let answer = envelope::error_response(
                 Some(id),
@@ -1077,6 +1245,24 @@ impl Actor {
             let _ = transport.send(answer);
             return;
         };
+        if let Some(asks) = asks {
+            // A modern client's call: its task asks the client (`router::mrtr`).
+            let ask = super::Ask {
+                id: id.get().to_owned(),
+                method: method.to_owned(),
+                params: msg.params.map(RawValue::to_owned),
+                upstream: self.me.clone(),
+            };
+            if asks.try_send(ask).is_err() {
+                let answer = envelope::error_response(
+                    Some(id),
+                    envelope::UPSTREAM_BUSY,
+                    "the call this request belongs to is not waiting any more",
+                );
+                let _ = transport.send(answer);
+            }
+            return;
+        }
         // One counter for the whole daemon: a restarted or re-created actor never reuses an id
         // a client may still answer.
         let n = DOWNSTREAM_IDS.fetch_add(1, Ordering::Relaxed);
@@ -1120,23 +1306,37 @@ impl Actor {
     /// one whose request to this upstream started last (the request most likely to have caused
     /// it). With none in flight, a `roots/list` goes to the session that last said its roots
     /// changed.
-    fn choose_session(&self, method: &str, able: fn(&ClientCaps) -> bool) -> Option<SessionLink> {
+    ///
+    /// A modern client's call (it declared its capabilities in the request) takes the request
+    /// through its `asks` channel instead.
+    fn choose_session(
+        &self,
+        method: &str,
+        able: fn(&ClientCaps) -> bool,
+    ) -> Option<(SessionLink, Option<mpsc::Sender<super::Ask>>)> {
         let in_flight = self
             .pending
             .values()
             .filter_map(|p| match p {
                 Pending::Client {
-                    session, started, ..
-                } if able(&session.caps()) && !session.is_closed() => Some((started, session)),
+                    session,
+                    started,
+                    caps,
+                    asks,
+                    ..
+                } if able(&caps.unwrap_or_else(|| session.caps())) && !session.is_closed() => {
+                    Some((started, session, asks))
+                }
                 _ => None,
             })
-            .max_by_key(|(started, _)| **started)
-            .map(|(_, session)| session.clone());
+            .max_by_key(|(started, _, _)| **started)
+            .map(|(_, session, asks)| (session.clone(), asks.clone()));
         in_flight.or_else(|| {
             (method == "roots/list")
                 .then(|| self.roots_session.clone())
                 .flatten()
                 .filter(|s| able(&s.caps()) && !s.is_closed())
+                .map(|s| (s, None))
         })
     }
 }
@@ -1202,6 +1402,14 @@ fn parse_page(result: &RawValue, kind: ListKind) -> Result<(Vec<Item>, Option<St
             .flatten()
     });
     Ok((out, next))
+}
+
+/// Requests of mcpd's own that MCP 2026-07-28 removed.
+fn modern_removed(method: &str) -> bool {
+    matches!(
+        method,
+        "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
+    )
 }
 
 fn reject(cmd: Command, error: RouteError) {

@@ -478,11 +478,17 @@ impl Link {
     }
 
     async fn post(&self, line: &str) -> Result<Response, Failure> {
-        let request = self
+        let mut request = self
             .request_builder(Method::POST)
             .header(ACCEPT, ACCEPT_POST)
-            .header(CONTENT_TYPE, JSON)
-            .body(line.to_owned());
+            .header(CONTENT_TYPE, JSON);
+        if super::modern::is_modern_request(line) {
+            // MCP 2026-07-28: the version, method and name as headers; no session.
+            for (name, value) in super::modern::http_headers(line) {
+                request = request.header(name, value);
+            }
+        }
+        let request = request.body(line.to_owned());
         self.send(request).await
     }
 

@@ -11,6 +11,7 @@
 
 mod actor;
 pub mod http;
+pub mod modern;
 pub mod process;
 pub mod records;
 pub mod sse;
@@ -186,6 +187,9 @@ pub struct Snapshot {
     pub contain: Option<Arc<process::InForce>>,
     /// When it entered its current state.
     pub since: Option<std::time::Instant>,
+    /// The protocol era it was found to speak (remembered in the catalog cache, so that an
+    /// `auto` server is probed only once).
+    pub era: Option<modern::Era>,
 }
 
 impl Default for Snapshot {
@@ -206,6 +210,7 @@ impl Default for Snapshot {
             session: None,
             contain: None,
             since: Some(std::time::Instant::now()),
+            era: None,
         }
     }
 }
@@ -233,6 +238,42 @@ pub struct Forward {
     pub session: SessionLink,
     /// Notified on each progress notification, to extend the request's timeout.
     pub progress: Arc<Notify>,
+    /// The capabilities a modern client declared in this request's `_meta`; `None`: those of
+    /// the session (its `initialize`).
+    pub caps: Option<crate::router::hub::ClientCaps>,
+    /// For a modern client's call: where the server-to-client requests the upstream sends
+    /// during it go (the client cannot take them; see `router::mrtr`).
+    pub asks: Option<mpsc::Sender<Ask>>,
+}
+
+/// A request (`sampling/createMessage`, `elicitation/create`, `roots/list`) a legacy upstream
+/// sent during a modern client's call, handed to the call's task, which asks the client with an
+/// `InputRequiredResult` and answers it with the client's retry.
+#[derive(Debug)]
+pub struct Ask {
+    /// The upstream's id of the request, as JSON text.
+    pub id: String,
+    /// Its method.
+    pub method: String,
+    /// Its params, as the upstream wrote them.
+    pub params: Option<Box<RawValue>>,
+    /// The upstream that waits for the answer.
+    pub upstream: UpstreamRef,
+}
+
+impl Ask {
+    /// Answers the upstream's request with `result` (JSON text).
+    pub fn answer(&self, result: &str) {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#, self.id);
+        self.upstream.client_response(self.id.clone(), line);
+    }
+
+    /// Answers the upstream's request with an error.
+    pub fn refuse(&self, code: i64, message: &str) {
+        let id = RawValue::from_string(self.id.clone()).ok();
+        let line = mcpd_proto::envelope::error_response(id.as_deref(), code, message);
+        self.upstream.client_response(self.id.clone(), line);
+    }
 }
 
 #[derive(Debug)]

@@ -24,6 +24,7 @@
 //! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
 //! | `--app` | also offer `show_app`, an MCP App tool: `_meta.ui.resourceUri` is `ui://fixture/app` on the tool and its result |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
+//! | `--ignore-unknown` | never answer a request for a method it does not know (a legacy server that ignores a `server/discover` probe) |
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
@@ -94,6 +95,7 @@ struct Options {
     echo_description: Option<String>,
     probe_tools: bool,
     app: bool,
+    ignore_unknown: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -144,6 +146,7 @@ fn parse_options() -> Result<Options, String> {
                 o.delay_init_ms = Some(number(flag, value(flag)?)?);
             }
             "--linger" => o.linger = true,
+            "--ignore-unknown" => o.ignore_unknown = true,
             "--extra-tool" => o.extra_tools.push(value("--extra-tool")?),
             "--template" => o.template = Some(value("--template")?),
             "--blob" => o.blob = true,
@@ -387,6 +390,7 @@ impl Server {
                     &json!({"completion": {"values": [format!("{value}-done")], "total": 1, "hasMore": false}}),
                 );
             }
+            _ if self.options.ignore_unknown => {}
             _ => self
                 .out
                 .error(&id, -32601, &format!("method not found: {method}")),

@@ -30,6 +30,7 @@ use crate::daemon::Daemon;
 use crate::observe::{Call, ClientTag};
 use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
+use crate::router::mrtr;
 use crate::router::outbox::Outbox;
 use crate::router::scoped::LogScope;
 use crate::router::{instructions, listen, search};
@@ -632,6 +633,11 @@ impl Session {
 
     /// A client's answer to a request an upstream sent through mcpd.
     fn on_response(&mut self, msg: &Envelope<'_>) {
+        if let Some(waiter) = msg.id.and_then(|id| self.link.take_waiter(id.get())) {
+            // An answer to a request mcpd sent for a modern upstream (`mrtr`).
+            let _ = waiter.send(msg.text().to_owned());
+            return;
+        }
         let Some(route) = msg.id.and_then(|id| self.link.take_route(id.get())) else {
             tracing::debug!(
                 session = self.id,
@@ -874,6 +880,18 @@ impl RequestContext {
     }
 
     async fn route(mut self, target: Target) {
+        if self.modern.is_some() {
+            // A modern client's retry: its requestState is checked before anything is routed.
+            match mrtr::prepare(&self.line, self.link.id()) {
+                mrtr::Prepared::AsIs => {}
+                mrtr::Prepared::Line(line) => self.line = line,
+                mrtr::Prepared::Answer(answer) => return self.reply(answer).await,
+                mrtr::Prepared::Resume(parked) => {
+                    let answer = mrtr::resume(*parked, &self.line).await;
+                    return self.reply(answer).await;
+                }
+            }
+        }
         self.daemon.ensure_instances(&self.servers, self.link.id());
         if target == Target::Task {
             return self.task().await;
@@ -957,9 +975,23 @@ impl RequestContext {
         } else {
             CallMode::Plain
         };
+        let original = resolved.rename.as_ref().map(|(_, name)| name.clone());
         let answer = match mode {
             CallMode::Modern => self.forward_as_task(&upstream, &catalog, target).await,
-            _ => forward(&upstream, &msg, resolved.rename, self.link.clone()).await,
+            // A modern client: requests a legacy upstream sends it become InputRequiredResults
+            // (see `mrtr`).
+            _ if self.modern.is_some() => {
+                mrtr::call_modern(&upstream, &msg, resolved.rename, self.link.clone()).await
+            }
+            _ => {
+                let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
+                if mrtr::is_input_required(&answer) {
+                    // A modern upstream asks a legacy client for input.
+                    mrtr::legacy_rounds(answer, &upstream, msg.text(), original, &self.link).await
+                } else {
+                    answer
+                }
+            }
         };
         let answer = match mode {
             CallMode::Plain => answer,
@@ -1220,7 +1252,7 @@ fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 /// Rewrites a client request for `upstream` (id, progress token, name), sends it, and waits for
 /// the answer within the server's timeout, which each progress notification extends up to the
 /// server's maximum.
-pub(super) async fn forward(
+pub(crate) async fn forward(
     upstream: &UpstreamHandle,
     msg: &Envelope<'_>,
     rename: Option<(&RawValue, String)>,
@@ -1252,6 +1284,8 @@ pub(super) async fn forward(
         progress_token: token.map(RawValue::to_owned),
         session,
         progress: Arc::clone(&progress),
+        caps: mrtr::request_caps(msg),
+        asks: None,
     };
     let error = |code, message: &str| envelope::error_response(Some(&client_id), code, message);
     let mut rx = match upstream.request(request) {

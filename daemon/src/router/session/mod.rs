@@ -14,4 +14,5 @@ pub mod tasks;
 mod unix;
 
 pub use self::core::SUPPORTED_PROTOCOLS;
+pub(crate) use self::core::forward;
 pub use self::unix::serve;

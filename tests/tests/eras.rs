@@ -1,0 +1,338 @@
+//! Upstreams of both protocol eras, and the translation between the eras (issue 12, upstream
+//! half): the per-server `protocol` key and its probe, modern-only servers reached by legacy and
+//! modern clients, and the matrix modern/legacy client × modern/legacy upstream for a plain call
+//! and for sampling, elicitation (form and URL) and roots, each answered by the client's own
+//! callback.
+//!
+//! Upstreams: `tests/peers/py_modern_server.py` (Python SDK 2.x, accepts only 2026-07-28) and
+//! `tests/peers/py_http_server.py --stdio` (Python SDK 1.x, legacy only). Tests that start them
+//! or an SDK client are named `peer_*`.
+
+use std::process::Command;
+
+use mcpd_proto::ServerState;
+use mcpd_tests::fixture;
+use mcpd_tests::http_peer::HttpPeer;
+use mcpd_tests::peers::{Sdk, SdkClient};
+use mcpd_tests::process::run_with_timeout;
+use mcpd_tests::{PEER_TIMEOUT, TestDaemon, bin, peers};
+use serde_json::{Value, json};
+
+const MODERN: &str = "2026-07-28";
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// The callbacks each client installs: sampling, elicitation (accepting with an answer) and
+/// roots, each marked so a test can tell that this client's own callback produced the answer.
+fn callbacks() -> Value {
+    json!({
+        "sampling": {"text": "from the client's model"},
+        "elicitation": {"action": "accept", "content": {"answer": "from the client's user"}},
+        "roots": [{"uri": "file:///client-root", "name": "root"}],
+    })
+}
+
+/// The calls of the matrix against server `s`, and what each must answer.
+fn matrix_calls(s: &str) -> Vec<(String, Value, &'static str)> {
+    vec![
+        (format!("{s}__echo"), json!({"message": "hi"}), "Echo: hi"),
+        (
+            format!("{s}__sample"),
+            json!({"prompt": "say something"}),
+            "sampled: from the client's model",
+        ),
+        (
+            format!("{s}__ask"),
+            json!({"question": "what?"}),
+            "elicited: from the client's user",
+        ),
+        (
+            format!("{s}__ask_url"),
+            json!({"url": "https://example.com/consent"}),
+            "url elicitation: accept",
+        ),
+        (
+            format!("{s}__roots"),
+            json!({}),
+            "roots: file:///client-root",
+        ),
+    ]
+}
+
+/// Runs the Python SDK 2.x client pinned to 2026-07-28 with `calls` and the callbacks;
+/// returns its report line.
+fn modern_client(daemon: &TestDaemon, callbacks: &Value, calls: &[(String, Value)]) -> Value {
+    let peers = peers();
+    let calls: Vec<Value> = calls.iter().map(|(t, a)| json!([t, a])).collect();
+    let mut cmd = Command::new(peers.python_modern());
+    cmd.env_clear()
+        .envs(daemon.env())
+        .arg(peers.py_modern_client())
+        .arg("--shim")
+        .arg(bin("mcp-shim"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["--mode", MODERN])
+        .arg("--callbacks")
+        .arg(callbacks.to_string())
+        .arg("--calls")
+        .arg(Value::Array(calls).to_string())
+        .current_dir(peers.dir());
+    let output = run_with_timeout(&mut cmd, PEER_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Python SDK 2.x client failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse(stdout.lines().last().unwrap_or_default())
+}
+
+/// Runs a legacy SDK client (`sdk`) with `calls` and the callbacks; returns the call lines and
+/// the requests its callbacks saw (Python only).
+fn legacy_client(
+    sdk: Sdk,
+    daemon: &TestDaemon,
+    callbacks: &Value,
+    calls: &[(String, Value)],
+) -> Vec<Value> {
+    let mut steps: Vec<Value> = calls
+        .iter()
+        .map(|(name, arguments)| json!({"op": "call_tool", "name": name, "arguments": arguments}))
+        .collect();
+    if sdk == Sdk::Python {
+        steps.push(json!({"op": "received"}));
+    }
+    let cb = callbacks.to_string();
+    SdkClient::spawn_with(sdk, daemon, &Value::Array(steps), &["--callbacks", &cb])
+        .finish(PEER_TIMEOUT)
+}
+
+fn text(call: &Value) -> String {
+    call["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn daemon_with(name: &str, server: Value) -> TestDaemon {
+    let daemon = TestDaemon::start(json!({"mcpServers": {name: server}}));
+    daemon.wait_server_state(name, ServerState::Ready);
+    daemon
+}
+
+// ---- the upstream half: protocol key, probe, modern upstreams ------------------------------
+
+#[test]
+fn peer_a_modern_only_server_is_probed_and_reached_by_legacy_and_modern_clients() {
+    // `auto` (the default): the probe finds it modern; the SDK would refuse `initialize`.
+    let daemon = daemon_with("m", peers().modern_server());
+    daemon.wait_log(r#"server=m protocol="2026-07-28""#, PEER_TIMEOUT);
+    let status = daemon.server("m");
+    assert_eq!(status.server_info.as_deref(), Some("py-modern-peer 2.0"));
+    let call = vec![("m__echo".to_owned(), json!({"message": "hi"}))];
+
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        let lines = legacy_client(sdk, &daemon, &json!({}), &call);
+        let answer = lines
+            .iter()
+            .find(|l| l["op"] == "call_tool")
+            .expect("a call line");
+        assert_eq!(text(answer), "Echo: hi", "{sdk:?}: {answer}");
+    }
+    let report = modern_client(&daemon, &json!({}), &call);
+    assert_eq!(report["protocol"], MODERN, "{report}");
+    assert_eq!(text(&report["calls"][0]), "Echo: hi", "{report}");
+
+    // What the server saw: every call in its era, with mcpd's envelope.
+    let stats = modern_client(&daemon, &json!({}), &[("m__stats".to_owned(), json!({}))]);
+    let seen = parse(&text(&stats["calls"][0]));
+    let calls = seen["calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(calls.len(), 3, "{seen}");
+    assert!(calls.iter().all(|c| c["protocol"] == MODERN), "{seen}");
+}
+
+#[test]
+fn peer_a_modern_only_server_over_streamable_http_gets_method_and_name_headers_and_no_session() {
+    let peer = HttpPeer::python_modern(&[]);
+    let daemon = daemon_with("m", json!({"type": "http", "url": peer.url("/mcp")}));
+    let call = vec![("m__echo".to_owned(), json!({"message": "over http"}))];
+    let lines = legacy_client(Sdk::Python, &daemon, &json!({}), &call);
+    let answer = lines.iter().find(|l| l["op"] == "call_tool").expect("call");
+    assert_eq!(text(answer), "Echo: over http", "{answer}");
+
+    let stats = modern_client(&daemon, &json!({}), &[("m__stats".to_owned(), json!({}))]);
+    let seen = parse(&text(&stats["calls"][0]));
+    let http = seen["http"].as_array().cloned().unwrap_or_default();
+    let echo = http
+        .iter()
+        .find(|r| r["mcp-name"] == "echo")
+        .unwrap_or_else(|| panic!("no request named echo: {seen}"));
+    assert_eq!(echo["mcp-method"], "tools/call", "{echo}");
+    assert_eq!(echo["protocol"], MODERN, "{echo}");
+    // Stateless: no request carried a session id, none was refused for its version.
+    assert!(http.iter().all(|r| r["session"].is_null()), "{seen}");
+    assert!(http.iter().all(|r| r["protocol"] == MODERN), "{seen}");
+    assert!(
+        http.iter().any(|r| r["mcp-method"] == "server/discover"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn peer_a_server_pinned_to_2026_07_28_is_not_probed_and_a_legacy_one_pinned_so_fails_clearly() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "m": {"protocol": MODERN, "command": peers().python_modern(), "args": [peers().py_modern_server()]},
+        "old": {"protocol": MODERN, "command": bin("mcpd-fixture"), "args": [], "restartDelayMs": 60000},
+    }}));
+    daemon.wait_server_state("m", ServerState::Ready);
+    let status = daemon.wait_server_state("old", ServerState::Failed);
+    let why = status.last_error.unwrap_or_default();
+    assert!(
+        why.contains("\"protocol\": \"2026-07-28\"") && why.contains("\"auto\""),
+        "{why}"
+    );
+    assert!(!daemon.log().contains("not a 2026-07-28 server"));
+}
+
+#[test]
+fn peer_a_modern_only_server_pinned_to_legacy_refuses_initialize() {
+    let mut server = peers().modern_server();
+    server["protocol"] = json!("legacy");
+    server["restartDelayMs"] = json!(60000);
+    let daemon = TestDaemon::start(json!({"mcpServers": {"m": server}}));
+    let status = daemon.wait_server_state("m", ServerState::Failed);
+    let why = status.last_error.unwrap_or_default();
+    assert!(why.contains("refused initialize"), "{why}");
+}
+
+#[test]
+fn a_legacy_server_is_probed_once_and_the_era_is_remembered_across_daemon_restarts() {
+    let mut daemon = TestDaemon::start(fixture::config(&[("fx", &[])]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    daemon.wait_log("not a 2026-07-28 server", PEER_TIMEOUT);
+    let cache = daemon.root().join("cache/mcpd/catalog.json");
+    assert!(
+        mcpd_tests::wait_until(PEER_TIMEOUT, || std::fs::read_to_string(&cache)
+            .is_ok_and(|t| t.contains("\"era\":\"legacy\""))),
+        "the catalog cache does not remember the era"
+    );
+    daemon.terminate();
+    let log = daemon.log_path().to_owned();
+    std::fs::write(&log, "").expect("truncate the log");
+    daemon.start_again();
+    daemon.wait_server_state("fx", ServerState::Ready);
+    assert!(
+        !daemon.log().contains("not a 2026-07-28 server"),
+        "probed again:\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_server_that_ignores_the_probe_is_spoken_to_with_initialize_after_the_probe_timeout() {
+    let daemon = TestDaemon::start(fixture::config(&[("quiet", &["--ignore-unknown"])]));
+    daemon.wait_server_state("quiet", ServerState::Ready);
+    daemon.wait_log("no answer to server/discover", PEER_TIMEOUT);
+}
+
+#[test]
+fn an_unknown_protocol_value_names_the_field_and_the_choices_and_leaves_only_that_server_out() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "x": {"command": bin("mcpd-fixture"), "protocol": "2025-11-25"},
+    }}));
+    let status = daemon.wait_server_state("x", ServerState::ConfigError);
+    let why = status.last_error.unwrap_or_default();
+    assert!(
+        why.contains("mcpServers.x.protocol")
+            && why.contains("\"legacy\"")
+            && why.contains("\"auto\""),
+        "{why}"
+    );
+}
+
+// ---- the matrix: modern/legacy client × modern/legacy upstream -----------------------------
+
+/// Every call of [`matrix_calls`] through a client of the given era, against `upstream`, with
+/// the client's own callbacks answering sampling, elicitation (form and URL) and roots.
+fn matrix(modern: bool, upstream: Value) {
+    let daemon = daemon_with("s", upstream);
+    let expected = matrix_calls("s");
+    let calls: Vec<(String, Value)> = expected
+        .iter()
+        .map(|(n, a, _)| (n.clone(), a.clone()))
+        .collect();
+    let (answers, invoked) = if modern {
+        let report = modern_client(&daemon, &callbacks(), &calls);
+        assert_eq!(report["protocol"], MODERN, "{report}");
+        let answers = report["calls"].as_array().cloned().unwrap_or_default();
+        let invoked: Vec<String> = report["callbacks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c["method"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (answers, invoked)
+    } else {
+        let lines = legacy_client(Sdk::Python, &daemon, &callbacks(), &calls);
+        let answers: Vec<Value> = lines
+            .iter()
+            .filter(|l| l["op"] == "call_tool")
+            .cloned()
+            .collect();
+        let received = lines
+            .iter()
+            .find(|l| l["op"] == "received")
+            .cloned()
+            .unwrap_or_default();
+        let invoked = received["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r["method"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (answers, invoked)
+    };
+    assert_eq!(answers.len(), expected.len(), "{answers:?}");
+    for ((name, _, want), answer) in expected.iter().zip(&answers) {
+        assert_eq!(text(answer), *want, "{name}: {answer}");
+        assert_ne!(answer["isError"], true, "{name}: {answer}");
+    }
+    // Each answer came from this client's own callback: sampling, the form and the URL
+    // elicitation, roots, in the order of the calls.
+    assert_eq!(
+        invoked,
+        [
+            "sampling/createMessage",
+            "elicitation/create",
+            "elicitation/create",
+            "roots/list"
+        ],
+        "callbacks invoked"
+    );
+}
+
+#[test]
+fn peer_matrix_legacy_client_legacy_upstream() {
+    matrix(false, peers().legacy_python_server());
+}
+
+#[test]
+fn peer_matrix_legacy_client_modern_upstream() {
+    matrix(false, peers().modern_server());
+}
+
+#[test]
+fn peer_matrix_modern_client_legacy_upstream() {
+    matrix(true, peers().legacy_python_server());
+}
+
+#[test]
+fn peer_matrix_modern_client_modern_upstream() {
+    matrix(true, peers().modern_server());
+}
