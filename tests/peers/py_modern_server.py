@@ -17,6 +17,7 @@ It accepts only 2026-07-28, as strictly as the SDK allows:
 Tools (server-to-client requests only through Multi Round-Trip Requests, `InputRequiredResult`):
 - echo(message) -> "Echo: <message>"
 - sample(prompt) -> asks sampling/createMessage, returns "sampled: <text>"
+- sample_anyway(prompt) -> the same without checking the client's capabilities
 - ask(question) -> asks a form elicitation {answer}, returns "elicited: <answer>"
 - ask_url(url) -> asks a URL-mode elicitation, returns "url elicitation: <action>"
 - roots() -> asks roots/list, returns "roots: <uri>,<uri>"
@@ -97,6 +98,17 @@ def sample(prompt: str, ctx: Context) -> str | InputRequiredResult:
         return f"sampled: {content.get('text', '')}"
     if "sampling" not in caps:
         _missing("sampling")
+    messages = [{"role": "user", "content": {"type": "text", "text": prompt}}]
+    return _ask("llm", "sampling/createMessage", {"messages": messages, "maxTokens": 50})
+
+
+@mcp.tool()
+def sample_anyway(prompt: str, ctx: Context) -> str | InputRequiredResult:
+    """Like sample, but asks even a client that did not declare sampling (a careless server)."""
+    _record(ctx, "sample_anyway")
+    answer = _answer(ctx, "llm")
+    if answer is not None:
+        return f"sampled: {(answer.get('content') or {}).get('text', '')}"
     messages = [{"role": "user", "content": {"type": "text", "text": prompt}}]
     return _ask("llm", "sampling/createMessage", {"messages": messages, "maxTokens": 50})
 

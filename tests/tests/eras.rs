@@ -336,3 +336,116 @@ fn peer_matrix_modern_client_legacy_upstream() {
 fn peer_matrix_modern_client_modern_upstream() {
     matrix(true, peers().modern_server());
 }
+
+// ---- requestState: what mcpd mints is signed, bound and used once --------------------------
+
+/// A modern request's params, declaring `caps`.
+fn modern_params(mut params: Value, caps: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-modern", "version": "0.1"},
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    });
+    params
+}
+
+/// How many times the modern server ran `tool` (its `stats`).
+fn runs_of(shim: &mut mcpd_tests::ShimClient, tool: &str) -> usize {
+    let stats = shim.result(
+        "tools/call",
+        Some(modern_params(
+            json!({"name": "m__stats", "arguments": {}}),
+            json!({}),
+        )),
+    );
+    let seen = parse(&text(&stats));
+    seen["calls"]
+        .as_array()
+        .map_or(0, |c| c.iter().filter(|c| c["tool"] == tool).count())
+}
+
+fn sample_call(state: Option<&str>, prompt: &str) -> Value {
+    let mut params = json!({"name": "m__sample", "arguments": {"prompt": prompt}});
+    if let Some(state) = state {
+        params["requestState"] = json!(state);
+        params["inputResponses"] = json!({"llm": {"role": "assistant", "content": {"type": "text", "text": "ok"}, "model": "m"}});
+    }
+    modern_params(params, json!({"sampling": {}}))
+}
+
+#[test]
+fn peer_request_state_that_is_unsigned_tampered_replayed_or_misplaced_is_refused_and_reaches_no_upstream()
+ {
+    let daemon = daemon_with("m", peers().modern_server());
+    let mut shim = mcpd_tests::ShimClient::spawn(&daemon, None);
+    let first = shim.result("tools/call", Some(sample_call(None, "p")));
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    let state = first["requestState"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        state.starts_with("mcpd1."),
+        "the client sees mcpd's state: {state}"
+    );
+    assert_eq!(runs_of(&mut shim, "sample"), 1);
+
+    let refused = |shim: &mut mcpd_tests::ShimClient, state: &str, prompt: &str, why: &str| {
+        let error = shim.error("tools/call", Some(sample_call(Some(state), prompt)));
+        assert_eq!(error["code"], -32602, "{error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{why}: {message}");
+    };
+    // Unsigned: not mcpd's (the upstream's own state would be this kind of thing).
+    refused(&mut shim, "v1.abcdef", "p", "not issued by this mcpd");
+    // Tampered: one character of the claims changed.
+    let mut tampered = state.clone().into_bytes();
+    tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ASCII");
+    refused(&mut shim, &tampered, "p", "signature does not match");
+    // Misplaced: another request (other arguments), another session.
+    refused(&mut shim, &state, "other", "another request");
+    let mut other = mcpd_tests::ShimClient::spawn(&daemon, None);
+    refused(&mut other, &state, "p", "another session");
+    // None of them reached the server.
+    assert_eq!(runs_of(&mut shim, "sample"), 1);
+
+    // The genuine retry goes through with the upstream's own state; used again, it is refused.
+    let done = shim.result("tools/call", Some(sample_call(Some(&state), "p")));
+    assert_eq!(text(&done), "sampled: ok", "{done}");
+    assert_eq!(runs_of(&mut shim, "sample"), 2);
+    refused(&mut shim, &state, "p", "already used");
+    assert_eq!(runs_of(&mut shim, "sample"), 2);
+}
+
+#[test]
+fn peer_a_legacy_client_that_did_not_declare_sampling_is_not_asked_for_it() {
+    let daemon = daemon_with("s", peers().modern_server());
+    let steps = json!([
+        {"op": "call_tool", "name": "s__sample", "arguments": {"prompt": "x"}},
+        {"op": "call_tool", "name": "s__sample_anyway", "arguments": {"prompt": "x"}, "expect_error": true},
+        {"op": "received"},
+    ]);
+    let lines = SdkClient::spawn(Sdk::Python, &daemon, &steps).finish(PEER_TIMEOUT);
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["op"] == "call_tool").collect();
+    // The server saw the capabilities of this client (none) and did not ask.
+    assert_eq!(calls[0]["isError"], true, "{}", calls[0]);
+    assert!(
+        text(calls[0]).contains("did not declare sampling"),
+        "{}",
+        calls[0]
+    );
+    // A server that asks anyway: mcpd does not pass the request on, and says why.
+    let error = &calls[1]["error"];
+    assert_eq!(error["code"], -32021, "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("needs sampling") && message.contains("did not declare"),
+        "{message}"
+    );
+    let received = lines
+        .iter()
+        .find(|l| l["op"] == "received")
+        .expect("received");
+    assert_eq!(received["requests"], json!([]), "{received}");
+}
