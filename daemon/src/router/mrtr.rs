@@ -63,6 +63,15 @@ pub fn request_caps(msg: &Envelope<'_>) -> Option<ClientCaps> {
     Some(ClientCaps::from_json(caps.as_ref()))
 }
 
+/// The log level a modern request asks for in `params._meta`.
+pub fn request_log_level(msg: &Envelope<'_>) -> Option<String> {
+    let meta = msg.params.and_then(|p| member(p, "_meta"))?;
+    member(meta, "io.modelcontextprotocol/logLevel")
+        .and_then(|l| envelope::decode_str(l).ok())
+        .filter(|l| super::hub::log_rank(l).is_some())
+        .map(|l| l.into_owned())
+}
+
 /// Whether `method` may be answered with an `InputRequiredResult`.
 pub fn carries_input(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
@@ -456,6 +465,7 @@ pub async fn call_modern(
         progress: Arc::clone(&progress),
         caps: request_caps(msg),
         asks: Some(asks_tx),
+        log_level: request_log_level(msg),
     };
     let reply = match upstream.request(forward) {
         Ok(rx) => rx,

@@ -729,7 +729,10 @@ impl Actor {
             // client, its `initialize` for a legacy one), restricted to what mcpd routes.
             let caps = f.caps.unwrap_or_else(|| f.session.caps());
             tracing::trace!(server = %self.name, ?caps, "modern request");
-            let level = f.session.log_level().map(|r| LOG_LEVELS[r as usize]);
+            let level = match f.caps {
+                Some(_) => f.log_level.as_deref(),
+                None => f.session.log_level().map(|r| LOG_LEVELS[r as usize]),
+            };
             modern::stamp(&f.line, &caps, level)
         } else {
             f.line

@@ -244,6 +244,9 @@ pub struct Forward {
     /// For a modern client's call: where the server-to-client requests the upstream sends
     /// during it go (the client cannot take them; see `router::mrtr`).
     pub asks: Option<mpsc::Sender<Ask>>,
+    /// The log level a modern client asked for in this request's `_meta` (a legacy client's
+    /// is its session's).
+    pub log_level: Option<String>,
 }
 
 /// A request (`sampling/createMessage`, `elicitation/create`, `roots/list`) a legacy upstream

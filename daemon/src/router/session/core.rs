@@ -1286,6 +1286,7 @@ pub(crate) async fn forward(
         progress: Arc::clone(&progress),
         caps: mrtr::request_caps(msg),
         asks: None,
+        log_level: mrtr::request_log_level(msg),
     };
     let error = |code, message: &str| envelope::error_response(Some(&client_id), code, message);
     let mut rx = match upstream.request(request) {
