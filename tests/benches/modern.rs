@@ -2,12 +2,15 @@
 //! `tools/call` sent statelessly with `_meta` (no `initialize`) against the same call on a legacy
 //! session, to the fixture's `echo` through `mcp-shim` and `mcpd`; and the time of a dual-era
 //! client's `server/discover` probe through a fresh `mcp-shim` with a warm daemon (spawn the shim,
-//! probe, answer read; the shim is then killed, as probing clients do). Printed as Markdown;
-//! nothing is asserted.
+//! probe, answer read; the shim is then killed, as probing clients do) and with a starting one
+//! (no daemon runs: the shim autostarts `mcpd`, which answers from the catalog cache without
+//! waiting for its servers); and the same two as the TypeScript SDK v2 client sees them
+//! (`connect()` in `auto` mode: the probe on a throw-away shim, then the session's shim; node's
+//! own start is not counted). Printed as Markdown; nothing is asserted.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
-//! cargo bench -p mcpd-tests --bench modern [-- --quick]
+//! MCPD_PEERS=$PWD/tests/peers cargo bench -p mcpd-tests --bench modern [-- --quick]
 //! ```
 //!
 //! It runs the binaries next to the bench executable (`target/release/`) or in `$MCPD_BIN_DIR`.
@@ -17,9 +20,12 @@
 use std::time::{Duration, Instant};
 
 use mcpd_proto::ServerState;
-use mcpd_tests::process::signal;
-use mcpd_tests::{ShimClient, TestDaemon, fixture};
-use serde_json::json;
+use std::process::Command;
+
+use mcpd_proto::wire::{ControlRequest, ControlResponse};
+use mcpd_tests::process::{run_with_timeout, signal};
+use mcpd_tests::{ShimClient, TestDaemon, bin, fixture, peers, wait_until};
+use serde_json::{Value, json};
 
 const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
 
@@ -104,6 +110,36 @@ fn main() {
         let _ = shim.wait_exit(Duration::from_secs(10));
     }
 
+    let ts_warm: Vec<Duration> = (0..probes / 2)
+        .map(|_| ts_connect(&daemon, false))
+        .collect();
+
+    // A starting daemon: none runs, the probing shim starts it.
+    let mut daemon = daemon;
+    drop((legacy, modern));
+    daemon.terminate();
+    let mut cold = Vec::new();
+    let mut ts_cold = Vec::new();
+    for i in 0..probes / 2 {
+        if i % 2 == 0 {
+            let t = Instant::now();
+            let mut cmd = ShimClient::command(&daemon);
+            cmd.env("MCPD_NO_AUTOSTART", "0");
+            let mut shim = ShimClient::from_command(cmd);
+            shim.send_raw(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{META}}}}}"#
+            ));
+            let answer = shim.response_line(&json!(1));
+            cold.push(t.elapsed());
+            assert!(answer.contains("supportedVersions"), "{answer}");
+            signal(shim.pid(), libc::SIGKILL);
+            let _ = shim.wait_exit(Duration::from_secs(10));
+        } else {
+            ts_cold.push(ts_connect(&daemon, true));
+        }
+        stop_autostarted(&daemon);
+    }
+
     println!("## Modern era through mcpd (fixture echo, one session each, µs)\n");
     println!("| what | n | p50 | p90 | p99 |\n|---|---|---|---|---|");
     let (line, lp50) = row("legacy tools/call (after initialize)", l);
@@ -115,6 +151,57 @@ fn main() {
         probe_times,
     );
     println!("{line}");
+    let (line, _) = row(
+        "server/discover probe: spawn mcp-shim, answer read (starting daemon: the shim autostarts mcpd)",
+        cold,
+    );
+    println!("{line}");
+    let (line, _) = row(
+        "TS SDK v2 connect(), auto mode (probe shim + session shim), warm daemon",
+        ts_warm,
+    );
+    println!("{line}");
+    let (line, _) = row(
+        "TS SDK v2 connect(), auto mode, starting daemon (the probe's shim autostarts mcpd)",
+        ts_cold,
+    );
+    println!("{line}");
     let added = mp50.as_secs_f64() - lp50.as_secs_f64();
     println!("\nmodern minus legacy, p50: {:.1} µs", added * 1e6);
+}
+
+/// The TypeScript SDK v2 client's `connect()` in `auto` mode through the shim, as it timed it
+/// (`connectMs`: the probe on a throw-away shim and the session's shim; node's start excluded).
+fn ts_connect(daemon: &TestDaemon, autostart: bool) -> Duration {
+    let peers = peers();
+    let mut cmd = Command::new(peers.node());
+    cmd.arg(peers.ts_modern_client())
+        .env_clear()
+        .envs(daemon.env())
+        .arg("--shim")
+        .arg(bin("mcp-shim"))
+        .args(["--mode", "auto", "--", "[]"])
+        .current_dir(peers.dir());
+    if autostart {
+        cmd.env("MCPD_NO_AUTOSTART", "0");
+    }
+    let output = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line: Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(line["era"], "modern", "{line}");
+    Duration::from_secs_f64(line["connectMs"].as_f64().unwrap_or_default() / 1000.0)
+}
+
+/// Stops the daemon a shim autostarted (found over the control socket) and waits until it is gone.
+fn stop_autostarted(daemon: &TestDaemon) {
+    if let Ok(ControlResponse::Status(s)) = daemon.try_control(&ControlRequest::Status) {
+        signal(s.pid, libc::SIGTERM);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || daemon
+            .try_control(&ControlRequest::Status)
+            .is_err()),
+        "the autostarted mcpd did not stop"
+    );
 }

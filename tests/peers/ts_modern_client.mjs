@@ -6,7 +6,8 @@
 //   node ts_modern_client.mjs --shim target/debug/mcp-shim --socket /tmp/x/mcpd.sock \
 //       --mode auto -- '[{"op":"list_tools"},{"op":"call_tool","name":"everything__echo","arguments":{"message":"hi"}}]'
 //
-// prints {"op":"connect","era":...,"protocolVersion":...,"serverInfo":...,"capabilities":...}
+// prints {"op":"connect","era":...,"protocolVersion":...,"serverInfo":...,"capabilities":...,
+// "connectMs":...} (connectMs: how long connect() took, probe included)
 // and then one JSON line per step, like ts_client.mjs. Ops: list_tools, call_tool ("log_level"
 // puts io.modelcontextprotocol/logLevel in the call's _meta, "progress": true asks for progress;
 // both list what came for the call), read_resource, listen (opens subscriptions/listen with
@@ -211,9 +212,11 @@ async function main() {
     return 2;
   }
 
+  // SDK stdio transports start the server with a scrubbed environment: pass what the shim (and a
+  // daemon it may autostart) needs explicitly.
   const env = {};
-  for (const key of ["MCPD_SOCKET", "RUST_LOG", "RUST_BACKTRACE", "XDG_RUNTIME_DIR"]) {
-    if (process.env[key] !== undefined) env[key] = process.env[key];
+  for (const [key, value] of Object.entries(process.env)) {
+    if (/^(MCPD_|XDG_|RUST_)/.test(key) || key === "HOME" || key === "PATH") env[key] = value;
   }
   if (values.socket) env.MCPD_SOCKET = values.socket;
   const args = values.profile ? ["--profile", values.profile] : [];
@@ -230,6 +233,7 @@ async function main() {
   ctx.client = client;
 
   try {
+    const started = performance.now();
     try {
       await withTimeout(client.connect(transport), Number(values["connect-timeout"]), "connect");
     } catch (e) {
@@ -242,6 +246,7 @@ async function main() {
       protocolVersion: client.getNegotiatedProtocolVersion() ?? null,
       serverInfo: client.getServerVersion() ?? null,
       capabilities: client.getServerCapabilities() ?? null,
+      connectMs: performance.now() - started,
     });
     for (const [i, step] of steps.entries()) {
       await runStep(step, i);

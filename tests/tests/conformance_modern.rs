@@ -10,6 +10,11 @@
 //! Most scenarios call the suite's own reference tools (`test_simple_text`, ...), which
 //! server-everything does not have; the baseline says which fail and why.
 //!
+//! Client scenarios: mcpd is the client under test. The suite runs
+//! `tests/peers/conformance_client.mjs <url>`, which starts a private `mcpd` whose one upstream
+//! is the suite's server and calls its tools through `mcp-shim` with the TypeScript SDK v2
+//! client; the suite judges what mcpd sent upstream.
+//!
 //! The legacy suite (0.1.16) stays in `conformance.rs`.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 
 use mcpd_proto::ServerState;
 use mcpd_tests::process::{Captured, run_with_timeout};
-use mcpd_tests::{PEER_TIMEOUT, TestDaemon, bin, eventually, peers, repo_root};
+use mcpd_tests::{BIN_DIR_ENV, PEER_TIMEOUT, TestDaemon, bin, eventually, peers, repo_root};
 use serde_json::{Value, json};
 
 fn baseline() -> PathBuf {
@@ -139,6 +144,53 @@ fn peer_conformance_2026_07_28_server_scenarios_fail_only_as_the_baseline_says()
     assert!(
         output.status.success(),
         "the 2026-07-28 server scenarios differ from {} ({}):\n{}\nfailing checks:\n{}\nstderr:\n{}",
+        baseline().display(),
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        failing_checks(out.path()).join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn peer_conformance_2026_07_28_client_scenarios_fail_only_as_the_baseline_says() {
+    let peers = peers();
+    let (node22, cli) = peers.conformance_next();
+    let out = tempfile::tempdir().expect("a temp dir");
+    let client = format!(
+        "{} {}",
+        peers.node().display(),
+        peers.dir().join("conformance_client.mjs").display()
+    );
+    let bins = bin("mcpd")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let output = run_with_timeout(
+        Command::new(&node22)
+            .arg(&cli)
+            .args([
+                "client",
+                "--command",
+                &client,
+                "--requirements",
+                "2026-07-28",
+            ])
+            .args(["--timeout", "15000", "--expected-failures"])
+            .arg(baseline())
+            .arg("-o")
+            .arg(out.path())
+            .current_dir(peers.dir())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(BIN_DIR_ENV, &bins),
+        PEER_TIMEOUT * 4,
+    );
+    let log = String::from_utf8_lossy(&output.stdout);
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    assert!(
+        output.status.success(),
+        "the 2026-07-28 client scenarios differ from {} ({}):\n{}\nfailing checks:\n{}\nstderr:\n{}",
         baseline().display(),
         output.status,
         tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
