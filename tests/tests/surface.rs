@@ -691,6 +691,32 @@ fn an_explicit_unsubscribe_is_forwarded_only_by_the_last_subscriber() {
 }
 
 #[test]
+fn a_subscription_the_upstream_refuses_is_not_counted() {
+    let record = Record::new();
+    let daemon = TestDaemon::start(fixture::config(&[(
+        "fx",
+        &["--resources", "1", "--record", record.path()],
+    )]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    // Only the template matches this URI, and the fixture refuses to subscribe to it.
+    let uri = json!({"uri": "fixture://t/refuse"});
+    let mut a = client(&daemon);
+    let mut b = client(&daemon);
+    let refused = a.error("resources/subscribe", Some(uri.clone()));
+    assert_eq!(refused["code"], -32602, "{refused}");
+    // Had A's refused subscription been counted, B would be told it is subscribed without the
+    // upstream being asked.
+    let refused = b.error("resources/subscribe", Some(uri.clone()));
+    assert_eq!(refused["code"], -32602, "{refused}");
+    assert_eq!(record.with_method("resources/subscribe").len(), 2);
+    // Nothing is held, so A leaving unsubscribes nothing.
+    a.close();
+    daemon.wait_status(TIMEOUT, "one session left", |s| s.sessions.len() == 1);
+    b.call_tool("fx__echo", json!({"message": "after a left"}));
+    assert!(record.with_method("resources/unsubscribe").is_empty());
+}
+
+#[test]
 fn logging_set_level_asks_upstreams_for_the_most_verbose_level_any_session_wants() {
     let record = Record::new();
     let daemon = TestDaemon::start(fixture::config(&[(

@@ -35,7 +35,8 @@
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
 //! `prompts/get` with one user message naming them; resources answer `resources/read` with the
 //! text `contents of <uri>`; `resources/subscribe` and `resources/unsubscribe` answer `{}` (see
-//! `--record` to learn what arrived).
+//! `--record` to learn what arrived), except that a subscription to a URI containing `refuse`
+//! is refused with an error (an upstream that says no).
 //!
 //! Tools always offered:
 //!
@@ -375,6 +376,16 @@ impl Server {
                     &json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("contents of {uri}"),
                                           "_meta": {"server": self.options.name.as_deref().unwrap_or("mcpd-fixture")}}]}),
                 );
+            }
+            "resources/subscribe"
+                if self.options.resources > 0
+                    && params
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| u.contains("refuse")) =>
+            {
+                self.out
+                    .error(&id, -32602, "this resource cannot be subscribed to");
             }
             "resources/subscribe" | "resources/unsubscribe" if self.options.resources > 0 => {
                 self.out.result(&id, &json!({}));

@@ -929,6 +929,8 @@ impl RequestContext {
             call.set_server(&resolved.server);
         }
         let hub = self.daemon.hub();
+        // The count this request changed, undone if the upstream refuses it.
+        let mut counted = None;
         if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
             // Only the first subscriber subscribes upstream, only the last one unsubscribes. A
             // per-client instance is counted on its own.
@@ -947,11 +949,20 @@ impl RequestContext {
             if !forward {
                 return self.reply(envelope::response(id, &json!({}))).await;
             }
+            counted = Some(SubscriptionCount {
+                key,
+                uri: uri.clone(),
+                session: self.link.id(),
+                subscribe,
+            });
         }
         let Some(upstream) = self
             .daemon
             .upstream_for(&resolved.server, self.link.id(), true)
         else {
+            if let Some(counted) = counted {
+                counted.undo(hub);
+            }
             let message = format!(
                 "server `{}` is not running (it is being reloaded or was removed)",
                 resolved.server
@@ -1003,6 +1014,11 @@ impl RequestContext {
                 mode,
             ),
         };
+        if let Some(counted) = counted
+            && Envelope::parse(&answer).is_ok_and(|a| a.error.is_some())
+        {
+            counted.undo(hub);
+        }
         if let Some(call) = self.call.take() {
             call.finish(&answer);
         }
@@ -1247,6 +1263,26 @@ fn parse(line: &Bytes) -> Option<Envelope<'_>> {
 
 fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     field(object, key).ok().flatten()
+}
+
+/// A (un)subscription counted in the hub before the upstream answered it.
+struct SubscriptionCount {
+    key: String,
+    uri: String,
+    session: u64,
+    subscribe: bool,
+}
+
+impl SubscriptionCount {
+    /// The upstream refused (or was gone): the count is put back as it was, so that the next
+    /// subscriber asks the upstream again instead of being told it is subscribed.
+    fn undo(self, hub: &crate::router::hub::Hub) {
+        if self.subscribe {
+            hub.unsubscribe(&self.key, &self.uri, self.session);
+        } else {
+            hub.subscribe(&self.key, &self.uri, self.session);
+        }
+    }
 }
 
 /// Rewrites a client request for `upstream` (id, progress token, name), sends it, and waits for
