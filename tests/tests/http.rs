@@ -859,3 +859,26 @@ fn http_a_server_that_wants_authorization_from_the_start_does_not_hold_up_client
     shim.initialize();
     assert!(shim.tool_names().iter().any(|t| t == "fx__echo"));
 }
+
+#[test]
+fn http_a_stop_ends_the_session_whatever_the_child_process_stop_timeouts_are() {
+    // `stopTimeoutMs` is how long a child gets after its stdin closes; it is no bound for the
+    // HTTP request that ends a remote server's session. This server takes a moment to answer
+    // the DELETE, much longer than the 1 ms configured.
+    let server = Scripted::start(|request, stream| {
+        if request.method == "DELETE" {
+            thread::sleep(Duration::from_millis(100));
+        }
+        if !mcp_basics(request, stream, &["who"]) {
+            tool_result(stream, request, "you");
+        }
+    });
+    let daemon = daemon(
+        json!({"remote": {"type": "http", "url": server.url(), "stopTimeoutMs": 1, "killTimeoutMs": 1}}),
+        &["remote"],
+    );
+    let out = daemon.mcpctl(&["stop", "remote"]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_log("stopped with mcpctl (ended the session)", PEER_TIMEOUT);
+    assert!(server.requests().iter().any(|r| r.method == "DELETE"));
+}

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::process::{StopTimeouts, escape_control};
+use super::process::escape_control;
 use super::sse::{SseDecoder, SseItem};
 use super::transport::Event;
 use crate::config::{HttpKind, HttpSpec, redact_url};
@@ -62,6 +62,11 @@ const MAX_IDLE_RESUMES: u32 = 5;
 const ERROR_PREVIEW: usize = 300;
 /// How long a notification or response POST may take.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits for the requests still in flight to wind down after they were
+/// cancelled, and how long the `DELETE` that ends the session may take. The stop timeouts of
+/// the configuration are a child process's (stdin, SIGTERM) and say nothing about HTTP.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+const END_SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 static SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 static PROTOCOL_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -155,7 +160,7 @@ impl HttpTransport {
     }
 
     /// Ends the session (`DELETE`, for streamable HTTP) and the connection.
-    pub async fn stop(&mut self, timeouts: StopTimeouts) -> String {
+    pub async fn stop(&mut self) -> String {
         let (session, protocol, legacy) = {
             let state = self.link.lock();
             (
@@ -166,7 +171,7 @@ impl HttpTransport {
         };
         self.link.shutdown.cancel();
         self.link.tasks.close();
-        let _ = tokio::time::timeout(timeouts.after_stdin, self.link.tasks.wait()).await;
+        let _ = tokio::time::timeout(STOP_GRACE, self.link.tasks.wait()).await;
         let Some(session) = session.filter(|_| !legacy) else {
             return "disconnected".to_owned();
         };
@@ -176,7 +181,7 @@ impl HttpTransport {
             .delete(self.link.spec.url.clone())
             .headers(self.link.headers.clone())
             .header(SESSION_HEADER.clone(), session)
-            .timeout(timeouts.after_stdin);
+            .timeout(END_SESSION_TIMEOUT);
         if let Some(protocol) = protocol {
             request = request.header(PROTOCOL_HEADER.clone(), protocol);
         }

@@ -150,7 +150,7 @@ impl Transport {
                 p.exit = Some(how.clone());
                 how
             }
-            Self::Http(h) => h.stop(timeouts).await,
+            Self::Http(h) => h.stop().await,
         }
     }
 }
