@@ -72,6 +72,9 @@ pub struct StopTimeouts {
     pub after_term: Duration,
 }
 
+/// How long a stop waits for a process to go after SIGKILL.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
 impl Default for StopTimeouts {
     fn default() -> Self {
         Self {
@@ -104,6 +107,9 @@ pub struct Process {
     pub in_force: Arc<InForce>,
     /// Its cgroup, when limits put it in one (killed and removed when dropped).
     pub cgroup: Option<crate::limits::ServerCgroup>,
+    /// The configured stop sequence, also followed when the server exits or closes its stdout
+    /// by itself (what is left of its tree gets the same grace).
+    pub stop_timeouts: StopTimeouts,
     /// Its record in the runtime directory, removed when the process is dropped.
     _record: Option<ChildRecord>,
 }
@@ -241,6 +247,7 @@ impl Process {
                 LineCodec::keeping_ends(mcpd_proto::line::MAX_MESSAGE_LINE),
             ),
             stderr_tail,
+            stop_timeouts: StopTimeouts::default(),
         })
     }
 
@@ -280,7 +287,20 @@ impl Process {
                     Ok(status) => status.ok(),
                     Err(_) => {
                         let _ = killpg(self.pgid, Signal::SIGKILL);
-                        self.child.wait().await.ok()
+                        // SIGKILL cannot be ignored, but a process in uninterruptible sleep
+                        // (a hung NFS mount, a broken device) only dies when the kernel lets
+                        // it: the stop does not wait for that forever. tokio reaps it later.
+                        match tokio::time::timeout(AFTER_KILL, self.child.wait()).await {
+                            Ok(status) => status.ok(),
+                            Err(_) => {
+                                tracing::warn!(
+                                    pid = self.pgid.as_raw(),
+                                    "still there {}s after SIGKILL (uninterruptible sleep?); no longer waiting for it",
+                                    AFTER_KILL.as_secs()
+                                );
+                                None
+                            }
+                        }
                     }
                 }
             }
@@ -567,6 +587,25 @@ pub fn describe_exit(status: Option<ExitStatus>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_does_not_wait_forever_for_a_process_that_survives_sigkill() {
+        // A process SIGKILL does not end (as one in uninterruptible sleep): here, the signals
+        // are aimed at a process group that does not exist, so the child never gets them.
+        let spec = crate::upstream::transport::tests::spec(serde_json::json!({
+            "command": "sleep", "args": ["600"],
+        }));
+        let stdio = spec.stdio().expect("a stdio server");
+        let mut p = Process::spawn("s", stdio, &spec.contain, None).expect("sleep starts");
+        p.pgid = Pid::from_raw(i32::MAX);
+        let timeouts = StopTimeouts {
+            after_stdin: Duration::from_secs(1),
+            after_term: Duration::from_secs(1),
+        };
+        let stopped = tokio::time::timeout(Duration::from_secs(3600), p.stop(timeouts)).await;
+        let _ = p.child.kill().await;
+        assert!(stopped.is_ok(), "the stop was still waiting an hour later");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

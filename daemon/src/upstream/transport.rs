@@ -59,7 +59,10 @@ impl Transport {
         };
         match &spec.transport {
             TransportSpec::Stdio(stdio) => Process::spawn(server, stdio, &spec.contain, records)
-                .map(Transport::Stdio)
+                .map(|mut p| {
+                    p.stop_timeouts = spec.stop;
+                    Transport::Stdio(p)
+                })
                 .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
             TransportSpec::Http(http) => {
                 HttpTransport::start(server, http, auth.cloned()).map(Transport::Http)
@@ -132,7 +135,7 @@ impl Transport {
                     Ok(Some(Ok(Frame::Line(line)))) => Event::Message(line),
                     Ok(Some(Ok(Frame::TooLong(len)))) => too_long(p, len),
                     _ => {
-                        p.reap(StopTimeouts::default()).await;
+                        p.reap(p.stop_timeouts).await;
                         p.exit = Some(p.describe_end(status));
                         Event::Closed(with_stderr(p, p.describe_end(status)))
                     }
@@ -164,7 +167,7 @@ async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error
         Some(Ok(Frame::TooLong(len))) => too_long(p, len),
         Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
         None => {
-            let status = p.stop(StopTimeouts::default()).await;
+            let status = p.stop(p.stop_timeouts).await;
             p.exit = Some(p.describe_end(status));
             Event::Closed(with_stderr(
                 p,
@@ -250,8 +253,43 @@ fn with_stderr(p: &Process, what: String) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::answer_id;
+pub(crate) mod tests {
+    use super::{Event, Transport, answer_id};
+
+    /// A server from a one-server configuration.
+    pub(crate) fn spec(server: serde_json::Value) -> crate::config::ServerSpec {
+        let text = serde_json::json!({"mcpServers": {"s": server}}).to_string();
+        let loaded = crate::config::parse(std::path::Path::new("/c/config.json"), &text, |_| None)
+            .expect("the configuration parses");
+        loaded.config.servers["s"].clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_closes_its_stdout_gets_the_configured_stop_sequence() {
+        // It closes its stdout and lingers; closing its stdin does not end it either. The
+        // paused clock jumps over the grace periods, so the time that passed is theirs.
+        let spec = spec(serde_json::json!({
+            "command": "sh",
+            "args": ["-c", "exec >&-; exec sleep 600"],
+            "stopTimeoutMs": 40000,
+            "killTimeoutMs": 1000,
+        }));
+        let mut transport = Transport::start("s", &spec, None, None)
+            .await
+            .expect("sh starts");
+        let start = tokio::time::Instant::now();
+        let closed = loop {
+            if let Event::Closed(why) = transport.next().await {
+                break why;
+            }
+        };
+        assert!(closed.contains("closed its stdout"), "{closed}");
+        assert!(
+            start.elapsed() >= std::time::Duration::from_secs(40),
+            "signalled after {:?} ({closed}), not after the configured 40 s",
+            start.elapsed()
+        );
+    }
 
     #[test]
     fn the_id_of_an_overlong_answer_is_read_from_either_end() {
