@@ -147,6 +147,9 @@ pub(super) struct Actor {
     ready: bool,
     /// The current process speaks MCP 2026-07-28 (per-request `_meta`, no handshake).
     modern: bool,
+    /// Requests that arrived while the last process was ending and were never sent to it:
+    /// they go to the next one, or are answered with why there is none.
+    leftover: Vec<Command>,
 }
 
 impl Actor {
@@ -183,6 +186,7 @@ impl Actor {
             roots_session: None,
             ready: false,
             modern: false,
+            leftover: Vec::new(),
         }
     }
 
@@ -265,6 +269,7 @@ impl Actor {
                             "keeps failing right after it starts ({failure}); fix it and run `mcpctl restart {}`",
                             self.name
                         );
+                        self.reject_leftover(&message);
                         self.hold(ServerState::CrashLoop, &message, false).await
                     } else {
                         // A server that ran a while before it failed is started again at
@@ -284,7 +289,13 @@ impl Actor {
                         });
                         let message =
                             format!("is restarting after it failed ({failure}); try again shortly");
-                        self.hold_for(delay, &message).await
+                        if quick_failures == 0 {
+                            // It is back in a moment: requests wait for it.
+                            self.hold_for(delay, &message, true).await
+                        } else {
+                            self.reject_leftover(&message);
+                            self.hold_for(delay, &message, false).await
+                        }
                     }
                 }
             };
@@ -389,13 +400,53 @@ impl Actor {
             s.state = state;
             s.pid = None;
         });
-        self.hold_until(None, why, wake_on_request).await
+        self.hold_until(None, why, wake_on_request, None).await
     }
 
-    /// Waits `delay` before a restart; a start or restart command cuts it short.
-    async fn hold_for(&mut self, delay: Duration, why: &str) -> Held {
-        self.hold_until(Some(Instant::now() + delay), why, false)
-            .await
+    /// Waits `delay` before a restart; a start or restart command cuts it short. With `defer`,
+    /// requests (and those left over from the process that ended) wait for the restart.
+    async fn hold_for(&mut self, delay: Duration, why: &str, defer: bool) -> Held {
+        let mut waiting = std::mem::take(&mut self.leftover);
+        let held = self
+            .hold_until(
+                Some(Instant::now() + delay),
+                why,
+                false,
+                defer.then_some(&mut waiting),
+            )
+            .await;
+        match held {
+            Held::Start(mut commands) => {
+                waiting.append(&mut commands);
+                Held::Start(waiting)
+            }
+            Held::Stop => {
+                let message = format!("server `{}` was stopped", self.name);
+                for cmd in waiting {
+                    reject(
+                        cmd,
+                        RouteError {
+                            code: envelope::UPSTREAM_UNAVAILABLE,
+                            message: message.clone(),
+                        },
+                    );
+                }
+                Held::Stop
+            }
+        }
+    }
+
+    /// Answers the requests left over from the process that ended with why it is not there.
+    fn reject_leftover(&mut self, why: &str) {
+        for cmd in std::mem::take(&mut self.leftover) {
+            reject(
+                cmd,
+                RouteError {
+                    code: envelope::UPSTREAM_UNAVAILABLE,
+                    message: format!("server `{}` {why}", self.name),
+                },
+            );
+        }
     }
 
     async fn hold_until(
@@ -403,6 +454,7 @@ impl Actor {
         until: Option<Instant>,
         why: &str,
         wake_on_request: bool,
+        mut defer: Option<&mut Vec<Command>>,
     ) -> Held {
         let (mut until, mut wake_on_request, mut why) = (until, wake_on_request, why.to_owned());
         loop {
@@ -422,6 +474,20 @@ impl Actor {
                     let _ = done.send(());
                     return Held::Stop;
                 }
+                Some(cmd @ Command::Request(..))
+                    if defer.as_ref().is_some_and(|d| d.len() < MAX_DEFERRED) =>
+                {
+                    if let Some(waiting) = defer.as_mut() {
+                        waiting.push(cmd);
+                    }
+                }
+                Some(Command::Cancel { upstream_id, .. }) if defer.is_some() => {
+                    if let Some(waiting) = defer.as_mut() {
+                        waiting.retain(|c| {
+                            !matches!(c, Command::Request(f, _) if f.upstream_id == upstream_id)
+                        });
+                    }
+                }
                 Some(Command::Control {
                     op: ControlOp::Stop,
                     done,
@@ -430,6 +496,20 @@ impl Actor {
                     // login), it now stays down until `mcpctl start`.
                     until = None;
                     wake_on_request = false;
+                    if let Some(waiting) = defer.take() {
+                        for cmd in waiting.drain(..) {
+                            reject(
+                                cmd,
+                                RouteError {
+                                    code: envelope::UPSTREAM_UNAVAILABLE,
+                                    message: format!(
+                                        "server `{}` {STOPPED_BY_OPERATOR}",
+                                        self.name
+                                    ),
+                                },
+                            );
+                        }
+                    }
                     why = STOPPED_BY_OPERATOR.to_owned();
                     self.publish(|s| {
                         s.state = ServerState::Stopped;
@@ -537,6 +617,8 @@ impl Actor {
                             // start sends `initialize`.
                             self.publish(|s| s.era = Some(Era::Legacy));
                         }
+                        // Requests never sent go to the next process.
+                        self.leftover.extend(deferred.drain(..));
                         let why = crate::redact::Redactor::process().redact_owned(why);
                         let exit = transport.last_exit();
                         self.publish(|s| s.last_exit = exit);
@@ -554,7 +636,9 @@ impl Actor {
                         self.publish(|s| s.last_error = Some(why));
                     }
                 },
-                cmd = self.rx.recv() => match cmd {
+                // While the process ends by itself, requests wait in the queue: reading them
+                // would interrupt the stop sequence, and the process can no longer take them.
+                cmd = self.rx.recv(), if !transport.closing() => match cmd {
                     None | Some(Command::Stop { .. }) => {
                         self.publish(|s| s.state = ServerState::Stopping);
                         let how = transport.stop(self.spec.stop).await;
@@ -583,7 +667,7 @@ impl Actor {
                         let _ = done.send(Ok(()));
                         return if op == ControlOp::Restart { Outcome::Restart } else { Outcome::Paused };
                     }
-                    Some(cmd) if ready => {
+                    Some(cmd) if ready && !transport.closing() => {
                         if matches!(cmd, Command::Request(..)) {
                             last_use = Instant::now();
                         }
@@ -599,32 +683,32 @@ impl Actor {
                     }),
                 },
                 _ = ping_timer.tick(), if ready && self.spec.ping_interval.is_some() => {
-                    if !self.pending.values().any(|p| matches!(p, Pending::Ping)) {
+                    if !self.ping_outstanding() {
                         ping_sent = None;
                     }
-                    match ping_sent {
-                        // A server busy with a client's request may answer late: its requests
-                        // time out on their own, and the next ping after that decides.
-                        Some(sent) if sent.elapsed() >= self.spec.ping_timeout && self.is_unused() => {
-                            let why = format!("did not answer a health ping within {}s", sent.elapsed().as_secs());
-                            transport.stop(self.spec.stop).await;
-                            return self.fail_pending(why);
-                        }
-                        Some(_) => {}
-                        None => {
-                            let id = self.allocate_id();
-                            let ping = if self.modern {
-                                // 2026-07-28 has no ping: the discovery request stands in.
-                                modern::request(id, "server/discover", None)
-                            } else {
-                                envelope::request::<()>(id, "ping", None)
-                            };
-                            if transport.send(ping).is_ok() {
-                                self.pending.insert(id, Pending::Ping);
-                                ping_sent = Some(Instant::now());
-                            }
+                    if ping_sent.is_none() {
+                        let id = self.allocate_id();
+                        let ping = if self.modern {
+                            // 2026-07-28 has no ping: the discovery request stands in.
+                            modern::request(id, "server/discover", None)
+                        } else {
+                            envelope::request::<()>(id, "ping", None)
+                        };
+                        if transport.send(ping).is_ok() {
+                            self.pending.insert(id, Pending::Ping);
+                            ping_sent = Some(Instant::now());
                         }
                     }
+                }
+                // A server busy with a client's request may answer late: its requests time out
+                // on their own, and the ping decides once it is unused again.
+                _ = deadline(ping_sent.map(|sent| sent + self.spec.ping_timeout)), if self.is_unused() => {
+                    if self.ping_outstanding() {
+                        let why = format!("did not answer a health ping within {}s", self.spec.ping_timeout.as_secs());
+                        transport.stop(self.spec.stop).await;
+                        return self.fail_pending(why);
+                    }
+                    ping_sent = None;
                 }
                 _ = idle_deadline(self.spec.idle_timeout, last_use), if ready && self.is_unused() => {
                     tracing::info!(server = %self.name, "idle for {}s: stopping it until it is needed", self.spec.idle_timeout.map_or(0, |d| d.as_secs()));
@@ -654,6 +738,11 @@ impl Actor {
     /// The name under which the hub counts this instance's subscriptions.
     fn hub_key(&self) -> String {
         crate::router::hub::subscription_key(&self.name, self.owner)
+    }
+
+    /// A health ping is waiting for its answer.
+    fn ping_outstanding(&self) -> bool {
+        self.pending.values().any(|p| matches!(p, Pending::Ping))
     }
 
     /// No client request is waiting on the server and it waits on no client.
@@ -1430,6 +1519,14 @@ fn reject(cmd: Command, error: RouteError) {
     }
 }
 
+/// Fires at `at`; never without it.
+async fn deadline(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Fires when the server has been unused for its idle timeout; never without one.
 async fn idle_deadline(idle: Option<Duration>, last_use: Instant) {
     match idle {
@@ -1442,3 +1539,7 @@ fn preview(text: &str) -> String {
     let cut: String = text.chars().take(200).collect();
     super::process::escape_control(&cut)
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

@@ -10,6 +10,8 @@
 //! sessions share one upstream without their ids colliding.
 
 mod actor;
+#[cfg(test)]
+mod fake;
 pub mod http;
 pub mod modern;
 pub mod process;

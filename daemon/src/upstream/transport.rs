@@ -38,6 +38,9 @@ pub enum Transport {
     Stdio(Process),
     /// A remote server over streamable HTTP or HTTP+SSE.
     Http(HttpTransport),
+    /// A transport a unit test drives.
+    #[cfg(test)]
+    Fake(super::fake::Fake),
 }
 
 impl Transport {
@@ -49,6 +52,10 @@ impl Transport {
         records: Option<&std::path::Path>,
         auth: Option<&std::sync::Arc<crate::auth::AuthManager>>,
     ) -> Result<Self, String> {
+        #[cfg(test)]
+        if let Some(fake) = super::fake::take(server) {
+            return Ok(Transport::Fake(fake));
+        }
         // `${secret:NAME}` filled in for this start only; the copy is wiped when dropped.
         let resolved;
         let spec = if spec.secrets.names.is_empty() {
@@ -75,6 +82,8 @@ impl Transport {
         match self {
             Self::Stdio(p) => p.child.id(),
             Self::Http(_) => None,
+            #[cfg(test)]
+            Self::Fake(_) => None,
         }
     }
 
@@ -83,6 +92,8 @@ impl Transport {
         match self {
             Self::Stdio(p) => Some(std::sync::Arc::clone(&p.in_force)),
             Self::Http(_) => None,
+            #[cfg(test)]
+            Self::Fake(_) => None,
         }
     }
 
@@ -93,6 +104,8 @@ impl Transport {
         match self {
             Self::Stdio(p) => Some(std::sync::Arc::clone(&p.stderr_tail)),
             Self::Http(_) => None,
+            #[cfg(test)]
+            Self::Fake(_) => None,
         }
     }
 
@@ -101,6 +114,19 @@ impl Transport {
         match self {
             Self::Stdio(p) => p.exit.clone(),
             Self::Http(_) => None,
+            #[cfg(test)]
+            Self::Fake(_) => None,
+        }
+    }
+
+    /// The transport is ending by itself (the process exited or closed its stdout): it takes
+    /// no more messages, and [`Transport::next`] is finishing the stop.
+    pub fn closing(&self) -> bool {
+        match self {
+            Self::Stdio(p) => p.exited.is_some() || p.stdin.is_none(),
+            Self::Http(_) => false,
+            #[cfg(test)]
+            Self::Fake(f) => f.closing(),
         }
     }
 
@@ -109,6 +135,8 @@ impl Transport {
         match self {
             Self::Stdio(p) => p.send(line),
             Self::Http(h) => h.send(line),
+            #[cfg(test)]
+            Self::Fake(f) => f.send(line),
         }
     }
 
@@ -142,6 +170,8 @@ impl Transport {
                 }
             }
             Self::Http(h) => h.next().await,
+            #[cfg(test)]
+            Self::Fake(f) => f.next().await,
         }
     }
 
@@ -154,6 +184,8 @@ impl Transport {
                 how
             }
             Self::Http(h) => h.stop().await,
+            #[cfg(test)]
+            Self::Fake(f) => f.stop(),
         }
     }
 }

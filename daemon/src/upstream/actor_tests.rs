@@ -1,0 +1,190 @@
+//! The actor's lifecycle on tokio's paused clock, against a transport the test drives
+//! ([`super::super::fake`]): the clock jumps to the next timer whenever every task waits, so
+//! each test runs in milliseconds and the times it reads are exactly the actor's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpd_proto::ServerState;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::super::fake::{self, FakeServer};
+use super::super::transport::Event;
+use super::super::transport::tests::spec;
+use super::super::{Forward, Reply, Snapshot, UpstreamHandle};
+use crate::router::hub::{Hub, SessionLink};
+use crate::router::outbox::Outbox;
+
+/// Starts the actor of server `name` (unique per test) with the configuration `server`.
+fn spawn(name: &str, server: Value) -> UpstreamHandle {
+    let mut server = server;
+    server["command"] = json!("fake-server-that-is-never-spawned");
+    // The fake speaks the handshake era (no `server/discover` probe first).
+    server["protocol"] = json!("legacy");
+    UpstreamHandle::spawn(
+        name,
+        spec(server),
+        Arc::new(Hub::default()),
+        Arc::new(Notify::new()),
+        None,
+        None,
+        Snapshot::default(),
+        None,
+        None,
+    )
+}
+
+/// Waits until the server's published state satisfies `done`.
+async fn wait_for(handle: &UpstreamHandle, done: impl FnMut(&Snapshot) -> bool) -> Snapshot {
+    let mut snapshot = handle.snapshot.clone();
+    let seen = snapshot.wait_for(done).await.expect("the actor runs");
+    seen.clone()
+}
+
+/// Sends a client's `tools/call` with JSON-RPC id 7.
+fn call(handle: &UpstreamHandle) -> oneshot::Receiver<Reply> {
+    let upstream_id = handle.allocate_id();
+    let (out, _rx) = Outbox::new(1, 1 << 20);
+    let line = json!({"jsonrpc": "2.0", "id": upstream_id, "method": "tools/call", "params": {"name": "t"}});
+    handle
+        .request(Forward {
+            upstream_id,
+            line: line.to_string(),
+            client_id: serde_json::value::to_raw_value(&7).expect("a number"),
+            progress_token: None,
+            session: SessionLink::new(1, out),
+            progress: Arc::new(Notify::new()),
+            caps: None,
+            asks: None,
+            log_level: None,
+        })
+        .expect("the actor takes it")
+}
+
+/// A fake that is up and has done its handshake.
+async fn ready(name: &str, handle: &UpstreamHandle) -> FakeServer {
+    let mut server = fake::expect(name);
+    server.handshake().await;
+    wait_for(handle, |s| s.state == ServerState::Ready).await;
+    let _ = handle;
+    server
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_server_is_restarted_a_ping_timeout_after_its_ping() {
+    // The defaults: a ping every 30 s, answered within 10 s.
+    let mut first = fake::expect("ping-hung");
+    let handle = spawn("ping-hung", json!({}));
+    first.handshake().await;
+    let _next = fake::expect("ping-hung");
+    let ping = first.request("ping").await;
+    let sent = Instant::now();
+    first.stopped().await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(30),
+        "restarted {waited:?} after the unanswered ping {ping}, not 10 s"
+    );
+    let failed = wait_for(&handle, |s| s.last_error.is_some()).await;
+    let why = failed.last_error.unwrap_or_default();
+    assert!(
+        why.contains("did not answer a health ping within 10s"),
+        "{why}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_answers_its_pings_is_kept() {
+    let mut server = fake::expect("ping-ok");
+    let handle = spawn(
+        "ping-ok",
+        json!({"pingIntervalMs": 1000, "pingTimeoutMs": 500}),
+    );
+    server.handshake().await;
+    for _ in 0..5 {
+        let ping = server.request("ping").await;
+        server.answer(&ping, json!({}));
+    }
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.state, ServerState::Ready);
+    assert_eq!(snapshot.restarts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_arriving_while_the_server_ends_by_itself_waits_for_the_restart() {
+    let handle = spawn("self-exit", json!({}));
+    let first = ready("self-exit", &handle).await;
+    // It ran a while (so it is restarted at once, without backoff), then its process exits;
+    // a request arrives while the transport is still ending.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    first.start_closing();
+    let reply = call(&handle);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut second = fake::expect("self-exit");
+    first.event(Event::Closed("exited with status 0".to_owned()));
+    second.handshake().await;
+    let request = second.request("tools/call").await;
+    second.answer(&request, json!({"content": []}));
+    let answer = reply.await.expect("answered").expect("not an error");
+    let answer: Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(answer["id"], 7, "{answer}");
+    assert_eq!(handle.snapshot().restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_right_after_a_start_back_off_doubling_then_stop_as_a_crash_loop() {
+    let handle = spawn(
+        "crashing",
+        json!({"restartDelayMs": 1000, "maxRestartDelayMs": 60000, "crashLoopAfter": 4}),
+    );
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        let mut server = fake::expect("crashing");
+        server.request("initialize").await;
+        starts.push(Instant::now());
+        server.event(Event::Closed("exited with status 1".to_owned()));
+    }
+    let looping = wait_for(&handle, |s| s.state == ServerState::CrashLoop).await;
+    assert!(looping.last_error.is_some_and(|e| e.contains("status 1")));
+    // 1 s, 2 s, 4 s apart, each ±20% so that servers that failed together spread out.
+    for (i, pair) in starts.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let base = Duration::from_secs(1 << i);
+        assert!(
+            gap >= base.mul_f64(0.8) && gap <= base.mul_f64(1.2),
+            "restart {} came {gap:?} after the failure, not about {base:?}",
+            i + 1
+        );
+    }
+    // A crash loop waits for `mcpctl restart`: no start is attempted meanwhile.
+    let mut waiting = fake::expect("crashing");
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(handle.snapshot().state, ServerState::CrashLoop);
+    handle
+        .control(super::super::ControlOp::Restart)
+        .await
+        .expect("restarted");
+    waiting.handshake().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unused_server_stops_after_its_idle_timeout_and_a_request_wakes_it() {
+    let handle = spawn("idle", json!({"idleTimeoutMs": 60000, "pingIntervalMs": 0}));
+    let mut first = ready("idle", &handle).await;
+    let up = Instant::now();
+    first.stopped().await;
+    assert!(
+        up.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        up.elapsed()
+    );
+    wait_for(&handle, |s| s.state == ServerState::Idle).await;
+    let mut second = fake::expect("idle");
+    let reply = call(&handle);
+    second.handshake().await;
+    let request = second.request("tools/call").await;
+    second.answer(&request, json!({"content": []}));
+    assert!(reply.await.expect("answered").is_ok());
+}
