@@ -39,7 +39,12 @@ for (const [key, sub] of [
 chmodSync(dirs.XDG_RUNTIME_DIR, 0o700);
 mkdirSync(join(dirs.XDG_CONFIG_HOME, "mcpd"), { recursive: true });
 const config = join(dirs.XDG_CONFIG_HOME, "mcpd", "config.json");
-writeFileSync(config, JSON.stringify({ mcpServers: { up: { type: "http", url } } }), { mode: 0o600 });
+// The suite's 2026-07-28 servers are modern: pinned, so the run does not hang on a probe.
+writeFileSync(
+  config,
+  JSON.stringify({ mcpServers: { up: { type: "http", url, protocol: "2026-07-28" } } }),
+  { mode: 0o600 },
+);
 
 const env = { ...dirs, PATH: process.env.PATH ?? "", MCPD_NO_AUTOSTART: "1" };
 const daemon = spawn(join(bins, "mcpd"), [], { env, stdio: ["ignore", "ignore", "inherit"] });
@@ -89,7 +94,13 @@ async function connect() {
 let code = 0;
 try {
   const client = await connect();
-  const { tools } = await client.listTools();
+  // The upstream may still be starting (probing its era): wait for its tools, a while.
+  let tools = [];
+  const until = Date.now() + 10000;
+  while (tools.length === 0 && Date.now() < until) {
+    ({ tools } = await client.listTools());
+    if (tools.length === 0) await new Promise((r) => setTimeout(r, 200));
+  }
   for (const tool of tools) {
     try {
       await client.callTool({ name: tool.name, arguments: argumentsFor(tool.inputSchema) });
