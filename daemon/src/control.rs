@@ -10,7 +10,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{Frame, LineCodec};
 use crate::daemon::Daemon;
-use crate::upstream::ControlOp;
+use crate::supervisor::Operator;
 
 /// Serves one control connection until the peer closes it or the daemon shuts down.
 pub async fn serve(
@@ -101,10 +101,10 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             ControlResponse::Ok
         }
         ControlRequest::Restart { server } => {
-            done(daemon.control(&server, ControlOp::Restart).await)
+            done(daemon.control(&server, Operator::Restart).await)
         }
-        ControlRequest::Stop { server } => done(daemon.control(&server, ControlOp::Stop).await),
-        ControlRequest::Start { server } => done(daemon.control(&server, ControlOp::Start).await),
+        ControlRequest::Stop { server } => done(daemon.control(&server, Operator::Stop).await),
+        ControlRequest::Start { server } => done(daemon.control(&server, Operator::Start).await),
         ControlRequest::LoginPaste {
             server,
             redirect_url,

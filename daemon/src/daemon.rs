@@ -1,13 +1,13 @@
-//! The daemon's shared state: the configuration in force, the upstream handles, the merged
-//! catalog and the attached sessions.
+//! The daemon: wires the supervisor (configuration in force, upstream instances), the hub
+//! (sessions), the catalog task, OAuth, secrets and observation together, and answers what
+//! `mcpctl` asks of the whole (status, reload).
 //!
-//! Locks here are `std::sync` locks: every critical section is a few map operations, none is
-//! held across an `.await` (the state they guard is cloned out first), and a synchronous lock is
-//! cheaper than tokio's for that.
+//! Locks here are `std::sync` locks: every critical section is a few field operations, none is
+//! held across an `.await`, and a synchronous lock is cheaper than tokio's for that.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -15,65 +15,39 @@ use mcpd_proto::{ClientProcess, DaemonStatus, ReloadReport, ServerStatus, Sessio
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, ConfigError, Diff, Loaded, ServerSpec, Share};
+use crate::config::{self, Config, ConfigError, Loaded, ServerSpec, Share};
 use crate::router::cache::CatalogCache;
 use crate::router::catalog::{Catalog, SharedCatalog};
 use crate::router::hub::Hub;
-use crate::upstream::{ControlOp, ListKind, UpstreamHandle};
+use crate::supervisor::{Operator, Supervisor, Why};
+use crate::upstream::{InstanceKey, ListKind, Scope, UpstreamHandle};
 
 mod secret_ops;
 
-/// What a session shows in `mcpctl status`.
-#[derive(Debug)]
-pub struct SessionEntry {
-    /// Profile it attached to.
-    pub profile: String,
-    /// The client process, as the shim reported it.
-    pub client: ClientProcess,
-    /// When it attached.
-    pub attached: Instant,
-    /// `clientInfo.name` and `.version` from its `initialize`.
-    pub client_info: Option<(String, String)>,
-    /// Requests in flight.
-    pub in_flight: Arc<AtomicUsize>,
+/// How the configuration in force was loaded, for status and the clients' notice.
+struct Report {
+    exists: bool,
+    error: Option<String>,
+    /// With `error`: what runs instead (the last configuration that loaded).
+    fallback: Option<String>,
 }
 
-struct State {
-    config: Arc<Config>,
-    config_exists: bool,
-    config_error: Option<String>,
-    /// With `config_error`: what runs instead (the last configuration that loaded).
-    config_fallback: Option<String>,
-    /// Shared servers by name.
-    upstreams: BTreeMap<String, UpstreamHandle>,
-    /// Instances of `"share": "per-client"` servers by (server, session).
-    per_client: BTreeMap<(String, u64), UpstreamHandle>,
-    /// Instances of servers that run one per profile (`"share": "per-profile"`, or secrets
-    /// with values of the profile's own) by (server, profile); the default profile uses the
-    /// shared instance.
-    per_profile: BTreeMap<(String, String), UpstreamHandle>,
-    /// The daemon is stopping: nothing may start a server any more (a reload, a login or a
-    /// draining session would otherwise start one after `stop_all` and leave it behind).
-    stopping: bool,
-}
-
-/// The daemon: one per process, shared by every task as `Arc<Daemon>`.
+/// The daemon: one per process, shared by the accept and control loops as `Arc<Daemon>`.
+/// Sessions get [`Services`](crate::router::session::Services) instead.
 pub struct Daemon {
     started: Instant,
     config_path: PathBuf,
     /// Where the last configuration that loaded is kept (`config::last_good`).
     state_dir: PathBuf,
-    state: RwLock<State>,
+    report: RwLock<Report>,
+    supervisor: Arc<Supervisor>,
     catalog_tx: watch::Sender<SharedCatalog>,
     catalog_dirty: Arc<Notify>,
-    cache: CatalogCache,
+    cache: Arc<CatalogCache>,
     hub: Arc<Hub>,
-    sessions: Mutex<BTreeMap<u64, SessionEntry>>,
     /// The last `STATUS=` line sent to systemd.
     last_status: Mutex<String>,
-    next_session: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
-    records: Arc<std::path::Path>,
     auth: Arc<crate::auth::AuthManager>,
     /// Every secret value the daemon knows, for redaction.
     redactor: crate::redact::Redactor,
@@ -133,49 +107,56 @@ impl Daemon {
             }
         }
         let (catalog_tx, _) = watch::channel(Arc::new(Catalog::default()));
-        let servers = loaded.config.servers.clone();
         let observer =
             crate::observe::Observer::start(&state_dir, redactor.clone(), shutdown.clone());
+        let hub = Arc::new(Hub::default());
+        let catalog_dirty = Arc::new(Notify::new());
+        let cache = Arc::new(CatalogCache::load(cache_file));
+        let notice = crate::config_report::notice(
+            &config_path,
+            &loaded.config,
+            config_error.as_deref(),
+            config_fallback.as_deref(),
+        );
+        let seed = {
+            let cache = Arc::clone(&cache);
+            Box::new(move |name: &str, spec: &ServerSpec| cache.initial_snapshot(name, spec))
+        };
+        let supervisor = Arc::new(Supervisor::new(
+            loaded.config,
+            notice,
+            crate::upstream::Context {
+                hub: Arc::clone(&hub),
+                catalog_dirty: Arc::clone(&catalog_dirty),
+                records: Some(Arc::from(runtime_dir.join("children"))),
+                auth: Some(Arc::clone(&auth)),
+            },
+            seed,
+            Arc::clone(&secrets),
+        ));
         let daemon = Arc::new(Self {
             started: Instant::now(),
             config_path,
             state_dir,
-            state: RwLock::new(State {
-                config: Arc::new(loaded.config),
-                config_exists: loaded.exists,
-                config_error,
-                config_fallback,
-                upstreams: BTreeMap::new(),
-                per_client: BTreeMap::new(),
-                per_profile: BTreeMap::new(),
-                stopping: false,
+            report: RwLock::new(Report {
+                exists: loaded.exists,
+                error: config_error,
+                fallback: config_fallback,
             }),
+            supervisor,
             catalog_tx,
-            catalog_dirty: Arc::new(Notify::new()),
-            cache: CatalogCache::load(cache_file),
-            hub: Arc::new(Hub::default()),
-            sessions: Mutex::new(BTreeMap::new()),
+            catalog_dirty,
+            cache,
+            hub,
             last_status: Mutex::new(String::new()),
-            next_session: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
-            records: Arc::from(runtime_dir.join("children")),
             auth,
             redactor,
             secrets,
             observer,
             shutdown,
         });
-        {
-            let mut state = daemon.write();
-            for (name, spec) in servers
-                .iter()
-                .filter(|(_, spec)| spec.share != Share::PerClient)
-            {
-                state
-                    .upstreams
-                    .insert(name.clone(), daemon.spawn_upstream(name, spec, None));
-            }
-        }
+        daemon.supervisor.start();
         daemon.rebuild_catalog();
         tokio::spawn(Arc::clone(&daemon).maintain_catalog());
         tokio::spawn(Arc::clone(&daemon).restart_after_logins());
@@ -195,72 +176,10 @@ impl Daemon {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            let _one_at_a_time = self.reload_lock.lock().await;
-            let old = self.write().upstreams.remove(&name);
-            let Some(old) = old else { continue };
-            tracing::info!(server = %name, "logged in: starting the server again");
-            old.stop().await;
-            let mut state = self.write();
-            if state.stopping {
-                return;
+            if let Err(why) = self.supervisor.replace_with(&name, Why::Login).await {
+                tracing::warn!(server = %name, "cannot start the server again after its login: {why}");
             }
-            if let Some(spec) = state
-                .config
-                .servers
-                .get(&name)
-                .filter(|s| s.share != Share::PerClient)
-                .cloned()
-            {
-                let handle = self.spawn_upstream(&name, &spec, None);
-                state.upstreams.insert(name, handle);
-            }
-            drop(state);
-            self.catalog_dirty.notify_one();
         }
-    }
-
-    fn spawn_upstream(
-        &self,
-        name: &str,
-        spec: &crate::config::ServerSpec,
-        owner: Option<u64>,
-    ) -> UpstreamHandle {
-        self.spawn_gated(name, spec, owner, None)
-    }
-
-    /// [`spawn_upstream`](Self::spawn_upstream) of an instance that starts when `gate` opens.
-    fn spawn_gated(
-        &self,
-        name: &str,
-        spec: &crate::config::ServerSpec,
-        owner: Option<u64>,
-        gate: Option<tokio::sync::oneshot::Receiver<()>>,
-    ) -> UpstreamHandle {
-        let profile = owner.and_then(|session| self.session_profile(session));
-        self.spawn_for_profile(name, spec, owner, gate, profile.as_deref())
-    }
-
-    /// [`spawn_gated`](Self::spawn_gated) with the secrets of `profile` (`None`: the defaults).
-    fn spawn_for_profile(
-        &self,
-        name: &str,
-        spec: &crate::config::ServerSpec,
-        owner: Option<u64>,
-        gate: Option<tokio::sync::oneshot::Receiver<()>>,
-        profile: Option<&str>,
-    ) -> UpstreamHandle {
-        let initial = self.cache.initial_snapshot(name, spec);
-        UpstreamHandle::spawn(
-            name,
-            self.bind_secrets(spec, profile),
-            Arc::clone(&self.hub),
-            Arc::clone(&self.catalog_dirty),
-            Some(Arc::clone(&self.records)),
-            Some(Arc::clone(&self.auth)),
-            initial,
-            owner,
-            gate,
-        )
     }
 
     /// OAuth logins of remote servers.
@@ -299,114 +218,29 @@ impl Daemon {
         &self.hub
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+    /// The configuration in force and the upstream instances.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+    /// What a session needs from the daemon.
+    pub fn services(&self) -> crate::router::session::Services {
+        crate::router::session::Services {
+            supervisor: Arc::clone(&self.supervisor),
+            hub: Arc::clone(&self.hub),
+            observer: Arc::clone(&self.observer),
+            catalog: self.catalog(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn report(&self) -> std::sync::RwLockReadGuard<'_, Report> {
+        self.report.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.read().config)
-    }
-
-    /// The handle of a shared server.
-    pub fn upstream(&self, name: &str) -> Option<UpstreamHandle> {
-        self.read().upstreams.get(name).cloned()
-    }
-
-    /// The handle that serves `server` for `session`: the shared one, or for a per-client
-    /// server the session's own instance, started now if `start` and it has none yet.
-    pub fn upstream_for(&self, server: &str, session: u64, start: bool) -> Option<UpstreamHandle> {
-        {
-            let state = self.read();
-            let spec = state.config.servers.get(server)?;
-            if spec.share != Share::PerClient {
-                return match self.own_profile(spec, session) {
-                    None => state.upstreams.get(server).cloned(),
-                    Some(profile) => match state.per_profile.get(&(server.to_owned(), profile)) {
-                        Some(handle) => Some(handle.clone()),
-                        None if start => {
-                            drop(state);
-                            self.profile_instance(server, session)
-                        }
-                        None => None,
-                    },
-                };
-            }
-            if let Some(handle) = state.per_client.get(&(server.to_owned(), session)) {
-                return Some(handle.clone());
-            }
-            if !start {
-                return None;
-            }
-        }
-        let mut state = self.write();
-        if state.stopping {
-            return None;
-        }
-        let spec = state.config.servers.get(server)?.clone();
-        let key = (server.to_owned(), session);
-        if let Some(handle) = state.per_client.get(&key) {
-            return Some(handle.clone());
-        }
-        tracing::info!(
-            server,
-            session,
-            "starting the session's own instance (per-client)"
-        );
-        let handle = self.spawn_upstream(server, &spec, Some(session));
-        state.per_client.insert(key, handle.clone());
-        Some(handle)
-    }
-
-    /// Starts the per-client instances a session's servers need (on its first use).
-    pub fn ensure_instances(&self, servers: &[String], session: u64) {
-        let per_client: Vec<String> = {
-            let state = self.read();
-            servers
-                .iter()
-                .filter(|s| {
-                    state
-                        .config
-                        .servers
-                        .get(*s)
-                        .is_some_and(|spec| spec.share == Share::PerClient)
-                })
-                .filter(|s| !state.per_client.contains_key(&((*s).clone(), session)))
-                .cloned()
-                .collect()
-        };
-        self.ensure_profile_instances(servers, session);
-        for server in per_client {
-            self.upstream_for(&server, session, true);
-        }
-    }
-
-    /// Stops the per-client instances of a session that ended.
-    pub fn end_instances(&self, session: u64) {
-        let ended: Vec<UpstreamHandle> = {
-            let mut state = self.write();
-            let keys: Vec<(String, u64)> = state
-                .per_client
-                .keys()
-                .filter(|(_, s)| *s == session)
-                .cloned()
-                .collect();
-            keys.iter()
-                .filter_map(|k| state.per_client.remove(k))
-                .collect()
-        };
-        if ended.is_empty() {
-            return;
-        }
-        let dirty = Arc::clone(&self.catalog_dirty);
-        tokio::spawn(async move {
-            futures_util::future::join_all(ended.iter().map(UpstreamHandle::stop)).await;
-            dirty.notify_one();
-        });
+        self.supervisor.config()
     }
 
     /// Each configured server's definition and the snapshot the catalog shows for it. A
@@ -417,33 +251,48 @@ impl Daemon {
         BTreeMap<String, (ServerSpec, crate::upstream::Snapshot)>,
         String,
     ) {
-        let state = self.read();
-        let mut views = BTreeMap::new();
-        for (name, spec) in &state.config.servers {
-            let snapshot = match spec.share {
-                Share::Shared | Share::PerProfile => match state.upstreams.get(name) {
-                    Some(handle) => {
-                        // A shared instance that cannot list (a secret only a profile has)
-                        // shows what a profile's own instance lists.
-                        let shared = handle.snapshot();
-                        if shared.known.iter().all(|k| *k) || shared.cached {
-                            shared
-                        } else {
-                            state
-                                .per_profile
-                                .iter()
-                                .filter(|((server, _), _)| server == name)
-                                .map(|(_, handle)| handle.snapshot())
-                                .find(|s| s.known.iter().all(|k| *k))
-                                .unwrap_or(shared)
-                        }
+        let config = self.config();
+        let instances = self.supervisor.instances();
+        // The sessions' own instances of a server (per-client), or the profiles' own.
+        fn own<'a>(
+            instances: &'a [(InstanceKey, UpstreamHandle)],
+            name: &'a str,
+            per_client: bool,
+        ) -> impl Iterator<Item = &'a (InstanceKey, UpstreamHandle)> {
+            instances.iter().filter(move |(k, _)| {
+                k.server == name
+                    && match k.scope {
+                        Scope::Session(_) => per_client,
+                        Scope::Profile(_) => !per_client,
+                        Scope::Shared => false,
                     }
-                    None => continue,
-                },
-                Share::PerClient => state
-                    .per_client
-                    .iter()
-                    .filter(|((server, _), _)| server == name)
+            })
+        }
+        let mut views = BTreeMap::new();
+        for (name, spec) in &config.servers {
+            let snapshot = match spec.share {
+                Share::Shared | Share::PerProfile => {
+                    match instances
+                        .iter()
+                        .find(|(k, _)| k.server == *name && k.scope == Scope::Shared)
+                    {
+                        Some((_, handle)) => {
+                            // A shared instance that cannot list (a secret only a profile has)
+                            // shows what a profile's own instance lists.
+                            let shared = handle.snapshot();
+                            if shared.known.iter().all(|k| *k) || shared.cached {
+                                shared
+                            } else {
+                                own(&instances, name, false)
+                                    .map(|(_, handle)| handle.snapshot())
+                                    .find(|s| s.known.iter().all(|k| *k))
+                                    .unwrap_or(shared)
+                            }
+                        }
+                        None => continue,
+                    }
+                }
+                Share::PerClient => own(&instances, name, true)
                     .map(|(_, handle)| handle.snapshot())
                     .max_by_key(|s| s.known.iter().filter(|k| **k).count())
                     .filter(|s| s.known.iter().all(|k| *k) || s.cached)
@@ -451,7 +300,7 @@ impl Daemon {
             };
             views.insert(name.clone(), (spec.clone(), snapshot));
         }
-        (views, state.config.options.separator.clone())
+        (views, config.options.separator.clone())
     }
 
     /// A receiver of the merged catalog.
@@ -473,7 +322,7 @@ impl Daemon {
         });
         // While the daemon stops, its servers leave the map one by one: that is no reason to
         // forget their cached lists (the next start, and lazy servers, need them).
-        if changed && !self.read().stopping {
+        if changed && !self.supervisor.stopping() {
             self.cache.store(&views);
         }
         self.publish_status();
@@ -481,20 +330,16 @@ impl Daemon {
 
     /// Sends systemd a `STATUS=` line when the number of servers up or of sessions changed.
     fn publish_status(&self) {
-        let (up, total) = {
-            let state = self.read();
-            let up = state
-                .upstreams
-                .values()
-                .filter(|h| h.snapshot().state == mcpd_proto::ServerState::Ready)
-                .count();
-            (up, state.config.servers.len())
-        };
-        let sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
+        let up = self
+            .supervisor
+            .instances()
+            .iter()
+            .filter(|(k, h)| {
+                k.scope == Scope::Shared && h.snapshot().state == mcpd_proto::ServerState::Ready
+            })
+            .count();
+        let total = self.config().servers.len();
+        let sessions = self.hub.len();
         let line = crate::notify::status_line(up, total, sessions);
         let mut last = self.last_status.lock().unwrap_or_else(|e| e.into_inner());
         if *last != line {
@@ -508,61 +353,19 @@ impl Daemon {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.catalog_dirty.notified() => self.rebuild_catalog(),
+                _ = self.hub.changed() => self.publish_status(),
             }
         }
     }
 
     /// Registers a new session and returns its id.
     pub fn add_session(&self, profile: String, client: ClientProcess) -> (u64, Arc<AtomicUsize>) {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let entry = SessionEntry {
-            profile,
-            client,
-            attached: Instant::now(),
-            client_info: None,
-            in_flight: Arc::clone(&in_flight),
-        };
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, entry);
-        self.publish_status();
-        (id, in_flight)
+        self.hub.add(profile, client)
     }
 
-    /// Records the client's `clientInfo`.
-    pub fn set_client_info(&self, id: u64, name: String, version: String) {
-        if let Some(entry) = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&id)
-        {
-            entry.client_info = Some((name, version));
-        }
-    }
-
-    /// Who a session's client is, for audit lines.
-    pub fn client_tag(&self, id: u64) -> crate::observe::ClientTag {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = sessions.get(&id) else {
-            return crate::observe::ClientTag::default();
-        };
-        crate::observe::ClientTag {
-            name: entry.client_info.as_ref().map(|(n, _)| n.clone()),
-            version: entry.client_info.as_ref().map(|(_, v)| v.clone()),
-            pid: entry.client.pid,
-        }
-    }
-
-    /// Forgets a session that ended.
+    /// Forgets a session that never ran (its welcome could not be written).
     pub fn remove_session(&self, id: u64) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        self.publish_status();
+        self.hub.unregister(id);
     }
 
     /// The daemon as `mcpctl status` shows it.
@@ -570,22 +373,15 @@ impl Daemon {
         let (servers, config_exists, config_error, config_fallback) = {
             // One look at the process table for every server's accounting.
             let mut scan: Option<crate::upstream::tree::Scan> = None;
-            let state = self.read();
-            let per_client = state
-                .per_client
-                .iter()
-                .map(|((name, session), handle)| (format!("{name}#{session}"), handle))
-                .chain(
-                    state
-                        .per_profile
-                        .iter()
-                        .map(|((name, profile), handle)| (format!("{name}@{profile}"), handle)),
-                );
-            let mut servers: Vec<ServerStatus> = state
-                .upstreams
-                .iter()
-                .map(|(name, handle)| (name.clone(), handle))
-                .chain(per_client)
+            let config = self.config();
+            let report = self.report();
+            let instances = self.supervisor.instances();
+            // Shared instances first, then the sessions' and profiles' own.
+            let mut ordered: Vec<_> = instances.iter().collect();
+            ordered.sort_by_key(|(k, _)| k.scope != Scope::Shared);
+            let mut servers: Vec<ServerStatus> = ordered
+                .into_iter()
+                .map(|(key, handle)| (key.to_string(), handle))
                 .map(|(name, handle)| {
                     let s = handle.snapshot();
                     let auth = self.auth.status(handle.name());
@@ -622,8 +418,10 @@ impl Daemon {
                 })
                 .collect();
             // Per-client servers with no session using them have no instance: show them anyway.
-            for (name, spec) in &state.config.servers {
-                let running = state.per_client.keys().any(|(server, _)| server == name);
+            for (name, spec) in &config.servers {
+                let running = instances
+                    .iter()
+                    .any(|(k, _)| k.server == *name && k.owner().is_some());
                 if spec.share != Share::PerClient || running {
                     continue;
                 }
@@ -649,22 +447,19 @@ impl Daemon {
                     state_ms: None,
                 });
             }
-            servers.extend(crate::config_report::broken_servers(&state.config));
+            servers.extend(crate::config_report::broken_servers(&config));
             servers.sort_by(|a, b| a.name.cmp(&b.name));
             (
                 servers,
-                state.config_exists,
-                state.config_error.clone(),
-                state.config_fallback.clone(),
+                report.exists,
+                report.error.clone(),
+                report.fallback.clone(),
             )
         };
-        let sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(id, e)| SessionStatus {
-                id: *id,
+        let mut sessions = Vec::new();
+        self.hub.each_entry(|id, e| {
+            sessions.push(SessionStatus {
+                id,
                 profile: e.profile.clone(),
                 client_name: e.client_info.as_ref().map(|(n, _)| n.clone()),
                 client_version: e.client_info.as_ref().map(|(_, v)| v.clone()),
@@ -672,7 +467,7 @@ impl Daemon {
                 attached_ms: millis(e.attached.elapsed()),
                 in_flight: e.in_flight.load(Ordering::Relaxed),
             })
-            .collect();
+        });
         DaemonStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: mcpd_proto::PROTOCOL_VERSION,
@@ -716,70 +511,15 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
         crate::redact::register_config(&self.redactor, &loaded.config);
-        let (diff, stopping, gates) = {
-            let mut state = self.write();
-            let diff = Diff::between(&state.config, &loaded.config);
-            let mut stopping: Vec<UpstreamHandle> = diff
-                .removed
-                .iter()
-                .filter_map(|name| state.upstreams.remove(name))
-                .collect();
-            // Per-client instances of removed or changed servers stop; sessions start new ones
-            // on their next use.
-            let gone: Vec<(String, u64)> = state
-                .per_client
-                .keys()
-                .filter(|(name, _)| diff.removed.contains(name) || diff.changed.contains(name))
-                .cloned()
-                .collect();
-            stopping.extend(gone.iter().filter_map(|k| state.per_client.remove(k)));
-            let gone: Vec<(String, String)> = state
-                .per_profile
-                .keys()
-                .filter(|(name, _)| diff.removed.contains(name) || diff.changed.contains(name))
-                .cloned()
-                .collect();
-            stopping.extend(gone.iter().filter_map(|k| state.per_profile.remove(k)));
-            // A changed server's new instance takes its place at once but starts only once the
-            // old one has stopped: one process per server, and calls wait instead of failing.
-            let mut gates = Vec::new();
-            if !state.stopping {
-                for name in diff.added.iter().chain(&diff.changed) {
-                    let Some(spec) = loaded
-                        .config
-                        .servers
-                        .get(name)
-                        .filter(|s| s.share != Share::PerClient)
-                    else {
-                        // Now per-client: the shared instance goes; sessions start their own.
-                        stopping.extend(state.upstreams.remove(name));
-                        continue;
-                    };
-                    let gate = match state.upstreams.get(name) {
-                        Some(_) => {
-                            let (open, gate) = tokio::sync::oneshot::channel();
-                            gates.push(open);
-                            Some(gate)
-                        }
-                        None => None,
-                    };
-                    let handle = self.spawn_gated(name, spec, None, gate);
-                    stopping.extend(state.upstreams.insert(name.clone(), handle));
-                }
-            }
-            self.auth.set_targets(loaded.config.remote_auth.clone());
-            state.config = Arc::new(loaded.config.clone());
-            state.config_exists = loaded.exists;
-            state.config_error = None;
-            state.config_fallback = None;
-            (diff, stopping, gates)
-        };
-        self.catalog_dirty.notify_one();
-        futures_util::future::join_all(stopping.iter().map(UpstreamHandle::stop)).await;
-        for open in gates {
-            let _ = open.send(());
+        self.auth.set_targets(loaded.config.remote_auth.clone());
+        let notice = crate::config_report::notice(&self.config_path, &loaded.config, None, None);
+        let diff = self.supervisor.apply(loaded.config.clone(), notice).await;
+        {
+            let mut report = self.report.write().unwrap_or_else(|e| e.into_inner());
+            report.exists = loaded.exists;
+            report.error = None;
+            report.fallback = None;
         }
-        self.catalog_dirty.notify_one();
         tracing::info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "configuration reloaded");
         Ok(ReloadReport {
             config_path: self.config_path.display().to_string(),
@@ -793,34 +533,25 @@ impl Daemon {
     }
 
     /// Starts, stops or restarts one server for `mcpctl`.
-    pub async fn control(&self, server: &str, op: ControlOp) -> Result<(), String> {
-        if let Some(problem) = self.config().broken.get(server) {
-            return Err(crate::config_report::cannot_start(server, problem));
-        }
-        let upstream = self.upstream(server).ok_or_else(|| {
-            let known: Vec<String> = self.read().upstreams.keys().cloned().collect();
-            format!(
-                "no server named `{server}` (servers: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )
-        })?;
-        upstream.control(op).await
+    pub async fn control(&self, server: &str, op: Operator) -> Result<(), String> {
+        self.supervisor.control(server, op).await
     }
 
     /// Every server name the daemon knows: running, per-client and left out for mistakes.
     pub fn server_names(&self) -> Vec<String> {
-        let state = self.read();
-        let mut names: Vec<String> = state
-            .config
+        let config = self.config();
+        let mut names: Vec<String> = config
             .servers
             .keys()
-            .chain(state.config.broken.keys())
-            .chain(state.upstreams.keys())
+            .chain(config.broken.keys())
             .cloned()
+            .chain(
+                self.supervisor
+                    .instances()
+                    .into_iter()
+                    .filter(|(k, _)| k.scope == Scope::Shared)
+                    .map(|(k, _)| k.server),
+            )
             .collect();
         names.sort();
         names.dedup();
@@ -846,36 +577,25 @@ impl Daemon {
             _ => return None,
         };
         let known = self.server_names();
+        // `logs NAME#SESSION` names a per-client instance; a server may be named `a#1` too.
         let base = server.split('#').next().unwrap_or(server);
-        (!known.iter().any(|k| k == base)).then(|| mcpd_proto::ControlResponse::NoSuchServer {
-            server: server.clone(),
-            known,
+        (!known.iter().any(|k| k == server || k == base)).then(|| {
+            mcpd_proto::ControlResponse::NoSuchServer {
+                server: server.clone(),
+                known,
+            }
         })
     }
 
     /// What a client should be told in `initialize` about the configuration: servers left out
     /// for mistakes, a file that did not load. `None` when all is well.
     pub fn config_notice(&self) -> Option<String> {
-        let state = self.read();
-        crate::config_report::notice(
-            &self.config_path,
-            &state.config,
-            state.config_error.as_deref(),
-            state.config_fallback.as_deref(),
-        )
+        self.supervisor.notice()
     }
 
     /// Stops every upstream with the stop sequence, all at once, and waits for them.
     pub async fn stop_all(&self) {
-        let handles: Vec<UpstreamHandle> = {
-            let mut state = self.write();
-            state.stopping = true;
-            let shared = std::mem::take(&mut state.upstreams).into_values();
-            let own = std::mem::take(&mut state.per_client).into_values();
-            let profiles = std::mem::take(&mut state.per_profile).into_values();
-            shared.chain(own).chain(profiles).collect()
-        };
-        futures_util::future::join_all(handles.iter().map(UpstreamHandle::stop)).await;
+        self.supervisor.stop_all().await;
     }
 }
 

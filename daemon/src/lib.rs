@@ -25,6 +25,7 @@ pub mod router;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;
+pub mod supervisor;
 pub mod upstream;
 
 pub use server::{DaemonConfig, run};

@@ -242,7 +242,7 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
             }
             reader.decoder_mut().set_max(MAX_MESSAGE_LINE);
             crate::router::session::serve(
-                daemon,
+                daemon.services(),
                 id,
                 attach.profile,
                 attach.resume,

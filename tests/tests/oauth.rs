@@ -198,6 +198,61 @@ fn peer_an_http_upstream_waits_for_login_then_serves_and_refreshes_on_401() {
 }
 
 #[test]
+fn peer_a_login_restarts_a_running_server_without_a_window_where_calls_fail() {
+    let server = OAuthServer::start(&[]);
+    let daemon = TestDaemon::start(json!({"mcpServers": {"py": remote(&server)}}));
+    daemon.wait_server_state("py", ServerState::AuthRequired);
+    assert_ok(&login(&daemon, "py"), "mcpctl login");
+    daemon.wait_server_state("py", ServerState::Ready);
+    // A client calls without a pause while the server is logged in again and restarted.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let worker = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut unavailable = Vec::new();
+            let mut calls = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = shim.request(
+                    "tools/call",
+                    Some(json!({"name": "py__whoami", "arguments": {}})),
+                );
+                calls += 1;
+                if calls == 1 {
+                    let _ = started_tx.send(());
+                }
+                if answer["error"]["code"] == json!(-32010) {
+                    unavailable.push(answer);
+                }
+            }
+            (calls, unavailable)
+        })
+    };
+    started.recv_timeout(TIMEOUT).unwrap();
+    let relogin = std::time::Instant::now();
+    assert_ok(&login(&daemon, "py"), "the second mcpctl login");
+    daemon.wait_log("logged in: starting the server again", TIMEOUT);
+    daemon.wait_status(TIMEOUT, "py ready again since the login", |s| {
+        let since_login = relogin.elapsed().as_millis() as u64;
+        s.servers.iter().any(|x| {
+            x.name == "py"
+                && x.state == ServerState::Ready
+                && x.state_ms.is_some_and(|ms| ms < since_login)
+        })
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, unavailable) = worker.join().unwrap();
+    // The new instance took the old one's place at once; calls waited for it to start.
+    assert!(
+        unavailable.is_empty(),
+        "{} of {calls} calls were refused as unavailable: {unavailable:?}",
+        unavailable.len()
+    );
+}
+
+#[test]
 fn peer_servers_log_in_one_after_another_and_share_the_registration_per_issuer() {
     let server = OAuthServer::start(&[]);
     let daemon =

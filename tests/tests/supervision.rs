@@ -256,7 +256,10 @@ fn an_idle_server_is_stopped_and_the_next_call_starts_it_again() {
         echo_text(&mut shim, "fx__echo", "two").as_deref(),
         Ok("two")
     );
-    assert_eq!(daemon.server("fx").state, ServerState::Ready);
+    let fx = daemon.server("fx");
+    assert_eq!(fx.state, ServerState::Ready);
+    // Waking up is not a restart: `restarts` counts failures.
+    assert_eq!(fx.restarts, 0, "{fx:?}");
 }
 
 #[test]
@@ -428,4 +431,49 @@ for line in sys.stdin:
         );
         assert!(line.contains("\"bye\""), "round {round}: {line}");
     }
+}
+
+#[test]
+fn a_server_named_like_a_per_client_instance_keeps_its_own_subscriptions() {
+    // `a` runs one instance per session; `a#1` is another server, whose name reads like the
+    // instance of `a` that session 1 uses. Each keeps its own subscriptions.
+    let record = tempfile::tempdir().unwrap();
+    let a_record = record.path().join("a");
+    let b_record = record.path().join("a#1");
+    let (a_arg, b_arg) = (
+        a_record.display().to_string(),
+        b_record.display().to_string(),
+    );
+    let daemon = TestDaemon::start(json!({
+        "mcpServers": {
+            "a": fixture_with(&["--resources", "1", "--record", &a_arg], json!({"share": "per-client"})),
+            "a#1": fixture::server(&["--resources", "1", "--record", &b_arg]),
+        },
+        "profiles": {"one": {"servers": ["a"]}, "two": {"servers": ["a#1"]}},
+    }));
+    daemon.wait_server_state("a#1", ServerState::Ready);
+    let subscribes = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"resources/subscribe\""))
+            .count()
+    };
+    let mut one = ShimClient::spawn(&daemon, Some("one"));
+    one.initialize();
+    let sessions = daemon.status().sessions;
+    assert_eq!(
+        sessions.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [1],
+        "the daemon numbers sessions from 1"
+    );
+    one.result("resources/subscribe", Some(json!({"uri": "fixture://r/0"})));
+    assert!(wait_until(TIMEOUT, || subscribes(&a_record) >= 1));
+    let mut two = ShimClient::spawn(&daemon, Some("two"));
+    two.initialize();
+    two.result("resources/subscribe", Some(json!({"uri": "fixture://r/0"})));
+    assert!(
+        wait_until(TIMEOUT, || subscribes(&b_record) >= 1),
+        "`a#1` was never subscribed: its subscription was counted as session 1's of `a`"
+    );
 }

@@ -1,18 +1,24 @@
-//! The hub: how upstream actors reach sessions. It holds a [`SessionLink`] per attached session
-//! (its output queue, what the client can do, its log level) and the resource subscriptions,
-//! counted across sessions so that an upstream is unsubscribed only when the last session leaves.
+//! The hub: the daemon's one registry of sessions, and how upstream actors reach them. Per
+//! session it holds what `mcpctl status` shows (a [`SessionEntry`]) and, once the session
+//! runs, its [`SessionLink`] (output queue, what the client can do, log level); and the
+//! resource subscriptions, counted per upstream instance across sessions so that an upstream
+//! is unsubscribed only when the last session leaves.
 //!
 //! Locks here are `std::sync` locks held for a few map operations and never across `.await`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use mcpd_proto::ClientProcess;
+use tokio::sync::Notify;
 
 use super::listen::Listens;
 use super::outbox::Outbox;
 use super::scoped::LogScopes;
 use super::session::tasks::TaskTable;
-use crate::upstream::UpstreamRef;
+use crate::upstream::{InstanceKey, UpstreamRef};
 
 /// MCP log levels, least severe first (RFC 5424 order).
 pub const LOG_LEVELS: [&str; 8] = [
@@ -26,14 +32,19 @@ pub const LOG_LEVELS: [&str; 8] = [
     "emergency",
 ];
 
-/// The key subscriptions of an upstream are counted under: its name, or for a per-client
-/// instance, its name and the session it belongs to (instances of one server never share a
-/// subscription).
-pub fn subscription_key(server: &str, owner: Option<u64>) -> String {
-    match owner {
-        Some(session) => format!("{server}#{session}"),
-        None => server.to_owned(),
-    }
+/// What a session shows in `mcpctl status`.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// Profile it attached to.
+    pub profile: String,
+    /// The client process, as the shim reported it.
+    pub client: ClientProcess,
+    /// When it attached.
+    pub attached: Instant,
+    /// `clientInfo.name` and `.version` from its `initialize`.
+    pub client_info: Option<(String, String)>,
+    /// Requests in flight.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// The rank of a log level name in [`LOG_LEVELS`].
@@ -242,13 +253,35 @@ impl SessionLink {
     }
 }
 
+/// One registered session: what status shows, and its link once it runs.
+#[derive(Debug)]
+struct Registered {
+    entry: SessionEntry,
+    link: Option<SessionLink>,
+}
+
 /// Sessions and subscriptions, shared by the daemon and every upstream actor.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
-    sessions: RwLock<BTreeMap<u64, SessionLink>>,
-    subscriptions: Mutex<HashMap<(String, String), BTreeSet<u64>>>,
+    sessions: RwLock<BTreeMap<u64, Registered>>,
+    subscriptions: Mutex<HashMap<(InstanceKey, String), BTreeSet<u64>>>,
     /// The tasks handed to clients (see `router::session::tasks`).
     tasks: TaskTable,
+    next_session: AtomicU64,
+    /// Notified when a session comes or goes (the daemon tells systemd).
+    changed: Notify,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            sessions: RwLock::default(),
+            subscriptions: Mutex::default(),
+            tasks: TaskTable::default(),
+            next_session: AtomicU64::new(1),
+            changed: Notify::new(),
+        }
+    }
 }
 
 impl Hub {
@@ -259,28 +292,96 @@ impl Hub {
 
     /// The link of session `id`, if it is attached.
     pub fn session(&self, id: u64) -> Option<SessionLink> {
-        self.sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+        self.read().get(&id)?.link.clone()
     }
 
-    /// Adds a session.
+    /// Registers a new session (numbered from 1) and returns its id and in-flight counter.
+    pub fn add(&self, profile: String, client: ClientProcess) -> (u64, Arc<AtomicUsize>) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let entry = SessionEntry {
+            profile,
+            client,
+            attached: Instant::now(),
+            client_info: None,
+            in_flight: Arc::clone(&in_flight),
+        };
+        self.write().insert(id, Registered { entry, link: None });
+        self.changed.notify_one();
+        (id, in_flight)
+    }
+
+    /// Gives a registered session its link: upstreams reach it from now on.
     pub fn register(&self, link: SessionLink) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(link.id(), link);
+        if let Some(session) = self.write().get_mut(&link.id()) {
+            session.link = Some(link);
+        }
     }
 
-    /// Removes a session; returns the `(server, uri)` subscriptions it was the last one holding,
-    /// which the caller unsubscribes upstream.
-    pub fn unregister(&self, id: u64) -> Vec<(String, String)> {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+    /// Waits until a session comes or goes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// How many sessions are registered.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no session is registered.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Runs `f` on each session's entry, in id order.
+    pub fn each_entry(&self, mut f: impl FnMut(u64, &SessionEntry)) {
+        for (id, session) in self.read().iter() {
+            f(*id, &session.entry);
+        }
+    }
+
+    /// Records the client's `clientInfo`.
+    pub fn set_client_info(&self, id: u64, name: String, version: String) {
+        if let Some(session) = self.write().get_mut(&id) {
+            session.entry.client_info = Some((name, version));
+        }
+    }
+
+    /// Who a session's client is, for audit lines.
+    pub fn client_tag(&self, id: u64) -> crate::observe::ClientTag {
+        let sessions = self.read();
+        let Some(entry) = sessions.get(&id).map(|s| &s.entry) else {
+            return crate::observe::ClientTag::default();
+        };
+        crate::observe::ClientTag {
+            name: entry.client_info.as_ref().map(|(n, _)| n.clone()),
+            version: entry.client_info.as_ref().map(|(_, v)| v.clone()),
+            pid: entry.client.pid,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Registered>> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Registered>> {
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn links(&self) -> impl Iterator<Item = SessionLink> {
+        let links: Vec<SessionLink> = self
+            .read()
+            .values()
+            .filter_map(|s| s.link.clone())
+            .collect();
+        links.into_iter()
+    }
+
+    /// Removes a session; returns the subscriptions it was the last one holding, which the
+    /// caller unsubscribes upstream.
+    pub fn unregister(&self, id: u64) -> Vec<(InstanceKey, String)> {
+        self.write().remove(&id);
+        self.changed.notify_one();
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
         let mut last = Vec::new();
         subs.retain(|key, sessions| {
@@ -297,12 +398,7 @@ impl Hub {
     /// the server and admits the level; the line of a per-client instance (`owner`) goes to its
     /// own session only.
     pub fn broadcast_log(&self, server: &str, owner: Option<u64>, rank: u8, line: &str) {
-        for link in self
-            .sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for link in self.links() {
             if owner.is_some_and(|o| o != link.id()) {
                 continue;
             }
@@ -320,11 +416,10 @@ impl Hub {
 
     /// The most verbose level any session asked for.
     pub fn most_verbose_level(&self) -> Option<u8> {
-        self.sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.read()
             .values()
-            .filter_map(|l| {
+            .filter_map(|s| {
+                let l = s.link.as_ref()?;
                 l.log_level()
                     .into_iter()
                     .chain(l.scopes().most_verbose())
@@ -333,11 +428,11 @@ impl Hub {
             .min()
     }
 
-    /// Records that `session` subscribes to `uri` on `server`; `true` if it is the first one,
-    /// in which case the caller subscribes upstream.
-    pub fn subscribe(&self, server: &str, uri: &str, session: u64) -> bool {
+    /// Records that `session` subscribes to `uri` on the instance `key`; `true` if it is the
+    /// first one, in which case the caller subscribes upstream.
+    pub fn subscribe(&self, key: &InstanceKey, uri: &str, session: u64) -> bool {
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        let set = subs.entry((server.to_owned(), uri.to_owned())).or_default();
+        let set = subs.entry((key.clone(), uri.to_owned())).or_default();
         let first = set.is_empty();
         set.insert(session);
         first
@@ -345,9 +440,9 @@ impl Hub {
 
     /// Records that `session` unsubscribes; `true` if it was the last one, in which case the
     /// caller unsubscribes upstream.
-    pub fn unsubscribe(&self, server: &str, uri: &str, session: u64) -> bool {
+    pub fn unsubscribe(&self, key: &InstanceKey, uri: &str, session: u64) -> bool {
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (server.to_owned(), uri.to_owned());
+        let key = (key.clone(), uri.to_owned());
         let Some(set) = subs.get_mut(&key) else {
             return false;
         };
@@ -359,28 +454,29 @@ impl Hub {
         false
     }
 
-    /// The sessions subscribed to `uri` on `server`.
-    pub fn subscribers(&self, server: &str, uri: &str) -> Vec<SessionLink> {
+    /// The sessions subscribed to `uri` on the instance `key`.
+    pub fn subscribers(&self, key: &InstanceKey, uri: &str) -> Vec<SessionLink> {
         let ids: Vec<u64> = self
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(server.to_owned(), uri.to_owned()))
+            .get(&(key.clone(), uri.to_owned()))
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let sessions = self.read();
         ids.iter()
-            .filter_map(|id| sessions.get(id).cloned())
+            .filter_map(|id| sessions.get(id)?.link.clone())
             .collect()
     }
 
-    /// The URIs of `server` some session is subscribed to (re-subscribed after a restart).
-    pub fn subscribed_uris(&self, server: &str) -> Vec<String> {
+    /// The URIs of instance `key` some session is subscribed to (re-subscribed after a
+    /// restart).
+    pub fn subscribed_uris(&self, key: &InstanceKey) -> Vec<String> {
         self.subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
-            .filter(|(s, _)| s == server)
+            .filter(|(k, _)| k == key)
             .map(|(_, uri)| uri.clone())
             .collect()
     }
@@ -393,24 +489,47 @@ mod tests {
     #[test]
     fn subscriptions_are_counted_across_sessions() {
         let hub = Hub::default();
-        assert!(hub.subscribe("s", "file:///a", 1));
-        assert!(!hub.subscribe("s", "file:///a", 2));
-        assert!(!hub.unsubscribe("s", "file:///a", 1));
-        assert_eq!(hub.subscribed_uris("s"), ["file:///a"]);
-        assert!(hub.unsubscribe("s", "file:///a", 2));
-        assert!(hub.subscribed_uris("s").is_empty());
+        let s = InstanceKey::shared("s");
+        assert!(hub.subscribe(&s, "file:///a", 1));
+        assert!(!hub.subscribe(&s, "file:///a", 2));
+        assert!(!hub.unsubscribe(&s, "file:///a", 1));
+        assert_eq!(hub.subscribed_uris(&s), ["file:///a"]);
+        assert!(hub.unsubscribe(&s, "file:///a", 2));
+        assert!(hub.subscribed_uris(&s).is_empty());
         // Unsubscribing what was never subscribed is not "last".
-        assert!(!hub.unsubscribe("s", "file:///a", 3));
+        assert!(!hub.unsubscribe(&s, "file:///a", 3));
     }
 
     #[test]
     fn a_leaving_session_releases_only_what_it_held_last() {
         let hub = Hub::default();
-        hub.subscribe("s", "a", 1);
-        hub.subscribe("s", "b", 1);
-        hub.subscribe("s", "b", 2);
-        assert_eq!(hub.unregister(1), [("s".to_string(), "a".to_string())]);
-        assert_eq!(hub.subscribed_uris("s"), ["b"]);
+        let s = InstanceKey::shared("s");
+        hub.subscribe(&s, "a", 1);
+        hub.subscribe(&s, "b", 1);
+        hub.subscribe(&s, "b", 2);
+        assert_eq!(hub.unregister(1), [(s.clone(), "a".to_string())]);
+        assert_eq!(hub.subscribed_uris(&s), ["b"]);
+    }
+
+    #[test]
+    fn instances_of_one_server_and_a_server_named_like_one_count_apart() {
+        let hub = Hub::default();
+        assert!(hub.subscribe(&InstanceKey::session("a", 1), "u", 1));
+        assert!(hub.subscribe(&InstanceKey::shared("a#1"), "u", 2));
+        assert!(hub.subscribe(&InstanceKey::shared("a"), "u", 3));
+    }
+
+    #[test]
+    fn one_registry_numbers_sessions_and_forgets_them() {
+        let hub = Hub::default();
+        let (one, _) = hub.add("default".into(), ClientProcess::default());
+        let (two, _) = hub.add("default".into(), ClientProcess::default());
+        assert_eq!((one, two), (1, 2));
+        hub.set_client_info(one, "c".into(), "1".into());
+        assert_eq!(hub.client_tag(one).name.as_deref(), Some("c"));
+        hub.unregister(one);
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub.client_tag(one).name, None);
     }
 
     #[test]

@@ -20,9 +20,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::catalog::Catalog;
-use super::hub::{SessionLink, subscription_key};
-use crate::config::Share;
-use crate::daemon::Daemon;
+use super::hub::SessionLink;
+use super::session::Services;
 
 /// `_meta` key naming the listen a notification belongs to.
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
@@ -124,7 +123,8 @@ pub fn resource_updated(link: &SessionLink, server: &str, uri: &str, line: &str)
 /// Opens a listen: records it, subscribes the resources it names, and returns the
 /// acknowledgment to send.
 pub fn open(
-    daemon: &Daemon,
+    services: &Services,
+    profile: &str,
     link: &SessionLink,
     catalog: &Catalog,
     servers: &[String],
@@ -140,7 +140,6 @@ pub fn open(
     if link.listens().lock().iter().any(|l| l.id == id_text) {
         return Err(format!("a subscription with id {id_text} is already open"));
     }
-    let config = daemon.config();
     let mut resources = Vec::new();
     for uri in &filter.resource_subscriptions {
         // Honoured when a server of the profile owns the URI and can subscribe.
@@ -154,14 +153,12 @@ pub fn open(
         {
             continue;
         }
-        let per_client = config
-            .servers
-            .get(server)
-            .is_some_and(|s| s.share == Share::PerClient);
-        let key = subscription_key(server, per_client.then(|| link.id()));
+        let Some(key) = services.supervisor.key_of(server, link.id(), profile) else {
+            continue;
+        };
         let held = link.listens().holds(server, uri);
-        if !held && daemon.hub().subscribe(&key, uri, link.id()) {
-            if let Some(upstream) = daemon.upstream_for(server, link.id(), false) {
+        if !held && services.hub.subscribe(&key, uri, link.id()) {
+            if let Some(upstream) = services.supervisor.instance(&key) {
                 upstream.internal("resources/subscribe", json!({"uri": uri}));
             }
         }
@@ -205,7 +202,7 @@ pub fn open(
 
 /// Closes the listen with request id `id` (the client cancelled it), releasing its resource
 /// subscriptions; `false` if `id` is not a listen.
-pub fn cancel(daemon: &Daemon, link: &SessionLink, id: &str) -> bool {
+pub fn cancel(services: &Services, profile: &str, link: &SessionLink, id: &str) -> bool {
     let listen = {
         let mut listens = link.listens().lock();
         let Some(i) = listens.iter().position(|l| l.id == id) else {
@@ -213,23 +210,20 @@ pub fn cancel(daemon: &Daemon, link: &SessionLink, id: &str) -> bool {
         };
         listens.swap_remove(i)
     };
-    release(daemon, link, &listen);
+    release(services, profile, link, &listen);
     true
 }
 
-fn release(daemon: &Daemon, link: &SessionLink, listen: &Listen) {
-    let config = daemon.config();
+fn release(services: &Services, profile: &str, link: &SessionLink, listen: &Listen) {
     for (server, uri) in &listen.resources {
         if link.listens().holds(server, uri) {
             continue;
         }
-        let per_client = config
-            .servers
-            .get(server)
-            .is_some_and(|s| s.share == Share::PerClient);
-        let key = subscription_key(server, per_client.then(|| link.id()));
-        if daemon.hub().unsubscribe(&key, uri, link.id()) {
-            if let Some(upstream) = daemon.upstream_for(server, link.id(), false) {
+        let Some(key) = services.supervisor.key_of(server, link.id(), profile) else {
+            continue;
+        };
+        if services.hub.unsubscribe(&key, uri, link.id()) {
+            if let Some(upstream) = services.supervisor.instance(&key) {
                 upstream.internal("resources/unsubscribe", json!({"uri": uri}));
             }
         }

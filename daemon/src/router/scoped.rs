@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
+use super::hub::Hub;
 use super::hub::{LOG_LEVELS, SessionLink};
-use crate::daemon::Daemon;
 use crate::upstream::UpstreamHandle;
 
 /// One session's log scopes: the levels of its modern requests in flight, by server.
@@ -87,9 +87,9 @@ impl LogScope {
     /// Opens the scope of a request to `upstream` that asked for messages at `rank` and above.
     /// When that is more verbose than any session wanted so far, the upstream is told to log at
     /// that level (it stays there; sessions filter).
-    pub fn enter(daemon: &Daemon, link: &SessionLink, upstream: &UpstreamHandle, rank: u8) -> Self {
+    pub fn enter(hub: &Hub, link: &SessionLink, upstream: &UpstreamHandle, rank: u8) -> Self {
         let server = upstream.name().to_owned();
-        let before = daemon.hub().most_verbose_level();
+        let before = hub.most_verbose_level();
         link.scopes().enter(&server, rank);
         if before.is_none_or(|b| rank < b) && upstream.snapshot().caps.logging {
             upstream.internal(

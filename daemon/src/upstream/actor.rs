@@ -16,11 +16,11 @@ use tokio::time::Instant;
 use super::modern::{self, Era, Probe};
 use super::transport::{Event, Transport};
 use super::{
-    Command, ControlOp, Forward, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps,
-    UpstreamRef,
+    Command, Context, ControlOp, Forward, InstanceKey, Item, ListKind, Reply, RouteError, Snapshot,
+    UpstreamCaps, UpstreamRef,
 };
 use crate::config::ServerSpec;
-use crate::router::hub::{ClientCaps, Hub, LOG_LEVELS, Route, SessionLink, log_rank};
+use crate::router::hub::{ClientCaps, LOG_LEVELS, Route, SessionLink, log_rank};
 use crate::router::listen;
 
 /// The protocol revision mcpd asks upstreams for.
@@ -79,8 +79,6 @@ enum Outcome {
     Paused,
     /// Stopped after its idle timeout; the next request starts it.
     Idle,
-    /// Stopped with `mcpctl restart`; it starts again at once.
-    Restart,
     /// The server died or misbehaved; it is started again after a delay.
     Failed(String),
     /// The server wants credentials; it waits for `mcpctl login` (or a reload).
@@ -120,19 +118,16 @@ struct Listing {
 
 pub(super) struct Actor {
     name: Arc<str>,
+    /// Which instance it is: a per-client instance's subscriptions and log messages are its
+    /// session's alone.
+    key: Arc<InstanceKey>,
     spec: Arc<ServerSpec>,
     rx: mpsc::Receiver<Command>,
     me: UpstreamRef,
     snapshot: watch::Sender<Snapshot>,
-    catalog_dirty: Arc<Notify>,
-    hub: Arc<Hub>,
+    /// The hub, the catalog's dirty flag, child records and OAuth.
+    context: Context,
     next_id: Arc<AtomicU64>,
-    records: Option<Arc<std::path::Path>>,
-    /// OAuth for remote servers without configured headers.
-    auth: Option<Arc<crate::auth::AuthManager>>,
-    /// For a per-client instance, the session it belongs to: its subscriptions and log
-    /// messages are that session's alone.
-    owner: Option<u64>,
     pending: HashMap<u64, Pending>,
     listing: [Listing; 4],
     /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
@@ -153,32 +148,24 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        name: Arc<str>,
+        key: Arc<InstanceKey>,
         spec: Arc<ServerSpec>,
         rx: mpsc::Receiver<Command>,
         me: UpstreamRef,
         snapshot: watch::Sender<Snapshot>,
-        catalog_dirty: Arc<Notify>,
-        hub: Arc<Hub>,
+        context: Context,
         next_id: Arc<AtomicU64>,
-        records: Option<Arc<std::path::Path>>,
-        auth: Option<Arc<crate::auth::AuthManager>>,
-        owner: Option<u64>,
     ) -> Self {
         Self {
-            name,
+            name: key.server.as_str().into(),
+            key,
             spec,
             rx,
             me,
             snapshot,
-            catalog_dirty,
-            hub,
+            context,
             next_id,
-            records,
-            auth,
-            owner,
             pending: HashMap::new(),
             listing: [Listing::default(); 4],
             server_requests: HashMap::new(),
@@ -192,7 +179,8 @@ impl Actor {
 
     /// Runs the server until it is stopped for good. With a `gate`, it starts only when the
     /// gate opens (the instance it replaces has stopped); requests wait for it meanwhile.
-    pub(super) async fn run(mut self, gate: Option<oneshot::Receiver<()>>) {
+    /// `eager`: start even a lazy server at once (an operator's restart).
+    pub(super) async fn run(mut self, gate: Option<oneshot::Receiver<()>>, eager: bool) {
         let mut backoff = self.spec.restart.initial_delay;
         let mut quick_failures = 0u32;
         let mut carried: Vec<Command> = match gate {
@@ -202,7 +190,7 @@ impl Actor {
             },
             None => Vec::new(),
         };
-        if carried.is_empty() && self.starts_lazily() {
+        if carried.is_empty() && !eager && self.starts_lazily() {
             // Its lists are served from the cache until a request needs the process.
             tracing::info!(server = %self.name, "lazy: not started until a request needs it");
             match self.hold(ServerState::Idle, "is idle", true).await {
@@ -226,14 +214,12 @@ impl Actor {
                 }
             }
             let started = Instant::now();
-            let held = match self.run_once(std::mem::take(&mut carried)).await {
+            let outcome = self.run_once(std::mem::take(&mut carried)).await;
+            // `restarts` counts starts after a failure; waking from idle or an operator's
+            // start is not one.
+            let failed = matches!(outcome, Outcome::Failed(_));
+            let held = match outcome {
                 Outcome::Stopped => break,
-                Outcome::Restart => {
-                    backoff = self.spec.restart.initial_delay;
-                    quick_failures = 0;
-                    self.publish(|s| s.restarts += 1);
-                    continue;
-                }
                 Outcome::Paused => {
                     self.hold(ServerState::Stopped, STOPPED_BY_OPERATOR, false)
                         .await
@@ -307,7 +293,9 @@ impl Actor {
                         quick_failures = 0;
                         backoff = self.spec.restart.initial_delay;
                     }
-                    self.publish(|s| s.restarts += 1);
+                    if failed {
+                        self.publish(|s| s.restarts += 1);
+                    }
                 }
             }
         }
@@ -543,7 +531,7 @@ impl Actor {
                 s.since = Some(std::time::Instant::now());
             }
         });
-        self.catalog_dirty.notify_one();
+        self.context.catalog_dirty.notify_one();
     }
 
     fn allocate_id(&self) -> u64 {
@@ -559,8 +547,8 @@ impl Actor {
         let mut transport = match Transport::start(
             &self.name,
             &self.spec,
-            self.records.as_deref(),
-            self.auth.as_ref(),
+            self.context.records.as_deref(),
+            self.context.auth.as_ref(),
         )
         .await
         {
@@ -656,7 +644,7 @@ impl Actor {
                     Some(Command::Control { op: ControlOp::Start, done }) => {
                         let _ = done.send(Ok(()));
                     }
-                    Some(Command::Control { op, done }) => {
+                    Some(Command::Control { op: ControlOp::Stop, done }) => {
                         let how = transport.stop(self.spec.stop).await;
                         tracing::info!(server = %self.name, "stopped with mcpctl ({how})");
                         let why = format!("server `{}` was stopped with mcpctl", self.name);
@@ -665,7 +653,7 @@ impl Actor {
                             reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: why.clone() });
                         }
                         let _ = done.send(Ok(()));
-                        return if op == ControlOp::Restart { Outcome::Restart } else { Outcome::Paused };
+                        return Outcome::Paused;
                     }
                     Some(cmd) if ready && !transport.closing() => {
                         if matches!(cmd, Command::Request(..)) {
@@ -733,11 +721,6 @@ impl Actor {
                 }
             }
         }
-    }
-
-    /// The name under which the hub counts this instance's subscriptions.
-    fn hub_key(&self) -> String {
-        crate::router::hub::subscription_key(&self.name, self.owner)
     }
 
     /// A health ping is waiting for its answer.
@@ -1013,7 +996,7 @@ impl Actor {
             }
         }
         if caps.logging && !self.modern {
-            if let Some(rank) = self.hub.most_verbose_level() {
+            if let Some(rank) = self.context.hub.most_verbose_level() {
                 self.internal(
                     "logging/setLevel",
                     json!({"level": LOG_LEVELS[rank as usize]}),
@@ -1022,7 +1005,7 @@ impl Actor {
             }
         }
         if caps.subscribe && !self.modern {
-            for uri in self.hub.subscribed_uris(&self.hub_key()) {
+            for uri in self.context.hub.subscribed_uris(&self.key) {
                 self.internal("resources/subscribe", json!({"uri": uri}), transport);
             }
         }
@@ -1252,21 +1235,26 @@ impl Actor {
                     .and_then(|p| member(p, "level"))
                     .and_then(|l| envelope::decode_str(l).ok());
                 let rank = level.as_deref().and_then(log_rank).unwrap_or(0);
-                self.hub
-                    .broadcast_log(&self.name, self.owner, rank, msg.text());
+                self.context
+                    .hub
+                    .broadcast_log(&self.name, self.key.owner(), rank, msg.text());
             }
             "notifications/resources/updated" => {
                 let uri = params
                     .and_then(|p| member(p, "uri"))
                     .and_then(|u| envelope::decode_str(u).ok());
                 if let Some(uri) = uri {
-                    for session in self.hub.subscribers(&self.hub_key(), &uri) {
+                    for session in self.context.hub.subscribers(&self.key, &uri) {
                         listen::resource_updated(&session, &self.name, &uri, msg.text());
                     }
                 }
             }
             "notifications/tasks/status" => {
-                crate::router::session::tasks::status_notification(&self.hub, &self.name, msg);
+                crate::router::session::tasks::status_notification(
+                    &self.context.hub,
+                    &self.name,
+                    msg,
+                );
             }
             "notifications/elicitation/complete" => {
                 let id = params

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::super::fake::{self, FakeServer};
 use super::super::transport::Event;
 use super::super::transport::tests::spec;
-use super::super::{Forward, Reply, Snapshot, UpstreamHandle};
+use super::super::{Begin, Context, Forward, InstanceKey, Reply, Snapshot, UpstreamHandle};
 use crate::router::hub::{Hub, SessionLink};
 use crate::router::outbox::Outbox;
 
@@ -23,17 +23,18 @@ fn spawn(name: &str, server: Value) -> UpstreamHandle {
     server["command"] = json!("fake-server-that-is-never-spawned");
     // The fake speaks the handshake era (no `server/discover` probe first).
     server["protocol"] = json!("legacy");
-    UpstreamHandle::spawn(
-        name,
-        spec(server),
-        Arc::new(Hub::default()),
-        Arc::new(Notify::new()),
-        None,
-        None,
-        Snapshot::default(),
-        None,
-        None,
-    )
+    let context = Context {
+        hub: Arc::new(Hub::default()),
+        catalog_dirty: Arc::new(Notify::new()),
+        records: None,
+        auth: None,
+    };
+    let begin = Begin {
+        initial: Snapshot::default(),
+        gate: None,
+        eager: false,
+    };
+    UpstreamHandle::spawn(InstanceKey::shared(name), spec(server), &context, begin)
 }
 
 /// Waits until the server's published state satisfies `done`.
@@ -158,14 +159,15 @@ async fn failures_right_after_a_start_back_off_doubling_then_stop_as_a_crash_loo
             i + 1
         );
     }
-    // A crash loop waits for `mcpctl restart`: no start is attempted meanwhile.
+    // A crash loop waits for `mcpctl start` (or a replacement): no start is attempted
+    // meanwhile.
     let mut waiting = fake::expect("crashing");
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(handle.snapshot().state, ServerState::CrashLoop);
     handle
-        .control(super::super::ControlOp::Restart)
+        .control(super::super::ControlOp::Start)
         .await
-        .expect("restarted");
+        .expect("started");
     waiting.handshake().await;
 }
 
@@ -187,4 +189,6 @@ async fn an_unused_server_stops_after_its_idle_timeout_and_a_request_wakes_it() 
     let request = second.request("tools/call").await;
     second.answer(&request, json!({"content": []}));
     assert!(reply.await.expect("answered").is_ok());
+    // Waking up is not a restart: `restarts` counts failures.
+    assert_eq!(handle.snapshot().restarts, 0);
 }

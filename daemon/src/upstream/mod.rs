@@ -13,6 +13,7 @@ mod actor;
 #[cfg(test)]
 mod fake;
 pub mod http;
+mod instance;
 pub mod modern;
 pub mod process;
 pub mod records;
@@ -30,6 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::ServerSpec;
 use crate::router::hub::{Hub, SessionLink};
+pub use instance::{InstanceKey, Scope};
 pub use process::StopTimeouts;
 
 /// Commands queued for one upstream actor before senders are told it is busy.
@@ -314,21 +316,45 @@ enum Command {
     },
 }
 
-/// What `mcpctl start|stop|restart NAME` asks of a server.
+/// What `mcpctl start|stop NAME` asks of a running instance (`restart` is the supervisor's
+/// replacement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlOp {
     /// Start it if it is stopped, idle or crash-looping.
     Start,
     /// Stop it and keep it stopped.
     Stop,
-    /// Stop it and start it again at once.
-    Restart,
+}
+
+/// What every upstream of one daemon works with.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// How upstreams reach sessions.
+    pub hub: Arc<Hub>,
+    /// Notified whenever an upstream's state or lists change.
+    pub catalog_dirty: Arc<Notify>,
+    /// Where child records are kept (`None` in tests that spawn no process).
+    pub records: Option<Arc<std::path::Path>>,
+    /// OAuth for remote servers.
+    pub auth: Option<Arc<crate::auth::AuthManager>>,
+}
+
+/// How a new instance begins.
+#[derive(Debug)]
+pub struct Begin {
+    /// Its first snapshot (from the catalog cache, with its predecessor's restart count).
+    pub initial: Snapshot,
+    /// It starts when this opens (the instance it replaces has stopped); requests wait.
+    pub gate: Option<oneshot::Receiver<()>>,
+    /// Start at once even when the server is `lazy` (an operator's restart).
+    pub eager: bool,
 }
 
 /// The way to one upstream actor. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UpstreamHandle {
     name: Arc<str>,
+    key: Arc<InstanceKey>,
     spec: Arc<ServerSpec>,
     tx: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Snapshot>,
@@ -351,27 +377,14 @@ impl UpstreamRef {
 }
 
 impl UpstreamHandle {
-    /// Starts the actor for server `name`. `catalog_dirty` is notified whenever its state or
-    /// lists change; `initial` seeds its snapshot (from the catalog cache).
-    // Each argument is a different piece of the daemon the actor works with; a struct holding
-    // them would only be built here.
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
-        name: &str,
-        spec: ServerSpec,
-        hub: Arc<Hub>,
-        catalog_dirty: Arc<Notify>,
-        records: Option<Arc<std::path::Path>>,
-        auth: Option<Arc<crate::auth::AuthManager>>,
-        initial: Snapshot,
-        owner: Option<u64>,
-        gate: Option<oneshot::Receiver<()>>,
-    ) -> Self {
+    /// Starts the actor of instance `key` running `spec`.
+    pub fn spawn(key: InstanceKey, spec: ServerSpec, context: &Context, begin: Begin) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (snapshot_tx, snapshot) = watch::channel(initial);
+        let (snapshot_tx, snapshot) = watch::channel(begin.initial);
         let next_id = Arc::new(AtomicU64::new(1));
         let handle = Self {
-            name: name.into(),
+            name: key.server.as_str().into(),
+            key: Arc::new(key),
             spec: Arc::new(spec),
             tx,
             snapshot,
@@ -381,20 +394,21 @@ impl UpstreamHandle {
             tx: handle.tx.downgrade(),
         };
         let actor = actor::Actor::new(
-            Arc::clone(&handle.name),
+            Arc::clone(&handle.key),
             Arc::clone(&handle.spec),
             rx,
             me,
             snapshot_tx,
-            catalog_dirty,
-            hub,
+            context.clone(),
             next_id,
-            records,
-            auth,
-            owner,
         );
-        tokio::spawn(actor.run(gate));
+        tokio::spawn(actor.run(begin.gate, begin.eager));
         handle
+    }
+
+    /// Which instance it is.
+    pub fn key(&self) -> &InstanceKey {
+        &self.key
     }
 
     /// The server's name.
@@ -472,7 +486,7 @@ impl UpstreamHandle {
         let _ = self.tx.try_send(Command::Internal { method, params });
     }
 
-    /// Starts, stops or restarts the server on an operator's request and waits until done.
+    /// Starts or stops the server on an operator's request and waits until done.
     pub async fn control(&self, op: ControlOp) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx

@@ -24,12 +24,12 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::Services;
 use super::modern::{self, Era};
 use crate::config::ProfileShape;
-use crate::daemon::Daemon;
 use crate::observe::{Call, ClientTag};
 use crate::router::catalog::{Catalog, SharedCatalog};
-use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank, subscription_key};
+use crate::router::hub::{ClientCaps, LOG_LEVELS, SessionLink, log_rank};
 use crate::router::mrtr;
 use crate::router::outbox::Outbox;
 use crate::router::scoped::LogScope;
@@ -71,7 +71,7 @@ pub(crate) enum Event {
 /// [`next_event`](Self::next_event) beside its reads, and [`close`](Self::close)s it at the end.
 pub(crate) struct Session {
     id: u64,
-    daemon: Arc<Daemon>,
+    services: Arc<Services>,
     catalog: watch::Receiver<SharedCatalog>,
     profile: String,
     out: Outbox,
@@ -133,7 +133,7 @@ impl Session {
     /// lost its daemon, and the client does not know), it continues as the client's original
     /// `initialize` left it.
     pub(crate) fn start(
-        daemon: Arc<Daemon>,
+        services: Arc<Services>,
         id: u64,
         profile: String,
         out: Outbox,
@@ -141,11 +141,11 @@ impl Session {
         resume: Option<Resume>,
     ) -> Self {
         let link = SessionLink::new(id, out.clone());
-        daemon.hub().register(link.clone());
+        services.hub.register(link.clone());
         let mut session = Session {
             id,
-            catalog: daemon.catalog(),
-            daemon: Arc::clone(&daemon),
+            catalog: services.catalog.clone(),
+            services: Arc::clone(&services),
             profile,
             out,
             link,
@@ -159,7 +159,7 @@ impl Session {
             client: ClientTag::default(),
         };
         session.link.set_servers(session.servers());
-        session.client = daemon.client_tag(id);
+        session.client = services.hub.client_tag(id);
         match resume {
             Some(resume) => {
                 // The shim lost its connection (the daemon restarted) and the client does not
@@ -221,15 +221,26 @@ impl Session {
         self.out.send(line).await;
     }
 
+    /// The instance that serves `server` for this session (see `Supervisor::upstream_for`).
+    fn upstream_for(&self, server: &str, start: bool) -> Option<UpstreamHandle> {
+        self.services
+            .supervisor
+            .upstream_for(server, self.id, &self.profile, start)
+    }
+
     fn servers(&self) -> Vec<String> {
-        self.daemon
+        self.services
+            .supervisor
             .config()
             .profile_servers(&self.profile)
             .unwrap_or_default()
     }
 
     fn shape(&self) -> ProfileShape {
-        self.daemon.config().profile_shape(&self.profile)
+        self.services
+            .supervisor
+            .config()
+            .profile_shape(&self.profile)
     }
 
     /// No new requests will be read (the daemon is shutting down, or the client closed its
@@ -274,19 +285,18 @@ impl Session {
             );
             route.upstream.client_response(route.upstream_id, answer);
         }
-        for (server, uri) in self.daemon.hub().unregister(self.id) {
-            if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
+        for (key, uri) in self.services.hub.unregister(self.id) {
+            if let Some(upstream) = self.services.supervisor.instance(&key) {
                 upstream.internal("resources/unsubscribe", json!({"uri": uri}));
             }
         }
-        self.daemon.end_instances(self.id);
-        self.daemon.remove_session(self.id);
-        self.daemon.hub().tasks().forget_session(self.id);
+        self.services.supervisor.end_instances(self.id);
+        self.services.hub.tasks().forget_session(self.id);
     }
 
     pub(crate) async fn on_line(&mut self, line: Bytes) {
-        self.daemon
-            .observer()
+        self.services
+            .observer
             .traffic
             .publish(self.id, Direction::In, line.clone());
         let Ok(text) = std::str::from_utf8(&line) else {
@@ -317,8 +327,8 @@ impl Session {
         let id = msg.id.unwrap_or(RawValue::NULL);
         let text = std::str::from_utf8(line).unwrap_or_default();
         let mut call =
-            self.daemon
-                .observer()
+            self.services
+                .observer
                 .begin(self.id, &self.client, &self.profile, msg, text);
         // The era is decided here, per request (see `modern`).
         let mut log_level = None;
@@ -409,7 +419,7 @@ impl Session {
         }
         let key = id.get().to_owned();
         let ctx = RequestContext {
-            daemon: Arc::clone(&self.daemon),
+            services: Arc::clone(&self.services),
             catalog: self.catalog.clone(),
             servers: self.servers(),
             shape: self.shape(),
@@ -455,11 +465,13 @@ impl Session {
         // Advertise what the upstreams offer, so wait (bounded) for those still starting
         // (a per-client server's own instance starts now, at the session's first use).
         let servers = self.servers();
-        self.daemon.ensure_instances(&servers, self.id);
+        self.services
+            .supervisor
+            .ensure_instances(&servers, self.id, &self.profile);
         let catalog = settle(
             &mut self.catalog.clone(),
             &servers,
-            self.daemon.config().options.list_wait,
+            self.services.supervisor.config().options.list_wait,
         )
         .await;
         let mut caps = catalog.caps(&servers);
@@ -477,7 +489,7 @@ impl Session {
         });
         // The configuration notice (when a server's definition is broken) comes first; the
         // servers' part is already under the limit.
-        let instructions = [self.daemon.config_notice(), instructions.text];
+        let instructions = [self.services.supervisor.notice(), instructions.text];
         let instructions: Vec<String> = instructions.into_iter().flatten().collect();
         if !instructions.is_empty() {
             result["instructions"] = json!(instructions.join("\n\n"));
@@ -502,9 +514,10 @@ impl Session {
             .unwrap_or(SUPPORTED_PROTOCOLS[0]);
         if let Some(info) = params.client_info {
             tracing::info!(session = self.id, client = %info.name, version = %info.version, protocol = version, "client initialized");
-            self.daemon
+            self.services
+                .hub
                 .set_client_info(self.id, info.name, info.version);
-            self.client = self.daemon.client_tag(self.id);
+            self.client = self.services.hub.client_tag(self.id);
         }
         self.link
             .set_caps(client_caps(params.capabilities.as_ref()));
@@ -533,11 +546,10 @@ impl Session {
     fn apply_level(&self, rank: u8) {
         self.link.set_log_level(rank);
         // Upstreams log at the most verbose level any session wants; each session filters.
-        let upstream_level = self.daemon.hub().most_verbose_level().unwrap_or(rank);
+        let upstream_level = self.services.hub.most_verbose_level().unwrap_or(rank);
         for server in self.servers() {
             if let Some(upstream) = self
-                .daemon
-                .upstream_for(&server, self.id, false)
+                .upstream_for(&server, false)
                 .filter(|u| u.snapshot().caps.logging)
             {
                 upstream.internal(
@@ -557,8 +569,8 @@ impl Session {
             && !self.modern_client
         {
             tracing::info!(session = self.id, client = %name, version = %version, protocol = modern::MODERN_VERSION, "modern client");
-            self.daemon.set_client_info(self.id, name, version);
-            self.client = self.daemon.client_tag(self.id);
+            self.services.hub.set_client_info(self.id, name, version);
+            self.client = self.services.hub.client_tag(self.id);
             self.modern_client = true;
         }
         // The log level is the request's own (see `scoped`), not the session's.
@@ -573,7 +585,15 @@ impl Session {
         if self.announced.is_none() {
             self.announced = Some(fingerprints(&catalog, &servers, &self.shape()));
         }
-        match listen::open(&self.daemon, &self.link, &catalog, &servers, id, msg.params) {
+        match listen::open(
+            &self.services,
+            &self.profile,
+            &self.link,
+            &catalog,
+            &servers,
+            id,
+            msg.params,
+        ) {
             Ok(ack) => {
                 call.finish(&ack);
                 self.send(ack).await;
@@ -597,7 +617,7 @@ impl Session {
             .any(|s| catalog.pending.contains(s) || !catalog.servers.contains_key(s));
         let instructions = catalog.instructions(&servers);
         caps.resources |= !instructions.cut.is_empty();
-        let text = [self.daemon.config_notice(), instructions.text];
+        let text = [self.services.supervisor.notice(), instructions.text];
         let text: Vec<String> = text.into_iter().flatten().collect();
         let text = (!text.is_empty()).then(|| text.join("\n\n"));
         envelope::response(id, &modern::discover_result(&caps, text))
@@ -610,7 +630,9 @@ impl Session {
                 let request = msg
                     .params
                     .and_then(|p| field(p, "requestId").ok().flatten());
-                if request.is_some_and(|r| listen::cancel(&self.daemon, &self.link, r.get())) {
+                if request.is_some_and(|r| {
+                    listen::cancel(&self.services, &self.profile, &self.link, r.get())
+                }) {
                     // A listen ends without an answer.
                     return;
                 }
@@ -622,7 +644,7 @@ impl Session {
             }
             "notifications/roots/list_changed" => {
                 for server in self.servers() {
-                    if let Some(upstream) = self.daemon.upstream_for(&server, self.id, false) {
+                    if let Some(upstream) = self.upstream_for(&server, false) {
                         upstream.roots_changed(msg.text().to_owned(), self.link.clone());
                     }
                 }
@@ -721,7 +743,7 @@ async fn settle(
 
 /// What a forwarded request's task needs, owned.
 struct RequestContext {
-    daemon: Arc<Daemon>,
+    services: Arc<Services>,
     catalog: watch::Receiver<SharedCatalog>,
     servers: Vec<String>,
     /// The profile's tool filter and mode.
@@ -748,6 +770,13 @@ struct Resolved<'a> {
 }
 
 impl RequestContext {
+    /// The instance that serves `server` for this session (see `Supervisor::upstream_for`).
+    fn upstream_for(&self, server: &str, start: bool) -> Option<UpstreamHandle> {
+        self.services
+            .supervisor
+            .upstream_for(server, self.link.id(), &self.profile, start)
+    }
+
     async fn reply(&mut self, line: String) {
         if let Some(call) = self.call.take() {
             call.finish(&line);
@@ -760,8 +789,10 @@ impl RequestContext {
     }
 
     async fn list(mut self, kind: ListKind) {
-        self.daemon.ensure_instances(&self.servers, self.link.id());
-        let wait = self.daemon.config().options.list_wait;
+        self.services
+            .supervisor
+            .ensure_instances(&self.servers, self.link.id(), &self.profile);
+        let wait = self.services.supervisor.config().options.list_wait;
         let catalog = settle(&mut self.catalog, &self.servers, wait).await;
         let line = self.line.clone();
         let Some(msg) = parse(&line) else { return };
@@ -794,7 +825,7 @@ impl RequestContext {
                     .await;
             }
         };
-        let page_size = self.daemon.config().options.page_size;
+        let page_size = self.services.supervisor.config().options.page_size;
         // In search mode the tool list is the search trio; summarised instructions add their
         // full texts to the resources.
         let extra: Vec<String> = match kind {
@@ -851,7 +882,8 @@ impl RequestContext {
         let Some(msg) = parse(&line) else { return };
         let catalog = self.catalog.borrow().clone();
         let request = TaskRequest {
-            daemon: &self.daemon,
+            services: &self.services,
+            profile: &self.profile,
             link: &self.link,
             servers: &self.servers,
             catalog: &catalog,
@@ -892,7 +924,9 @@ impl RequestContext {
                 }
             }
         }
-        self.daemon.ensure_instances(&self.servers, self.link.id());
+        self.services
+            .supervisor
+            .ensure_instances(&self.servers, self.link.id(), &self.profile);
         if target == Target::Task {
             return self.task().await;
         }
@@ -913,7 +947,7 @@ impl RequestContext {
             && self.servers.iter().any(|s| catalog.pending.contains(s))
         {
             // Its server may still be starting for the first time.
-            let wait = self.daemon.config().options.list_wait;
+            let wait = self.services.supervisor.config().options.list_wait;
             catalog = settle(&mut self.catalog, &self.servers, wait).await;
             resolved = self.resolve(&catalog, &msg, target);
         }
@@ -928,38 +962,34 @@ impl RequestContext {
         if let Some(call) = self.call.as_mut() {
             call.set_server(&resolved.server);
         }
-        let hub = self.daemon.hub();
+        let hub = &self.services.hub;
         // The count this request changed, undone if the upstream refuses it.
         let mut counted = None;
         if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
             // Only the first subscriber subscribes upstream, only the last one unsubscribes. A
-            // per-client instance is counted on its own.
-            let per_client = self
-                .daemon
-                .config()
-                .servers
-                .get(&resolved.server)
-                .is_some_and(|s| s.share == crate::config::Share::PerClient);
-            let key = subscription_key(&resolved.server, per_client.then(|| self.link.id()));
-            let forward = if subscribe {
-                hub.subscribe(&key, uri, self.link.id())
-            } else {
-                hub.unsubscribe(&key, uri, self.link.id())
-            };
-            if !forward {
-                return self.reply(envelope::response(id, &json!({}))).await;
+            // session's or profile's own instance is counted on its own.
+            let key =
+                self.services
+                    .supervisor
+                    .key_of(&resolved.server, self.link.id(), &self.profile);
+            if let Some(key) = key {
+                let forward = if subscribe {
+                    hub.subscribe(&key, uri, self.link.id())
+                } else {
+                    hub.unsubscribe(&key, uri, self.link.id())
+                };
+                if !forward {
+                    return self.reply(envelope::response(id, &json!({}))).await;
+                }
+                counted = Some(SubscriptionCount {
+                    key,
+                    uri: uri.clone(),
+                    session: self.link.id(),
+                    subscribe,
+                });
             }
-            counted = Some(SubscriptionCount {
-                key,
-                uri: uri.clone(),
-                session: self.link.id(),
-                subscribe,
-            });
         }
-        let Some(upstream) = self
-            .daemon
-            .upstream_for(&resolved.server, self.link.id(), true)
-        else {
+        let Some(upstream) = self.upstream_for(&resolved.server, true) else {
             if let Some(counted) = counted {
                 counted.undo(hub);
             }
@@ -977,7 +1007,7 @@ impl RequestContext {
         };
         let _scope = self
             .log_level
-            .map(|rank| LogScope::enter(&self.daemon, &self.link, &upstream, rank));
+            .map(|rank| LogScope::enter(&self.services.hub, &self.link, &upstream, rank));
         let mode = if target == Target::Named(ListKind::Tools) {
             match tasks::call_mode(&catalog, &msg, self.modern.is_some()) {
                 Ok(mode) => mode,
@@ -1007,7 +1037,7 @@ impl RequestContext {
         let answer = match mode {
             CallMode::Plain => answer,
             _ => tasks::created(
-                self.daemon.hub(),
+                &self.services.hub,
                 self.link.id(),
                 &resolved.server,
                 answer,
@@ -1131,7 +1161,7 @@ impl RequestContext {
     /// is down and has never listed anything (waiting for a login, crash-looping, failing), say
     /// that instead: the tool may well exist once the server is up.
     fn unknown_name(&self, name: &str, what: &str) -> (i64, String) {
-        let config = self.daemon.config();
+        let config = self.services.supervisor.config();
         let separator = config.options.separator.clone();
         if let Some((server, problem)) = config
             .broken
@@ -1148,7 +1178,7 @@ impl RequestContext {
             if !name.starts_with(&prefix) {
                 return None;
             }
-            let snapshot = self.daemon.upstream_for(server, self.link.id(), false)?.snapshot();
+            let snapshot = self.upstream_for(server, false)?.snapshot();
             let reason = match snapshot.state {
                 ServerState::AuthRequired => format!("needs authorization: run `mcpctl login {server}`"),
                 ServerState::CrashLoop => format!("keeps failing as it starts; see `mcpctl status` and run `mcpctl restart {server}`"),
@@ -1267,7 +1297,7 @@ fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 
 /// A (un)subscription counted in the hub before the upstream answered it.
 struct SubscriptionCount {
-    key: String,
+    key: crate::upstream::InstanceKey,
     uri: String,
     session: u64,
     subscribe: bool,

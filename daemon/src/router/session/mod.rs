@@ -8,6 +8,16 @@
 //! - `unix.rs`: the Unix-socket front end for `mcp-shim`: framing, the writer task, the output
 //!   budget and the stall check.
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::SharedCatalog;
+use super::hub::Hub;
+use crate::observe::Observer;
+use crate::supervisor::Supervisor;
+
 mod core;
 pub mod modern;
 pub mod tasks;
@@ -16,3 +26,18 @@ mod unix;
 pub use self::core::SUPPORTED_PROTOCOLS;
 pub(crate) use self::core::forward;
 pub use self::unix::serve;
+
+/// What a session needs from the rest of the daemon (it holds no `Daemon`).
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The configuration in force and the upstream instances.
+    pub supervisor: Arc<Supervisor>,
+    /// The session registry and subscriptions.
+    pub hub: Arc<Hub>,
+    /// Audit, traffic and statistics.
+    pub observer: Arc<Observer>,
+    /// The merged catalog.
+    pub catalog: watch::Receiver<SharedCatalog>,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+}

@@ -27,8 +27,8 @@ use mcpd_proto::envelope::{self, Envelope, field};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use super::Services;
 use super::core::forward;
-use crate::daemon::Daemon;
 use crate::router::catalog::Catalog;
 use crate::router::hub::{Hub, SessionLink};
 use crate::upstream::ListKind;
@@ -257,7 +257,9 @@ pub fn status_notification(hub: &Hub, server: &str, msg: &Envelope<'_>) {
 
 /// What a `tasks/*` request needs from its session.
 pub(crate) struct TaskRequest<'a> {
-    pub(crate) daemon: &'a Daemon,
+    pub(crate) services: &'a Services,
+    /// The session's profile (which instance of a server it uses).
+    pub(crate) profile: &'a str,
     pub(crate) link: &'a SessionLink,
     pub(crate) servers: &'a [String],
     pub(crate) catalog: &'a Catalog,
@@ -294,7 +296,7 @@ impl TaskRequest<'_> {
             return error(envelope::INVALID_PARAMS, "params.taskId must be a string");
         };
         let Some((server, upstream_id)) =
-            self.daemon.hub().tasks().lookup(self.link.id(), &task_id)
+            self.services.hub.tasks().lookup(self.link.id(), &task_id)
         else {
             return error(
                 envelope::INVALID_PARAMS,
@@ -303,7 +305,11 @@ impl TaskRequest<'_> {
                 ),
             );
         };
-        let Some(upstream) = self.daemon.upstream_for(&server, self.link.id(), false) else {
+        let Some(upstream) =
+            self.services
+                .supervisor
+                .upstream_for(&server, self.link.id(), self.profile, false)
+        else {
             return error(
                 envelope::UPSTREAM_UNAVAILABLE,
                 &format!("server `{server}` that runs task {task_id} is not running"),
@@ -382,7 +388,7 @@ impl TaskRequest<'_> {
     /// `tasks/list`: this session's tasks, from each server that offers tasks.
     async fn list(&self, msg: &Envelope<'_>) -> String {
         let id = msg.id.unwrap_or(RawValue::NULL);
-        let table = self.daemon.hub().tasks();
+        let table = self.services.hub.tasks();
         let mut tasks = Vec::new();
         for server in self.servers {
             if !self
@@ -393,7 +399,11 @@ impl TaskRequest<'_> {
             {
                 continue;
             }
-            let Some(upstream) = self.daemon.upstream_for(server, self.link.id(), false) else {
+            let Some(upstream) =
+                self.services
+                    .supervisor
+                    .upstream_for(server, self.link.id(), self.profile, false)
+            else {
                 continue;
             };
             let line = format!(

@@ -15,9 +15,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use super::Services;
 use super::core::Session;
 use crate::codec::{Frame, LineCodec};
-use crate::daemon::Daemon;
 use crate::router::outbox::{Outbox, write_lines};
 
 /// How long requests in flight may still be answered after the client closed its side (the
@@ -28,7 +28,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves one attached session until the client goes away or the daemon shuts down.
 pub async fn serve(
-    daemon: Arc<Daemon>,
+    services: Services,
     id: u64,
     profile: String,
     resume: Option<Resume>,
@@ -36,13 +36,14 @@ pub async fn serve(
     mut reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
+    let services = Arc::new(services);
     let (limit, stall) = {
-        let options = &daemon.config().options;
+        let options = &services.supervisor.config().options;
         (options.session_buffer, options.client_stall)
     };
     let (out, out_rx) = Outbox::new(id, limit);
     let budget = Arc::clone(out.budget());
-    let observer = Arc::clone(daemon.observer());
+    let observer = Arc::clone(&services.observer);
     let tap = move |line: &str| {
         if observer.traffic.watched() {
             let line = Bytes::copy_from_slice(line.as_bytes());
@@ -50,7 +51,7 @@ pub async fn serve(
         }
     };
     let mut writer = tokio::spawn(write_lines(writer, out_rx, Arc::clone(&budget), tap));
-    let mut session = Session::start(Arc::clone(&daemon), id, profile, out, in_flight, resume);
+    let mut session = Session::start(Arc::clone(&services), id, profile, out, in_flight, resume);
     // While the client holds more than its budget, its requests are not read; since when, and
     // how much had been written to it then.
     let mut paused: Option<(Instant, u64)> = None;
@@ -83,7 +84,7 @@ pub async fn serve(
             .filter(|_| budget.has_output())
             .map(|(since, _)| since + stall);
         tokio::select! {
-            _ = daemon.shutdown.cancelled() => {
+            _ = services.shutdown.cancelled() => {
                 session.end_listens().await;
                 session.drain(SHUTDOWN_GRACE).await;
                 break;
