@@ -1,6 +1,8 @@
 //! What the modern era (MCP 2026-07-28, issue 12) costs a client: the round trip of a
 //! `tools/call` sent statelessly with `_meta` (no `initialize`) against the same call on a legacy
-//! session, to the fixture's `echo` through `mcp-shim` and `mcpd`; and the time of a dual-era
+//! session, to the fixture's `echo` through `mcp-shim` and `mcpd`; the same legacy call to the
+//! fixture speaking 2026-07-28 (`--modern`: mcpd stamps the per-request `_meta` upstream) against
+//! the legacy fixture, and the stamping itself (`upstream::modern::stamp`, in process); the time of a dual-era
 //! client's `server/discover` probe through a fresh `mcp-shim` with a warm daemon (spawn the shim,
 //! probe, answer read; the shim is then killed, as probing clients do) and with a starting one
 //! (no daemon runs: the shim autostarts `mcpd`, which answers from the catalog cache without
@@ -71,8 +73,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 200 } else { 2000 };
     let probes = if quick { 10 } else { 100 };
-    let daemon = TestDaemon::start(fixture::config(&[("fx", &[])]));
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &[]), ("mfx", &["--modern"])]));
     daemon.wait_server_state("fx", ServerState::Ready);
+    daemon.wait_server_state("mfx", ServerState::Ready);
 
     let mut legacy = ShimClient::spawn(&daemon, None);
     legacy.initialize();
@@ -90,11 +93,39 @@ fn main() {
     // Warm both paths, then interleave rounds so drift in machine load hits both alike.
     calls(&mut legacy, 50, legacy_call);
     calls(&mut modern, 50, modern_call);
-    let (mut l, mut m) = (Vec::new(), Vec::new());
+    let upstream_call = |id: u64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"mfx__echo","arguments":{{"message":"x"}}}}}}"#
+        )
+    };
+    calls(&mut legacy, 50, upstream_call);
+    let (mut l, mut m, mut u) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..10 {
         l.extend(calls(&mut legacy, n / 10, legacy_call));
         m.extend(calls(&mut modern, n / 10, modern_call));
+        u.extend(calls(&mut legacy, n / 10, upstream_call));
     }
+    // The per-request `_meta` alone, in process.
+    let line = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{"progressToken":7}}}"#;
+    let caps = mcpd::router::hub::ClientCaps {
+        sampling: true,
+        elicitation_form: true,
+        elicitation_url: true,
+        roots: true,
+    };
+    let reps = if quick { 20_000 } else { 200_000 };
+    let t = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..reps {
+        bytes += std::hint::black_box(mcpd::upstream::modern::stamp(
+            std::hint::black_box(line),
+            &caps,
+            Some("info"),
+        ))
+        .len();
+    }
+    let stamp = t.elapsed().as_secs_f64() / f64::from(reps) * 1e6;
+    assert!(bytes > 0);
 
     let mut probe_times = Vec::new();
     for _ in 0..probes {
@@ -166,8 +197,16 @@ fn main() {
         ts_cold,
     );
     println!("{line}");
+    let (line, up50) = row(
+        "legacy tools/call to a 2026-07-28 upstream (fixture --modern)",
+        u,
+    );
+    println!("{line}");
     let added = mp50.as_secs_f64() - lp50.as_secs_f64();
-    println!("\nmodern minus legacy, p50: {:.1} µs", added * 1e6);
+    println!("\nmodern minus legacy client, p50: {:.1} µs", added * 1e6);
+    let added = up50.as_secs_f64() - lp50.as_secs_f64();
+    println!("modern minus legacy upstream, p50: {:.1} µs", added * 1e6);
+    println!("upstream::modern::stamp (the per-request _meta), mean of {reps}: {stamp:.2} µs");
 }
 
 /// The TypeScript SDK v2 client's `connect()` in `auto` mode through the shim, as it timed it

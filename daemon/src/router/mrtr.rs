@@ -576,6 +576,19 @@ fn park(claims: &Claims, asks: Vec<(String, Ask)>, call: InFlight) {
     };
     // Dropped outside the lock: each cancels its upstream request.
     drop(expired);
+    // A retry that never comes: the call is cancelled upstream when its state expires.
+    let nonce = claims.n.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(STATE_TTL).await;
+        let gone = parked()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&nonce);
+        if gone.is_some() {
+            tracing::debug!("a parked call expired without its retry; cancelled upstream");
+        }
+        drop(gone);
+    });
 }
 
 fn take_parked(nonce: &str, session: u64) -> Option<Parked> {

@@ -24,6 +24,7 @@
 //! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
 //! | `--app` | also offer `show_app`, an MCP App tool: `_meta.ui.resourceUri` is `ui://fixture/app` on the tool and its result |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
+//! | `--modern` | speak only MCP 2026-07-28: `server/discover` answers a `DiscoverResult`, `initialize` gets -32022 |
 //! | `--ignore-unknown` | never answer a request for a method it does not know (a legacy server that ignores a `server/discover` probe) |
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
@@ -97,6 +98,7 @@ struct Options {
     probe_tools: bool,
     app: bool,
     ignore_unknown: bool,
+    modern: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -148,6 +150,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--linger" => o.linger = true,
             "--ignore-unknown" => o.ignore_unknown = true,
+            "--modern" => o.modern = true,
             "--extra-tool" => o.extra_tools.push(value("--extra-tool")?),
             "--template" => o.template = Some(value("--template")?),
             "--blob" => o.blob = true,
@@ -349,6 +352,17 @@ impl Server {
             return;
         };
         match method {
+            "initialize" if self.options.modern => self.out.error(
+                &id,
+                -32022,
+                "this server speaks only MCP 2026-07-28; send server/discover",
+            ),
+            "server/discover" if self.options.modern => self.out.result(
+                &id,
+                &json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
+                        "capabilities": {"tools": {}},
+                        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcpd-fixture", "version": "0"}}}),
+            ),
             "initialize" => self.initialize(id, &params),
             "ping" => self.out.result(&id, &json!({})),
             "tools/list" => self.list_tools(&id, &params),
