@@ -6,7 +6,7 @@
 //! anything else is legacy and served as before. A modern request's answer gets `resultType`
 //! (and, for cacheable results, `ttlMs` and `cacheScope`) spliced into its `result` object when
 //! missing; every other byte stays as mcpd or the upstream wrote it (invariant 1). Upstreams
-//! are spoken to as today (their era is legacy), with the request as the client sent it.
+//! are spoken to in their own era (`upstream::modern`, `router::mrtr`).
 
 use mcpd_proto::envelope::{self, Envelope, field};
 use serde::Deserialize;
