@@ -449,3 +449,15 @@ fn peer_a_legacy_client_that_did_not_declare_sampling_is_not_asked_for_it() {
         .expect("received");
     assert_eq!(received["requests"], json!([]), "{received}");
 }
+
+#[test]
+fn peer_matrix_legacy_client_modern_http_upstream() {
+    let peer = HttpPeer::python_modern(&[]);
+    matrix(false, json!({"type": "http", "url": peer.url("/mcp")}));
+}
+
+#[test]
+fn peer_matrix_modern_client_modern_http_upstream() {
+    let peer = HttpPeer::python_modern(&["--json-response"]);
+    matrix(true, json!({"type": "http", "url": peer.url("/mcp")}));
+}
