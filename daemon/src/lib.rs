@@ -8,21 +8,22 @@
 //! [`run`] is the entry point: the `mcpd` binary only parses flags, binds the socket and
 //! installs signal handlers around it, and tests call it the same way.
 
-pub mod accounting;
+pub(crate) mod accounting;
 pub mod auth;
-pub mod codec;
+pub(crate) mod codec;
 pub mod config;
-pub mod config_report;
-pub mod control;
-pub mod daemon;
-pub mod limits;
+pub(crate) mod config_report;
+pub(crate) mod control;
+pub(crate) mod daemon;
+pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
+pub(crate) mod net;
 pub mod notify;
 pub mod observe;
-pub mod redact;
+pub(crate) mod redact;
 pub mod router;
-pub mod sandbox;
+pub(crate) mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod supervisor;

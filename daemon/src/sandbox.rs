@@ -60,8 +60,6 @@ pub struct Prepared {
     pub tmpdir: Option<PathBuf>,
     /// For `mcpctl status`: `landlock ABI 7, protect (9 paths protected)`, `off (...)`.
     pub description: String,
-    /// Whether a Landlock domain is enforced.
-    pub enforced: bool,
 }
 
 impl Prepared {
@@ -71,7 +69,6 @@ impl Prepared {
             ruleset: None,
             tmpdir: None,
             description,
-            enforced: false,
         }
     }
 
@@ -314,7 +311,6 @@ fn build(
         ruleset: Some(created),
         tmpdir,
         description: format!("landlock ABI {abi}, {what}{net}"),
-        enforced: true,
     })
 }
 

@@ -118,11 +118,11 @@ fn seconds(flag: &str, value: &OsStr) -> Result<Duration, String> {
 /// The flag is `None` when it is not valid UTF-8 (no known flag is).
 fn split_flag(arg: &OsStr) -> (Option<String>, Option<OsString>) {
     let bytes = arg.as_bytes();
-    if bytes.starts_with(b"--") {
-        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
-            let flag = std::str::from_utf8(&bytes[..eq]).ok().map(str::to_owned);
-            return (flag, Some(OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
-        }
+    if bytes.starts_with(b"--")
+        && let Some(eq) = bytes.iter().position(|&b| b == b'=')
+    {
+        let flag = std::str::from_utf8(&bytes[..eq]).ok().map(str::to_owned);
+        return (flag, Some(OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
     }
     (arg.to_str().map(str::to_owned), None)
 }

@@ -600,14 +600,14 @@ impl Conn {
     /// Closes stdin and waits (up to 5 s) for the process to exit; kills it after that.
     fn close(mut self) {
         self.writer = None;
-        if let Some(mut child) = self.child.take() {
-            if !poll_until(Duration::from_secs(5), || {
+        if let Some(mut child) = self.child.take()
+            && !poll_until(Duration::from_secs(5), || {
                 matches!(child.try_wait(), Ok(Some(_)))
-            }) {
-                eprintln!("{}: did not exit within 5 s of stdin closing", self.what);
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            })
+        {
+            eprintln!("{}: did not exit within 5 s of stdin closing", self.what);
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -774,10 +774,10 @@ impl BenchDaemon {
         let pid = self.pid();
         if pid != 0 {
             for p in descendants_of(pid) {
-                if let Some(id) = ProcessId::of(p) {
-                    if !self.seen.contains(&id) {
-                        self.seen.push(id);
-                    }
+                if let Some(id) = ProcessId::of(p)
+                    && !self.seen.contains(&id)
+                {
+                    self.seen.push(id);
                 }
             }
         }
@@ -1793,10 +1793,10 @@ fn recovery(ctx: &Ctx) {
             let (took, failed, err) = until_ok(&mut c, t0);
             crashes[k].push(took);
             crash_fails[k] += failed;
-            if let Some(e) = err {
-                if !errors.contains(&e) {
-                    errors.push(e);
-                }
+            if let Some(e) = err
+                && !errors.contains(&e)
+            {
+                errors.push(e);
             }
             let new_pid: u32 = text_of(&c.call("fx__pid", "{}")).parse().expect("a pid");
             assert_ne!(pid, new_pid, "the upstream was not restarted");
@@ -1851,10 +1851,10 @@ fn recovery(ctx: &Ctx) {
                 took.push(t0.elapsed());
                 after_spawn.push(spawned.elapsed());
                 fails += failed;
-                if let Some(e) = err {
-                    if !errors.contains(&e) {
-                        errors.push(e);
-                    }
+                if let Some(e) = err
+                    && !errors.contains(&e)
+                {
+                    errors.push(e);
                 }
                 // Whatever the killed daemon left running, still alive once the new one serves.
                 d.remember_children();

@@ -402,10 +402,10 @@ impl TestDaemon {
 
     /// Its exit status, if it has exited (reaping it).
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                self.exit = child.try_wait().ok().flatten();
-            }
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            self.exit = child.try_wait().ok().flatten();
         }
         self.exit
     }
@@ -419,10 +419,10 @@ impl TestDaemon {
 
     /// Waits up to `timeout` for the daemon to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                self.exit = wait_timeout(child, timeout);
-            }
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            self.exit = wait_timeout(child, timeout);
         }
         self.exit
     }

@@ -229,19 +229,7 @@ impl ServerMetadata {
     }
 }
 
-/// https, or plain http to a loopback address.
-pub fn secure_enough(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
-}
+pub use crate::net::secure_enough;
 
 /// What discovery found for one server.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! The HTTP client of the OAuth machinery: bounded bodies, no redirects for anything that
 //! carries a credential, and errors that never echo a request body.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
@@ -67,11 +66,7 @@ impl std::fmt::Display for HttpError {
 impl Http {
     /// Builds the clients (rustls, the ring provider).
     pub fn new() -> Result<Self, String> {
-        static PROVIDER: Once = Once::new();
-        PROVIDER.call_once(|| {
-            // Another part of the process may have installed one already; that one is used.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        crate::net::install_tls_provider();
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")

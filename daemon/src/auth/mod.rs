@@ -259,7 +259,7 @@ impl AuthManager {
             return Err(format!(
                 "the stored login was for {}, not {}; it is ignored (run `mcpctl login {name}`)",
                 grant.server_url,
-                crate::auth::redact(url)
+                crate::net::redact_url(url)
             ));
         }
         Ok(Some(grant))
@@ -927,16 +927,6 @@ fn describe_grant(server: &str, grant: &Grant) -> String {
         }
     }
     text
-}
-
-/// A URL without user info, query and fragment, for messages.
-pub fn redact(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 #[cfg(test)]

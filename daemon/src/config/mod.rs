@@ -178,20 +178,7 @@ impl HttpSpec {
     }
 }
 
-/// `url` without user info, query and fragment (shown as `?…`).
-pub fn redact_url(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    let query = shown.query().is_some();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let mut text = shown.to_string();
-    if query {
-        text.push_str("?…");
-    }
-    text
-}
+pub use crate::net::redact_url;
 
 /// A server run as a child process.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -1041,7 +1028,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         match url.scheme() {
             "https" => {}
             "http" => {
-                if !is_loopback(&url) {
+                if !crate::net::is_loopback(&url) {
                     self.warnings.push(format!(
                         "{}: {server} uses plain http:// to {}: messages and credentials travel unencrypted; use https://",
                         self.file.display(),
@@ -1175,18 +1162,6 @@ fn url_text(spec: &ServerSpec, parsed: &url::Url) -> String {
         .url_template
         .clone()
         .unwrap_or_else(|| parsed.to_string())
-}
-
-/// Whether the URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 fn join(path: &str, key: &str) -> String {

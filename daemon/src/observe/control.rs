@@ -49,10 +49,10 @@ pub fn handle(
             }
         },
         ControlRequest::ToolsCheck { server } => {
-            if let Some(server) = &server {
-                if let Err(message) = known(daemon, server) {
-                    return Ok(ControlResponse::Error { message });
-                }
+            if let Some(server) = &server
+                && let Err(message) = known(daemon, server)
+            {
+                return Ok(ControlResponse::Error { message });
             }
             let (views, separator) = daemon.catalog_views();
             ControlResponse::ToolsCheck(super::check(&views, &separator, server.as_deref()))

@@ -157,10 +157,11 @@ pub fn open(
             continue;
         };
         let held = link.listens().holds(server, uri);
-        if !held && services.hub.subscribe(&key, uri, link.id()) {
-            if let Some(upstream) = services.supervisor.instance(&key) {
-                upstream.internal("resources/subscribe", json!({"uri": uri}));
-            }
+        if !held
+            && services.hub.subscribe(&key, uri, link.id())
+            && let Some(upstream) = services.supervisor.instance(&key)
+        {
+            upstream.internal("resources/subscribe", json!({"uri": uri}));
         }
         resources.push((server.to_owned(), uri.clone()));
     }
@@ -222,10 +223,10 @@ fn release(services: &Services, profile: &str, link: &SessionLink, listen: &List
         let Some(key) = services.supervisor.key_of(server, link.id(), profile) else {
             continue;
         };
-        if services.hub.unsubscribe(&key, uri, link.id()) {
-            if let Some(upstream) = services.supervisor.instance(&key) {
-                upstream.internal("resources/unsubscribe", json!({"uri": uri}));
-            }
+        if services.hub.unsubscribe(&key, uri, link.id())
+            && let Some(upstream) = services.supervisor.instance(&key)
+        {
+            upstream.internal("resources/unsubscribe", json!({"uri": uri}));
         }
     }
 }

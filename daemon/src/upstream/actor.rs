@@ -995,14 +995,15 @@ impl Actor {
                 self.fetch_list(kind, transport);
             }
         }
-        if caps.logging && !self.modern {
-            if let Some(rank) = self.context.hub.most_verbose_level() {
-                self.internal(
-                    "logging/setLevel",
-                    json!({"level": LOG_LEVELS[rank as usize]}),
-                    transport,
-                );
-            }
+        if caps.logging
+            && !self.modern
+            && let Some(rank) = self.context.hub.most_verbose_level()
+        {
+            self.internal(
+                "logging/setLevel",
+                json!({"level": LOG_LEVELS[rank as usize]}),
+                transport,
+            );
         }
         if caps.subscribe && !self.modern {
             for uri in self.context.hub.subscribed_uris(&self.key) {

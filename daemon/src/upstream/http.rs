@@ -28,7 +28,7 @@ use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -381,10 +381,10 @@ impl Link {
     }
 
     async fn dispatch(self: Arc<Self>, mut lines: mpsc::Receiver<String>) {
-        if self.spec.kind == HttpKind::Sse {
-            if let Err(f) = self.connect_legacy().await {
-                return self.end(f.fatal());
-            }
+        if self.spec.kind == HttpKind::Sse
+            && let Err(f) = self.connect_legacy().await
+        {
+            return self.end(f.fatal());
         }
         loop {
             let line = tokio::select! {
@@ -881,9 +881,8 @@ impl Link {
         }
     }
 
-    /// Starts a new session after the server forgot ours. One renewal at a time: a caller
-    /// that finds one under way waits for it.
-    /// After a refusal: renews a lost session once (the caller then retries), else fails.
+    /// After a refusal: renews a lost session once (the caller then retries the request),
+    /// else fails with why.
     async fn retry_after(
         self: &Arc<Self>,
         refusal: Refusal,
@@ -904,6 +903,8 @@ impl Link {
         }
     }
 
+    /// Starts a new session after the server forgot ours (the one of generation `seen`). One
+    /// renewal at a time: a caller that finds one under way waits for it.
     async fn renew(self: &Arc<Self>, seen: u64) -> Result<(), Failure> {
         let mut generation = self.generation.subscribe();
         if self.lock().generation != seen {
@@ -1140,10 +1141,10 @@ impl Link {
                 }
             }
             for item in items.drain(..) {
-                if let SseItem::Event { event, data } = item {
-                    if event == "endpoint" {
-                        break 'found data;
-                    }
+                if let SseItem::Event { event, data } = item
+                    && event == "endpoint"
+                {
+                    break 'found data;
                 }
             }
         };
@@ -1341,10 +1342,10 @@ fn too_long(len: usize) -> String {
 
 /// Reads a JSON body of at most [`MAX_MESSAGE_LINE`] bytes, never buffering more.
 async fn read_limited(mut response: Response) -> Result<BytesMut, String> {
-    if let Some(len) = response.content_length() {
-        if len > MAX_MESSAGE_LINE as u64 {
-            return Err(too_long(usize::try_from(len).unwrap_or(usize::MAX)));
-        }
+    if let Some(len) = response.content_length()
+        && len > MAX_MESSAGE_LINE as u64
+    {
+        return Err(too_long(usize::try_from(len).unwrap_or(usize::MAX)));
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = response
@@ -1416,11 +1417,7 @@ fn www_authenticate(response: &Response) -> Option<String> {
 /// One client per server: connection reuse, HTTP/2 by ALPN, certificate validation unless
 /// explicitly turned off, redirects only within the server's origin.
 fn build_client(spec: &HttpSpec) -> Result<reqwest::Client, String> {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Another part of the process may have installed one already; that one is used.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    crate::net::install_tls_provider();
     let origin = spec.url.origin();
     let https = spec.url.scheme() == "https";
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
