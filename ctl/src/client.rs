@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
 use mcpd_proto::trust::{self, ConnectError};
 use mcpd_proto::{
-    ControlHello, ControlRequest, ControlResponse, Hello, HelloReply, PROTOCOL_VERSION,
+    ControlHello, ControlRequest, ControlResponse, Hello, HelloReply, PROTOCOL_VERSION, version,
 };
 
 /// One control connection to mcpd.
@@ -44,7 +44,16 @@ impl ControlClient {
             .exchange(&hello, timeout)
             .with_context(|| format!("control hello to mcpd at {} failed", socket.display()))?;
         match serde_json::from_str::<HelloReply>(&line) {
-            Ok(HelloReply::Welcome(_)) => Ok(client),
+            Ok(HelloReply::Welcome(w)) => match version::mismatch(w.v, "mcpctl", "mcpd") {
+                None => Ok(client),
+                Some(why) => bail!("mcpd at {}: {why}", socket.display()),
+            },
+            Ok(HelloReply::Error(e)) if !version::supported(e.v) => bail!(
+                "mcpd at {} refused the control connection: {} (mcpd said: {})",
+                socket.display(),
+                version::mismatch(e.v, "mcpctl", "mcpd").unwrap_or_default(),
+                e.message
+            ),
             Ok(HelloReply::Error(e)) => bail!(
                 "mcpd at {} refused the control connection: {}",
                 socket.display(),

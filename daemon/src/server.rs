@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mcpd_proto::line::{MAX_CONTROL_LINE, MAX_MESSAGE_LINE};
-use mcpd_proto::{Hello, HelloError, HelloReply, PROTOCOL_VERSION, Welcome};
+use mcpd_proto::{Hello, HelloError, HelloReply, PROTOCOL_VERSION, Welcome, version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -211,15 +211,8 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
     };
     match hello {
         Hello::Attach(attach) => {
-            if attach.v == 0 {
-                refuse(
-                    &mut write,
-                    format!(
-                        "socket protocol {} is not supported; this mcpd speaks {PROTOCOL_VERSION}",
-                        attach.v
-                    ),
-                )
-                .await;
+            if let Some(why) = version::mismatch(attach.v, "mcpd", "mcp-shim") {
+                refuse(&mut write, why).await;
                 return;
             }
             if daemon.config().profile_servers(&attach.profile).is_none() {
@@ -253,15 +246,8 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
             .await;
         }
         Hello::Control(control) => {
-            if control.v == 0 {
-                refuse(
-                    &mut write,
-                    format!(
-                        "socket protocol {} is not supported; this mcpd speaks {PROTOCOL_VERSION}",
-                        control.v
-                    ),
-                )
-                .await;
+            if let Some(why) = version::mismatch(control.v, "mcpd", "mcpctl") {
+                refuse(&mut write, why).await;
                 return;
             }
             if welcome(&mut write, None).await {

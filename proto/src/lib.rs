@@ -13,6 +13,7 @@ pub mod observe;
 pub mod paths;
 pub mod stay_down;
 pub mod trust;
+pub mod version;
 pub mod wire;
 
 pub use wire::*;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
 use mcpd_proto::trust::{self, ConnectError};
-use mcpd_proto::{AttachHello, ClientProcess, Hello, HelloReply, PROTOCOL_VERSION, Resume};
+use mcpd_proto::{
+    AttachHello, ClientProcess, Hello, HelloReply, PROTOCOL_VERSION, Resume, version,
+};
 
 use crate::Exit;
 
@@ -148,16 +150,14 @@ pub fn handshake(
 
 /// Whether this shim can go on with the daemon that sent `reply`; the session id if so.
 ///
-/// The rule: a `welcome` means the daemon accepted our hello and speaks our protocol on this
-/// connection, so any welcome with `v >= 1` is fine (a daemon that cannot speak our version must
-/// refuse with an `error`; `v` is only bumped for incompatible changes). An `error` whose `v`
-/// differs from ours is a version mismatch and says which side to upgrade; any other `error` is
-/// a refusal, printed as the daemon wrote it.
+/// The rule (`mcpd_proto::version`): a `welcome` or an `error` whose `v` this shim does not
+/// speak is a version mismatch and says which side to upgrade; any other `error` is a refusal,
+/// printed as the daemon wrote it. (A daemon that cannot speak our version refuses the hello.)
 fn check_reply(reply: HelloReply, again: bool) -> Result<Option<u64>, Exit> {
     match reply {
-        HelloReply::Welcome(w) if w.v >= 1 => Ok(w.session),
+        HelloReply::Welcome(w) if version::supported(w.v) => Ok(w.session),
         HelloReply::Welcome(w) => Err(mismatch(w.v, again, None)),
-        HelloReply::Error(refusal) if refusal.v != PROTOCOL_VERSION => {
+        HelloReply::Error(refusal) if !version::supported(refusal.v) => {
             Err(mismatch(refusal.v, again, Some(&refusal.message)))
         }
         HelloReply::Error(refusal) => Err(Exit::fail(format!(
@@ -242,15 +242,19 @@ mod tests {
     }
 
     #[test]
-    fn any_welcome_from_v1_up_is_accepted() {
-        for v in [1, 2, 7] {
-            let reply = HelloReply::Welcome(Welcome {
+    fn only_a_welcome_of_a_version_this_shim_speaks_is_accepted() {
+        let welcome = |v| {
+            HelloReply::Welcome(Welcome {
                 v,
                 daemon: "9".into(),
                 session: Some(4),
-            });
-            assert_eq!(check_reply(reply, true).ok(), Some(Some(4)));
+            })
+        };
+        for v in version::MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION {
+            assert_eq!(check_reply(welcome(v), true).ok(), Some(Some(4)));
         }
+        let err = message(check_reply(welcome(PROTOCOL_VERSION + 1), false).unwrap_err());
+        assert!(err.ends_with("upgrade mcp-shim"), "{err}");
     }
 
     #[test]

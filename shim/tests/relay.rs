@@ -215,10 +215,29 @@ fn hello_describes_the_client_and_bytes_are_relayed_unchanged() {
 }
 
 #[test]
-fn a_welcome_with_another_version_and_extra_fields_is_accepted() {
+fn a_welcome_of_another_version_is_refused() {
+    // Since `mcpd_proto::version`: a daemon that welcomes a protocol this shim does not speak
+    // would misread everything that follows.
+    let (socket, seen, _daemon) = FakeDaemon::new().serve(
+        concat!(r#"{"op":"welcome","v":7,"daemon":"9.0.0"}"#, "\n"),
+        echo,
+    );
+    let mut child = shim(&socket, &[]);
+    expect_hello(&seen);
+    let status = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    let said = stderr_of(&mut child);
+    assert!(
+        said.contains("speaks socket protocol 7") && said.contains("upgrade mcp-shim"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_welcome_with_extra_fields_is_accepted() {
     let (socket, seen, _daemon) = FakeDaemon::new().serve(
         concat!(
-            r#"{"op":"welcome","v":7,"daemon":"9.0.0","features":["x"]}"#,
+            r#"{"op":"welcome","v":1,"daemon":"9.0.0","features":["x"]}"#,
             "\n"
         ),
         echo,

@@ -8,6 +8,10 @@
 //! - `flood PATH N`: keeps N connections to PATH open, sending nothing, and opens a new one
 //!   whenever one is closed; prints `flooding` once N are open, and runs until killed.
 //! - `hello PATH`: connects, sends a control hello and prints the first line it gets back.
+//! - `send PATH LINE`: connects, sends LINE and prints the first line it gets back (hellos of
+//!   any version).
+//! - `welcome PATH V`: `listen`, but the welcome carries socket protocol V (a daemon of another
+//!   version).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,11 +29,15 @@ fn main() {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["listen", path] => listen(Path::new(path)),
+        ["listen", path] => listen(Path::new(path), 1),
+        ["welcome", path, v] => listen(Path::new(path), v.parse().expect("V is a number")),
+        ["send", path, line] => send(Path::new(path), line),
         ["flood", path, n] => flood(Path::new(path), n.parse().expect("N is a number")),
         ["hello", path] => hello(Path::new(path)),
         _ => {
-            eprintln!("usage: mcpd-socket-peer listen PATH | flood PATH N | hello PATH");
+            eprintln!(
+                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE"
+            );
             std::process::exit(2);
         }
     }
@@ -41,7 +49,7 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn listen(path: &Path) {
+fn listen(path: &Path, v: u32) {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -56,7 +64,8 @@ fn listen(path: &Path) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         std::thread::spawn(move || {
-            let _ = stream.write_all(b"{\"op\":\"welcome\",\"v\":1,\"daemon\":\"fake\"}\n");
+            let welcome = format!("{{\"op\":\"welcome\",\"v\":{v},\"daemon\":\"fake\"}}\n");
+            let _ = stream.write_all(welcome.as_bytes());
             stream
                 .set_read_timeout(Some(Duration::from_secs(2)))
                 .expect("timeout");
@@ -110,9 +119,13 @@ fn flood(path: &Path, n: usize) {
 }
 
 fn hello(path: &Path) {
+    send(path, r#"{"op":"control","v":1}"#);
+}
+
+fn send(path: &Path, line: &str) {
     let mut stream = UnixStream::connect(path).expect("connect");
     stream
-        .write_all(b"{\"op\":\"control\",\"v\":1}\n")
+        .write_all(format!("{line}\n").as_bytes())
         .expect("send");
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).expect("read");
