@@ -126,7 +126,7 @@ impl Daemon {
             loaded.config,
             notice,
             crate::upstream::Context {
-                hub: Arc::clone(&hub),
+                downstream: Arc::clone(&hub) as Arc<dyn crate::upstream::Downstream>,
                 catalog_dirty: Arc::clone(&catalog_dirty),
                 records: Some(Arc::from(runtime_dir.join("children"))),
                 auth: Some(Arc::clone(&auth)),

@@ -14,11 +14,12 @@ use std::time::Instant;
 use mcpd_proto::ClientProcess;
 use tokio::sync::Notify;
 
+use super::downstream::ServerRequests;
 use super::listen::Listens;
 use super::outbox::Outbox;
 use super::scoped::LogScopes;
 use super::session::tasks::TaskTable;
-use crate::upstream::{InstanceKey, UpstreamRef};
+use crate::upstream::{Caller, CallerRef, InstanceKey};
 
 /// MCP log levels, least severe first (RFC 5424 order).
 pub const LOG_LEVELS: [&str; 8] = [
@@ -52,18 +53,7 @@ pub fn log_rank(level: &str) -> Option<u8> {
     LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
 }
 
-/// What a client declared it can do, from its `initialize`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientCaps {
-    /// `sampling`.
-    pub sampling: bool,
-    /// `elicitation` (form mode; an empty `elicitation` object means form).
-    pub elicitation_form: bool,
-    /// `elicitation.url`.
-    pub elicitation_url: bool,
-    /// `roots`.
-    pub roots: bool,
-}
+pub use crate::upstream::ClientCaps;
 
 impl ClientCaps {
     /// What a client's `capabilities` object (its `initialize`, or a modern request's
@@ -84,15 +74,6 @@ impl ClientCaps {
     }
 }
 
-/// Where a client's answer to a server-to-client request goes.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The upstream that asked.
-    pub upstream: UpstreamRef,
-    /// The id the upstream gave its request, as JSON text.
-    pub upstream_id: String,
-}
-
 /// An upstream's way to one session. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SessionLink(Arc<LinkInner>);
@@ -105,7 +86,6 @@ struct LinkInner {
     /// 0: never set; otherwise rank + 1.
     log_level: AtomicU8,
     servers: RwLock<Vec<String>>,
-    routes: Mutex<HashMap<String, Route>>,
     /// A modern client's requests in flight that asked for log messages.
     scopes: LogScopes,
     /// A modern client's open `subscriptions/listen` requests.
@@ -123,7 +103,6 @@ impl SessionLink {
             caps: RwLock::new(ClientCaps::default()),
             log_level: AtomicU8::new(0),
             servers: RwLock::new(Vec::new()),
-            routes: Mutex::new(HashMap::new()),
             scopes: LogScopes::default(),
             listens: Listens::default(),
             waiters: Mutex::new(HashMap::new()),
@@ -195,24 +174,6 @@ impl SessionLink {
         self.log_level().is_none_or(|min| rank >= min)
     }
 
-    /// Remembers where the answer to the server request sent with `downstream_id` goes.
-    pub fn add_route(&self, downstream_id: String, route: Route) {
-        self.0
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(downstream_id, route);
-    }
-
-    /// Takes the route of a server request the client answered (or the server cancelled).
-    pub fn take_route(&self, downstream_id: &str) -> Option<Route> {
-        self.0
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(downstream_id)
-    }
-
     /// Waits for the client's answer to the request mcpd sends it with `id` (JSON text).
     pub fn add_waiter(&self, id: String, waiter: tokio::sync::oneshot::Sender<String>) {
         self.0
@@ -231,15 +192,9 @@ impl SessionLink {
             .remove(id)
     }
 
-    /// Takes every open route (the session is ending).
-    pub fn drain_routes(&self) -> Vec<Route> {
-        self.0
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, r)| r)
-            .collect()
+    /// The session as an upstream sees it (see `upstream::port`).
+    pub fn caller(&self) -> CallerRef {
+        self.0.clone()
     }
 
     /// Whether two links are the same session.
@@ -250,6 +205,31 @@ impl SessionLink {
     /// Whether the session is gone.
     pub fn is_closed(&self) -> bool {
         self.0.out.is_closed()
+    }
+}
+
+impl Caller for LinkInner {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn try_send(&self, line: String) -> bool {
+        self.out.try_send(line)
+    }
+
+    fn caps(&self) -> ClientCaps {
+        *self.caps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_level(&self) -> Option<&'static str> {
+        match self.log_level.load(Ordering::Relaxed) {
+            0 => None,
+            n => LOG_LEVELS.get(usize::from(n - 1)).copied(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.out.is_closed()
     }
 }
 
@@ -267,6 +247,8 @@ pub struct Hub {
     subscriptions: Mutex<HashMap<(InstanceKey, String), BTreeSet<u64>>>,
     /// The tasks handed to clients (see `router::session::tasks`).
     tasks: TaskTable,
+    /// The requests upstreams sent to clients, until answered (see `router::downstream`).
+    requests: ServerRequests,
     next_session: AtomicU64,
     /// Notified when a session comes or goes (the daemon tells systemd).
     changed: Notify,
@@ -278,6 +260,7 @@ impl Default for Hub {
             sessions: RwLock::default(),
             subscriptions: Mutex::default(),
             tasks: TaskTable::default(),
+            requests: ServerRequests::default(),
             next_session: AtomicU64::new(1),
             changed: Notify::new(),
         }
@@ -288,6 +271,11 @@ impl Hub {
     /// The tasks handed to clients, by the ids they were given.
     pub fn tasks(&self) -> &TaskTable {
         &self.tasks
+    }
+
+    /// The requests upstreams sent to clients, until answered.
+    pub fn requests(&self) -> &ServerRequests {
+        &self.requests
     }
 
     /// The link of session `id`, if it is attached.

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod downstream;
 pub mod hub;
 pub mod instructions;
 pub mod listen;

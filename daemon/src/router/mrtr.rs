@@ -461,7 +461,7 @@ pub async fn call_modern(
         line: rewrite.finish(),
         client_id: client_id.clone(),
         progress_token: token.map(RawValue::to_owned),
-        session,
+        session: session.caller(),
         progress: Arc::clone(&progress),
         caps: request_caps(msg),
         asks: Some(asks_tx),

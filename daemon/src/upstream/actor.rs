@@ -16,12 +16,10 @@ use tokio::time::Instant;
 use super::modern::{self, Era, Probe};
 use super::transport::{Event, Transport};
 use super::{
-    Command, Context, ControlOp, Forward, InstanceKey, Item, ListKind, Reply, RouteError, Snapshot,
-    UpstreamCaps, UpstreamRef,
+    CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, Forward, InstanceKey, Item,
+    ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
 };
 use crate::config::ServerSpec;
-use crate::router::hub::{ClientCaps, LOG_LEVELS, Route, SessionLink, log_rank};
-use crate::router::listen;
 
 /// The protocol revision mcpd asks upstreams for.
 pub const UPSTREAM_PROTOCOL: &str = "2025-11-25";
@@ -29,12 +27,8 @@ pub const UPSTREAM_PROTOCOL: &str = "2025-11-25";
 const MAX_DEFERRED: usize = 1024;
 /// Pages of a list followed before the listing is cut off (a server that loops).
 const MAX_LIST_PAGES: usize = 1000;
-/// URL-mode elicitations remembered for their completion notification.
-const MAX_ELICITATIONS: usize = 1024;
 /// A run this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(60);
-/// Ids of the requests upstreams send to clients, unique for the daemon's life.
-static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
 /// Why calls fail while an operator keeps a server stopped.
 const STOPPED_BY_OPERATOR: &str = "was stopped with `mcpctl stop`; `mcpctl start` starts it";
 /// The restart delay of a server that ran longer than [`QUICK_FAILURE`] before it failed.
@@ -46,7 +40,7 @@ enum Pending {
     Client {
         client_id: Box<RawValue>,
         progress_token: Option<Box<RawValue>>,
-        session: SessionLink,
+        session: CallerRef,
         progress: Arc<Notify>,
         started: Instant,
         reply: oneshot::Sender<Reply>,
@@ -130,14 +124,9 @@ pub(super) struct Actor {
     next_id: Arc<AtomicU64>,
     pending: HashMap<u64, Pending>,
     listing: [Listing; 4],
-    /// Requests this upstream sent to clients: its id (JSON text) → the session and the id the
-    /// client saw.
-    server_requests: HashMap<String, (SessionLink, String)>,
-    /// URL-mode elicitations by `elicitationId`, for `notifications/elicitation/complete`.
-    elicitations: HashMap<String, SessionLink>,
-    /// The session that last said its roots changed: it answers `roots/list` when no request
-    /// is in flight.
-    roots_session: Option<SessionLink>,
+    /// The session that last said its roots changed: a candidate for `roots/list` when no
+    /// request is in flight (the router decides).
+    roots_session: Option<CallerRef>,
     /// The current process finished its handshake.
     ready: bool,
     /// The current process speaks MCP 2026-07-28 (per-request `_meta`, no handshake).
@@ -168,8 +157,6 @@ impl Actor {
             next_id,
             pending: HashMap::new(),
             listing: [Listing::default(); 4],
-            server_requests: HashMap::new(),
-            elicitations: HashMap::new(),
             roots_session: None,
             ready: false,
             modern: false,
@@ -730,7 +717,7 @@ impl Actor {
 
     /// No client request is waiting on the server and it waits on no client.
     fn is_unused(&self) -> bool {
-        self.server_requests.is_empty()
+        !self.context.downstream.owes(&self.me)
             && !self
                 .pending
                 .values()
@@ -747,16 +734,8 @@ impl Actor {
                 }));
             }
         }
-        for (_, (session, downstream)) in self.server_requests.drain() {
-            // The client is told that the request it may be showing its user is void.
-            if session.take_route(&downstream).is_some() {
-                let cancelled = format!(
-                    r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{downstream},"reason":"the server went away"}}}}"#
-                );
-                session.try_send(cancelled);
-            }
-        }
-        self.elicitations.clear();
+        // The clients are told that the requests they may be showing their users are void.
+        self.context.downstream.upstream_gone(&self.me);
         self.listing = [Listing::default(); 4];
         Outcome::Failed(why)
     }
@@ -777,7 +756,7 @@ impl Actor {
                 }
             }
             Command::ClientResponse { upstream_id, line } => {
-                self.server_requests.remove(&upstream_id);
+                tracing::trace!(server = %self.name, id = %upstream_id, "a client answered");
                 let _ = transport.send(line);
             }
             Command::RootsChanged { line, from } => {
@@ -803,7 +782,7 @@ impl Actor {
             tracing::trace!(server = %self.name, ?caps, "modern request");
             let level = match f.caps {
                 Some(_) => f.log_level.as_deref(),
-                None => f.session.log_level().map(|r| LOG_LEVELS[r as usize]),
+                None => f.session.log_level(),
             };
             modern::stamp(&f.line, &caps, level)
         } else {
@@ -997,16 +976,12 @@ impl Actor {
         }
         if caps.logging
             && !self.modern
-            && let Some(rank) = self.context.hub.most_verbose_level()
+            && let Some(level) = self.context.downstream.log_level()
         {
-            self.internal(
-                "logging/setLevel",
-                json!({"level": LOG_LEVELS[rank as usize]}),
-                transport,
-            );
+            self.internal("logging/setLevel", json!({"level": level}), transport);
         }
         if caps.subscribe && !self.modern {
-            for uri in self.context.hub.subscribed_uris(&self.key) {
+            for uri in self.context.downstream.subscribed_uris(&self.key) {
                 self.internal("resources/subscribe", json!({"uri": uri}), transport);
             }
         }
@@ -1221,50 +1196,15 @@ impl Actor {
                 }
             }
             "notifications/cancelled" => {
-                let Some(request) = params.and_then(|p| member(p, "requestId")) else {
-                    return;
-                };
-                if let Some((session, downstream)) = self.server_requests.remove(request.get()) {
-                    session.take_route(&downstream);
-                    let mut rw = msg.rewrite();
-                    rw.replace(request, downstream);
-                    session.try_send(rw.finish());
+                if let Some(request) = params.and_then(|p| member(p, "requestId")) {
+                    self.context
+                        .downstream
+                        .request_cancelled(&self.me, request.get(), msg);
                 }
             }
-            "notifications/message" => {
-                let level = params
-                    .and_then(|p| member(p, "level"))
-                    .and_then(|l| envelope::decode_str(l).ok());
-                let rank = level.as_deref().and_then(log_rank).unwrap_or(0);
-                self.context
-                    .hub
-                    .broadcast_log(&self.name, self.key.owner(), rank, msg.text());
-            }
-            "notifications/resources/updated" => {
-                let uri = params
-                    .and_then(|p| member(p, "uri"))
-                    .and_then(|u| envelope::decode_str(u).ok());
-                if let Some(uri) = uri {
-                    for session in self.context.hub.subscribers(&self.key, &uri) {
-                        listen::resource_updated(&session, &self.name, &uri, msg.text());
-                    }
-                }
-            }
-            "notifications/tasks/status" => {
-                crate::router::session::tasks::status_notification(
-                    &self.context.hub,
-                    &self.name,
-                    msg,
-                );
-            }
-            "notifications/elicitation/complete" => {
-                let id = params
-                    .and_then(|p| member(p, "elicitationId"))
-                    .and_then(|i| envelope::decode_str(i).ok());
-                if let Some(session) = id.and_then(|id| self.elicitations.remove(id.as_ref())) {
-                    session.try_send(msg.text().to_owned());
-                }
-            }
+            // Log messages, resource updates, task status, elicitation completions: the router
+            // decides which sessions get them.
+            _ if self.context.downstream.notify(&self.key, msg) => {}
             method => {
                 let kinds: Vec<ListKind> = ListKind::ALL
                     .into_iter()
@@ -1294,15 +1234,12 @@ impl Actor {
                 .and_then(|m| envelope::decode_str(m).ok())
                 .as_deref()
                 == Some("url");
-        let able: fn(&ClientCaps) -> bool = match method {
+        match method {
             "ping" => {
                 let _ = transport.send(envelope::response(id, &json!({})));
                 return;
             }
-            "sampling/createMessage" => |c| c.sampling,
-            "elicitation/create" if url_mode => |c| c.elicitation_url,
-            "elicitation/create" => |c| c.elicitation_form,
-            "roots/list" => |c| c.roots,
+            "sampling/createMessage" | "elicitation/create" | "roots/list" => {}
             _ => {
                 let answer = envelope::error_response(
                     Some(id),
@@ -1312,8 +1249,8 @@ impl Actor {
                 let _ = transport.send(answer);
                 return;
             }
-        };
-        let Some((session, asks)) = self.choose_session(method, able) else {
+        }
+        let Some((session, asks)) = self.choose_session(method, url_mode) else {
             tracing::debug!(server = %self.name, method, "no attached client can answer");
             let answer = envelope::error_response(
                 Some(id),
@@ -1344,81 +1281,59 @@ impl Actor {
             }
             return;
         }
-        // One counter for the whole daemon: a restarted or re-created actor never reuses an id
-        // a client may still answer.
-        let n = DOWNSTREAM_IDS.fetch_add(1, Ordering::Relaxed);
-        let downstream =
-            serde_json::to_string(&format!("mcpd:{}:{n}", self.name)).unwrap_or_default();
-        session.add_route(
-            downstream.clone(),
-            Route {
-                upstream: self.me.clone(),
-                upstream_id: id.get().to_owned(),
-            },
-        );
-        if !session.try_send(msg.with_id(&downstream)) {
-            session.take_route(&downstream);
-            let answer = envelope::error_response(
-                Some(id),
-                envelope::UPSTREAM_BUSY,
-                "the client is not reading its messages",
-            );
-            let _ = transport.send(answer);
-            return;
+        if let Err(e) = self
+            .context
+            .downstream
+            .send_request(&session, &self.me, id.get(), msg)
+        {
+            let _ = transport.send(envelope::error_response(Some(id), e.code, &e.message));
         }
-        if url_mode {
-            let elicitation = msg
-                .params
-                .and_then(|p| member(p, "elicitationId"))
-                .and_then(|i| envelope::decode_str(i).ok());
-            if let Some(elicitation) = elicitation {
-                if self.elicitations.len() >= MAX_ELICITATIONS {
-                    self.elicitations.clear();
-                }
-                self.elicitations
-                    .insert(elicitation.into_owned(), session.clone());
-            }
-        }
-        self.server_requests
-            .insert(id.get().to_owned(), (session, downstream));
     }
 
-    /// The session a server-to-client request goes to: of the sessions able to answer it, the
-    /// one whose request to this upstream started last (the request most likely to have caused
-    /// it). With none in flight, a `roots/list` goes to the session that last said its roots
-    /// changed.
+    /// The session a server-to-client request goes to, chosen by the router among the
+    /// sessions with a request in flight here and the one that last said its roots changed.
     ///
     /// A modern client's call (it declared its capabilities in the request) takes the request
     /// through its `asks` channel instead.
     fn choose_session(
         &self,
         method: &str,
-        able: fn(&ClientCaps) -> bool,
-    ) -> Option<(SessionLink, Option<mpsc::Sender<super::Ask>>)> {
-        let in_flight = self
-            .pending
-            .values()
-            .filter_map(|p| match p {
-                Pending::Client {
-                    session,
-                    started,
-                    caps,
-                    asks,
-                    ..
-                } if able(&caps.unwrap_or_else(|| session.caps())) && !session.is_closed() => {
-                    Some((started, session, asks))
-                }
-                _ => None,
-            })
-            .max_by_key(|(started, _, _)| **started)
-            .map(|(_, session, asks)| (session.clone(), asks.clone()));
-        in_flight.or_else(|| {
-            (method == "roots/list")
-                .then(|| self.roots_session.clone())
-                .flatten()
-                .filter(|s| able(&s.caps()) && !s.is_closed())
-                .map(|s| (s, None))
-        })
+        url_mode: bool,
+    ) -> Option<(CallerRef, Option<mpsc::Sender<super::Ask>>)> {
+        let mut callers = Vec::new();
+        let mut candidates = Vec::new();
+        for p in self.pending.values() {
+            if let Pending::Client {
+                session,
+                started,
+                caps,
+                asks,
+                ..
+            } = p
+            {
+                callers.push((session, asks.clone()));
+                candidates.push(Candidate {
+                    caller: session,
+                    caps: caps.unwrap_or_else(|| session.caps()),
+                    started: Some(*started),
+                });
+            }
+        }
+        if let Some(roots) = &self.roots_session {
+            candidates.push(Candidate {
+                caller: roots,
+                caps: roots.caps(),
+                started: None,
+            });
+        }
+        let chosen = self
+            .context
+            .downstream
+            .choose(method, url_mode, &candidates)?;
+        match callers.get(chosen) {
+            Some((session, asks)) => Some((CallerRef::clone(session), asks.clone())),
+            None => self.roots_session.clone().map(|s| (s, None)),
+        }
     }
 }
 

@@ -13,9 +13,68 @@ use tokio::time::Instant;
 use super::super::fake::{self, FakeServer};
 use super::super::transport::Event;
 use super::super::transport::tests::spec;
-use super::super::{Begin, Context, Forward, InstanceKey, Reply, Snapshot, UpstreamHandle};
-use crate::router::hub::{Hub, SessionLink};
-use crate::router::outbox::Outbox;
+use super::super::{
+    Begin, Caller, CallerRef, Candidate, ClientCaps, Context, Downstream, Forward, InstanceKey,
+    Reply, RouteError, Snapshot, UpstreamHandle, UpstreamRef,
+};
+
+/// A sessions side with no session: nothing to route to, nothing asked of upstreams.
+#[derive(Debug)]
+struct NoSessions;
+
+impl Downstream for NoSessions {
+    fn choose(&self, _: &str, _: bool, _: &[Candidate<'_>]) -> Option<usize> {
+        None
+    }
+    fn send_request(
+        &self,
+        _: &CallerRef,
+        _: &UpstreamRef,
+        _: &str,
+        _: &mcpd_proto::envelope::Envelope<'_>,
+    ) -> Result<(), RouteError> {
+        Err(RouteError {
+            code: mcpd_proto::envelope::METHOD_NOT_FOUND,
+            message: "no session".to_owned(),
+        })
+    }
+    fn request_cancelled(&self, _: &UpstreamRef, _: &str, _: &mcpd_proto::envelope::Envelope<'_>) {}
+    fn upstream_gone(&self, _: &UpstreamRef) {}
+    fn owes(&self, _: &UpstreamRef) -> bool {
+        false
+    }
+    fn notify(&self, _: &InstanceKey, _: &mcpd_proto::envelope::Envelope<'_>) -> bool {
+        false
+    }
+    fn log_level(&self) -> Option<&'static str> {
+        None
+    }
+    fn subscribed_uris(&self, _: &InstanceKey) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The client of the test's calls.
+#[derive(Debug)]
+struct Client;
+
+impl Caller for Client {
+    fn id(&self) -> u64 {
+        1
+    }
+    fn try_send(&self, _: String) -> bool {
+        true
+    }
+    fn caps(&self) -> ClientCaps {
+        ClientCaps::default()
+    }
+    fn log_level(&self) -> Option<&'static str> {
+        None
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
 
 /// Starts the actor of server `name` (unique per test) with the configuration `server`.
 fn spawn(name: &str, server: Value) -> UpstreamHandle {
@@ -24,7 +83,7 @@ fn spawn(name: &str, server: Value) -> UpstreamHandle {
     // The fake speaks the handshake era (no `server/discover` probe first).
     server["protocol"] = json!("legacy");
     let context = Context {
-        hub: Arc::new(Hub::default()),
+        downstream: Arc::new(NoSessions),
         catalog_dirty: Arc::new(Notify::new()),
         records: None,
         auth: None,
@@ -47,7 +106,6 @@ async fn wait_for(handle: &UpstreamHandle, done: impl FnMut(&Snapshot) -> bool) 
 /// Sends a client's `tools/call` with JSON-RPC id 7.
 fn call(handle: &UpstreamHandle) -> oneshot::Receiver<Reply> {
     let upstream_id = handle.allocate_id();
-    let (out, _rx) = Outbox::new(1, 1 << 20);
     let line = json!({"jsonrpc": "2.0", "id": upstream_id, "method": "tools/call", "params": {"name": "t"}});
     handle
         .request(Forward {
@@ -55,7 +113,7 @@ fn call(handle: &UpstreamHandle) -> oneshot::Receiver<Reply> {
             line: line.to_string(),
             client_id: serde_json::value::to_raw_value(&7).expect("a number"),
             progress_token: None,
-            session: SessionLink::new(1, out),
+            session: Arc::new(Client),
             progress: Arc::new(Notify::new()),
             caps: None,
             asks: None,

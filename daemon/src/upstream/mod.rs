@@ -15,6 +15,7 @@ mod fake;
 pub mod http;
 mod instance;
 pub mod modern;
+pub mod port;
 pub mod process;
 pub mod records;
 pub mod sse;
@@ -30,8 +31,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::ServerSpec;
-use crate::router::hub::{Hub, SessionLink};
 pub use instance::{InstanceKey, Scope};
+pub use port::{Caller, CallerRef, Candidate, ClientCaps, Downstream};
 pub use process::StopTimeouts;
 
 /// Commands queued for one upstream actor before senders are told it is busy.
@@ -239,12 +240,12 @@ pub struct Forward {
     /// session rewrote to `upstream_id`).
     pub progress_token: Option<Box<RawValue>>,
     /// The session that sent it.
-    pub session: SessionLink,
+    pub session: CallerRef,
     /// Notified on each progress notification, to extend the request's timeout.
     pub progress: Arc<Notify>,
     /// The capabilities a modern client declared in this request's `_meta`; `None`: those of
     /// the session (its `initialize`).
-    pub caps: Option<crate::router::hub::ClientCaps>,
+    pub caps: Option<ClientCaps>,
     /// For a modern client's call: where the server-to-client requests the upstream sends
     /// during it go (the client cannot take them; see `router::mrtr`).
     pub asks: Option<mpsc::Sender<Ask>>,
@@ -300,7 +301,7 @@ enum Command {
     /// one that answers the upstream's next `roots/list` when no request is in flight.
     RootsChanged {
         line: String,
-        from: SessionLink,
+        from: CallerRef,
     },
     /// A request mcpd makes for itself (e.g. `logging/setLevel`); its answer is only logged.
     Internal {
@@ -329,8 +330,8 @@ pub enum ControlOp {
 /// What every upstream of one daemon works with.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// How upstreams reach sessions.
-    pub hub: Arc<Hub>,
+    /// How upstreams reach sessions (the router).
+    pub downstream: Arc<dyn Downstream>,
     /// Notified whenever an upstream's state or lists change.
     pub catalog_dirty: Arc<Notify>,
     /// Where child records are kept (`None` in tests that spawn no process).
@@ -361,13 +362,41 @@ pub struct UpstreamHandle {
     next_id: Arc<AtomicU64>,
 }
 
-/// A reference to an upstream that does not keep its actor alive, kept in session routes.
+/// Serial numbers of upstream actors, unique for the daemon's life.
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+/// A reference to an upstream that does not keep its actor alive, kept in the routes of the
+/// requests it sent to clients.
 #[derive(Debug, Clone)]
 pub struct UpstreamRef {
     tx: mpsc::WeakSender<Command>,
+    key: Arc<InstanceKey>,
+    /// Which actor: a successor has the same key.
+    serial: u64,
 }
 
 impl UpstreamRef {
+    /// Which instance it is.
+    pub fn key(&self) -> &InstanceKey {
+        &self.key
+    }
+
+    /// Whether both refer to the same actor.
+    pub fn same(&self, other: &UpstreamRef) -> bool {
+        self.serial == other.serial
+    }
+
+    /// A reference to no actor (answers go nowhere), for tests of the router.
+    #[cfg(test)]
+    pub(crate) fn detached(server: &str) -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self {
+            tx: tx.downgrade(),
+            key: Arc::new(InstanceKey::shared(server)),
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// Delivers a client's answer to a request the upstream sent.
     pub fn client_response(&self, upstream_id: String, line: String) {
         if let Some(tx) = self.tx.upgrade() {
@@ -392,6 +421,8 @@ impl UpstreamHandle {
         };
         let me = UpstreamRef {
             tx: handle.tx.downgrade(),
+            key: Arc::clone(&handle.key),
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
         };
         let actor = actor::Actor::new(
             Arc::clone(&handle.key),
@@ -477,7 +508,7 @@ impl UpstreamHandle {
     }
 
     /// Passes a client's `notifications/roots/list_changed` on.
-    pub fn roots_changed(&self, line: String, from: SessionLink) {
+    pub fn roots_changed(&self, line: String, from: CallerRef) {
         let _ = self.tx.try_send(Command::RootsChanged { line, from });
     }
 

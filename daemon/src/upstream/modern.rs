@@ -14,7 +14,7 @@ use base64::Engine as _;
 use mcpd_proto::envelope::{self, Envelope, field};
 use serde_json::value::RawValue;
 
-use crate::router::hub::ClientCaps;
+use super::ClientCaps;
 
 /// The modern protocol revision.
 pub const MODERN_VERSION: &str = crate::config::protocol::MODERN;

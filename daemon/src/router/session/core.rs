@@ -274,16 +274,8 @@ impl Session {
     /// server requests it still owed, and releases its subscriptions.
     pub(crate) fn close(mut self) {
         self.tasks.abort_all();
-        for route in self.link.drain_routes() {
-            let Ok(id) = RawValue::from_string(route.upstream_id.clone()) else {
-                continue;
-            };
-            let answer = envelope::error_response(
-                Some(&id),
-                envelope::INTERNAL_ERROR,
-                "the client went away before answering",
-            );
-            route.upstream.client_response(route.upstream_id, answer);
+        for route in self.services.hub.requests().drain_session(self.id) {
+            route.abandon();
         }
         for (key, uri) in self.services.hub.unregister(self.id) {
             if let Some(upstream) = self.services.supervisor.instance(&key) {
@@ -645,7 +637,7 @@ impl Session {
             "notifications/roots/list_changed" => {
                 for server in self.servers() {
                     if let Some(upstream) = self.upstream_for(&server, false) {
-                        upstream.roots_changed(msg.text().to_owned(), self.link.clone());
+                        upstream.roots_changed(msg.text().to_owned(), self.link.caller());
                     }
                 }
             }
@@ -660,15 +652,15 @@ impl Session {
             let _ = waiter.send(msg.text().to_owned());
             return;
         }
-        let Some(route) = msg.id.and_then(|id| self.link.take_route(id.get())) else {
+        let requests = self.services.hub.requests();
+        let Some(route) = msg.id.and_then(|id| requests.take(id.get(), self.id)) else {
             tracing::debug!(
                 session = self.id,
                 "dropped a response to a request mcpd did not send"
             );
             return;
         };
-        let line = msg.with_id(&route.upstream_id);
-        route.upstream.client_response(route.upstream_id, line);
+        route.answer(msg);
     }
 
     async fn on_catalog_changed(&mut self) {
@@ -1348,7 +1340,7 @@ pub(crate) async fn forward(
         line: rewrite.finish(),
         client_id: client_id.clone(),
         progress_token: token.map(RawValue::to_owned),
-        session,
+        session: session.caller(),
         progress: Arc::clone(&progress),
         caps: mrtr::request_caps(msg),
         asks: None,
