@@ -5,7 +5,8 @@
 //! The keyring tests run a real Secret Service: Debian's `gnome-keyring` in a private D-Bus
 //! session (`dbus-run-session`), its login keyring created and unlocked with a password on
 //! stdin, and `secret-tool` (libsecret-tools) to look into it. Without those programs
-//! (`apt-get install gnome-keyring dbus-daemon libsecret-tools`) these tests say so and skip;
+//! (`apt-get install gnome-keyring dbus-daemon libsecret-tools`) these tests fail, naming what
+//! to install (`mcpd_tests::tool_missing`), unless `MCPD_ALLOW_SKIP=1` turns that into a skip;
 //! nothing else makes them skip.
 //!
 //! Every test is `peer_*` (it starts Python).
