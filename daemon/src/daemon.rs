@@ -159,6 +159,7 @@ impl Daemon {
         daemon.supervisor.start();
         daemon.rebuild_catalog();
         tokio::spawn(Arc::clone(&daemon).maintain_catalog());
+        tokio::spawn(Arc::clone(&daemon.cache).write_behind());
         tokio::spawn(Arc::clone(&daemon).restart_after_logins());
         daemon
     }
@@ -511,7 +512,11 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         report_loaded(&self.config_path, &loaded);
         crate::redact::register_config(&self.redactor, &loaded.config);
-        self.auth.set_targets(loaded.config.remote_auth.clone());
+        // Stored logins are read and decrypted from files: not on a runtime worker.
+        let (auth, targets) = (Arc::clone(&self.auth), loaded.config.remote_auth.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || auth.set_targets(targets)).await {
+            tracing::warn!("reading the stored logins failed: {e}");
+        }
         let notice = crate::config_report::notice(&self.config_path, &loaded.config, None, None);
         let diff = self.supervisor.apply(loaded.config.clone(), notice).await;
         {
@@ -596,6 +601,7 @@ impl Daemon {
     /// Stops every upstream with the stop sequence, all at once, and waits for them.
     pub async fn stop_all(&self) {
         self.supervisor.stop_all().await;
+        self.cache.flush().await;
     }
 }
 

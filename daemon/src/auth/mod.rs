@@ -228,14 +228,24 @@ impl AuthManager {
 
     /// Applies a (re)loaded configuration: new servers get their stored logins loaded;
     /// servers whose URL changed lose their tokens (they are for another server).
+    ///
+    /// Stored logins are read and decrypted with no lock held (file I/O); callers on the
+    /// runtime run it on a blocking thread.
     pub fn set_targets(&self, targets: BTreeMap<String, RemoteAuth>) {
         let old = std::mem::replace(&mut *lock(&self.targets), targets.clone());
-        let mut servers = lock(&self.servers);
-        servers.retain(|name, _| targets.contains_key(name));
-        for (name, target) in &targets {
-            if old.get(name).is_some_and(|o| o.url == target.url) && servers.contains_key(name) {
-                continue;
-            }
+        let keep: Vec<String> = {
+            let servers = lock(&self.servers);
+            targets
+                .iter()
+                .filter(|(name, target)| {
+                    old.get(*name).is_some_and(|o| o.url == target.url)
+                        && servers.contains_key(*name)
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut loaded = Vec::new();
+        for (name, target) in targets.iter().filter(|(n, _)| !keep.contains(n)) {
             let auth = Arc::new(ServerAuth::new(name));
             match self.load_grant(name, &target.url) {
                 Ok(Some(grant)) => {
@@ -245,8 +255,11 @@ impl AuthManager {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(server = %name, "{e}"),
             }
-            servers.insert(name.clone(), auth);
+            loaded.push((name.clone(), auth));
         }
+        let mut servers = lock(&self.servers);
+        servers.retain(|name, _| keep.contains(name));
+        servers.extend(loaded);
     }
 
     fn load_grant(&self, name: &str, url: &Url) -> Result<Option<Grant>, String> {

@@ -6,10 +6,19 @@
 //! is kept like the credentials: directory 0700, file 0600 (looser modes found on disk are
 //! tightened when the cache is read or written). An entry is used only while the server's
 //! definition is unchanged (a fingerprint of its transport settings).
+//!
+//! Writing it is behind the catalog: [`CatalogCache::store`] only updates the copy in memory
+//! (under a short lock, no I/O), and [`CatalogCache::write_behind`] writes the file once a
+//! burst of changes has settled ([`WRITE_DELAY`]), on a blocking thread, never on the runtime's
+//! workers. The daemon flushes it when it stops.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +29,9 @@ use crate::upstream::{Item, ListKind, Snapshot, UpstreamCaps};
 const FORMAT: u32 = 1;
 /// Largest cache file read; a larger one is ignored (and rewritten).
 const MAX_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// How long changes are collected before the file is written: servers starting together
+/// change the catalog many times within a moment, and one write covers them all.
+pub const WRITE_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
@@ -46,6 +58,15 @@ struct CachedServer {
 pub struct CatalogCache {
     path: PathBuf,
     servers: Mutex<BTreeMap<String, CachedServer>>,
+    /// Changes made in memory, and how many of them are on disk.
+    changes: AtomicU64,
+    written: AtomicU64,
+    /// Files written, for tests and logs.
+    files: AtomicU64,
+    /// Notified on each change, for [`CatalogCache::write_behind`].
+    changed: Notify,
+    /// One write at a time (the writer and a flush).
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn fingerprint(spec: &ServerSpec) -> String {
@@ -74,6 +95,11 @@ impl CatalogCache {
         Self {
             path,
             servers: Mutex::new(servers),
+            changes: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            changed: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -97,8 +123,9 @@ impl CatalogCache {
         snapshot
     }
 
-    /// Records the live catalogs of `upstreams` and writes the file if anything changed.
-    /// Servers that are not in `upstreams` any more are forgotten.
+    /// Records the live catalogs of `upstreams`; if anything changed, the file is written
+    /// behind ([`CatalogCache::write_behind`]). Servers not in `upstreams` any more are
+    /// forgotten.
     pub fn store(&self, upstreams: &BTreeMap<String, (ServerSpec, Snapshot)>) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
@@ -124,18 +151,61 @@ impl CatalogCache {
             }
         }
         if changed {
-            let file = CacheFile {
-                format: FORMAT,
-                servers: servers.clone(),
-            };
             drop(servers);
-            if let Err(e) = write_atomically(&self.path, &file) {
-                tracing::warn!(
-                    "cannot write the catalog cache {}: {e}",
-                    self.path.display()
-                );
-            }
+            self.changes.fetch_add(1, Ordering::AcqRel);
+            self.changed.notify_one();
         }
+    }
+
+    /// Writes the file whenever changes have settled for [`WRITE_DELAY`]; runs until the task
+    /// is dropped (the daemon then calls [`CatalogCache::flush`]).
+    pub async fn write_behind(self: std::sync::Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            // Each further change within the delay starts it again (a burst is one write).
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(WRITE_DELAY) => break,
+                    () = self.changed.notified() => {}
+                }
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Writes what changed since the last write, now (off the runtime's worker threads).
+    pub async fn flush(&self) {
+        let _one = self.writing.lock().await;
+        let changes = self.changes.load(Ordering::Acquire);
+        if changes == self.written.load(Ordering::Acquire) {
+            return;
+        }
+        let file = CacheFile {
+            format: FORMAT,
+            servers: self
+                .servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        let path = self.path.clone();
+        let wrote = tokio::task::spawn_blocking(move || write_atomically(&path, &file)).await;
+        match wrote {
+            Ok(Ok(())) => {
+                self.written.store(changes, Ordering::Release);
+                self.files.fetch_add(1, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "cannot write the catalog cache {}: {e}",
+                self.path.display()
+            ),
+            Err(e) => tracing::warn!("the catalog cache writer failed: {e}"),
+        }
+    }
+
+    /// Times the file was written.
+    pub fn files_written(&self) -> u64 {
+        self.files.load(Ordering::Acquire)
     }
 }
 
@@ -200,6 +270,54 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    /// One server whose tools are `tools`, known live.
+    fn views(tools: &[&str]) -> BTreeMap<String, (ServerSpec, Snapshot)> {
+        let spec = crate::upstream::transport::tests::spec(serde_json::json!({"command": "x"}));
+        let mut snapshot = Snapshot {
+            known: [true; 4],
+            ..Snapshot::default()
+        };
+        let items = tools
+            .iter()
+            .map(|t| Item {
+                key: (*t).to_owned(),
+                raw: serde_json::value::to_raw_value(&serde_json::json!({"name": t})).unwrap(),
+            })
+            .collect();
+        snapshot.lists[ListKind::Tools.index()] = std::sync::Arc::new(items);
+        BTreeMap::from([("s".to_owned(), (spec, snapshot))])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_written_once_and_the_file_holds_the_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("mcpd").join("catalog.json");
+        let cache = std::sync::Arc::new(CatalogCache::load(path.clone()));
+        let writer = tokio::spawn(std::sync::Arc::clone(&cache).write_behind());
+        // Servers starting together: the catalog changes many times within a moment. Storing
+        // does no I/O.
+        for n in 1..=20 {
+            let tools: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+            let tools: Vec<&str> = tools.iter().map(String::as_str).collect();
+            cache.store(&views(&tools));
+            tokio::time::sleep(WRITE_DELAY / 10).await;
+        }
+        assert!(!path.exists(), "written while the changes kept coming");
+        tokio::time::sleep(WRITE_DELAY * 2).await;
+        // The writer is writing by now (on a blocking thread); a flush waits for that write
+        // and, finding nothing newer, writes nothing itself.
+        cache.flush().await;
+        assert_eq!(cache.files_written(), 1);
+        let reread = CatalogCache::load(path.clone());
+        let snapshot = reread.initial_snapshot("s", &views(&[])["s"].0);
+        assert_eq!(snapshot.lists[ListKind::Tools.index()].len(), 20);
+        // A change followed by a flush (the daemon stopping) is written at once.
+        cache.store(&views(&["only"]));
+        cache.flush().await;
+        assert_eq!(cache.files_written(), 2);
+        writer.abort();
     }
 
     #[test]
