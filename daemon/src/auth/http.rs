@@ -70,7 +70,7 @@ impl Http {
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")
-            } else if !super::discovery::secure_enough(attempt.url()) {
+            } else if !crate::net::secure_enough(attempt.url()) {
                 attempt.error("a redirect to plain http was refused")
             } else {
                 attempt.follow()
@@ -119,7 +119,7 @@ impl Http {
 
     /// Asks the MCP endpoint without credentials to learn its challenge: an `initialize`
     /// POST; a 401's `WWW-Authenticate` is returned. Anything else: `None`.
-    pub async fn probe(&self, server: &Url) -> Option<super::discovery::Challenge> {
+    pub async fn probe(&self, server: &Url) -> Option<super::challenge::Challenge> {
         let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpd","version":"0"}}}"#;
         let response = self
             .post
@@ -141,8 +141,8 @@ impl Http {
             .get_all(reqwest::header::WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .map(super::discovery::Challenge::parse)
-            .find(|c| *c != super::discovery::Challenge::default())
+            .map(super::challenge::Challenge::parse)
+            .find(|c| *c != super::challenge::Challenge::default())
             .unwrap_or_default();
         Some(challenge)
     }

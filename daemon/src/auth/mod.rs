@@ -26,6 +26,7 @@
 //! transport: not in logs, errors, status or the control socket.
 
 pub mod callback;
+pub mod challenge;
 pub mod discovery;
 pub mod grant;
 pub mod http;

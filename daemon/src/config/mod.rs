@@ -23,6 +23,7 @@ pub mod observe;
 mod problems;
 pub mod protocol;
 pub mod secret_refs;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +34,7 @@ use serde_json::{Map, Value};
 
 pub use expand::{ExpandError, expand};
 pub use problems::{ServerProblem, did_you_mean};
+pub use stop::StopTimeouts;
 
 /// Default time a request may wait for its response without progress, when a server sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,7 +87,7 @@ pub struct ServerSpec {
     /// Stop the server after this long without requests; the next request starts it again.
     pub idle_timeout: Option<Duration>,
     /// Grace periods of the stop sequence.
-    pub stop: crate::upstream::StopTimeouts,
+    pub stop: StopTimeouts,
     /// When and how often it is started again after it failed.
     pub restart: RestartPolicy,
     /// Its `${secret:NAME}` references (and, for a started instance, their values).
@@ -778,7 +780,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             ping_interval: Some(DEFAULT_PING_INTERVAL),
             ping_timeout: Duration::from_secs(10),
             idle_timeout: None,
-            stop: crate::upstream::StopTimeouts::default(),
+            stop: StopTimeouts::default(),
             restart: RestartPolicy::default(),
             secrets: secret_refs::SecretBinding::default(),
             contain: contain::Containment::default(),

@@ -63,26 +63,10 @@ const MAX_STDERR_LINE: usize = 8 * 1024;
 /// Messages queued for a server's stdin before senders are told it is busy.
 pub const STDIN_QUEUE: usize = 1024;
 
-/// Grace periods of the stop sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StopTimeouts {
-    /// After closing stdin, before SIGTERM.
-    pub after_stdin: Duration,
-    /// After SIGTERM, before SIGKILL.
-    pub after_term: Duration,
-}
+pub use crate::config::StopTimeouts;
 
 /// How long a stop waits for a process to go after SIGKILL.
 const AFTER_KILL: Duration = Duration::from_secs(5);
-
-impl Default for StopTimeouts {
-    fn default() -> Self {
-        Self {
-            after_stdin: Duration::from_secs(2),
-            after_term: Duration::from_secs(3),
-        }
-    }
-}
 
 /// A running child: its handle, its stdin queue, its stdout frames and its stderr tail.
 #[derive(Debug)]
