@@ -48,7 +48,7 @@ const DAEMON_LOG: &str = "info";
 
 type Bench = fn(&Ctx);
 
-const BENCHES: [(&str, &str, Bench); 6] = [
+const BENCHES: [(&str, &str, Bench); 11] = [
     (
         "shim_start",
         "mcp-shim start to a tools/list answer, warm daemon (issue 2)",
@@ -79,7 +79,35 @@ const BENCHES: [(&str, &str, Bench); 6] = [
         "upstream crash and daemon restart to the next good call (issue 4)",
         recovery,
     ),
+    (
+        "peers_latency",
+        "tools/call round trip: direct vs mcpd vs mcpzip vs dynamic-mcp (issue 18)",
+        compare::peers_latency,
+    ),
+    (
+        "throughput",
+        "calls/s and CPU per call at 1×1, 1×16, 8×8, 32×4 (issue 18)",
+        compare::throughput,
+    ),
+    (
+        "slow4",
+        "a 1 s tool called 4 times at once by one client (issue 18)",
+        compare::slow4,
+    ),
+    (
+        "scaling",
+        "full tools/list through mcp-shim up to 5,000 tools (issue 18)",
+        compare::scaling,
+    ),
+    (
+        "fleet",
+        "5 clients × 10 server-everything: memory and processes (issue 18)",
+        compare::fleet,
+    ),
 ];
+
+#[path = "mcpd/compare.rs"]
+mod compare;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -7,8 +7,8 @@
 //! A URI that no server lists goes to the first server (in name order) with a template that
 //! matches it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{Rewrite, field};
@@ -63,6 +63,48 @@ pub struct Catalog {
     pub denied: HashMap<String, String>,
     /// Tools and prompts left out by the pinning policy, by kind and namespaced name.
     withheld: HashMap<(usize, String), Withheld>,
+    /// What each server set (and tool filter) sees of each kind, computed on first use: a
+    /// catalog is immutable once published and rebuilt on every change, so every session with
+    /// the same view shares one index list, and a page is a slice of it.
+    views: Mutex<HashMap<ViewKey, Arc<[u32]>>>,
+}
+
+/// A view's key: the kind, the servers (in the session's order) and the tool filter.
+type ViewKey = (usize, Vec<String>, Vec<String>, Vec<String>);
+
+/// More distinct views than this in one catalog (profiles × instance sets) and the memo
+/// starts again: it only saves work, it never decides anything.
+const MAX_VIEWS: usize = 256;
+
+/// The items of one kind that one session sees, in catalog order: a page is a slice.
+#[derive(Debug)]
+pub struct View<'a> {
+    list: &'a [Entry],
+    at: Arc<[u32]>,
+}
+
+impl<'a> View<'a> {
+    /// How many items the view has.
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Up to `n` items from `offset` on (none past the end).
+    pub fn slice(&self, offset: usize, n: usize) -> impl Iterator<Item = &'a Entry> + '_ {
+        let start = offset.min(self.at.len());
+        let end = offset.saturating_add(n).min(self.at.len());
+        self.at[start..end].iter().map(|&i| &self.list[i as usize])
+    }
+
+    /// Every item.
+    pub fn iter(&self) -> impl Iterator<Item = &'a Entry> + '_ {
+        self.slice(0, self.at.len())
+    }
 }
 
 /// A tool or prompt the pinning policy leaves out of the catalog.
@@ -379,11 +421,79 @@ impl Catalog {
     pub fn visible<'a>(
         &'a self,
         kind: ListKind,
-        servers: &'a [String],
-        filter: &'a ToolFilter,
+        servers: &[String],
+        filter: &ToolFilter,
     ) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.view(kind, servers)
-            .filter(move |e| kind != ListKind::Tools || filter.permits(&e.original))
+        let View { list, at } = self.visible_view(kind, servers, filter);
+        (0..at.len()).map(move |k| &list[at[k] as usize])
+    }
+
+    /// The same items as [`Self::visible`], as a view that pages by slicing. Computed once per
+    /// catalog for each server set and filter (linear in the catalog), shared after that.
+    pub fn visible_view(
+        &self,
+        kind: ListKind,
+        servers: &[String],
+        filter: &ToolFilter,
+    ) -> View<'_> {
+        let i = kind.index();
+        let list = &self.lists[i];
+        let key: ViewKey = (
+            i,
+            servers.to_vec(),
+            if kind == ListKind::Tools {
+                filter.allow.clone()
+            } else {
+                Vec::new()
+            },
+            if kind == ListKind::Tools {
+                filter.deny.clone()
+            } else {
+                Vec::new()
+            },
+        );
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = views.get(&key) {
+            return View {
+                list,
+                at: Arc::clone(at),
+            };
+        }
+        let wanted: HashSet<&str> = servers.iter().map(String::as_str).collect();
+        let open = kind != ListKind::Tools || filter.is_open();
+        let at: Arc<[u32]> = list
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| wanted.contains(e.server.as_str()))
+            .filter(|(_, e)| open || filter.permits(&e.original))
+            .filter_map(|(k, _)| u32::try_from(k).ok())
+            .collect();
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(key, Arc::clone(&at));
+        View { list, at }
+    }
+
+    /// One page of a list: `n` items from `offset`, the view's items first and then `extra`
+    /// (items mcpd adds itself), and whether more follow.
+    pub fn page<'a>(
+        &'a self,
+        view: Option<&View<'a>>,
+        extra: &'a [String],
+        offset: usize,
+        n: usize,
+    ) -> (Vec<&'a str>, bool) {
+        let listed = view.map_or(0, View::len);
+        let mut items: Vec<&str> = Vec::with_capacity(n.min(listed + extra.len()));
+        if let Some(view) = view {
+            items.extend(view.slice(offset, n).map(|e| e.json.as_str()));
+        }
+        let from_extra = offset.saturating_sub(listed);
+        let room = n - items.len();
+        items.extend(extra.iter().skip(from_extra).take(room).map(String::as_str));
+        let more = offset.saturating_add(n) < listed + extra.len();
+        (items, more)
     }
 
     /// A fingerprint of one kind of list for the given servers: when it changes, clients of
@@ -427,9 +537,10 @@ impl Catalog {
         match shape.tool_mode {
             ToolMode::All => false,
             ToolMode::Search => true,
-            ToolMode::Auto => shape
-                .tool_mode
-                .searches(self.visible(ListKind::Tools, servers, &shape.tools).count()),
+            ToolMode::Auto => shape.tool_mode.searches(
+                self.visible_view(ListKind::Tools, servers, &shape.tools)
+                    .len(),
+            ),
         }
     }
 }
@@ -552,6 +663,93 @@ pub type SharedCatalog = Arc<Catalog>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::Item;
+
+    /// Servers `a`, `b`, `c` with `n` tools each (`t0`..), as the daemon would build them.
+    fn three_servers(n: usize) -> Catalog {
+        let config =
+            r#"{"mcpServers":{"a":{"command":"x"},"b":{"command":"x"},"c":{"command":"x"}}}"#;
+        let mut specs = crate::config::parse(std::path::Path::new("/c"), config, |_| None)
+            .unwrap()
+            .config
+            .servers;
+        let mut servers = BTreeMap::new();
+        for name in ["a", "b", "c"] {
+            let mut snapshot = Snapshot {
+                known: [true; 4],
+                ..Snapshot::default()
+            };
+            snapshot.lists[ListKind::Tools.index()] = Arc::new(
+                (0..n)
+                    .map(|i| Item {
+                        key: format!("t{i}"),
+                        raw: RawValue::from_string(format!(r#"{{"name":"t{i}"}}"#)).unwrap(),
+                    })
+                    .collect(),
+            );
+            servers.insert(name.to_owned(), (specs.remove(name).unwrap(), snapshot));
+        }
+        Catalog::build(&servers, "__")
+    }
+
+    #[test]
+    fn a_view_pages_by_offset_exactly_as_filtering_the_whole_list_would() {
+        let catalog = three_servers(7);
+        let servers = vec!["c".to_owned(), "a".to_owned()];
+        let open = ToolFilter::default();
+        let everything: Vec<&str> = catalog.lists[ListKind::Tools.index()]
+            .iter()
+            .filter(|e| servers.contains(&e.server))
+            .map(|e| e.json.as_str())
+            .collect();
+        let extra = vec![r#"{"name":"x1"}"#.to_owned(), r#"{"name":"x2"}"#.to_owned()];
+        let view = catalog.visible_view(ListKind::Tools, &servers, &open);
+        assert_eq!(view.len(), 14);
+        let mut paged = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (page, more) = catalog.page(Some(&view), &extra, offset, 4);
+            paged.extend(page);
+            offset += 4;
+            if !more {
+                break;
+            }
+        }
+        let expected: Vec<&str> = everything
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .collect();
+        assert_eq!(paged, expected);
+        // A page past the end is empty and says nothing follows.
+        assert_eq!(catalog.page(Some(&view), &extra, 99, 4), (vec![], false));
+        // Without a view (search mode) only the extra items are listed.
+        assert_eq!(
+            catalog.page(None, &extra, 0, 4),
+            (extra.iter().map(String::as_str).collect(), false)
+        );
+    }
+
+    #[test]
+    fn a_view_honours_the_tool_filter_and_is_computed_once_per_catalog() {
+        let catalog = three_servers(12);
+        let servers = vec!["a".to_owned(), "b".to_owned()];
+        let filter = ToolFilter {
+            allow: vec!["t1*".to_owned()],
+            deny: vec!["t11".to_owned()],
+        };
+        let names: Vec<&str> = catalog
+            .visible(ListKind::Tools, &servers, &filter)
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["a__t1", "a__t10", "b__t1", "b__t10"]);
+        let first = catalog.visible_view(ListKind::Tools, &servers, &filter);
+        let again = catalog.visible_view(ListKind::Tools, &servers, &filter);
+        assert!(Arc::ptr_eq(&first.at, &again.at));
+        // Another filter is another view.
+        let open = catalog.visible_view(ListKind::Tools, &servers, &ToolFilter::default());
+        assert_eq!(open.len(), 24);
+    }
 
     #[test]
     fn renaming_keeps_the_rest_of_the_item() {

@@ -832,23 +832,11 @@ impl RequestContext {
                 .collect(),
             _ => Vec::new(),
         };
-        let listed: Box<dyn Iterator<Item = &str>> = match kind {
-            ListKind::Tools if catalog.searches(&self.servers, &self.shape) => {
-                Box::new(std::iter::empty())
-            }
-            _ => Box::new(
-                catalog
-                    .visible(kind, &self.servers, &self.shape.tools)
-                    .map(|t| t.json.as_str()),
-            ),
+        let view = match kind {
+            ListKind::Tools if catalog.searches(&self.servers, &self.shape) => None,
+            _ => Some(catalog.visible_view(kind, &self.servers, &self.shape.tools)),
         };
-        let items: Vec<&str> = listed
-            .chain(extra.iter().map(String::as_str))
-            .skip(offset)
-            .take(page_size + 1)
-            .collect();
-        let more = items.len() > page_size;
-        let page = &items[..items.len().min(page_size)];
+        let (page, more) = catalog.page(view.as_ref(), &extra, offset, page_size);
         let mut result =
             String::with_capacity(page.iter().map(|t| t.len() + 1).sum::<usize>() + 64);
         result.push_str("{\"");

@@ -1,0 +1,821 @@
+//! Issue 18: the figures users compare side by side. mcpd against the direct route and against
+//! two other MCP proxies from crates.io, mcpzip 0.1.0 and dynamic-mcp 1.5.0 (binary `dmcp`),
+//! installed pinned by [`peer_bin`] on first use into a cache directory and reused after.
+//!
+//! - `peers_latency`: one call in flight, the fixture's `echo`, four routes interleaved.
+//! - `throughput`: clients × calls in flight (1×1, 1×16, 8×8, 32×4), calls/s and CPU per call of
+//!   each kind of process.
+//! - `slow4`: the fixture's `sleep 1000 ms` called 4 times at once by one client.
+//! - `scaling`: the full `tools/list` through `mcp-shim` as the catalog grows to 5,000 tools.
+//! - `fleet`: 5 clients × 10 server-everything: memory (Pss) and processes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+
+use super::*;
+
+/// The two seeds, as `(crate, version, binary)`.
+const PEERS: [(&str, &str, &str); 2] = [
+    ("mcpzip", "0.1.0", "mcpzip"),
+    ("dynamic-mcp", "1.5.0", "dmcp"),
+];
+
+/// Where the seeds are installed: `$MCPD_BENCH_PEERS_DIR`, else
+/// `$XDG_CACHE_HOME/mcpd-bench/peers` (`~/.cache/...`).
+fn peers_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MCPD_BENCH_PEERS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    cache.join("mcpd-bench/peers")
+}
+
+/// The path of a seed's binary, installing it (pinned, `--locked`, from crates.io) the first
+/// time. `Err` says why it is missing; the rows that need it are then left out.
+fn peer_bin(krate: &str) -> Result<PathBuf, String> {
+    let (krate, version, binary) = PEERS
+        .iter()
+        .copied()
+        .find(|(c, _, _)| *c == krate)
+        .ok_or_else(|| format!("unknown peer {krate}"))?;
+    let root = peers_root().join(format!("{krate}-{version}"));
+    let path = root.join("bin").join(binary);
+    if path.is_file() {
+        return Ok(path);
+    }
+    eprintln!(
+        "installing {krate} {version} into {} (once)",
+        root.display()
+    );
+    let status = Command::new("cargo")
+        .args(["install", "--locked", "--quiet", "--root"])
+        .arg(&root)
+        .args([krate, "--version", version])
+        .env("CARGO_INCREMENTAL", "0")
+        .status()
+        .map_err(|e| format!("cannot run cargo install: {e}"))?;
+    if status.success() && path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "`cargo install --locked --root {} {krate} --version {version}` failed ({status})",
+            root.display()
+        ))
+    }
+}
+
+/// A seed proxy with `servers` as its upstreams, in its own temp tree (its `HOME`).
+struct Seed {
+    _dir: TempDir,
+    command: Command,
+}
+
+impl Seed {
+    fn new(krate: &str, servers: &Value) -> Result<Self, String> {
+        let binary = peer_bin(krate)?;
+        let dir = tempfile::Builder::new()
+            .prefix("mcpd-bench-seed-")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        let config = dir.path().join("config.json");
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(dir.path());
+        match krate {
+            "mcpzip" => {
+                fs::write(&config, json!({"mcpServers": servers}).to_string())
+                    .map_err(|e| e.to_string())?;
+                command.arg("serve").arg("--config").arg(&config);
+            }
+            _ => {
+                // dynamic-mcp wants a description per server (its "groups").
+                let mut servers = servers.clone();
+                for (name, s) in servers.as_object_mut().into_iter().flatten() {
+                    s["description"] = json!(format!("the {name} server"));
+                }
+                fs::write(&config, json!({"mcpServers": servers}).to_string())
+                    .map_err(|e| e.to_string())?;
+                command.arg(&config);
+            }
+        }
+        Ok(Self { _dir: dir, command })
+    }
+
+    fn spawn(&mut self, what: &str) -> Conn {
+        Conn::spawn(what, &mut self.command, Stdio::null())
+    }
+}
+
+/// How a route spells a call of `server`'s `tool`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// `tools/call` of `tool` itself (the server spoken to directly).
+    Direct,
+    /// `tools/call` of `server__tool` (mcpd).
+    Namespaced,
+    /// mcpzip's `execute_tool {name: server__tool, arguments}`.
+    Mcpzip,
+    /// dynamic-mcp's `call_dynamic_tool {group: server, name: tool, args}`.
+    Dynamic,
+}
+
+impl Spelling {
+    fn params(self, server: &str, tool: &str, arguments: &str) -> String {
+        match self {
+            Self::Direct => format!(r#"{{"name":"{tool}","arguments":{arguments}}}"#),
+            Self::Namespaced => {
+                format!(r#"{{"name":"{server}__{tool}","arguments":{arguments}}}"#)
+            }
+            Self::Mcpzip => format!(
+                r#"{{"name":"execute_tool","arguments":{{"name":"{server}__{tool}","arguments":{arguments}}}}}"#
+            ),
+            Self::Dynamic => format!(
+                r#"{{"name":"call_dynamic_tool","arguments":{{"group":"{server}","name":"{tool}","args":{arguments}}}}}"#
+            ),
+        }
+    }
+}
+
+/// Whether a `tools/call` answer is a success (the seeds wrap upstream errors in a result).
+fn call_ok(a: &Answer) -> bool {
+    a.ok() && a.msg["result"]["isError"] != json!(true)
+}
+
+/// One of the four ways to the fixture.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Direct,
+    Mcpd,
+    Mcpzip,
+    Dynamic,
+}
+
+impl Way {
+    const ALL: [Way; 4] = [Way::Direct, Way::Mcpd, Way::Mcpzip, Way::Dynamic];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::Direct => "fixture directly",
+            Way::Mcpd => "mcp-shim → mcpd",
+            Way::Mcpzip => "mcpzip 0.1.0",
+            Way::Dynamic => "dynamic-mcp 1.5.0",
+        }
+    }
+
+    fn spelling(self) -> Spelling {
+        match self {
+            Way::Direct => Spelling::Direct,
+            Way::Mcpd => Spelling::Namespaced,
+            Way::Mcpzip => Spelling::Mcpzip,
+            Way::Dynamic => Spelling::Dynamic,
+        }
+    }
+
+    fn krate(self) -> Option<&'static str> {
+        match self {
+            Way::Mcpzip => Some("mcpzip"),
+            Way::Dynamic => Some("dynamic-mcp"),
+            _ => None,
+        }
+    }
+}
+
+/// `n` clients on one way to the fixture `fx`, initialized, with the processes to measure.
+struct Clients {
+    conns: Vec<Conn>,
+    /// (role, pid) of every process on the way.
+    procs: Vec<(&'static str, u32)>,
+    _daemon: Option<TestDaemon>,
+    _seeds: Vec<Seed>,
+}
+
+fn clients(way: Way, n: usize) -> Result<Clients, String> {
+    let fx = || json!({"fx": fixture::server(&[])});
+    let mut conns = Vec::new();
+    let mut procs = Vec::new();
+    let mut seeds = Vec::new();
+    let mut daemon_kept = None;
+    match way {
+        Way::Direct => {
+            for i in 0..n {
+                let mut c = Conn::spawn(
+                    &format!("fixture {i}"),
+                    &mut Command::new(bin("mcpd-fixture")),
+                    Stdio::null(),
+                );
+                c.initialize();
+                procs.push(("fixture", c.pid().unwrap_or(0)));
+                conns.push(c);
+            }
+        }
+        Way::Mcpd => {
+            let d = daemon(json!({"mcpServers": fx()}), &["fx"]);
+            procs.push(("mcpd", d.pid()));
+            for i in 0..n {
+                let mut c = Conn::spawn(
+                    &format!("shim {i}"),
+                    &mut shim_command(d.socket()),
+                    Stdio::null(),
+                );
+                c.initialize();
+                procs.push(("mcp-shim", c.pid().unwrap_or(0)));
+                conns.push(c);
+            }
+            let mut first = Conn::attach("socket session", d.socket())?;
+            first.initialize();
+            let upstream: u32 = text_of(&first.call("fx__pid", "{}"))
+                .parse()
+                .map_err(|e| format!("pid: {e}"))?;
+            procs.push(("fixture", upstream));
+            daemon_kept = Some(d);
+        }
+        Way::Mcpzip | Way::Dynamic => {
+            let krate = way.krate().unwrap_or_default();
+            for i in 0..n {
+                let mut seed = Seed::new(krate, &fx())?;
+                let mut c = seed.spawn(&format!("{krate} {i}"));
+                c.initialize();
+                // A first call connects the upstream (mcpzip connects lazily).
+                let params = way.spelling().params("fx", "echo", r#"{"message":"warm"}"#);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let a = c.try_request("tools/call", &params)?;
+                    if call_ok(&a) {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("{krate}: echo never succeeded: {}", a.msg));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let role = if way == Way::Mcpzip { "mcpzip" } else { "dmcp" };
+                let pid = c.pid().unwrap_or(0);
+                procs.push((role, pid));
+                for child in descendants_of(pid) {
+                    procs.push(("fixture", child));
+                }
+                conns.push(c);
+                seeds.push(seed);
+            }
+        }
+    }
+    Ok(Clients {
+        conns,
+        procs,
+        _daemon: daemon_kept,
+        _seeds: seeds,
+    })
+}
+
+/// CPU time per role, summed over the processes of that role.
+fn cpu_by_role(procs: &[(&'static str, u32)]) -> Vec<(&'static str, Duration)> {
+    let mut out: Vec<(&'static str, Duration)> = Vec::new();
+    for (role, pid) in procs {
+        let t = cpu_time(*pid);
+        match out.iter_mut().find(|(r, _)| r == role) {
+            Some((_, sum)) => *sum += t,
+            None => out.push((role, t)),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn peers_latency(ctx: &Ctx) {
+    let calls = ctx.n(5_000);
+    let hello = r#"{"message":"hello"}"#;
+    let mut routes: Vec<(Way, Clients)> = Vec::new();
+    for way in Way::ALL {
+        match clients(way, 1) {
+            Ok(c) => routes.push((way, c)),
+            Err(why) => println!("({} left out: {why})\n", way.name()),
+        }
+    }
+    let block = 250.min(calls);
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); routes.len()];
+    let mut cpu: Vec<Vec<(&'static str, Duration)>> = routes
+        .iter()
+        .map(|(_, c)| {
+            cpu_by_role(&c.procs)
+                .into_iter()
+                .map(|(r, _)| (r, Duration::ZERO))
+                .collect()
+        })
+        .collect();
+    for (way, c) in &mut routes {
+        let params = way.spelling().params("fx", "echo", hello);
+        for _ in 0..(calls / 10).max(50) {
+            c.conns[0].request("tools/call", &params);
+        }
+    }
+    let mut done = 0;
+    while done < calls {
+        let k = block.min(calls - done);
+        for (i, (way, c)) in routes.iter_mut().enumerate() {
+            let params = way.spelling().params("fx", "echo", hello);
+            let before = cpu_by_role(&c.procs);
+            for _ in 0..k {
+                let a = c.conns[0].request("tools/call", &params);
+                assert!(call_ok(&a), "{}: {}", way.name(), a.msg);
+                samples[i].push(a.took);
+            }
+            for ((_, b), (acc, a)) in before
+                .iter()
+                .zip(cpu[i].iter_mut().zip(cpu_by_role(&c.procs)))
+            {
+                acc.1 += a.1.saturating_sub(*b);
+                let _ = acc.0;
+            }
+        }
+        done += k;
+    }
+    let base = stats(&samples[0]);
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, (way, _))| {
+            let st = stats(&samples[i]);
+            let n = samples[i].len().max(1) as f64;
+            let per = cpu[i]
+                .iter()
+                .map(|(role, d)| format!("{role} {}", t(d.as_secs_f64() * 1e6 / n)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                way.name().to_owned(),
+                format!("**{:.2}×**", st.p50 / base.p50),
+                format!("{:.2}×", st.p99 / base.p99),
+                t(st.p50),
+                t(st.p99),
+                per,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "route",
+            "**÷ direct, p50**",
+            "÷ direct, p99",
+            "p50",
+            "p99",
+            "CPU per call",
+        ],
+        &rows,
+    );
+    println!(
+        "\n`echo` (5 bytes) of the Rust fixture, one call in flight, {calls} calls per route in \
+         interleaved blocks of {block}."
+    );
+}
+
+/// What one client thread measured.
+struct Run {
+    answered: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+}
+
+/// Drives one client for `for_how_long` with `inflight` calls in flight, then drains.
+fn drive(
+    conn: Conn,
+    params: &str,
+    inflight: usize,
+    for_how_long: Duration,
+    start: &Barrier,
+) -> (Conn, Run) {
+    let mut conn = conn;
+    let mut run = Run {
+        answered: 0,
+        errors: 0,
+        latencies: Vec::new(),
+    };
+    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+    let write = |conn: &mut Conn, sent_at: &mut HashMap<u64, Instant>| {
+        let id = conn.next_id;
+        conn.next_id += 1;
+        let line =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#);
+        sent_at.insert(id, Instant::now());
+        conn.send(&line).expect("write a call");
+    };
+    start.wait();
+    let until = Instant::now() + for_how_long;
+    for _ in 0..inflight {
+        write(&mut conn, &mut sent_at);
+    }
+    while !sent_at.is_empty() {
+        let line = conn.reader.line(ANSWER_TIMEOUT).expect("an answer");
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+            continue;
+        };
+        if msg.get("method").is_some() {
+            continue;
+        }
+        if let Some(at) = sent_at.remove(&id) {
+            run.latencies.push(at.elapsed());
+            if msg.get("result").is_some() && msg["result"]["isError"] != json!(true) {
+                run.answered += 1;
+            } else {
+                run.errors += 1;
+            }
+            if Instant::now() < until {
+                write(&mut conn, &mut sent_at);
+            }
+        }
+    }
+    (conn, run)
+}
+
+pub(crate) fn throughput(ctx: &Ctx) {
+    let shapes: [(usize, usize); 4] = [(1, 1), (1, 16), (8, 8), (32, 4)];
+    let seconds = if ctx.quick { 0.5 } else { 3.0 };
+    let mut rows = Vec::new();
+    let mut direct_rate: HashMap<(usize, usize), f64> = HashMap::new();
+    for (n, inflight) in shapes {
+        for way in Way::ALL {
+            let c = match clients(way, n) {
+                Ok(c) => c,
+                Err(why) => {
+                    println!("({} {n}×{inflight} left out: {why})", way.name());
+                    continue;
+                }
+            };
+            let params = way
+                .spelling()
+                .params("fx", "echo", r#"{"message":"hello"}"#);
+            let Clients {
+                conns,
+                procs,
+                _daemon,
+                _seeds,
+            } = c;
+            let barrier = Arc::new(Barrier::new(conns.len() + 1));
+            let before = cpu_by_role(&procs);
+            let threads: Vec<_> = conns
+                .into_iter()
+                .map(|conn| {
+                    let params = params.clone();
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        drive(
+                            conn,
+                            &params,
+                            inflight,
+                            Duration::from_secs_f64(seconds),
+                            &barrier,
+                        )
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let started = Instant::now();
+            let runs: Vec<(Conn, Run)> = threads
+                .into_iter()
+                .map(|t| t.join().expect("a client thread"))
+                .collect();
+            let wall = started.elapsed().as_secs_f64();
+            let after = cpu_by_role(&procs);
+            let answered: u64 = runs.iter().map(|(_, r)| r.answered).sum();
+            let errors: u64 = runs.iter().map(|(_, r)| r.errors).sum();
+            let all: Vec<Duration> = runs
+                .iter()
+                .flat_map(|(_, r)| r.latencies.iter().copied())
+                .collect();
+            let st = stats(&all);
+            let rate = answered as f64 / wall;
+            if way == Way::Direct {
+                direct_rate.insert((n, inflight), rate);
+            }
+            let ratio = direct_rate
+                .get(&(n, inflight))
+                .map_or("–".to_owned(), |d| format!("{:.2}×", rate / d));
+            let per_call = before
+                .iter()
+                .zip(&after)
+                .map(|((role, b), (_, a))| {
+                    format!(
+                        "{role} {}",
+                        t(a.saturating_sub(*b).as_secs_f64() * 1e6 / answered.max(1) as f64)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            rows.push(vec![
+                format!("{n}×{inflight}"),
+                way.name().to_owned(),
+                format!("**{rate:.0}**"),
+                ratio,
+                t(st.p50),
+                t(st.p99),
+                per_call,
+                errors.to_string(),
+            ]);
+            for (conn, _) in runs {
+                conn.close();
+            }
+        }
+    }
+    table(
+        &[
+            "clients × in flight",
+            "route",
+            "**calls/s**",
+            "÷ direct",
+            "p50",
+            "p99",
+            "CPU per call, by process kind",
+            "errors",
+        ],
+        &rows,
+    );
+    println!(
+        "\nEach client keeps its calls in flight for {seconds} s, then drains. Direct: one fixture \
+         per client. mcpd: one shared fixture upstream, one `mcp-shim` per client. The seeds: one \
+         proxy per client, each with its own fixture. CPU per call is the process kind's CPU time \
+         over the run (all its processes, all threads) divided by the calls answered."
+    );
+}
+
+pub(crate) fn slow4(_ctx: &Ctx) {
+    let mut rows = Vec::new();
+    for way in Way::ALL {
+        let mut c = match clients(way, 1) {
+            Ok(c) => c,
+            Err(why) => {
+                println!("({} left out: {why})", way.name());
+                continue;
+            }
+        };
+        let params = way.spelling().params("fx", "sleep", r#"{"ms":1000}"#);
+        let conn = &mut c.conns[0];
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let id = conn.next_id;
+            conn.next_id += 1;
+            conn.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#
+            ))
+            .unwrap();
+            ids.push(id);
+        }
+        let mut at = Vec::new();
+        while at.len() < ids.len() {
+            let line = conn.reader.line(ANSWER_TIMEOUT).expect("an answer");
+            let msg: Value = serde_json::from_str(&line).unwrap_or_default();
+            if msg.get("method").is_none()
+                && msg
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|i| ids.contains(&i))
+            {
+                at.push(started.elapsed());
+            }
+        }
+        let times = at
+            .iter()
+            .map(|d| t(d.as_secs_f64() * 1e6))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push(vec![
+            way.name().to_owned(),
+            format!("**{}**", t(at[3].as_secs_f64() * 1e6)),
+            times,
+        ]);
+    }
+    table(&["route", "**all 4 answered**", "each answer at"], &rows);
+    println!(
+        "\nOne client writes four `sleep {{ms: 1000}}` calls at once (the fixture sleeps without blocking)."
+    );
+}
+
+pub(crate) fn scaling(ctx: &Ctx) {
+    let sizes = [100usize, 1_000, 2_000, 5_000];
+    let runs = ctx.n(20);
+    let mut rows = Vec::new();
+    for total in sizes {
+        // Ten servers share the tools (each also has the fixture's 7 fixed tools).
+        let per = total / 10 - fixture::FIXED_TOOLS.len();
+        let per_s = per.to_string();
+        let servers: Vec<(String, Vec<&str>)> = (0..10)
+            .map(|i| (format!("s{i}"), vec!["--tools", per_s.as_str()]))
+            .collect();
+        let refs: Vec<(&str, &[&str])> = servers
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.as_slice()))
+            .collect();
+        let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+        let d = daemon(fixture::config(&refs), &names);
+        let mut shim = Conn::spawn("mcp-shim", &mut shim_command(d.socket()), Stdio::null());
+        shim.initialize();
+        shim.list_tools();
+        let mut whole = Vec::new();
+        let mut first = Vec::new();
+        let mut last = Vec::new();
+        let mut count = 0;
+        for _ in 0..runs {
+            let mut params = "{}".to_owned();
+            let mut pages = Vec::new();
+            loop {
+                let a = shim.request("tools/list", &params);
+                count = if params == "{}" { 0 } else { count };
+                count += a.msg["result"]["tools"].as_array().map_or(0, Vec::len);
+                pages.push(a.took);
+                match a.msg["result"].get("nextCursor") {
+                    Some(c) if !c.is_null() => params = json!({ "cursor": c }).to_string(),
+                    _ => break,
+                }
+            }
+            whole.push(pages.iter().sum());
+            first.push(pages[0]);
+            last.push(*pages.last().unwrap_or(&Duration::ZERO));
+        }
+        let (w, f, l) = (stats(&whole), stats(&first), stats(&last));
+        rows.push(vec![
+            count.to_string(),
+            format!("**{}**", t(w.p50)),
+            t(w.p50 / count.max(1) as f64 * 1000.0),
+            t(f.p50),
+            t(l.p50),
+            format!("{:.2}×", l.p50 / f.p50),
+        ]);
+        shim.close();
+    }
+    table(
+        &[
+            "tools",
+            "**full tools/list, median**",
+            "per 1,000 tools",
+            "first page",
+            "last page",
+            "last ÷ first",
+        ],
+        &rows,
+    );
+    println!(
+        "\nTen fixture servers share the tools; `mcp-shim` pages by the daemon's default page size \
+         (100), {runs} runs per size; the time is the sum of the waits for the pages (the client's \
+         parsing left out)."
+    );
+}
+
+/// Pss (KiB) and count of `pids` and all their descendants.
+fn tree_pss(pids: &[u32]) -> (u64, usize) {
+    let mut all: Vec<u32> = pids.to_vec();
+    for p in pids {
+        all.extend(descendants_of(*p));
+    }
+    all.sort_unstable();
+    all.dedup();
+    let pss = all.iter().filter_map(|p| mem(*p)).map(|m| m.pss).sum();
+    (pss, all.len())
+}
+
+pub(crate) fn fleet(ctx: &Ctx) {
+    let Some(server) = ctx.everything_server() else {
+        ctx.note_no_everything();
+        return;
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    let servers: serde_json::Map<String, Value> =
+        names.iter().map(|n| (n.clone(), server.clone())).collect();
+    let servers = Value::Object(servers);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut direct_pss = 0u64;
+    let wait_all = |c: &mut Conn, spelling: Spelling| {
+        for n in &names {
+            let params = spelling.params(n, "echo", r#"{"message":"hi"}"#);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let a = c.request("tools/call", &params);
+                if call_ok(&a) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: {n} never answered: {}",
+                    c.what,
+                    a.msg
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let mut row = |what: &str, roots: &[u32], pss_of_direct: &mut u64| {
+        std::thread::sleep(Duration::from_secs(1));
+        let (pss, procs) = tree_pss(roots);
+        if *pss_of_direct == 0 {
+            *pss_of_direct = pss;
+        }
+        rows.push(vec![
+            what.to_owned(),
+            format!("**{:.2}×**", pss as f64 / *pss_of_direct as f64),
+            kib(pss),
+            procs.to_string(),
+        ]);
+    };
+    {
+        let mut conns = Vec::new();
+        for c in 0..5 {
+            for n in &names {
+                let mut conn = Conn::spawn(
+                    &format!("client {c} {n}"),
+                    &mut ctx.everything_command().unwrap(),
+                    Stdio::null(),
+                );
+                conn.initialize();
+                conn.call("echo", r#"{"message":"hi"}"#);
+                conns.push(conn);
+            }
+        }
+        let pids: Vec<u32> = conns.iter().filter_map(Conn::pid).collect();
+        row(
+            "each client starts its own 10 servers (direct)",
+            &pids,
+            &mut direct_pss,
+        );
+        for c in conns {
+            c.close();
+        }
+    }
+    {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let d = daemon(json!({ "mcpServers": servers }), &refs);
+        let mut conns = Vec::new();
+        for c in 0..5 {
+            let mut conn = Conn::spawn(
+                &format!("shim {c}"),
+                &mut shim_command(d.socket()),
+                Stdio::null(),
+            );
+            conn.initialize();
+            wait_all(&mut conn, Spelling::Namespaced);
+            conns.push(conn);
+        }
+        let mut pids: Vec<u32> = conns.iter().filter_map(Conn::pid).collect();
+        pids.push(d.pid());
+        row(
+            "mcpd: 5 `mcp-shim` + 1 daemon sharing 10 servers",
+            &pids,
+            &mut direct_pss,
+        );
+        for c in conns {
+            c.close();
+        }
+    }
+    for (krate, spelling) in [
+        ("mcpzip", Spelling::Mcpzip),
+        ("dynamic-mcp", Spelling::Dynamic),
+    ] {
+        let mut seeds = Vec::new();
+        let mut conns = Vec::new();
+        for c in 0..5 {
+            let mut seed = match Seed::new(krate, &servers) {
+                Ok(s) => s,
+                Err(why) => {
+                    println!("({krate} left out: {why})");
+                    break;
+                }
+            };
+            let mut conn = seed.spawn(&format!("{krate} {c}"));
+            conn.initialize();
+            wait_all(&mut conn, spelling);
+            conns.push(conn);
+            seeds.push(seed);
+        }
+        if conns.len() == 5 {
+            let pids: Vec<u32> = conns.iter().filter_map(Conn::pid).collect();
+            row(
+                &format!("{krate}: one proxy per client, each with 10 servers"),
+                &pids,
+                &mut direct_pss,
+            );
+        }
+        for c in conns {
+            c.close();
+        }
+    }
+    table(
+        &[
+            "5 clients × 10 server-everything",
+            "**Pss ÷ direct**",
+            "Pss, all processes",
+            "processes",
+        ],
+        &rows,
+    );
+    println!(
+        "\nEvery client called `echo` on each of its 10 servers first (so lazy proxies have \
+         started them); Pss is summed over the clients' processes and all their descendants."
+    );
+}
