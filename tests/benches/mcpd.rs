@@ -48,7 +48,7 @@ const DAEMON_LOG: &str = "info";
 
 type Bench = fn(&Ctx);
 
-const BENCHES: [(&str, &str, Bench); 11] = [
+const BENCHES: [(&str, &str, Bench); 12] = [
     (
         "shim_start",
         "mcp-shim start to a tools/list answer, warm daemon (issue 2)",
@@ -103,6 +103,11 @@ const BENCHES: [(&str, &str, Bench); 11] = [
         "fleet",
         "5 clients × 10 server-everything: memory and processes (issue 18)",
         compare::fleet,
+    ),
+    (
+        "per_upstream",
+        "daemon memory per added upstream (issue 18)",
+        compare::per_upstream,
     ),
 ];
 

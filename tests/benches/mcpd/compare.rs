@@ -819,3 +819,50 @@ pub(crate) fn fleet(ctx: &Ctx) {
          started them); Pss is summed over the clients' processes and all their descendants."
     );
 }
+
+/// What one more upstream costs the daemon: its memory with 0, 10 and 40 fixture upstreams
+/// (each with the fixture's 7 tools), after every upstream is ready and a client listed them.
+pub(crate) fn per_upstream(_ctx: &Ctx) {
+    let mut rows = Vec::new();
+    let mut base: Option<Mem> = None;
+    for n in [0usize, 10, 40] {
+        let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        let servers: Vec<(&str, &[&str])> = names.iter().map(|s| (s.as_str(), &[][..])).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let d = daemon(fixture::config(&servers), &refs);
+        let mut c = Conn::attach("socket session", d.socket()).expect("attach");
+        c.initialize();
+        c.list_tools();
+        std::thread::sleep(Duration::from_secs(1));
+        let m = mem(d.pid()).unwrap_or_default();
+        let per = |now: u64, then: u64| {
+            if n == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.0} KiB", (now as f64 - then as f64) / n as f64)
+            }
+        };
+        let b = *base.get_or_insert(m);
+        rows.push(vec![
+            n.to_string(),
+            kib(m.rss),
+            kib(m.anon),
+            m.threads.to_string(),
+            format!("**{}**", per(m.rss, b.rss)),
+            per(m.anon, b.anon),
+        ]);
+        drop(c);
+    }
+    table(
+        &[
+            "upstreams",
+            "mcpd VmRSS",
+            "RssAnon",
+            "threads",
+            "**VmRSS per upstream**",
+            "RssAnon per upstream",
+        ],
+        &rows,
+    );
+    println!("\nThe daemon alone (not its children), 1 s after a client listed every tool.");
+}

@@ -910,11 +910,20 @@ impl RequestContext {
         if target == Target::Task {
             return self.task().await;
         }
-        if let Some(answer) = self.answer_locally(target) {
-            return self.reply(answer).await;
+        // The line is parsed once here (the session parsed it too, before the task began);
+        // only a search-mode `call_tool`, which becomes another request, is parsed again.
+        let mut line = self.line.clone();
+        let Some(mut msg) = parse(&line) else { return };
+        match self.answer_locally(target, &msg) {
+            Local::Answer(answer) => return self.reply(answer).await,
+            Local::Replaced(call) => {
+                self.line = Bytes::from(call);
+                line = self.line.clone();
+                let Some(replaced) = parse(&line) else { return };
+                msg = replaced;
+            }
+            Local::Route => {}
         }
-        let line = self.line.clone();
-        let Some(msg) = parse(&line) else { return };
         let id = msg.id.unwrap_or(RawValue::NULL);
         let mut catalog = self.catalog.borrow().clone();
         let mut resolved = self.resolve(&catalog, &msg, target);
@@ -1041,12 +1050,17 @@ impl RequestContext {
 
     /// Answers what mcpd serves itself: the search trio's `search_tools` and `describe_tools`
     /// (a `call_tool` becomes the `tools/call` it stands for, in `self.line`) and the full
-    /// instructions of a server. `None`: route the request.
-    fn answer_locally(&mut self, target: Target) -> Option<String> {
-        let catalog = self.catalog.borrow().clone();
-        let line = self.line.clone();
-        let msg = parse(&line)?;
+    /// instructions of a server.
+    fn answer_locally(&self, target: Target, msg: &Envelope<'_>) -> Local {
+        self.local_answer(target, msg).unwrap_or(Local::Route)
+    }
+
+    fn local_answer(&self, target: Target, msg: &Envelope<'_>) -> Option<Local> {
         let params = msg.params?;
+        if !matches!(target, Target::Named(ListKind::Tools) | Target::Uri) {
+            return None;
+        }
+        let catalog = self.catalog.borrow().clone();
         match target {
             Target::Named(ListKind::Tools) => {
                 let name = member(params, "name").and_then(|n| envelope::decode_str(n).ok())?;
@@ -1056,13 +1070,10 @@ impl RequestContext {
                 let tools: Vec<_> = catalog
                     .visible(ListKind::Tools, &self.servers, &self.shape.tools)
                     .collect();
-                match search::handle(&name, &msg, &tools) {
-                    search::Handled::Answer(answer) => Some(answer),
-                    search::Handled::Forward(call) => {
-                        self.line = Bytes::from(call);
-                        None
-                    }
-                }
+                Some(match search::handle(&name, msg, &tools) {
+                    search::Handled::Answer(answer) => Local::Answer(answer),
+                    search::Handled::Forward(call) => Local::Replaced(call),
+                })
             }
             Target::Uri => {
                 let uri = member(params, "uri").and_then(|u| envelope::decode_str(u).ok())?;
@@ -1073,14 +1084,14 @@ impl RequestContext {
                     .iter()
                     .find(|s| *s == server)
                     .and_then(|s| catalog.servers.get(s)?.instructions.clone());
-                Some(match text {
+                Some(Local::Answer(match text {
                     Some(text) => envelope::response(id, &instructions::read_result(server, &text)),
                     None => envelope::error_response(
                         Some(id),
                         RESOURCE_NOT_FOUND,
                         &format!("Resource not found: {uri}"),
                     ),
-                })
+                }))
             }
             _ => None,
         }
@@ -1263,6 +1274,16 @@ impl RequestContext {
             _ => Err((RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))),
         }
     }
+}
+
+/// What mcpd does with a request it may answer itself.
+enum Local {
+    /// This is the answer.
+    Answer(String),
+    /// Route this request instead (a search-mode `call_tool` becomes the call it stands for).
+    Replaced(String),
+    /// Route the request as it is.
+    Route,
 }
 
 fn parse(line: &Bytes) -> Option<Envelope<'_>> {
