@@ -615,7 +615,9 @@ pub(crate) fn scaling(ctx: &Ctx) {
             .map(|(n, a)| (n.as_str(), a.as_slice()))
             .collect();
         let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+        let started = Instant::now();
         let d = daemon(fixture::config(&refs), &names);
+        eprintln!("scaling: {total} tools: daemon ready after {:?}", started.elapsed());
         let mut shim = Conn::spawn("mcp-shim", &mut shim_command(d.socket()), Stdio::null());
         shim.initialize();
         shim.list_tools();
