@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::modern::{self, Era, Probe};
-use super::transport::{Event, Transport};
+use super::transport::{Event, OutKind, Outbound, Transport};
 use super::{
     CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, Forward, InstanceKey, Item,
     ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
@@ -669,7 +669,7 @@ impl Actor {
                         } else {
                             envelope::request::<()>(id, "ping", None)
                         };
-                        if transport.send(ping).is_ok() {
+                        if transport.send(Outbound::request(id, ping)).is_ok() {
                             self.pending.insert(id, Pending::Ping);
                             ping_sent = Some(Instant::now());
                         }
@@ -752,16 +752,19 @@ impl Actor {
                         "notifications/cancelled",
                         Some(&json!({"requestId": upstream_id, "reason": reason})),
                     );
-                    let _ = transport.send(note);
+                    let _ = transport.send(Outbound {
+                        kind: OutKind::Cancelled(upstream_id),
+                        line: note,
+                    });
                 }
             }
             Command::ClientResponse { upstream_id, line } => {
                 tracing::trace!(server = %self.name, id = %upstream_id, "a client answered");
-                let _ = transport.send(line);
+                let _ = transport.send(Outbound::response(line));
             }
             Command::RootsChanged { line, from } => {
                 self.roots_session = Some(from);
-                let _ = transport.send(line);
+                let _ = transport.send(Outbound::notification(line));
             }
             Command::Internal { method, params } => self.internal(method, params, transport),
             Command::Stop { done } => {
@@ -788,7 +791,7 @@ impl Actor {
         } else {
             f.line
         };
-        match transport.send(line) {
+        match transport.send(Outbound::request(f.upstream_id, line)) {
             Ok(()) => {
                 self.pending.insert(
                     f.upstream_id,
@@ -820,7 +823,10 @@ impl Actor {
         }
         let id = self.allocate_id();
         if transport
-            .send(self.own_request(id, method, Some(&params)))
+            .send(Outbound::request(
+                id,
+                self.own_request(id, method, Some(&params)),
+            ))
             .is_ok()
         {
             self.pending.insert(id, Pending::Internal { method });
@@ -928,10 +934,10 @@ impl Actor {
         let version = member(result, "protocolVersion")
             .and_then(|v| envelope::decode_str(v).ok())
             .map(|v| v.into_owned());
-        let _ = transport.send(envelope::notification::<()>(
-            "notifications/initialized",
-            None,
-        ));
+        let _ = transport.send(Outbound {
+            kind: OutKind::Initialized,
+            line: envelope::notification::<()>("notifications/initialized", None),
+        });
         let info = info.map(|i| (i.name, i.version));
         self.become_ready(info, caps, instructions, version.as_deref(), transport)
     }
@@ -1005,7 +1011,10 @@ impl Actor {
         let id = self.allocate_id();
         self.pending.insert(id, Pending::Discover { probe });
         transport
-            .send(modern::request(id, "server/discover", None))
+            .send(Outbound::request(
+                id,
+                modern::request(id, "server/discover", None),
+            ))
             .map_err(|why| format!("cannot send server/discover: {why}"))
     }
 
@@ -1028,7 +1037,10 @@ impl Actor {
         );
         self.pending.insert(init_id, Pending::Initialize);
         transport
-            .send(init)
+            .send(Outbound {
+                kind: OutKind::Initialize(init_id),
+                line: init,
+            })
             .map_err(|why| format!("cannot send initialize: {why}"))
     }
 
@@ -1117,7 +1129,8 @@ impl Actor {
         let id = self.allocate_id();
         let params = cursor.map(|c| json!({"cursor": c}));
         self.pending.insert(id, Pending::List { kind, acc, pages });
-        if let Err(why) = transport.send(self.own_request(id, kind.method(), params.as_ref())) {
+        let line = self.own_request(id, kind.method(), params.as_ref());
+        if let Err(why) = transport.send(Outbound::request(id, line)) {
             self.pending.remove(&id);
             self.listing[kind.index()] = Listing::default();
             tracing::warn!(server = %self.name, "cannot ask for {}: {why}", kind.method());
@@ -1236,7 +1249,7 @@ impl Actor {
                 == Some("url");
         match method {
             "ping" => {
-                let _ = transport.send(envelope::response(id, &json!({})));
+                let _ = transport.send(Outbound::response(envelope::response(id, &json!({}))));
                 return;
             }
             "sampling/createMessage" | "elicitation/create" | "roots/list" => {}
@@ -1246,7 +1259,7 @@ impl Actor {
                     envelope::METHOD_NOT_FOUND,
                     &format!("Method not found: {method}"),
                 );
-                let _ = transport.send(answer);
+                let _ = transport.send(Outbound::response(answer));
                 return;
             }
         }
@@ -1260,7 +1273,7 @@ impl Actor {
                     self.name
                 ),
             );
-            let _ = transport.send(answer);
+            let _ = transport.send(Outbound::response(answer));
             return;
         };
         if let Some(asks) = asks {
@@ -1277,7 +1290,7 @@ impl Actor {
                     envelope::UPSTREAM_BUSY,
                     "the call this request belongs to is not waiting any more",
                 );
-                let _ = transport.send(answer);
+                let _ = transport.send(Outbound::response(answer));
             }
             return;
         }
@@ -1286,7 +1299,8 @@ impl Actor {
             .downstream
             .send_request(&session, &self.me, id.get(), msg)
         {
-            let _ = transport.send(envelope::error_response(Some(id), e.code, &e.message));
+            let answer = envelope::error_response(Some(id), e.code, &e.message);
+            let _ = transport.send(Outbound::response(answer));
         }
     }
 

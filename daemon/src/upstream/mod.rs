@@ -12,7 +12,6 @@
 mod actor;
 #[cfg(test)]
 mod fake;
-pub mod http;
 mod instance;
 pub mod modern;
 pub mod port;

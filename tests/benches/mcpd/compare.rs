@@ -617,7 +617,10 @@ pub(crate) fn scaling(ctx: &Ctx) {
         let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
         let started = Instant::now();
         let d = daemon(fixture::config(&refs), &names);
-        eprintln!("scaling: {total} tools: daemon ready after {:?}", started.elapsed());
+        eprintln!(
+            "scaling: {total} tools: daemon ready after {:?}",
+            started.elapsed()
+        );
         let mut shim = Conn::spawn("mcp-shim", &mut shim_command(d.socket()), Stdio::null());
         shim.initialize();
         shim.list_tools();

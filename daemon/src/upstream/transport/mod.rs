@@ -1,13 +1,18 @@
 //! What an upstream actor talks through. The actor sees only messages out ([`Transport::send`])
 //! and events in ([`Transport::next`]); how they travel (a child's pipes, HTTP) is decided here.
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
+//!
+//! - [`stdio`]: a child process's pipes (the process itself is [`super::process::Process`]);
+//! - [`http`]: streamable HTTP and the legacy HTTP+SSE transport, split by job.
 
-use super::http::HttpTransport;
+pub mod http;
+pub mod stdio;
+
+use bytes::BytesMut;
+
 use super::process::{Process, StopTimeouts, describe_exit};
-use crate::codec::Frame;
 use crate::config::{ServerSpec, TransportSpec};
+use http::HttpTransport;
 
 /// Something that happened on the transport.
 #[derive(Debug)]
@@ -27,6 +32,59 @@ pub enum Event {
     /// Something failed without ending the transport (one request's HTTP error), for logs and
     /// `mcpctl status`.
     Warning(String),
+}
+
+/// One message for the server, said by whoever wrote it (the actor knows what it sends), so that
+/// no transport parses the line again to learn it.
+#[derive(Debug)]
+pub struct Outbound {
+    /// What the message is.
+    pub kind: OutKind,
+    /// The message: one line of JSON, without its newline.
+    pub line: String,
+}
+
+/// What an [`Outbound`] message is. Ids are those mcpd gives its requests upstream (integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutKind {
+    /// The `initialize` request, with its id.
+    Initialize(u64),
+    /// Any other request, with its id.
+    Request(u64),
+    /// `notifications/initialized`.
+    Initialized,
+    /// `notifications/cancelled` of the request with this id.
+    Cancelled(u64),
+    /// Any other notification.
+    Notification,
+    /// An answer to a request of the server.
+    Response,
+}
+
+impl Outbound {
+    /// A request other than `initialize`.
+    pub fn request(id: u64, line: String) -> Self {
+        Self {
+            kind: OutKind::Request(id),
+            line,
+        }
+    }
+
+    /// A notification other than `notifications/initialized` and `notifications/cancelled`.
+    pub fn notification(line: String) -> Self {
+        Self {
+            kind: OutKind::Notification,
+            line,
+        }
+    }
+
+    /// An answer to a request of the server.
+    pub fn response(line: String) -> Self {
+        Self {
+            kind: OutKind::Response,
+            line,
+        }
+    }
 }
 
 /// A live connection to one upstream server.
@@ -131,44 +189,19 @@ impl Transport {
     }
 
     /// Queues one message without waiting; `Err` says why it cannot be sent.
-    pub fn send(&self, line: String) -> Result<(), String> {
+    pub fn send(&self, message: Outbound) -> Result<(), String> {
         match self {
-            Self::Stdio(p) => p.send(line),
-            Self::Http(h) => h.send(line),
+            Self::Stdio(p) => p.send(message.line),
+            Self::Http(h) => h.send(message),
             #[cfg(test)]
-            Self::Fake(f) => f.send(line),
+            Self::Fake(f) => f.send(message.line),
         }
     }
 
     /// The next event. Cancel-safe: it can be raced in `select!`.
     pub async fn next(&mut self) -> Event {
         match self {
-            Self::Stdio(p) => {
-                if p.exited.is_none() {
-                    tokio::select! {
-                        // What the server wrote before it exited is read first.
-                        biased;
-                        frame = p.stdout.next() => return stdio_frame(p, frame).await,
-                        status = p.child.wait() => {
-                            // Answers it wrote just before exiting may still be in the pipe:
-                            // they are delivered (briefly) before the transport closes.
-                            p.exited = Some((status.ok(), tokio::time::Instant::now() + EXIT_DRAIN));
-                        }
-                    }
-                }
-                let Some((status, deadline)) = p.exited else {
-                    return Event::Closed(String::new());
-                };
-                match tokio::time::timeout_at(deadline, p.stdout.next()).await {
-                    Ok(Some(Ok(Frame::Line(line)))) => Event::Message(line),
-                    Ok(Some(Ok(Frame::TooLong(len)))) => too_long(p, len),
-                    _ => {
-                        p.reap(p.stop_timeouts).await;
-                        p.exit = Some(p.describe_end(status));
-                        Event::Closed(with_stderr(p, p.describe_end(status)))
-                    }
-                }
-            }
+            Self::Stdio(p) => stdio::next(p).await,
             Self::Http(h) => h.next().await,
             #[cfg(test)]
             Self::Fake(f) => f.next().await,
@@ -190,103 +223,10 @@ impl Transport {
     }
 }
 
-/// How long the output of a server that exited is still read.
-const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
-
-async fn stdio_frame(p: &mut Process, frame: Option<Result<Frame, std::io::Error>>) -> Event {
-    match frame {
-        Some(Ok(Frame::Line(line))) => Event::Message(line),
-        Some(Ok(Frame::TooLong(len))) => too_long(p, len),
-        Some(Err(e)) => Event::Closed(format!("cannot read its stdout: {e}")),
-        None => {
-            let status = p.stop(p.stop_timeouts).await;
-            p.exit = Some(p.describe_end(status));
-            Event::Closed(with_stderr(
-                p,
-                format!("closed its stdout; {}", p.describe_end(status)),
-            ))
-        }
-    }
-}
-
-fn too_long(p: &mut Process, len: usize) -> Event {
-    let id = p
-        .stdout
-        .decoder_mut()
-        .take_ends()
-        .and_then(|ends| answer_id(&ends.head, &ends.tail));
-    Event::TooLong(len, id)
-}
-
-/// The numeric `id` of a JSON-RPC answer known only by its first and last bytes: a top-level
-/// `"id":N` member near the start (`{"jsonrpc":"2.0","id":N,"result":...`, as most SDKs write)
-/// or as the last member (`...,"id":N}`, as the TypeScript SDK writes). Ids mcpd sends upstream
-/// are integers; anything else is not ours to answer.
-pub fn answer_id(head: &[u8], tail: &[u8]) -> Option<u64> {
-    head_id(head).or_else(|| tail_id(tail))
-}
-
-fn head_id(head: &[u8]) -> Option<u64> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < head.len() {
-        match head[i] {
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < head.len() && head[i] != b'"' {
-                    i += if head[i] == b'\\' { 2 } else { 1 };
-                }
-                if depth == 1 && &head[start..(i + 1).min(head.len())] == b"\"id\"" {
-                    let rest = head.get(i + 1..)?.trim_ascii_start();
-                    let value = rest.strip_prefix(b":")?.trim_ascii_start();
-                    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
-                    let after = value.get(digits).copied();
-                    if digits > 0
-                        && matches!(after, Some(b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
-                    {
-                        return std::str::from_utf8(&value[..digits]).ok()?.parse().ok();
-                    }
-                    return None;
-                }
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-fn tail_id(tail: &[u8]) -> Option<u64> {
-    let rest = tail.trim_ascii_end().strip_suffix(b"}")?.trim_ascii_end();
-    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let (before, number) = rest.split_at(rest.len() - digits);
-    let before = before.trim_ascii_end().strip_suffix(b":")?.trim_ascii_end();
-    let before = before.strip_suffix(b"\"id\"")?.trim_ascii_end();
-    // The member before it ends the value before; a `{` would mean `id` is a nested object's.
-    if !before.ends_with(b",") {
-        return None;
-    }
-    std::str::from_utf8(number).ok()?.parse().ok()
-}
-
-fn with_stderr(p: &Process, what: String) -> String {
-    let tail = p.stderr_summary();
-    if tail.is_empty() {
-        what
-    } else {
-        format!("{what}; last stderr: {tail}")
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Event, Transport, answer_id};
+    use super::stdio::answer_id;
+    use super::{Event, Transport};
 
     /// A server from a one-server configuration.
     pub(crate) fn spec(server: serde_json::Value) -> crate::config::ServerSpec {
