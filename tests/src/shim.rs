@@ -301,7 +301,11 @@ impl ShimClient {
 
     /// Waits up to `timeout` for the shim to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        wait_timeout(&mut self.child, timeout)
+        let status = wait_timeout(&mut self.child, timeout)?;
+        // The reader thread may not have taken the last lines yet: wait for the end of the pipe
+        // (bounded: a daemon the shim started may still hold a copy of it).
+        self.stderr.wait_closed(Duration::from_secs(2));
+        Some(status)
     }
 
     fn wait_for(&mut self, what: &str, mut find: impl FnMut(&Self) -> Option<Value>) -> Value {
