@@ -361,7 +361,7 @@ fn status(socket: &Path) -> Result<String> {
     let mut client = ControlClient::connect(socket, MCP_TIMEOUT)?;
     match client.request(&ControlRequest::Status, MCP_TIMEOUT)? {
         ControlResponse::Status(s) => Ok(render::status(&s)),
-        ControlResponse::Error { message } => bail!("mcpd: {message}"),
+        ControlResponse::Error { message, .. } => bail!("mcpd: {message}"),
         other => bail!("unexpected reply: {other:?}"),
     }
 }
@@ -577,7 +577,7 @@ impl Daemon {
         let mut client = ControlClient::connect(&self.socket, MCP_TIMEOUT)?;
         match client.request(&ControlRequest::Shutdown, MCP_TIMEOUT)? {
             ControlResponse::Ok => {}
-            ControlResponse::Error { message } => bail!("mcpd refused to shut down: {message}"),
+            ControlResponse::Error { message, .. } => bail!("mcpd refused to shut down: {message}"),
             other => bail!("unexpected reply to shutdown: {other:?}"),
         }
         drop(client);

@@ -39,7 +39,7 @@ pub fn login(socket: &Path, server: &str, no_browser: bool, browser: Option<&str
     };
     let url = match client.request(&request, START_TIMEOUT)? {
         ControlResponse::LoginStarted { url } => url,
-        ControlResponse::Error { message } => bail!("login to {server} failed: {message}"),
+        ControlResponse::Error { message, .. } => bail!("login to {server} failed: {message}"),
         ControlResponse::NoSuchServer { server, known } => {
             return Err(crate::no_such_server(&server, &known));
         }
@@ -125,7 +125,7 @@ pub fn login(socket: &Path, server: &str, no_browser: bool, browser: Option<&str
                 Ok(ControlResponse::Ok) => {
                     eprintln!("mcpctl: URL accepted; finishing the login…");
                 }
-                Ok(ControlResponse::Error { message }) => {
+                Ok(ControlResponse::Error { message, .. }) => {
                     eprintln!("mcpctl: {message}; paste the URL again");
                 }
                 _ => {}
@@ -171,7 +171,7 @@ pub fn logout(socket: &Path, server: &str) -> Result<()> {
             println!("{server}: logged out");
             Ok(())
         }
-        ControlResponse::Error { message } => bail!("logout failed: {message}"),
+        ControlResponse::Error { message, .. } => bail!("logout failed: {message}"),
         other => bail!("logout: mcpd sent an unexpected reply: {other:?}"),
     }
 }

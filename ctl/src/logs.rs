@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use mcpd_proto::control_error::ErrorCode;
 use mcpd_proto::{ControlRequest, ControlResponse, LogLine, LogsReply};
 
 use crate::client::ControlClient;
@@ -67,14 +68,13 @@ fn decode(line: &str) -> Result<LogsReply> {
         Ok(ControlResponse::NoSuchServer { server, known }) => {
             Err(crate::no_such_server(&server, &known))
         }
-        Ok(ControlResponse::Error { message }) => {
-            if message.contains("does not know that command") {
-                bail!(
-                    "this mcpd does not serve logs yet ({message}); use `journalctl --user -u mcpd`"
-                )
-            }
-            bail!("logs failed: {message}")
+        Ok(ControlResponse::Error {
+            message,
+            code: ErrorCode::UnknownCommand,
+        }) => {
+            bail!("this mcpd does not serve logs yet ({message}); use `journalctl --user -u mcpd`")
         }
+        Ok(ControlResponse::Error { message, .. }) => bail!("logs failed: {message}"),
         _ => bail!("mcpd sent a reply to `logs` this mcpctl does not understand: {line}"),
     }
 }

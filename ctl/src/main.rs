@@ -430,7 +430,7 @@ fn reload(socket: &std::path::Path) -> Result<()> {
             }
             Ok(())
         }
-        ControlResponse::Error { message } => {
+        ControlResponse::Error { message, .. } => {
             bail!("reload failed, the running configuration is kept: {message}")
         }
         other => Err(unexpected("reload", other)),
@@ -476,7 +476,7 @@ fn server_op(socket: &std::path::Path, request: ControlRequest, done: &str) -> R
     let mut client = ControlClient::connect(socket, REQUEST_TIMEOUT)?;
     match client.request(&request, RELOAD_TIMEOUT)? {
         ControlResponse::Ok => output::print(&format!("{name}: {done}\n")),
-        ControlResponse::Error { message } => bail!("{message}"),
+        ControlResponse::Error { message, .. } => bail!("{message}"),
         other => Err(unexpected(done, other)),
     }
 }
@@ -509,7 +509,7 @@ fn man(dir: &std::path::Path) -> Result<()> {
 fn unexpected(what: &str, response: ControlResponse) -> anyhow::Error {
     match response {
         ControlResponse::NoSuchServer { server, known } => no_such_server(&server, &known),
-        ControlResponse::Error { message } => anyhow::anyhow!("{what} failed: {message}"),
+        ControlResponse::Error { message, .. } => anyhow::anyhow!("{what} failed: {message}"),
         ControlResponse::Unknown => anyhow::anyhow!(
             "{what}: mcpd sent a reply this mcpctl does not understand; \
              is mcpctl older than the daemon?"

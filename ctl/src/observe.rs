@@ -219,7 +219,7 @@ pub fn traffic(
     loop {
         let reply = match serde_json::from_str::<ControlResponse>(&line) {
             Ok(ControlResponse::Traffic(reply)) => reply,
-            Ok(ControlResponse::Error { message }) => bail!("traffic failed: {message}"),
+            Ok(ControlResponse::Error { message, .. }) => bail!("traffic failed: {message}"),
             _ => bail!(
                 "mcpd sent a reply to `traffic` this mcpctl does not understand; is it older than the daemon?"
             ),

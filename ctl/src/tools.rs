@@ -58,7 +58,7 @@ pub fn run(socket: &Path, command: ToolsCommand, timeout: Duration) -> Result<()
         ToolsCommand::Approve { server, tool } => {
             match client.request(&ControlRequest::ToolsApprove { server, tool }, timeout)? {
                 ControlResponse::Done { message } => output::print(&format!("{message}\n")),
-                ControlResponse::Error { message } => bail!("{message}"),
+                ControlResponse::Error { message, .. } => bail!("{message}"),
                 other => Err(crate::unexpected("tools approve", other)),
             }
         }

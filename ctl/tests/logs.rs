@@ -69,16 +69,24 @@ fn logs_prints_every_batch_of_the_snapshot() {
 
 #[test]
 fn an_older_daemon_without_logs_gets_a_clear_message() {
+    // Decided by the error's code, whatever the daemon's wording.
+    let (out, _) = with_daemon(
+        &[r#"{"reply":"error","message":"unheard of","code":"unknown-command"}"#],
+        &["logs"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("does not serve logs yet (unheard of)") && stderr.contains("journalctl"),
+        "{stderr}"
+    );
+    // A daemon older than the codes: its own words are shown.
     let (out, _) = with_daemon(
         &[
             r#"{"reply":"error","message":"this mcpd (version 0.1.0, protocol 1) does not know that command; is mcpctl newer than the daemon?"}"#,
         ],
         &["logs"],
     );
-    assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("does not serve logs yet") && stderr.contains("journalctl"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("does not know that command"), "{stderr}");
 }

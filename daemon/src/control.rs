@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use mcpd_proto::control_error::ErrorCode;
 use mcpd_proto::{ControlRequest, ControlResponse, LogsReply};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -62,13 +63,15 @@ pub async fn serve(
                     return;
                 }
                 Ok(request) => handle(&daemon, request).await,
-                Err(e) => ControlResponse::Error {
-                    message: format!("not a control request: {e}"),
-                },
+                Err(e) => ControlResponse::error_with(
+                    ErrorCode::BadRequest,
+                    format!("not a control request: {e}"),
+                ),
             },
-            Some(Ok(Frame::TooLong(len))) => ControlResponse::Error {
-                message: format!("control request of {len} bytes is too long"),
-            },
+            Some(Ok(Frame::TooLong(len))) => ControlResponse::error_with(
+                ErrorCode::BadRequest,
+                format!("control request of {len} bytes is too long"),
+            ),
             Some(Err(_)) | None => return,
         };
         let mut line = match serde_json::to_string(&response) {
@@ -92,7 +95,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             Ok(report) => ControlResponse::Reloaded(report),
             Err(message) => {
                 tracing::error!("reload refused, the running configuration is kept: {message}");
-                ControlResponse::Error { message }
+                ControlResponse::error(message)
             }
         },
         ControlRequest::Shutdown => {
@@ -111,7 +114,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         } => done(daemon.auth().paste(&server, redirect_url).await),
         ControlRequest::Logout { server } => match daemon.auth().logout(&server).await {
             Ok(message) => ControlResponse::Done { message },
-            Err(message) => ControlResponse::Error { message },
+            Err(message) => ControlResponse::error(message),
         },
         ControlRequest::SecretSet {
             name,
@@ -121,42 +124,39 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             let value = secrecy::SecretString::from(value.take());
             match daemon.secret_set(&name, profile.as_deref(), value).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(message) => ControlResponse::Error { message },
+                Err(message) => ControlResponse::error(message),
             }
         }
         ControlRequest::SecretRemove { name, profile } => {
             match daemon.secret_remove(&name, profile.as_deref()).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(message) => ControlResponse::Error { message },
+                Err(message) => ControlResponse::error(message),
             }
         }
         ControlRequest::SecretList => ControlResponse::Secrets {
             secrets: daemon.secret_list(),
         },
-        ControlRequest::Login { .. } => ControlResponse::Error {
-            message: "login is handled by the connection loop".into(),
-        },
+        ControlRequest::Login { .. } => {
+            ControlResponse::error("login is handled by the connection loop")
+        }
         // Streamed by `serve` itself.
-        ControlRequest::Logs { .. } => ControlResponse::Error {
-            message: "logs are streamed".to_owned(),
-        },
+        ControlRequest::Logs { .. } => ControlResponse::error("logs are streamed"),
         request @ (ControlRequest::ToolsDiff { .. }
         | ControlRequest::ToolsApprove { .. }
         | ControlRequest::ToolsCheck { .. }
         | ControlRequest::Traffic { .. }
         | ControlRequest::Stats) => match crate::observe::control::handle(daemon, request) {
             Ok(response) => response,
-            Err(_) => ControlResponse::Error {
-                message: "not served on this connection".to_owned(),
-            },
+            Err(_) => ControlResponse::error("not served on this connection"),
         },
-        ControlRequest::Unknown => ControlResponse::Error {
-            message: format!(
+        ControlRequest::Unknown => ControlResponse::error_with(
+            ErrorCode::UnknownCommand,
+            format!(
                 "this mcpd (version {}, protocol {}) does not know that command; is mcpctl newer than the daemon?",
                 env!("CARGO_PKG_VERSION"),
                 mcpd_proto::PROTOCOL_VERSION
             ),
-        },
+        ),
     }
 }
 
@@ -179,7 +179,7 @@ async fn login(
         Ok(started) => started,
         Err(message) => {
             tracing::warn!(server, "login failed: {message}");
-            return Some(ControlResponse::Error { message });
+            return Some(ControlResponse::error(message));
         }
     };
     // Dropping the guard (the connection ended, the daemon stops) cancels the login.
@@ -209,12 +209,10 @@ async fn login(
                             done_reply(daemon.auth().paste(&server, redirect_url).await)
                         }
                         Ok(ControlRequest::Status) => ControlResponse::Status(daemon.status()),
-                        Ok(_) => ControlResponse::Error { message: "a login is under way on this connection; only login-paste and status are served until it ends".into() },
-                        Err(e) => ControlResponse::Error { message: format!("not a control request: {e}") },
+                        Ok(_) => ControlResponse::error_with(ErrorCode::Busy, "a login is under way on this connection; only login-paste and status are served until it ends"),
+                        Err(e) => ControlResponse::error_with(ErrorCode::BadRequest, format!("not a control request: {e}")),
                     },
-                    Some(Ok(Frame::TooLong(len))) => ControlResponse::Error {
-                        message: format!("control request of {len} bytes is too long"),
-                    },
+                    Some(Ok(Frame::TooLong(len))) => ControlResponse::error_with(ErrorCode::BadRequest, format!("control request of {len} bytes is too long")),
                     Some(Err(_)) | None => return None,
                 };
                 if !send(writer, &reply).await {
@@ -232,7 +230,7 @@ fn done_reply(result: Result<(), String>) -> ControlResponse {
 fn done(result: Result<(), String>) -> ControlResponse {
     match result {
         Ok(()) => ControlResponse::Ok,
-        Err(message) => ControlResponse::Error { message },
+        Err(message) => ControlResponse::error(message),
     }
 }
 

@@ -257,6 +257,12 @@ pub enum ControlResponse {
     Error {
         /// What went wrong and what to do about it.
         message: String,
+        /// Why, for programs (`mcpctl` decides by it, never by the message).
+        #[serde(
+            default,
+            skip_serializing_if = "crate::control_error::ErrorCode::is_failed"
+        )]
+        code: crate::control_error::ErrorCode,
     },
     /// A login started: open `url` in a browser. [`ControlResponse::LoginFinished`] follows.
     LoginStarted {
@@ -300,6 +306,24 @@ pub enum ControlResponse {
     },
     #[serde(other)]
     Unknown,
+}
+
+impl ControlResponse {
+    /// A failure with `message` (code [`crate::control_error::ErrorCode::Failed`]).
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::Error {
+            message: message.into(),
+            code: crate::control_error::ErrorCode::Failed,
+        }
+    }
+
+    /// A failure with another code.
+    pub fn error_with(code: crate::control_error::ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            message: message.into(),
+            code,
+        }
+    }
 }
 
 /// The daemon as `mcpctl status` shows it.
@@ -696,14 +720,29 @@ mod tests {
             let line = serde_json::to_string(&req).unwrap();
             assert_eq!(serde_json::from_str::<ControlRequest>(&line).unwrap(), req);
         }
-        let resp = ControlResponse::Error {
-            message: "bad".into(),
-        };
+        let resp = ControlResponse::error("bad");
         let line = serde_json::to_string(&resp).unwrap();
         assert_eq!(line, r#"{"reply":"error","message":"bad"}"#);
         assert_eq!(
             serde_json::from_str::<ControlResponse>(&line).unwrap(),
             resp
+        );
+        // A code other than `failed` travels; an unknown one (a newer daemon) still reads.
+        let resp = ControlResponse::error_with(
+            crate::control_error::ErrorCode::UnknownCommand,
+            "what is that",
+        );
+        let line = serde_json::to_string(&resp).unwrap();
+        assert_eq!(
+            line,
+            r#"{"reply":"error","message":"what is that","code":"unknown-command"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlResponse>(
+                r#"{"reply":"error","message":"m","code":"new"}"#
+            )
+            .unwrap(),
+            ControlResponse::error_with(crate::control_error::ErrorCode::Other, "m")
         );
     }
 }

@@ -390,7 +390,7 @@ impl TestDaemon {
     pub fn reload(&self) -> Result<ReloadReport, String> {
         match self.control(&ControlRequest::Reload) {
             ControlResponse::Reloaded(r) => Ok(r),
-            ControlResponse::Error { message } => Err(message),
+            ControlResponse::Error { message, .. } => Err(message),
             other => self.fail(&format!("reload answered {other:?}")),
         }
     }

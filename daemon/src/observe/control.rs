@@ -15,18 +15,16 @@ pub fn handle(
 ) -> Result<ControlResponse, ControlRequest> {
     let response = match request {
         ControlRequest::ToolsDiff { server } => match known(daemon, &server) {
-            Err(message) => ControlResponse::Error { message },
+            Err(message) => ControlResponse::error(message),
             Ok(()) => match daemon.observer().pins.diff(&server) {
                 Some(diff) => ControlResponse::ToolsDiff(diff),
-                None => ControlResponse::Error {
-                    message: format!(
-                        "nothing is pinned for `{server}` yet: it has not listed its tools since it was configured"
-                    ),
-                },
+                None => ControlResponse::error(format!(
+                    "nothing is pinned for `{server}` yet: it has not listed its tools since it was configured"
+                )),
             },
         },
         ControlRequest::ToolsApprove { server, tool } => match known(daemon, &server) {
-            Err(message) => ControlResponse::Error { message },
+            Err(message) => ControlResponse::error(message),
             Ok(()) => {
                 let separator = daemon.config().options.separator.clone();
                 match daemon
@@ -44,7 +42,7 @@ pub fn handle(
                             ),
                         }
                     }
-                    Err(message) => ControlResponse::Error { message },
+                    Err(message) => ControlResponse::error(message),
                 }
             }
         },
@@ -52,7 +50,7 @@ pub fn handle(
             if let Some(server) = &server
                 && let Err(message) = known(daemon, server)
             {
-                return Ok(ControlResponse::Error { message });
+                return Ok(ControlResponse::error(message));
             }
             let (views, separator) = daemon.catalog_views();
             ControlResponse::ToolsCheck(super::check(&views, &separator, server.as_deref()))
