@@ -9,6 +9,8 @@
 
 pub mod control_error;
 pub mod envelope;
+#[cfg(test)]
+mod format_tests;
 pub mod line;
 pub mod observe;
 pub mod paths;

@@ -449,4 +449,34 @@ mod tests {
         );
         assert!(!root.path().join("never").exists());
     }
+
+    /// A login stored by `"credentialStore": "file"` with the format of today
+    /// (`tests/fixtures/formats/credentials/`) opens with this build's code.
+    #[test]
+    fn a_stored_login_of_format_1_opens() {
+        use crate::auth::grant::{Grant, grant_entry};
+        use secrecy::ExposeSecret;
+        let fixtures = crate::router::cache::tests::fixture("credentials");
+        let entry = grant_entry("remote");
+        if std::env::var_os("MCPD_WRITE_FIXTURES").is_some() && !fixtures.join(KEY_FILE).exists() {
+            let store = Store::open(CredentialStore::File, &fixtures).unwrap();
+            let grant = br#"{"v":1,"access_token":"acc-fixture","refresh_token":"ref-fixture","expires_at":4102444800,"scopes":["read"],"server_url":"https://mcp.example/mcp","resource":"https://mcp.example/mcp","token_endpoint":"https://as.example/token","client":{"kind":"dynamic","issuer":"https://as.example","id":"cid","auth":"none","redirect_uri":"http://127.0.0.1:1/callback"}}"#;
+            store.write(&entry, grant).unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("credentials");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        for name in [KEY_FILE, entry.as_str()] {
+            fs::copy(fixtures.join(name), dir.join(name)).unwrap();
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let store = Store::open(CredentialStore::File, &dir).unwrap();
+        let plain = store.read(&entry).unwrap().expect("the login is there");
+        let grant = Grant::from_plaintext(&plain).unwrap();
+        assert_eq!(grant.access.expose_secret(), "acc-fixture");
+        assert_eq!(grant.server_url, "https://mcp.example/mcp");
+        assert_eq!(grant.expires_at, Some(4102444800));
+        assert_eq!(grant.client.id, "cid");
+    }
 }

@@ -264,7 +264,7 @@ fn write_atomically(path: &Path, file: &CacheFile) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -345,5 +345,31 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         let _cache = CatalogCache::load(path.clone());
         assert_eq!(mode(&target), 0o644);
+    }
+
+    /// The checked-in fixtures of `tests/fixtures/formats/` (see its README).
+    pub(crate) fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/formats")
+            .join(name)
+    }
+
+    #[test]
+    fn the_catalog_cache_of_format_1_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("catalog.json");
+        std::fs::copy(fixture("catalog-v1.json"), &path).unwrap();
+        let cache = CatalogCache::load(path);
+        let servers = cache.servers.lock().unwrap();
+        let fx = &servers["fx"];
+        assert_eq!(fx.fingerprint, "00000000deadbeef");
+        assert!(fx.caps.tools && fx.caps.resources && fx.caps.subscribe && !fx.caps.prompts);
+        assert_eq!(fx.instructions.as_deref(), Some("use me"));
+        assert_eq!(fx.lists[ListKind::Tools.index()][0].key, "echo");
+        assert_eq!(
+            fx.lists[ListKind::Resources.index()][0].raw.get(),
+            r#"{"uri":"fixture://r/0","name":"r0"}"#
+        );
+        assert_eq!(fx.era, None);
     }
 }

@@ -164,4 +164,28 @@ mod tests {
         assert!(group_is_ours(&record(start)));
         assert!(!group_is_ours(&record(start + 1)));
     }
+
+    #[test]
+    fn child_records_old_and_new_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mark) in [
+            ("child-record.json", Some("4000-7")),
+            ("child-record-no-mark.json", None),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::copy(crate::router::cache::tests::fixture(name), &path).unwrap();
+            let record = read_record(&path).expect("the record is read");
+            assert_eq!(
+                (
+                    record.server.as_str(),
+                    record.pid,
+                    record.start_time,
+                    record.daemon_pid
+                ),
+                ("fx", 4242, 123456, 4000),
+                "{name}"
+            );
+            assert_eq!(record.mark.as_deref(), mark, "{name}");
+        }
+    }
 }
