@@ -461,3 +461,27 @@ fn peer_matrix_modern_client_modern_http_upstream() {
     let peer = HttpPeer::python_modern(&["--json-response"]);
     matrix(true, json!({"type": "http", "url": peer.url("/mcp")}));
 }
+
+#[test]
+fn peer_a_modern_client_that_did_not_declare_sampling_is_not_asked_by_a_legacy_upstream() {
+    let daemon = daemon_with("s", peers().legacy_python_server());
+    // It declares elicitation only: the legacy server's sampling request finds no call that
+    // may be asked, and the server is told so.
+    let only_elicitation = json!({"elicitation": {"action": "accept", "content": {"answer": "a"}}});
+    let report = modern_client(
+        &daemon,
+        &only_elicitation,
+        &[
+            ("s__sample".to_owned(), json!({"prompt": "x"})),
+            ("s__ask".to_owned(), json!({"question": "q"})),
+        ],
+    );
+    let sample = &report["calls"][0];
+    assert_eq!(sample["isError"], true, "{report}");
+    assert!(text(sample).contains("sampling/createMessage"), "{report}");
+    assert_eq!(text(&report["calls"][1]), "elicited: a", "{report}");
+    assert_eq!(
+        report["callbacks"],
+        json!([{"method": "elicitation/create", "mode": "form"}])
+    );
+}
