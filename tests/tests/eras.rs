@@ -485,3 +485,77 @@ fn peer_a_modern_client_that_did_not_declare_sampling_is_not_asked_by_a_legacy_u
         json!([{"method": "elicitation/create", "mode": "form"}])
     );
 }
+
+/// A modern-only streamable HTTP server scripted request by request: it answers
+/// `server/discover` and `tools/list`, and breaks the response stream of the first `tools/call`
+/// before its answer (an event stream that ends with only a comment); later calls are answered.
+/// Returns its URL and the count of `tools/call` POSTs it got.
+fn breaking_modern_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&calls);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let id = msg["id"].clone();
+            let result = match msg["method"].as_str().unwrap_or_default() {
+                "server/discover" => {
+                    json!({"resultType": "complete", "supportedVersions": [MODERN], "capabilities": {"tools": {}}})
+                }
+                "tools/list" => {
+                    json!({"resultType": "complete", "tools": [{"name": "echo", "inputSchema": {"type": "object"}}]})
+                }
+                "tools/call" if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n: working\n\n");
+                    continue;
+                }
+                "tools/call" => {
+                    json!({"resultType": "complete", "content": [{"type": "text", "text": "answered again"}]})
+                }
+                _ => {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+            };
+            let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, calls)
+}
+
+#[test]
+fn a_modern_request_whose_response_stream_broke_is_sent_again() {
+    let (url, calls) = breaking_modern_server();
+    let daemon = daemon_with("s", json!({"type": "http", "url": url, "protocol": MODERN}));
+    let mut shim = mcpd_tests::ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let answer = shim.call_tool("s__echo", json!({}));
+    assert_eq!(text(&answer), "answered again", "{answer}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

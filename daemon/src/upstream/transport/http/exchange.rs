@@ -134,9 +134,30 @@ impl Link {
         id: &str,
     ) -> Result<Option<BytesMut>, Failure> {
         let mut renewed = false;
+        // MCP 2026-07-28: a request is self-contained and its stream cannot be resumed, so one
+        // whose response stream broke before the answer is sent again.
+        let modern = crate::upstream::modern::is_modern_request(line);
+        let mut reissued = 0;
         loop {
             let generation = self.lock().generation;
             let response = self.post(line).await?;
+            if response.status().is_success() && modern {
+                match self.read_modern_answer(response, id).await? {
+                    Some(answer) => return Ok(Some(answer)),
+                    None if reissued < MAX_REISSUES => {
+                        reissued += 1;
+                        tracing::info!(server = %self.server, "a response stream broke before its answer; sending the request again");
+                        continue;
+                    }
+                    None => {
+                        return Err(Failure::Reply(format!(
+                            "{} broke the response stream without answering, {} times",
+                            self.url(),
+                            MAX_REISSUES + 1
+                        )));
+                    }
+                }
+            }
             if response.status().is_success() {
                 return self.read_answer(response, Some(id)).await;
             }
@@ -178,6 +199,38 @@ impl Link {
                     "{} answered with {other} instead of JSON or an event stream{preview}",
                     self.url()
                 )))
+            }
+        }
+    }
+
+    /// A modern request's answer: as [`read_answer`](Self::read_answer), but a stream that ends
+    /// or drops before the answer is `None` (it is not resumed: there is no session).
+    async fn read_modern_answer(
+        &self,
+        response: Response,
+        id: &str,
+    ) -> Result<Option<BytesMut>, Failure> {
+        if media_type(&response) != "text/event-stream" {
+            return self.read_answer(response, Some(id)).await;
+        }
+        let mut decoder = SseDecoder::new(MAX_MESSAGE_LINE);
+        let mut items = Vec::new();
+        let mut response = response;
+        loop {
+            let chunk = tokio::select! {
+                () = self.shutdown.cancelled() => return Err(closed()),
+                chunk = response.chunk() => chunk,
+            };
+            match chunk {
+                Ok(Some(bytes)) => decoder.feed(&bytes, &mut items),
+                Ok(None) | Err(_) => return Ok(None),
+            }
+            for item in items.drain(..) {
+                match item {
+                    SseItem::Event { data, .. } if answers(&data, id) => return Ok(Some(data)),
+                    SseItem::Event { data, .. } => self.emit(Event::Message(data)).await,
+                    SseItem::TooLong(len) => return Err(Failure::Reply(too_long(len))),
+                }
             }
         }
     }

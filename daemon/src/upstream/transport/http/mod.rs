@@ -72,6 +72,8 @@ const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 const MAX_STREAM_BACKOFF: Duration = Duration::from_secs(30);
 /// Resumptions of one request's stream that brought nothing new before it is given up.
 const MAX_IDLE_RESUMES: u32 = 5;
+/// Times a modern request is sent again after its response stream broke before the answer.
+const MAX_REISSUES: u32 = 2;
 /// Bytes of an error body shown in messages.
 const ERROR_PREVIEW: usize = 300;
 /// How long a notification or response POST may take.
