@@ -559,3 +559,19 @@ fn a_modern_request_whose_response_stream_broke_is_sent_again() {
     assert_eq!(text(&answer), "answered again", "{answer}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_modern_server_that_answers_the_probe_late_is_still_taken_for_modern() {
+    // The probe times out (3 s) before the answer; the fallback `initialize` is refused with
+    // -32022 meanwhile, and the late DiscoverResult decides.
+    let daemon = TestDaemon::start(fixture::config(&[(
+        "late",
+        &["--modern", "--delay-init-ms", "4500"],
+    )]));
+    daemon.wait_server_state("late", ServerState::Ready);
+    daemon.wait_log("answered server/discover late", PEER_TIMEOUT);
+    let mut shim = mcpd_tests::ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let answer = shim.call_tool("late__echo", json!({"message": "hi"}));
+    assert_eq!(text(&answer), "hi", "{answer}");
+}

@@ -55,6 +55,9 @@ enum Pending {
     Discover {
         probe: bool,
     },
+    /// A probe that timed out while `initialize` was sent; a `DiscoverResult` that still
+    /// comes before the `initialize` answer makes the server modern.
+    LateDiscover,
     List {
         kind: ListKind,
         acc: Vec<Item>,
@@ -692,7 +695,13 @@ impl Actor {
                     return Outcome::Idle;
                 }
                 _ = &mut probe_deadline, if self.is_probing() => {
-                    self.pending.retain(|_, p| !matches!(p, Pending::Discover { .. }));
+                    // A slow server may still answer the probe: its answer is taken if it comes
+                    // before the `initialize` answer (`Pending::LateDiscover`).
+                    for p in self.pending.values_mut() {
+                        if matches!(p, Pending::Discover { probe: true }) {
+                            *p = Pending::LateDiscover;
+                        }
+                    }
                     if let Err(why) = self.fall_back(&transport, "no answer to server/discover") {
                         transport.stop(self.spec.stop).await;
                         return self.fail_pending(why);
@@ -896,6 +905,7 @@ impl Actor {
             }
             Some(Pending::Initialize) => self.on_initialized(msg, transport),
             Some(Pending::Discover { probe }) => self.on_discovered(msg, transport, probe),
+            Some(Pending::LateDiscover) => self.on_late_discovery(msg, transport),
             Some(Pending::List { kind, acc, pages }) => {
                 self.on_list_page(msg, transport, kind, acc, pages);
                 LineEffect::None
@@ -917,6 +927,15 @@ impl Actor {
     fn on_initialized(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {
         let Some(result) = msg.result else {
             let error = msg.error.map(RawValue::get).unwrap_or("?");
+            if self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::LateDiscover))
+            {
+                // A modern server refusing the fallback: its late probe answer decides.
+                tracing::info!(server = %self.name, "initialize was refused while the probe is unanswered: waiting for it");
+                return LineEffect::None;
+            }
             if self.spec.protocol == crate::config::protocol::Protocol::Auto {
                 // Maybe it was modern after all (a probe that went unanswered): probe again
                 // at the next start.
@@ -1096,6 +1115,18 @@ impl Actor {
             Some(modern::MODERN_VERSION),
             transport,
         )
+    }
+
+    /// The answer to a probe that had timed out: a modern server that was slow to start (it
+    /// will refuse the `initialize` sent meanwhile, whose answer is then dropped).
+    fn on_late_discovery(&mut self, msg: &Envelope<'_>, transport: &Transport) -> LineEffect {
+        if self.ready || modern::probe_outcome(msg) != Probe::Modern {
+            return LineEffect::None;
+        }
+        tracing::info!(server = %self.name, "the server answered server/discover late: it is modern");
+        self.pending
+            .retain(|_, p| !matches!(p, Pending::Initialize));
+        self.on_discovered(msg, transport, false)
     }
 
     /// A request of mcpd's own, in the server's era.

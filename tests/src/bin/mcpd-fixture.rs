@@ -24,7 +24,7 @@
 //! | `--flags-file PATH` | more flags, whitespace-separated, from PATH if it exists (so that a test can change the server's behaviour without changing its definition, e.g. for the catalog cache) |
 //! | `--app` | also offer `show_app`, an MCP App tool: `_meta.ui.resourceUri` is `ui://fixture/app` on the tool and its result |
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
-//! | `--modern` | speak only MCP 2026-07-28: `server/discover` answers a `DiscoverResult`, `initialize` gets -32022 |
+//! | `--modern` | speak only MCP 2026-07-28: `server/discover` answers a `DiscoverResult` (after `--delay-init-ms`), `initialize` gets -32022 |
 //! | `--ignore-unknown` | never answer a request for a method it does not know (a legacy server that ignores a `server/discover` probe) |
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
@@ -357,12 +357,18 @@ impl Server {
                 -32022,
                 "this server speaks only MCP 2026-07-28; send server/discover",
             ),
-            "server/discover" if self.options.modern => self.out.result(
-                &id,
-                &json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
+            "server/discover" if self.options.modern => {
+                let result = json!({"resultType": "complete", "supportedVersions": ["2026-07-28"],
                         "capabilities": {"tools": {}},
-                        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcpd-fixture", "version": "0"}}}),
-            ),
+                        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcpd-fixture", "version": "0"}}});
+                // `--delay-init-ms` delays the discovery of a modern fixture instead.
+                let out = self.out.clone();
+                let delay = self.options.delay_init_ms.unwrap_or(0);
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(delay));
+                    out.result(&id, &result);
+                });
+            }
             "initialize" => self.initialize(id, &params),
             "ping" => self.out.result(&id, &json!({})),
             "tools/list" => self.list_tools(&id, &params),
