@@ -531,3 +531,57 @@ fn peer_modern_clients_get_the_tasks_extension_form() {
         .unwrap_or_default();
     assert!(text.contains("mcpd"), "the result is inline: {done}");
 }
+
+/// Stops the daemon a shim autostarted (found over the control socket) and waits until it is gone.
+fn stop_autostarted(daemon: &TestDaemon) {
+    use mcpd_proto::{ControlRequest, ControlResponse};
+    if let Ok(ControlResponse::Status(s)) = daemon.try_control(&ControlRequest::Status) {
+        mcpd_tests::process::signal(s.pid, libc::SIGTERM);
+    }
+    assert!(
+        wait_until(TIMEOUT, || daemon
+            .try_control(&ControlRequest::Status)
+            .is_err()),
+        "the autostarted mcpd did not stop"
+    );
+}
+
+#[test]
+fn peer_ts_sdk2_auto_is_modern_at_once_while_servers_start_and_when_its_probe_starts_the_daemon() {
+    // A server that takes far longer to start than the client's probe timeout (60 s).
+    let mut daemon =
+        TestDaemon::start(fixture::config(&[("slow", &["--delay-init-ms", "600000"])]));
+    daemon.wait_server_state("slow", ServerState::Starting);
+    let lines = ts_v2(&daemon, "auto", &json!([]));
+    let connect = op(&lines, "connect");
+    assert_eq!(connect["era"], "modern", "{connect}");
+    assert_eq!(daemon.server("slow").state, ServerState::Starting);
+
+    // No daemon runs: the probe's throw-away shim starts one, which answers at once.
+    daemon.terminate();
+    let lines = {
+        // The client passes MCPD_* through to the shims; autostart is on for this one.
+        let mut cmd = std::process::Command::new(peers().node());
+        cmd.arg(peers().ts_modern_client())
+            .env_clear()
+            .envs(daemon.env())
+            .env("MCPD_NO_AUTOSTART", "0")
+            .arg("--shim")
+            .arg(mcpd_tests::bin("mcp-shim"))
+            .args(["--mode", "auto", "--", "[]"])
+            .current_dir(peers().dir());
+        let output = mcpd_tests::process::run_with_timeout(&mut cmd, PEER_TIMEOUT);
+        stop_autostarted(&daemon);
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let connect: Value = serde_json::from_str(lines.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {lines}"));
+    assert_eq!(connect["era"], "modern", "{connect}");
+    assert_eq!(connect["serverInfo"]["name"], "mcpd", "{connect}");
+}
