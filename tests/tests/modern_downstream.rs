@@ -535,13 +535,12 @@ fn peer_modern_clients_get_the_tasks_extension_form() {
 /// Stops the daemon a shim autostarted (found over the control socket) and waits until it is gone.
 fn stop_autostarted(daemon: &TestDaemon) {
     use mcpd_proto::{ControlRequest, ControlResponse};
-    if let Ok(ControlResponse::Status(s)) = daemon.try_control(&ControlRequest::Status) {
-        mcpd_tests::process::signal(s.pid, libc::SIGTERM);
-    }
+    let Ok(ControlResponse::Status(s)) = daemon.try_control(&ControlRequest::Status) else {
+        panic!("no autostarted mcpd answers");
+    };
+    mcpd_tests::process::signal(s.pid, libc::SIGTERM);
     assert!(
-        wait_until(TIMEOUT, || daemon
-            .try_control(&ControlRequest::Status)
-            .is_err()),
+        wait_until(TIMEOUT, || !mcpd_tests::process_alive(s.pid)),
         "the autostarted mcpd did not stop"
     );
 }
