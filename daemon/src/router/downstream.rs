@@ -5,17 +5,15 @@
 //!   `elicitation/create`, `roots/list`): among the sessions able to answer it, the one whose
 //!   request to that upstream started last; with none in flight, a `roots/list` goes to the
 //!   session that last said its roots changed ([`choose`]).
-//! - Ids: the request reaches the client as `"mcpd:<server>:<n>"` (one counter for the
-//!   daemon's life, so a restarted upstream never reuses an id a client may still answer); the
-//!   client's answer is routed back by that id, with the upstream's own id put back
-//!   ([`ServerRequests`], capped at [`MAX_SERVER_REQUESTS`] outstanding requests).
+//! - Routes: the request reaches the client under an id of mcpd's own (`upstream/ids.rs`
+//!   rewrites every id); the client's answer is routed back by that id to the upstream that
+//!   asked ([`ServerRequests`], capped at [`MAX_SERVER_REQUESTS`] outstanding requests).
 //! - Fan-out of notifications: log messages to the sessions that see the server at their
 //!   level, `resources/updated` to the subscribed sessions, task status to the task's owner,
 //!   URL-mode elicitation completions to the session that got the elicitation.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use mcpd_proto::envelope::{self, Envelope, field};
 use serde_json::value::RawValue;
@@ -23,7 +21,7 @@ use serde_json::value::RawValue;
 use super::hub::{Hub, LOG_LEVELS, log_rank};
 use super::listen;
 use crate::upstream::{
-    CallerRef, Candidate, ClientCaps, Downstream, InstanceKey, RouteError, UpstreamRef,
+    CallerRef, Candidate, ClientCaps, Downstream, InstanceKey, RouteError, UpstreamRef, ids,
 };
 
 /// Requests of upstreams waiting for clients' answers, beyond which an upstream's request is
@@ -31,8 +29,6 @@ use crate::upstream::{
 pub const MAX_SERVER_REQUESTS: usize = 1024;
 /// URL-mode elicitations remembered for their completion notification.
 const MAX_ELICITATIONS: usize = 1024;
-/// Ids of the requests upstreams send to clients, unique for the daemon's life.
-static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Where a client's answer to a server-to-client request goes.
 #[derive(Debug)]
@@ -82,9 +78,7 @@ impl ServerRequests {
                 ),
             });
         }
-        let n = DOWNSTREAM_IDS.fetch_add(1, Ordering::Relaxed);
-        let downstream = serde_json::to_string(&format!("mcpd:{}:{n}", upstream.key().server))
-            .unwrap_or_default();
+        let downstream = ids::downstream_id(&upstream.key().server);
         routes.by_id.insert(
             downstream.clone(),
             Route {
@@ -156,7 +150,7 @@ impl ServerRequests {
 impl Route {
     /// Sends the client's answer `msg` to the upstream, with the upstream's id put back.
     pub fn answer(self, msg: &Envelope<'_>) {
-        let line = msg.with_id(&self.upstream_id);
+        let line = ids::answer_to_upstream(msg, &self.upstream_id);
         self.upstream.client_response(self.upstream_id, line);
     }
 
@@ -223,7 +217,7 @@ impl Downstream for Hub {
         msg: &Envelope<'_>,
     ) -> Result<(), RouteError> {
         let downstream = self.requests().add(to, from, upstream_id)?;
-        if !to.try_send(msg.with_id(&downstream)) {
+        if !to.try_send(ids::request_to_client(msg, &downstream)) {
             self.requests().lock().by_id.remove(&downstream);
             return Err(RouteError {
                 code: envelope::UPSTREAM_BUSY,
@@ -262,9 +256,9 @@ impl Downstream for Hub {
             .requests()
             .take_where(from, |r| r.upstream_id == upstream_id)
         {
-            let mut rw = msg.rewrite();
-            rw.replace(request, downstream);
-            route.session.try_send(rw.finish());
+            route
+                .session
+                .try_send(ids::cancelled_to_client(msg, request, &downstream));
         }
     }
 

@@ -439,28 +439,15 @@ pub async fn call_modern(
 ) -> String {
     let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
     let upstream_id = upstream.allocate_id();
-    let mut rewrite = msg.rewrite();
-    if let Some(id) = msg.id {
-        rewrite.replace(id, upstream_id.to_string());
-    }
-    if let Some((raw, original)) = rename {
-        rewrite.replace(raw, original);
-    }
-    let token = msg
-        .params
-        .and_then(|p| member(p, "_meta"))
-        .and_then(|m| member(m, "progressToken"));
-    if let Some(token) = token {
-        rewrite.replace(token, upstream_id.to_string());
-    }
+    let (line, progress_token) = crate::upstream::ids::to_upstream(msg, upstream_id, rename);
     let progress = Arc::new(Notify::new());
     let (asks_tx, asks) = mpsc::channel(16);
     let session_id = session.id();
     let forward = Forward {
         upstream_id,
-        line: rewrite.finish(),
+        line,
         client_id: client_id.clone(),
-        progress_token: token.map(RawValue::to_owned),
+        progress_token,
         session: session.caller(),
         progress: Arc::clone(&progress),
         caps: request_caps(msg),

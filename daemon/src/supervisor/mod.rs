@@ -2,12 +2,18 @@
 //! instances (shared, per-client and per-profile, keyed by [`InstanceKey`]), and the one place
 //! where an instance is replaced.
 //!
-//! Every restart that is not the actor's own (after a failure, or waking from idle) goes
-//! through [`Supervisor::replace_with`]: a reload's changed servers, a login, a changed secret,
-//! `mcpctl restart`. The successor takes its predecessor's place in the table at once, so no
-//! call finds the server missing; it holds the requests that reach it until the predecessor
-//! has stopped (one process per server), then starts. It inherits the predecessor's
-//! `restarts` count. One replacement runs at a time.
+//! How a restart happens:
+//!
+//! - A replacement (a reload's changed servers, a login, a changed secret, `mcpctl restart`)
+//!   goes through one gated swap ([`Supervisor::replace_with`], [`Supervisor::apply`],
+//!   [`Supervisor::restart_using`]): the successor takes its predecessor's place in the table
+//!   at once, so no call finds the server missing; it holds the requests that reach it until
+//!   the predecessor has stopped (one process per server), then starts. It inherits the
+//!   predecessor's `restarts` count. One replacement runs at a time.
+//! - The actor's own restarts stay in its loop (`upstream/actor.rs`, `Actor::run`): after a
+//!   failure, with backoff, until a crash loop holds it for `mcpctl restart`; waking from
+//!   idle (or a lazy first start) on the request that needs it; `mcpctl stop|start` pause and
+//!   resume it. `restarts` counts the starts after a failure only.
 //!
 //! Sessions reach instances through [`Supervisor::upstream_for`], which starts a session's or
 //! a profile's own instance at its first use.

@@ -900,7 +900,7 @@ impl Actor {
             Some(Pending::Client {
                 client_id, reply, ..
             }) => {
-                let _ = reply.send(Ok(msg.with_id(client_id.get())));
+                let _ = reply.send(Ok(super::ids::answer_to_client(msg, &client_id)));
                 LineEffect::None
             }
             Some(Pending::Initialize) => self.on_initialized(msg, transport),
@@ -1233,9 +1233,7 @@ impl Actor {
                     Some(token),
                 ) = (self.pending.get(&id), token)
                 {
-                    let mut rw = msg.rewrite();
-                    rw.replace(token, original.get());
-                    session.try_send(rw.finish());
+                    session.try_send(super::ids::progress_to_client(msg, token, original));
                     progress.notify_one();
                 }
             }

@@ -12,6 +12,7 @@
 mod actor;
 #[cfg(test)]
 mod fake;
+pub mod ids;
 mod instance;
 pub mod modern;
 pub mod port;

@@ -36,7 +36,7 @@ use crate::router::scoped::LogScope;
 use crate::router::{instructions, listen, search};
 
 use super::tasks::{self, CallMode, TaskRequest};
-use crate::upstream::{Forward, ListKind, UpstreamHandle};
+use crate::upstream::{Forward, ListKind, UpstreamHandle, ids};
 
 /// Protocol revisions a client may ask for, newest first.
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -1327,28 +1327,15 @@ pub(crate) async fn forward(
 ) -> String {
     let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
     let upstream_id = upstream.allocate_id();
-    let mut rewrite = msg.rewrite();
-    if let Some(id) = msg.id {
-        rewrite.replace(id, upstream_id.to_string());
-    }
-    if let Some((raw, original)) = rename {
-        rewrite.replace(raw, original);
-    }
-    // Progress tokens of different clients could collide: the upstream sees the (unique)
-    // upstream request id instead, and the actor maps it back.
-    let token = msg
-        .params
-        .and_then(|p| member(p, "_meta"))
-        .and_then(|m| member(m, "progressToken"));
-    if let Some(token) = token {
-        rewrite.replace(token, upstream_id.to_string());
-    }
+    // Ids and progress tokens of different clients could collide: the upstream sees the
+    // (unique) upstream request id instead, and the actor maps it back (`upstream::ids`).
+    let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
     let progress = Arc::new(Notify::new());
     let request = Forward {
         upstream_id,
-        line: rewrite.finish(),
+        line,
         client_id: client_id.clone(),
-        progress_token: token.map(RawValue::to_owned),
+        progress_token,
         session: session.caller(),
         progress: Arc::clone(&progress),
         caps: mrtr::request_caps(msg),

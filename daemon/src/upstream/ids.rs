@@ -1,0 +1,120 @@
+//! Every JSON-RPC id rewrite of forwarding, in both directions, by splicing (the rest of each
+//! message stays byte for byte as it was written: invariant 1).
+//!
+//! - A client's request to an upstream: its `id` and its progress token become a fresh id
+//!   from the upstream's counter (so any number of sessions share one upstream without their
+//!   ids or tokens colliding), and a namespaced tool or prompt name the upstream's own
+//!   ([`to_upstream`], called by the session, `router/session/core.rs`, and the 2026-07-28
+//!   translation, `router/mrtr.rs`). The actor puts the client's id back into the answer
+//!   ([`answer_to_client`]) and its token into progress notifications
+//!   ([`progress_to_client`]).
+//! - An upstream's request to a client (`sampling/createMessage`, `elicitation/create`,
+//!   `roots/list`): it reaches the client as `"mcpd:<server>:<n>"` ([`downstream_id`],
+//!   [`request_to_client`]), one counter for the daemon's life so that a restarted upstream
+//!   never reuses an id a client may still answer; the client's answer goes back with the
+//!   upstream's id ([`answer_to_upstream`]), and the upstream's cancellation names the
+//!   client's id ([`cancelled_to_client`]). The routes are kept by `router/downstream.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mcpd_proto::envelope::{Envelope, field};
+use serde_json::value::RawValue;
+
+/// Ids of the requests upstreams send to clients, unique for the daemon's life.
+static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
+
+fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    field(object, key).ok().flatten()
+}
+
+/// A client's request on its way to an upstream: its id and progress token become
+/// `upstream_id`, and `rename` (the namespaced name, the upstream's own) is applied. Returns
+/// the line and the client's progress token, if it sent one.
+pub fn to_upstream(
+    msg: &Envelope<'_>,
+    upstream_id: u64,
+    rename: Option<(&RawValue, String)>,
+) -> (String, Option<Box<RawValue>>) {
+    let mut rewrite = msg.rewrite();
+    if let Some(id) = msg.id {
+        rewrite.replace(id, upstream_id.to_string());
+    }
+    if let Some((raw, original)) = rename {
+        rewrite.replace(raw, original);
+    }
+    let token = msg
+        .params
+        .and_then(|p| member(p, "_meta"))
+        .and_then(|m| member(m, "progressToken"));
+    if let Some(token) = token {
+        rewrite.replace(token, upstream_id.to_string());
+    }
+    (rewrite.finish(), token.map(RawValue::to_owned))
+}
+
+/// An upstream's answer on its way back: with the client's own id.
+pub fn answer_to_client(msg: &Envelope<'_>, client_id: &RawValue) -> String {
+    msg.with_id(client_id.get())
+}
+
+/// An upstream's progress notification (whose token, `token`, is the upstream id) on its way
+/// to the client: with the client's own token.
+pub fn progress_to_client(msg: &Envelope<'_>, token: &RawValue, original: &RawValue) -> String {
+    let mut rw = msg.rewrite();
+    rw.replace(token, original.get());
+    rw.finish()
+}
+
+/// A fresh id (JSON text) for a request of `server` to a client.
+pub fn downstream_id(server: &str) -> String {
+    let n = DOWNSTREAM_IDS.fetch_add(1, Ordering::Relaxed);
+    serde_json::to_string(&format!("mcpd:{server}:{n}")).unwrap_or_default()
+}
+
+/// An upstream's request on its way to a client, under `downstream_id`.
+pub fn request_to_client(msg: &Envelope<'_>, downstream_id: &str) -> String {
+    msg.with_id(downstream_id)
+}
+
+/// A client's answer on its way back to the upstream that asked: with the upstream's id.
+pub fn answer_to_upstream(msg: &Envelope<'_>, upstream_id: &str) -> String {
+    msg.with_id(upstream_id)
+}
+
+/// An upstream's `notifications/cancelled` of its request (`request`, the upstream's id) on
+/// its way to the client: naming the client's id.
+pub fn cancelled_to_client(msg: &Envelope<'_>, request: &RawValue, downstream_id: &str) -> String {
+    let mut rw = msg.rewrite();
+    rw.replace(request, downstream_id);
+    rw.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_goes_up_with_the_upstreams_id_token_and_name_and_comes_back_as_the_clients() {
+        let line = r#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"fx__echo","_meta":{"progressToken":7},"arguments":{"n":1.50}}}"#;
+        let msg = Envelope::parse(line).unwrap();
+        let name = member(msg.params.unwrap(), "name").unwrap();
+        let (up, token) = to_upstream(&msg, 42, Some((name, r#""echo""#.to_owned())));
+        assert_eq!(
+            up,
+            r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":42},"arguments":{"n":1.50}}}"#
+        );
+        assert_eq!(token.unwrap().get(), "7");
+        let answer = Envelope::parse(r#"{"jsonrpc":"2.0","id":42,"result":{}}"#).unwrap();
+        assert_eq!(
+            answer_to_client(&answer, msg.id.unwrap()),
+            r#"{"jsonrpc":"2.0","id":"c-1","result":{}}"#
+        );
+    }
+
+    #[test]
+    fn server_requests_get_ids_no_restart_reuses() {
+        let a = downstream_id("s");
+        let b = downstream_id("s");
+        assert!(a.starts_with("\"mcpd:s:") && a != b, "{a} {b}");
+    }
+}
