@@ -156,6 +156,42 @@ impl Client {
         }
     }
 
+    /// Waits until the shim has read everything written to its stdin (the pipe is empty).
+    fn wait_stdin_read(&self) {
+        let fd = self.stdin.as_ref().unwrap().as_raw_fd();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD on a pipe we own writes one int, the bytes not yet read.
+            let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+            assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
+            if unread == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the shim did not read its stdin");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The sockets among the shim's open files.
+    fn sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
+    /// Waits until the shim holds fewer sockets than `connected` (it closed its connection to
+    /// the daemon that went away and is reconnecting).
+    fn wait_disconnected(&self, connected: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.sockets() >= connected {
+            assert!(Instant::now() < deadline, "the shim kept its connection");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(line.as_bytes()).unwrap();
@@ -282,7 +318,7 @@ fn in_flight_requests_get_an_error_and_the_session_resumes_on_the_next_daemon() 
     for line in gap {
         client.send(line);
     }
-    thread::sleep(Duration::from_millis(200));
+    client.wait_stdin_read();
 
     let listener = place.listen();
     let mut daemon = Conn::accept(&listener);
@@ -494,9 +530,10 @@ fn requests_beyond_what_the_shim_holds_are_answered_at_once() {
 fn stdin_closing_while_reconnecting_ends_the_shim_quietly() {
     let place = Place::new();
     let (listener, daemon, mut client) = initialized_session(&place, &[]);
+    let connected = client.sockets();
     drop(daemon);
     place.stop(listener);
-    thread::sleep(Duration::from_millis(100));
+    client.wait_disconnected(connected);
     drop(client.stdin.take());
     assert_eq!(client.wait_exit(Duration::from_secs(2)).code(), Some(0));
     assert_eq!(client.stderr(), "");
