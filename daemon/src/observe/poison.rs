@@ -5,7 +5,7 @@
 //! Every string of a definition is checked (descriptions inside input schemas too), after JSON
 //! decoding, so `\u200b` escapes are found like the characters themselves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use mcpd_proto::observe::Finding;
 use serde_json::Value;
@@ -84,6 +84,7 @@ pub fn check(subjects: &[Subject<'_>], only: Option<&str>) -> Vec<Finding> {
         .collect();
     lengths.sort_unstable();
     let median = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
+    let mentionable = Mentionable::index(subjects);
     let mut findings = Vec::new();
     for (i, value) in &parsed {
         let s = &subjects[*i];
@@ -127,15 +128,9 @@ pub fn check(subjects: &[Subject<'_>], only: Option<&str>) -> Vec<Finding> {
                     findings.push(finding("sensitive-file", format!("{at} mentions `{path}`")));
                 }
             }
-            for other in subjects.iter().filter(|o| o.server != s.server) {
-                let own = subjects
-                    .iter()
-                    .any(|m| m.server == s.server && m.name == other.name);
-                let mentioned = mentions(text, other.namespaced)
-                    || (distinctive(other.name) && !own && mentions(text, other.name));
-                if mentioned
-                    && seen.insert(("other-tool", format!("{at} {}", other.namespaced), '\0'))
-                {
+            for j in mentionable.mentioned_in(text, s.server) {
+                let other = &subjects[j];
+                if seen.insert(("other-tool", format!("{at} {}", other.namespaced), '\0')) {
                     findings.push(finding(
                         "other-tool",
                         format!(
@@ -209,12 +204,96 @@ fn distinctive(name: &str) -> bool {
     name.chars().count() >= 6 && name.contains(['_', '-'])
 }
 
+/// The names a text may mention, indexed once per check: a catalog of N items used to cost
+/// N × N substring searches per text (and N more comparisons each), cubic in the catalog; now a
+/// text costs one pass over its words plus the few names that are not plain words.
+struct Mentionable<'s, 'a> {
+    subjects: &'s [Subject<'a>],
+    /// Namespaced names that are one word, by that word.
+    namespaced: HashMap<&'a str, Vec<usize>>,
+    /// Distinctive plain names that are one word, by that word.
+    plain: HashMap<&'a str, Vec<usize>>,
+    /// Names with other characters (searched for as before), namespaced and plain.
+    odd_namespaced: Vec<usize>,
+    odd_plain: Vec<usize>,
+    /// Every (server, name) pair: a server's own tool of the same name is no mention.
+    own: HashSet<(&'a str, &'a str)>,
+}
+
+impl<'s, 'a> Mentionable<'s, 'a> {
+    fn index(subjects: &'s [Subject<'a>]) -> Self {
+        let mut m = Self {
+            subjects,
+            namespaced: HashMap::new(),
+            plain: HashMap::new(),
+            odd_namespaced: Vec::new(),
+            odd_plain: Vec::new(),
+            own: subjects.iter().map(|s| (s.server, s.name)).collect(),
+        };
+        for (j, o) in subjects.iter().enumerate() {
+            if is_word(o.namespaced) {
+                m.namespaced.entry(o.namespaced).or_default().push(j);
+            } else if !o.namespaced.is_empty() {
+                m.odd_namespaced.push(j);
+            }
+            if distinctive(o.name) {
+                if is_word(o.name) {
+                    m.plain.entry(o.name).or_default().push(j);
+                } else {
+                    m.odd_plain.push(j);
+                }
+            }
+        }
+        m
+    }
+
+    /// The other servers' items `text` (of an item of `server`) mentions, in catalog order:
+    /// by namespaced name, or by a distinctive plain name `server` has no item of its own by.
+    fn mentioned_in(&self, text: &str, server: &str) -> BTreeSet<usize> {
+        let mut hits = BTreeSet::new();
+        let plain_counts = |j: usize| !self.own.contains(&(server, self.subjects[j].name));
+        for w in text
+            .split(|c: char| !is_word_char(c))
+            .filter(|w| !w.is_empty())
+        {
+            if let Some(js) = self.namespaced.get(w) {
+                hits.extend(js.iter().copied());
+            }
+            if let Some(js) = self.plain.get(w) {
+                hits.extend(js.iter().copied().filter(|&j| plain_counts(j)));
+            }
+        }
+        for &j in &self.odd_namespaced {
+            if mentions(text, self.subjects[j].namespaced) {
+                hits.insert(j);
+            }
+        }
+        for &j in &self.odd_plain {
+            if plain_counts(j) && mentions(text, self.subjects[j].name) {
+                hits.insert(j);
+            }
+        }
+        hits.retain(|&j| self.subjects[j].server != server);
+        hits
+    }
+}
+
+/// What counts as part of a word around a mention.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Whether `name` is one word: a mention of it is then a whole word of the text equal to it.
+fn is_word(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(is_word_char)
+}
+
 /// `needle` occurs in `text` as a whole word.
 fn mentions(text: &str, needle: &str) -> bool {
     if needle.is_empty() {
         return false;
     }
-    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let word = is_word_char;
     let mut from = 0;
     while let Some(at) = text[from..].find(needle) {
         let start = from + at;
@@ -279,6 +358,71 @@ mod tests {
             "{f:#?}"
         );
         assert!(f.iter().any(|x| x.detail.contains("U+E0041")), "{f:#?}");
+    }
+
+    #[test]
+    fn mentions_are_found_by_whole_words_and_names_with_other_characters_still_count() {
+        let all = [
+            subject(
+                "a",
+                "helper",
+                "a__helper",
+                r#"{"name":"helper","description":"Use mail__send_email, fetch_page-2 or web.search_all (not xsend_email)"}"#,
+            ),
+            subject(
+                "mail",
+                "send_email",
+                "mail__send_email",
+                r#"{"name":"send_email"}"#,
+            ),
+            subject(
+                "web",
+                "search_all",
+                "web.search_all",
+                r#"{"name":"search_all"}"#,
+            ),
+            subject(
+                "b",
+                "fetch_page-2",
+                "b__fetch_page-2",
+                r#"{"name":"fetch_page-2"}"#,
+            ),
+            subject(
+                "c",
+                "xsend_email",
+                "c__xsend_email",
+                r#"{"name":"xsend_email"}"#,
+            ),
+        ];
+        let found: Vec<String> = check(&all, Some("a"))
+            .into_iter()
+            .map(|f| f.detail)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "description mentions `send_email` of server `mail`",
+                "description mentions `search_all` of server `web`",
+                "description mentions `fetch_page-2` of server `b`",
+                "description mentions `xsend_email` of server `c`",
+            ]
+        );
+        // A server's own tool of the same name is not a mention of another server's.
+        let own = [
+            subject(
+                "a",
+                "send_email",
+                "a__send_email",
+                r#"{"name":"send_email","description":"like send_email"}"#,
+            ),
+            subject(
+                "mail",
+                "send_email",
+                "mail__send_email",
+                r#"{"name":"send_email"}"#,
+            ),
+        ];
+        assert!(check(&own, Some("a")).is_empty());
     }
 
     #[test]
