@@ -570,6 +570,7 @@ pub(crate) fn slow4(_ctx: &Ctx) {
             ids.push(id);
         }
         let mut at = Vec::new();
+        let mut errors = 0;
         while at.len() < ids.len() {
             let line = conn.reader.line(ANSWER_TIMEOUT).expect("an answer");
             let msg: Value = serde_json::from_str(&line).unwrap_or_default();
@@ -580,6 +581,9 @@ pub(crate) fn slow4(_ctx: &Ctx) {
                     .is_some_and(|i| ids.contains(&i))
             {
                 at.push(started.elapsed());
+                if msg.get("result").is_none() || msg["result"]["isError"] == json!(true) {
+                    errors += 1;
+                }
             }
         }
         let times = at
@@ -591,9 +595,13 @@ pub(crate) fn slow4(_ctx: &Ctx) {
             way.name().to_owned(),
             format!("**{}**", t(at[3].as_secs_f64() * 1e6)),
             times,
+            errors.to_string(),
         ]);
     }
-    table(&["route", "**all 4 answered**", "each answer at"], &rows);
+    table(
+        &["route", "**all 4 answered**", "each answer at", "errors"],
+        &rows,
+    );
     println!(
         "\nOne client writes four `sleep {{ms: 1000}}` calls at once (the fixture sleeps without blocking)."
     );
