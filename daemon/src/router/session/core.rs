@@ -994,7 +994,7 @@ impl RequestContext {
                 ))
                 .await;
         };
-        let _scope = self
+        let scope = self
             .log_level
             .map(|rank| LogScope::enter(&self.services.hub, &self.link, &upstream, rank));
         let mode = if target == Target::Named(ListKind::Tools) {
@@ -1038,6 +1038,10 @@ impl RequestContext {
         {
             counted.undo(hub);
         }
+        // The upstream sent this request's log messages before its answer, and they have been
+        // delivered: close the scope before the answer goes out, so a message of the client's
+        // next request cannot be taken for one of this request's.
+        drop(scope);
         if let Some(call) = self.call.take() {
             call.finish(&answer);
         }
