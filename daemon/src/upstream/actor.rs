@@ -1380,15 +1380,17 @@ impl Actor {
     }
 }
 
+/// `serverInfo` of an `InitializeResult` (or the `DiscoverResult`'s `_meta` entry).
 #[derive(serde::Deserialize)]
-struct ServerInfo {
+pub(super) struct ServerInfo {
     #[serde(default)]
-    name: String,
+    pub(super) name: String,
     #[serde(default)]
-    version: String,
+    pub(super) version: String,
 }
 
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+/// Member `key` of the JSON object `object`, if it has one.
+pub(super) fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     field(object, key).ok().flatten()
 }
 

@@ -226,23 +226,14 @@ pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
 pub fn discovered(
     result: &RawValue,
 ) -> (Option<&RawValue>, Option<String>, Option<(String, String)>) {
-    #[derive(serde::Deserialize)]
-    struct Info {
-        #[serde(default)]
-        name: String,
-        #[serde(default)]
-        version: String,
-    }
-    fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-        field(object, key).ok().flatten()
-    }
+    use super::actor::{ServerInfo, member};
     let info = member(result, "_meta")
         .and_then(|m| {
             field(m, "io.modelcontextprotocol/serverInfo")
                 .ok()
                 .flatten()
         })
-        .and_then(|i| serde_json::from_str::<Info>(i.get()).ok())
+        .and_then(|i| serde_json::from_str::<ServerInfo>(i.get()).ok())
         .map(|i| (i.name, i.version));
     let instructions =
         member(result, "instructions").and_then(|i| serde_json::from_str::<String>(i.get()).ok());
