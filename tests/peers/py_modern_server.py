@@ -21,6 +21,11 @@ Tools (server-to-client requests only through Multi Round-Trip Requests, `InputR
 - ask(question) -> asks a form elicitation {answer}, returns "elicited: <answer>"
 - ask_url(url) -> asks a URL-mode elicitation, returns "url elicitation: <action>"
 - roots() -> asks roots/list, returns "roots: <uri>,<uri>"
+- grow(name) -> adds a tool `name` (it echoes) and announces the change on the listens
+  (`notifications/tools/list_changed`), returns "grew: <name>"
+- touch(uri) -> announces `notifications/resources/updated` for `uri` on the listens
+- end_listens() -> ends every open listen gracefully (the SDK's ListenHandler.close)
+- resource `modern://note` (text "a note"), so a client can subscribe to it
 - stats() -> JSON of what it saw: per request the HTTP Mcp-Method / Mcp-Name / session header
   (HTTP only), the protocol version and client capabilities of each tools/call.
 
@@ -152,6 +157,38 @@ def roots(ctx: Context) -> str | InputRequiredResult:
     if "roots" not in caps:
         _missing("roots")
     return _ask("roots", "roots/list", None)
+
+
+@mcp.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Adds a tool and announces the change to the listening clients."""
+
+    def grown(message: str) -> str:
+        return f"{name}: {message}"
+
+    mcp.add_tool(grown, name=name, description=f"A tool added by grow ({name}).")
+    await ctx.notify_tools_changed()
+    return f"grew: {name}"
+
+
+@mcp.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Announces that the resource `uri` changed to the listening clients."""
+    await ctx.notify_resource_updated(uri)
+    return f"touched: {uri}"
+
+
+@mcp.tool()
+def end_listens(ctx: Context) -> str:
+    """Ends every open subscriptions/listen gracefully, as a server shutting down would."""
+    mcp._lowlevel_server._request_handlers["subscriptions/listen"].handler.close()
+    return "ended"
+
+
+@mcp.resource("modern://note", name="note", mime_type="text/plain")
+def note() -> str:
+    """A resource clients can subscribe to."""
+    return "a note"
 
 
 @mcp.tool()

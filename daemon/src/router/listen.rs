@@ -104,12 +104,38 @@ pub fn tagged(method: &str, params: Option<&RawValue>, id: &str) -> String {
     envelope::notification(method, Some(&params))
 }
 
+/// `line` (a notification) without the subscription id in its `_meta` (and without a `_meta`
+/// left empty).
+fn untagged(line: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(line) else {
+        return line.to_owned();
+    };
+    if let Some(meta) = v
+        .get_mut("params")
+        .and_then(|p| p.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+    {
+        meta.remove(SUBSCRIPTION_ID);
+        if meta.is_empty()
+            && let Some(params) = v.get_mut("params").and_then(Value::as_object_mut)
+        {
+            params.remove("_meta");
+        }
+    }
+    v.to_string()
+}
+
 /// Delivers an upstream's `notifications/resources/updated` (`line`, about `uri` of `server`)
 /// to a subscribed session: tagged once per listen of a modern session, as it came to a legacy
 /// one.
 pub fn resource_updated(link: &SessionLink, server: &str, uri: &str, line: &str) {
     if !link.scopes().is_modern() {
-        link.try_send(line.to_owned());
+        if line.contains(SUBSCRIPTION_ID) {
+            // From a modern upstream's listen: its subscription id is not the client's.
+            link.try_send(untagged(line));
+        } else {
+            link.try_send(line.to_owned());
+        }
         return;
     }
     let Ok(msg) = envelope::Envelope::parse(line) else {
@@ -199,6 +225,17 @@ pub fn open(
         Some(&params),
         &id_text,
     ))
+}
+
+/// A legacy client's (un)subscription of `uri` on a modern upstream, the first or last on that
+/// instance: the upstream's own listen (`upstream/actor_listen.rs`) follows the hub's URIs.
+pub fn subscribe_upstream(upstream: &crate::upstream::UpstreamHandle, subscribe: bool, uri: &str) {
+    let method = if subscribe {
+        "resources/subscribe"
+    } else {
+        "resources/unsubscribe"
+    };
+    upstream.internal(method, json!({"uri": uri}));
 }
 
 /// Closes the listen with request id `id` (the client cancelled it), releasing its resource

@@ -67,6 +67,8 @@ enum Pending {
         method: &'static str,
     },
     Ping,
+    /// `subscriptions/listen` to a modern server (`actor_listen.rs`).
+    Listen,
 }
 
 enum Outcome {
@@ -137,6 +139,8 @@ pub(super) struct Actor {
     /// Requests that arrived while the last process was ending and were never sent to it:
     /// they go to the next one, or are answered with why there is none.
     leftover: Vec<Command>,
+    /// The `subscriptions/listen` of a modern process.
+    listen: listen::UpstreamListen,
 }
 
 impl Actor {
@@ -164,6 +168,7 @@ impl Actor {
             ready: false,
             modern: false,
             leftover: Vec::new(),
+            listen: listen::UpstreamListen::default(),
         }
     }
 
@@ -530,6 +535,7 @@ impl Actor {
 
     async fn run_once(&mut self, carried: Vec<Command>) -> Outcome {
         self.ready = false;
+        self.listen = listen::UpstreamListen::default();
         self.publish(|s| {
             s.state = ServerState::Starting;
             s.pid = None;
@@ -694,6 +700,7 @@ impl Actor {
                     self.fail_pending(String::new());
                     return Outcome::Idle;
                 }
+                _ = deadline(self.listen.retry_at), if ready => self.open_listen(&transport),
                 _ = &mut probe_deadline, if self.is_probing() => {
                     // A slow server may still answer the probe: its answer is taken if it comes
                     // before the `initialize` answer (`Pending::LateDiscover`).
@@ -757,10 +764,12 @@ impl Actor {
                 reason,
             } => {
                 if self.pending.remove(&upstream_id).is_some() {
-                    let note = envelope::notification(
-                        "notifications/cancelled",
-                        Some(&json!({"requestId": upstream_id, "reason": reason})),
-                    );
+                    let params = json!({"requestId": upstream_id, "reason": reason});
+                    let note = if self.modern {
+                        modern::notification("notifications/cancelled", &params)
+                    } else {
+                        envelope::notification("notifications/cancelled", Some(&params))
+                    };
                     let _ = transport.send(Outbound {
                         kind: OutKind::Cancelled(upstream_id),
                         line: note,
@@ -827,7 +836,10 @@ impl Actor {
 
     fn internal(&mut self, method: &'static str, params: serde_json::Value, transport: &Transport) {
         if self.modern && modern_removed(method) {
-            // The level goes with each request; resource updates need `subscriptions/listen`.
+            // The level goes with each request; resource updates come on the listen.
+            if method != "logging/setLevel" {
+                self.listen_uris_changed(transport);
+            }
             return;
         }
         let id = self.allocate_id();
@@ -911,6 +923,10 @@ impl Actor {
                 LineEffect::None
             }
             Some(Pending::Ping) => LineEffect::None,
+            Some(Pending::Listen) => {
+                self.on_listen_ended(id, msg);
+                LineEffect::None
+            }
             Some(Pending::Internal { method }) => {
                 if let Some(error) = msg.error {
                     tracing::warn!(server = %self.name, "{method} failed: {}", preview(error.get()));
@@ -1010,6 +1026,7 @@ impl Actor {
                 self.internal("resources/subscribe", json!({"uri": uri}), transport);
             }
         }
+        self.open_listen(transport);
         LineEffect::Ready
     }
 
@@ -1236,6 +1253,9 @@ impl Actor {
                     session.try_send(super::ids::progress_to_client(msg, token, original));
                     progress.notify_one();
                 }
+            }
+            "notifications/subscriptions/acknowledged" => {
+                self.on_listen_acknowledged(msg, transport);
             }
             "notifications/cancelled" => {
                 if let Some(request) = params.and_then(|p| member(p, "requestId")) {
@@ -1488,6 +1508,9 @@ fn preview(text: &str) -> String {
     let cut: String = text.chars().take(200).collect();
     super::process::escape_control(&cut)
 }
+
+#[path = "actor_listen.rs"]
+mod listen;
 
 #[cfg(test)]
 #[path = "actor_tests.rs"]

@@ -462,6 +462,11 @@ impl UpstreamHandle {
         self.snapshot.borrow().clone()
     }
 
+    /// Whether the current process speaks MCP 2026-07-28.
+    pub fn is_modern(&self) -> bool {
+        self.snapshot.borrow().era == Some(modern::Era::Modern)
+    }
+
     /// A fresh request id for this upstream.
     pub fn allocate_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -178,6 +178,15 @@ pub fn request(id: u64, method: &str, params: Option<&serde_json::Value>) -> Str
     )
 }
 
+/// A notification of mcpd's own to a modern server, with the same `_meta` as its requests.
+pub fn notification(method: &str, params: &serde_json::Value) -> String {
+    stamp(
+        &envelope::notification(method, Some(params)),
+        &ClientCaps::default(),
+        None,
+    )
+}
+
 /// What a `server/discover` answer means (see [`Probe`]).
 pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
     if let Some(result) = msg.result {

@@ -994,6 +994,11 @@ impl RequestContext {
                 ))
                 .await;
         };
+        if let (Some(counted), true) = (&counted, upstream.is_modern()) {
+            // 2026-07-28 has no resources/subscribe: the upstream's listen follows the URI.
+            super::super::listen::subscribe_upstream(&upstream, counted.subscribe, &counted.uri);
+            return self.reply(envelope::response(id, &json!({}))).await;
+        }
         let scope = self
             .log_level
             .map(|rank| LogScope::enter(&self.services.hub, &self.link, &upstream, rank));

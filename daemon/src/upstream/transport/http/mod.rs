@@ -409,6 +409,19 @@ impl Link {
                         return self.end(end);
                     }
                 }
+                OutKind::Cancelled(request)
+                    if crate::upstream::modern::is_modern_request(&line) =>
+                {
+                    // MCP 2026-07-28 over HTTP: a request is cancelled by closing its stream.
+                    if let Some(token) = self
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&request.to_string())
+                    {
+                        token.cancel();
+                    }
+                }
                 other => {
                     let result = if legacy {
                         self.post_legacy(&line, None).await
