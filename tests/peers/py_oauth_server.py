@@ -11,10 +11,13 @@ redirects with a plain HTTP client instead of a browser.
 
 Usage: py_oauth_server.py [--access-ttl S] [--refresh-delay-ms MS] [--no-rotate]
                           [--iss right|wrong|none] [--pkce-methods plain,...] [--scopes a,b]
-                          [--client ID:SECRET:CALLBACK_PORT]
+                          [--client ID:SECRET:CALLBACK_PORT] [--port PORT]
+                          [--stateful] [--end-session-delay-ms MS]
 
 Prints `mcpd-peer-listening 127.0.0.1:PORT` on stderr once it accepts connections (the port is
-chosen by the system). Test hooks, all on the same port:
+chosen by the system unless `--port` names one). `--stateful` gives each client an
+`Mcp-Session-Id`; `--end-session-delay-ms` answers a session's `DELETE` that much later (a slow
+stop). Test hooks, all on the same port:
   GET  /stats                    counters: registrations, authorizations, codes, refreshes,
                                  refresh_failures, revocations, mcp_requests, unauthorized;
                                  refresh_ages: for each refresh, the seconds since the access
@@ -173,11 +176,14 @@ def main():
     parser.add_argument("--pkce-methods", default=None)
     parser.add_argument("--scopes", default="mcp:read,mcp:write")
     parser.add_argument("--client", default=None, help="ID:SECRET:PORT of a pre-registered client")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stateful", action="store_true")
+    parser.add_argument("--end-session-delay-ms", type=int, default=0)
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", args.port))
     port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     issuer = base + "/"
@@ -210,7 +216,7 @@ def main():
         ),
         host="127.0.0.1",
         port=port,
-        stateless_http=True,
+        stateless_http=not args.stateful,
         json_response=True,
     )
 
@@ -267,6 +273,8 @@ def main():
     async def counting(scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith("/mcp"):
             STATS["mcp_requests"] += 1
+            if scope["method"] == "DELETE" and args.end_session_delay_ms:
+                await asyncio.sleep(args.end_session_delay_ms / 1000)
 
             async def watch(message):
                 if message["type"] == "http.response.start" and message["status"] == 401:

@@ -199,16 +199,48 @@ fn peer_an_http_upstream_waits_for_login_then_serves_and_refreshes_on_401() {
 
 #[test]
 fn peer_a_login_restarts_a_running_server_without_a_window_where_calls_fail() {
-    let server = OAuthServer::start(&[]);
-    let daemon = TestDaemon::start(json!({"mcpServers": {"py": remote(&server)}}));
-    daemon.wait_server_state("py", ServerState::AuthRequired);
+    // The server is not there at first: the upstream fails and is restarted (its `restarts`
+    // count is not zero), then it comes up and asks for a login. A login's restart is a
+    // replacement: it keeps the count (an ungated remove-stop-spawn started again from 0) and
+    // calls wait while the old instance ends its session (there they found no server).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let daemon = TestDaemon::start(json!({"mcpServers": {"py": {
+        "type": "http", "url": url,
+        "restartDelayMs": 20, "maxRestartDelayMs": 100, "crashLoopAfter": 1000,
+    }}}));
+    daemon.wait_status(TIMEOUT, "py restarted after failing to connect", |s| {
+        s.servers.iter().any(|x| x.name == "py" && x.restarts >= 1)
+    });
+    // Ending its session takes a while, so that an instance stopping leaves a window.
+    let server = OAuthServer::start(&[
+        "--port",
+        &port.to_string(),
+        "--stateful",
+        "--end-session-delay-ms",
+        "1500",
+    ]);
+    assert_eq!(server.port, port);
+    let restarts = daemon
+        .wait_server_state("py", ServerState::AuthRequired)
+        .restarts;
+    assert!(restarts >= 1);
     assert_ok(&login(&daemon, "py"), "mcpctl login");
-    daemon.wait_server_state("py", ServerState::Ready);
+    let ready = daemon.wait_server_state("py", ServerState::Ready);
+    assert_eq!(
+        ready.restarts, restarts,
+        "the restart after the login kept the count: {ready:?}"
+    );
     // A client calls without a pause while the server is logged in again and restarted.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (started_tx, started) = std::sync::mpsc::channel();
     let mut shim = ShimClient::spawn(&daemon, None);
     shim.initialize();
+    let mut other = ShimClient::spawn(&daemon, None);
+    other.initialize();
     let worker = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -234,6 +266,15 @@ fn peer_a_login_restarts_a_running_server_without_a_window_where_calls_fail() {
     let relogin = std::time::Instant::now();
     assert_ok(&login(&daemon, "py"), "the second mcpctl login");
     daemon.wait_log("logged in: starting the server again", TIMEOUT);
+    // The old instance takes 1.5 s to end its session: a call now finds its successor waiting.
+    let answer = other.request(
+        "tools/call",
+        Some(json!({"name": "py__whoami", "arguments": {}})),
+    );
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "authorized",
+        "a call while the old instance stops: {answer}"
+    );
     daemon.wait_status(TIMEOUT, "py ready again since the login", |s| {
         let since_login = relogin.elapsed().as_millis() as u64;
         s.servers.iter().any(|x| {
@@ -249,6 +290,11 @@ fn peer_a_login_restarts_a_running_server_without_a_window_where_calls_fail() {
         unavailable.is_empty(),
         "{} of {calls} calls were refused as unavailable: {unavailable:?}",
         unavailable.len()
+    );
+    assert_eq!(
+        daemon.server("py").restarts,
+        restarts,
+        "a login is not a failure"
     );
 }
 
