@@ -16,7 +16,7 @@ can stop the server and start a new one on the same port (its sessions are then 
 What it offers:
 - tools: echo(message), add(a, b), slow(steps) (reports progress each step), sample(prompt)
   (asks the client for a sampling/createMessage), ask(question) (asks the client for a form
-  elicitation), ask_url(url) (asks for a URL-mode elicitation), roots() (asks the client for
+  elicitation), ask_url(url) (asks for a URL-mode elicitation, then announces its completion), roots() (asks the client for
   roots/list), log(message) (sends a notifications/message), stats() (what this process saw:
   the sessions it issued and the initialize requests it got)
 - resources: py://info, and the template py://greeting/{name}
@@ -91,6 +91,9 @@ async def ask(question: str, ctx: Context) -> str:
 async def ask_url(url: str, ctx: Context) -> str:
     """Asks the user to visit a URL (a URL-mode elicitation) and returns their action."""
     result = await ctx.elicit_url(message="Please open the page", url=url, elicitation_id="visit-1")
+    if result.action == "accept":
+        # The out-of-band interaction is over (at once, in a test): 2025-11-25 says so.
+        await ctx.session.send_elicit_complete("visit-1", ctx.request_id)
     return f"url elicitation: {result.action}"
 
 

@@ -296,6 +296,7 @@ fn matrix(modern: bool, upstream: Value) {
             .iter()
             .map(|r| r["method"].as_str().unwrap_or_default().to_owned())
             .collect();
+        url_elicitation_completed(&received);
         (answers, invoked)
     };
     assert_eq!(answers.len(), expected.len(), "{answers:?}");
@@ -315,6 +316,28 @@ fn matrix(modern: bool, upstream: Value) {
         ],
         "callbacks invoked"
     );
+}
+
+/// A legacy client that accepted a URL-mode elicitation is told it completed
+/// (`notifications/elicitation/complete` with the `elicitationId` it got): passed on from a
+/// legacy upstream, said by mcpd for a modern one (2026-07-28 tells by the retry's answer).
+fn url_elicitation_completed(received: &Value) {
+    let url = received["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["params"]["mode"] == "url")
+        .unwrap_or_else(|| panic!("no URL-mode elicitation: {received}"));
+    let id = &url["params"]["elicitationId"];
+    assert!(id.is_string(), "{url}");
+    let complete: Vec<&Value> = received["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["method"] == "notifications/elicitation/complete")
+        .collect();
+    assert_eq!(complete.len(), 1, "{received}");
+    assert_eq!(complete[0]["params"]["elicitationId"], *id, "{received}");
 }
 
 #[test]

@@ -690,6 +690,8 @@ pub async fn legacy_rounds(
         let caps = link.caps();
         let (timeout, _) = upstream.timeouts();
         let mut waits = Vec::new();
+        // URL-mode elicitations asked this round: (key, the elicitationId the client got).
+        let mut url_asks = Vec::new();
         for (key, request) in &requests {
             let method = member(request, "method")
                 .and_then(|m| envelope::decode_str(m).ok())
@@ -715,7 +717,11 @@ pub async fn legacy_rounds(
             );
             if let Some(params) = params {
                 line.push_str(r#","params":"#);
-                line.push_str(&legacy_params(&method, params, n));
+                let params = legacy_params(&method, params, n);
+                if let Some(elicitation) = url_elicitation_id(&method, &params) {
+                    url_asks.push((key.clone(), elicitation));
+                }
+                line.push_str(&params);
             }
             line.push('}');
             if !link.try_send(line) {
@@ -728,6 +734,7 @@ pub async fn legacy_rounds(
             waits.push((key.clone(), id, rx));
         }
         let mut responses = Vec::new();
+        let mut accepted = Vec::new();
         for (key, id, rx) in waits {
             let reply = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(reply)) => reply,
@@ -749,7 +756,15 @@ pub async fn legacy_rounds(
                 );
             };
             match (msg.result, msg.error) {
-                (Some(result), _) => responses.push((key, result.get().to_owned())),
+                (Some(result), _) => {
+                    let accept = member(result, "action").is_some_and(|a| a.get() == "\"accept\"");
+                    if let Some((_, elicitation)) = url_asks.iter().find(|(k, _)| *k == key)
+                        && accept
+                    {
+                        accepted.push((key.clone(), elicitation.clone()));
+                    }
+                    responses.push((key, result.get().to_owned()));
+                }
                 (None, Some(error)) => {
                     let message = member(error, "message")
                         .and_then(|m| envelope::decode_str(m).ok())
@@ -791,6 +806,7 @@ pub async fn legacy_rounds(
                 .map(|raw| (raw, o))
         });
         answer = super::session::forward(upstream, &msg, rename, link.clone()).await;
+        elicitations_complete(link, &accepted, &answer);
     }
     fail(
         envelope::INTERNAL_ERROR,
@@ -799,6 +815,51 @@ pub async fn legacy_rounds(
             upstream.name()
         ),
     )
+}
+
+/// The `elicitationId` of a URL-mode `elicitation/create` with `params` (as the client gets
+/// them).
+fn url_elicitation_id(method: &str, params: &str) -> Option<String> {
+    if method != "elicitation/create" {
+        return None;
+    }
+    let params = RawValue::from_string(params.to_owned()).ok()?;
+    if !member(&params, "mode").is_some_and(|m| m.get() == "\"url\"") {
+        return None;
+    }
+    member(&params, "elicitationId")
+        .and_then(|i| envelope::decode_str(i).ok())
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// A modern upstream answered the retry that carried the client's acceptance of URL-mode
+/// elicitations (`accepted`: key and elicitationId): the out-of-band interaction is over for
+/// the upstream (2026-07-28 tells the outcome by the retry, and dropped the notification), so
+/// the legacy client, which 2025-11-25 tells by `notifications/elicitation/complete`, gets it,
+/// before the call's answer. Not for an elicitation the upstream asks again under the same key.
+fn elicitations_complete(link: &SessionLink, accepted: &[(String, String)], answer: &str) {
+    if accepted.is_empty() {
+        return;
+    }
+    let asked_again: Vec<String> = Envelope::parse(answer)
+        .ok()
+        .filter(|_| is_input_required(answer))
+        .and_then(|a| a.result.and_then(|r| member(r, "inputRequests")).map(pairs))
+        .and_then(|p| {
+            serde_json::from_str::<Vec<(String, &RawValue)>>(&p)
+                .ok()
+                .map(|v| v.into_iter().map(|(k, _)| k).collect())
+        })
+        .unwrap_or_default();
+    for (key, elicitation) in accepted {
+        if asked_again.contains(key) {
+            continue;
+        }
+        link.try_send(envelope::notification(
+            "notifications/elicitation/complete",
+            Some(&serde_json::json!({ "elicitationId": elicitation })),
+        ));
+    }
 }
 
 /// An input request's params as a legacy client must get them: a URL-mode elicitation needs
