@@ -824,7 +824,7 @@ fn url_elicitation_id(method: &str, params: &str) -> Option<String> {
         return None;
     }
     let params = RawValue::from_string(params.to_owned()).ok()?;
-    if !member(&params, "mode").is_some_and(|m| m.get() == "\"url\"") {
+    if member(&params, "mode").is_none_or(|m| m.get() != "\"url\"") {
         return None;
     }
     member(&params, "elicitationId")
