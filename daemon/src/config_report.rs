@@ -42,7 +42,7 @@ pub fn at_start(
         }
     };
     for (name, problem) in &result.0.config.broken {
-        tracing::error!(server = %name, "not started, its definition has mistakes: {}", problem.summary());
+        tracing::error!(server = %name, "not started, its definition has mistakes: {}", problem.located());
     }
     result
 }
@@ -58,7 +58,7 @@ pub fn broken_servers(config: &Config) -> impl Iterator<Item = ServerStatus> + '
         pid: None,
         tools: 0,
         restarts: 0,
-        last_error: Some(problem.summary()),
+        last_error: Some(problem.located()),
         server_info: None,
         last_exit: None,
         stderr_tail: Vec::new(),

@@ -249,9 +249,14 @@ fn an_unknown_protocol_value_names_the_field_and_the_choices_and_leaves_only_tha
     assert!(
         why.contains("mcpServers.x.protocol")
             && why.contains("\"legacy\"")
-            && why.contains("\"auto\""),
+            && why.contains("\"auto\"")
+            && why.contains("\"2026-07-28\""),
         "{why}"
     );
+    // It names the file too, in the status and in the log.
+    let file = daemon.config_path().display().to_string();
+    assert!(why.contains(&file), "{why}");
+    daemon.wait_log(&format!("{file}: mcpServers.x.protocol"), PEER_TIMEOUT);
 }
 
 // ---- the matrix: modern/legacy client × modern/legacy upstream -----------------------------

@@ -86,6 +86,15 @@ impl ServerProblem {
             .join("; ")
     }
 
+    /// The [`summary`](Self::summary) after the file the definition is in: what the log and
+    /// `mcpctl status` show (which file, which field, what is expected).
+    pub fn located(&self) -> String {
+        match self.errors.first() {
+            Some(first) => format!("{}: {}", first.file.display(), self.summary()),
+            None => self.summary(),
+        }
+    }
+
     /// The JSON path of the first mistake.
     pub fn json_path(&self) -> Option<&str> {
         self.errors.first().and_then(|e| e.json_path.as_deref())
