@@ -1,13 +1,13 @@
 //! Moving plaintext credentials into mcpd's secret store: shared by `mcpctl import` (the
 //! servers being imported), `mcpctl secret adopt` (mcpd's own configuration) and `mcpctl
-//! doctor` (which points at `adopt`). Recognition is `mcpd::secrets::detect`.
+//! doctor` (which points at `adopt`). Recognition is `mcpd_config::secrets::detect`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use mcpd::secrets::detect::{self, Moved};
+use mcpd_config::secrets::detect::{self, Moved};
 use mcpd_proto::SecretText;
 use serde_json::Value;
 
@@ -120,7 +120,7 @@ pub fn adopt(socket: &Path, config: &Path, dry_run: bool) -> Result<()> {
             .with_context(|| format!("cannot find `mcpServers.{name}` in {}", config.display()))?;
         new_text = jsonc::replace_value(&new_text, span, entry);
     }
-    mcpd::config::parse(config, &new_text, |_| Some(String::new())).map_err(|e| {
+    mcpd_config::parse(config, &new_text, |_| Some(String::new())).map_err(|e| {
         anyhow::anyhow!("nothing was changed: the result would not be a valid configuration: {e}")
     })?;
     if dry_run {

@@ -105,7 +105,7 @@ pub fn servers(socket: &Path, config: &Path) -> Vec<String> {
         names.dedup();
         return names;
     }
-    match mcpd::config::load_unchecked(config) {
+    match mcpd_config::load_unchecked(config) {
         Ok(loaded) => loaded
             .config
             .servers

@@ -271,7 +271,7 @@ fn check_config_valid(
         (Some(_), None) => Some("the running daemon runs no servers".to_owned()),
         _ => None,
     });
-    match mcpd::config::load_unchecked(config) {
+    match mcpd_config::load_unchecked(config) {
         Ok(loaded) if !loaded.exists => Vec::new(),
         Ok(loaded) => {
             let broken = &loaded.config.broken;
@@ -466,7 +466,7 @@ fn check_commands(r: &mut Report, config: &Path, path: &str, whose: &str) -> Vec
         let Some(command) = entry.get("command").and_then(Value::as_str) else {
             continue;
         };
-        let Ok(command) = mcpd::config::expand(command, |v| std::env::var(v).ok()) else {
+        let Ok(command) = mcpd_config::expand(command, |v| std::env::var(v).ok()) else {
             continue;
         };
         match resolve(&command, path) {

@@ -108,7 +108,7 @@ pub fn run(options: &Options) -> Result<()> {
     let mut moved = Vec::new();
     let has_credentials = actions.iter().any(|a| match a {
         Action::Add { name, entry } | Action::Replace { name, entry } => {
-            !mcpd::secrets::detect::find(name, entry).is_empty()
+            !mcpd_config::secrets::detect::find(name, entry).is_empty()
         }
         _ => false,
     });
@@ -306,7 +306,7 @@ fn apply(text: Option<&str>, actions: &[Action]) -> Result<String> {
 /// Refuses text the daemon would refuse, naming the problem as the daemon would.
 fn validate(path: &Path, text: &str) -> Result<()> {
     // Variables resolve in the daemon's environment, not ours: any value will do here.
-    match mcpd::config::parse(path, text, |_| Some(String::new())) {
+    match mcpd_config::parse(path, text, |_| Some(String::new())) {
         Ok(_) => Ok(()),
         Err(e) => {
             bail!("nothing was changed: the result would not be a valid mcpd configuration: {e}")

@@ -159,7 +159,7 @@ pub fn run(options: &Options) -> Result<()> {
     let credentials: Vec<String> = maps
         .iter()
         .flat_map(|m| m.servers.iter())
-        .flat_map(|(name, entry)| mcpd::secrets::detect::find(name, entry))
+        .flat_map(|(name, entry)| mcpd_config::secrets::detect::find(name, entry))
         .map(|m| m.path.replacen("mcpServers.", "", 1))
         .collect();
     if !credentials.is_empty() {

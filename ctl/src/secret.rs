@@ -126,7 +126,7 @@ fn read_value(name: &str) -> Result<SecretText> {
     } else {
         stdin
             .lock()
-            .take(mcpd::secrets::MAX_VALUE as u64 + 2)
+            .take(mcpd_config::secrets::MAX_VALUE as u64 + 2)
             .read_to_string(&mut value)
             .context("cannot read the value from stdin")?;
     }

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use mcpd_proto::observe::{CheckReport, PinChange, PinDiff};
 use mcpd_proto::{ControlRequest, ControlResponse};
 
-use mcpd::observe::poison::{is_bidi_control, is_invisible};
+use mcpd_proto::observe::{is_bidi_control, is_invisible};
 
 use crate::client::ControlClient;
 use crate::output;

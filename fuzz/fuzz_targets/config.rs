@@ -1,4 +1,4 @@
-//! The configuration parser (daemon/src/config): JSON text to a validated `Config`, with every
+//! The configuration parser (the mcpd-config crate, config/src): JSON text to a validated `Config`, with every
 //! `${VAR}` expanded, OAuth settings collected and errors naming their JSON path.
 //!
 //! Beyond "never panics": an accepted configuration is self-consistent (every profile names
@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mcpd::config::{self, Diff};
+use mcpd_config::{self as config, Diff};
 
 /// A small environment: set, empty and unset variables.
 fn env(name: &str) -> Option<String> {

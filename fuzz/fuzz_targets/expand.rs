@@ -1,11 +1,11 @@
-//! The `${VAR}` / `${VAR:-default}` expander of the configuration (daemon/src/config/expand.rs).
+//! The `${VAR}` / `${VAR:-default}` expander of the configuration (config/src/expand.rs).
 //!
 //! Beyond "never panics": its result equals that of a small reference written differently
 //! (a character scanner), text without `${` is unchanged, and a value is never expanded again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcpd::config::{ExpandError, expand};
+use mcpd_config::{ExpandError, expand};
 
 /// Set, empty and unset variables; one whose value looks like a reference (never expanded).
 fn env(name: &str) -> Option<String> {

@@ -213,6 +213,23 @@ pub struct AuditRecord {
     pub dropped: Option<u64>,
 }
 
+// The character classes `poison` flags in tool definitions, shared with `mcpctl tools`, which
+// shows such characters escaped.
+
+/// Characters that render as nothing: zero-width, word joiners, soft hyphen, the tag block,
+/// variation selectors.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180E
+        | 0x200B..=0x200D | 0x2060..=0x2064 | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0
+        | 0x1D173..=0x1D17A | 0xE0000..=0xE007F | 0xE0100..=0xE01EF)
+}
+
+/// Characters that reorder text as displayed.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c as u32, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
+}
+
 /// Milliseconds since the epoch as an RFC 3339 UTC time with milliseconds.
 pub fn utc_time(ms: u64) -> String {
     let secs = ms / 1000;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use mcpd_proto::observe::Finding;
+use mcpd_proto::observe::{Finding, is_bidi_control, is_invisible};
 use serde_json::Value;
 
 use super::pins::kind_word;
@@ -183,20 +183,6 @@ fn strings(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
         }
         _ => {}
     }
-}
-
-/// Characters that render as nothing: zero-width, word joiners, soft hyphen, the tag block,
-/// variation selectors.
-pub fn is_invisible(c: char) -> bool {
-    matches!(c as u32,
-        0x00AD | 0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180E
-        | 0x200B..=0x200D | 0x2060..=0x2064 | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0
-        | 0x1D173..=0x1D17A | 0xE0000..=0xE007F | 0xE0100..=0xE01EF)
-}
-
-/// Characters that reorder text as displayed.
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(c as u32, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
 }
 
 /// A name specific enough that a mention is probably about that tool.

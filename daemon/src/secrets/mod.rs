@@ -12,7 +12,7 @@
 //! - Values come in over the control socket (`mcpctl secret set`) and never go out: `list`
 //!   gives names, profiles, times and the servers that use each.
 
-pub mod detect;
+pub use mcpd_config::secrets::{MAX_VALUE, detect};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,6 @@ use crate::redact::Redactor;
 
 /// The store entry that holds every secret.
 pub const ENTRY: &str = "secrets";
-/// Longest value accepted (a key or token is far smaller; this stops a pasted file).
-pub const MAX_VALUE: usize = 64 * 1024;
 
 /// One stored value.
 struct Stored {

@@ -13,16 +13,23 @@
 //! The file is read as JSON first (syntax errors carry a line and column), then walked by hand so
 //! that every error names its JSON path (`mcpServers.x.args[2]`) and unknown keys become warnings
 //! instead of failures: a Claude Desktop configuration pastes in unchanged.
+//!
+//! This crate is what both binaries need to read the file the same way: `mcpd` (which
+//! re-exports it as `mcpd::config` and adds keeping the last good copy) and `mcpctl` (`doctor`,
+//! `import`, `secret adopt`), which must not link the daemon's runtime. It depends on no async
+//! runtime, HTTP client or D-Bus: only `serde_json`, `url`, `http` (header syntax) and the
+//! secret-holding types.
 
 pub mod contain;
 mod expand;
 pub mod exposure;
-pub mod last_good;
+pub mod net;
 pub mod oauth;
 pub mod observe;
-mod problems;
+pub mod problems;
 pub mod protocol;
 pub mod secret_refs;
+pub mod secrets;
 mod stop;
 
 use std::collections::BTreeMap;
@@ -180,7 +187,7 @@ impl HttpSpec {
     }
 }
 
-pub use crate::net::redact_url;
+pub use net::redact_url;
 
 /// A server run as a child process.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -335,7 +342,7 @@ pub struct Loaded {
     /// Whether the file existed (an absent file is an empty configuration).
     pub exists: bool,
     /// The file did not load and this is the last configuration that did (see
-    /// [`last_good`]): why the file was refused.
+    /// `mcpd::config::last_good`): why the file was refused.
     pub fell_back: Option<ConfigError>,
 }
 
@@ -1030,7 +1037,7 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         match url.scheme() {
             "https" => {}
             "http" => {
-                if !crate::net::is_loopback(&url) {
+                if !net::is_loopback(&url) {
                     self.warnings.push(format!(
                         "{}: {server} uses plain http:// to {}: messages and credentials travel unencrypted; use https://",
                         self.file.display(),
@@ -1062,13 +1069,13 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             "mcp-protocol-version",
             "last-event-id",
         ];
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(self.error(at, "not a valid HTTP header name"));
         }
         if OWN.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(self.error(at, "mcpd sets this header itself"));
         }
-        if reqwest::header::HeaderValue::from_str(value).is_err() {
+        if http::header::HeaderValue::from_str(value).is_err() {
             // Never show the value: it is likely a secret.
             return Err(self.error(
                 at,

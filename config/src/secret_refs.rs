@@ -217,8 +217,8 @@ mod tests {
         );
     }
 
-    fn parse(text: &str) -> Result<crate::config::Loaded, crate::config::ConfigError> {
-        crate::config::parse(std::path::Path::new("/c/config.json"), text, |_| None)
+    fn parse(text: &str) -> Result<crate::Loaded, crate::ConfigError> {
+        crate::parse(std::path::Path::new("/c/config.json"), text, |_| None)
     }
 
     #[test]
@@ -231,7 +231,7 @@ mod tests {
         .unwrap();
         let s = &loaded.config.servers["s"];
         assert_eq!(s.secrets.names, BTreeSet::from(["A".into(), "B".into()]));
-        assert_eq!(s.share, crate::config::Share::PerProfile);
+        assert_eq!(s.share, crate::Share::PerProfile);
         assert_eq!(s.stdio().unwrap().args, ["--key=${secret:A}"]);
         let h = &loaded.config.servers["h"];
         assert_eq!(h.secrets.names, BTreeSet::from(["C".into(), "D".into()]));

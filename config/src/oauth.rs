@@ -57,7 +57,7 @@ impl fmt::Debug for ClientSecret {
 }
 
 /// Where the key that encrypts stored credentials is kept (`mcpd.credentialStore`); see
-/// `crate::auth::store` and docs/SECURITY.md.
+/// `mcpd::auth::store` and docs/SECURITY.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CredentialStore {
     /// The Secret Service keyring when the session bus has one, else the key file.

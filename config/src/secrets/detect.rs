@@ -18,7 +18,7 @@
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::config::secret_refs::is_secret_name;
+use crate::secret_refs::is_secret_name;
 
 /// One credential moved out of a definition.
 pub struct Moved {
