@@ -18,7 +18,7 @@ What it offers:
   (asks the client for a sampling/createMessage), ask(question) (asks the client for a form
   elicitation), ask_url(url) (asks for a URL-mode elicitation, then announces its completion), roots() (asks the client for
   roots/list), log(message) (sends a notifications/message), stats() (what this process saw:
-  the sessions it issued and the initialize requests it got)
+  the sessions it issued, those still open (`live`) and the initialize requests it got)
 - resources: py://info, and the template py://greeting/{name}
 - prompts: greet(name)
 """
@@ -113,8 +113,10 @@ async def log(message: str, ctx: Context) -> str:
 
 @mcp.tool()
 def stats() -> str:
-    """The sessions this process issued and the initialize requests it received, as JSON."""
-    return json.dumps(SEEN)
+    """The sessions this process issued, those still open, and the initialize requests it
+    received, as JSON."""
+    live = list(getattr(mcp.session_manager, "_server_instances", {}))
+    return json.dumps({**SEEN, "live": live})
 
 
 @mcp.resource("py://info")

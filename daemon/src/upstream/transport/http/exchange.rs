@@ -141,6 +141,11 @@ impl Link {
         loop {
             let generation = self.lock().generation;
             let response = self.post(line).await?;
+            if modern && let Some(stray) = response.headers().get(&SESSION_HEADER) {
+                // A legacy server that opens a session for any request without one (the
+                // `auto` probe is such a request): mcpd will not use it, so it is ended.
+                self.end_stray_session(stray.clone());
+            }
             if response.status().is_success() && modern {
                 match self.read_modern_answer(response, id).await? {
                     Some(answer) => return Ok(Some(answer)),
@@ -164,6 +169,29 @@ impl Link {
             let refusal = self.refusal("the request", response).await;
             self.retry_after(refusal, generation, &mut renewed).await?;
         }
+    }
+
+    /// Ends, with a `DELETE` in the background, a session the server opened for a modern
+    /// request (which has no session): it would otherwise stay open on the server.
+    fn end_stray_session(self: &Arc<Self>, mut session: HeaderValue) {
+        session.set_sensitive(true);
+        let link = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let request = link
+                .client
+                .delete(link.spec.url.clone())
+                .headers(link.headers.clone())
+                .header(SESSION_HEADER.clone(), session)
+                .timeout(END_SESSION_TIMEOUT);
+            match request.send().await {
+                Ok(r) => {
+                    tracing::debug!(server = %link.server, status = %r.status(), "ended the session the server opened for a 2026-07-28 request");
+                }
+                Err(e) => {
+                    tracing::debug!(server = %link.server, "cannot end the session the server opened for a 2026-07-28 request: {}", describe_error(e));
+                }
+            }
+        });
     }
 
     /// Reads a successful response: a JSON body or an SSE stream. Messages other than the
