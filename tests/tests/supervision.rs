@@ -477,3 +477,63 @@ fn a_server_named_like_a_per_client_instance_keeps_its_own_subscriptions() {
         "`a#1` was never subscribed: its subscription was counted as session 1's of `a`"
     );
 }
+
+/// Sends `n` calls of `fx__echo` without waiting, then reads their answers: the texts, or the
+/// errors.
+fn calls_at_once(shim: &mut ShimClient, n: usize, tag: &str) -> Vec<Result<String, Value>> {
+    let ids: Vec<u64> = (0..n)
+        .map(|i| {
+            shim.send_request(
+                "tools/call",
+                Some(json!({"name": "fx__echo", "arguments": {"message": format!("{tag}-{i}")}})),
+            )
+        })
+        .collect();
+    ids.into_iter()
+        .map(|id| {
+            let v: Value = serde_json::from_str(&shim.response_line(&json!(id))).expect("json");
+            match v.get("result") {
+                Some(r) => Ok(r["content"][0]["text"].as_str().unwrap_or_default().to_owned()),
+                None => Err(v["error"].clone()),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn calls_during_an_idle_wake_up_or_a_start_wait_for_it_and_neither_is_a_restart() {
+    // Slow to start (300 ms for `initialize`) and slow to stop (it outlives its stdin), so that
+    // calls arrive while it is on its way.
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "fx": fixture_with(&["--delay-init-ms", "300", "--linger"], json!({"idleTimeoutMs": 300, "stopTimeoutMs": 200, "killTimeoutMs": 500})),
+    }}));
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let mut other = ShimClient::spawn(&daemon, None);
+    other.initialize();
+    daemon.wait_server_state("fx", ServerState::Idle);
+    // Waking from idle: every call waits for the start, none is refused.
+    let (a, b) = (
+        calls_at_once(&mut shim, 8, "wake-a"),
+        calls_at_once(&mut other, 8, "wake-b"),
+    );
+    for (i, answer) in a.iter().enumerate() {
+        assert_eq!(answer.as_deref(), Ok(format!("wake-a-{i}").as_str()));
+    }
+    for (i, answer) in b.iter().enumerate() {
+        assert_eq!(answer.as_deref(), Ok(format!("wake-b-{i}").as_str()));
+    }
+
+    let out = daemon.mcpctl(&["stop", "fx"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(daemon.server("fx").state, ServerState::Stopped);
+    let out = daemon.mcpctl(&["start", "fx"]);
+    assert!(out.status.success(), "{out:?}");
+    // Started, not yet ready (it answers `initialize` 300 ms late): calls wait for it.
+    for (i, answer) in calls_at_once(&mut shim, 8, "start").iter().enumerate() {
+        assert_eq!(answer.as_deref(), Ok(format!("start-{i}").as_str()));
+    }
+    let fx = daemon.server("fx");
+    assert_eq!(fx.state, ServerState::Ready);
+    assert_eq!(fx.restarts, 0, "waking and starting are not restarts: {fx:?}");
+}

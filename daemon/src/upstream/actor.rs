@@ -585,6 +585,8 @@ impl Actor {
                         LineEffect::None => {}
                         LineEffect::Ready => {
                             ready = true;
+                            // The idle timeout counts from here, not from the spawn.
+                            last_use = Instant::now();
                             while let Some(cmd) = deferred.pop_front() {
                                 self.on_command(cmd, &transport);
                             }
@@ -694,7 +696,7 @@ impl Actor {
                     }
                     ping_sent = None;
                 }
-                _ = idle_deadline(self.spec.idle_timeout, last_use), if ready && self.is_unused() => {
+                _ = idle_deadline(self.spec.idle_timeout, last_use), if ready && self.is_unused() && !self.is_listing() => {
                     tracing::info!(server = %self.name, "idle for {}s: stopping it until it is needed", self.spec.idle_timeout.map_or(0, |d| d.as_secs()));
                     transport.stop(self.spec.stop).await;
                     self.fail_pending(String::new());
@@ -738,6 +740,11 @@ impl Actor {
                 .pending
                 .values()
                 .any(|p| matches!(p, Pending::Client { .. }))
+    }
+
+    /// A list is being fetched (an idle stop would leave the catalog without it).
+    fn is_listing(&self) -> bool {
+        self.pending.values().any(|p| matches!(p, Pending::List { .. }))
     }
 
     /// Fails what was pending on a transport that is gone.

@@ -250,3 +250,38 @@ async fn an_unused_server_stops_after_its_idle_timeout_and_a_request_wakes_it() 
     // Waking up is not a restart: `restarts` counts failures.
     assert_eq!(handle.snapshot().restarts, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_counts_from_the_handshake_and_waits_for_the_lists() {
+    let handle = spawn(
+        "idle-slow",
+        json!({"idleTimeoutMs": 60000, "pingIntervalMs": 0, "startupTimeoutMs": 300000}),
+    );
+    let mut server = fake::expect("idle-slow");
+    let init = server.request("initialize").await;
+    // It answers `initialize` later than its idle timeout, and its list later still.
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    server.answer(
+        &init,
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "1"}}),
+    );
+    assert_eq!(server.recv().await["method"], "notifications/initialized");
+    let handshake = Instant::now();
+    let list = server.request("tools/list").await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(handle.snapshot().state, ServerState::Ready);
+    server.answer(
+        &list,
+        json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}),
+    );
+    let listed = wait_for(&handle, |s| s.known[0]).await;
+    assert_eq!(listed.lists[0].len(), 1);
+    assert_eq!(listed.state, ServerState::Ready);
+    // It is stopped a full idle timeout after its handshake.
+    server.stopped().await;
+    assert!(
+        handshake.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        handshake.elapsed()
+    );
+}
