@@ -879,6 +879,6 @@ fn http_a_stop_ends_the_session_whatever_the_child_process_stop_timeouts_are() {
     );
     let out = daemon.mcpctl(&["stop", "remote"]);
     assert!(out.status.success(), "{out:?}");
-    daemon.wait_log("stopped with mcpctl (ended the session)", PEER_TIMEOUT);
+    daemon.wait_log("stopped: ended the session", PEER_TIMEOUT);
     assert!(server.requests().iter().any(|r| r.method == "DELETE"));
 }

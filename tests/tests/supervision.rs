@@ -493,7 +493,10 @@ fn calls_at_once(shim: &mut ShimClient, n: usize, tag: &str) -> Vec<Result<Strin
         .map(|id| {
             let v: Value = serde_json::from_str(&shim.response_line(&json!(id))).expect("json");
             match v.get("result") {
-                Some(r) => Ok(r["content"][0]["text"].as_str().unwrap_or_default().to_owned()),
+                Some(r) => Ok(r["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()),
                 None => Err(v["error"].clone()),
             }
         })
@@ -535,5 +538,8 @@ fn calls_during_an_idle_wake_up_or_a_start_wait_for_it_and_neither_is_a_restart(
     }
     let fx = daemon.server("fx");
     assert_eq!(fx.state, ServerState::Ready);
-    assert_eq!(fx.restarts, 0, "waking and starting are not restarts: {fx:?}");
+    assert_eq!(
+        fx.restarts, 0,
+        "waking and starting are not restarts: {fx:?}"
+    );
 }

@@ -4,16 +4,19 @@
 //!
 //! How a restart happens:
 //!
-//! - A replacement (a reload's changed servers, a login, a changed secret, `mcpctl restart`)
-//!   goes through one gated swap ([`Supervisor::replace_with`], [`Supervisor::apply`],
-//!   [`Supervisor::restart_using`]): the successor takes its predecessor's place in the table
-//!   at once, so no call finds the server missing; it holds the requests that reach it until
-//!   the predecessor has stopped (one process per server), then starts. It inherits the
-//!   predecessor's `restarts` count. One replacement runs at a time.
+//! - A replacement (a reload's changed servers, a login, a changed secret, `mcpctl
+//!   restart|stop|start`) goes through one gated swap ([`Supervisor::replace_with`],
+//!   [`Supervisor::apply`], [`Supervisor::restart_using`]): the successor takes its
+//!   predecessor's place in the table at once, so no call finds the server missing; it holds
+//!   the requests that reach it until the predecessor has stopped (one process per server),
+//!   then starts. It inherits the predecessor's `restarts` count. One replacement runs at a
+//!   time. `mcpctl stop`'s successor is one that stays stopped (calls fail at once saying
+//!   so) until `mcpctl start` replaces it.
 //! - The actor's own restarts stay in its loop (`upstream/actor.rs`, `Actor::run`): after a
-//!   failure, with backoff, until a crash loop holds it for `mcpctl restart`; waking from
-//!   idle (or a lazy first start) on the request that needs it; `mcpctl stop|start` pause and
-//!   resume it. `restarts` counts the starts after a failure only.
+//!   failure, with backoff, until a crash loop holds it for `mcpctl restart|start`; waking
+//!   from idle (or a lazy first start) on the request that needs it, which is not a
+//!   replacement (the same instance holds that request and those after it until it is up).
+//!   `restarts` counts the starts after a failure only.
 //!
 //! Sessions reach instances through [`Supervisor::upstream_for`], which starts a session's or
 //! a profile's own instance at its first use.
@@ -28,7 +31,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Diff, ServerSpec, Share};
-use crate::upstream::{Begin, ControlOp, InstanceKey, Scope, Snapshot, UpstreamHandle};
+use crate::upstream::{Begin, InstanceKey, Scope, Snapshot, UpstreamHandle};
 
 /// The first snapshot of an instance of a server (what the catalog cache remembers of it).
 pub type Seed = Box<dyn Fn(&str, &ServerSpec) -> Snapshot + Send + Sync>;
@@ -51,6 +54,10 @@ pub enum Why {
     Login,
     /// `mcpctl restart`.
     Operator,
+    /// `mcpctl stop`: the successor stays stopped.
+    Stop,
+    /// `mcpctl start` of an instance that is not running.
+    Start,
 }
 
 struct State {
@@ -183,8 +190,24 @@ impl Supervisor {
         eager: bool,
         restarts: u32,
     ) -> UpstreamHandle {
+        self.spawn_as(key, spec, profile, gate, (eager, false), restarts)
+    }
+
+    /// [`spawn`](Self::spawn) with `(eager, stopped)` (see [`Begin`]).
+    fn spawn_as(
+        &self,
+        key: InstanceKey,
+        spec: &ServerSpec,
+        profile: Option<&str>,
+        gate: Option<oneshot::Receiver<()>>,
+        (eager, stopped): (bool, bool),
+        restarts: u32,
+    ) -> UpstreamHandle {
         let mut initial = (self.seed)(&key.server, spec);
         initial.restarts = restarts;
+        if stopped {
+            initial.state = mcpd_proto::ServerState::Stopped;
+        }
         let spec = self.bind_secrets(spec, profile);
         UpstreamHandle::spawn(
             key,
@@ -194,6 +217,7 @@ impl Supervisor {
                 initial,
                 gate,
                 eager,
+                stopped,
             },
         )
     }
@@ -354,7 +378,7 @@ impl Supervisor {
         state: &mut State,
         key: &InstanceKey,
         spec: &ServerSpec,
-        eager: bool,
+        why: Option<Why>,
         out: &mut Replacement,
     ) {
         let restarts = state
@@ -362,7 +386,11 @@ impl Supervisor {
             .get(key)
             .map_or(0, |old| old.snapshot().restarts);
         let (open, gate) = oneshot::channel();
-        let handle = self.spawn(key.clone(), spec, None, Some(gate), eager, restarts);
+        let how = (
+            matches!(why, Some(Why::Operator | Why::Start)),
+            why == Some(Why::Stop),
+        );
+        let handle = self.spawn_as(key.clone(), spec, None, Some(gate), how, restarts);
         if let Some(old) = state.instances.insert(key.clone(), handle) {
             out.stopping.push(old);
             out.gates.push(open);
@@ -391,9 +419,11 @@ impl Supervisor {
                     tracing::info!(server, "logged in: starting the server again")
                 }
                 Why::Operator => tracing::info!(server, "restarting with mcpctl"),
+                Why::Stop => tracing::info!(server, "stopping with mcpctl"),
+                Why::Start => tracing::info!(server, "starting with mcpctl"),
             }
             let mut out = Replacement::default();
-            self.swap(&mut state, &key, spec, why == Why::Operator, &mut out);
+            self.swap(&mut state, &key, spec, Some(why), &mut out);
             out
         };
         replacement.finish(&self.upstreams.catalog_dirty).await;
@@ -422,11 +452,19 @@ impl Supervisor {
                 }
             ));
         };
-        match op {
-            Operator::Stop => upstream.control(ControlOp::Stop).await,
-            Operator::Start => upstream.control(ControlOp::Start).await,
-            Operator::Restart => self.replace_with(server, Why::Operator).await.map(|_| ()),
-        }
+        let why = match op {
+            Operator::Restart => Why::Operator,
+            Operator::Stop => Why::Stop,
+            Operator::Start => {
+                use mcpd_proto::ServerState as S;
+                if matches!(upstream.snapshot().state, S::Ready | S::Starting) {
+                    // It runs (or is on its way): nothing to start.
+                    return Ok(());
+                }
+                Why::Start
+            }
+        };
+        self.replace_with(server, why).await.map(|_| ())
     }
 
     /// Puts `config` in force: removed and changed servers' instances stop; changed servers'
@@ -463,7 +501,7 @@ impl Supervisor {
                         out.stopping.extend(state.instances.remove(&key));
                         continue;
                     };
-                    self.swap(&mut state, &key, spec, false, &mut out);
+                    self.swap(&mut state, &key, spec, None, &mut out);
                 }
             }
             state.config = Arc::new(config);
@@ -506,7 +544,7 @@ impl Supervisor {
                 if let (Some(spec), true) =
                     (config.servers.get(name), state.instances.contains_key(&key))
                 {
-                    self.swap(&mut state, &key, spec, false, &mut out);
+                    self.swap(&mut state, &key, spec, None, &mut out);
                 }
             }
             (names, out)

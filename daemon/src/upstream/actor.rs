@@ -174,8 +174,14 @@ impl Actor {
 
     /// Runs the server until it is stopped for good. With a `gate`, it starts only when the
     /// gate opens (the instance it replaces has stopped); requests wait for it meanwhile.
-    /// `eager`: start even a lazy server at once (an operator's restart).
-    pub(super) async fn run(mut self, gate: Option<oneshot::Receiver<()>>, eager: bool) {
+    /// `eager`: start even a lazy server at once (an operator's restart). `stopped`: stay
+    /// stopped (`mcpctl stop`) until replaced.
+    pub(super) async fn run(
+        mut self,
+        gate: Option<oneshot::Receiver<()>>,
+        eager: bool,
+        stopped: bool,
+    ) {
         let mut backoff = self.spec.restart.initial_delay;
         let mut quick_failures = 0u32;
         let mut carried: Vec<Command> = match gate {
@@ -185,7 +191,18 @@ impl Actor {
             },
             None => Vec::new(),
         };
-        if carried.is_empty() && !eager && self.starts_lazily() {
+        if stopped {
+            match self
+                .hold(ServerState::Stopped, STOPPED_BY_OPERATOR, false)
+                .await
+            {
+                Held::Stop => {
+                    self.publish(|s| s.state = ServerState::Stopped);
+                    return;
+                }
+                Held::Start(commands) => carried = commands,
+            }
+        } else if carried.is_empty() && !eager && self.starts_lazily() {
             // Its lists are served from the cache until a request needs the process.
             tracing::info!(server = %self.name, "lazy: not started until a request needs it");
             match self.hold(ServerState::Idle, "is idle", true).await {
@@ -744,7 +761,9 @@ impl Actor {
 
     /// A list is being fetched (an idle stop would leave the catalog without it).
     fn is_listing(&self) -> bool {
-        self.pending.values().any(|p| matches!(p, Pending::List { .. }))
+        self.pending
+            .values()
+            .any(|p| matches!(p, Pending::List { .. }))
     }
 
     /// Fails what was pending on a transport that is gone.

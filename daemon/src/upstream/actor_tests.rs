@@ -92,6 +92,7 @@ fn spawn(name: &str, server: Value) -> UpstreamHandle {
         initial: Snapshot::default(),
         gate: None,
         eager: false,
+        stopped: false,
     };
     UpstreamHandle::spawn(InstanceKey::shared(name), spec(server), &context, begin)
 }

@@ -347,8 +347,10 @@ pub struct Begin {
     pub initial: Snapshot,
     /// It starts when this opens (the instance it replaces has stopped); requests wait.
     pub gate: Option<oneshot::Receiver<()>>,
-    /// Start at once even when the server is `lazy` (an operator's restart).
+    /// Start at once even when the server is `lazy` (an operator's restart or start).
     pub eager: bool,
+    /// Stay stopped until replaced (`mcpctl stop`): requests fail at once, saying so.
+    pub stopped: bool,
 }
 
 /// The way to one upstream actor. Cheap to clone.
@@ -433,7 +435,7 @@ impl UpstreamHandle {
             context.clone(),
             next_id,
         );
-        tokio::spawn(actor.run(begin.gate, begin.eager));
+        tokio::spawn(actor.run(begin.gate, begin.eager, begin.stopped));
         handle
     }
 
