@@ -26,6 +26,7 @@ Tools (server-to-client requests only through Multi Round-Trip Requests, `InputR
 - touch(uri) -> announces `notifications/resources/updated` for `uri` on the listens
 - end_listens() -> ends every open listen gracefully (the SDK's ListenHandler.close)
 - resource `modern://note` (text "a note"), so a client can subscribe to it
+- prompt greet(name) -> "Please greet <name> warmly."
 - stats() -> JSON of what it saw: per request the HTTP Mcp-Method / Mcp-Name / session header
   (HTTP only), the protocol version and client capabilities of each tools/call.
 
@@ -189,6 +190,12 @@ def end_listens(ctx: Context) -> str:
 def note() -> str:
     """A resource clients can subscribe to."""
     return "a note"
+
+
+@mcp.prompt()
+def greet(name: str) -> str:
+    """A prompt with one argument."""
+    return f"Please greet {name} warmly."
 
 
 @mcp.tool()

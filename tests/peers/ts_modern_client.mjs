@@ -10,7 +10,7 @@
 // "connectMs":...} (connectMs: how long connect() took, probe included)
 // and then one JSON line per step, like ts_client.mjs. Ops: list_tools, call_tool ("log_level"
 // puts io.modelcontextprotocol/logLevel in the call's _meta, "progress": true asks for progress;
-// both list what came for the call), read_resource, listen (opens subscriptions/listen with
+// both list what came for the call), get_prompt ("name", "arguments"), read_resource, listen (opens subscriptions/listen with
 // "filter"; prints the honored filter), close_listen, wait_notification ("method", optionally
 // "uri"), received, wait_stdin, request (any method with "params", raw result).
 //
@@ -110,6 +110,10 @@ const ops = {
     };
     if (step.progress) out.progress = progress;
     return out;
+  },
+  async get_prompt(step) {
+    const r = await ctx.client.getPrompt({ name: step.name, arguments: step.arguments ?? {} });
+    return { messages: r.messages };
   },
   async read_resource(step) {
     const r = await ctx.client.readResource({ uri: step.uri });
