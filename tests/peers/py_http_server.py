@@ -15,7 +15,8 @@ can stop the server and start a new one on the same port (its sessions are then 
 
 What it offers:
 - tools: echo(message), add(a, b), slow(steps) (reports progress each step), sample(prompt)
-  (asks the client for a sampling/createMessage), ask(question) (asks the client for a form
+  (asks the client for a sampling/createMessage), sample_slowly(prompt, steps) (progress, then
+  sampling, then progress each step), ask(question) (asks the client for a form
   elicitation), ask_url(url) (asks for a URL-mode elicitation, then announces its completion), roots() (asks the client for
   roots/list), log(message) (sends a notifications/message), stats() (what this process saw:
   the sessions it issued, those still open (`live`) and the initialize requests it got)
@@ -72,6 +73,20 @@ async def sample(prompt: str, ctx: Context) -> str:
     )
     text = result.content.text if isinstance(result.content, TextContent) else str(result.content)
     return f"sampled: {text}"
+
+
+@mcp.tool()
+async def sample_slowly(prompt: str, steps: int, ctx: Context) -> str:
+    """Reports progress, asks the client's model, then reports progress again each step."""
+    await ctx.report_progress(0, steps, "asking the model")
+    result = await ctx.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+        max_tokens=50,
+    )
+    for i in range(1, steps + 1):
+        await ctx.report_progress(i, steps, f"step {i} of {steps}")
+    text = result.content.text if isinstance(result.content, TextContent) else str(result.content)
+    return f"sampled slowly: {text}"
 
 
 class Answer(BaseModel):

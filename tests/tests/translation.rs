@@ -75,3 +75,74 @@ fn peer_a_legacy_client_gets_prompts_and_reads_resources_of_a_modern_only_server
         assert_eq!(contents[0]["text"], "a note", "{sdk:?}: {contents}");
     }
 }
+
+/// A modern request's params with the envelope (sampling declared) and `meta` members.
+fn modern_params(mut params: Value, meta: Value) -> Value {
+    let mut envelope = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
+    });
+    if let (Some(e), Some(m)) = (envelope.as_object_mut(), meta.as_object()) {
+        e.extend(m.clone());
+    }
+    params["_meta"] = envelope;
+    params
+}
+
+#[test]
+fn peer_a_parked_calls_later_progress_goes_under_the_retrys_token() {
+    let daemon = TestDaemon::start(json!({"mcpServers": {"p": peers().legacy_python_server()}}));
+    daemon.wait_server_state("p", ServerState::Ready);
+    let mut shim = mcpd_tests::ShimClient::spawn(&daemon, None);
+    let call = json!({"name": "p__sample_slowly", "arguments": {"prompt": "hi", "steps": 3}});
+    // The legacy upstream asks for sampling during the call: the client gets an
+    // InputRequiredResult and the call waits upstream.
+    let first = shim.result(
+        "tools/call",
+        Some(modern_params(
+            call.clone(),
+            json!({"progressToken": "first"}),
+        )),
+    );
+    assert_eq!(first["resultType"], "input_required", "{first}");
+    let key = first["inputRequests"]
+        .as_object()
+        .and_then(|r| r.keys().next().cloned())
+        .unwrap_or_default();
+    let mut retry = modern_params(call, json!({"progressToken": "retry"}));
+    retry["requestState"] = first["requestState"].clone();
+    retry["inputResponses"] = json!({ key: {"role": "assistant",
+        "content": {"type": "text", "text": "model says hi"}, "model": "m"} });
+    let done = shim.result("tools/call", Some(retry));
+    assert_eq!(
+        done["content"][0]["text"], "sampled slowly: model says hi",
+        "{done}"
+    );
+
+    let tokens: Vec<(String, f64)> = shim
+        .notifications()
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .map(|n| {
+            (
+                n["params"]["progressToken"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+                n["params"]["progress"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    // Before the upstream asked: the first request's; after the retry: the retry's, each step.
+    assert_eq!(
+        tokens,
+        [
+            ("first".to_owned(), 0.0),
+            ("retry".to_owned(), 1.0),
+            ("retry".to_owned(), 2.0),
+            ("retry".to_owned(), 3.0)
+        ],
+        "{:?}",
+        shim.notifications()
+    );
+}

@@ -521,6 +521,13 @@ pub async fn resume(parked: Parked, line: &Bytes) -> String {
     else {
         return String::new();
     };
+    // Progress from here on belongs to the retry (the first request is answered).
+    let token = msg
+        .params
+        .and_then(|p| member(p, "_meta"))
+        .and_then(|m| member(m, "progressToken"))
+        .map(RawValue::to_owned);
+    parked.call.upstream.retoken(parked.call.upstream_id, token);
     for (key, ask) in &parked.asks {
         match responses.get(key) {
             Some(result) => ask.answer(result.get()),

@@ -811,6 +811,16 @@ impl Actor {
                 let _ = transport.send(Outbound::notification(line));
             }
             Command::Internal { method, params } => self.internal(method, params, transport),
+            Command::Retoken { upstream_id, token } => {
+                if let Some(Pending::Client { progress_token, .. }) =
+                    self.pending.get_mut(&upstream_id)
+                {
+                    // The upstream keeps the token it got (the upstream id) only if it had one.
+                    if progress_token.is_some() {
+                        *progress_token = token;
+                    }
+                }
+            }
             Command::Stop { done } => {
                 // The run loop handles Stop before dispatching; answer it anyway.
                 let _ = done.send(());

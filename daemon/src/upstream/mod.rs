@@ -308,6 +308,12 @@ enum Command {
         method: &'static str,
         params: serde_json::Value,
     },
+    /// A modern client's retry took over a parked call: the call's progress now goes under
+    /// the retry's `progressToken` (none: no more progress).
+    Retoken {
+        upstream_id: u64,
+        token: Option<Box<RawValue>>,
+    },
     Stop {
         done: oneshot::Sender<()>,
     },
@@ -462,6 +468,12 @@ impl UpstreamHandle {
     /// A copy of its current state.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// Progress of the call `upstream_id` goes to the client under `token` from now on (a
+    /// modern client's retry of a parked call, `router::mrtr`).
+    pub fn retoken(&self, upstream_id: u64, token: Option<Box<RawValue>>) {
+        let _ = self.tx.try_send(Command::Retoken { upstream_id, token });
     }
 
     /// Whether the current process speaks MCP 2026-07-28.
