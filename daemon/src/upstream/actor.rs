@@ -948,7 +948,9 @@ impl Actor {
             Some(Pending::Client {
                 client_id, reply, ..
             }) => {
-                let _ = reply.send(Ok(super::ids::answer_to_client(msg, &client_id)));
+                let answer = super::lenient::malformed_error(msg, &client_id, &self.name)
+                    .unwrap_or_else(|| super::ids::answer_to_client(msg, &client_id));
+                let _ = reply.send(Ok(answer));
                 LineEffect::None
             }
             Some(Pending::Initialize) => self.on_initialized(msg, transport),

@@ -14,6 +14,7 @@ mod actor;
 mod fake;
 pub mod ids;
 mod instance;
+pub mod lenient;
 pub mod modern;
 pub mod port;
 pub mod process;

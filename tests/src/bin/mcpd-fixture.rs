@@ -26,6 +26,7 @@
 //! | `--linger` | keep running after stdin closes (only signals stop it) |
 //! | `--modern` | speak only MCP 2026-07-28: `server/discover` answers a `DiscoverResult` (after `--delay-init-ms`), `initialize` gets -32022 |
 //! | `--ignore-unknown` | never answer a request for a method it does not know (a legacy server that ignores a `server/discover` probe) |
+//! | `--sloppy` | also offer what real servers get wrong: `draft7 {n}` (a Draft-07 `inputSchema` with `$schema`, `definitions` and `$ref`; answers `n`), `string_code`, `no_message` and `bare_error` (answer errors whose code is a string, without a message, or a string instead of an object) |
 //! | `--extra-tool NAME` | also offer tool NAME (repeatable), which answers `NAME of SERVER` (SERVER from `--name`) |
 //! | `--template T` | the resource template is T instead of `fixture://t/{id}` |
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
@@ -96,6 +97,7 @@ struct Options {
     blob: bool,
     echo_description: Option<String>,
     probe_tools: bool,
+    sloppy: bool,
     app: bool,
     ignore_unknown: bool,
     modern: bool,
@@ -160,6 +162,7 @@ fn parse_options() -> Result<Options, String> {
                 o.echo_description = std::fs::read_to_string(path).ok();
             }
             "--probe-tools" => o.probe_tools = true,
+            "--sloppy" => o.sloppy = true,
             "--app" => o.app = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -244,6 +247,23 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     }
     for name in &o.extra_tools {
         tools.push(tool(name, "Answers its name and its server's", json!({})));
+    }
+    if o.sloppy {
+        tools.push(json!({
+            "name": "draft7",
+            "description": "A Draft-07 schema",
+            "inputSchema": {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object",
+                "definitions": {"count": {"type": "integer", "minimum": 0}},
+                "properties": {"n": {"$ref": "#/definitions/count"}},
+                "required": ["n"],
+                "additionalProperties": false
+            }
+        }));
+        for name in ["string_code", "no_message", "bare_error"] {
+            tools.push(tool(name, "Answers a malformed error", json!({})));
+        }
     }
     if o.notify_tool {
         tools.push(tool(
@@ -543,6 +563,16 @@ impl Server {
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
         let num = |key: &str| args.get(key).and_then(Value::as_f64).unwrap_or(0.0);
         match name {
+            "draft7" => self.out.result(&id, &text_result(&num("n").to_string())),
+            "string_code" => self.out.send(
+                &json!({"jsonrpc": "2.0", "id": id, "error": {"code": "-32000", "message": "went wrong", "data": {"why": "a string code"}}}).to_string(),
+            ),
+            "no_message" => self
+                .out
+                .send(&json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000}}).to_string()),
+            "bare_error" => self
+                .out
+                .send(&json!({"jsonrpc": "2.0", "id": id, "error": "it broke"}).to_string()),
             "echo" => {
                 let message = args.get("message").and_then(Value::as_str).unwrap_or("");
                 self.out.result(&id, &text_result(message));
