@@ -4,7 +4,8 @@
 //! stand-in browser that follows the redirects to the daemon's loopback callback.
 //!
 //! The refresh tests drive the daemon's `AuthManager` directly (the interface the HTTP
-//! transport calls) so that their timing is exact. Every test is `peer_*` (it starts Python).
+//! transport calls) and move its clock on (`AuthManager::clock`) instead of waiting, so that
+//! their timing is exact and costs nothing; the end-to-end test through the daemon waits. Every test is `peer_*` (it starts Python).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
@@ -491,7 +492,8 @@ async fn peer_refresh_is_proactive_and_single_flight() {
     let first = auth.bearer("py").await.unwrap();
     assert_eq!(count(&server, "refreshes").await, 0);
 
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // The manager's clock is moved on instead of waiting.
+    auth.clock().advance(Duration::from_secs(3));
     let callers: Vec<_> = (0..8)
         .map(|_| {
             let auth = Arc::clone(&auth);
@@ -519,6 +521,44 @@ async fn peer_refresh_is_proactive_and_single_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_refresh_across_several_expiries_is_one_per_expiry_with_each_rotated_token_used_once()
+{
+    // Tokens last 3 s; the server rotates the refresh token on every refresh and refuses one
+    // used twice (which would drop the login).
+    let server = OAuthServer::start(&["--access-ttl", "3", "--refresh-delay-ms", "200"]);
+    let dir = tempfile::tempdir().unwrap();
+    let auth = manager(&server, dir.path());
+    log_in(&auth).await;
+    let mut token = auth.bearer("py").await.unwrap().expose_secret().to_owned();
+    for expiry in 1..=4 {
+        auth.clock().advance(Duration::from_secs(3));
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.bearer("py").await })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for caller in callers {
+            got.push(caller.await.unwrap().unwrap().expose_secret().to_owned());
+        }
+        assert!(
+            got.iter().all(|t| *t == got[0]),
+            "expiry {expiry}: one token for all"
+        );
+        assert_ne!(got[0], token, "expiry {expiry}: a new token");
+        assert_eq!(
+            count(&server, "refreshes").await,
+            expiry,
+            "one refresh per expiry"
+        );
+        token = got.swap_remove(0);
+    }
+    assert_eq!(count(&server, "refresh_failures").await, 0);
+    assert_eq!(count(&server, "authorizations").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_a_refused_token_is_refreshed_once_for_all_the_requests_that_saw_it() {
     let server = OAuthServer::start(&["--refresh-delay-ms", "300"]);
     let dir = tempfile::tempdir().unwrap();
@@ -526,7 +566,7 @@ async fn peer_a_refused_token_is_refreshed_once_for_all_the_requests_that_saw_it
     log_in(&auth).await;
     let old = auth.bearer("py").await.unwrap();
     // A token refused right after it was issued is not refreshed (no refresh loops).
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    auth.clock().advance(Duration::from_secs(3));
     server.admin("expire-access");
     let callers: Vec<_> = (0..5)
         .map(|_| {
@@ -559,7 +599,7 @@ async fn peer_invalid_grant_drops_the_tokens_and_asks_for_a_login() {
     let auth = manager(&server, dir.path());
     log_in(&auth).await;
     let old = auth.bearer("py").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    auth.clock().advance(Duration::from_secs(3));
     server.admin("drop-refresh");
     server.admin("expire-access");
     let outcome = auth.on_unauthorized("py", None, Some(&old)).await;
@@ -588,7 +628,7 @@ async fn peer_an_unreachable_authorization_server_keeps_the_tokens() {
     let auth = manager(&server, dir.path());
     log_in(&auth).await;
     let old = auth.bearer("py").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    auth.clock().advance(Duration::from_secs(3));
     server.stop();
     let outcome = auth.on_unauthorized("py", None, Some(&old)).await;
     assert!(

@@ -139,8 +139,8 @@ pub struct Issued {
     pub access: SecretString,
     /// A new refresh token, if one came.
     pub refresh: Option<SecretString>,
-    /// Expiry, Unix seconds.
-    pub expires_at: Option<u64>,
+    /// Lifetime of the access token in seconds, if the server said.
+    pub expires_in: Option<u64>,
     /// Granted scopes, if the server said.
     pub scopes: Option<Vec<String>>,
 }
@@ -201,7 +201,7 @@ async fn token_request(
             .take()
             .filter(|r| !r.is_empty())
             .map(SecretString::from),
-        expires_at: answer.expires_in.map(|s| now().saturating_add(s)),
+        expires_in: answer.expires_in,
         scopes: answer
             .scope
             .as_deref()
@@ -230,20 +230,22 @@ pub async fn exchange_code(
 }
 
 impl Grant {
-    /// Whether the access token expires within `margin` (or has expired).
-    pub fn expires_within(&self, margin: Duration) -> bool {
+    /// Whether the access token expires within `margin` of `now` (Unix seconds) or has
+    /// expired.
+    pub fn expires_within(&self, margin: Duration, now: u64) -> bool {
         self.expires_at
-            .is_some_and(|at| at <= now().saturating_add(margin.as_secs()))
+            .is_some_and(|at| at <= now.saturating_add(margin.as_secs()))
     }
 
-    /// Whether the access token has expired.
-    pub fn expired(&self) -> bool {
-        self.expires_at.is_some_and(|at| at <= now())
+    /// Whether the access token has expired at `now` (Unix seconds).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
     }
 
     /// Renews the access token with the refresh token; a rotated refresh token replaces the
     /// old one, a missing one keeps it.
-    pub async fn refresh(&mut self, http: &Http) -> Result<(), GrantError> {
+    /// `now`: Unix seconds, the start of the new token's lifetime.
+    pub async fn refresh(&mut self, http: &Http, now: u64) -> Result<(), GrantError> {
         let Some(refresh) = &self.refresh else {
             return Err(GrantError::Rejected("there is no refresh token".into()));
         };
@@ -257,7 +259,7 @@ impl Grant {
         if let Some(r) = issued.refresh {
             self.refresh = Some(r);
         }
-        self.expires_at = issued.expires_at;
+        self.expires_at = issued.expires_in.map(|s| now.saturating_add(s));
         if let Some(scopes) = issued.scopes {
             self.scopes = scopes;
         }
@@ -465,9 +467,11 @@ mod tests {
     #[test]
     fn expiry_margins() {
         let g = grant();
-        assert!(!g.expired());
-        assert!(!g.expires_within(Duration::from_secs(10)));
-        assert!(g.expires_within(Duration::from_secs(60)));
+        let now = now();
+        assert!(!g.expired(now));
+        assert!(!g.expires_within(Duration::from_secs(10), now));
+        assert!(g.expires_within(Duration::from_secs(60), now));
+        assert!(g.expired(now + 30));
     }
 
     #[test]

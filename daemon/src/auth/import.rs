@@ -318,7 +318,7 @@ impl AuthManager {
             revocation_endpoint: discovered.metadata.revocation_endpoint.clone(),
             client,
         };
-        if grant.expired() && grant.refresh.is_none() {
+        if grant.expired(self.clock.unix()) && grant.refresh.is_none() {
             tracing::info!(
                 server = %auth.name,
                 "mcp-remote's login in {} has expired and cannot be renewed; not imported",

@@ -27,6 +27,7 @@
 
 pub mod callback;
 pub mod challenge;
+pub mod clock;
 pub mod discovery;
 pub mod grant;
 pub mod http;
@@ -48,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use self::callback::{Expected, Listener, Verdict};
+use self::clock::Clock;
 use self::discovery::{Challenge, Discovered};
 use self::grant::{AuthMethod, Client, ClientKind, Grant, GrantError};
 use self::http::Http;
@@ -106,6 +108,8 @@ pub struct ServerAuth {
     pending: Mutex<Option<Pending>>,
     /// Whether mcp-remote's files were looked at (once per server and daemon run).
     import_tried: std::sync::atomic::AtomicBool,
+    /// The manager's clock.
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -136,6 +140,7 @@ pub struct AuthManager {
     servers: Mutex<BTreeMap<String, Arc<ServerAuth>>>,
     logins: broadcast::Sender<String>,
     next_login: AtomicU64,
+    clock: Clock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,8 +148,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ServerAuth {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, clock: Clock) -> Self {
         Self {
+            clock,
             name: name.to_owned(),
             grant: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -166,7 +172,7 @@ impl ServerAuth {
             .collect();
         crate::redact::Redactor::process().set(&format!("oauth:{}", self.name), known);
         *lock(&self.grant) = grant;
-        *lock(&self.obtained) = Some(Instant::now());
+        *lock(&self.obtained) = Some(self.clock.instant());
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -203,6 +209,7 @@ impl AuthManager {
             servers: Mutex::new(BTreeMap::new()),
             logins: broadcast::channel(16).0,
             next_login: AtomicU64::new(1),
+            clock: Clock::default(),
         });
         manager.set_targets(targets);
         Ok(manager)
@@ -220,6 +227,11 @@ impl AuthManager {
     /// The credential store (directory and key), shared with the secret store.
     pub fn credential_store(&self) -> Arc<Store> {
         Arc::clone(&self.store)
+    }
+
+    /// The clock that decides when tokens are renewed (see [`Clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Names of servers whose login just completed (to start them again).
@@ -247,7 +259,7 @@ impl AuthManager {
         };
         let mut loaded = Vec::new();
         for (name, target) in targets.iter().filter(|(n, _)| !keep.contains(n)) {
-            let auth = Arc::new(ServerAuth::new(name));
+            let auth = Arc::new(ServerAuth::new(name, self.clock.clone()));
             match self.load_grant(name, &target.url) {
                 Ok(Some(grant)) => {
                     tracing::info!(server = %name, "using the stored login");
@@ -310,20 +322,21 @@ impl AuthManager {
             let renewable = grant.refresh.is_some();
             // A token is used for at least FRESH before it is renewed: one that lasts less
             // than the margin is not renewed on every request.
+            let now = self.clock.unix();
             let lifetime = grant
                 .expires_at
                 .zip(*lock(&auth.obtained))
                 .map(|(at, obtained)| {
-                    Duration::from_secs(at.saturating_sub(grant::now())) + obtained.elapsed()
+                    Duration::from_secs(at.saturating_sub(now)) + self.clock.since(obtained)
                 });
             let margin = lifetime.map_or(REFRESH_MARGIN, |l| {
                 REFRESH_MARGIN.min(l.saturating_sub(FRESH))
             });
-            if !grant.expires_within(margin) {
+            if !grant.expires_within(margin, now) {
                 return Some(grant.access.clone());
             }
             if !renewable {
-                return (!grant.expired()).then(|| grant.access.clone());
+                return (!grant.expired(now)).then(|| grant.access.clone());
             }
             (true, auth.generation())
         };
@@ -340,7 +353,7 @@ impl AuthManager {
                 let grant = lock(&auth.grant);
                 grant
                     .as_ref()
-                    .filter(|g| !g.expired())
+                    .filter(|g| !g.expired(self.clock.unix()))
                     .map(|g| g.access.clone())
             }
         }
@@ -354,7 +367,7 @@ impl AuthManager {
             return Err(GrantError::Rejected("not logged in".into()));
         };
         tracing::debug!(server = %auth.name, "refreshing the access token");
-        let result = grant.refresh(&self.http).await;
+        let result = grant.refresh(&self.http, self.clock.unix()).await;
         match &result {
             Ok(()) => {
                 tracing::info!(server = %auth.name, "access token refreshed");
@@ -417,7 +430,7 @@ impl AuthManager {
                 need_login()
             };
         }
-        let fresh = lock(&auth.obtained).is_some_and(|at| at.elapsed() < FRESH);
+        let fresh = lock(&auth.obtained).is_some_and(|at| self.clock.since(at) < FRESH);
         let renewable = lock(&auth.grant)
             .as_ref()
             .is_some_and(|g| g.refresh.is_some());
@@ -895,7 +908,9 @@ impl Flow {
         let grant = Grant {
             access: issued.access,
             refresh: issued.refresh,
-            expires_at: issued.expires_at,
+            expires_at: issued
+                .expires_in
+                .map(|s| self.manager.clock.unix().saturating_add(s)),
             scopes,
             server_url: self.target.url.to_string(),
             resource: self.discovered.resource.clone(),
@@ -903,7 +918,7 @@ impl Flow {
             revocation_endpoint: self.discovered.metadata.revocation_endpoint.clone(),
             client: self.client.clone(),
         };
-        let summary = describe_grant(&server, &grant);
+        let summary = describe_grant(&server, &grant, self.manager.clock.unix());
         {
             let _flight = self.auth.refreshing.lock().await;
             self.auth.set_grant(Some(grant));
@@ -928,13 +943,13 @@ impl Flow {
     }
 }
 
-fn describe_grant(server: &str, grant: &Grant) -> String {
+fn describe_grant(server: &str, grant: &Grant, now: u64) -> String {
     let mut text = format!("logged in to {server}");
     if !grant.scopes.is_empty() {
         text.push_str(&format!(" (scopes: {})", grant.scopes.join(" ")));
     }
     if let Some(at) = grant.expires_at {
-        let left = at.saturating_sub(grant::now());
+        let left = at.saturating_sub(now);
         text.push_str(&format!("; the access token lasts {left} s"));
         if grant.refresh.is_some() {
             text.push_str(" and is renewed automatically");
