@@ -481,6 +481,42 @@ fn peer_legacy_tasks_are_routed_to_their_server_with_ids_bound_to_the_session() 
 }
 
 #[test]
+fn peer_legacy_tasks_list_gathers_every_page_of_the_servers_list() {
+    // server-everything's task store pages tasks/list by 10: 12 tasks take two pages.
+    let daemon = TestDaemon::start(json!({
+        "mcpServers": {"everything": peers().everything_server()}
+    }));
+    daemon.wait_server_state("everything", ServerState::Ready);
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let mut created = Vec::new();
+    for n in 0..12 {
+        let task = shim.result(
+            "tools/call",
+            Some(json!({"name": format!("everything__{RESEARCH}"),
+                "arguments": {"topic": format!("t{n}")}, "task": {"ttl": 60000}})),
+        );
+        created.push(
+            task["task"]["taskId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let listed = shim.result("tasks/list", Some(json!({})));
+    let mut ids: Vec<String> = listed["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskId"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    created.sort();
+    assert_eq!(ids, created, "{listed}");
+    assert!(listed["nextCursor"].is_null(), "{listed}");
+}
+
+#[test]
 fn peer_modern_clients_get_the_tasks_extension_form() {
     let daemon = two_everythings();
     let mut client = ShimClient::spawn(&daemon, None);

@@ -37,6 +37,9 @@ use crate::upstream::ListKind;
 pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
 /// `_meta` key tying a message to a task (2025-11-25).
 const RELATED: &str = "io.modelcontextprotocol/related-task";
+/// Pages of one server's `tasks/list` followed before the rest is left out (a server that
+/// loops).
+const MAX_TASK_PAGES: usize = 100;
 /// MCP 2026-07-28: `MissingRequiredClientCapabilityError`.
 const MISSING_CAPABILITY: i64 = -32021;
 
@@ -406,26 +409,39 @@ impl TaskRequest<'_> {
             else {
                 continue;
             };
-            let line = format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tasks/list\",\"params\":{{}}}}",
-                id.get()
-            );
-            let Ok(ask) = Envelope::parse(&line) else {
-                continue;
-            };
-            let answer = forward(&upstream, &ask, None, self.link.clone()).await;
-            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
-            for task in answer["result"]["tasks"].as_array().into_iter().flatten() {
-                let Some(upstream_id) = task["taskId"].as_str() else {
-                    continue;
+            // Every page of the server's list (mcpd answers with all of this session's tasks
+            // at once, without a cursor).
+            let mut cursor: Option<String> = None;
+            for _ in 0..MAX_TASK_PAGES {
+                let params = match &cursor {
+                    Some(c) => json!({ "cursor": c }),
+                    None => json!({}),
                 };
-                match table.by_upstream(server, upstream_id) {
-                    Some((session, mine)) if session == self.link.id() => {
-                        let mut task = task.clone();
-                        task["taskId"] = json!(mine);
-                        tasks.push(task);
+                let line = format!(
+                    "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tasks/list\",\"params\":{params}}}",
+                    id.get()
+                );
+                let Ok(ask) = Envelope::parse(&line) else {
+                    break;
+                };
+                let answer = forward(&upstream, &ask, None, self.link.clone()).await;
+                let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+                for task in answer["result"]["tasks"].as_array().into_iter().flatten() {
+                    let Some(upstream_id) = task["taskId"].as_str() else {
+                        continue;
+                    };
+                    match table.by_upstream(server, upstream_id) {
+                        Some((session, mine)) if session == self.link.id() => {
+                            let mut task = task.clone();
+                            task["taskId"] = json!(mine);
+                            tasks.push(task);
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                }
+                match answer["result"]["nextCursor"].as_str() {
+                    Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+                    _ => break,
                 }
             }
         }
