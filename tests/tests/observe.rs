@@ -327,7 +327,19 @@ fn the_audit_log_has_one_line_per_request_and_no_arguments() {
         "tools/call",
         Some(json!({"name": "fixture__nope", "arguments": {}})),
     );
+    let page = shim.request_line("tools/list", None);
     let lines = wait_audit(&daemon, "tools/call", 2);
+    let lines = match lines.iter().any(|l| l["method"] == "tools/list") {
+        true => lines,
+        false => wait_audit(&daemon, "tools/list", 1),
+    };
+    // A list page mcpd built is recorded as a success with its exact size.
+    let list = lines
+        .iter()
+        .find(|l| l["method"] == "tools/list")
+        .expect("the tools/list line");
+    assert_eq!(list["outcome"], "ok");
+    assert_eq!(list["bytes_out"].as_u64(), Some(page.len() as u64));
 
     let calls: Vec<&Value> = lines
         .iter()

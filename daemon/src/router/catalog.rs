@@ -8,7 +8,7 @@
 //! matches it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{Rewrite, field};
@@ -65,45 +65,192 @@ pub struct Catalog {
     withheld: HashMap<(usize, String), Withheld>,
     /// What each server set (and tool filter) sees of each kind, computed on first use: a
     /// catalog is immutable once published and rebuilt on every change, so every session with
-    /// the same view shares one index list, and a page is a slice of it.
-    views: Mutex<HashMap<ViewKey, Arc<[u32]>>>,
+    /// the same view shares one index list and one joined text, and a page is a slice of it.
+    views: Mutex<HashMap<u64, Vec<ViewSlot>>>,
+    /// The combined instructions of each server set, computed on first use likewise.
+    combined: Mutex<HashMap<Vec<String>, Arc<super::instructions::Combined>>>,
 }
 
-/// A view's key: the kind, the servers (in the session's order) and the tool filter.
-type ViewKey = (usize, Vec<String>, Vec<String>, Vec<String>);
+/// One memoised view and its key (keys sharing a hash share a bucket).
+type ViewSlot = (ViewKey, Arc<ViewData>);
+
+/// A view's key: the kind, the servers (in the session's order) and the tool filter (tools
+/// only). Looked up by its hash, and compared borrowed: a lookup allocates nothing.
+#[derive(Debug)]
+struct ViewKey {
+    kind: usize,
+    servers: Vec<String>,
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+impl ViewKey {
+    /// The filter's lists as the key holds them: none for kinds other than tools.
+    fn filter(kind: ListKind, filter: &ToolFilter) -> (&[String], &[String]) {
+        if kind == ListKind::Tools {
+            (&filter.allow, &filter.deny)
+        } else {
+            (&[], &[])
+        }
+    }
+
+    fn hash(kind: usize, servers: &[String], allow: &[String], deny: &[String]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind, servers, allow, deny).hash(&mut h);
+        h.finish()
+    }
+
+    fn is(&self, kind: usize, servers: &[String], allow: &[String], deny: &[String]) -> bool {
+        self.kind == kind && self.servers == servers && self.allow == allow && self.deny == deny
+    }
+}
 
 /// More distinct views than this in one catalog (profiles × instance sets) and the memo
 /// starts again: it only saves work, it never decides anything.
 const MAX_VIEWS: usize = 256;
 
+/// What one view is: the indices of its items in the catalog's list, and (once a page was
+/// asked for) their JSON objects joined by commas, so that a page is one slice of text.
+#[derive(Debug)]
+struct ViewData {
+    at: Box<[u32]>,
+    joined: OnceLock<Joined>,
+    /// The view's fingerprint (see [`Catalog::fingerprint`]), once asked for.
+    print: OnceLock<u64>,
+}
+
+/// A view's items' JSON joined by commas, and where each item ends in it.
+#[derive(Debug)]
+struct Joined {
+    text: String,
+    ends: Box<[usize]>,
+}
+
+impl Joined {
+    fn new<'a>(items: impl Iterator<Item = &'a str>, count: usize) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(count);
+        for (k, json) in items.enumerate() {
+            if k > 0 {
+                text.push(',');
+            }
+            text.push_str(json);
+            ends.push(text.len());
+        }
+        text.shrink_to_fit();
+        Self {
+            text,
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Items `start..end` (in range, `start < end`) as one slice of the joined text.
+    fn items(&self, start: usize, end: usize) -> &str {
+        let from = if start == 0 {
+            0
+        } else {
+            self.ends[start - 1] + 1
+        };
+        &self.text[from..self.ends[end - 1]]
+    }
+}
+
 /// The items of one kind that one session sees, in catalog order: a page is a slice.
 #[derive(Debug)]
 pub struct View<'a> {
     list: &'a [Entry],
-    at: Arc<[u32]>,
+    data: Arc<ViewData>,
 }
 
 impl<'a> View<'a> {
     /// How many items the view has.
     pub fn len(&self) -> usize {
-        self.at.len()
+        self.data.at.len()
     }
 
     /// Whether the view is empty.
     pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
+        self.data.at.is_empty()
     }
 
     /// Up to `n` items from `offset` on (none past the end).
     pub fn slice(&self, offset: usize, n: usize) -> impl Iterator<Item = &'a Entry> + '_ {
-        let start = offset.min(self.at.len());
-        let end = offset.saturating_add(n).min(self.at.len());
-        self.at[start..end].iter().map(|&i| &self.list[i as usize])
+        let (start, end) = self.range(offset, n);
+        self.data.at[start..end]
+            .iter()
+            .map(|&i| &self.list[i as usize])
     }
 
     /// Every item.
     pub fn iter(&self) -> impl Iterator<Item = &'a Entry> + '_ {
-        self.slice(0, self.at.len())
+        self.slice(0, self.len())
+    }
+
+    /// A hash of every item's JSON, in order: computed once per view and catalog.
+    fn fingerprint(&self) -> u64 {
+        *self.data.print.get_or_init(|| {
+            self.iter()
+                .fold(0u64, |h, e| h.rotate_left(5) ^ fnv1a(e.json.as_bytes()))
+        })
+    }
+
+    /// The item range of up to `n` items from `offset` (empty past the end).
+    fn range(&self, offset: usize, n: usize) -> (usize, usize) {
+        let len = self.len();
+        (offset.min(len), offset.saturating_add(n).min(len))
+    }
+
+    /// Up to `n` items' JSON from `offset`, joined by commas: a slice of the view's joined
+    /// text, which is built at the first page asked of this view in this catalog.
+    fn text(&self, offset: usize, n: usize) -> &str {
+        let (start, end) = self.range(offset, n);
+        if start == end {
+            return "";
+        }
+        let list = self.list;
+        let joined = self.data.joined.get_or_init(|| {
+            let items = self.data.at.iter().map(|&i| list[i as usize].json.as_str());
+            Joined::new(items, self.data.at.len())
+        });
+        joined.items(start, end)
+    }
+}
+
+/// One page of a list, ready to be written between the `[` and `]` of its array.
+#[derive(Debug, PartialEq)]
+pub struct Page<'a> {
+    /// The view's items on this page, joined by commas (one slice of the view's text).
+    listed: &'a str,
+    /// Items mcpd adds itself that fall on this page.
+    extra: Vec<&'a str>,
+    /// Whether more items follow.
+    pub more: bool,
+}
+
+impl Page<'_> {
+    /// How many bytes [`Self::write`] appends.
+    pub fn len(&self) -> usize {
+        let parts = usize::from(!self.listed.is_empty()) + self.extra.len();
+        self.listed.len()
+            + self.extra.iter().map(|e| e.len()).sum::<usize>()
+            + parts.saturating_sub(1)
+    }
+
+    /// Whether the page has no items.
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty() && self.extra.is_empty()
+    }
+
+    /// Appends the items, comma-separated.
+    pub fn write(&self, out: &mut String) {
+        out.push_str(self.listed);
+        for (k, item) in self.extra.iter().enumerate() {
+            if k > 0 || !self.listed.is_empty() {
+                out.push(',');
+            }
+            out.push_str(item);
+        }
     }
 }
 
@@ -424,8 +571,8 @@ impl Catalog {
         servers: &[String],
         filter: &ToolFilter,
     ) -> impl Iterator<Item = &'a Entry> + 'a {
-        let View { list, at } = self.visible_view(kind, servers, filter);
-        (0..at.len()).map(move |k| &list[at[k] as usize])
+        let View { list, data } = self.visible_view(kind, servers, filter);
+        (0..data.at.len()).map(move |k| &list[data.at[k] as usize])
     }
 
     /// The same items as [`Self::visible`], as a view that pages by slicing. Computed once per
@@ -438,30 +585,23 @@ impl Catalog {
     ) -> View<'_> {
         let i = kind.index();
         let list = &self.lists[i];
-        let key: ViewKey = (
-            i,
-            servers.to_vec(),
-            if kind == ListKind::Tools {
-                filter.allow.clone()
-            } else {
-                Vec::new()
-            },
-            if kind == ListKind::Tools {
-                filter.deny.clone()
-            } else {
-                Vec::new()
-            },
-        );
+        let (allow, deny) = ViewKey::filter(kind, filter);
+        let hash = ViewKey::hash(i, servers, allow, deny);
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = views.get(&key) {
+        let known = views.get(&hash).and_then(|bucket| {
+            bucket
+                .iter()
+                .find(|(key, _)| key.is(i, servers, allow, deny))
+        });
+        if let Some((_, data)) = known {
             return View {
                 list,
-                at: Arc::clone(at),
+                data: Arc::clone(data),
             };
         }
         let wanted: HashSet<&str> = servers.iter().map(String::as_str).collect();
         let open = kind != ListKind::Tools || filter.is_open();
-        let at: Arc<[u32]> = list
+        let at: Box<[u32]> = list
             .iter()
             .enumerate()
             .filter(|(_, e)| wanted.contains(e.server.as_str()))
@@ -471,39 +611,61 @@ impl Catalog {
         if views.len() >= MAX_VIEWS {
             views.clear();
         }
-        views.insert(key, Arc::clone(&at));
-        View { list, at }
+        let data = Arc::new(ViewData {
+            at,
+            joined: OnceLock::new(),
+            print: OnceLock::new(),
+        });
+        let key = ViewKey {
+            kind: i,
+            servers: servers.to_vec(),
+            allow: allow.to_vec(),
+            deny: deny.to_vec(),
+        };
+        views
+            .entry(hash)
+            .or_default()
+            .push((key, Arc::clone(&data)));
+        View { list, data }
     }
 
     /// One page of a list: `n` items from `offset`, the view's items first and then `extra`
-    /// (items mcpd adds itself), and whether more follow.
+    /// (items mcpd adds itself), and whether more follow. The view's items are one slice of
+    /// its joined text: no page joins or copies item by item.
     pub fn page<'a>(
-        &'a self,
-        view: Option<&View<'a>>,
+        view: Option<&'a View<'a>>,
         extra: &'a [String],
         offset: usize,
         n: usize,
-    ) -> (Vec<&'a str>, bool) {
+    ) -> Page<'a> {
         let listed = view.map_or(0, View::len);
-        let mut items: Vec<&str> = Vec::with_capacity(n.min(listed + extra.len()));
-        if let Some(view) = view {
-            items.extend(view.slice(offset, n).map(|e| e.json.as_str()));
-        }
+        let (text, taken) = match view {
+            Some(view) => {
+                let (start, end) = view.range(offset, n);
+                (view.text(offset, n), end - start)
+            }
+            None => ("", 0),
+        };
         let from_extra = offset.saturating_sub(listed);
-        let room = n - items.len();
-        items.extend(extra.iter().skip(from_extra).take(room).map(String::as_str));
-        let more = offset.saturating_add(n) < listed + extra.len();
-        (items, more)
+        let room = n.saturating_sub(taken);
+        Page {
+            listed: text,
+            extra: extra
+                .iter()
+                .skip(from_extra)
+                .take(room)
+                .map(String::as_str)
+                .collect(),
+            more: offset.saturating_add(n) < listed + extra.len(),
+        }
     }
 
     /// A fingerprint of one kind of list for the given servers: when it changes, clients of
     /// that view are told `list_changed`.
+    /// Computed once per catalog for each view: every session following the catalog asks for
+    /// it at each change.
     pub fn fingerprint(&self, kind: ListKind, servers: &[String], filter: &ToolFilter) -> u64 {
-        let mut h = 0u64;
-        for entry in self.visible(kind, servers, filter) {
-            h = h.rotate_left(5) ^ fnv1a(entry.json.as_bytes());
-        }
-        h
+        self.visible_view(kind, servers, filter).fingerprint()
     }
 
     /// The union of the capabilities of the given servers.
@@ -524,12 +686,22 @@ impl Catalog {
 
     /// Every server's instructions, each under its name, summarised to fit
     /// [`super::instructions::LIMIT`].
-    pub fn instructions(&self, servers: &[String]) -> super::instructions::Combined {
+    /// Combined once per catalog for each server set (every new client's `initialize` asks).
+    pub fn instructions(&self, servers: &[String]) -> Arc<super::instructions::Combined> {
+        let mut combined = self.combined.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = combined.get(servers) {
+            return Arc::clone(known);
+        }
         let parts: Vec<(String, String)> = servers
             .iter()
             .filter_map(|s| Some((s.clone(), self.servers.get(s)?.instructions.clone()?)))
             .collect();
-        super::instructions::combine(&parts)
+        let new = Arc::new(super::instructions::combine(&parts));
+        if combined.len() >= MAX_VIEWS {
+            combined.clear();
+        }
+        combined.insert(servers.to_vec(), Arc::clone(&new));
+        new
     }
 
     /// Whether a profile with this tool filter and mode sees the search trio.
@@ -692,6 +864,14 @@ mod tests {
         Catalog::build(&servers, "__")
     }
 
+    /// A page as the text between `[` and `]`, checking that `len` says how long it is.
+    fn text_of(page: &Page<'_>) -> String {
+        let mut text = String::new();
+        page.write(&mut text);
+        assert_eq!(text.len(), page.len());
+        text
+    }
+
     #[test]
     fn a_view_pages_by_offset_exactly_as_filtering_the_whole_list_would() {
         let catalog = three_servers(7);
@@ -705,29 +885,37 @@ mod tests {
         let extra = vec![r#"{"name":"x1"}"#.to_owned(), r#"{"name":"x2"}"#.to_owned()];
         let view = catalog.visible_view(ListKind::Tools, &servers, &open);
         assert_eq!(view.len(), 14);
-        let mut paged = Vec::new();
-        let mut offset = 0;
-        loop {
-            let (page, more) = catalog.page(Some(&view), &extra, offset, 4);
-            paged.extend(page);
-            offset += 4;
-            if !more {
-                break;
-            }
-        }
         let expected: Vec<&str> = everything
             .iter()
             .copied()
             .chain(extra.iter().map(String::as_str))
             .collect();
-        assert_eq!(paged, expected);
+        for size in [1, 4, 7, 14, 15, 16, 100] {
+            let mut pages = Vec::new();
+            let mut offset = 0;
+            loop {
+                let page = Catalog::page(Some(&view), &extra, offset, size);
+                assert_eq!(page.is_empty(), text_of(&page).is_empty());
+                pages.push(text_of(&page));
+                offset += size;
+                if !page.more {
+                    break;
+                }
+            }
+            // Each page holds the next `size` items, in order, joined by commas.
+            let chunks: Vec<String> = expected.chunks(size).map(|c| c.join(",")).collect();
+            assert_eq!(pages, chunks, "pages of {size}");
+        }
         // A page past the end is empty and says nothing follows.
-        assert_eq!(catalog.page(Some(&view), &extra, 99, 4), (vec![], false));
+        let past = Catalog::page(Some(&view), &extra, 99, 4);
+        assert!(past.is_empty() && !past.more);
         // Without a view (search mode) only the extra items are listed.
-        assert_eq!(
-            catalog.page(None, &extra, 0, 4),
-            (extra.iter().map(String::as_str).collect(), false)
-        );
+        let trio = Catalog::page(None, &extra, 0, 4);
+        assert_eq!(text_of(&trio), extra.join(","));
+        assert!(!trio.more);
+        // An empty view with nothing extra is an empty page.
+        let none = catalog.visible_view(ListKind::Prompts, &servers, &open);
+        assert!(Catalog::page(Some(&none), &[], 0, 4).is_empty());
     }
 
     #[test]
@@ -745,10 +933,26 @@ mod tests {
         assert_eq!(names, ["a__t1", "a__t10", "b__t1", "b__t10"]);
         let first = catalog.visible_view(ListKind::Tools, &servers, &filter);
         let again = catalog.visible_view(ListKind::Tools, &servers, &filter);
-        assert!(Arc::ptr_eq(&first.at, &again.at));
+        assert!(Arc::ptr_eq(&first.data, &again.data));
+        // The joined text too: built at the first page, shared by every later one.
+        let text = first.text(0, 2).as_ptr();
+        assert_eq!(again.text(0, 2).as_ptr(), text);
+        assert_eq!(first.text(0, 2), r#"{"name":"a__t1"},{"name":"a__t10"}"#);
+        assert_eq!(again.text(2, 9), r#"{"name":"b__t1"},{"name":"b__t10"}"#);
         // Another filter is another view.
         let open = catalog.visible_view(ListKind::Tools, &servers, &ToolFilter::default());
         assert_eq!(open.len(), 24);
+        // The fingerprint and the combined instructions are computed once too.
+        let print = catalog.fingerprint(ListKind::Tools, &servers, &filter);
+        assert_eq!(first.data.print.get(), Some(&print));
+        assert_ne!(
+            print,
+            catalog.fingerprint(ListKind::Tools, &servers, &ToolFilter::default())
+        );
+        assert!(Arc::ptr_eq(
+            &catalog.instructions(&servers),
+            &catalog.instructions(&servers)
+        ));
     }
 
     #[test]

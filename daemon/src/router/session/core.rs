@@ -481,7 +481,7 @@ impl Session {
         });
         // The configuration notice (when a server's definition is broken) comes first; the
         // servers' part is already under the limit.
-        let instructions = [self.services.supervisor.notice(), instructions.text];
+        let instructions = [self.services.supervisor.notice(), instructions.text.clone()];
         let instructions: Vec<String> = instructions.into_iter().flatten().collect();
         if !instructions.is_empty() {
             result["instructions"] = json!(instructions.join("\n\n"));
@@ -609,7 +609,7 @@ impl Session {
             .any(|s| catalog.pending.contains(s) || !catalog.servers.contains_key(s));
         let instructions = catalog.instructions(&servers);
         caps.resources |= !instructions.cut.is_empty();
-        let text = [self.services.supervisor.notice(), instructions.text];
+        let text = [self.services.supervisor.notice(), instructions.text.clone()];
         let text: Vec<String> = text.into_iter().flatten().collect();
         let text = (!text.is_empty()).then(|| text.join("\n\n"));
         envelope::response(id, &modern::discover_result(&caps, text))
@@ -836,24 +836,29 @@ impl RequestContext {
             ListKind::Tools if catalog.searches(&self.servers, &self.shape) => None,
             _ => Some(catalog.visible_view(kind, &self.servers, &self.shape.tools)),
         };
-        let (page, more) = catalog.page(view.as_ref(), &extra, offset, page_size);
-        let mut result =
-            String::with_capacity(page.iter().map(|t| t.len() + 1).sum::<usize>() + 64);
-        result.push_str("{\"");
-        result.push_str(kind.field());
-        result.push_str("\":[");
-        result.push_str(&page.join(","));
-        result.push(']');
-        if more {
-            result.push_str(&format!(",\"nextCursor\":\"mcpd:{}\"", offset + page_size));
-        }
-        result.push('}');
+        let page = Catalog::page(view.as_ref(), &extra, offset, page_size);
         // Both parts are JSON already: the id as the client wrote it, items as upstreams did.
-        self.reply(format!(
-            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
-            id.get()
-        ))
-        .await;
+        // One allocation, one copy of the page (a slice of the view's joined text).
+        let id = id.get();
+        let mut answer = String::with_capacity(page.len() + id.len() + 96);
+        answer.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+        answer.push_str(id);
+        answer.push_str(",\"result\":{\"");
+        answer.push_str(kind.field());
+        answer.push_str("\":[");
+        page.write(&mut answer);
+        answer.push(']');
+        if page.more {
+            answer.push_str(",\"nextCursor\":\"mcpd:");
+            answer.push_str(&(offset + page_size).to_string());
+            answer.push('"');
+        }
+        answer.push_str("}}");
+        // A page mcpd built is a success: the audit needs its size, not a reading of it.
+        if let Some(call) = self.call.take() {
+            call.finish_ok(answer.len());
+        }
+        self.reply(answer).await;
     }
 
     /// A `tasks/*` request (see `tasks`).
