@@ -18,6 +18,7 @@ pub(crate) mod daemon;
 pub(crate) mod limits;
 pub mod listener;
 pub mod logging;
+pub(crate) mod memory;
 pub(crate) mod net;
 pub mod notify;
 pub mod observe;

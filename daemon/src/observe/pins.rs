@@ -9,7 +9,9 @@
 //! withheld (`block`). `mcpctl tools diff` shows pinned and current definitions;
 //! `mcpctl tools approve` pins the current ones.
 //!
-//! The pinned definition itself is stored (not only its digest) so that a diff can show it.
+//! The pinned definition itself is stored (not only its digest) so that a diff can show it: as
+//! its canonical JSON text, not a decoded tree (a tree of maps costs several times the text, for
+//! every tool of every server, for the daemon's whole life).
 //! Forwarded definitions are never touched: pinning only decides whether an item is listed.
 //!
 //! The review runs on the catalog task; the file is written by a task of its own
@@ -71,10 +73,10 @@ impl ServerPins {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pin {
     digest: String,
-    definition: Value,
+    definition: Box<RawValue>,
     /// Milliseconds since the epoch when it was pinned.
     #[serde(default)]
     pinned_ms: u64,
@@ -86,7 +88,7 @@ struct Pending {
     new: bool,
     action: Action,
     digest: String,
-    definition: Value,
+    definition: Box<RawValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,8 +358,8 @@ impl PinStore {
                         Action::Warn => "warn",
                     }
                     .to_owned(),
-                    pinned: old.map(|o| o.definition.clone()),
-                    current: p.definition.clone(),
+                    pinned: old.and_then(|o| decoded(&o.definition)),
+                    current: decoded(&p.definition).unwrap_or_default(),
                     pinned_digest: old.map(|o| o.digest.clone()),
                     current_digest: p.digest.clone(),
                 }
@@ -450,7 +452,12 @@ impl PinStore {
     }
 }
 
-fn pin(digest: String, definition: Value) -> Pin {
+/// A stored definition, decoded for a diff.
+fn decoded(definition: &RawValue) -> Option<Value> {
+    serde_json::from_str(definition.get()).ok()
+}
+
+fn pin(digest: String, definition: Box<RawValue>) -> Pin {
     Pin {
         digest,
         definition,
@@ -468,7 +475,7 @@ pub fn kind_word(kind: ListKind) -> &'static str {
 }
 
 /// The pinned part of a definition, canonical, and its digest.
-pub fn fingerprint(kind: ListKind, raw: &RawValue) -> Option<(String, Value)> {
+pub fn fingerprint(kind: ListKind, raw: &RawValue) -> Option<(String, Box<RawValue>)> {
     let value: Value = serde_json::from_str(raw.get()).ok()?;
     let object = value.as_object()?;
     let fields: &[&str] = if kind == ListKind::Prompts {
@@ -491,7 +498,7 @@ pub fn fingerprint(kind: ListKind, raw: &RawValue) -> Option<(String, Value)> {
     for b in hash {
         digest.push_str(&format!("{b:02x}"));
     }
-    Some((digest, definition))
+    Some((digest, RawValue::from_string(text).ok()?))
 }
 
 /// JSON with object keys sorted at every level, whatever order the server wrote them in.

@@ -189,7 +189,14 @@ impl CatalogCache {
                 .clone(),
         };
         let path = self.path.clone();
-        let wrote = tokio::task::spawn_blocking(move || write_atomically(&path, &file)).await;
+        let wrote = tokio::task::spawn_blocking(move || {
+            let wrote = write_atomically(&path, &file);
+            drop(file);
+            // The burst that changed the catalog is over: give back what it freed.
+            crate::memory::release_free();
+            wrote
+        })
+        .await;
         match wrote {
             Ok(Ok(())) => {
                 self.written.store(changes, Ordering::Release);

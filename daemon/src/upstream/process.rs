@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -62,6 +62,14 @@ pub const STDERR_TAIL: usize = 20;
 const MAX_STDERR_LINE: usize = 8 * 1024;
 /// Messages queued for a server's stdin before senders are told it is busy.
 pub const STDIN_QUEUE: usize = 1024;
+/// First capacity of a server's stdout buffer: it grows to the longest line read (tokio's
+/// default, 8 KiB, is most of what an idle server costs the daemon; messages are usually
+/// smaller).
+const STDOUT_BUFFER: usize = 1024;
+/// First capacity of a server's stderr buffer (most servers write little or nothing there).
+const STDERR_BUFFER: usize = 256;
+/// Most bytes of queued lines written to a server's stdin at once.
+const STDIN_BATCH: usize = 64 * 1024;
 
 pub use crate::config::StopTimeouts;
 
@@ -226,9 +234,10 @@ impl Process {
             cgroup: limits.cgroup,
             _record: record,
             stdin: Some(tx),
-            stdout: FramedRead::new(
+            stdout: FramedRead::with_capacity(
                 stdout,
                 LineCodec::keeping_ends(mcpd_proto::line::MAX_MESSAGE_LINE),
+                STDOUT_BUFFER,
             ),
             stderr_tail,
             stop_timeouts: StopTimeouts::default(),
@@ -503,17 +512,28 @@ fn kill_marked_now(prefix: &str) -> usize {
     killed.len()
 }
 
-async fn write_stdin(stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {
-    let mut w = BufWriter::new(stdin);
+/// Writes queued lines to the server's stdin, each with its newline, the lines already queued
+/// together in one write. The buffer grows to the largest batch and is let go after one larger
+/// than [`STDIN_BATCH`], so an idle server costs no buffer of a fixed size.
+async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {
+    let mut buf: Vec<u8> = Vec::new();
     while let Some(line) = rx.recv().await {
-        if w.write_all(line.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        while buf.len() < STDIN_BATCH {
+            let Ok(line) = rx.try_recv() else { break };
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
+        if stdin.write_all(&buf).await.is_err() {
             return;
         }
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
+        buf.clear();
+        if buf.capacity() > STDIN_BATCH {
+            buf = Vec::new();
         }
     }
-    let _ = w.shutdown().await;
+    let _ = stdin.shutdown().await;
 }
 
 async fn log_stderr(
@@ -521,7 +541,8 @@ async fn log_stderr(
     stderr: tokio::process::ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = FramedRead::new(stderr, LineCodec::new(MAX_STDERR_LINE));
+    let mut lines =
+        FramedRead::with_capacity(stderr, LineCodec::new(MAX_STDERR_LINE), STDERR_BUFFER);
     while let Some(frame) = lines.next().await {
         let line = match frame {
             // Redacted here, before the journal, the ring and the status tail see it.
