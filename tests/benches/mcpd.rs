@@ -48,7 +48,7 @@ const DAEMON_LOG: &str = "info";
 
 type Bench = fn(&Ctx);
 
-const BENCHES: [(&str, &str, Bench); 12] = [
+const BENCHES: [(&str, &str, Bench); 13] = [
     (
         "shim_start",
         "mcp-shim start to a tools/list answer, warm daemon (issue 2)",
@@ -96,7 +96,7 @@ const BENCHES: [(&str, &str, Bench); 12] = [
     ),
     (
         "scaling",
-        "full tools/list through mcp-shim up to 5,000 tools (issue 18)",
+        "full tools/list up to 5,000 tools, raw socket and through mcp-shim (issue 18)",
         compare::scaling,
     ),
     (
@@ -108,6 +108,11 @@ const BENCHES: [(&str, &str, Bench); 12] = [
         "per_upstream",
         "daemon memory per added upstream (issue 18)",
         compare::per_upstream,
+    ),
+    (
+        "new_client",
+        "a new client to a complete tools/list, 10 server-everything (issue 18)",
+        compare::new_client,
     ),
 ];
 

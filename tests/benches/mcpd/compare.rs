@@ -8,6 +8,7 @@
 //! - `slow4`: the fixture's `sleep 1000 ms` called 4 times at once by one client.
 //! - `scaling`: the full `tools/list` through `mcp-shim` as the catalog grows to 5,000 tools.
 //! - `fleet`: 5 clients × 10 server-everything: memory (Pss) and processes.
+//! - `new_client`: a new `mcp-shim` client to its complete `tools/list`, 10 server-everything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
@@ -607,8 +608,27 @@ pub(crate) fn slow4(_ctx: &Ctx) {
     );
 }
 
+/// Per route: whole lists, first pages, last pages, every page.
+type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>);
+
+/// One full `tools/list` on `c`, page by page: the wait for each page, and the tool count.
+fn pages_of(c: &mut Conn) -> (Vec<Duration>, usize) {
+    let mut params = "{}".to_owned();
+    let mut pages = Vec::new();
+    let mut count = 0;
+    loop {
+        let a = c.request("tools/list", &params);
+        count += a.msg["result"]["tools"].as_array().map_or(0, Vec::len);
+        pages.push(a.took);
+        match a.msg["result"].get("nextCursor") {
+            Some(c) if !c.is_null() => params = json!({ "cursor": c }).to_string(),
+            _ => return (pages, count),
+        }
+    }
+}
+
 pub(crate) fn scaling(ctx: &Ctx) {
-    let sizes = [100usize, 1_000, 2_000, 5_000];
+    let sizes = [500usize, 1_000, 5_000];
     let runs = ctx.n(20);
     let mut rows = Vec::new();
     for total in sizes {
@@ -629,46 +649,59 @@ pub(crate) fn scaling(ctx: &Ctx) {
             "scaling: {total} tools: daemon ready after {:?}",
             started.elapsed()
         );
+        let mut raw = Conn::attach("socket session", d.socket()).expect("attach");
         let mut shim = Conn::spawn("mcp-shim", &mut shim_command(d.socket()), Stdio::null());
-        shim.initialize();
-        shim.list_tools();
-        let mut whole = Vec::new();
-        let mut first = Vec::new();
-        let mut last = Vec::new();
-        let mut count = 0;
-        for _ in 0..runs {
-            let mut params = "{}".to_owned();
-            let mut pages = Vec::new();
-            loop {
-                let a = shim.request("tools/list", &params);
-                count = if params == "{}" { 0 } else { count };
-                count += a.msg["result"]["tools"].as_array().map_or(0, Vec::len);
-                pages.push(a.took);
-                match a.msg["result"].get("nextCursor") {
-                    Some(c) if !c.is_null() => params = json!({ "cursor": c }).to_string(),
-                    _ => break,
-                }
-            }
-            whole.push(pages.iter().sum());
-            first.push(pages[0]);
-            last.push(*pages.last().unwrap_or(&Duration::ZERO));
+        for c in [&mut raw, &mut shim] {
+            c.initialize();
+            c.list_tools();
         }
-        let (w, f, l) = (stats(&whole), stats(&first), stats(&last));
-        rows.push(vec![
-            count.to_string(),
-            format!("**{}**", t(w.p50)),
-            t(w.p50 / count.max(1) as f64 * 1000.0),
-            t(f.p50),
-            t(l.p50),
-            format!("{:.2}×", l.p50 / f.p50),
-        ]);
+        // (whole, first page, last page, every page) per route; the routes take turns.
+        let mut measured: [Samples; 2] = Default::default();
+        let (mut count, mut npages) = (0, 0);
+        for _ in 0..runs {
+            for (k, c) in [&mut raw, &mut shim].into_iter().enumerate() {
+                let (pages, n) = pages_of(c);
+                count = n;
+                npages = pages.len();
+                let m = &mut measured[k];
+                m.0.push(pages.iter().sum());
+                m.1.push(pages[0]);
+                m.2.push(*pages.last().unwrap_or(&Duration::ZERO));
+                m.3.extend(pages);
+            }
+        }
+        let (_, _, _, bytes) = raw.list_tools();
+        for (k, what) in ["raw socket session", "**through `mcp-shim`**"]
+            .into_iter()
+            .enumerate()
+        {
+            let (w, f, l, p) = (
+                stats(&measured[k].0),
+                stats(&measured[k].1),
+                stats(&measured[k].2),
+                stats(&measured[k].3),
+            );
+            rows.push(vec![
+                format!("{count} ({npages} pages, {} KB)", bytes / 1000),
+                what.to_owned(),
+                format!("**{}**", t(w.p50)),
+                t(w.p50 / count.max(1) as f64 * 1000.0),
+                t(p.p50),
+                t(f.p50),
+                t(l.p50),
+                format!("{:.2}×", l.p50 / f.p50),
+            ]);
+        }
+        raw.close();
         shim.close();
     }
     table(
         &[
             "tools",
+            "route",
             "**full tools/list, median**",
             "per 1,000 tools",
+            "a page, median",
             "first page",
             "last page",
             "last ÷ first",
@@ -676,9 +709,10 @@ pub(crate) fn scaling(ctx: &Ctx) {
         &rows,
     );
     println!(
-        "\nTen fixture servers share the tools; `mcp-shim` pages by the daemon's default page size \
-         (100), {runs} runs per size; the time is the sum of the waits for the pages (the client's \
-         parsing left out)."
+        "\nTen fixture servers share the tools; the daemon's default page size (100); {runs} runs \
+         per size, the two routes taking turns; the time is the sum of the waits for the pages \
+         (the client's parsing left out). Linear in tools: \"per 1,000 tools\" stays flat and the \
+         last page costs what the first does."
     );
 }
 
@@ -833,11 +867,113 @@ pub(crate) fn fleet(ctx: &Ctx) {
     );
 }
 
+/// A new client against a warm daemon with 10 server-everything running: spawn `mcp-shim`,
+/// initialize, page through `tools/list`.
+pub(crate) fn new_client(ctx: &Ctx) {
+    let Some(server) = ctx.everything_server() else {
+        ctx.note_no_everything();
+        return;
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let servers: serde_json::Map<String, Value> =
+        names.iter().map(|n| (n.clone(), server.clone())).collect();
+    let d = daemon(json!({ "mcpServers": servers }), &refs);
+    // One client attached all along, as in use.
+    let mut first = Conn::spawn("shim 0", &mut shim_command(d.socket()), Stdio::null());
+    first.initialize();
+    first.list_tools();
+    let fresh = new_clients(d.socket(), ctx.n(200));
+    first.close();
+    new_client_table(&fresh);
+}
+
+/// One new client's timeline, each phase from just before the spawn of its `mcp-shim`.
+struct Fresh {
+    initialized: Duration,
+    first_page: Duration,
+    complete: Duration,
+    tools: usize,
+}
+
+/// `runs` new clients one after the other: spawn `mcp-shim`, `initialize`, every page of
+/// `tools/list` (wall clock, this client's parsing included), close.
+fn new_clients(socket: &Path, runs: usize) -> Vec<Fresh> {
+    let mut out = Vec::new();
+    for i in 0..runs + 5 {
+        let started = Instant::now();
+        let mut c = Conn::spawn("mcp-shim", &mut shim_command(socket), Stdio::null());
+        c.initialize();
+        let initialized = started.elapsed();
+        let mut params = "{}".to_owned();
+        let mut first_page = None;
+        let mut tools = 0;
+        loop {
+            let a = c.request("tools/list", &params);
+            first_page.get_or_insert_with(|| started.elapsed());
+            tools += a.msg["result"]["tools"].as_array().map_or(0, Vec::len);
+            match a.msg["result"].get("nextCursor") {
+                Some(c) if !c.is_null() => params = json!({ "cursor": c }).to_string(),
+                _ => break,
+            }
+        }
+        let complete = started.elapsed();
+        c.close();
+        if i >= 5 {
+            out.push(Fresh {
+                initialized,
+                first_page: first_page.unwrap_or(complete),
+                complete,
+                tools,
+            });
+        }
+    }
+    out
+}
+
+fn new_client_table(fresh: &[Fresh]) {
+    let col = |f: fn(&Fresh) -> Duration| -> Vec<Duration> { fresh.iter().map(f).collect() };
+    let tools = fresh.first().map_or(0, |f| f.tools);
+    let rows: Vec<Vec<String>> = [
+        ("`initialize` answered", col(|f| f.initialized)),
+        ("first `tools/list` page", col(|f| f.first_page)),
+        ("**every tool listed**", col(|f| f.complete)),
+    ]
+    .into_iter()
+    .map(|(what, samples)| {
+        let st = stats(&samples);
+        vec![
+            what.to_owned(),
+            st.n.to_string(),
+            t(st.p50),
+            t(st.p95),
+            t(st.max),
+        ]
+    })
+    .collect();
+    table(
+        &[
+            "from the spawn of `mcp-shim` to",
+            "runs",
+            "median",
+            "p95",
+            "max",
+        ],
+        &rows,
+    );
+    println!(
+        "\n{tools} tools; wall clock from just before the spawn, the client's own parsing \
+         included; new clients one after the other."
+    );
+}
+
 /// What one more upstream costs the daemon: its memory with 0, 10 and 40 fixture upstreams
 /// (each with the fixture's 7 tools), after every upstream is ready and a client listed them.
+/// "From 10 to 40" is the marginal cost; "from 0" also counts what the first upstream brings
+/// once (the code pages of the actor and transports, first touched then).
 pub(crate) fn per_upstream(_ctx: &Ctx) {
     let mut rows = Vec::new();
-    let mut base: Option<Mem> = None;
+    let mut at: Vec<(usize, Mem)> = Vec::new();
     for n in [0usize, 10, 40] {
         let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
         let servers: Vec<(&str, &[&str])> = names.iter().map(|s| (s.as_str(), &[][..])).collect();
@@ -848,21 +984,32 @@ pub(crate) fn per_upstream(_ctx: &Ctx) {
         c.list_tools();
         std::thread::sleep(Duration::from_secs(1));
         let m = mem(d.pid()).unwrap_or_default();
-        let per = |now: u64, then: u64| {
-            if n == 0 {
-                "–".to_owned()
-            } else {
-                format!("{:.0} KiB", (now as f64 - then as f64) / n as f64)
-            }
+        let per = |now: u64, then: u64, added: usize| {
+            format!("{:.0} KiB", (now as f64 - then as f64) / added as f64)
         };
-        let b = *base.get_or_insert(m);
+        let (from0, marginal) = match (at.first(), at.last()) {
+            (Some((_, b)), Some((k, p))) => (
+                format!("{} / {}", per(m.rss, b.rss, n), per(m.anon, b.anon, n)),
+                if *k > 0 {
+                    format!(
+                        "**{}** / {}",
+                        per(m.rss, p.rss, n - k),
+                        per(m.anon, p.anon, n - k)
+                    )
+                } else {
+                    "–".to_owned()
+                },
+            ),
+            _ => ("–".to_owned(), "–".to_owned()),
+        };
+        at.push((n, m));
         rows.push(vec![
             n.to_string(),
             kib(m.rss),
             kib(m.anon),
             m.threads.to_string(),
-            format!("**{}**", per(m.rss, b.rss)),
-            per(m.anon, b.anon),
+            from0,
+            marginal,
         ]);
         drop(c);
     }
@@ -872,8 +1019,8 @@ pub(crate) fn per_upstream(_ctx: &Ctx) {
             "mcpd VmRSS",
             "RssAnon",
             "threads",
-            "**VmRSS per upstream**",
-            "RssAnon per upstream",
+            "per upstream from 0: VmRSS / RssAnon",
+            "**per upstream from the row before: VmRSS** / RssAnon",
         ],
         &rows,
     );
