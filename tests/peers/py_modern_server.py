@@ -26,6 +26,8 @@ Tools (server-to-client requests only through Multi Round-Trip Requests, `InputR
 - touch(uri) -> announces `notifications/resources/updated` for `uri` on the listens
 - end_listens() -> ends every open listen gracefully (the SDK's ListenHandler.close)
 - resource `modern://note` (text "a note"), so a client can subscribe to it
+- wait_for(key) -> logs "<key>: waiting", waits until release(key), logs "<key>: released"
+- release(key) -> logs "release <key>" and lets wait_for(key) go on
 - prompt greet(name) -> "Please greet <name> warmly."
 - stats() -> JSON of what it saw: per request the HTTP Mcp-Method / Mcp-Name / session header
   (HTTP only), the protocol version and client capabilities of each tools/call.
@@ -190,6 +192,30 @@ def end_listens(ctx: Context) -> str:
 def note() -> str:
     """A resource clients can subscribe to."""
     return "a note"
+
+
+_GATES: dict[str, anyio.Event] = {}
+
+
+def _gate(key: str) -> anyio.Event:
+    return _GATES.setdefault(key, anyio.Event())
+
+
+@mcp.tool()
+async def wait_for(key: str, ctx: Context) -> str:
+    """Logs, waits until release(key) is called, logs again."""
+    await ctx.info(f"{key}: waiting")
+    await _gate(key).wait()
+    await ctx.info(f"{key}: released")
+    return f"released: {key}"
+
+
+@mcp.tool()
+async def release(key: str, ctx: Context) -> str:
+    """Logs and lets wait_for(key) go on."""
+    await ctx.info(f"release {key}")
+    _gate(key).set()
+    return f"release: {key}"
 
 
 @mcp.prompt()

@@ -12,7 +12,7 @@ use mcpd_proto::ServerState;
 use mcpd_tests::http_peer::HttpPeer;
 use mcpd_tests::peers::{Sdk, SdkClient, run_sdk_client};
 use mcpd_tests::process::wait_until;
-use mcpd_tests::{PEER_TIMEOUT, TestDaemon, peers};
+use mcpd_tests::{PEER_TIMEOUT, ShimClient, TestDaemon, peers};
 use serde_json::{Value, json};
 
 const NOTE: &str = "modern://note";
@@ -184,4 +184,44 @@ fn peer_a_listen_the_modern_upstream_ends_is_opened_again() {
             .is_some_and(|t| t.contains(&json!("m__later"))),
         "{tools}"
     );
+}
+
+/// A modern request's log messages over streamable HTTP are its own: they come on its
+/// response stream, and mcpd gives them to that request's client only, even while another
+/// client's request to the same server logs (a scope by server and time would mix them).
+#[test]
+fn peer_log_messages_of_a_modern_http_upstream_reach_only_the_request_they_belong_to() {
+    let peer = HttpPeer::python_modern(&[]);
+    let daemon = TestDaemon::start(json!({"mcpServers": {
+        "m": {"type": "http", "url": peer.url("/mcp")}
+    }}));
+    daemon.wait_server_state("m", ServerState::Ready);
+    let params = |name: &str, key: &str| {
+        json!({"name": name, "arguments": {"key": key}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/logLevel": "info",
+        }})
+    };
+    let logs = |shim: &ShimClient| -> Vec<String> {
+        shim.notifications()
+            .iter()
+            .filter(|n| n["method"] == "notifications/message")
+            .map(|n| n["params"]["data"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let mut a = ShimClient::spawn(&daemon, None);
+    let waiting = a.send_request("tools/call", Some(params("m__wait_for", "k")));
+    a.wait_notification("notifications/message");
+    // While a's request is in flight (and logging), b's request to the same server logs.
+    let mut b = ShimClient::spawn(&daemon, None);
+    let released = b.result("tools/call", Some(params("m__release", "k")));
+    assert_eq!(released["content"][0]["text"], "release: k", "{released}");
+    let answer: Value = serde_json::from_str(&a.response_line(&json!(waiting))).expect("json");
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "released: k",
+        "{answer}"
+    );
+    assert_eq!(logs(&a), ["k: waiting", "k: released"]);
+    assert_eq!(logs(&b), ["release k"]);
 }

@@ -327,6 +327,15 @@ impl Downstream for Hub {
         true
     }
 
+    fn request_log(&self, from: &InstanceKey, to: &CallerRef, msg: &Envelope<'_>) {
+        let level = msg
+            .params
+            .and_then(|p| member(p, "level"))
+            .and_then(|l| envelope::decode_str(l).ok());
+        let rank = level.as_deref().and_then(log_rank).unwrap_or(0);
+        self.log_of_request(&from.server, from.owner(), to.id(), rank, msg.text());
+    }
+
     fn log_level(&self) -> Option<&'static str> {
         self.most_verbose_level()
             .and_then(|rank| LOG_LEVELS.get(usize::from(rank)).copied())

@@ -402,6 +402,33 @@ impl Hub {
         }
     }
 
+    /// A log message of `server` that belongs to a request of session `session` (it came on
+    /// that request's response stream): that session gets it if it is modern and its scope
+    /// admits it, legacy sessions as from [`broadcast_log`](Self::broadcast_log), no other
+    /// modern session.
+    pub fn log_of_request(
+        &self,
+        server: &str,
+        owner: Option<u64>,
+        session: u64,
+        rank: u8,
+        line: &str,
+    ) {
+        for link in self.links() {
+            if owner.is_some_and(|o| o != link.id()) || !link.sees(server) {
+                continue;
+            }
+            let admits = if link.scopes().is_modern() {
+                link.id() == session && link.scopes().admits(server, rank)
+            } else {
+                link.admits(rank)
+            };
+            if admits {
+                link.try_send(line.to_owned());
+            }
+        }
+    }
+
     /// The most verbose level any session asked for.
     pub fn most_verbose_level(&self) -> Option<u8> {
         self.read()

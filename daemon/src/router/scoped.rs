@@ -2,8 +2,9 @@
 //!
 //! In 2026-07-28 the log level is set per request (`io.modelcontextprotocol/logLevel` in its
 //! `_meta`) and `notifications/message` is request-scoped: a server MUST NOT send one for a
-//! request that did not ask, and only on that request's stream. Legacy upstreams do not tie
-//! their log messages to requests, so mcpd scopes them by time and server: while a modern
+//! request that did not ask, and only on that request's stream. Over streamable HTTP a message
+//! on a request's stream is tied to it exactly (`Hub::log_of_request`); over stdio nothing ties
+//! a log message to a request, so mcpd scopes them by time and server: while a modern
 //! session has a request with a log level in flight to a server (a [`LogScope`]), that server's
 //! log messages at or above the level go to the session, ahead of the request's answer on the
 //! same stream; at any other time, none do. Progress notifications are already per request

@@ -141,6 +141,8 @@ pub(super) struct Actor {
     leftover: Vec<Command>,
     /// The `subscriptions/listen` of a modern process.
     listen: listen::UpstreamListen,
+    /// The request whose response stream carried the message being handled (HTTP).
+    related: Option<u64>,
 }
 
 impl Actor {
@@ -169,6 +171,7 @@ impl Actor {
             modern: false,
             leftover: Vec::new(),
             listen: listen::UpstreamListen::default(),
+            related: None,
         }
     }
 
@@ -613,6 +616,16 @@ impl Actor {
                             return self.fail_pending(why);
                         }
                     },
+                    Event::Related(bytes, id) => {
+                        // A notification or request on a request's own stream: no handshake.
+                        self.related = Some(id);
+                        let effect = self.on_line(&bytes, &transport);
+                        self.related = None;
+                        if let LineEffect::Fail(why) = effect {
+                            transport.stop(self.spec.stop).await;
+                            return self.fail_pending(why);
+                        }
+                    }
                     Event::TooLong(len, id) => self.on_too_long(len, id),
                     Event::Closed(why) => {
                         if self.is_probing() {
@@ -1291,6 +1304,12 @@ impl Actor {
                     session.try_send(super::ids::progress_to_client(msg, token, original));
                     progress.notify_one();
                 }
+            }
+            "notifications/message"
+                if let Some(Pending::Client { session, .. }) =
+                    self.related.and_then(|id| self.pending.get(&id)) =>
+            {
+                self.context.downstream.request_log(&self.key, session, msg);
             }
             "notifications/subscriptions/acknowledged" => {
                 self.on_listen_acknowledged(msg, transport);

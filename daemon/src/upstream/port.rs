@@ -88,6 +88,14 @@ pub trait Downstream: Send + Sync + fmt::Debug {
     /// status, elicitation completion); `false` if the router does not route it.
     fn notify(&self, from: &InstanceKey, msg: &Envelope<'_>) -> bool;
 
+    /// A log message of instance `from` that came on the response stream of a request of
+    /// session `to` (streamable HTTP ties it to that request): a modern client gets it only
+    /// for its own request. By default, as [`notify`](Self::notify).
+    fn request_log(&self, from: &InstanceKey, to: &CallerRef, msg: &Envelope<'_>) {
+        let _ = to;
+        self.notify(from, msg);
+    }
+
     /// The most verbose log level any session wants, by name.
     fn log_level(&self) -> Option<&'static str>;
 

@@ -19,6 +19,9 @@ use http::HttpTransport;
 pub enum Event {
     /// One JSON-RPC message from the server.
     Message(BytesMut),
+    /// A message that came on the response stream of the request with this id (streamable
+    /// HTTP), other than its answer: it belongs to that request.
+    Related(BytesMut, u64),
     /// A message over the size limit was dropped: its length and, when it could be read from
     /// the message's ends, the id of the request it answered.
     TooLong(usize, Option<u64>),

@@ -256,7 +256,7 @@ impl Link {
             for item in items.drain(..) {
                 match item {
                     SseItem::Event { data, .. } if answers(&data, id) => return Ok(Some(data)),
-                    SseItem::Event { data, .. } => self.emit(Event::Message(data)).await,
+                    SseItem::Event { data, .. } => self.emit(related(data, Some(id))).await,
                     SseItem::TooLong(len) => return Err(Failure::Reply(too_long(len))),
                 }
             }
@@ -329,7 +329,7 @@ impl Link {
                             if id.is_some_and(|id| answers(&data, id)) {
                                 return Ok(Some(data));
                             }
-                            self.emit(Event::Message(data)).await;
+                            self.emit(related(data, id)).await;
                         }
                         SseItem::TooLong(len) => return Err(Failure::Reply(too_long(len))),
                     }
@@ -407,6 +407,15 @@ pub(super) fn negotiated_protocol(answer: &[u8]) -> Option<HeaderValue> {
     let version = envelope::field(msg.result?, "protocolVersion").ok()??;
     let version = envelope::decode_str(version).ok()?;
     HeaderValue::from_str(&version).ok()
+}
+
+/// A message from the response stream of the request with id `id` (JSON text), other than
+/// its answer: [`Event::Related`] when the id is one of mcpd's (an integer).
+pub(super) fn related(data: BytesMut, id: Option<&str>) -> Event {
+    match id.and_then(|id| id.parse::<u64>().ok()) {
+        Some(id) => Event::Related(data, id),
+        None => Event::Message(data),
+    }
 }
 
 /// Whether `message` is the response to the request with id `id` (JSON text).
