@@ -69,8 +69,36 @@ pub struct CatalogCache {
     writing: tokio::sync::Mutex<()>,
 }
 
+/// Which definition a cached entry belongs to: a hash of an explicit, stable rendering of
+/// the transport settings (not of their `Debug` text, which a new Rust or `url` release may
+/// change, and which printed a URL's password). Header values are left out (they are
+/// secrets; their names are in). The `2-` prefix sets it apart from the 16 hex digits older
+/// daemons wrote, whose entries are simply not used (the server starts and lists live).
 fn fingerprint(spec: &ServerSpec) -> String {
-    format!("{:016x}", fnv1a(format!("{:?}", spec.transport).as_bytes()))
+    use crate::config::{HttpKind, TransportSpec};
+    // Arrays only: their order is fixed whatever serde_json's map order is.
+    let rendered = match &spec.transport {
+        TransportSpec::Stdio(s) => serde_json::json!([
+            "stdio",
+            s.command,
+            s.args,
+            s.env.iter().collect::<Vec<_>>(),
+            s.cwd.as_ref().map(|c| c.to_string_lossy()),
+        ]),
+        TransportSpec::Http(h) => serde_json::json!([
+            "http",
+            h.url.as_str(),
+            match h.kind {
+                HttpKind::Streamable => "streamable",
+                HttpKind::Sse => "sse",
+                HttpKind::Probe => "probe",
+            },
+            h.headers.0.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            h.insecure_skip_verify,
+            h.connect_timeout.as_millis() as u64,
+        ]),
+    };
+    format!("2-{:016x}", fnv1a(rendered.to_string().as_bytes()))
 }
 
 impl CatalogCache {
@@ -378,5 +406,35 @@ pub(crate) mod tests {
             r#"{"uri":"fixture://r/0","name":"r0"}"#
         );
         assert_eq!(fx.era, None);
+        // Its fingerprint is of the older kind (a hash of `Debug` text): not used, no error.
+        drop(servers);
+        let spec = crate::upstream::transport::tests::spec(serde_json::json!({"command": "sh"}));
+        assert!(!cache.initial_snapshot("fx", &spec).cached);
+    }
+
+    #[test]
+    fn a_cached_entry_is_found_by_its_pinned_fingerprint() {
+        // `catalog-v1-fingerprint-2.json` holds the fingerprints of these two definitions as
+        // this build writes them: a change of their rendering must not go unnoticed (every
+        // user's cache would be a miss after an upgrade).
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("catalog.json");
+        std::fs::copy(fixture("catalog-v1-fingerprint-2.json"), &path).unwrap();
+        let cache = CatalogCache::load(path);
+        let stdio = crate::upstream::transport::tests::spec(serde_json::json!({
+            "command": "sh", "args": ["-c", "exec server"], "env": {"B": "2", "A": "1"}, "cwd": "/tmp",
+        }));
+        let http = crate::upstream::transport::tests::spec(serde_json::json!({
+            "type": "http", "url": "https://mcp.example/mcp?x=1", "headers": {"X-Key": "secret"},
+        }));
+        assert_eq!(fingerprint(&stdio), "2-2314a2e1ae6d09dd");
+        assert_eq!(fingerprint(&http), "2-d4082035252e8508");
+        assert!(cache.initial_snapshot("fx", &stdio).cached);
+        assert!(cache.initial_snapshot("remote", &http).cached);
+        // Any change of the definition is a miss.
+        let moved = crate::upstream::transport::tests::spec(serde_json::json!({
+            "command": "sh", "args": ["-c", "exec server"], "env": {"B": "2", "A": "1"}, "cwd": "/var",
+        }));
+        assert!(!cache.initial_snapshot("fx", &moved).cached);
     }
 }
