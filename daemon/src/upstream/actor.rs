@@ -290,13 +290,10 @@ impl Actor {
                         });
                         let message =
                             format!("is restarting after it failed ({failure}); try again shortly");
-                        if quick_failures == 0 {
-                            // It is back in a moment: requests wait for it.
-                            self.hold_for(delay, &message, true).await
-                        } else {
-                            self.reject_leftover(&message);
-                            self.hold_for(delay, &message, false).await
-                        }
+                        // Requests wait for the restart as they wait for a start, each bounded
+                        // by its own request timeout (the session cancels it then); a crash
+                        // loop answers those still waiting.
+                        self.hold_for(delay, &message, true).await
                     }
                 }
             };

@@ -286,3 +286,27 @@ async fn the_idle_timeout_counts_from_the_handshake_and_waits_for_the_lists() {
         handshake.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_during_the_backoff_after_a_quick_failure_waits_for_the_restart() {
+    let handle = spawn(
+        "backoff",
+        json!({"restartDelayMs": 1000, "crashLoopAfter": 5}),
+    );
+    let mut first = fake::expect("backoff");
+    first.request("initialize").await;
+    let mut second = fake::expect("backoff");
+    // It dies as it starts: a quick failure, restarted after about a second.
+    first.event(Event::Closed("exited with status 1".to_owned()));
+    wait_for(&handle, |s| s.state == ServerState::Failed).await;
+    let reply = call(&handle);
+    second.handshake().await;
+    let request = second.request("tools/call").await;
+    second.answer(&request, json!({"content": []}));
+    let answer = reply.await.expect("answered");
+    assert!(
+        answer.is_ok(),
+        "the call waited for the restart: {answer:?}"
+    );
+    assert_eq!(handle.snapshot().restarts, 1);
+}
