@@ -87,19 +87,28 @@ fn kind(v: &Value) -> &'static str {
     super::kind_of(v)
 }
 
+/// Why a sandbox path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// `~` with no `HOME` to put in its place.
+    #[error("`~` needs HOME to be set")]
+    NoHome,
+    /// Neither absolute nor under `~` (the path as written).
+    #[error("\"{0}\" is not an absolute path (write \"/...\" or \"~/...\")")]
+    NotAbsolute(String),
+}
+
 /// Expands a leading `~` or `~/` with `home`; other paths must be absolute.
-pub fn expand_path(s: &str, home: Option<&str>) -> Result<PathBuf, String> {
+pub fn expand_path(s: &str, home: Option<&str>) -> Result<PathBuf, PathError> {
     let expanded = if s == "~" || s.starts_with("~/") {
-        let home = home.ok_or("`~` needs HOME to be set")?;
+        let home = home.ok_or(PathError::NoHome)?;
         format!("{home}{}", &s[1..])
     } else {
         s.to_owned()
     };
     let p = PathBuf::from(&expanded);
     if !p.is_absolute() {
-        return Err(format!(
-            "\"{s}\" is not an absolute path (write \"/...\" or \"~/...\")"
-        ));
+        return Err(PathError::NotAbsolute(s.to_owned()));
     }
     Ok(p)
 }
@@ -145,7 +154,7 @@ pub fn parse_sandbox(
         for (i, item) in items.iter().enumerate() {
             let at = format!("{at}[{i}]");
             let s = strings(item, &at)?;
-            out.push(expand_path(&s, home).map_err(|m| err(&at, m))?);
+            out.push(expand_path(&s, home).map_err(|e| err(&at, e.to_string()))?);
         }
         Ok(out)
     };
@@ -236,7 +245,7 @@ pub fn parse_limits(v: &Value, at: &str) -> Result<Limits, (String, String)> {
         match key.as_str() {
             "memory" => {
                 limits.memory = Some(match value {
-                    Value::String(s) => parse_size(s).map_err(|m| err(&at, m))?,
+                    Value::String(s) => parse_size(s).map_err(|e| err(&at, e.to_string()))?,
                     Value::Number(_) => count(value)?,
                     other => {
                         return Err(err(
@@ -274,8 +283,22 @@ pub fn parse_limits(v: &Value, at: &str) -> Result<Limits, (String, String)> {
     Ok(limits)
 }
 
+/// Why a size (`"512M"`) was refused; each carries the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// A letter that is not K, M, G or T.
+    #[error("unknown unit in \"{0}\"; use K, M, G or T")]
+    UnknownUnit(String),
+    /// Not a number before the unit.
+    #[error("\"{0}\" is not a size such as \"512M\" or \"1G\"")]
+    NotANumber(String),
+    /// Zero or negative.
+    #[error("\"{0}\": a size must be positive")]
+    NotPositive(String),
+}
+
 /// `"512M"`, `"1G"`, `"1.5G"`, `"4096K"`, `"100000"` (bytes) → bytes. Binary units.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -284,7 +307,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("unknown unit in \"{s}\"; use K, M, G or T")),
+                _ => return Err(SizeError::UnknownUnit(s.to_owned())),
             };
             (&t[..i], m)
         }
@@ -293,9 +316,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("\"{s}\" is not a size such as \"512M\" or \"1G\""))?;
+        .map_err(|_| SizeError::NotANumber(s.to_owned()))?;
     if n.is_nan() || n <= 0.0 {
-        return Err(format!("\"{s}\": a size must be positive"));
+        return Err(SizeError::NotPositive(s.to_owned()));
     }
     Ok((n * mult as f64) as u64)
 }
@@ -330,8 +353,9 @@ mod tests {
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("1.5k"), Ok(1536));
         assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("-1G").is_err());
+        assert_eq!(parse_size("1X"), Err(SizeError::UnknownUnit("1X".into())));
+        assert_eq!(parse_size("-1G"), Err(SizeError::NotPositive("-1G".into())));
+        assert_eq!(parse_size("G"), Err(SizeError::NotANumber("G".into())));
         assert_eq!(format_size(1 << 30), "1G");
         assert_eq!(format_size(1536 << 20), "1.5G");
     }

@@ -919,7 +919,8 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     spec.exposure.start = exposure::start(value).map_err(|e| self.error(&at, e))?;
                 }
                 "protocol" => {
-                    spec.protocol = protocol::parse(value).map_err(|e| self.error(&at, e))?
+                    spec.protocol =
+                        protocol::parse(value).map_err(|e| self.error(&at, e.to_string()))?
                 }
                 "oauth" => {}                                // read by `oauth::collect`
                 k if observe::SERVER_KEYS.contains(&k) => {} // read by `observe::collect`

@@ -34,18 +34,27 @@ impl Protocol {
     }
 }
 
+/// Why a `"protocol"` value was refused; says the values it may take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A string that names no protocol era.
+    #[error(
+        "unknown protocol \"{0}\"; expected \"auto\" (probe the server, the default), \"legacy\" (always `initialize`) or \"{MODERN}\" (a modern-only server)"
+    )]
+    Unknown(String),
+    /// Not a string (the JSON value as written).
+    #[error("expected one of \"auto\", \"legacy\" or \"{MODERN}\", found {0}")]
+    NotAString(String),
+}
+
 /// Reads `"protocol"`.
-pub fn parse(value: &Value) -> Result<Protocol, String> {
+pub fn parse(value: &Value) -> Result<Protocol, ProtocolError> {
     match value.as_str() {
         Some("auto") => Ok(Protocol::Auto),
         Some("legacy") => Ok(Protocol::Legacy),
         Some(MODERN) => Ok(Protocol::Modern),
-        Some(other) => Err(format!(
-            "unknown protocol \"{other}\"; expected \"auto\" (probe the server, the default), \"legacy\" (always `initialize`) or \"{MODERN}\" (a modern-only server)"
-        )),
-        None => Err(format!(
-            "expected one of \"auto\", \"legacy\" or \"{MODERN}\", found {value}"
-        )),
+        Some(other) => Err(ProtocolError::Unknown(other.to_owned())),
+        None => Err(ProtocolError::NotAString(value.to_string())),
     }
 }
 
@@ -60,11 +69,13 @@ mod tests {
         assert_eq!(parse(&json!("legacy")), Ok(Protocol::Legacy));
         assert_eq!(parse(&json!("2026-07-28")), Ok(Protocol::Modern));
         let wrong = parse(&json!("2025-11-25")).unwrap_err();
+        assert_eq!(wrong, ProtocolError::Unknown("2025-11-25".into()));
+        let wrong = wrong.to_string();
         assert!(
             wrong.contains("\"2025-11-25\"") && wrong.contains("\"legacy\""),
             "{wrong}"
         );
-        let kind = parse(&json!(2026)).unwrap_err();
+        let kind = parse(&json!(2026)).unwrap_err().to_string();
         assert!(kind.contains("found 2026"), "{kind}");
         assert_eq!(Protocol::default(), Protocol::Auto);
     }

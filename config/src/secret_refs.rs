@@ -159,11 +159,36 @@ impl Drop for Resolved {
     }
 }
 
+/// Why a definition's secrets could not be filled in: the server cannot start until the user
+/// acts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A referenced secret has no value (for the server's profile): `why` names the first and
+    /// the command that sets it ([`SecretBinding::missing_message`]).
+    #[error("{why}")]
+    Missing {
+        /// The secret's name.
+        name: String,
+        /// The whole message.
+        why: String,
+    },
+    /// The URL no longer parses once its secrets are in it (the values are not shown).
+    #[error("the URL of server `{server}` is not valid once its secrets are filled in")]
+    BadUrl {
+        /// The server.
+        server: String,
+        /// What the URL parser said.
+        #[source]
+        source: url::ParseError,
+    },
+}
+
 /// `spec` with its secrets substituted; `Err` when a value is missing or the URL no longer
 /// parses with them.
-pub fn resolve(server: &str, spec: &ServerSpec) -> Result<Resolved, String> {
+pub fn resolve(server: &str, spec: &ServerSpec) -> Result<Resolved, ResolveError> {
     if let Some(why) = spec.secrets.missing_message(server) {
-        return Err(why);
+        let name = spec.secrets.missing.first().cloned().unwrap_or_default();
+        return Err(ResolveError::Missing { name, why });
     }
     let empty = BTreeMap::new();
     let values = spec.secrets.values.as_deref().unwrap_or(&empty);
@@ -189,10 +214,9 @@ pub fn resolve(server: &str, spec: &ServerSpec) -> Result<Resolved, String> {
                 let mut text = substitute(template, values);
                 let parsed = url::Url::parse(&text);
                 text.zeroize();
-                h.url = parsed.map_err(|_| {
-                    format!(
-                        "the URL of server `{server}` is not valid once its secrets are filled in"
-                    )
+                h.url = parsed.map_err(|source| ResolveError::BadUrl {
+                    server: server.to_owned(),
+                    source,
                 })?;
             }
         }

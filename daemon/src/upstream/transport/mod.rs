@@ -122,7 +122,8 @@ impl Transport {
         let spec = if spec.secrets.names.is_empty() {
             spec
         } else {
-            resolved = crate::config::secret_refs::resolve(server, spec)?;
+            resolved =
+                crate::config::secret_refs::resolve(server, spec).map_err(|e| e.to_string())?;
             &resolved.0
         };
         match &spec.transport {
