@@ -114,7 +114,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         } => done(daemon.auth().paste(&server, redirect_url).await),
         ControlRequest::Logout { server } => match daemon.auth().logout(&server).await {
             Ok(message) => ControlResponse::Done { message },
-            Err(message) => ControlResponse::error(message),
+            Err(e) => ControlResponse::error(e.to_string()),
         },
         ControlRequest::SecretSet {
             name,
@@ -124,13 +124,13 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             let value = secrecy::SecretString::from(value.take());
             match daemon.secret_set(&name, profile.as_deref(), value).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(message) => ControlResponse::error(message),
+                Err(e) => ControlResponse::error(e.to_string()),
             }
         }
         ControlRequest::SecretRemove { name, profile } => {
             match daemon.secret_remove(&name, profile.as_deref()).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(message) => ControlResponse::error(message),
+                Err(e) => ControlResponse::error(e.to_string()),
             }
         }
         ControlRequest::SecretList => ControlResponse::Secrets {
@@ -177,9 +177,9 @@ async fn login(
     );
     let started = match daemon.auth().login(server).await {
         Ok(started) => started,
-        Err(message) => {
-            tracing::warn!(server, "login failed: {message}");
-            return Some(ControlResponse::error(message));
+        Err(e) => {
+            tracing::warn!(server, "login failed: {e}");
+            return Some(ControlResponse::error(e.to_string()));
         }
     };
     // Dropping the guard (the connection ended, the daemon stops) cancels the login.
@@ -223,14 +223,15 @@ async fn login(
     }
 }
 
-fn done_reply(result: Result<(), String>) -> ControlResponse {
+fn done_reply<E: std::fmt::Display>(result: Result<(), E>) -> ControlResponse {
     done(result)
 }
 
-fn done(result: Result<(), String>) -> ControlResponse {
+/// `ok`, or the error's whole message (`failed`).
+fn done<E: std::fmt::Display>(result: Result<(), E>) -> ControlResponse {
     match result {
         Ok(()) => ControlResponse::Ok,
-        Err(message) => ControlResponse::error(message),
+        Err(e) => ControlResponse::error(e.to_string()),
     }
 }
 

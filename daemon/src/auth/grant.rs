@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::error::AuthError;
 use super::http::{Http, HttpError, json_answer, read_body};
 
 /// How the client authenticates at the token endpoint.
@@ -294,7 +295,7 @@ impl Grant {
 
     /// The grant as JSON for the encrypted store. This is the one place tokens are
     /// serialised; the bytes are zeroed when dropped.
-    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, AuthError> {
         let stored = StoredGrant {
             v: 1,
             access_token: self.access.expose_secret().to_owned(),
@@ -309,13 +310,19 @@ impl Grant {
         };
         serde_json::to_vec(&stored)
             .map(Zeroizing::new)
-            .map_err(|e| format!("cannot encode a login: {e}"))
+            .map_err(|source| AuthError::Encode {
+                what: "a login",
+                source,
+            })
     }
 
     /// Reads a grant written by [`Grant::to_plaintext`].
-    pub fn from_plaintext(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_plaintext(bytes: &[u8]) -> Result<Self, AuthError> {
         let mut stored: StoredGrant =
-            serde_json::from_slice(bytes).map_err(|e| format!("a stored login is damaged: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|source| AuthError::Damaged {
+                what: "login",
+                source,
+            })?;
         Ok(Self {
             access: SecretString::from(std::mem::take(&mut stored.access_token)),
             refresh: stored.refresh_token.take().map(SecretString::from),
@@ -332,17 +339,23 @@ impl Grant {
 
 impl Client {
     /// The client as JSON for the encrypted store (its secret included).
-    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>, AuthError> {
         serde_json::to_vec(&StoredClient::from_client(self))
             .map(Zeroizing::new)
-            .map_err(|e| format!("cannot encode a client registration: {e}"))
+            .map_err(|source| AuthError::Encode {
+                what: "a client registration",
+                source,
+            })
     }
 
     /// Reads a client written by [`Client::to_plaintext`].
-    pub fn from_plaintext(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_plaintext(bytes: &[u8]) -> Result<Self, AuthError> {
         serde_json::from_slice::<StoredClient>(bytes)
             .map(|s| s.to_client())
-            .map_err(|e| format!("a stored client registration is damaged: {e}"))
+            .map_err(|source| AuthError::Damaged {
+                what: "client registration",
+                source,
+            })
     }
 }
 

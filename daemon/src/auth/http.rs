@@ -65,7 +65,7 @@ impl std::fmt::Display for HttpError {
 
 impl Http {
     /// Builds the clients (rustls, the ring provider).
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, super::AuthError> {
         crate::net::install_tls_provider();
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
@@ -83,7 +83,7 @@ impl Http {
                 .connect_timeout(Duration::from_secs(10))
                 .redirect(policy)
                 .build()
-                .map_err(|e| format!("cannot set up the OAuth HTTP client: {e}"))
+                .map_err(super::AuthError::HttpClient)
         };
         Ok(Self {
             get: build(redirects)?,

@@ -29,6 +29,7 @@ pub mod callback;
 pub mod challenge;
 pub mod clock;
 pub mod discovery;
+mod error;
 pub mod grant;
 pub mod http;
 pub mod import;
@@ -51,9 +52,10 @@ use url::Url;
 use self::callback::{Expected, Listener, Verdict};
 use self::clock::Clock;
 use self::discovery::{Challenge, Discovered};
+pub use self::error::AuthError;
 use self::grant::{AuthMethod, Client, ClientKind, Grant, GrantError};
 use self::http::Http;
-use self::store::{CredentialStore, Store};
+use self::store::{CredentialStore, Store, StoreError};
 use crate::config::oauth::{OAuthSpec, RemoteAuth};
 
 /// An access token is refreshed when it expires within this margin, before a request uses it.
@@ -135,7 +137,7 @@ pub struct LoginStarted {
 pub struct AuthManager {
     http: Http,
     store: Arc<Store>,
-    store_error: Option<String>,
+    store_error: Option<StoreError>,
     targets: Mutex<BTreeMap<String, RemoteAuth>>,
     servers: Mutex<BTreeMap<String, Arc<ServerAuth>>>,
     logins: broadcast::Sender<String>,
@@ -193,7 +195,7 @@ impl AuthManager {
         kind: CredentialStore,
         state_dir: &Path,
         targets: BTreeMap<String, RemoteAuth>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, AuthError> {
         let (store, store_error) = match Store::open(kind, &state_dir.join("credentials")) {
             Ok(store) => (store, None),
             Err(e) => {
@@ -275,18 +277,18 @@ impl AuthManager {
         servers.extend(loaded);
     }
 
-    fn load_grant(&self, name: &str, url: &Url) -> Result<Option<Grant>, String> {
+    fn load_grant(&self, name: &str, url: &Url) -> Result<Option<Grant>, AuthError> {
         let Some(bytes) = self.store.read(&grant::grant_entry(name))? else {
             return Ok(None);
         };
-        let grant = Grant::from_plaintext(&bytes)?;
+        let mut grant = Grant::from_plaintext(&bytes)?;
         if grant.server_url != url.as_str() {
             // Tokens are only ever sent to the server they were issued for.
-            return Err(format!(
-                "the stored login was for {}, not {}; it is ignored (run `mcpctl login {name}`)",
-                grant.server_url,
-                crate::net::redact_url(url)
-            ));
+            return Err(AuthError::OtherServer {
+                server: name.to_owned(),
+                stored: std::mem::take(&mut grant.server_url),
+                configured: crate::net::redact_url(url),
+            });
         }
         Ok(Some(grant))
     }
@@ -303,8 +305,11 @@ impl AuthManager {
         let result = match lock(&auth.grant).as_ref() {
             Some(grant) => grant
                 .to_plaintext()
-                .and_then(|bytes| self.store.write(&grant::grant_entry(&auth.name), &bytes)),
-            None => self.store.remove(&grant::grant_entry(&auth.name)),
+                .and_then(|bytes| Ok(self.store.write(&grant::grant_entry(&auth.name), &bytes)?)),
+            None => self
+                .store
+                .remove(&grant::grant_entry(&auth.name))
+                .map_err(AuthError::from),
         };
         if let Err(e) = result {
             tracing::error!(server = %auth.name, "cannot store the login: {e}");
@@ -523,7 +528,7 @@ impl AuthManager {
     }
 
     /// Forgets `server`'s tokens (memory and disk) and revokes them where supported.
-    pub async fn logout(&self, server: &str) -> Result<String, String> {
+    pub async fn logout(&self, server: &str) -> Result<String, AuthError> {
         let auth = self.server(server).ok_or_else(|| self.unknown(server))?;
         let _flight = auth.refreshing.lock().await;
         let grant = lock(&auth.grant).take();
@@ -545,45 +550,50 @@ impl AuthManager {
         })
     }
 
-    fn unknown(&self, server: &str) -> String {
+    fn unknown(&self, server: &str) -> AuthError {
         let known: Vec<String> = lock(&self.targets).keys().cloned().collect();
-        format!(
-            "no remote server named `{server}` that can log in (servers with a \"url\" and no \"headers\": {})",
-            if known.is_empty() {
+        AuthError::UnknownServer {
+            server: server.to_owned(),
+            known: if known.is_empty() {
                 "none".to_owned()
             } else {
                 known.join(", ")
-            }
-        )
+            },
+        }
     }
 
     /// Hands a URL pasted by the user to `server`'s login under way.
-    pub async fn paste(&self, server: &str, redirect_url: String) -> Result<(), String> {
+    pub async fn paste(&self, server: &str, redirect_url: String) -> Result<(), AuthError> {
         let auth = self.server(server).ok_or_else(|| self.unknown(server))?;
         let sender = lock(&auth.pending)
             .as_ref()
             .map(|p| p.paste.clone())
-            .ok_or_else(|| {
-                format!("no login to `{server}` is under way; run `mcpctl login {server}` first")
+            .ok_or_else(|| AuthError::NoLoginUnderWay {
+                server: server.to_owned(),
             })?;
         let (tx, rx) = oneshot::channel();
         sender
             .send((redirect_url, tx))
             .await
-            .map_err(|_| "the login has ended".to_owned())?;
-        rx.await.map_err(|_| "the login has ended".to_owned())?
+            .map_err(|_| AuthError::LoginEnded)?;
+        // A pasted URL the login refused: its reason, as the callback page would say it.
+        rx.await
+            .map_err(|_| AuthError::LoginEnded)?
+            .map_err(AuthError::Discovery)
     }
 
     /// Starts a login to `server`: discovery, registration, the callback listener. Returns
     /// the URL for the browser; the rest happens in a task.
-    pub async fn login(self: &Arc<Self>, server: &str) -> Result<LoginStarted, String> {
+    pub async fn login(self: &Arc<Self>, server: &str) -> Result<LoginStarted, AuthError> {
         let target = self.target(server).ok_or_else(|| self.unknown(server))?;
         let auth = self.server(server).ok_or_else(|| self.unknown(server))?;
         let mut challenge = lock(&auth.challenge).clone();
         if challenge.is_none() {
             challenge = self.http.probe(&target.url).await;
         }
-        let discovered = discovery::discover(&self.http, &target.url, challenge.as_ref()).await?;
+        let discovered = discovery::discover(&self.http, &target.url, challenge.as_ref())
+            .await
+            .map_err(AuthError::Discovery)?;
         let issuer = discovered.metadata.issuer.clone();
         let stored_client = self.stored_client(&issuer);
         let port = target.oauth.callback_port.or_else(|| {
@@ -595,15 +605,13 @@ impl AuthManager {
         });
         let listener = match Listener::bind(port).await {
             Ok(l) => l,
-            Err(e) if target.oauth.callback_port.is_some() => {
-                return Err(format!(
-                    "cannot listen on 127.0.0.1:{} (oauth.callbackPort) for the login callback: {e}",
-                    port.unwrap_or(0)
-                ));
+            Err(source) if target.oauth.callback_port.is_some() => {
+                return Err(AuthError::CallbackPort {
+                    port: port.unwrap_or(0),
+                    source,
+                });
             }
-            Err(_) => Listener::bind(None)
-                .await
-                .map_err(|e| format!("cannot listen on 127.0.0.1 for the login callback: {e}"))?,
+            Err(_) => Listener::bind(None).await.map_err(AuthError::Callback)?,
         };
         let redirect_uri = listener.redirect_uri();
         let scopes = self.scopes_for(&auth, &target.oauth, &discovered);
@@ -619,7 +627,7 @@ impl AuthManager {
         let pkce = pkce::Pkce::new()?;
         let state = SecretString::from(pkce::random_token(32)?);
         let mut url = Url::parse(&discovered.metadata.authorization_endpoint)
-            .map_err(|e| format!("the authorization endpoint is not a URL: {e}"))?;
+            .map_err(AuthError::AuthorizationEndpoint)?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code")
@@ -728,7 +736,7 @@ impl AuthManager {
         stored: Option<Client>,
         redirect_uri: &str,
         scopes: &[String],
-    ) -> Result<Client, String> {
+    ) -> Result<Client, AuthError> {
         let issuer = &d.metadata.issuer;
         if let Some(id) = &spec.client_id {
             let secret = spec
@@ -779,9 +787,9 @@ impl AuthManager {
             return Ok(client);
         }
         let Some(endpoint) = &d.metadata.registration_endpoint else {
-            return Err(format!(
-                "the authorization server {issuer} offers no dynamic client registration; register a client there and set \"oauth\": {{\"clientId\": ...}} for this server"
-            ));
+            return Err(AuthError::NoRegistration {
+                issuer: issuer.clone(),
+            });
         };
         let mut body = serde_json::json!({
             "client_name": "mcpd",
@@ -804,11 +812,14 @@ impl AuthManager {
             #[serde(default)]
             scope: Option<String>,
         }
-        let registered: Registered = self
-            .http
-            .post_json(endpoint, &body)
-            .await
-            .map_err(|e| format!("client registration at {endpoint} failed: {e}"))?;
+        let registered: Registered =
+            self.http
+                .post_json(endpoint, &body)
+                .await
+                .map_err(|e| AuthError::Registration {
+                    endpoint: endpoint.clone(),
+                    why: e.to_string(),
+                })?;
         let secret = registered.client_secret.map(SecretString::from);
         let client = Client {
             kind: ClientKind::Dynamic,
@@ -827,7 +838,7 @@ impl AuthManager {
         tracing::info!(issuer = %issuer, "registered mcpd as a client");
         if let Err(e) = client
             .to_plaintext()
-            .and_then(|b| self.store.write(&grant::client_entry(issuer), &b))
+            .and_then(|b| Ok(self.store.write(&grant::client_entry(issuer), &b)?))
         {
             tracing::warn!("cannot store the client registration: {e}");
         }
@@ -1026,14 +1037,19 @@ mod tests {
     async fn unknown_servers_are_named_in_errors() {
         let (_dir, auth) = manager();
         let e = auth.login("nope").await.unwrap_err();
-        assert!(e.contains("`nope`") && e.contains("remote"), "{e}");
-        assert!(auth.logout("nope").await.is_err());
         assert!(
-            auth.paste("remote", "x".into())
-                .await
-                .unwrap_err()
-                .contains("no login")
+            matches!(&e, AuthError::UnknownServer { server, known } if server == "nope" && known == "remote"),
+            "{e:?}"
         );
+        let e = e.to_string();
+        assert!(e.contains("`nope`") && e.contains("remote"), "{e}");
+        assert!(matches!(
+            auth.logout("nope").await,
+            Err(AuthError::UnknownServer { .. })
+        ));
+        let e = auth.paste("remote", "x".into()).await.unwrap_err();
+        assert!(matches!(e, AuthError::NoLoginUnderWay { .. }), "{e:?}");
+        assert!(e.to_string().contains("no login"));
     }
 
     #[test]

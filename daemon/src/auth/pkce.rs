@@ -8,9 +8,9 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// `n` random bytes from the operating system, base64url without padding.
-pub fn random_token(n: usize) -> Result<String, String> {
+pub fn random_token(n: usize) -> Result<String, getrandom::Error> {
     let mut bytes = Zeroizing::new(vec![0u8; n]);
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the system: {e}"))?;
+    getrandom::fill(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(&*bytes))
 }
 
@@ -25,7 +25,7 @@ pub struct Pkce {
 
 impl Pkce {
     /// A fresh verifier of 43 characters (32 random bytes) and its challenge.
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, getrandom::Error> {
         let verifier = random_token(32)?;
         let challenge = challenge_for(&verifier);
         Ok(Self {

@@ -45,6 +45,91 @@ const NONCE_LEN: usize = 12;
 const MAX_ENTRY: u64 = 1 << 20;
 const KEY_FILE: &str = "key";
 
+/// Why the credential store could not be opened, or an entry read, written or removed. Each
+/// says which file or directory and what to do; its `Display` is the whole message (the cause
+/// included), and the cause is also its [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `credentialStore: "keyring"` and no Secret Service answers on the session bus.
+    #[error(
+        "credentialStore \"keyring\": {why}; start a Secret Service (e.g. gnome-keyring) in the session or use \"file\""
+    )]
+    NoKeyring {
+        /// What the keyring lookup found.
+        why: String,
+    },
+    /// The keyring is there but failed (locked and the prompt dismissed, no answer).
+    #[error(
+        "credentialStore \"{store}\": {why}; stored logins are not touched (set \"credentialStore\": \"file\" if the keyring stays unusable)"
+    )]
+    KeyringFailed {
+        /// The configured store (`keyring` or `auto`).
+        store: &'static str,
+        /// What failed.
+        why: String,
+    },
+    /// The credential directory's path is something else.
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The directory or a file may be read by other users: nothing is read from or written to
+    /// it until the user fixes its mode.
+    #[error("{} has mode {mode:o}, open to other users; {fix}", path.display())]
+    OpenToOthers {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// What to do (`credentials are not used until you `chmod 700` it`).
+        fix: &'static str,
+    },
+    /// A file system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// `read`, `create`, `write`, ...
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is there and is not a key.
+    #[error(
+        "{} is not a 32-byte key; move it away to start afresh (stored logins are lost)",
+        .0.display()
+    )]
+    BadKeyFile(PathBuf),
+    /// No randomness for a nonce or a key.
+    #[error("no randomness from the system: {0}")]
+    Random(getrandom::Error),
+    /// The AEAD refused to seal (does not happen with a valid key).
+    #[error("cannot encrypt a credential entry")]
+    Encrypt,
+    /// The file does not start as a credential file does.
+    #[error("{} is not an mcpd credential file", .0.display())]
+    NotACredentialFile(PathBuf),
+    /// Sealed with another key, or damaged.
+    #[error(
+        "{} does not open with the current key (written with another key, or damaged); it is ignored",
+        .0.display()
+    )]
+    WrongKey(PathBuf),
+    /// Larger than any entry mcpd writes.
+    #[error("{} is too large to be a credential file", .0.display())]
+    TooLarge(PathBuf),
+}
+
+impl StoreError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
 /// The credential directory and the key that opens its files.
 pub struct Store {
     kind: CredentialStore,
@@ -72,7 +157,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir` (`…/mcpd/credentials`). May wait up to
     /// [`super::keyring::TIMEOUT`] for the keyring.
-    pub fn open(kind: CredentialStore, dir: &Path) -> Result<Self, String> {
+    pub fn open(kind: CredentialStore, dir: &Path) -> Result<Self, StoreError> {
         let disk = |kind, description: String, key| Self {
             kind,
             description,
@@ -100,13 +185,11 @@ impl Store {
                         let key = load_or_create_key(&dir.join(KEY_FILE))?;
                         Ok(disk(CredentialStore::File, format!("file ({why})"), key))
                     }
-                    Err(KeyringError::Absent(why)) => Err(format!(
-                        "credentialStore \"keyring\": {why}; start a Secret Service (e.g. gnome-keyring) in the session or use \"file\""
-                    )),
-                    Err(KeyringError::Failed(why)) => Err(format!(
-                        "credentialStore \"{}\": {why}; stored logins are not touched (set \"credentialStore\": \"file\" if the keyring stays unusable)",
-                        kind.as_str()
-                    )),
+                    Err(KeyringError::Absent(why)) => Err(StoreError::NoKeyring { why }),
+                    Err(KeyringError::Failed(why)) => Err(StoreError::KeyringFailed {
+                        store: kind.as_str(),
+                        why,
+                    }),
                 }
             }
         }
@@ -133,14 +216,14 @@ impl Store {
     }
 
     /// Seals and writes `plaintext` as entry `name` (a plain file name).
-    pub fn write(&self, name: &str, plaintext: &[u8]) -> Result<(), String> {
+    pub fn write(&self, name: &str, plaintext: &[u8]) -> Result<(), StoreError> {
         let Some(disk) = &self.disk else {
             return Ok(());
         };
         ensure_private_dir(&disk.dir)?;
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&*disk.key));
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| format!("no randomness from the system: {e}"))?;
+        getrandom::fill(&mut nonce).map_err(StoreError::Random)?;
         let sealed = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
@@ -149,7 +232,7 @@ impl Store {
                     aad: name.as_bytes(),
                 },
             )
-            .map_err(|_| "cannot encrypt a credential entry".to_owned())?;
+            .map_err(|_| StoreError::Encrypt)?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&nonce);
@@ -158,7 +241,7 @@ impl Store {
     }
 
     /// Reads and opens entry `name`; `Ok(None)` when there is none.
-    pub fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+    pub fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let Some(disk) = &self.disk else {
             return Ok(None);
         };
@@ -169,7 +252,7 @@ impl Store {
         let body = bytes
             .strip_prefix(MAGIC)
             .filter(|b| b.len() > NONCE_LEN)
-            .ok_or_else(|| format!("{} is not an mcpd credential file", path.display()))?;
+            .ok_or_else(|| StoreError::NotACredentialFile(path.clone()))?;
         let (nonce, sealed) = body.split_at(NONCE_LEN);
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&*disk.key));
         cipher
@@ -181,16 +264,11 @@ impl Store {
                 },
             )
             .map(|plain| Some(Zeroizing::new(plain)))
-            .map_err(|_| {
-                format!(
-                    "{} does not open with the current key (written with another key, or damaged); it is ignored",
-                    path.display()
-                )
-            })
+            .map_err(|_| StoreError::WrongKey(path))
     }
 
     /// Removes entry `name` if it exists.
-    pub fn remove(&self, name: &str) -> Result<(), String> {
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         let Some(disk) = &self.disk else {
             return Ok(());
         };
@@ -198,78 +276,76 @@ impl Store {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+            Err(e) => Err(StoreError::io("remove", &path)(e)),
         }
     }
 }
 
 /// Creates `dir` with mode 0700, or checks that an existing one is not open to others.
-pub fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
     match fs::metadata(dir) {
         Ok(meta) => {
             if !meta.is_dir() {
-                return Err(format!("{} is not a directory", dir.display()));
+                return Err(StoreError::NotADirectory(dir.to_owned()));
             }
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} has mode {mode:o}, open to other users; credentials are not used until you `chmod 700` it",
-                    dir.display()
-                ));
+                return Err(StoreError::OpenToOthers {
+                    path: dir.to_owned(),
+                    mode,
+                    fix: "credentials are not used until you `chmod 700` it",
+                });
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
             }
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(StoreError::io("create", dir))?;
             // The umask may have taken bits away, never added any; set it exactly anyway.
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+                .map_err(StoreError::io("set the mode of", dir))
         }
-        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+        Err(e) => Err(StoreError::io("read", dir)(e)),
     }
 }
 
 /// The file's bytes, `None` when it does not exist; refused when others may read it.
-fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        Err(e) => return Err(StoreError::io("open", path)(e)),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file.metadata().map_err(StoreError::io("read", path))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} has mode {mode:o}, open to other users; it is not used until you `chmod 600` it",
-            path.display()
-        ));
+        return Err(StoreError::OpenToOthers {
+            path: path.to_owned(),
+            mode,
+            fix: "it is not used until you `chmod 600` it",
+        });
     }
     if meta.len() > MAX_ENTRY {
-        return Err(format!(
-            "{} is too large to be a credential file",
-            path.display()
-        ));
+        return Err(StoreError::TooLarge(path.to_owned()));
     }
     let mut bytes = Zeroizing::new(Vec::new());
     file.read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(StoreError::io("read", path))?;
     Ok(Some(bytes))
 }
 
 /// Writes `bytes` to `path` through a 0600 temporary file in the same directory and `rename`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("{} has no directory", path.display()))?;
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().ok_or_else(|| StoreError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source: std::io::Error::other("the path has no directory"),
+    })?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -291,7 +367,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+    result.map_err(StoreError::io("write", path))
 }
 
 /// The key from the keyring; a key file left from `file`/`auto` without a keyring is moved
@@ -331,25 +407,23 @@ fn keyring_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyringError> {
     Ok(got.key)
 }
 
-fn read_key_file(path: &Path) -> Result<Option<Zeroizing<[u8; 32]>>, String> {
+fn read_key_file(path: &Path) -> Result<Option<Zeroizing<[u8; 32]>>, StoreError> {
     let Some(bytes) = read_private(path)? else {
         return Ok(None);
     };
-    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        format!(
-            "{} is not a 32-byte key; move it away to start afresh (stored logins are lost)",
-            path.display()
-        )
-    })?;
+    let key: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::BadKeyFile(path.to_owned()))?;
     Ok(Some(Zeroizing::new(key)))
 }
 
-fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
+fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     if let Some(key) = read_key_file(path)? {
         return Ok(key);
     }
     let mut key = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut *key).map_err(|e| format!("no randomness from the system: {e}"))?;
+    getrandom::fill(&mut *key).map_err(StoreError::Random)?;
     write_atomic(path, &*key)?;
     tracing::info!("created the credential key file {}", path.display());
     Ok(key)
@@ -418,10 +492,18 @@ mod tests {
         store.write("a", b"alpha").unwrap();
         fs::set_permissions(dir.join("a"), fs::Permissions::from_mode(0o644)).unwrap();
         let e = store.read("a").unwrap_err();
-        assert!(e.contains("chmod 600"), "{e}");
+        assert!(
+            matches!(&e, StoreError::OpenToOthers { path, mode: 0o644, .. } if *path == dir.join("a")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("chmod 600"), "{e}");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let e = Store::open(CredentialStore::File, &dir).unwrap_err();
-        assert!(e.contains("chmod 700"), "{e}");
+        assert!(
+            matches!(&e, StoreError::OpenToOthers { mode: 0o755, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("chmod 700"), "{e}");
     }
 
     #[test]
@@ -434,7 +516,8 @@ mod tests {
         if !keyring::session_bus_known() {
             // Without a session bus: `keyring` is an error, `auto` the key file, saying why.
             let e = Store::open(CredentialStore::Keyring, &root.path().join("k")).unwrap_err();
-            assert!(e.contains("no session bus"), "{e}");
+            assert!(matches!(e, StoreError::NoKeyring { .. }), "{e:?}");
+            assert!(e.to_string().contains("no session bus"), "{e}");
             let auto = Store::open(CredentialStore::Auto, &root.path().join("a")).unwrap();
             assert_eq!(auto.kind(), CredentialStore::File);
             assert_eq!(auto.description(), "file (no session bus)");

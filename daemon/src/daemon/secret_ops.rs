@@ -7,6 +7,7 @@ use mcpd_proto::{SecretInfo, SecretValueInfo};
 use secrecy::SecretString;
 
 use super::Daemon;
+use crate::secrets::SecretError;
 use crate::supervisor::own_profile_name;
 
 impl Daemon {
@@ -21,7 +22,7 @@ impl Daemon {
         name: &str,
         profile: Option<&str>,
         value: SecretString,
-    ) -> Result<String, String> {
+    ) -> Result<String, SecretError> {
         let profile = profile.and_then(own_profile_name);
         let changed = self.secrets.set(name, profile, value)?;
         let whose = profile
@@ -43,13 +44,20 @@ impl Daemon {
     }
 
     /// `mcpctl secret rm`: forgets the value and restarts the servers that used it.
-    pub async fn secret_remove(&self, name: &str, profile: Option<&str>) -> Result<String, String> {
+    pub async fn secret_remove(
+        &self,
+        name: &str,
+        profile: Option<&str>,
+    ) -> Result<String, SecretError> {
         let profile = profile.and_then(own_profile_name);
         let whose = profile
             .map(|p| format!(" for profile {p}"))
             .unwrap_or_default();
         if !self.secrets.remove(name, profile)? {
-            return Err(format!("no secret {name}{whose} is stored"));
+            return Err(SecretError::NotStored {
+                name: name.to_owned(),
+                profile: profile.map(str::to_owned),
+            });
         }
         tracing::info!(secret = name, profile = ?profile, "secret removed");
         let restarted = self.restart_using(name).await;

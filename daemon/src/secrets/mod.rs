@@ -21,9 +21,51 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::auth::store::Store;
+use crate::auth::store::{Store, StoreError};
 use crate::config::secret_refs::is_secret_name;
 use crate::redact::Redactor;
+
+/// Why a secret could not be set or removed; each says what to do. `Display` is the whole
+/// message `mcpctl secret` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Not a name a `${secret:NAME}` reference can have.
+    #[error(
+        "`{0}` is not a secret name: use letters, digits, `_`, `-` and `.`, starting with a letter or `_`"
+    )]
+    BadName(String),
+    /// An empty, overlong or unprintable profile name.
+    #[error("the profile name must be 1 to 128 printable characters")]
+    BadProfile,
+    /// `secret set` with nothing.
+    #[error("the value is empty; `mcpctl secret rm` forgets a secret")]
+    Empty,
+    /// Larger than [`MAX_VALUE`].
+    #[error("the value is longer than {} KiB", MAX_VALUE / 1024)]
+    TooLong,
+    /// `secret rm` of a name (for a profile) that has no value.
+    #[error("no secret {name}{} is stored", .profile.as_deref().map(|p| format!(" for profile {p}")).unwrap_or_default())]
+    NotStored {
+        /// The secret.
+        name: String,
+        /// The profile, when one was given.
+        profile: Option<String>,
+    },
+    /// The stored secrets did not open at start: they are kept, never overwritten.
+    #[error(
+        "{why}; not overwriting them (move {ENTRY} out of the credential directory to start afresh)"
+    )]
+    NotOverwriting {
+        /// Why they did not open.
+        why: String,
+    },
+    /// The values could not be serialised.
+    #[error("cannot encode the secrets: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The credential store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The store entry that holds every secret.
 pub const ENTRY: &str = "secrets";
@@ -99,16 +141,14 @@ fn now() -> u64 {
 }
 
 /// Checks a secret name and profile given over the control socket.
-pub fn check_name(name: &str, profile: Option<&str>) -> Result<(), String> {
+pub fn check_name(name: &str, profile: Option<&str>) -> Result<(), SecretError> {
     if !is_secret_name(name) {
-        return Err(format!(
-            "`{name}` is not a secret name: use letters, digits, `_`, `-` and `.`, starting with a letter or `_`"
-        ));
+        return Err(SecretError::BadName(name.to_owned()));
     }
     if let Some(p) = profile
         && (p.is_empty() || p.len() > 128 || p.chars().any(char::is_control))
     {
-        return Err("the profile name must be 1 to 128 printable characters".into());
+        return Err(SecretError::BadProfile);
     }
     Ok(())
 }
@@ -141,7 +181,7 @@ impl SecretStore {
                     Some(format!("the stored secrets are damaged: {e}")),
                 ),
             },
-            Err(e) => (Values::new(), Some(e)),
+            Err(e) => (Values::new(), Some(e.to_string())),
         };
         if let Some(e) = &load_error {
             tracing::error!("{e}; servers that use secrets wait in secret-missing");
@@ -179,11 +219,9 @@ impl SecretStore {
     }
 
     /// Writes every value to the store.
-    fn persist(&self, values: &Values) -> Result<(), String> {
-        if let Some(e) = &self.load_error {
-            return Err(format!(
-                "{e}; not overwriting them (move {ENTRY} out of the credential directory to start afresh)"
-            ));
+    fn persist(&self, values: &Values) -> Result<(), SecretError> {
+        if let Some(why) = &self.load_error {
+            return Err(SecretError::NotOverwriting { why: why.clone() });
         }
         let secrets: Vec<StoredSecretRef<'_>> = values
             .iter()
@@ -204,8 +242,8 @@ impl SecretStore {
                 .sum::<usize>();
         let mut bytes = Zeroizing::new(Vec::with_capacity(size));
         serde_json::to_writer(&mut *bytes, &StoredFileRef { v: 1, secrets })
-            .map_err(|e| format!("cannot encode the secrets: {e}"))?;
-        self.store.write(ENTRY, &bytes)
+            .map_err(SecretError::Encode)?;
+        Ok(self.store.write(ENTRY, &bytes)?)
     }
 
     /// Stores `value` as `name` (for `profile`, or the default). Returns whether the value
@@ -215,13 +253,13 @@ impl SecretStore {
         name: &str,
         profile: Option<&str>,
         value: SecretString,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, SecretError> {
         check_name(name, profile)?;
         if value.expose_secret().is_empty() {
-            return Err("the value is empty; `mcpctl secret rm` forgets a secret".into());
+            return Err(SecretError::Empty);
         }
         if value.expose_secret().len() > MAX_VALUE {
-            return Err(format!("the value is longer than {} KiB", MAX_VALUE / 1024));
+            return Err(SecretError::TooLong);
         }
         let mut values = self.lock();
         let by_profile = values.entry(name.to_owned()).or_default();
@@ -257,7 +295,7 @@ impl SecretStore {
     }
 
     /// Forgets `name`'s value for `profile` (or the default). `Ok(false)`: there was none.
-    pub fn remove(&self, name: &str, profile: Option<&str>) -> Result<bool, String> {
+    pub fn remove(&self, name: &str, profile: Option<&str>) -> Result<bool, SecretError> {
         check_name(name, profile)?;
         let mut values = self.lock();
         let key = profile.map(str::to_owned);
@@ -388,18 +426,18 @@ mod tests {
     #[test]
     fn bad_names_and_empty_values_are_refused() {
         let secrets = SecretStore::memory(Redactor::new());
-        assert!(
-            secrets
-                .set("1X", None, secret("value"))
-                .unwrap_err()
-                .contains("not a secret name")
-        );
-        assert!(
-            secrets
-                .set("X", None, secret(""))
-                .unwrap_err()
-                .contains("empty")
-        );
+        let e = secrets.set("1X", None, secret("value")).unwrap_err();
+        assert!(matches!(&e, SecretError::BadName(n) if n == "1X"), "{e:?}");
+        assert!(e.to_string().contains("not a secret name"));
+        let e = secrets.set("X", None, secret("")).unwrap_err();
+        assert!(matches!(e, SecretError::Empty), "{e:?}");
+        assert!(e.to_string().contains("empty"));
+        assert_eq!(secrets.remove("X", Some("work")).ok(), Some(false));
+        let e = SecretError::NotStored {
+            name: "X".into(),
+            profile: Some("work".into()),
+        };
+        assert_eq!(e.to_string(), "no secret X for profile work is stored");
         assert!(secrets.get("X", None).is_none());
         assert!(!secrets.persistent());
     }
@@ -413,7 +451,8 @@ mod tests {
         let secrets = SecretStore::open(Arc::new(store), Redactor::new());
         assert!(secrets.load_error().is_some());
         let e = secrets.set("X", None, secret("value1")).unwrap_err();
-        assert!(e.contains("not overwriting"), "{e}");
+        assert!(matches!(e, SecretError::NotOverwriting { .. }), "{e:?}");
+        assert!(e.to_string().contains("not overwriting"), "{e}");
         assert!(secrets.get("X", None).is_none());
     }
 }
