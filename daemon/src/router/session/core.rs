@@ -512,7 +512,7 @@ impl Session {
             self.client = self.services.hub.client_tag(self.id);
         }
         self.link
-            .set_caps(client_caps(params.capabilities.as_ref()));
+            .set_caps(ClientCaps::from_json(params.capabilities.as_ref()));
         let catalog = self.catalog.borrow_and_update().clone();
         self.announced = Some(fingerprints(&catalog, &self.servers(), &self.shape()));
         version
@@ -696,21 +696,6 @@ fn fingerprints(catalog: &Catalog, servers: &[String], shape: &ProfileShape) -> 
     // So does an instructions resource appearing or going.
     prints[2] = prints[2].rotate_left(3) ^ catalog.instructions(servers).cut.len() as u64;
     prints
-}
-
-fn client_caps(caps: Option<&serde_json::Value>) -> ClientCaps {
-    let Some(caps) = caps else {
-        return ClientCaps::default();
-    };
-    let elicitation = caps.get("elicitation");
-    let url = elicitation.and_then(|e| e.get("url")).is_some();
-    let form = elicitation.is_some_and(|e| e.get("form").is_some() || !url);
-    ClientCaps {
-        sampling: caps.get("sampling").is_some(),
-        elicitation_form: form,
-        elicitation_url: url,
-        roots: caps.get("roots").is_some(),
-    }
 }
 
 /// Waits, at most `wait`, until none of `servers` is still starting for the first time, and
