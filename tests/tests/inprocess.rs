@@ -287,3 +287,69 @@ async fn a_servers_request_goes_to_the_session_whose_call_is_waiting_for_it() {
     assert!(!idle.has_seen(|m| m["method"] == "sampling/createMessage"));
     daemon.stop().await;
 }
+
+/// A server that holds the first `resources/subscribe` until its tool `release` is called,
+/// then refuses it, and refuses every later one.
+const HOLDS_THE_FIRST_SUBSCRIBE: &str = r#"
+import json, sys
+held, released = None, False
+def send(o):
+    sys.stdout.write(json.dumps(o) + "\n"); sys.stdout.flush()
+def refuse(i):
+    send({"jsonrpc": "2.0", "id": i, "error": {"code": -32603, "message": "refused"}})
+for line in sys.stdin:
+    m = json.loads(line); method, i = m.get("method"), m.get("id")
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": i, "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "resources": {"subscribe": True}}, "serverInfo": {"name": "holds", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"tools": [{"name": "release", "inputSchema": {"type": "object"}}]}})
+    elif method == "resources/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"resources": [{"uri": "holds://r", "name": "r"}]}})
+    elif method == "resources/templates/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"resourceTemplates": []}})
+    elif method == "resources/subscribe":
+        if held is None and not released:
+            held = i
+        else:
+            refuse(i)
+    elif method == "tools/call":
+        if held is not None:
+            refuse(held)
+        held, released = None, True
+        send({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": "released"}]}})
+    elif i is not None:
+        send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "unknown"}})
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_subscriber_is_not_told_subscribed_before_the_upstream_answered_the_first() {
+    let daemon = Daemon::start(json!({"mcpServers": {
+        "holds": {"command": "python3", "args": ["-c", HOLDS_THE_FIRST_SUBSCRIBE], "protocol": "legacy"},
+    }}))
+    .await;
+    let mut first = daemon.client(json!({})).await;
+    let mut second = daemon.client(json!({})).await;
+    let listed = first.request("resources/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["resources"][0]["uri"], "holds://r",
+        "{listed}"
+    );
+    let a = first
+        .send_request("resources/subscribe", json!({"uri": "holds://r"}))
+        .await;
+    let b = second
+        .send_request("resources/subscribe", json!({"uri": "holds://r"}))
+        .await;
+    // The upstream refuses the subscribe it held: neither session is subscribed.
+    assert_eq!(
+        first.call("holds__release", json!({})).await,
+        Ok("released".into())
+    );
+    let (a, b) = (first.answer(a).await, second.answer(b).await);
+    assert!(a["error"].is_object(), "the first subscriber: {a}");
+    assert!(
+        b["error"].is_object(),
+        "the second subscriber was told subscribed: {b}"
+    );
+    daemon.stop().await;
+}

@@ -245,6 +245,8 @@ struct Registered {
 pub struct Hub {
     sessions: RwLock<BTreeMap<u64, Registered>>,
     subscriptions: Mutex<HashMap<(InstanceKey, String), BTreeSet<u64>>>,
+    /// Upstream subscribes under way (see `router::subscribing`).
+    subscribing: super::subscribing::Subscribing,
     /// The tasks handed to clients (see `router::session::tasks`).
     tasks: TaskTable,
     /// The requests upstreams sent to clients, until answered (see `router::downstream`).
@@ -259,6 +261,7 @@ impl Default for Hub {
         Self {
             sessions: RwLock::default(),
             subscriptions: Mutex::default(),
+            subscribing: Default::default(),
             tasks: TaskTable::default(),
             requests: ServerRequests::default(),
             next_session: AtomicU64::new(1),
@@ -451,6 +454,11 @@ impl Hub {
         let first = set.is_empty();
         set.insert(session);
         first
+    }
+
+    /// The upstream subscribes under way.
+    pub fn subscribing(&self) -> &super::subscribing::Subscribing {
+        &self.subscribing
     }
 
     /// Records that `session` unsubscribes; `true` if it was the last one, in which case the

@@ -13,3 +13,4 @@ pub mod outbox;
 pub mod scoped;
 pub mod search;
 pub mod session;
+pub mod subscribing;

@@ -944,6 +944,8 @@ impl RequestContext {
         let hub = &self.services.hub;
         // The count this request changed, undone if the upstream refuses it.
         let mut counted = None;
+        // The upstream subscribe this request makes, which others wait for.
+        let mut flight = None;
         if let (Target::Subscription(subscribe), Some(uri)) = (target, &resolved.uri) {
             // Only the first subscriber subscribes upstream, only the last one unsubscribes. A
             // session's or profile's own instance is counted on its own.
@@ -957,8 +959,13 @@ impl RequestContext {
                 } else {
                     hub.unsubscribe(&key, uri, self.link.id())
                 };
-                if !forward {
+                // Another subscriber's upstream subscribe may be under way: its answer is
+                // this one's, unless refused (then this one asks the upstream itself).
+                if !forward && (!subscribe || hub.subscribing().settled(&key, uri).await) {
                     return self.reply(envelope::response(id, &json!({}))).await;
+                }
+                if subscribe {
+                    flight = Some(hub.subscribing().begin(&key, uri));
                 }
                 counted = Some(SubscriptionCount {
                     key,
@@ -1028,10 +1035,14 @@ impl RequestContext {
                 mode,
             ),
         };
+        let refused = Envelope::parse(&answer).is_ok_and(|a| a.error.is_some());
         if let Some(counted) = counted
-            && Envelope::parse(&answer).is_ok_and(|a| a.error.is_some())
+            && refused
         {
             counted.undo(hub);
+        }
+        if let Some(flight) = flight {
+            flight.finish(!refused);
         }
         // The upstream sent this request's log messages before its answer, and they have been
         // delivered: close the scope before the answer goes out, so a message of the client's
