@@ -27,8 +27,11 @@ use crate::Exit;
 use crate::session::{self, Attached, Failure, HANDSHAKE_TIMEOUT};
 use crate::track::{self, First, FromClient, Key, Session, Splitter};
 
-/// Size of one read.
-const CHUNK: usize = 64 * 1024;
+/// Size of one read. At glibc's mmap threshold (128 KiB), so each of the two read buffers is
+/// a fresh mapping whose pages become resident only as data lands in them; a smaller one came
+/// from the heap and was zero-filled there: 128 KiB of the shim's resident memory spent on
+/// zeros (docs/BENCHMARKS.md, "Shim memory").
+const CHUNK: usize = 128 * 1024;
 
 /// After stdin closes, how long the daemon may take to finish answering and close its side.
 const LINGER: Duration = Duration::from_secs(2);
