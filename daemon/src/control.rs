@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use mcpd_proto::control_error::ErrorCode;
+
+use crate::control_failure::ControlFailure;
 use mcpd_proto::{ControlRequest, ControlResponse, LogsReply};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -93,9 +95,9 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         ControlRequest::Status => ControlResponse::Status(daemon.status()),
         ControlRequest::Reload => match daemon.reload().await {
             Ok(report) => ControlResponse::Reloaded(report),
-            Err(message) => {
-                tracing::error!("reload refused, the running configuration is kept: {message}");
-                ControlResponse::error(message)
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration is kept: {e}");
+                e.reply()
             }
         },
         ControlRequest::Shutdown => {
@@ -114,7 +116,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         } => done(daemon.auth().paste(&server, redirect_url).await),
         ControlRequest::Logout { server } => match daemon.auth().logout(&server).await {
             Ok(message) => ControlResponse::Done { message },
-            Err(e) => ControlResponse::error(e.to_string()),
+            Err(e) => e.reply(),
         },
         ControlRequest::SecretSet {
             name,
@@ -124,13 +126,13 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
             let value = secrecy::SecretString::from(value.take());
             match daemon.secret_set(&name, profile.as_deref(), value).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(e) => ControlResponse::error(e.to_string()),
+                Err(e) => e.reply(),
             }
         }
         ControlRequest::SecretRemove { name, profile } => {
             match daemon.secret_remove(&name, profile.as_deref()).await {
                 Ok(message) => ControlResponse::Done { message },
-                Err(e) => ControlResponse::error(e.to_string()),
+                Err(e) => e.reply(),
             }
         }
         ControlRequest::SecretList => ControlResponse::Secrets {
@@ -179,7 +181,7 @@ async fn login(
         Ok(started) => started,
         Err(e) => {
             tracing::warn!(server, "login failed: {e}");
-            return Some(ControlResponse::error(e.to_string()));
+            return Some(e.reply());
         }
     };
     // Dropping the guard (the connection ended, the daemon stops) cancels the login.
@@ -223,15 +225,15 @@ async fn login(
     }
 }
 
-fn done_reply<E: std::fmt::Display>(result: Result<(), E>) -> ControlResponse {
+fn done_reply(result: Result<(), impl ControlFailure>) -> ControlResponse {
     done(result)
 }
 
-/// `ok`, or the error's whole message (`failed`).
-fn done<E: std::fmt::Display>(result: Result<(), E>) -> ControlResponse {
+/// `ok`, or the error's whole message and its code.
+fn done(result: Result<(), impl ControlFailure>) -> ControlResponse {
     match result {
         Ok(()) => ControlResponse::Ok,
-        Err(e) => ControlResponse::error(e.to_string()),
+        Err(e) => e.reply(),
     }
 }
 

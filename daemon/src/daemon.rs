@@ -177,9 +177,7 @@ impl Daemon {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if let Err(why) = self.supervisor.replace_with(&name, Why::Login).await {
-                tracing::warn!(server = %name, "cannot start the server again after its login: {why}");
-            }
+            self.supervisor.replace_with(&name, Why::Login).await;
         }
     }
 
@@ -488,7 +486,7 @@ impl Daemon {
     /// Re-reads the configuration file and applies what changed: removed and changed servers
     /// are stopped, then added and changed ones started; unchanged ones are not touched. A file
     /// that does not load leaves everything as it was.
-    pub async fn reload(&self) -> Result<ReloadReport, String> {
+    pub async fn reload(&self) -> Result<ReloadReport, config::ConfigError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         crate::notify::notify_reloading();
         let result = self.apply_reload().await;
@@ -507,9 +505,8 @@ impl Daemon {
         result
     }
 
-    async fn apply_reload(&self) -> Result<ReloadReport, String> {
-        let loaded = config::last_good::load_and_keep(&self.config_path, &self.state_dir)
-            .map_err(|e| e.to_string())?;
+    async fn apply_reload(&self) -> Result<ReloadReport, config::ConfigError> {
+        let loaded = config::last_good::load_and_keep(&self.config_path, &self.state_dir)?;
         report_loaded(&self.config_path, &loaded);
         crate::redact::register_config(&self.redactor, &loaded.config);
         // Stored logins are read and decrypted from files: not on a runtime worker.
@@ -538,7 +535,11 @@ impl Daemon {
     }
 
     /// Starts, stops or restarts one server for `mcpctl`.
-    pub async fn control(&self, server: &str, op: Operator) -> Result<(), String> {
+    pub async fn control(
+        &self,
+        server: &str,
+        op: Operator,
+    ) -> Result<(), crate::supervisor::ControlError> {
         self.supervisor.control(server, op).await
     }
 

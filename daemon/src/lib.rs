@@ -14,6 +14,7 @@ pub(crate) mod codec;
 pub mod config;
 pub(crate) mod config_report;
 pub(crate) mod control;
+pub(crate) mod control_failure;
 pub(crate) mod daemon;
 pub(crate) mod limits;
 pub mod listener;

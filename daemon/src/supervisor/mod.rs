@@ -33,6 +33,28 @@ use tokio::sync::oneshot;
 use crate::config::{Config, Diff, ServerSpec, Share};
 use crate::upstream::{Begin, InstanceKey, Scope, Snapshot, UpstreamHandle};
 
+/// Why `mcpctl restart|stop|start NAME` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The server is left out for mistakes in its definition: `message` names the file, the
+    /// fields and what to fix.
+    #[error("{message}")]
+    Broken {
+        /// The server.
+        server: String,
+        /// The whole message (`config_report::cannot_start`).
+        message: String,
+    },
+    /// No shared instance of that name.
+    #[error("no server named `{server}` (servers: {known})")]
+    UnknownServer {
+        /// The name asked for.
+        server: String,
+        /// The servers there are, comma-separated, or `none`.
+        known: String,
+    },
+}
+
 /// The first snapshot of an instance of a server (what the catalog cache remembers of it).
 pub type Seed = Box<dyn Fn(&str, &ServerSpec) -> Snapshot + Send + Sync>;
 
@@ -402,17 +424,17 @@ impl Supervisor {
 
     /// Replaces the shared instance of `server` with a fresh one of the configuration in
     /// force. `Ok(false)` when it has none (a per-client server, or the daemon is stopping).
-    pub async fn replace_with(&self, server: &str, why: Why) -> Result<bool, String> {
+    pub async fn replace_with(&self, server: &str, why: Why) -> bool {
         let _one_at_a_time = self.replacing.lock().await;
         let replacement = {
             let mut state = self.write();
             let key = InstanceKey::shared(server);
             if state.stopping || !state.instances.contains_key(&key) {
-                return Ok(false);
+                return false;
             }
             let config = Arc::clone(&state.config);
             let Some(spec) = config.servers.get(server) else {
-                return Ok(false);
+                return false;
             };
             match why {
                 Why::Login => {
@@ -427,13 +449,16 @@ impl Supervisor {
             out
         };
         replacement.finish(&self.upstreams.catalog_dirty).await;
-        Ok(true)
+        true
     }
 
     /// `mcpctl restart|stop|start NAME` on a shared instance.
-    pub async fn control(&self, server: &str, op: Operator) -> Result<(), String> {
+    pub async fn control(&self, server: &str, op: Operator) -> Result<(), ControlError> {
         if let Some(problem) = self.config().broken.get(server) {
-            return Err(crate::config_report::cannot_start(server, problem));
+            return Err(ControlError::Broken {
+                server: server.to_owned(),
+                message: crate::config_report::cannot_start(server, problem),
+            });
         }
         let Some(upstream) = self.upstream(server) else {
             let known: Vec<String> = self
@@ -443,14 +468,14 @@ impl Supervisor {
                 .filter(|k| k.scope == Scope::Shared)
                 .map(|k| k.server.clone())
                 .collect();
-            return Err(format!(
-                "no server named `{server}` (servers: {})",
-                if known.is_empty() {
+            return Err(ControlError::UnknownServer {
+                server: server.to_owned(),
+                known: if known.is_empty() {
                     "none".to_owned()
                 } else {
                     known.join(", ")
-                }
-            ));
+                },
+            });
         };
         let why = match op {
             Operator::Restart => Why::Operator,
@@ -464,7 +489,8 @@ impl Supervisor {
                 Why::Start
             }
         };
-        self.replace_with(server, why).await.map(|_| ())
+        self.replace_with(server, why).await;
+        Ok(())
     }
 
     /// Puts `config` in force: removed and changed servers' instances stop; changed servers'
