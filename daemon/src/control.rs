@@ -57,8 +57,13 @@ pub async fn serve(
                     return;
                 }
                 Ok(request @ ControlRequest::Traffic { .. }) => {
-                    if crate::observe::traffic::stream(&daemon, &mut reader, &mut writer, request)
-                        .await
+                    if crate::observe::traffic::stream(
+                        daemon.as_ref(),
+                        &mut reader,
+                        &mut writer,
+                        request,
+                    )
+                    .await
                     {
                         continue;
                     }
@@ -147,7 +152,8 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
         | ControlRequest::ToolsApprove { .. }
         | ControlRequest::ToolsCheck { .. }
         | ControlRequest::Traffic { .. }
-        | ControlRequest::Stats) => match crate::observe::control::handle(daemon, request) {
+        | ControlRequest::Stats) => match crate::observe::control::handle(daemon.as_ref(), request)
+        {
             Ok(response) => response,
             Err(_) => ControlResponse::error("not served on this connection"),
         },

@@ -22,6 +22,7 @@ use crate::router::hub::Hub;
 use crate::supervisor::{Operator, Supervisor, Why};
 use crate::upstream::{InstanceKey, ListKind, Scope, UpstreamHandle};
 
+mod observe_host;
 mod secret_ops;
 
 /// How the configuration in force was loaded, for status and the clients' notice.
@@ -212,16 +213,6 @@ impl Daemon {
         self.catalog_dirty.notify_one();
     }
 
-    /// Sessions and subscriptions.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    /// The configuration in force and the upstream instances.
-    pub fn supervisor(&self) -> &Arc<Supervisor> {
-        &self.supervisor
-    }
-
     /// What a session needs from the daemon.
     pub fn services(&self) -> crate::router::session::Services {
         crate::router::session::Services {
@@ -309,7 +300,10 @@ impl Daemon {
 
     fn rebuild_catalog(&self) {
         let (views, separator) = self.views();
-        let withheld = self.observer.review(&views, &self.config());
+        let config = self.config();
+        let withheld = self.observer.review(&views, &config, &|server, name| {
+            crate::router::names::namespaced(server, &config.options.separator, name)
+        });
         let mut catalog = Catalog::build(&views, &separator);
         catalog.withhold(&withheld);
         let changed = self.catalog_tx.send_if_modified(|current| {
@@ -591,12 +585,6 @@ impl Daemon {
                 known,
             }
         })
-    }
-
-    /// What a client should be told in `initialize` about the configuration: servers left out
-    /// for mistakes, a file that did not load. `None` when all is well.
-    pub fn config_notice(&self) -> Option<String> {
-        self.supervisor.notice()
     }
 
     /// Stops every upstream with the stop sequence, all at once, and waits for them.

@@ -1,8 +1,6 @@
 //! The daemon's side of `${secret:NAME}`: `mcpctl secret set|list|rm`, and the restart of the
 //! servers that use a changed secret (the supervisor binds values to the instances it starts).
 
-use std::sync::Arc;
-
 use mcpd_proto::{SecretInfo, SecretValueInfo};
 use secrecy::SecretString;
 
@@ -11,11 +9,6 @@ use crate::secrets::SecretError;
 use crate::supervisor::own_profile_name;
 
 impl Daemon {
-    /// The secret store.
-    pub fn secrets(&self) -> &Arc<crate::secrets::SecretStore> {
-        &self.secrets
-    }
-
     /// `mcpctl secret set`: stores the value and restarts the servers that use it.
     pub async fn secret_set(
         &self,

@@ -1,16 +1,13 @@
 //! Control commands of this module: `tools diff`, `tools approve`, `tools check`, `stats`
 //! (`traffic` is streamed: see [`super::traffic::stream`]).
 
-use std::sync::Arc;
-
 use mcpd_proto::{ControlRequest, ControlResponse};
 
-use crate::daemon::Daemon;
-use crate::router::names::namespaced;
+use super::Host;
 
 /// Answers `request` if it is one of this module's; gives it back otherwise.
 pub fn handle(
-    daemon: &Arc<Daemon>,
+    daemon: &dyn Host,
     request: ControlRequest,
 ) -> Result<ControlResponse, ControlRequest> {
     let response = match request {
@@ -26,12 +23,11 @@ pub fn handle(
         ControlRequest::ToolsApprove { server, tool } => match known(daemon, &server) {
             Err(message) => ControlResponse::error(message),
             Ok(()) => {
-                let separator = daemon.config().options.separator.clone();
                 match daemon
                     .observer()
                     .pins
                     .approve(&server, tool.as_deref(), |name| {
-                        namespaced(&server, &separator, name)
+                        daemon.namespaced(&server, name)
                     }) {
                     Ok(approved) => {
                         daemon.catalog_changed();
@@ -52,8 +48,12 @@ pub fn handle(
             {
                 return Ok(ControlResponse::error(message));
             }
-            let (views, separator) = daemon.catalog_views();
-            ControlResponse::ToolsCheck(super::check(&views, &separator, server.as_deref()))
+            let views = daemon.catalog_views();
+            ControlResponse::ToolsCheck(super::check(
+                &views,
+                &|server, name| daemon.namespaced(server, name),
+                server.as_deref(),
+            ))
         }
         ControlRequest::Stats => {
             let observer = daemon.observer();
@@ -64,7 +64,7 @@ pub fn handle(
     Ok(response)
 }
 
-fn known(daemon: &Daemon, server: &str) -> Result<(), String> {
+fn known(daemon: &dyn Host, server: &str) -> Result<(), String> {
     let config = daemon.config();
     if config.servers.contains_key(server) {
         return Ok(());

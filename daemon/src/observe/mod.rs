@@ -12,10 +12,13 @@
 
 pub mod audit;
 pub mod control;
+mod host;
 pub mod pins;
 pub mod poison;
 pub mod stats;
 pub mod traffic;
+
+pub use host::Host;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,7 +32,6 @@ use mcpd_proto::observe::{AuditRecord, CheckReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerSpec};
-use crate::router::names::namespaced;
 use crate::upstream::{ListKind, Snapshot};
 use pins::{PinStore, Withheld};
 
@@ -213,17 +215,19 @@ impl Observer {
     }
 
     /// Called by the catalog task before each rebuild: applies the pinning policies and
-    /// counts poisoning findings. Returns what the catalog must leave out.
+    /// counts poisoning findings. Returns what the catalog must leave out. `namespaced`: the
+    /// name clients see for a server's tool or prompt.
     pub fn review(
         &self,
         views: &BTreeMap<String, (ServerSpec, Snapshot)>,
         config: &Config,
+        namespaced: &dyn Fn(&str, &str) -> String,
     ) -> Withheld {
         self.audit.set_options(&config.observe.audit);
         let withheld = self
             .pins
             .review(views, |server| config.observe.policy(server));
-        let report = check(views, &config.options.separator, None);
+        let report = check(views, namespaced, None);
         let mut counts = BTreeMap::new();
         for f in &report.findings {
             *counts.entry(f.server.clone()).or_insert(0) += 1;
@@ -266,7 +270,7 @@ pub fn blocked_message(what: &str, name: &str, server: &str, original: &str, new
 /// Runs the poisoning checks over the servers' current definitions.
 pub fn check(
     views: &BTreeMap<String, (ServerSpec, Snapshot)>,
-    separator: &str,
+    namespaced: &dyn Fn(&str, &str) -> String,
     only: Option<&str>,
 ) -> CheckReport {
     let mut names = Vec::new();
@@ -277,7 +281,7 @@ pub fn check(
                     server.as_str(),
                     kind,
                     item.key.as_str(),
-                    namespaced(server, separator, &item.key),
+                    namespaced(server, &item.key),
                     item.raw.get(),
                 ));
             }

@@ -21,8 +21,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast;
 use tokio_util::codec::FramedRead;
 
+use super::Host;
 use crate::codec::LineCodec;
-use crate::daemon::Daemon;
 use crate::upstream::ListKind;
 
 /// Messages kept for viewers; a viewer further behind misses the oldest.
@@ -86,7 +86,7 @@ impl Traffic {
 /// Serves `mcpctl traffic` on a control connection until the viewer goes away or the daemon
 /// stops. `false` when the connection is done.
 pub async fn stream(
-    daemon: &Arc<Daemon>,
+    daemon: &dyn Host,
     reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
     writer: &mut OwnedWriteHalf,
     request: ControlRequest,
@@ -108,7 +108,7 @@ pub async fn stream(
     let mut servers: HashMap<(u64, String), String> = HashMap::new();
     loop {
         let first = tokio::select! {
-            _ = daemon.shutdown.cancelled() => return false,
+            _ = daemon.shutdown().cancelled() => return false,
             // A viewer sends nothing more; its end of input ends the connection.
             _ = reader.next() => return false,
             tap = feed.recv() => tap,
@@ -165,7 +165,7 @@ async fn send(writer: &mut OwnedWriteHalf, reply: TrafficReply) -> bool {
 /// The message as the viewer shows it: its server (when it concerns one), a summary, and with
 /// `full` the whole message, secrets redacted.
 fn describe(
-    daemon: &Daemon,
+    daemon: &dyn Host,
     tap: &Tap,
     servers: &mut HashMap<(u64, String), String>,
     full: bool,
@@ -189,7 +189,7 @@ fn describe(
 }
 
 fn summarize(
-    daemon: &Daemon,
+    daemon: &dyn Host,
     tap: &Tap,
     msg: &Envelope<'_>,
     servers: &mut HashMap<(u64, String), String>,
@@ -209,14 +209,14 @@ fn summarize(
                     let name = param("name");
                     let server = name
                         .as_deref()
-                        .and_then(|n| owner(daemon, ListKind::Tools, n));
+                        .and_then(|n| daemon.owner(ListKind::Tools, n));
                     (name, server)
                 }
                 (Direction::In, "prompts/get") => {
                     let name = param("name");
                     let server = name
                         .as_deref()
-                        .and_then(|n| owner(daemon, ListKind::Prompts, n));
+                        .and_then(|n| daemon.owner(ListKind::Prompts, n));
                     (name, server)
                 }
                 (
@@ -224,11 +224,7 @@ fn summarize(
                     "resources/read" | "resources/subscribe" | "resources/unsubscribe",
                 ) => {
                     let uri = param("uri");
-                    let server = uri.as_deref().and_then(|u| {
-                        let catalog = daemon.catalog().borrow().clone();
-                        let all: Vec<String> = catalog.servers.keys().cloned().collect();
-                        catalog.resource_owner(u, &all).map(str::to_owned)
-                    });
+                    let server = uri.as_deref().and_then(|u| daemon.resource_owner(u));
                     (uri, server)
                 }
                 // Requests upstreams send to a client carry `mcpd:<server>:<n>` ids.
@@ -295,12 +291,4 @@ fn summarize(
         }
         Kind::Notification => (None, msg.method().to_owned()),
     }
-}
-
-fn owner(daemon: &Daemon, kind: ListKind, name: &str) -> Option<String> {
-    let catalog = daemon.catalog().borrow().clone();
-    catalog
-        .get(kind, name)
-        .map(|e| e.server.clone())
-        .or_else(|| catalog.withheld(kind, name).map(|w| w.server.clone()))
 }
