@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::modern::{self, Era, Probe};
-use super::transport::{Event, OutKind, Outbound, Transport};
+use super::transport::{Event, HandshakeError, OutKind, Outbound, Transport};
 use super::{
     CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, Forward, InstanceKey, Item,
     ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
@@ -580,7 +580,7 @@ impl Actor {
 
         if let Err(why) = self.handshake(&transport) {
             transport.stop(self.spec.stop).await;
-            return self.fail_pending(why);
+            return self.fail_pending(why.to_string());
         }
         let probe_deadline =
             tokio::time::sleep(modern::PROBE_TIMEOUT.min(self.spec.startup_timeout));
@@ -740,7 +740,7 @@ impl Actor {
                     }
                     if let Err(why) = self.fall_back(&transport, "no answer to server/discover") {
                         transport.stop(self.spec.stop).await;
-                        return self.fail_pending(why);
+                        return self.fail_pending(why.to_string());
                     }
                 }
                 _ = &mut startup_deadline, if !ready => {
@@ -1081,7 +1081,7 @@ impl Actor {
     /// Starts the handshake of a new process in its era (see `upstream::modern`): `initialize`,
     /// or `server/discover` for a modern server and as the probe of an `auto` one whose era
     /// the catalog cache does not know.
-    fn handshake(&mut self, transport: &Transport) -> Result<(), String> {
+    fn handshake(&mut self, transport: &Transport) -> Result<(), HandshakeError> {
         use crate::config::protocol::Protocol;
         let known = self.snapshot.borrow().era;
         self.modern = false;
@@ -1099,10 +1099,13 @@ impl Actor {
                 id,
                 modern::request(id, "server/discover", None),
             ))
-            .map_err(|why| format!("cannot send server/discover: {why}"))
+            .map_err(|source| HandshakeError {
+                method: "server/discover",
+                source,
+            })
     }
 
-    fn send_initialize(&mut self, transport: &Transport) -> Result<(), String> {
+    fn send_initialize(&mut self, transport: &Transport) -> Result<(), HandshakeError> {
         self.modern = false;
         let init_id = self.allocate_id();
         let init = envelope::request(
@@ -1125,7 +1128,10 @@ impl Actor {
                 kind: OutKind::Initialize(init_id),
                 line: init,
             })
-            .map_err(|why| format!("cannot send initialize: {why}"))
+            .map_err(|source| HandshakeError {
+                method: "initialize",
+                source,
+            })
     }
 
     /// Whether the `server/discover` probe of an `auto` server is still unanswered.
@@ -1136,7 +1142,7 @@ impl Actor {
     }
 
     /// The probe found no modern server: the `initialize` handshake follows.
-    fn fall_back(&mut self, transport: &Transport, why: &str) -> Result<(), String> {
+    fn fall_back(&mut self, transport: &Transport, why: &str) -> Result<(), HandshakeError> {
         tracing::info!(server = %self.name, "not a {} server ({why}); sending initialize", modern::MODERN_VERSION);
         self.publish(|s| s.era = Some(Era::Legacy));
         self.send_initialize(transport)
@@ -1153,7 +1159,7 @@ impl Actor {
             Probe::Legacy(why) if probe => {
                 return match self.fall_back(transport, &why) {
                     Ok(()) => LineEffect::None,
-                    Err(why) => LineEffect::Fail(why),
+                    Err(why) => LineEffect::Fail(why.to_string()),
                 };
             }
             Probe::Legacy(why) | Probe::Refused(why) => {

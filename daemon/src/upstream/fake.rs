@@ -75,13 +75,13 @@ pub(crate) fn take(server: &str) -> Option<Fake> {
 }
 
 impl Fake {
-    pub(crate) fn send(&self, line: String) -> Result<(), String> {
+    pub(crate) fn send(&self, line: String) -> Result<(), super::transport::SendError> {
         if self.closing() {
-            return Err("it is closing".to_owned());
+            return Err(super::transport::SendError::Fake);
         }
         self.sent
             .send(line)
-            .map_err(|_| "the test is gone".to_owned())
+            .map_err(|_| super::transport::SendError::Fake)
     }
 
     pub(crate) async fn next(&mut self) -> Event {

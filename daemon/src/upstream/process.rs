@@ -19,6 +19,7 @@ use tokio_util::codec::FramedRead;
 use crate::codec::{Frame, LineCodec};
 use crate::config::StdioSpec;
 use crate::upstream::records;
+use crate::upstream::transport::SendError;
 
 /// Variables passed from the daemon's environment to every child; everything else is dropped
 /// so that the daemon's own secrets and settings do not leak into servers. A server's `env`
@@ -245,13 +246,13 @@ impl Process {
     }
 
     /// Queues one line for stdin without waiting. `Err` when the queue is full or stdin closed.
-    pub fn send(&self, line: String) -> Result<(), String> {
+    pub fn send(&self, line: String) -> Result<(), SendError> {
         match &self.stdin {
             Some(tx) => tx.try_send(line).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "its input queue is full".to_owned(),
-                mpsc::error::TrySendError::Closed(_) => "its stdin is closed".to_owned(),
+                mpsc::error::TrySendError::Full(_) => SendError::StdinFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::StdinClosed,
             }),
-            None => Err("its stdin is closed".to_owned()),
+            None => Err(SendError::StdinClosed),
         }
     }
 

@@ -5,8 +5,11 @@
 //! - [`stdio`]: a child process's pipes (the process itself is [`super::process::Process`]);
 //! - [`http`]: streamable HTTP and the legacy HTTP+SSE transport, split by job.
 
+mod error;
 pub mod http;
 pub mod stdio;
+
+pub use error::{HandshakeError, SendError};
 
 use bytes::BytesMut;
 
@@ -193,7 +196,7 @@ impl Transport {
     }
 
     /// Queues one message without waiting; `Err` says why it cannot be sent.
-    pub fn send(&self, message: Outbound) -> Result<(), String> {
+    pub fn send(&self, message: Outbound) -> Result<(), SendError> {
         match self {
             Self::Stdio(p) => p.send(message.line),
             Self::Http(h) => h.send(message),

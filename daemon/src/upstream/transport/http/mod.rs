@@ -148,12 +148,10 @@ impl HttpTransport {
     }
 
     /// Queues one message without waiting.
-    pub fn send(&self, message: Outbound) -> Result<(), String> {
+    pub fn send(&self, message: Outbound) -> Result<(), super::SendError> {
         self.out.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                "too many messages are waiting to be sent".to_owned()
-            }
-            mpsc::error::TrySendError::Closed(_) => "the connection is closed".to_owned(),
+            mpsc::error::TrySendError::Full(_) => super::SendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => super::SendError::ConnectionClosed,
         })
     }
 
