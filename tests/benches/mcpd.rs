@@ -48,7 +48,7 @@ const DAEMON_LOG: &str = "info";
 
 type Bench = fn(&Ctx);
 
-const BENCHES: [(&str, &str, Bench); 13] = [
+const BENCHES: [(&str, &str, Bench); 14] = [
     (
         "shim_start",
         "mcp-shim start to a tools/list answer, warm daemon (issue 2)",
@@ -114,10 +114,17 @@ const BENCHES: [(&str, &str, Bench); 13] = [
         "a new client to a complete tools/list, 10 server-everything (issue 18)",
         compare::new_client,
     ),
+    (
+        "callgrind",
+        "instructions per tools/call in mcpd and mcp-shim, from callgrind (issue 18)",
+        hot::callgrind,
+    ),
 ];
 
 #[path = "mcpd/compare.rs"]
 mod compare;
+#[path = "mcpd/hot.rs"]
+mod hot;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -685,11 +692,28 @@ fn extra_daemon_env() -> Vec<(String, String)> {
 
 /// A `TestDaemon` as the benches want it: default log level, and its upstreams ready.
 fn daemon(config: Value, servers: &[&str]) -> TestDaemon {
+    daemon_of(None, config, servers)
+}
+
+/// A directory with the `mcpd` and `mcp-shim` of an earlier build, to measure against in the
+/// same run (`peers_latency`, `throughput` and `callgrind` add its routes).
+const BEFORE_DIR: &str = "MCPD_BENCH_BEFORE";
+
+fn before_dir() -> Option<PathBuf> {
+    std::env::var_os(BEFORE_DIR).map(PathBuf::from)
+}
+
+/// [`daemon`] of the `mcpd` in `dir` (an earlier build), or of this build.
+fn daemon_of(dir: Option<&Path>, config: Value, servers: &[&str]) -> TestDaemon {
     let mut builder = TestDaemon::builder()
         .env("RUST_LOG", DAEMON_LOG)
-        .env("RUST_BACKTRACE", "0");
+        .env("RUST_BACKTRACE", "0")
+        .die_with_parent();
     for (k, v) in extra_daemon_env() {
         builder = builder.env(k, v);
+    }
+    if let Some(dir) = dir {
+        builder = builder.binary(dir.join("mcpd"));
     }
     let d = builder.start(config);
     for s in servers {
@@ -699,7 +723,12 @@ fn daemon(config: Value, servers: &[&str]) -> TestDaemon {
 }
 
 fn shim_command(socket: &Path) -> Command {
-    let mut cmd = Command::new(bin("mcp-shim"));
+    shim_command_of(None, socket)
+}
+
+/// [`shim_command`] of the `mcp-shim` in `dir` (an earlier build), or of this build.
+fn shim_command_of(dir: Option<&Path>, socket: &Path) -> Command {
+    let mut cmd = Command::new(dir.map_or_else(|| bin("mcp-shim"), |d| d.join("mcp-shim")));
     cmd.env_clear()
         .env("MCPD_SOCKET", socket)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -778,6 +807,8 @@ impl BenchDaemon {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
+        // A harness killed by a timeout must not leave this daemon running.
+        mcpd_tests::process::die_with_parent(&mut cmd);
         let started = Instant::now();
         self.child = Some(cmd.spawn().expect("cannot start mcpd"));
         started

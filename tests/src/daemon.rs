@@ -29,6 +29,9 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     write_config: bool,
     ready_timeout: Duration,
+    binary: Option<PathBuf>,
+    wrapper: Vec<String>,
+    die_with_parent: bool,
 }
 
 impl Default for DaemonBuilder {
@@ -41,6 +44,9 @@ impl Default for DaemonBuilder {
             ],
             write_config: true,
             ready_timeout: TIMEOUT,
+            binary: None,
+            wrapper: Vec::new(),
+            die_with_parent: false,
         }
     }
 }
@@ -64,6 +70,27 @@ impl DaemonBuilder {
     /// [`start`](Self::start) is ignored).
     pub fn without_config_file(mut self) -> Self {
         self.write_config = false;
+        self
+    }
+
+    /// Runs this `mcpd` executable instead of the one [`bin`] finds (benchmarks compare builds).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Runs `mcpd` under a program, e.g. `valgrind --tool=callgrind` (the program execs or
+    /// runs `mcpd` in its own process, so the pid stays the daemon's).
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// The daemon gets SIGTERM (and so stops its servers) when the thread that started it
+    /// ends, however it ends: a benchmark killed by a timeout or SIGKILL leaves no daemon
+    /// behind. Only for a daemon started from a thread that outlives it (a bench's main thread).
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
         self
     }
 
@@ -123,6 +150,9 @@ impl DaemonBuilder {
             env,
             args: Vec::new(),
             extra_env: Vec::new(),
+            binary: self.binary.unwrap_or_else(|| bin("mcpd")),
+            wrapper: self.wrapper,
+            die_with_parent: self.die_with_parent,
         };
         if self.write_config {
             daemon.write_config(&config);
@@ -159,6 +189,9 @@ pub struct TestDaemon {
     env: Vec<(String, String)>,
     args: Vec<String>,
     extra_env: Vec<(String, String)>,
+    binary: PathBuf,
+    wrapper: Vec<String>,
+    die_with_parent: bool,
 }
 
 impl TestDaemon {
@@ -171,7 +204,14 @@ impl TestDaemon {
             .open(&self.log_path)
             .expect("cannot open the daemon log file");
         let log2 = log.try_clone().expect("cannot clone the log file handle");
-        let mut cmd = Command::new(bin("mcpd"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.args(&self.args)
             .env_clear()
             .envs(
@@ -185,6 +225,9 @@ impl TestDaemon {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log2))
             .stderr(Stdio::from(log));
+        if self.die_with_parent {
+            process::die_with_parent(&mut cmd);
+        }
         self.child = Some(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),

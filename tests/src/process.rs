@@ -147,6 +147,27 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
+/// Makes the process `cmd` starts get SIGTERM when the thread that spawns it ends, however it
+/// ends (a harness killed by a timeout, SIGKILL included), so that nothing it started outlives it.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid, kill); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody will send the signal.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A process identity that survives pid reuse: a pid and its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessId {

@@ -153,17 +153,28 @@ fn call_ok(a: &Answer) -> bool {
 enum Way {
     Direct,
     Mcpd,
+    /// mcpd and mcp-shim of the build in `$MCPD_BENCH_BEFORE`.
+    McpdBefore,
     Mcpzip,
     Dynamic,
 }
 
 impl Way {
-    const ALL: [Way; 4] = [Way::Direct, Way::Mcpd, Way::Mcpzip, Way::Dynamic];
+    /// The ways measured: the four, and the earlier build's when `$MCPD_BENCH_BEFORE` names one.
+    fn all() -> Vec<Way> {
+        let mut ways = vec![Way::Direct, Way::Mcpd];
+        if before_dir().is_some() {
+            ways.push(Way::McpdBefore);
+        }
+        ways.extend([Way::Mcpzip, Way::Dynamic]);
+        ways
+    }
 
     fn name(self) -> &'static str {
         match self {
             Way::Direct => "fixture directly",
             Way::Mcpd => "mcp-shim → mcpd",
+            Way::McpdBefore => "mcp-shim → mcpd, before",
             Way::Mcpzip => "mcpzip 0.1.0",
             Way::Dynamic => "dynamic-mcp 1.5.0",
         }
@@ -172,7 +183,7 @@ impl Way {
     fn spelling(self) -> Spelling {
         match self {
             Way::Direct => Spelling::Direct,
-            Way::Mcpd => Spelling::Namespaced,
+            Way::Mcpd | Way::McpdBefore => Spelling::Namespaced,
             Way::Mcpzip => Spelling::Mcpzip,
             Way::Dynamic => Spelling::Dynamic,
         }
@@ -215,13 +226,14 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
                 conns.push(c);
             }
         }
-        Way::Mcpd => {
-            let d = daemon(json!({"mcpServers": fx()}), &["fx"]);
+        Way::Mcpd | Way::McpdBefore => {
+            let dir = (way == Way::McpdBefore).then(before_dir).flatten();
+            let d = daemon_of(dir.as_deref(), json!({"mcpServers": fx()}), &["fx"]);
             procs.push(("mcpd", d.pid()));
             for i in 0..n {
                 let mut c = Conn::spawn(
                     &format!("shim {i}"),
-                    &mut shim_command(d.socket()),
+                    &mut shim_command_of(dir.as_deref(), d.socket()),
                     Stdio::null(),
                 );
                 c.initialize();
@@ -293,7 +305,7 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
     let calls = ctx.n(5_000);
     let hello = r#"{"message":"hello"}"#;
     let mut routes: Vec<(Way, Clients)> = Vec::new();
-    for way in Way::ALL {
+    for way in Way::all() {
         match clients(way, 1) {
             Ok(c) => routes.push((way, c)),
             Err(why) => println!("({} left out: {why})\n", way.name()),
@@ -377,14 +389,14 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
 }
 
 /// What one client thread measured.
-struct Run {
-    answered: u64,
-    errors: u64,
+pub(super) struct Run {
+    pub(super) answered: u64,
+    pub(super) errors: u64,
     latencies: Vec<Duration>,
 }
 
 /// Drives one client for `for_how_long` with `inflight` calls in flight, then drains.
-fn drive(
+pub(super) fn drive(
     conn: Conn,
     params: &str,
     inflight: usize,
@@ -443,7 +455,7 @@ pub(crate) fn throughput(ctx: &Ctx) {
     let mut rows = Vec::new();
     let mut direct_rate: HashMap<(usize, usize), f64> = HashMap::new();
     for (n, inflight) in shapes {
-        for way in Way::ALL {
+        for way in Way::all() {
             let c = match clients(way, n) {
                 Ok(c) => c,
                 Err(why) => {
@@ -549,7 +561,7 @@ pub(crate) fn throughput(ctx: &Ctx) {
 
 pub(crate) fn slow4(_ctx: &Ctx) {
     let mut rows = Vec::new();
-    for way in Way::ALL {
+    for way in Way::all() {
         let mut c = match clients(way, 1) {
             Ok(c) => c,
             Err(why) => {
