@@ -18,6 +18,7 @@ mod autostart;
 mod parent;
 mod relay;
 mod revive;
+mod scan;
 mod session;
 mod track;
 

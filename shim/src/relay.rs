@@ -520,11 +520,7 @@ fn send(
     }
     // Parsed before the lock is taken: the main thread may be waiting for it.
     what.clear();
-    let each_line = || {
-        parts
-            .into_iter()
-            .flat_map(|p| p.split_inclusive(|&b| b == b'\n'))
-    };
+    let each_line = || parts.into_iter().flat_map(crate::scan::lines);
     what.extend(each_line().map(track::from_client));
 
     let mut state = shared.lock();

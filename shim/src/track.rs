@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 
+use crate::scan;
 use mcpd_proto::Resume;
 use mcpd_proto::envelope::{Envelope, Kind, field};
 use serde_json::value::RawValue;
@@ -25,7 +26,11 @@ pub enum Key {
 impl Key {
     /// The key of a raw id.
     pub fn of(raw: &RawValue) -> Self {
-        let text = raw.get();
+        Self::of_text(raw.get())
+    }
+
+    /// The key of an id's JSON text.
+    pub fn of_text(text: &str) -> Self {
         let canonical = !text.is_empty()
             && text.bytes().all(|b| b.is_ascii_digit())
             && (text == "0" || !text.starts_with('0'));
@@ -88,6 +93,13 @@ pub fn from_client(line: &[u8]) -> FromClient {
 /// The id of a response from the daemon, and whether it is an error; `None` for requests and
 /// notifications (the daemon's own requests to the client are not tracked).
 pub fn response_from_daemon(line: &[u8]) -> Option<(Key, bool)> {
+    let bare = line.strip_suffix(b"\n").unwrap_or(line);
+    let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+    match scan::response_id(bare) {
+        scan::Quick::Response(id, error) => return Some((Key::of_text(id), error)),
+        scan::Quick::Other => return None,
+        scan::Quick::Unknown => {}
+    }
     let msg = envelope(line)?;
     match (msg.kind(), msg.id) {
         (Kind::Response, Some(id)) => Some((Key::of(id), msg.error.is_some())),
@@ -280,14 +292,14 @@ impl Splitter {
         if self.done.capacity() > KEEP_CAPACITY {
             self.done = Vec::new();
         }
-        let Some(first_end) = chunk.iter().position(|&b| b == b'\n') else {
+        let Some(first_end) = scan::find_newline(chunk) else {
             self.push_partial(chunk);
             return Fed {
                 first: None,
                 body: &[],
             };
         };
-        let last_end = chunk.iter().rposition(|&b| b == b'\n').unwrap_or(first_end);
+        let last_end = scan::rfind_newline(chunk).unwrap_or(first_end);
         let mut first = false;
         let mut too_long = None;
         let mut body_start = 0;
@@ -349,9 +361,7 @@ impl<'a> Fed<'a> {
             Some(First::Line(line)) => Some(line),
             _ => None,
         };
-        first
-            .into_iter()
-            .chain(self.body.split_inclusive(|&b| b == b'\n'))
+        first.into_iter().chain(scan::lines(self.body))
     }
 }
 
