@@ -175,6 +175,10 @@ pub fn field<'a>(
     object: &'a RawValue,
     key: &str,
 ) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    // A `RawValue` is valid JSON already: scan for the member, check only its value.
+    if let Some([value]) = crate::peek::members(object.get(), [key]) {
+        return value.map(serde_json::from_str::<&RawValue>).transpose();
+    }
     let [value] = fields(object.get(), [key])?;
     Ok(value)
 }

@@ -14,6 +14,7 @@ mod format_tests;
 pub mod line;
 pub mod observe;
 pub mod paths;
+pub mod peek;
 pub mod stay_down;
 pub mod trust;
 pub mod version;

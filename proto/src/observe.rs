@@ -245,13 +245,35 @@ pub fn utc_time(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    // Written digit by digit: `format!` with padding cost a few thousand instructions per
+    // audited call.
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        );
+    }
+    let mut out = String::with_capacity(24);
+    let parts = [
+        (year.unsigned_abs(), 4, '-'),
+        (month.unsigned_abs(), 2, '-'),
+        (day.unsigned_abs(), 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (ms % 1000, 3, 'Z'),
+    ];
+    for (n, width, after) in parts {
+        for place in (0..width).rev() {
+            let digit = u8::try_from(n / 10u64.pow(place) % 10).unwrap_or(0);
+            out.push(char::from(b'0' + digit));
+        }
+        out.push(after);
+    }
+    out
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -272,6 +294,19 @@ mod tests {
     fn times_are_utc() {
         assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc_time(1_709_251_199_123), "2024-02-29T23:59:59.123Z");
+        assert_eq!(utc_time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(utc_time(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        // Every field's digits, across a range of instants.
+        let mut ms = 7u64;
+        for _ in 0..2000 {
+            ms = ms.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % 4_102_444_800_000;
+            let t = utc_time(ms);
+            assert_eq!(t.len(), 24, "{t}");
+            assert_eq!(&t[20..23], format!("{:03}", ms % 1000), "{t}");
+            let secs = ms / 1000 % 86_400;
+            let hms = format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
+            assert_eq!(&t[11..19], hms, "{t}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ use crate::config::observe::AuditOptions;
 /// std channel allocates and writes every slot when it is created, so slots of a whole
 /// [`Entry`] (about 340 bytes) made 2.7 MiB of the daemon's resident memory, idle or not.
 pub const QUEUE: usize = 8192;
+/// How long the writer lets lines gather after the first one of a spell (see `Writer::run`).
+const GATHER: Duration = Duration::from_millis(2);
 /// The file being written.
 pub const CURRENT: &str = "audit.jsonl";
 
@@ -134,6 +136,11 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Box<Entry>>) {
         while let Ok(entry) = rx.recv() {
+            // Let the lines of a busy spell gather before writing them: while this thread
+            // sleeps rather than waits in `recv`, sessions queue lines without waking it (one
+            // futex wake-up and one write per call otherwise, callgrind and strace of the
+            // daemon: docs/BENCHMARKS.md "Hot path"). An idle daemon never wakes it.
+            std::thread::sleep(GATHER);
             self.write(*entry);
             while let Ok(entry) = rx.try_recv() {
                 self.write(*entry);

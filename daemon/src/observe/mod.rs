@@ -96,17 +96,7 @@ impl Call {
 
     /// Records the answer sent to the client.
     pub fn finish(mut self, answer: &str) {
-        let (error_code, tool_error) = match Envelope::parse(answer) {
-            Ok(msg) => (
-                msg.error
-                    .and_then(|e| field(e, "code").ok().flatten())
-                    .and_then(|c| c.get().parse::<i64>().ok()),
-                msg.result
-                    .and_then(|r| field(r, "isError").ok().flatten())
-                    .is_some_and(|v| v.get() == "true"),
-            ),
-            Err(_) => (None, false),
-        };
+        let (error_code, tool_error) = outcome(answer);
         self.record.bytes_out = answer.len();
         self.record.tool_error = tool_error;
         match error_code {
@@ -140,6 +130,38 @@ impl Call {
                 arguments: self.arguments.take(),
             });
         }
+    }
+}
+
+/// The error code of an answer, and whether it is a tool's error result. Answers are lines mcpd
+/// built from checked parts, so a scan finds the members (`peek`); the parser decides the rest.
+fn outcome(answer: &str) -> (Option<i64>, bool) {
+    use mcpd_proto::peek::members;
+    let code = |error: &str| Some(members(error, ["code"])?[0].and_then(|c| c.parse().ok()));
+    let is_error = |result: &str| Some(members(result, ["isError"])?[0] == Some("true"));
+    if let Some([error, result]) = members(answer, ["error", "result"]) {
+        let error_code = match error {
+            Some(e) => code(e),
+            None => Some(None),
+        };
+        let tool_error = match result {
+            Some(r) => is_error(r),
+            None => Some(false),
+        };
+        if let (Some(error_code), Some(tool_error)) = (error_code, tool_error) {
+            return (error_code, tool_error);
+        }
+    }
+    match Envelope::parse(answer) {
+        Ok(msg) => (
+            msg.error
+                .and_then(|e| field(e, "code").ok().flatten())
+                .and_then(|c| c.get().parse::<i64>().ok()),
+            msg.result
+                .and_then(|r| field(r, "isError").ok().flatten())
+                .is_some_and(|v| v.get() == "true"),
+        ),
+        Err(_) => (None, false),
     }
 }
 
@@ -350,5 +372,36 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(dir),
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::outcome;
+
+    #[test]
+    fn an_answer_s_outcome_is_read_whatever_its_shape() {
+        assert_eq!(
+            outcome(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            (None, false)
+        );
+        assert_eq!(
+            outcome(r#"{"result":{"content":[],"isError":true},"jsonrpc":"2.0","id":"a"}"#),
+            (None, true)
+        );
+        assert_eq!(
+            outcome(r#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"x":{"isError":true}}}"#),
+            (None, false)
+        );
+        assert_eq!(
+            outcome(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"message":"m"}}"#),
+            (Some(-32601), false)
+        );
+        // Escaped keys are left to the parser, which decodes them.
+        assert_eq!(
+            outcome(r#"{"jsonrpc":"2.0","id":1,"\u0065rror":{"\u0063ode":-32000,"message":"m"}}"#),
+            (Some(-32000), false)
+        );
+        assert_eq!(outcome("not json"), (None, false));
     }
 }
