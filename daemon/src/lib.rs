@@ -25,6 +25,7 @@ pub mod notify;
 pub mod observe;
 pub(crate) mod redact;
 pub mod router;
+pub mod runtime;
 pub(crate) mod sandbox;
 pub mod secrets;
 pub mod server;

@@ -63,10 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match mcpd::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcpd: cannot start the async runtime: {e}");
