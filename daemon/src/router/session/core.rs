@@ -20,8 +20,9 @@ use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use futures_util::StreamExt;
+use futures_util::future::{AbortHandle, Aborted};
 use tokio::sync::{Notify, watch};
-use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::Services;
@@ -62,8 +63,8 @@ pub(crate) enum Event {
     CatalogChanged,
     /// The daemon's catalog is gone (it is shutting down).
     CatalogClosed,
-    /// A forwarded request's task ended.
-    Finished(Result<(String, u64), tokio::task::JoinError>),
+    /// A forwarded request ended (or was cancelled).
+    Finished(Result<(String, u64), Aborted>),
 }
 
 /// The MCP side of one session, whatever carries its lines: a front end (`unix.rs` for
@@ -82,8 +83,8 @@ pub(crate) struct Session {
     modern_client: bool,
     /// Per change group, the fingerprint of what the client was last told about.
     announced: Option<[u64; 3]>,
-    /// Forwarded requests in flight, each keyed by the client's raw id.
-    tasks: JoinSet<(String, u64)>,
+    /// Forwarded requests in flight, each keyed by the client's raw id (see [`Requests`]).
+    tasks: super::requests::Requests,
     /// By the client's raw id: the request's sequence number in this session (a client may
     /// reuse an id once answered) and the handle that cancels it.
     aborts: HashMap<String, (u64, AbortHandle)>,
@@ -152,7 +153,7 @@ impl Session {
             initialized: false,
             modern_client: false,
             announced: None,
-            tasks: JoinSet::new(),
+            tasks: super::requests::Requests::default(),
             aborts: HashMap::new(),
             seq: 0,
             in_flight,
@@ -183,7 +184,7 @@ impl Session {
                 Ok(()) => Event::CatalogChanged,
                 Err(_) => Event::CatalogClosed,
             },
-            Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
+            Some(done) = self.tasks.next(), if !self.tasks.is_empty() => Event::Finished(done),
         }
     }
 
@@ -255,7 +256,7 @@ impl Session {
     pub(crate) async fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+            match tokio::time::timeout_at(deadline, self.tasks.next()).await {
                 Ok(Some(Ok((key, seq)))) => self.finished(&key, seq),
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
@@ -273,7 +274,8 @@ impl Session {
     /// Ends the session: aborts its requests (their guards cancel them upstream), answers the
     /// server requests it still owed, and releases its subscriptions.
     pub(crate) fn close(mut self) {
-        self.tasks.abort_all();
+        // Dropping them runs their guards, which cancel them upstream.
+        self.tasks.clear();
         for route in self.services.hub.requests().drain_session(self.id) {
             route.abandon();
         }
@@ -435,7 +437,7 @@ impl Session {
         };
         // The request's bytes count against the session's budget while it is in flight.
         let bytes = self.out.budget().request(line.len());
-        let abort = self.tasks.spawn(async move {
+        let abort = self.tasks.push(async move {
             let _bytes = bytes;
             match (list_kind, target) {
                 (Some(kind), _) => ctx.list(kind).await,

@@ -19,6 +19,7 @@ use crate::observe::Observer;
 use crate::supervisor::Supervisor;
 
 mod core;
+mod requests;
 pub mod modern;
 pub mod tasks;
 mod unix;
