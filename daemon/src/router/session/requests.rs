@@ -7,7 +7,10 @@
 //! polls [`Requests::next`]): they still run concurrently (a slow tool never holds up the
 //! others or the session), each can be aborted by its handle (a client's
 //! `notifications/cancelled`), and dropping the set drops them all, so their guards cancel
-//! them upstream when the session ends.
+//! them upstream when the session ends. The price: they make progress only while the session
+//! polls them, so what the session awaits itself holds them up meanwhile (an `initialize` that
+//! waits, at most `mcpd.listWaitMs`, for servers still starting), and a panic in one would end
+//! the session rather than that request.
 //!
 //! [`Session::next_event`]: super::core::Session::next_event
 
