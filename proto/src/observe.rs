@@ -304,7 +304,12 @@ mod tests {
             assert_eq!(t.len(), 24, "{t}");
             assert_eq!(&t[20..23], format!("{:03}", ms % 1000), "{t}");
             let secs = ms / 1000 % 86_400;
-            let hms = format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60);
+            let hms = format!(
+                "{:02}:{:02}:{:02}",
+                secs / 3600,
+                secs % 3600 / 60,
+                secs % 60
+            );
             assert_eq!(&t[11..19], hms, "{t}");
         }
     }

@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::{AbortHandle, Aborted};
 use mcpd_proto::envelope::{self, Envelope, Kind, field};
 use mcpd_proto::observe::Direction;
 use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use futures_util::StreamExt;
-use futures_util::future::{AbortHandle, Aborted};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 

@@ -19,8 +19,8 @@ use crate::observe::Observer;
 use crate::supervisor::Supervisor;
 
 mod core;
-mod requests;
 pub mod modern;
+mod requests;
 pub mod tasks;
 mod unix;
 
