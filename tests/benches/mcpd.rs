@@ -9,7 +9,7 @@
 //! `$MCPD_BIN_DIR`. A FILTER selects the benches whose name contains it (`shim_start`,
 //! `latency`, `rss`, `catalog`, `startup`, `recovery`); `--quick` takes a tenth of the samples,
 //! to check the harness itself. `MCPD_BENCH_DAEMON_ENV="K=V ..."` adds environment variables to
-//! every daemon measured (e.g. `TOKIO_WORKER_THREADS=1`), to compare settings without a rebuild. server-everything rows need the pinned peers (`scripts/test`
+//! every daemon measured (e.g. `MCPD_WORKER_THREADS=2`), to compare settings without a rebuild; `MCPD_BENCH_BEFORE=DIR` measures the `mcpd` and `mcp-shim` of another build beside this one (`peers_latency`, `throughput`, `callgrind`). server-everything rows need the pinned peers (`scripts/test`
 //! or `npm ci` in `tests/peers`) and are left out, with a note, when they are missing.
 //!
 //! Nothing here asserts a timing: it measures and prints. A bench that fails says why on stderr
@@ -678,7 +678,7 @@ fn text_of(a: &Answer) -> String {
 // Daemons.
 
 /// Extra environment for every daemon measured: `MCPD_BENCH_DAEMON_ENV="K=V K2=V2"`, to compare
-/// runtime settings without rebuilding (e.g. `TOKIO_WORKER_THREADS=1`).
+/// runtime settings without rebuilding (e.g. `MCPD_WORKER_THREADS=2`).
 const DAEMON_ENV: &str = "MCPD_BENCH_DAEMON_ENV";
 
 fn extra_daemon_env() -> Vec<(String, String)> {
