@@ -17,8 +17,12 @@ pub const WORKER_THREADS_ENV: &str = "MCPD_WORKER_THREADS";
 /// Builds the runtime `MCPD_WORKER_THREADS` asks for: a current-thread runtime unless it names
 /// two workers or more.
 pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = std::env::var(WORKER_THREADS_ENV)
-        .ok()
+    build_for(std::env::var(WORKER_THREADS_ENV).ok().as_deref())
+}
+
+/// [`build`] for a value of `MCPD_WORKER_THREADS` (unset, or not a number: one thread).
+fn build_for(setting: Option<&str>) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = setting
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1);
     if workers >= 2 {
@@ -30,5 +34,27 @@ pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::build_for;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn the_daemon_runs_on_one_thread_unless_told_otherwise() {
+        for setting in [None, Some("1"), Some("0"), Some("many")] {
+            let rt = build_for(setting).unwrap();
+            assert_eq!(
+                rt.handle().runtime_flavor(),
+                RuntimeFlavor::CurrentThread,
+                "{setting:?}"
+            );
+        }
+        let rt = build_for(Some(" 2 ")).unwrap();
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
     }
 }

@@ -357,3 +357,25 @@ mod tests {
         assert_eq!(out.stderr, b"err\n");
     }
 }
+
+#[cfg(test)]
+mod die_with_parent_tests {
+    use super::*;
+
+    #[test]
+    fn a_child_marked_to_die_with_its_parent_ends_when_the_spawning_thread_ends() {
+        let mut child = thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            die_with_parent(&mut cmd);
+            cmd.spawn().expect("sleep starts")
+        })
+        .join()
+        .expect("the spawning thread");
+        let status = wait_timeout(&mut child, Duration::from_secs(10));
+        let _ = child.kill();
+        let status = status.expect("the child got SIGTERM when its parent thread ended");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+    }
+}
