@@ -129,7 +129,12 @@ fn the_session_a_legacy_http_server_opened_for_the_probe_is_ended() {
         "{:?}",
         ended()
     );
-    assert_eq!(daemon.server("old").tools, 1);
+    // And it serves through it.
+    assert!(
+        wait_until(PEER_TIMEOUT, || daemon.server("old").tools == 1),
+        "{:?}",
+        daemon.server("old")
+    );
 }
 
 #[test]

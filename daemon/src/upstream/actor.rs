@@ -1178,6 +1178,7 @@ impl Actor {
         };
         self.modern = true;
         let (caps, instructions, info) = modern::discovered(result);
+        self.note_list_changes(caps);
         let caps = caps.map(parse_caps).unwrap_or_default();
         self.become_ready(
             info,

@@ -2,8 +2,8 @@
 //! request for the change notifications mcpd needs, in place of the legacy era's unsolicited
 //! `list_changed` notifications and `resources/subscribe`.
 //!
-//! - Opened once the server is ready ([`Actor::open_listen`]), asking for the list changes of
-//!   the lists it offers and `notifications/resources/updated` for the URIs some session is
+//! - Opened once the server is ready ([`Actor::open_listen`]), asking for the list changes the
+//!   server announces (`listChanged` in its capabilities) and `notifications/resources/updated` for the URIs some session is
 //!   subscribed to on this instance (the hub's counting, as for a legacy upstream).
 //! - A change of those URIs (the hub's first subscriber or last unsubscriber, which sends a
 //!   legacy upstream `resources/subscribe`/`unsubscribe`) opens a new listen with the new set
@@ -52,6 +52,9 @@ pub(super) struct UpstreamListen {
     refetch: bool,
     /// The server answered `-32601`: it does not offer listening.
     unsupported: bool,
+    /// The lists whose changes the server announces (`listChanged` of tools, prompts,
+    /// resources in its `DiscoverResult`).
+    changes: [bool; 3],
 }
 
 impl Actor {
@@ -70,10 +73,11 @@ impl Actor {
         };
         uris.sort();
         let mut filter = serde_json::Map::new();
+        let [tools, prompts, resources] = self.listen.changes;
         for (offered, key) in [
-            (caps.tools, "toolsListChanged"),
-            (caps.prompts, "promptsListChanged"),
-            (caps.resources, "resourcesListChanged"),
+            (caps.tools && tools, "toolsListChanged"),
+            (caps.prompts && prompts, "promptsListChanged"),
+            (caps.resources && resources, "resourcesListChanged"),
         ] {
             if offered {
                 filter.insert(key.into(), json!(true));
@@ -105,6 +109,21 @@ impl Actor {
         if let Some(old) = old {
             self.cancel_listen(old, transport);
         }
+    }
+
+    /// Notes which lists the server announces changes of (`capabilities.*.listChanged` of its
+    /// `DiscoverResult`): only those are asked for on the listen.
+    pub(super) fn note_list_changes(&mut self, caps: Option<&serde_json::value::RawValue>) {
+        let announces = |key: &str| {
+            caps.and_then(|c| member(c, key))
+                .and_then(|k| member(k, "listChanged"))
+                .is_some_and(|l| l.get() == "true")
+        };
+        self.listen.changes = [
+            announces("tools"),
+            announces("prompts"),
+            announces("resources"),
+        ];
     }
 
     /// The URIs subscribed on this instance changed: a listen with the new set replaces the
@@ -176,7 +195,13 @@ impl Actor {
             .error
             .and_then(|e| member(e, "code"))
             .and_then(|c| c.get().parse::<i64>().ok());
-        if code == Some(envelope::METHOD_NOT_FOUND) {
+        // Over HTTP a refusal (404 with the JSON-RPC error as its body) comes as mcpd's own
+        // error quoting it.
+        let quoted = msg
+            .error
+            .and_then(|e| member(e, "message"))
+            .is_some_and(|m| m.get().contains("-32601"));
+        if code == Some(envelope::METHOD_NOT_FOUND) || quoted {
             tracing::info!(server = %self.name, "does not offer subscriptions/listen: its changes are not followed (lists are fetched at each start)");
             self.listen.unsupported = true;
             return;
