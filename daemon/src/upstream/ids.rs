@@ -14,6 +14,9 @@
 //!   never reuses an id a client may still answer; the client's answer goes back with the
 //!   upstream's id ([`answer_to_upstream`]), and the upstream's cancellation names the
 //!   client's id ([`cancelled_to_client`]). The routes are kept by `router/downstream.rs`.
+//! - A task's id in an answer to a legacy client's `tasks/*` request: the upstream's becomes
+//!   the one minted for the client ([`task_ids_to_client`]; the table of task ids is
+//!   `router/session/tasks.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,6 +92,39 @@ pub fn cancelled_to_client(msg: &Envelope<'_>, request: &RawValue, downstream_id
     rw.finish()
 }
 
+/// The `_meta` key naming the task a message belongs to.
+const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
+
+/// `answer` with the upstream's task id (JSON text) at `result.taskId` and
+/// `result._meta["io.modelcontextprotocol/related-task"].taskId` replaced by the client's.
+pub fn task_ids_to_client(answer: &str, upstream_json: &str, client_json: &str) -> String {
+    let Ok(msg) = Envelope::parse(answer) else {
+        return answer.to_owned();
+    };
+    let Some(result) = msg.result else {
+        return answer.to_owned();
+    };
+    let mut rewrite = msg.rewrite();
+    let mut changed = false;
+    let places = [
+        member(result, "taskId"),
+        member(result, "_meta")
+            .and_then(|m| member(m, RELATED_TASK))
+            .and_then(|r| member(r, "taskId")),
+    ];
+    for raw in places.into_iter().flatten() {
+        if raw.get() == upstream_json {
+            rewrite.replace(raw, client_json.to_owned());
+            changed = true;
+        }
+    }
+    if changed {
+        rewrite.finish()
+    } else {
+        answer.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +152,14 @@ mod tests {
         let a = downstream_id("s");
         let b = downstream_id("s");
         assert!(a.starts_with("\"mcpd:s:") && a != b, "{a} {b}");
+    }
+
+    #[test]
+    fn ids_in_answers_are_restored_to_the_clients() {
+        let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"up","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"up"}}}}"#;
+        assert_eq!(
+            task_ids_to_client(answer, r#""up""#, r#""mine""#),
+            r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"mine","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mine"}}}}"#
+        );
     }
 }

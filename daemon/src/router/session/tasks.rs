@@ -31,7 +31,7 @@ use super::Services;
 use super::core::forward;
 use crate::router::catalog::Catalog;
 use crate::router::hub::{Hub, SessionLink};
-use crate::upstream::ListKind;
+use crate::upstream::{ListKind, ids};
 
 /// The 2026-07-28 tasks extension.
 pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
@@ -347,7 +347,7 @@ impl TaskRequest<'_> {
                 None => ask(method),
             };
             let answer = send(line).await;
-            return restore_ids(&answer, &upstream_json, &client_json);
+            return ids::task_ids_to_client(&answer, &upstream_json, &client_json);
         }
         let answer = send(ask(method)).await;
         let Ok(reply) = serde_json::from_str::<Value>(&answer) else {
@@ -449,36 +449,6 @@ impl TaskRequest<'_> {
     }
 }
 
-/// `answer` with the upstream's task id (JSON text) at `result.taskId` and
-/// `result._meta["io.modelcontextprotocol/related-task"].taskId` replaced by the client's.
-fn restore_ids(answer: &str, upstream_json: &str, client_json: &str) -> String {
-    let Ok(msg) = Envelope::parse(answer) else {
-        return answer.to_owned();
-    };
-    let Some(result) = msg.result else {
-        return answer.to_owned();
-    };
-    let mut rewrite = msg.rewrite();
-    let mut changed = false;
-    let places = [
-        member(result, "taskId"),
-        member(result, "_meta")
-            .and_then(|m| member(m, RELATED))
-            .and_then(|r| member(r, "taskId")),
-    ];
-    for raw in places.into_iter().flatten() {
-        if raw.get() == upstream_json {
-            rewrite.replace(raw, client_json.to_owned());
-            changed = true;
-        }
-    }
-    if changed {
-        rewrite.finish()
-    } else {
-        answer.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,15 +474,6 @@ mod tests {
             Some(
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"task":{},"name":"x","arguments":{"n":1.50}}}"#
             )
-        );
-    }
-
-    #[test]
-    fn ids_in_answers_are_restored_to_the_clients() {
-        let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"up","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"up"}}}}"#;
-        assert_eq!(
-            restore_ids(answer, r#""up""#, r#""mine""#),
-            r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"mine","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mine"}}}}"#
         );
     }
 }
