@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::hub::{ClientCaps, SessionLink};
-use crate::upstream::{Ask, Forward, Reply, UpstreamHandle};
+use crate::upstream::{Ask, Forward, Reply, UpstreamHandle, ids};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
@@ -326,9 +326,9 @@ pub fn prepare(line: &Bytes, session: u64) -> Prepared {
     let Some(upstream) = claims.u else {
         return refuse("it carries nothing to continue");
     };
-    let mut rw = msg.rewrite();
-    rw.replace(raw, serde_json::to_string(&upstream).unwrap_or_default());
-    Prepared::Line(Bytes::from(rw.finish()))
+    Prepared::Line(Bytes::from(ids::request_state_to_upstream(
+        &msg, raw, &upstream,
+    )))
 }
 
 /// A modern upstream's answer to a modern client: an `InputRequiredResult`'s `requestState` is
@@ -347,9 +347,7 @@ fn wrap_answer(answer: String, msg: &Envelope<'_>, session: u64) -> String {
         .map(|s| s.into_owned())
         .unwrap_or_else(|_| raw.get().to_owned());
     let state = mint(&claims(session, request_digest(msg), Some(upstream), false));
-    let mut rw = reply.rewrite();
-    rw.replace(raw, serde_json::to_string(&state).unwrap_or_default());
-    rw.finish()
+    ids::request_state_to_client(&reply, raw, &state)
 }
 
 // ---- parked upstream calls (legacy upstream, modern client) ---------------------------------
@@ -439,7 +437,7 @@ pub async fn call_modern(
 ) -> String {
     let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
     let upstream_id = upstream.allocate_id();
-    let (line, progress_token) = crate::upstream::ids::to_upstream(msg, upstream_id, rename);
+    let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
     let progress = Arc::new(Notify::new());
     let (asks_tx, asks) = mpsc::channel(16);
     let session_id = session.id();
@@ -476,7 +474,7 @@ async fn drive(mut call: InFlight, msg: &Envelope<'_>, session: u64) -> String {
     match call.wait(id).await {
         Step::Done(answer) => {
             let answer = match Envelope::parse(&answer) {
-                Ok(reply) => reply.with_id(id.get()),
+                Ok(reply) => ids::answer_to_client(&reply, id),
                 Err(_) => answer,
             };
             // A modern upstream's own `InputRequiredResult`: its state goes under mcpd's.

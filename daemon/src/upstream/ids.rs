@@ -16,7 +16,14 @@
 //!   client's id ([`cancelled_to_client`]). The routes are kept by `router/downstream.rs`.
 //! - A task's id in an answer to a legacy client's `tasks/*` request: the upstream's becomes
 //!   the one minted for the client ([`task_ids_to_client`]; the table of task ids is
-//!   `router/session/tasks.rs`).
+//!   `router/session/tasks.rs`), and the one in a task-creating answer or a
+//!   `notifications/tasks/status` ([`task_id_to_client`]); the client's task id in its
+//!   `tasks/*` request becomes the upstream's ([`task_id_to_upstream`]). When, and from which
+//!   table, stays with `router/session/tasks.rs`.
+//! - A 2026-07-28 `requestState` (`router/mrtr.rs` decides and signs): the one mcpd minted in
+//!   a client's retry becomes the upstream's own ([`request_state_to_upstream`]), and a modern
+//!   upstream's in an `InputRequiredResult` becomes mcpd's signed one
+//!   ([`request_state_to_client`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -125,6 +132,45 @@ pub fn task_ids_to_client(answer: &str, upstream_json: &str, client_json: &str) 
     }
 }
 
+/// `msg` with the upstream's task id at `raw` (a member of it) replaced by the client's,
+/// `client_id`.
+pub fn task_id_to_client(msg: &Envelope<'_>, raw: &RawValue, client_id: &str) -> String {
+    let mut rewrite = msg.rewrite();
+    rewrite.replace(raw, serde_json::to_string(client_id).unwrap_or_default());
+    rewrite.finish()
+}
+
+/// A client's `tasks/*` request with its task id at `raw` replaced by the upstream's
+/// (`upstream_json`, JSON text).
+pub fn task_id_to_upstream(msg: &Envelope<'_>, raw: &RawValue, upstream_json: &str) -> String {
+    let mut rewrite = msg.rewrite();
+    rewrite.replace(raw, upstream_json.to_owned());
+    rewrite.finish()
+}
+
+/// A client's retry with mcpd's `requestState` at `raw` replaced by the upstream's own,
+/// `upstream_state`.
+pub fn request_state_to_upstream(
+    msg: &Envelope<'_>,
+    raw: &RawValue,
+    upstream_state: &str,
+) -> String {
+    let mut rw = msg.rewrite();
+    rw.replace(
+        raw,
+        serde_json::to_string(upstream_state).unwrap_or_default(),
+    );
+    rw.finish()
+}
+
+/// A modern upstream's `InputRequiredResult` with its `requestState` at `raw` replaced by the
+/// one mcpd signed, `state`.
+pub fn request_state_to_client(reply: &Envelope<'_>, raw: &RawValue, state: &str) -> String {
+    let mut rw = reply.rewrite();
+    rw.replace(raw, serde_json::to_string(state).unwrap_or_default());
+    rw.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +206,54 @@ mod tests {
         assert_eq!(
             task_ids_to_client(answer, r#""up""#, r#""mine""#),
             r#"{"jsonrpc":"2.0","id":3,"result":{"taskId":"mine","status":"working","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mine"}}}}"#
+        );
+    }
+
+    #[test]
+    fn a_created_tasks_id_and_a_status_notifications_become_the_clients() {
+        let line = r#"{"jsonrpc":"2.0","id":3,"result":{"task":{"taskId":"up-1","status":"working","ttl":1.50}}}"#;
+        let msg = Envelope::parse(line).unwrap();
+        let task = member(msg.result.unwrap(), "task").unwrap();
+        let raw = member(task, "taskId").unwrap();
+        assert_eq!(
+            task_id_to_client(&msg, raw, "mcpd-7"),
+            r#"{"jsonrpc":"2.0","id":3,"result":{"task":{"taskId":"mcpd-7","status":"working","ttl":1.50}}}"#
+        );
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"up-1","status":"completed"}}"#;
+        let msg = Envelope::parse(note).unwrap();
+        let raw = member(msg.params.unwrap(), "taskId").unwrap();
+        assert_eq!(
+            task_id_to_client(&msg, raw, "mcpd-7"),
+            r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"mcpd-7","status":"completed"}}"#
+        );
+    }
+
+    #[test]
+    fn a_clients_tasks_request_goes_up_with_the_upstreams_task_id() {
+        let line = r#"{"jsonrpc":"2.0","id":"c","method":"tasks/get","params":{"taskId":"mcpd-7","_meta":{"x":1.50}}}"#;
+        let msg = Envelope::parse(line).unwrap();
+        let raw = member(msg.params.unwrap(), "taskId").unwrap();
+        assert_eq!(
+            task_id_to_upstream(&msg, raw, r#""up-1""#),
+            r#"{"jsonrpc":"2.0","id":"c","method":"tasks/get","params":{"taskId":"up-1","_meta":{"x":1.50}}}"#
+        );
+    }
+
+    #[test]
+    fn request_state_is_the_upstreams_going_up_and_mcpds_coming_back() {
+        let retry = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a","requestState":"mcpd1.x.y","arguments":{"n":1.50}}}"#;
+        let msg = Envelope::parse(retry).unwrap();
+        let raw = member(msg.params.unwrap(), "requestState").unwrap();
+        assert_eq!(
+            request_state_to_upstream(&msg, raw, "up\"s"),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a","requestState":"up\"s","arguments":{"n":1.50}}}"#
+        );
+        let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","requestState":"up","n":1.50}}"#;
+        let reply = Envelope::parse(answer).unwrap();
+        let raw = member(reply.result.unwrap(), "requestState").unwrap();
+        assert_eq!(
+            request_state_to_client(&reply, raw, "mcpd1.a.b"),
+            r#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","requestState":"mcpd1.a.b","n":1.50}}"#
         );
     }
 }

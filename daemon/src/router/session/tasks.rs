@@ -207,9 +207,7 @@ pub fn created(hub: &Hub, session: u64, server: &str, answer: String, mode: Call
     };
     let id = hub.tasks().register(session, server, &upstream_id);
     if mode == CallMode::Legacy {
-        let mut rewrite = msg.rewrite();
-        rewrite.replace(raw_id, json!(id).to_string());
-        return rewrite.finish();
+        return ids::task_id_to_client(&msg, raw_id, &id);
     }
     let task: Value = task
         .and_then(|t| serde_json::from_str(t.get()).ok())
@@ -252,9 +250,7 @@ pub fn status_notification(hub: &Hub, server: &str, msg: &Envelope<'_>) {
         return;
     };
     if let Some(link) = hub.session(session).filter(|l| !l.scopes().is_modern()) {
-        let mut rewrite = msg.rewrite();
-        rewrite.replace(raw_id, json!(id).to_string());
-        link.try_send(rewrite.finish());
+        link.try_send(ids::task_id_to_client(msg, raw_id, &id));
     }
 }
 
@@ -339,11 +335,7 @@ impl TaskRequest<'_> {
         if !self.modern {
             // The same request with the upstream's id; the answer with the client's.
             let line = match raw {
-                Some(raw) => {
-                    let mut rewrite = msg.rewrite();
-                    rewrite.replace(raw, upstream_json.clone());
-                    rewrite.finish()
-                }
+                Some(raw) => ids::task_id_to_upstream(msg, raw, &upstream_json),
                 None => ask(method),
             };
             let answer = send(line).await;
