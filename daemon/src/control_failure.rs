@@ -9,6 +9,7 @@ use mcpd_proto::control_error::ErrorCode;
 
 use crate::auth::AuthError;
 use crate::config::ConfigError;
+use crate::observe::pins::ApproveError;
 use crate::secrets::SecretError;
 use crate::supervisor::ControlError;
 
@@ -32,6 +33,8 @@ impl ControlFailure for AuthError {}
 impl ControlFailure for SecretError {}
 
 impl ControlFailure for ConfigError {}
+
+impl ControlFailure for ApproveError {}
 
 #[cfg(test)]
 mod tests {

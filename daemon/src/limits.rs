@@ -28,6 +28,98 @@ pub enum CgroupBase {
     Unavailable(String),
 }
 
+/// Why servers get no cgroup (no delegated cgroup v2 subtree), or why one server's cgroup
+/// could not be made. The message is the whole reason shown in `mcpctl status`.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A file under /proc or the cgroup tree could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// /proc/self/cgroup has no `0::` line.
+    #[error("no cgroup v2 hierarchy (no `0::` line in /proc/self/cgroup)")]
+    NoV2Hierarchy,
+    /// No cgroup2 mount in /proc/self/mountinfo.
+    #[error("cgroup v2 is not mounted")]
+    NotMounted,
+    /// Our cgroup lacks controllers the servers' cgroups need.
+    #[error(
+        "the cgroup v2 directory {dir} lacks the {missing} controller(s) (delegate them: systemd's Delegate=yes)"
+    )]
+    MissingControllers {
+        /// Our cgroup directory.
+        dir: String,
+        /// The missing controllers, comma-separated.
+        missing: String,
+    },
+    /// mcpd runs in the root cgroup.
+    #[error("mcpd runs in the root cgroup; it uses only a delegated subtree")]
+    RootCgroup,
+    /// Our cgroup directory is not writable (the `daemon/` leaf could not be made).
+    #[error("{dir} is not writable ({source})")]
+    NotWritable {
+        /// Our cgroup directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// mcpd could not move itself into its leaf.
+    #[error("cannot move mcpd into {leaf}: {source}")]
+    MoveSelf {
+        /// The `daemon/` leaf.
+        leaf: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `cgroup.subtree_control` refused the controllers.
+    #[error("cannot enable controllers in {dir}: {source}")]
+    EnableControllers {
+        /// Our cgroup directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server's cgroup directory could not be created.
+    #[error("cannot create {dir}: {source}")]
+    Create {
+        /// The server's cgroup directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A limit could not be written to a server's cgroup.
+    #[error("cannot write {value} to {dir}/{file}: {source}")]
+    Write {
+        /// The value.
+        value: String,
+        /// The server's cgroup directory.
+        dir: String,
+        /// The control file.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server's `cgroup.procs` could not be opened.
+    #[error("cannot open {dir}/cgroup.procs: {source}")]
+    OpenProcs {
+        /// The server's cgroup directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Controllers the servers' cgroups need.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
@@ -42,47 +134,64 @@ pub fn base() -> &'static CgroupBase {
         }
         Err(why) => {
             tracing::info!("servers' limits: no cgroup ({why}); rlimits where honest");
-            CgroupBase::Unavailable(why)
+            CgroupBase::Unavailable(why.to_string())
         }
     })
 }
 
-fn find_base() -> Result<PathBuf, String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+fn find_base() -> Result<PathBuf, CgroupError> {
+    let text =
+        std::fs::read_to_string("/proc/self/cgroup").map_err(|source| CgroupError::Read {
+            path: "/proc/self/cgroup".into(),
+            source,
+        })?;
     let rel = text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("no cgroup v2 hierarchy (no `0::` line in /proc/self/cgroup)")?;
-    let mount = cgroup2_mount().ok_or("cgroup v2 is not mounted")?;
+        .ok_or(CgroupError::NoV2Hierarchy)?;
+    let mount = cgroup2_mount().ok_or(CgroupError::NotMounted)?;
     let dir = mount.join(rel.trim_start_matches('/'));
-    let available = std::fs::read_to_string(dir.join("cgroup.controllers"))
-        .map_err(|e| format!("cannot read {}/cgroup.controllers: {e}", dir.display()))?;
+    let shown = || dir.display().to_string();
+    let available = std::fs::read_to_string(dir.join("cgroup.controllers")).map_err(|source| {
+        CgroupError::Read {
+            path: format!("{}/cgroup.controllers", shown()),
+            source,
+        }
+    })?;
     let missing: Vec<&str> = CONTROLLERS
         .iter()
         .copied()
         .filter(|c| !available.split_whitespace().any(|a| a == *c))
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "the cgroup v2 directory {} lacks the {} controller(s) (delegate them: systemd's Delegate=yes)",
-            dir.display(),
-            missing.join(", ")
-        ));
+        return Err(CgroupError::MissingControllers {
+            dir: shown(),
+            missing: missing.join(", "),
+        });
     }
     if rel.trim() == "/" {
-        return Err("mcpd runs in the root cgroup; it uses only a delegated subtree".into());
+        return Err(CgroupError::RootCgroup);
     }
     // A cgroup with processes cannot give controllers to children ("no internal processes"):
     // mcpd moves itself into a leaf first.
     let leaf = dir.join("daemon");
-    std::fs::create_dir_all(&leaf)
-        .map_err(|e| format!("{} is not writable ({e})", dir.display()))?;
-    std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
-        .map_err(|e| format!("cannot move mcpd into {}: {e}", leaf.display()))?;
+    std::fs::create_dir_all(&leaf).map_err(|source| CgroupError::NotWritable {
+        dir: shown(),
+        source,
+    })?;
+    std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string()).map_err(
+        |source| CgroupError::MoveSelf {
+            leaf: leaf.display().to_string(),
+            source,
+        },
+    )?;
     let enable: String = CONTROLLERS.iter().map(|c| format!("+{c} ")).collect();
-    std::fs::write(dir.join("cgroup.subtree_control"), enable.trim())
-        .map_err(|e| format!("cannot enable controllers in {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("cgroup.subtree_control"), enable.trim()).map_err(|source| {
+        CgroupError::EnableControllers {
+            dir: shown(),
+            source,
+        }
+    })?;
     Ok(dir)
 }
 
@@ -193,7 +302,7 @@ pub fn prepare(name: &str, limits: &Limits) -> Applied {
             }
             Err(e) => {
                 tracing::warn!(server = name, "cannot make its cgroup: {e}");
-                e
+                e.to_string()
             }
         },
         CgroupBase::Unavailable(why) => why.clone(),
@@ -221,19 +330,27 @@ fn make_cgroup(
     base: &Path,
     name: &str,
     limits: &Limits,
-) -> Result<(ServerCgroup, OwnedFd), String> {
+) -> Result<(ServerCgroup, OwnedFd), CgroupError> {
     let dir = base.join(format!(
         "server-{name}-{}",
         crate::upstream::tree::next_mark()
     ));
-    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let shown = || dir.display().to_string();
+    std::fs::create_dir(&dir).map_err(|source| CgroupError::Create {
+        dir: shown(),
+        source,
+    })?;
     let cgroup = ServerCgroup {
         dir: dir.clone(),
         memory: limits.memory,
     };
-    let write = |file: &str, value: String| {
-        std::fs::write(dir.join(file), &value)
-            .map_err(|e| format!("cannot write {value} to {}/{file}: {e}", dir.display()))
+    let write = |file: &'static str, value: String| {
+        std::fs::write(dir.join(file), &value).map_err(|source| CgroupError::Write {
+            value,
+            dir: shown(),
+            file,
+            source,
+        })
     };
     if let Some(m) = limits.memory {
         write("memory.max", m.to_string())?;
@@ -251,7 +368,10 @@ fn make_cgroup(
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.procs"))
-        .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))?;
+        .map_err(|source| CgroupError::OpenProcs {
+            dir: shown(),
+            source,
+        })?;
     Ok((cgroup, OwnedFd::from(file)))
 }
 
@@ -329,4 +449,29 @@ fn usage_of(dir: &Path) -> Option<(u64, u64)> {
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.trim().parse().ok())?;
     Some((mem, cpu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_error_says_the_whole_reason_and_keeps_its_cause() {
+        let e = CgroupError::Write {
+            value: "0".into(),
+            dir: "/sys/fs/cgroup/x".into(),
+            file: "memory.swap.max",
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot write 0 to /sys/fs/cgroup/x/memory.swap.max: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            CgroupError::RootCgroup.to_string(),
+            "mcpd runs in the root cgroup; it uses only a delegated subtree"
+        );
+    }
 }

@@ -4,6 +4,8 @@
 use mcpd_proto::{ControlRequest, ControlResponse};
 
 use super::Host;
+use crate::control_failure::ControlFailure;
+use crate::supervisor::ControlError;
 
 /// Answers `request` if it is one of this module's; gives it back otherwise.
 pub fn handle(
@@ -12,7 +14,7 @@ pub fn handle(
 ) -> Result<ControlResponse, ControlRequest> {
     let response = match request {
         ControlRequest::ToolsDiff { server } => match known(daemon, &server) {
-            Err(message) => ControlResponse::error(message),
+            Err(e) => e.reply(),
             Ok(()) => match daemon.observer().pins.diff(&server) {
                 Some(diff) => ControlResponse::ToolsDiff(diff),
                 None => ControlResponse::error(format!(
@@ -21,7 +23,7 @@ pub fn handle(
             },
         },
         ControlRequest::ToolsApprove { server, tool } => match known(daemon, &server) {
-            Err(message) => ControlResponse::error(message),
+            Err(e) => e.reply(),
             Ok(()) => {
                 match daemon
                     .observer()
@@ -38,15 +40,15 @@ pub fn handle(
                             ),
                         }
                     }
-                    Err(message) => ControlResponse::error(message),
+                    Err(e) => e.reply(),
                 }
             }
         },
         ControlRequest::ToolsCheck { server } => {
             if let Some(server) = &server
-                && let Err(message) = known(daemon, server)
+                && let Err(e) = known(daemon, server)
             {
-                return Ok(ControlResponse::error(message));
+                return Ok(e.reply());
             }
             let views = daemon.catalog_views();
             ControlResponse::ToolsCheck(super::check(
@@ -64,18 +66,18 @@ pub fn handle(
     Ok(response)
 }
 
-fn known(daemon: &dyn Host, server: &str) -> Result<(), String> {
+fn known(daemon: &dyn Host, server: &str) -> Result<(), ControlError> {
     let config = daemon.config();
     if config.servers.contains_key(server) {
         return Ok(());
     }
     let names: Vec<&str> = config.servers.keys().map(String::as_str).collect();
-    Err(format!(
-        "no server named `{server}` (servers: {})",
-        if names.is_empty() {
+    Err(ControlError::UnknownServer {
+        server: server.to_owned(),
+        known: if names.is_empty() {
             "none".to_owned()
         } else {
             names.join(", ")
-        }
-    ))
+        },
+    })
 }

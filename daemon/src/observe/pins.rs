@@ -33,6 +33,31 @@ use crate::config::observe::{OnChange, OnNew, PinPolicy};
 use crate::upstream::{ListKind, Snapshot};
 
 const FORMAT: u32 = 1;
+/// Why `mcpctl tools approve` pinned nothing (the message is the whole reply).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproveError {
+    /// The server has no pins (unknown, or it has not listed its tools yet).
+    #[error("nothing is pinned for `{server}` (is it configured and has it listed its tools?)")]
+    NothingPinned {
+        /// The server.
+        server: String,
+    },
+    /// The tool asked for has no pending change.
+    #[error("`{tool}` of `{server}` has nothing to approve (see `mcpctl tools diff {server}`)")]
+    ToolUnchanged {
+        /// The server.
+        server: String,
+        /// The tool as given.
+        tool: String,
+    },
+    /// None of the server's definitions differs from its pins.
+    #[error("`{server}` has nothing to approve: its definitions match their pins")]
+    AllMatch {
+        /// The server.
+        server: String,
+    },
+}
+
 /// Largest pins file read.
 const MAX_PINS_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -378,13 +403,13 @@ impl PinStore {
         server: &str,
         tool: Option<&str>,
         namespaced: impl Fn(&str) -> String,
-    ) -> Result<Approved, String> {
+    ) -> Result<Approved, ApproveError> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(pins) = state.file.servers.get_mut(server) else {
-            return Err(format!(
-                "nothing is pinned for `{server}` (is it configured and has it listed its tools?)"
-            ));
+            return Err(ApproveError::NothingPinned {
+                server: server.to_owned(),
+            });
         };
         let pending = state.pending.entry(server.to_owned()).or_default();
         let chosen: Vec<(ListKind, String)> = pending
@@ -394,12 +419,13 @@ impl PinStore {
             .collect();
         if chosen.is_empty() {
             return Err(match tool {
-                Some(t) => format!(
-                    "`{t}` of `{server}` has nothing to approve (see `mcpctl tools diff {server}`)"
-                ),
-                None => {
-                    format!("`{server}` has nothing to approve: its definitions match their pins")
-                }
+                Some(t) => ApproveError::ToolUnchanged {
+                    server: server.to_owned(),
+                    tool: t.to_owned(),
+                },
+                None => ApproveError::AllMatch {
+                    server: server.to_owned(),
+                },
             });
         }
         for key in &chosen {
@@ -663,6 +689,30 @@ mod tests {
         assert_eq!(
             store.approve("s", None, |n| n.to_owned()).unwrap().pinned,
             2
+        );
+        let again = store.approve("s", None, |n| n.to_owned()).unwrap_err();
+        assert_eq!(again, ApproveError::AllMatch { server: "s".into() });
+        assert_eq!(
+            again.to_string(),
+            "`s` has nothing to approve: its definitions match their pins"
+        );
+        assert_eq!(
+            store.approve("s", Some("echo"), |n| n.to_owned()),
+            Err(ApproveError::ToolUnchanged {
+                server: "s".into(),
+                tool: "echo".into()
+            })
+        );
+        let unknown = store.approve("nope", None, |n| n.to_owned()).unwrap_err();
+        assert_eq!(
+            unknown,
+            ApproveError::NothingPinned {
+                server: "nope".into()
+            }
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "nothing is pinned for `nope` (is it configured and has it listed its tools?)"
         );
     }
 }

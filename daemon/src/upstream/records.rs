@@ -6,13 +6,22 @@ use std::path::Path;
 
 use crate::upstream::process::{RecordFile, proc_start_time};
 
+/// Why the records directory (or the runtime directory above it) cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{source:#}")]
+pub struct RecordsDirError {
+    /// What `listener::prepare_dir` said (which directory, what is wrong with it).
+    #[source]
+    pub source: anyhow::Error,
+}
+
 /// Creates the records directory (and the runtime directory above it) 0700, or checks that
 /// they are ours: real directories (never a symlink followed), owned by us, private.
-pub fn prepare_records_dir(dir: &Path) -> Result<(), String> {
+pub fn prepare_records_dir(dir: &Path) -> Result<(), RecordsDirError> {
     if let Some(runtime) = dir.parent() {
-        crate::listener::prepare_dir(runtime).map_err(|e| format!("{e:#}"))?;
+        crate::listener::prepare_dir(runtime).map_err(|source| RecordsDirError { source })?;
     }
-    crate::listener::prepare_dir(dir).map_err(|e| format!("{e:#}"))
+    crate::listener::prepare_dir(dir).map_err(|source| RecordsDirError { source })
 }
 
 /// Whether the records in `dir` may be believed: `dir` and the runtime directory above it are
