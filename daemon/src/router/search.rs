@@ -341,34 +341,50 @@ pub fn handle(name: &str, msg: &Envelope<'_>, tools: &[&Entry]) -> Handled {
         }
         _ => match call_line(msg, args) {
             Ok(line) => Handled::Forward(line),
-            Err(message) => bad(message),
+            Err(e) => bad(e.to_string()),
         },
     }
 }
 
+/// Why a `call_tool` call's arguments do not make a `tools/call` (answered as invalid params).
+#[derive(Debug, thiserror::Error)]
+pub enum CallToolError {
+    /// No `name` string, or `arguments` missing or undecodable.
+    #[error("call_tool needs {{\"name\": \"...\", \"arguments\": {{...}}}}")]
+    Usage,
+    /// `arguments` is a string that does not parse as JSON.
+    #[error("call_tool: arguments is a string but not JSON: {0}")]
+    StringNotJson(#[source] serde_json::Error),
+    /// `arguments` is a JSON string holding something other than an object.
+    #[error("call_tool: arguments must be a JSON object")]
+    StringNotObject,
+    /// `arguments` is neither an object nor a string.
+    #[error("call_tool: arguments must be an object or a JSON string")]
+    NotObject,
+}
+
 /// The `tools/call` request that `call_tool {name, arguments}` stands for: the same id and
 /// `_meta` (progress token), the arguments spliced in as sent (decoded once if a string).
-fn call_line(msg: &Envelope<'_>, args: Option<&RawValue>) -> Result<String, String> {
-    let usage = "call_tool needs {\"name\": \"...\", \"arguments\": {...}}";
-    let args = args.ok_or(usage)?;
+fn call_line(msg: &Envelope<'_>, args: Option<&RawValue>) -> Result<String, CallToolError> {
+    let args = args.ok_or(CallToolError::Usage)?;
     let name = field(args, "name")
         .ok()
         .flatten()
         .filter(|n| n.get().starts_with('"'))
-        .ok_or(usage)?;
+        .ok_or(CallToolError::Usage)?;
     let arguments = match field(args, "arguments").ok().flatten() {
         None => "{}".to_owned(),
         Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
         Some(raw) if raw.get().starts_with('"') => {
-            let text = envelope::decode_str(raw).map_err(|_| usage.to_owned())?;
-            let parsed: Box<RawValue> = serde_json::from_str(text.trim())
-                .map_err(|e| format!("call_tool: arguments is a string but not JSON: {e}"))?;
+            let text = envelope::decode_str(raw).map_err(|_| CallToolError::Usage)?;
+            let parsed: Box<RawValue> =
+                serde_json::from_str(text.trim()).map_err(CallToolError::StringNotJson)?;
             if !parsed.get().starts_with('{') {
-                return Err("call_tool: arguments must be a JSON object".into());
+                return Err(CallToolError::StringNotObject);
             }
             parsed.get().to_owned()
         }
-        Some(_) => return Err("call_tool: arguments must be an object or a JSON string".into()),
+        Some(_) => return Err(CallToolError::NotObject),
     };
     let meta = msg
         .params
@@ -457,5 +473,15 @@ mod tests {
             panic!("forwarded");
         };
         assert!(answer.contains("not JSON"), "{answer}");
+        let args = RawValue::from_string(r#"{"name":"s__echo","arguments":"[1]"}"#.into()).unwrap();
+        assert!(matches!(
+            call_line(&msg, Some(&args)),
+            Err(CallToolError::StringNotObject)
+        ));
+        assert!(matches!(call_line(&msg, None), Err(CallToolError::Usage)));
+        assert_eq!(
+            CallToolError::Usage.to_string(),
+            r#"call_tool needs {"name": "...", "arguments": {...}}"#
+        );
     }
 }
