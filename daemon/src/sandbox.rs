@@ -213,13 +213,30 @@ pub fn prepare(
     }
 }
 
+/// Why a server's sandbox could not be built (it then runs unsandboxed, and says so).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The server's private temp directory could not be created.
+    #[error("cannot create {dir}: {source}")]
+    Tmpdir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Landlock refused the ruleset or one of its rules.
+    #[error("{0}")]
+    Landlock(#[from] landlock::RulesetError),
+}
+
 fn build(
     stdio: &StdioSpec,
     spec: &SandboxSpec,
     home: Option<&Path>,
     private_tmp: Option<&Path>,
     abi: i32,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, SandboxError> {
     let all = AccessFs::from_all(TARGET_ABI);
     let read = AccessFs::from_read(TARGET_ABI);
     let mut full: Vec<PathBuf> = Vec::new();
@@ -265,18 +282,21 @@ fn build(
     read_only.extend(spec.read.iter().cloned());
     full.extend(spec.write.iter().cloned());
     if let Some(t) = &tmpdir {
-        std::fs::create_dir_all(t).map_err(|e| format!("cannot create {}: {e}", t.display()))?;
+        std::fs::create_dir_all(t).map_err(|source| SandboxError::Tmpdir {
+            dir: t.display().to_string(),
+            source,
+        })?;
         full.push(t.clone());
     }
 
     let mut ruleset = Ruleset::default()
         .handle_access(all)
-        .map_err(|e| e.to_string())?;
+        .map_err(SandboxError::Landlock)?;
     let mut net = String::new();
     if spec.network != Network::Any {
         ruleset = ruleset
             .handle_access(AccessNet::from_all(TARGET_ABI))
-            .map_err(|e| e.to_string())?;
+            .map_err(SandboxError::Landlock)?;
         net = match &spec.network {
             Network::Ports(ports) => format!(
                 "; TCP only to ports {}",
@@ -294,17 +314,17 @@ fn build(
             ));
         }
     }
-    let mut created = ruleset.create().map_err(|e| e.to_string())?;
+    let mut created = ruleset.create().map_err(SandboxError::Landlock)?;
     created = created
         .add_rules(path_beneath_rules(&full, all))
-        .map_err(|e| e.to_string())?
+        .map_err(SandboxError::Landlock)?
         .add_rules(path_beneath_rules(&read_only, read))
-        .map_err(|e| e.to_string())?;
+        .map_err(SandboxError::Landlock)?;
     if let Network::Ports(ports) = &spec.network {
         for port in ports {
             created = created
                 .add_rule(NetPort::new(*port, AccessNet::from_all(TARGET_ABI)))
-                .map_err(|e| e.to_string())?;
+                .map_err(SandboxError::Landlock)?;
         }
     }
     Ok(Prepared {
