@@ -6,7 +6,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use super::challenge::Challenge;
-use super::http::Http;
+use super::http::{Http, HttpError};
 
 /// The canonical URI of an MCP server (RFC 8707 §2, as the MCP specification defines it):
 /// lowercase scheme and host, no fragment, no trailing slash on an empty path.
@@ -78,6 +78,144 @@ pub struct ResourceMetadata {
     pub scopes_supported: Option<Vec<String>>,
 }
 
+/// Why the authorization server of a remote server could not be found or is refused.
+/// `Display` is the whole message `mcpctl login` shows; a fetch's or parse's cause is also
+/// the error's `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The server's `WWW-Authenticate` names a `resource_metadata` that is no URL.
+    #[error("the server's resource_metadata {url:?} is not a URL: {source}")]
+    ResourceMetadataUrl {
+        /// As the challenge gave it.
+        url: String,
+        /// The parser's error.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The challenge points at resource metadata over plain http elsewhere.
+    #[error(
+        "the server's challenge points at resource metadata {url}, which is neither https nor on this machine; refusing it"
+    )]
+    InsecureResourceMetadata {
+        /// The refused URL.
+        url: String,
+    },
+    /// Fetching the protected resource metadata failed.
+    #[error("protected resource metadata at {url}: {source}")]
+    ResourceMetadataFetch {
+        /// Where it was fetched.
+        url: String,
+        /// Why.
+        #[source]
+        source: HttpError,
+    },
+    /// The resource metadata names no `resource` (RFC 9728 §3.3).
+    #[error(
+        "the protected resource metadata at {at} names no `resource`, so it cannot be shown to be for {resource}; refusing it (RFC 9728 §3.3)"
+    )]
+    NoResource {
+        /// Where the document was found.
+        at: String,
+        /// This server's canonical resource URI.
+        resource: String,
+    },
+    /// The resource metadata is for another resource (RFC 9728 §3.3).
+    #[error(
+        "the protected resource metadata at {at} is for {stated}, not for {resource}; refusing it (RFC 9728 §3.3)"
+    )]
+    OtherResource {
+        /// Where the document was found.
+        at: String,
+        /// The `resource` it states.
+        stated: String,
+        /// This server's canonical resource URI.
+        resource: String,
+    },
+    /// The resource metadata lists no authorization server.
+    #[error("the protected resource metadata names no authorization server")]
+    NoAuthorizationServer {
+        /// Where the document was found.
+        at: String,
+    },
+    /// The issuer is no URL.
+    #[error("the authorization server {issuer:?} is not a URL: {source}")]
+    IssuerNotUrl {
+        /// As named.
+        issuer: String,
+        /// The parser's error.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The issuer is plain http elsewhere.
+    #[error("the authorization server {issuer} is neither https nor on this machine")]
+    InsecureIssuer {
+        /// The issuer.
+        issuer: String,
+    },
+    /// Fetching the authorization server metadata failed.
+    #[error("authorization server metadata at {url}: {source}")]
+    ServerMetadataFetch {
+        /// Where it was fetched.
+        url: String,
+        /// Why.
+        #[source]
+        source: HttpError,
+    },
+    /// No well-known URL had the authorization server's metadata.
+    #[error("no authorization server metadata for {issuer} (tried {tried})")]
+    NoServerMetadata {
+        /// The issuer.
+        issuer: String,
+        /// The URLs tried, comma-separated.
+        tried: String,
+    },
+    /// RFC 8414 §3.3: the document names another issuer.
+    #[error(
+        "the authorization server metadata names issuer {found:?}, not {expected:?}; refusing it"
+    )]
+    IssuerMismatch {
+        /// The document's issuer.
+        found: String,
+        /// The issuer it was looked up for.
+        expected: String,
+    },
+    /// PKCE offered, but not S256.
+    #[error(
+        "the authorization server {issuer} does not support PKCE with S256 (it lists: {listed}); mcpd refuses to log in without it"
+    )]
+    NoS256 {
+        /// The issuer.
+        issuer: String,
+        /// The methods it lists, comma-separated.
+        listed: String,
+    },
+    /// No PKCE advertised at all.
+    #[error(
+        "the authorization server {issuer} does not advertise PKCE (no code_challenge_methods_supported); mcpd refuses to log in without S256"
+    )]
+    NoPkce {
+        /// The issuer.
+        issuer: String,
+    },
+    /// An endpoint is no URL.
+    #[error("the authorization server lists a bad endpoint {endpoint}: {source}")]
+    BadEndpoint {
+        /// As listed.
+        endpoint: String,
+        /// The parser's error.
+        #[source]
+        source: url::ParseError,
+    },
+    /// An endpoint is plain http elsewhere.
+    #[error(
+        "the authorization server lists {endpoint}, which is neither https nor on this machine"
+    )]
+    InsecureEndpoint {
+        /// As listed.
+        endpoint: String,
+    },
+}
+
 /// RFC 8414 / OpenID Connect provider metadata (the fields mcpd uses).
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct ServerMetadata {
@@ -112,34 +250,33 @@ pub struct ServerMetadata {
 
 impl ServerMetadata {
     /// Refuses an authorization server that does not offer PKCE S256.
-    pub fn require_s256(&self) -> Result<(), String> {
+    pub fn require_s256(&self) -> Result<(), DiscoveryError> {
         match &self.code_challenge_methods_supported {
             Some(methods) if methods.iter().any(|m| m == "S256") => Ok(()),
-            Some(methods) => Err(format!(
-                "the authorization server {} does not support PKCE with S256 (it lists: {}); mcpd refuses to log in without it",
-                self.issuer,
-                methods.join(", ")
-            )),
-            None => Err(format!(
-                "the authorization server {} does not advertise PKCE (no code_challenge_methods_supported); mcpd refuses to log in without S256",
-                self.issuer
-            )),
+            Some(methods) => Err(DiscoveryError::NoS256 {
+                issuer: self.issuer.clone(),
+                listed: methods.join(", "),
+            }),
+            None => Err(DiscoveryError::NoPkce {
+                issuer: self.issuer.clone(),
+            }),
         }
     }
 
     /// Checks that every endpoint is https, or http on this machine.
-    fn check_endpoints(&self) -> Result<(), String> {
+    fn check_endpoints(&self) -> Result<(), DiscoveryError> {
         let mut all = vec![&self.authorization_endpoint, &self.token_endpoint];
         all.extend(self.registration_endpoint.iter());
         all.extend(self.revocation_endpoint.iter());
         for endpoint in all {
-            let url = Url::parse(endpoint).map_err(|e| {
-                format!("the authorization server lists a bad endpoint {endpoint}: {e}")
+            let url = Url::parse(endpoint).map_err(|source| DiscoveryError::BadEndpoint {
+                endpoint: endpoint.clone(),
+                source,
             })?;
             if !secure_enough(&url) {
-                return Err(format!(
-                    "the authorization server lists {endpoint}, which is neither https nor on this machine"
-                ));
+                return Err(DiscoveryError::InsecureEndpoint {
+                    endpoint: endpoint.clone(),
+                });
             }
         }
         Ok(())
@@ -164,19 +301,20 @@ pub async fn discover(
     http: &Http,
     server: &Url,
     challenge: Option<&Challenge>,
-) -> Result<Discovered, String> {
+) -> Result<Discovered, DiscoveryError> {
     let resource_url = canonical_resource(server);
     let mut candidates = Vec::new();
     if let Some(url) = challenge.and_then(|c| c.resource_metadata.as_deref()) {
         let url = server
             .join(url)
-            .map_err(|e| format!("the server's resource_metadata {url:?} is not a URL: {e}"))?;
+            .map_err(|source| DiscoveryError::ResourceMetadataUrl {
+                url: url.to_owned(),
+                source,
+            })?;
         // The challenge comes from the server, over whatever it answered on: metadata that
         // decides where the user logs in is fetched over https only (or on this machine).
         if !secure_enough(&url) {
-            return Err(format!(
-                "the server's challenge points at resource metadata {url}, which is neither https nor on this machine; refusing it"
-            ));
+            return Err(DiscoveryError::InsecureResourceMetadata { url: url.into() });
         }
         candidates.push(url);
     } else {
@@ -191,26 +329,37 @@ pub async fn discover(
                 break;
             }
             Ok(None) => tried.push(url.to_string()),
-            Err(e) => return Err(format!("protected resource metadata at {url}: {e}")),
+            Err(source) => {
+                return Err(DiscoveryError::ResourceMetadataFetch {
+                    url: url.into(),
+                    source,
+                });
+            }
         }
     }
     let (resource, issuer, prm_scopes) = match resource_metadata {
         Some((doc, at)) => {
+            let at = String::from(at);
             // RFC 9728 §3.3: metadata whose `resource` is not this server's must not be used;
             // without a `resource` it cannot be shown to be this server's either.
             let Some(r) = doc.resource else {
-                return Err(format!(
-                    "the protected resource metadata at {at} names no `resource`, so it cannot be shown to be for {resource_url}; refusing it (RFC 9728 §3.3)"
-                ));
+                return Err(DiscoveryError::NoResource {
+                    at,
+                    resource: resource_url,
+                });
             };
             if !resource_matches(&r, &resource_url) {
-                return Err(format!(
-                    "the protected resource metadata at {at} is for {r}, not for {resource_url}; refusing it (RFC 9728 §3.3)"
-                ));
+                return Err(DiscoveryError::OtherResource {
+                    at,
+                    stated: r,
+                    resource: resource_url,
+                });
             }
-            let issuer = doc.authorization_servers.first().cloned().ok_or_else(|| {
-                "the protected resource metadata names no authorization server".to_owned()
-            })?;
+            let issuer = doc
+                .authorization_servers
+                .first()
+                .cloned()
+                .ok_or(DiscoveryError::NoAuthorizationServer { at })?;
             (r, issuer, doc.scopes_supported)
         }
         None => {
@@ -259,13 +408,15 @@ fn resource_matches(stated: &str, ours: &str) -> bool {
 
 /// Fetches the metadata of `issuer` from the well-known URLs in order; the first document
 /// found must carry exactly that issuer.
-pub async fn server_metadata(http: &Http, issuer: &str) -> Result<ServerMetadata, String> {
-    let issuer_url = Url::parse(issuer)
-        .map_err(|e| format!("the authorization server {issuer:?} is not a URL: {e}"))?;
+pub async fn server_metadata(http: &Http, issuer: &str) -> Result<ServerMetadata, DiscoveryError> {
+    let issuer_url = Url::parse(issuer).map_err(|source| DiscoveryError::IssuerNotUrl {
+        issuer: issuer.to_owned(),
+        source,
+    })?;
     if !secure_enough(&issuer_url) {
-        return Err(format!(
-            "the authorization server {issuer} is neither https nor on this machine"
-        ));
+        return Err(DiscoveryError::InsecureIssuer {
+            issuer: issuer.to_owned(),
+        });
     }
     let mut tried = Vec::new();
     for url in authorization_server_urls(&issuer_url) {
@@ -275,24 +426,30 @@ pub async fn server_metadata(http: &Http, issuer: &str) -> Result<ServerMetadata
                 return Ok(doc);
             }
             Ok(None) => tried.push(url.to_string()),
-            Err(e) => return Err(format!("authorization server metadata at {url}: {e}")),
+            Err(source) => {
+                return Err(DiscoveryError::ServerMetadataFetch {
+                    url: url.into(),
+                    source,
+                });
+            }
         }
     }
-    Err(format!(
-        "no authorization server metadata for {issuer} (tried {})",
-        tried.join(", ")
-    ))
+    Err(DiscoveryError::NoServerMetadata {
+        issuer: issuer.to_owned(),
+        tried: tried.join(", "),
+    })
 }
 
 /// RFC 8414 §3.3: the document's issuer is identical to the one it was looked up for, compared
 /// as strings without any normalisation.
-pub fn check_issuer(found: &str, expected: &str) -> Result<(), String> {
+pub fn check_issuer(found: &str, expected: &str) -> Result<(), DiscoveryError> {
     if found == expected {
         Ok(())
     } else {
-        Err(format!(
-            "the authorization server metadata names issuer {found:?}, not {expected:?}; refusing it"
-        ))
+        Err(DiscoveryError::IssuerMismatch {
+            found: found.to_owned(),
+            expected: expected.to_owned(),
+        })
     }
 }
 
@@ -345,7 +502,15 @@ mod tests {
     #[test]
     fn issuers_must_match_exactly() {
         assert!(check_issuer("https://honest.example", "https://honest.example").is_ok());
-        assert!(check_issuer("https://honest.example/", "https://honest.example").is_err());
+        let err = check_issuer("https://honest.example/", "https://honest.example").unwrap_err();
+        assert!(
+            matches!(err, DiscoveryError::IssuerMismatch { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            r#"the authorization server metadata names issuer "https://honest.example/", not "https://honest.example"; refusing it"#
+        );
         assert!(check_issuer("https://honest.example", "https://attacker.example").is_err());
         assert!(check_issuer("https://a.example/t1/", "https://a.example/t1").is_err());
         assert!(check_issuer("HTTPS://a.example", "https://a.example").is_err());
@@ -422,7 +587,7 @@ mod tests {
     /// origin is a valid authorization server.
     async fn discover_with(
         prm: impl FnOnce(&str) -> serde_json::Value,
-    ) -> (String, Result<Discovered, String>) {
+    ) -> (String, Result<Discovered, DiscoveryError>) {
         let base = serve(|base| {
             vec![
                 (
@@ -459,7 +624,8 @@ mod tests {
     async fn resource_metadata_without_a_resource_is_refused() {
         let (_, found) = discover_with(|b| serde_json::json!({"authorization_servers": [b]})).await;
         let err = found.unwrap_err();
-        assert!(err.contains("names no `resource`"), "{err}");
+        assert!(matches!(err, DiscoveryError::NoResource { .. }), "{err:?}");
+        assert!(err.to_string().contains("names no `resource`"), "{err}");
     }
 
     #[tokio::test]
@@ -469,7 +635,11 @@ mod tests {
         )
         .await;
         let err = found.unwrap_err();
-        assert!(err.contains("/other, not for"), "{err}");
+        assert!(
+            matches!(err, DiscoveryError::OtherResource { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/other, not for"), "{err}");
     }
 
     #[tokio::test]
@@ -483,9 +653,14 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.contains("neither https nor on this machine")
-                && err.contains("metadata.example.net"),
-            "{err}"
+            matches!(err, DiscoveryError::InsecureResourceMetadata { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("neither https nor on this machine")
+                && text.contains("metadata.example.net"),
+            "{text}"
         );
     }
 
@@ -496,17 +671,23 @@ mod tests {
             "token_endpoint": "https://a.example/token"
         }))
         .unwrap();
-        assert!(
-            m.require_s256()
-                .unwrap_err()
-                .contains("does not advertise PKCE")
-        );
+        let err = m.require_s256().unwrap_err();
+        assert!(matches!(err, DiscoveryError::NoPkce { .. }), "{err:?}");
+        assert!(err.to_string().contains("does not advertise PKCE"), "{err}");
         m.code_challenge_methods_supported = Some(vec!["plain".into()]);
-        assert!(m.require_s256().unwrap_err().contains("plain"));
+        let err = m.require_s256().unwrap_err();
+        assert!(matches!(err, DiscoveryError::NoS256 { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the authorization server https://a.example does not support PKCE with S256 (it lists: plain); mcpd refuses to log in without it"
+        );
         m.code_challenge_methods_supported = Some(vec!["plain".into(), "S256".into()]);
         assert!(m.require_s256().is_ok());
         assert!(m.check_endpoints().is_ok());
         m.token_endpoint = "http://a.example/token".into();
-        assert!(m.check_endpoints().is_err());
+        assert!(matches!(
+            m.check_endpoints(),
+            Err(DiscoveryError::InsecureEndpoint { .. })
+        ));
     }
 }

@@ -3,6 +3,7 @@
 //! which server, file or endpoint and what to do; `Display` is the whole message `mcpctl`
 //! shows (the cause included), and the cause is also the error's `source()`.
 
+use super::discovery::DiscoveryError;
 use super::store::StoreError;
 
 impl From<getrandom::Error> for AuthError {
@@ -91,7 +92,11 @@ pub enum AuthError {
     AuthorizationEndpoint(#[source] url::ParseError),
     /// Discovery of the authorization server failed (the message says where and why).
     #[error("{0}")]
-    Discovery(String),
+    Discovery(#[from] DiscoveryError),
+    /// A pasted redirect URL was refused by the login under way (the message says why, as
+    /// the callback page would).
+    #[error("{0}")]
+    PasteRefused(String),
     /// No client identity could be had from the authorization server.
     #[error(
         "the authorization server {issuer} offers no dynamic client registration; register a client there and set \"oauth\": {{\"clientId\": ...}} for this server"

@@ -63,6 +63,8 @@ impl std::fmt::Display for HttpError {
     }
 }
 
+impl std::error::Error for HttpError {}
+
 impl Http {
     /// Builds the clients (rustls, the ring provider).
     pub fn new() -> Result<Self, super::AuthError> {
@@ -92,7 +94,7 @@ impl Http {
     }
 
     /// GETs a JSON document; `Ok(None)` for 404 and other 4xx answers (try the next URL).
-    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<Option<T>, String> {
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<Option<T>, HttpError> {
         let response = self
             .get
             .get(url.clone())
@@ -103,18 +105,18 @@ impl Http {
             )
             .send()
             .await
-            .map_err(|e| network(&e))?;
+            .map_err(|e| HttpError::Network(network(&e)))?;
         let status = response.status();
         if status.is_client_error() {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+            return Err(HttpError::Protocol(format!("HTTP {status}")));
         }
-        let body = read_body(response).await.map_err(|e| e.to_string())?;
+        let body = read_body(response).await?;
         serde_json::from_slice(&body)
             .map(Some)
-            .map_err(|e| format!("not the expected JSON document: {e}"))
+            .map_err(|e| HttpError::Protocol(format!("not the expected JSON document: {e}")))
     }
 
     /// Asks the MCP endpoint without credentials to learn its challenge: an `initialize`

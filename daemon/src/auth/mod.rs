@@ -579,7 +579,7 @@ impl AuthManager {
         // A pasted URL the login refused: its reason, as the callback page would say it.
         rx.await
             .map_err(|_| AuthError::LoginEnded)?
-            .map_err(AuthError::Discovery)
+            .map_err(AuthError::PasteRefused)
     }
 
     /// Starts a login to `server`: discovery, registration, the callback listener. Returns
@@ -591,9 +591,7 @@ impl AuthManager {
         if challenge.is_none() {
             challenge = self.http.probe(&target.url).await;
         }
-        let discovered = discovery::discover(&self.http, &target.url, challenge.as_ref())
-            .await
-            .map_err(AuthError::Discovery)?;
+        let discovered = discovery::discover(&self.http, &target.url, challenge.as_ref()).await?;
         let issuer = discovered.metadata.issuer.clone();
         let stored_client = self.stored_client(&issuer);
         let port = target.oauth.callback_port.or_else(|| {
