@@ -7,12 +7,17 @@
 //! per call, all threads included. Three phases per build: one call in flight on a raw socket
 //! session (the daemon alone), one in flight through an `mcp-shim` that runs under callgrind too
 //! (the shim's own figure), and 8 raw sessions × 8 calls in flight (the daemon under load; under
-//! callgrind the threads run one at a time, so this shows batching, not parallelism). With
-//! `$MCPD_BENCH_BEFORE` naming the directory of an earlier build, its rows come next.
+//! callgrind the threads run one at a time, so this shows batching, not parallelism). A modern
+//! (2026-07-28) client's call, stateless with its per-request `_meta`, is measured beside the
+//! legacy socket session (issue 12). With `$MCPD_BENCH_BEFORE` naming the directory of an
+//! earlier build, its rows come next.
 
 use std::sync::{Arc, Barrier};
 
 use super::*;
+
+/// `echo` from a modern (2026-07-28) client: no `initialize`, the era in every request's `_meta`.
+const MODERN_ECHO: &str = r#"{"name":"fx__echo","arguments":{"message":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcpd-bench","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}"#;
 
 /// Instructions of `pid` since the last zeroing, from a fresh callgrind dump in `dir`.
 fn dump(pid: u32, dir: &Path, prefix: &str) -> u64 {
@@ -132,6 +137,19 @@ pub(crate) fn callgrind(ctx: &Ctx) {
         let alone = dump(pid, out.path(), "mcpd");
         drop(conn);
 
+        // The same, from a modern (2026-07-28) client: no initialize, the per-request `_meta`.
+        let mut conn = Conn::attach("modern session", d.socket()).expect("attach");
+        for _ in 0..calls / 10 {
+            conn.request("tools/call", MODERN_ECHO);
+        }
+        zero(pid);
+        for _ in 0..calls {
+            let a = conn.request("tools/call", MODERN_ECHO);
+            assert!(a.ok(), "{}", a.msg);
+        }
+        let modern = dump(pid, out.path(), "mcpd");
+        drop(conn);
+
         // One call in flight through a shim under callgrind.
         let shim_argv = callgrind_argv(out.path(), "shim");
         let mut cmd = Command::new(&shim_argv[0]);
@@ -190,6 +208,7 @@ pub(crate) fn callgrind(ctx: &Ctx) {
         rows.push(vec![
             build.to_owned(),
             format!("**{}**", per(alone, calls)),
+            format!("**{}**", per(modern, calls)),
             per(via_shim, calls),
             format!("**{}**", per(shim_ir, calls)),
             format!("**{}** ({answered} calls)", per(loaded, answered)),
@@ -199,6 +218,7 @@ pub(crate) fn callgrind(ctx: &Ctx) {
         &[
             "build",
             "mcpd, 1 in flight, socket",
+            "mcpd, 1 in flight, socket, modern client (2026-07-28 `_meta`)",
             "mcpd, 1 in flight, via shim",
             "mcp-shim, 1 in flight",
             "mcpd, 8 sessions × 8 in flight",
