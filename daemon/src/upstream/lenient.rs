@@ -6,6 +6,8 @@
 //! A missing `resultType` is read as `complete` (`router::session::modern`, `router::mrtr`).
 
 use mcpd_proto::envelope::{self, Envelope};
+use std::collections::HashMap;
+
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -16,20 +18,22 @@ use serde_json::value::RawValue;
 /// `data` is kept.
 pub fn malformed_error(msg: &Envelope<'_>, client_id: &RawValue, server: &str) -> Option<String> {
     let error = msg.error?;
-    let value: Value = serde_json::from_str(error.get()).unwrap_or(Value::Null);
-    let object = value.as_object();
-    let code = object.and_then(|o| o.get("code"));
-    let message = object.and_then(|o| o.get("message"));
-    if code.is_some_and(Value::is_i64) && message.is_some_and(Value::is_string) {
+    // Members kept raw: `data` and the id reach the client byte for byte, never re-encoded.
+    let members: Option<HashMap<String, Box<RawValue>>> = serde_json::from_str(error.get()).ok();
+    let member = |key: &str| members.as_ref().and_then(|m| m.get(key));
+    let integer = member("code").and_then(|c| c.get().parse::<i64>().ok());
+    let message = member("message").and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+    if integer.is_some() && message.is_some() {
         return None;
     }
     let preview: String = error.get().chars().take(200).collect();
-    let code = code.and_then(|c| {
-        c.as_i64()
-            .or_else(|| c.as_str().and_then(|s| s.trim().parse().ok()))
+    let code = integer.or_else(|| {
+        member("code")
+            .and_then(|c| serde_json::from_str::<String>(c.get()).ok())
+            .and_then(|s| s.trim().parse().ok())
     });
-    let (code, message) = match (code, message.and_then(Value::as_str)) {
-        (Some(code), Some(message)) => (code, message.to_owned()),
+    let (code, message) = match (code, message) {
+        (Some(code), Some(message)) => (code, message),
         (Some(code), None) => (
             code,
             format!("server `{server}` answered with error {code} and no message"),
@@ -39,18 +43,14 @@ pub fn malformed_error(msg: &Envelope<'_>, client_id: &RawValue, server: &str) -
             format!("server `{server}` answered with a malformed error: {preview}"),
         ),
     };
-    let mut fixed = serde_json::json!({"code": code, "message": message});
-    if let Some(data) = object.and_then(|o| o.get("data")) {
-        fixed["data"] = data.clone();
-    }
-    Some(
-        serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": serde_json::from_str::<Value>(client_id.get()).unwrap_or(Value::Null),
-            "error": fixed,
-        })
-        .to_string(),
-    )
+    let data = member("data")
+        .map(|d| format!(r#","data":{}"#, d.get()))
+        .unwrap_or_default();
+    Some(format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":{code},"message":{}{data}}}}}"#,
+        client_id.get(),
+        Value::String(message),
+    ))
 }
 
 #[cfg(test)]
@@ -77,6 +77,17 @@ mod tests {
             serde_json::json!({"code": -32001, "message": "m", "data": [1]})
         );
         assert_eq!(string_code["id"], "c-1");
+        // `data` is passed on as the server wrote it, not re-encoded.
+        let raw_data = malformed_error(
+            &Envelope::parse(
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":"1","message":"m","data":{"n":1.50}}}"#,
+            )
+            .expect("message"),
+            &RawValue::from_string("7".into()).expect("raw"),
+            "s",
+        )
+        .expect("fixed");
+        assert!(raw_data.contains(r#""data":{"n":1.50}"#), "{raw_data}");
         let no_message =
             fixed(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000}}"#).expect("fixed");
         assert!(
