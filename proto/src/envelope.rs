@@ -183,6 +183,12 @@ pub fn field<'a>(
     Ok(value)
 }
 
+/// Member `key` of the JSON object `object`, if it has one. `None` also when `object` is not an
+/// object or the member's value is malformed: callers that must tell these apart use [`field`].
+pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    field(object, key).ok().flatten()
+}
+
 /// Decodes a JSON string, borrowing when it has no escapes.
 pub fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
     match serde_json::from_str::<&str>(raw.get()) {
@@ -528,6 +534,28 @@ mod tests {
             notification::<()>("notifications/tools/list_changed", None),
             r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#
         );
+    }
+
+    #[test]
+    fn a_member_is_found_raw_and_anything_else_is_none() {
+        let raw = |t: &str| RawValue::from_string(t.into()).unwrap();
+        let object = raw(r#"{"a": 1.50, "b":{"c":[1,2]}, "s":"x"}"#);
+        // The value's exact text, nested objects included.
+        assert_eq!(member(&object, "a").map(RawValue::get), Some("1.50"));
+        let b = member(&object, "b").unwrap();
+        assert_eq!(b.get(), r#"{"c":[1,2]}"#);
+        assert_eq!(member(b, "c").map(RawValue::get), Some("[1,2]"));
+        // An absent key, or a value that is not an object, has no member.
+        assert!(member(&object, "z").is_none());
+        assert!(member(&raw("[1]"), "a").is_none());
+        assert!(member(&raw(r#""a""#), "a").is_none());
+        // An escaped key is decoded (the full parser's answer).
+        assert_eq!(
+            member(&raw(r#"{"\u0061":true}"#), "a").map(RawValue::get),
+            Some("true")
+        );
+        // A key present twice is refused, as `field` refuses it.
+        assert!(member(&raw(r#"{"a":1,"a":2}"#), "a").is_none());
     }
 
     proptest::proptest! {

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use mcpd_proto::envelope::{Envelope, field};
+use mcpd_proto::envelope::{Envelope, member};
 use mcpd_proto::observe::{AuditRecord, CheckReport};
 use tokio_util::sync::CancellationToken;
 
@@ -155,10 +155,10 @@ fn outcome(answer: &str) -> (Option<i64>, bool) {
     match Envelope::parse(answer) {
         Ok(msg) => (
             msg.error
-                .and_then(|e| field(e, "code").ok().flatten())
+                .and_then(|e| member(e, "code"))
                 .and_then(|c| c.get().parse::<i64>().ok()),
             msg.result
-                .and_then(|r| field(r, "isError").ok().flatten())
+                .and_then(|r| member(r, "isError"))
                 .is_some_and(|v| v.get() == "true"),
         ),
         Err(_) => (None, false),
@@ -204,10 +204,10 @@ impl Observer {
         line: &str,
     ) -> Call {
         let time_ms = mcpd_proto::observe::now_ms();
-        let param = |key: &str| msg.params.and_then(|p| field(p, key).ok().flatten());
+        let param = |key: &str| msg.params.and_then(|p| member(p, key));
         let name = param("name")
             .or_else(|| param("uri"))
-            .or_else(|| param("ref").and_then(|r| field(r, "name").ok().flatten()))
+            .or_else(|| param("ref").and_then(|r| member(r, "name")))
             .and_then(|v| mcpd_proto::envelope::decode_str(v).ok())
             .map(|s| s.into_owned());
         let arguments = if self.audit.arguments() {

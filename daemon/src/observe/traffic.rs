@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mcpd_proto::envelope::{Envelope, Kind, field};
+use mcpd_proto::envelope::{Envelope, Kind, member};
 use mcpd_proto::observe::{Direction, TrafficMessage, TrafficReply};
 use mcpd_proto::{ControlRequest, ControlResponse};
 use tokio::io::AsyncWriteExt;
@@ -200,7 +200,7 @@ fn summarize(
             let method = msg.method();
             let param = |key: &str| {
                 msg.params
-                    .and_then(|p| field(p, key).ok().flatten())
+                    .and_then(|p| member(p, key))
                     .and_then(|v| mcpd_proto::envelope::decode_str(v).ok())
                     .map(|s| s.into_owned())
             };
@@ -256,13 +256,8 @@ fn summarize(
                 .and_then(|i| servers.remove(&(tap.session, i.clone())));
             let outcome = match msg.error {
                 Some(error) => {
-                    let code = field(error, "code")
-                        .ok()
-                        .flatten()
-                        .map(|c| c.get().to_owned());
-                    let message = field(error, "message")
-                        .ok()
-                        .flatten()
+                    let code = member(error, "code").map(|c| c.get().to_owned());
+                    let message = member(error, "message")
                         .and_then(|m| mcpd_proto::envelope::decode_str(m).ok())
                         .map(|m| m.chars().take(120).collect::<String>());
                     format!(
@@ -274,7 +269,7 @@ fn summarize(
                 None => {
                     let is_error = msg
                         .result
-                        .and_then(|r| field(r, "isError").ok().flatten())
+                        .and_then(|r| member(r, "isError"))
                         .is_some_and(|v| v.get() == "true");
                     if is_error {
                         "result (isError)"

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mcpd_proto::ServerState;
-use mcpd_proto::envelope::{Rewrite, field};
+use mcpd_proto::envelope::{Rewrite, member};
 use serde_json::value::RawValue;
 
 use super::names::{disambiguated, fnv1a, is_ambiguous, namespaced};
@@ -823,7 +823,7 @@ struct Naming<'a> {
 
 /// The item object with its `name` replaced; every other byte kept.
 fn rename(raw: &RawValue, name: &str) -> Option<String> {
-    let old = field(raw, "name").ok().flatten()?;
+    let old = member(raw, "name")?;
     let mut rw = Rewrite::new(raw.get());
     rw.replace(old, serde_json::to_string(name).ok()?);
     Some(rw.finish())

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde_json::value::RawValue;
 
 use super::hub::{Hub, LOG_LEVELS, log_rank};
@@ -198,10 +198,6 @@ pub fn choose(method: &str, url_mode: bool, candidates: &[Candidate<'_>]) -> Opt
             })
             .flatten()
     })
-}
-
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
 }
 
 impl Downstream for Hub {

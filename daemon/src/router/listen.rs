@@ -14,7 +14,7 @@
 
 use std::sync::Mutex;
 
-use mcpd_proto::envelope::{self, field};
+use mcpd_proto::envelope::{self, member};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -158,7 +158,7 @@ pub fn open(
     params: Option<&RawValue>,
 ) -> Result<String, String> {
     let filter = params
-        .and_then(|p| field(p, "notifications").ok().flatten())
+        .and_then(|p| member(p, "notifications"))
         .ok_or("subscriptions/listen needs params.notifications")?;
     let filter: Filter = serde_json::from_str(filter.get())
         .map_err(|e| format!("params.notifications is not a subscription filter: {e}"))?;

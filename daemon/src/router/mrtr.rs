@@ -27,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -48,10 +48,6 @@ pub const MISSING_CAPABILITY: i64 = -32021;
 const PREFIX: &str = "mcpd1.";
 /// Answers to requests mcpd sent a legacy client on behalf of a modern upstream.
 static NEXT_ASK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
-}
 
 /// The capabilities a modern request declares in `params._meta`; `None` for a legacy request
 /// (the session's `initialize` declared them).

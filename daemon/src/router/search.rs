@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -276,9 +276,7 @@ struct DescribeArgs {
 /// Handles a `tools/call` of `name` (one of the three) over the session's `tools`.
 pub fn handle(name: &str, msg: &Envelope<'_>, tools: &[&Entry]) -> Handled {
     let id = msg.id.unwrap_or(RawValue::NULL);
-    let args = msg
-        .params
-        .and_then(|p| field(p, "arguments").ok().flatten());
+    let args = msg.params.and_then(|p| member(p, "arguments"));
     let bad = |message: String| {
         Handled::Answer(envelope::error_response(
             Some(id),
@@ -367,12 +365,10 @@ pub enum CallToolError {
 /// `_meta` (progress token), the arguments spliced in as sent (decoded once if a string).
 fn call_line(msg: &Envelope<'_>, args: Option<&RawValue>) -> Result<String, CallToolError> {
     let args = args.ok_or(CallToolError::Usage)?;
-    let name = field(args, "name")
-        .ok()
-        .flatten()
+    let name = member(args, "name")
         .filter(|n| n.get().starts_with('"'))
         .ok_or(CallToolError::Usage)?;
-    let arguments = match field(args, "arguments").ok().flatten() {
+    let arguments = match member(args, "arguments") {
         None => "{}".to_owned(),
         Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
         Some(raw) if raw.get().starts_with('"') => {
@@ -388,7 +384,7 @@ fn call_line(msg: &Envelope<'_>, args: Option<&RawValue>) -> Result<String, Call
     };
     let meta = msg
         .params
-        .and_then(|p| field(p, "_meta").ok().flatten())
+        .and_then(|p| member(p, "_meta"))
         .map(|m| format!(",\"_meta\":{}", m.get()))
         .unwrap_or_default();
     let id = msg.id.unwrap_or(RawValue::NULL);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mcpd_proto::ServerState;
-use mcpd_proto::envelope::{self, Envelope, Kind, field};
+use mcpd_proto::envelope::{self, Envelope, Kind, field, member};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -1468,11 +1468,6 @@ pub(super) struct ServerInfo {
     pub(super) name: String,
     #[serde(default)]
     pub(super) version: String,
-}
-
-/// Member `key` of the JSON object `object`, if it has one.
-pub(super) fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
 }
 
 fn parse_caps(caps: &RawValue) -> UpstreamCaps {

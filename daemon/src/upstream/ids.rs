@@ -27,15 +27,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mcpd_proto::envelope::{Envelope, field};
+use mcpd_proto::envelope::{Envelope, member};
 use serde_json::value::RawValue;
 
 /// Ids of the requests upstreams send to clients, unique for the daemon's life.
 static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
-
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
-}
 
 /// A client's request on its way to an upstream: its id and progress token become
 /// `upstream_id`, and `rename` (the namespaced name, the upstream's own) is applied. Returns

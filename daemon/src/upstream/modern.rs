@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde_json::value::RawValue;
 
 use super::ClientCaps;
@@ -113,7 +113,7 @@ pub fn stamp(line: &str, caps: &ClientCaps, log_level: Option<&str>) -> String {
             out.push_str(&line[end..]);
             return out;
         }
-        Some(params) => match field(params, META).ok().flatten() {
+        Some(params) => match member(params, META) {
             Some(meta) if meta.get().starts_with('{') => {
                 let kept = unreserved_members(meta);
                 let mut text = format!("{{{ours}");
@@ -190,9 +190,7 @@ pub fn notification(method: &str, params: &serde_json::Value) -> String {
 /// What a `server/discover` answer means (see [`Probe`]).
 pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
     if let Some(result) = msg.result {
-        let versions = field(result, "supportedVersions")
-            .ok()
-            .flatten()
+        let versions = member(result, "supportedVersions")
             .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok());
         return match versions {
             Some(v) if v.iter().any(|v| v == MODERN_VERSION) => Probe::Modern,
@@ -206,12 +204,10 @@ pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
     let Some(error) = msg.error else {
         return Probe::Legacy("server/discover answered neither result nor error".into());
     };
-    let code = field(error, "code").ok().flatten().map(RawValue::get);
+    let code = member(error, "code").map(RawValue::get);
     if code == Some(UNSUPPORTED_PROTOCOL_VERSION) {
-        let supported = field(error, "data")
-            .ok()
-            .flatten()
-            .and_then(|d| field(d, "supported").ok().flatten())
+        let supported = member(error, "data")
+            .and_then(|d| member(d, "supported"))
             .and_then(|s| serde_json::from_str::<Vec<String>>(s.get()).ok())
             .unwrap_or_default();
         // Revisions are dates: an older one is of the handshake era.
@@ -235,13 +231,9 @@ pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
 pub fn discovered(
     result: &RawValue,
 ) -> (Option<&RawValue>, Option<String>, Option<(String, String)>) {
-    use super::actor::{ServerInfo, member};
+    use super::actor::ServerInfo;
     let info = member(result, "_meta")
-        .and_then(|m| {
-            field(m, "io.modelcontextprotocol/serverInfo")
-                .ok()
-                .flatten()
-        })
+        .and_then(|m| member(m, "io.modelcontextprotocol/serverInfo"))
         .and_then(|i| serde_json::from_str::<ServerInfo>(i.get()).ok())
         .map(|i| (i.name, i.version));
     let instructions =
@@ -274,7 +266,7 @@ pub fn http_headers(line: &str) -> Vec<(&'static str, String)> {
     };
     let name = msg
         .params
-        .and_then(|p| field(p, key).ok().flatten())
+        .and_then(|p| member(p, key))
         .and_then(|n| envelope::decode_str(n).ok());
     if let Some(name) = name {
         let plain = !name.is_empty()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::{AbortHandle, Aborted};
-use mcpd_proto::envelope::{self, Envelope, Kind, field};
+use mcpd_proto::envelope::{self, Envelope, Kind, member};
 use mcpd_proto::observe::Direction;
 use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
@@ -523,7 +523,7 @@ impl Session {
     fn set_level(&self, msg: &Envelope<'_>, id: &RawValue) -> String {
         let level = msg
             .params
-            .and_then(|p| field(p, "level").ok().flatten())
+            .and_then(|p| member(p, "level"))
             .and_then(|l| envelope::decode_str(l).ok());
         let Some(rank) = level.as_deref().and_then(log_rank) else {
             return envelope::error_response(
@@ -621,9 +621,7 @@ impl Session {
         match msg.method() {
             "notifications/initialized" => self.initialized = true,
             "notifications/cancelled" => {
-                let request = msg
-                    .params
-                    .and_then(|p| field(p, "requestId").ok().flatten());
+                let request = msg.params.and_then(|p| member(p, "requestId"));
                 if request.is_some_and(|r| {
                     listen::cancel(&self.services, &self.profile, &self.link, r.get())
                 }) {
@@ -776,7 +774,7 @@ impl RequestContext {
         let line = self.line.clone();
         let Some(msg) = parse(&line) else { return };
         let id = msg.id.unwrap_or(RawValue::NULL);
-        let cursor = msg.params.and_then(|p| field(p, "cursor").ok().flatten());
+        let cursor = msg.params.and_then(|p| member(p, "cursor"));
         let offset = match cursor.map(|c| serde_json::from_str::<Option<String>>(c.get())) {
             None | Some(Ok(None)) => 0,
             Some(Ok(Some(c))) => match c
@@ -1302,10 +1300,6 @@ fn parse(line: &Bytes) -> Option<Envelope<'_>> {
     std::str::from_utf8(line)
         .ok()
         .and_then(|t| Envelope::parse(t).ok())
-}
-
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
 }
 
 /// A (un)subscription counted in the hub before the upstream answered it.

@@ -8,7 +8,7 @@
 //! missing; every other byte stays as mcpd or the upstream wrote it (invariant 1). Upstreams
 //! are spoken to in their own era (`upstream::modern`, `router::mrtr`).
 
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -70,12 +70,12 @@ struct Info {
 pub fn era(msg: &Envelope<'_>) -> Era {
     let meta = msg
         .params
-        .and_then(|p| field(p, "_meta").ok().flatten())
+        .and_then(|p| member(p, "_meta"))
         .filter(|m| m.get().starts_with('{'));
     let Some(meta) = meta else {
         return Era::Legacy;
     };
-    let member = |key: &str| field(meta, key).ok().flatten();
+    let member = |key: &str| member(meta, key);
     let Some(version) = member(META_VERSION) else {
         return Era::Legacy;
     };
@@ -196,7 +196,7 @@ pub fn complete(line: String, cacheable: bool) -> String {
     let Some(result) = msg.result.filter(|r| r.get().starts_with('{')) else {
         return line;
     };
-    let has = |key: &str| field(result, key).ok().flatten().is_some();
+    let has = |key: &str| member(result, key).is_some();
     let mut add = Vec::new();
     if !has("resultType") {
         add.push("\"resultType\":\"complete\"".to_owned());

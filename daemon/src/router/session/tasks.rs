@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use mcpd_proto::envelope::{self, Envelope, field};
+use mcpd_proto::envelope::{self, Envelope, member};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -118,10 +118,6 @@ fn declares_extension(msg: &Envelope<'_>) -> bool {
         .and_then(|c| member(c, "extensions"))
         .and_then(|e| member(e, EXTENSION))
         .is_some()
-}
-
-fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    field(object, key).ok().flatten()
 }
 
 /// How a `tools/call` relates to tasks.

@@ -404,7 +404,7 @@ pub(super) fn session_id(response: &Response) -> Result<Option<HeaderValue>, Fai
 pub(super) fn negotiated_protocol(answer: &[u8]) -> Option<HeaderValue> {
     let text = std::str::from_utf8(answer).ok()?;
     let msg = Envelope::parse(text).ok()?;
-    let version = envelope::field(msg.result?, "protocolVersion").ok()??;
+    let version = envelope::member(msg.result?, "protocolVersion")?;
     let version = envelope::decode_str(version).ok()?;
     HeaderValue::from_str(&version).ok()
 }
