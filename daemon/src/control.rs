@@ -202,9 +202,9 @@ async fn login(
             result = &mut done => {
                 let response = match result {
                     Ok(Ok(message)) => ControlResponse::LoginFinished { ok: true, message },
-                    Ok(Err(message)) => {
-                        tracing::warn!(server, "login failed: {message}");
-                        ControlResponse::LoginFinished { ok: false, message }
+                    Ok(Err(e)) => {
+                        tracing::warn!(server, "login failed: {e}");
+                        ControlResponse::LoginFinished { ok: false, message: e.to_string() }
                     }
                     Err(_) => ControlResponse::LoginFinished { ok: false, message: "the login was abandoned".into() },
                 };

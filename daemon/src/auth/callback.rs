@@ -166,7 +166,7 @@ async fn one_request(
 ) -> Verdict {
     let verdict = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(head)) => judge_request(&head, port, expected),
-        Ok(Err(e)) => Verdict::Refused(e),
+        Ok(Err(e)) => Verdict::Refused(e.to_string()),
         Err(_) => Verdict::Refused("the request did not arrive in time".into()),
     };
     let (status, text) = match &verdict {
@@ -295,24 +295,34 @@ fn judge_query(query: &str, expected: &Expected) -> Verdict {
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<String, String> {
+/// Why a connection to the callback port brought no request head (the request is refused).
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("read failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the connection closed early")]
+    ClosedEarly,
+    #[error("the request is not UTF-8")]
+    NotUtf8,
+    #[error("the request is too long")]
+    TooLong,
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
+        let n = stream.read(&mut buf).await.map_err(HeadError::Read)?;
         if n == 0 {
-            return Err("the connection closed early".into());
+            return Err(HeadError::ClosedEarly);
         }
         head.extend_from_slice(&buf[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             head.truncate(end);
-            return String::from_utf8(head).map_err(|_| "the request is not UTF-8".into());
+            return String::from_utf8(head).map_err(|_| HeadError::NotUtf8);
         }
         if head.len() > MAX_HEAD {
-            return Err("the request is too long".into());
+            return Err(HeadError::TooLong);
         }
     }
 }
@@ -462,6 +472,43 @@ mod tests {
         let replies = client.await.unwrap();
         assert!(replies[0].starts_with("HTTP/1.1 400"), "{}", replies[0]);
         assert!(replies[1].starts_with("HTTP/1.1 200"), "{}", replies[1]);
+    }
+
+    /// `read_head` on the server side of a connection the client wrote `bytes` to and closed.
+    async fn head_of(bytes: Vec<u8>) -> Result<String, HeadError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            s.shutdown().await.unwrap();
+            s
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut stream).await;
+        drop(client.await.unwrap());
+        head
+    }
+
+    #[tokio::test]
+    async fn a_request_head_is_read_to_its_blank_line_or_refused_with_the_reason() {
+        let head = head_of(b"GET /callback HTTP/1.1\r\nHost: h\r\n\r\nbody".to_vec()).await;
+        assert_eq!(head.unwrap(), "GET /callback HTTP/1.1\r\nHost: h");
+        let e = head_of(b"GET /callback HTTP/1.1\r\n".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HeadError::ClosedEarly));
+        assert_eq!(e.to_string(), "the connection closed early");
+        let e = head_of(b"GET /\xff HTTP/1.1\r\n\r\n".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HeadError::NotUtf8));
+        assert_eq!(e.to_string(), "the request is not UTF-8");
+        let e = head_of(vec![b'a'; MAX_HEAD + 2048]).await.unwrap_err();
+        assert!(matches!(e, HeadError::TooLong));
+        assert_eq!(e.to_string(), "the request is too long");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! shows (the cause included), and the cause is also the error's `source()`.
 
 use super::discovery::DiscoveryError;
+use super::grant::GrantError;
 use super::store::StoreError;
 
 impl From<getrandom::Error> for AuthError {
@@ -113,4 +114,48 @@ pub enum AuthError {
         /// What went wrong.
         why: String,
     },
+}
+
+/// Why a login under way ended without logging in: the outcome `mcpctl login` shows
+/// (`login-finished` with `ok: false` and this message).
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// A newer login replaced it, or the control connection that started it closed.
+    #[error("the login was cancelled")]
+    Cancelled,
+    /// The browser did not come back in time.
+    #[error("no answer from the browser within {minutes} minutes")]
+    TimedOut {
+        /// [`LOGIN_TIMEOUT`](super::LOGIN_TIMEOUT) in minutes.
+        minutes: u64,
+    },
+    /// The awaited redirect carried an error, a wrong issuer or no code (the callback page's
+    /// words).
+    #[error("{0}")]
+    Redirect(String),
+    /// The authorization server did not give tokens for the code.
+    #[error("the code exchange failed: {0}")]
+    Exchange(#[source] GrantError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_login_says_why_in_the_words_mcpctl_shows() {
+        assert_eq!(LoginError::Cancelled.to_string(), "the login was cancelled");
+        assert_eq!(
+            LoginError::TimedOut { minutes: 10 }.to_string(),
+            "no answer from the browser within 10 minutes"
+        );
+        let exchange =
+            LoginError::Exchange(GrantError::Rejected("HTTP 400, error invalid_grant".into()));
+        assert_eq!(
+            exchange.to_string(),
+            "the code exchange failed: HTTP 400, error invalid_grant"
+        );
+        let source = std::error::Error::source(&exchange).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("HTTP 400, error invalid_grant"));
+    }
 }

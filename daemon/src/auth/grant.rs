@@ -94,20 +94,36 @@ pub struct Grant {
 }
 
 /// A token request failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// The grant is dead (`invalid_grant` and other OAuth refusals): drop the tokens.
+    #[error("{0}")]
     Rejected(String),
     /// Nothing was decided (network, 5xx): keep the tokens.
+    #[error("{0}")]
     Unavailable(String),
 }
 
-impl std::fmt::Display for GrantError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Rejected(m) | Self::Unavailable(m) => f.write_str(m),
-        }
-    }
+/// Revoking a grant's tokens failed (best effort: the login is gone either way).
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The revocation request did not get an answer, or an OAuth error.
+    #[error("revoking at {endpoint}: {source}")]
+    Request {
+        /// The revocation endpoint.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: HttpError,
+    },
+    /// The revocation endpoint answered with an unsuccessful status.
+    #[error("revoking at {endpoint}: HTTP {status}")]
+    Status {
+        /// The revocation endpoint.
+        endpoint: String,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+    },
 }
 
 impl From<HttpError> for GrantError {
@@ -269,7 +285,7 @@ impl Grant {
 
     /// RFC 7009: revokes the refresh token (which ends the grant) and the access token.
     /// Best effort: failures are reported, never fatal.
-    pub async fn revoke(&self, http: &Http) -> Result<bool, String> {
+    pub async fn revoke(&self, http: &Http) -> Result<bool, RevokeError> {
         let Some(endpoint) = &self.revocation_endpoint else {
             return Ok(false);
         };
@@ -283,11 +299,17 @@ impl Grant {
             let response = http
                 .post_form(endpoint, &form, basic)
                 .await
-                .map_err(|e| format!("revoking at {endpoint}: {e}"))?;
+                .map_err(|source| RevokeError::Request {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
             let status = response.status();
             let _ = read_body(response).await;
             if !status.is_success() {
-                return Err(format!("revoking at {endpoint}: HTTP {status}"));
+                return Err(RevokeError::Status {
+                    endpoint: endpoint.clone(),
+                    status,
+                });
             }
         }
         Ok(true)

@@ -27,11 +27,13 @@ pub struct Http {
 }
 
 /// A failed request to an authorization server.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// It could not be reached or did not answer: nothing was decided, stored tokens stay.
+    #[error("{0}")]
     Network(String),
     /// It answered with an OAuth error (`error`, and `error_description` when given).
+    #[error("HTTP {status}, error {error}{}", .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     OAuth {
         /// HTTP status.
         status: u16,
@@ -41,29 +43,9 @@ pub enum HttpError {
         description: Option<String>,
     },
     /// It answered something else that is not what was asked for.
+    #[error("{0}")]
     Protocol(String),
 }
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Network(m) | Self::Protocol(m) => f.write_str(m),
-            Self::OAuth {
-                status,
-                error,
-                description,
-            } => {
-                write!(f, "HTTP {status}, error {error}")?;
-                if let Some(d) = description {
-                    write!(f, ": {d}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 impl Http {
     /// Builds the clients (rustls, the ring provider).
@@ -274,4 +256,30 @@ fn network(e: &reqwest::Error) -> String {
         text = format!("{shown}: {text}");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oauth_error_says_the_status_the_code_and_the_description_when_given() {
+        let e = oauth_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant","error_description":"the code expired"}"#,
+        );
+        assert!(matches!(e, HttpError::OAuth { status: 400, .. }));
+        assert_eq!(
+            e.to_string(),
+            "HTTP 400, error invalid_grant: the code expired"
+        );
+        let e = oauth_error(StatusCode::UNAUTHORIZED, br#"{"error":"invalid_client"}"#);
+        assert_eq!(e.to_string(), "HTTP 401, error invalid_client");
+        let e = oauth_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(matches!(e, HttpError::Network(_)));
+        assert_eq!(
+            e.to_string(),
+            "the authorization server answered HTTP 502 Bad Gateway"
+        );
+    }
 }

@@ -114,39 +114,105 @@ pub fn url_hashes(url: &Url) -> Vec<String> {
 /// A file's bytes (zeroed when dropped) and its metadata.
 type Read = (Zeroizing<Vec<u8>>, fs::Metadata);
 
+/// Why mcp-remote's login for a server is not imported (logged; the server then waits for
+/// `mcpctl login`). Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file exists but cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file opened but cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Someone else's file: it could have been planted.
+    #[error("{} belongs to another user; it is not used", path.display())]
+    OtherOwner {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writable by others, not a regular file, or too large.
+    #[error("{} is writable by others (or not a small file); it is not used", path.display())]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The tokens file is not what mcp-remote writes.
+    #[error("{} is not mcp-remote's tokens: {source}", path.display())]
+    NotTokens {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Tokens without the client they were issued to cannot be used.
+    #[error("{} has no {client_file} beside it (the client the tokens were issued to)", tokens.display())]
+    NoClient {
+        /// The tokens file.
+        tokens: PathBuf,
+        /// The client information file's name.
+        client_file: String,
+    },
+    /// The client information file is not what mcp-remote writes.
+    #[error("{} is not mcp-remote's client information: {source}", path.display())]
+    NotClient {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Reads a small JSON file that must be ours and not writable by others.
-fn read_owned(path: &Path) -> Result<Option<Read>, String> {
+fn read_owned(path: &Path) -> Result<Option<Read>, ImportError> {
+    let read_error = |source| ImportError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let bytes = match fs::File::open(path) {
         Ok(file) => {
-            let meta = file
-                .metadata()
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let meta = file.metadata().map_err(read_error)?;
             if meta.uid() != nix::unistd::geteuid().as_raw() {
-                return Err(format!(
-                    "{} belongs to another user; it is not used",
-                    path.display()
-                ));
+                return Err(ImportError::OtherOwner {
+                    path: path.to_owned(),
+                });
             }
             if meta.mode() & 0o022 != 0 || !meta.is_file() || meta.len() > MAX_FILE {
-                return Err(format!(
-                    "{} is writable by others (or not a small file); it is not used",
-                    path.display()
-                ));
+                return Err(ImportError::Unsafe {
+                    path: path.to_owned(),
+                });
             }
             let mut bytes = Zeroizing::new(Vec::new());
-            std::io::Read::read_to_end(&mut &file, &mut bytes)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(read_error)?;
             (bytes, meta)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        Err(source) => {
+            return Err(ImportError::Open {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     Ok(Some(bytes))
 }
 
 /// mcp-remote's login for `url` under `base`, the most recently written one when several
 /// storage versions have one.
-fn find(base: &Path, url: &Url) -> Result<Option<Found>, String> {
+fn find(base: &Path, url: &Url) -> Result<Option<Found>, ImportError> {
     let Ok(entries) = fs::read_dir(base) else {
         return Ok(None);
     };
@@ -189,24 +255,25 @@ fn find(base: &Path, url: &Url) -> Result<Option<Found>, String> {
             tokens_path.display()
         );
     }
-    let tokens: TokensFile = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not mcp-remote's tokens: {e}", tokens_path.display()))?;
+    let tokens: TokensFile =
+        serde_json::from_slice(&bytes).map_err(|source| ImportError::NotTokens {
+            path: tokens_path.clone(),
+            source,
+        })?;
     let Some((bytes, _)) = read_owned(&client_path)? else {
-        return Err(format!(
-            "{} has no {} beside it (the client the tokens were issued to)",
-            tokens_path.display(),
-            client_path
+        return Err(ImportError::NoClient {
+            client_file: client_path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
+                .unwrap_or_default(),
+            tokens: tokens_path,
+        });
     };
-    let client: ClientFile = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{} is not mcp-remote's client information: {e}",
-            client_path.display()
-        )
-    })?;
+    let client: ClientFile =
+        serde_json::from_slice(&bytes).map_err(|source| ImportError::NotClient {
+            path: client_path.clone(),
+            source,
+        })?;
     let written = meta
         .modified()
         .ok()
@@ -385,7 +452,17 @@ mod tests {
             0o644,
         );
         // Without the client information the tokens cannot be used.
-        assert!(find(base.path(), &a).is_err());
+        let Err(e) = find(base.path(), &a) else {
+            panic!("tokens without client information were used")
+        };
+        assert!(matches!(e, ImportError::NoClient { .. }));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} has no {ha}_client_info.json beside it (the client the tokens were issued to)",
+                dir.join(format!("{ha}_tokens.json")).display()
+            )
+        );
         write(
             &dir.join(format!("{ha}_client_info.json")),
             r#"{"client_id":"client-a","redirect_uris":["http://localhost:3334/oauth/callback"]}"#,
@@ -401,6 +478,9 @@ mod tests {
             fs::Permissions::from_mode(0o666),
         )
         .unwrap();
-        assert!(find(base.path(), &a).is_err());
+        assert!(matches!(
+            find(base.path(), &a),
+            Err(ImportError::Unsafe { .. })
+        ));
     }
 }

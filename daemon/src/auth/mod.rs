@@ -52,7 +52,7 @@ use url::Url;
 use self::callback::{Expected, Listener, Verdict};
 use self::clock::Clock;
 use self::discovery::{Challenge, Discovered};
-pub use self::error::AuthError;
+pub use self::error::{AuthError, LoginError};
 use self::grant::{AuthMethod, Client, ClientKind, Grant, GrantError};
 use self::http::Http;
 use self::store::{CredentialStore, Store, StoreError};
@@ -114,10 +114,14 @@ pub struct ServerAuth {
     clock: Clock,
 }
 
+/// A pasted redirect URL on its way to the login under way, and where its verdict goes
+/// ([`AuthError::PasteRefused`] with the callback page's words when refused).
+type Paste = (String, oneshot::Sender<Result<(), AuthError>>);
+
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    paste: mpsc::Sender<(String, oneshot::Sender<Result<(), String>>)>,
+    paste: mpsc::Sender<Paste>,
     cancel: CancellationToken,
 }
 
@@ -126,8 +130,8 @@ struct Pending {
 pub struct LoginStarted {
     /// The authorization URL.
     pub url: String,
-    /// `Ok(summary)` or `Err(why)` when the login ends.
-    pub done: oneshot::Receiver<Result<String, String>>,
+    /// `Ok(summary)` or why not, when the login ends.
+    pub done: oneshot::Receiver<Result<String, LoginError>>,
     /// Cancelling it abandons the login (the control connection closed).
     pub cancel: CancellationToken,
 }
@@ -577,9 +581,7 @@ impl AuthManager {
             .await
             .map_err(|_| AuthError::LoginEnded)?;
         // A pasted URL the login refused: its reason, as the callback page would say it.
-        rx.await
-            .map_err(|_| AuthError::LoginEnded)?
-            .map_err(AuthError::PasteRefused)
+        rx.await.map_err(|_| AuthError::LoginEnded)?
     }
 
     /// Starts a login to `server`: discovery, registration, the callback listener. Returns
@@ -861,9 +863,9 @@ impl Flow {
     async fn run(
         &self,
         listener: Listener,
-        mut paste: mpsc::Receiver<(String, oneshot::Sender<Result<(), String>>)>,
+        mut paste: mpsc::Receiver<Paste>,
         cancel: CancellationToken,
-    ) -> Result<String, String> {
+    ) -> Result<String, LoginError> {
         let server = self.auth.name.clone();
         // Every connection to the port is served in a task of its own: an idle one cannot
         // hold the browser's redirect back.
@@ -874,15 +876,15 @@ impl Flow {
             tokio::select! {
                 () = cancel.cancelled() => {
                     tracing::info!(server = %server, "login cancelled");
-                    return Err("the login was cancelled".into());
+                    return Err(LoginError::Cancelled);
                 }
                 () = &mut deadline => {
-                    return Err(format!("no answer from the browser within {} minutes", LOGIN_TIMEOUT.as_secs() / 60));
+                    return Err(LoginError::TimedOut { minutes: LOGIN_TIMEOUT.as_secs() / 60 });
                 }
                 verdict = listener.next() => match verdict {
                     Verdict::Code(code) => break code,
                     Verdict::Refused(why) => tracing::warn!(server = %server, "refused a request to the login callback: {why}"),
-                    Verdict::Failed(why) => return Err(why),
+                    Verdict::Failed(why) => return Err(LoginError::Redirect(why)),
                 },
                 Some((url, reply)) = paste.recv() => match callback::judge_pasted(&url, listener.port(), &self.expected) {
                     Verdict::Code(code) => {
@@ -890,11 +892,11 @@ impl Flow {
                         break code;
                     }
                     Verdict::Refused(why) => {
-                        let _ = reply.send(Err(why));
+                        let _ = reply.send(Err(AuthError::PasteRefused(why)));
                     }
                     Verdict::Failed(why) => {
-                        let _ = reply.send(Err(why.clone()));
-                        return Err(why);
+                        let _ = reply.send(Err(AuthError::PasteRefused(why.clone())));
+                        return Err(LoginError::Redirect(why));
                     }
                 },
             }
@@ -911,7 +913,7 @@ impl Flow {
             &self.discovered.resource,
         )
         .await
-        .map_err(|e| format!("the code exchange failed: {e}"))?;
+        .map_err(LoginError::Exchange)?;
         // The server granted what was asked unless it said otherwise (RFC 6749 §5.1).
         let scopes = issued.scopes.unwrap_or_else(|| self.scopes.clone());
         let grant = Grant {

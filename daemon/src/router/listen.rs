@@ -41,7 +41,27 @@ struct Listen {
     resources: Vec<(String, String)>,
 }
 
-#[derive(Deserialize, Default)]
+/// Why a `subscriptions/listen` was refused (answered `-32602` with this message).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// No filter.
+    #[error("subscriptions/listen needs params.notifications")]
+    NoFilter,
+    /// A filter that is not one.
+    #[error("params.notifications is not a subscription filter: {0}")]
+    BadFilter(#[source] serde_json::Error),
+    /// The id of a listen still open.
+    #[error("a subscription with id {id} is already open")]
+    AlreadyOpen {
+        /// The id, as the client wrote it.
+        id: String,
+    },
+    /// The acknowledgment could not be encoded.
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+#[derive(Deserialize, Default, Debug)]
 #[serde(rename_all = "camelCase")]
 struct Filter {
     #[serde(default)]
@@ -156,15 +176,11 @@ pub fn open(
     servers: &[String],
     id: &RawValue,
     params: Option<&RawValue>,
-) -> Result<String, String> {
-    let filter = params
-        .and_then(|p| member(p, "notifications"))
-        .ok_or("subscriptions/listen needs params.notifications")?;
-    let filter: Filter = serde_json::from_str(filter.get())
-        .map_err(|e| format!("params.notifications is not a subscription filter: {e}"))?;
+) -> Result<String, ListenError> {
+    let filter = filter(params)?;
     let id_text = id.get().to_owned();
     if link.listens().lock().iter().any(|l| l.id == id_text) {
-        return Err(format!("a subscription with id {id_text} is already open"));
+        return Err(ListenError::AlreadyOpen { id: id_text });
     }
     let mut resources = Vec::new();
     for uri in &filter.resource_subscriptions {
@@ -219,12 +235,20 @@ pub fn open(
         resources,
     });
     let params = RawValue::from_string(json!({ "notifications": honored }).to_string())
-        .map_err(|e| e.to_string())?;
+        .map_err(ListenError::Encode)?;
     Ok(tagged(
         "notifications/subscriptions/acknowledged",
         Some(&params),
         &id_text,
     ))
+}
+
+/// The filter of a listen's `params`.
+fn filter(params: Option<&RawValue>) -> Result<Filter, ListenError> {
+    let filter = params
+        .and_then(|p| member(p, "notifications"))
+        .ok_or(ListenError::NoFilter)?;
+    serde_json::from_str(filter.get()).map_err(ListenError::BadFilter)
 }
 
 /// A legacy client's (un)subscription of `uri` on a modern upstream, the first or last on that
@@ -288,6 +312,34 @@ pub fn end_all(link: &SessionLink) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listen_without_a_filter_or_with_a_bad_one_is_refused_with_the_reason() {
+        let raw = |t: &str| RawValue::from_string(t.to_owned()).unwrap();
+        let e = filter(None).unwrap_err();
+        assert!(matches!(e, ListenError::NoFilter));
+        assert_eq!(
+            e.to_string(),
+            "subscriptions/listen needs params.notifications"
+        );
+        assert!(matches!(
+            filter(Some(&raw("{}"))),
+            Err(ListenError::NoFilter)
+        ));
+        let e = filter(Some(&raw(r#"{"notifications":{"toolsListChanged":1}}"#))).unwrap_err();
+        assert!(matches!(e, ListenError::BadFilter(_)));
+        assert!(
+            e.to_string()
+                .starts_with("params.notifications is not a subscription filter: "),
+            "{e}"
+        );
+        let ok = filter(Some(&raw(
+            r#"{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["a://b"]}}"#,
+        )))
+        .unwrap();
+        assert!(ok.tools_list_changed && !ok.prompts_list_changed);
+        assert_eq!(ok.resource_subscriptions, ["a://b"]);
+    }
 
     #[test]
     fn tagging_adds_the_subscription_id_to_meta_and_keeps_the_rest() {

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::modern::{self, Era, Probe};
 use super::transport::{Event, HandshakeError, OutKind, Outbound, Transport};
 use super::{
-    CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, Forward, InstanceKey, Item,
-    ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
+    CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, ControlOpError, Forward,
+    InstanceKey, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
 };
 use crate::config::ServerSpec;
 
@@ -383,10 +383,9 @@ impl Actor {
                     },
                 ),
                 Some(Command::Control { done, .. }) => {
-                    let _ = done.send(Err(format!(
-                        "server `{}` is being replaced (reload); try again in a moment",
-                        self.name
-                    )));
+                    let _ = done.send(Err(ControlOpError::Replacing {
+                        server: self.name.clone(),
+                    }));
                 }
                 Some(_) => {}
             }
@@ -566,7 +565,7 @@ impl Actor {
         .await
         {
             Ok(t) => t,
-            Err(why) => return Outcome::Failed(why),
+            Err(why) => return Outcome::Failed(why.to_string()),
         };
         let pid = transport.pid();
         tracing::info!(server = %self.name, pid, "started `{}`", self.spec.describe());
@@ -1250,11 +1249,10 @@ impl Actor {
     ) {
         let page = match msg.result {
             Some(result) => parse_page(result, kind),
-            None => Err(format!(
-                "{} failed: {}",
-                kind.method(),
-                preview(msg.error.map(RawValue::get).unwrap_or("?"))
-            )),
+            None => Err(PageError::Failed {
+                method: kind.method(),
+                error: preview(msg.error.map(RawValue::get).unwrap_or("?")),
+            }),
         };
         let next = match page {
             Ok((items, next)) => {
@@ -1489,13 +1487,45 @@ fn parse_caps(caps: &RawValue) -> UpstreamCaps {
     }
 }
 
+/// Why a page of a list brought nothing (logged; the list keeps what earlier pages brought).
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    /// The upstream answered the list request with an error.
+    #[error("{method} failed: {error}")]
+    Failed {
+        method: &'static str,
+        /// The error object, shortened.
+        error: String,
+    },
+    #[error("{method} result is not an object: {source}")]
+    NotAnObject {
+        method: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{method} `{field}` is not an array: {source}")]
+    NotAnArray {
+        method: &'static str,
+        field: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Parses one list result page: the items and the next cursor.
-fn parse_page(result: &RawValue, kind: ListKind) -> Result<(Vec<Item>, Option<String>), String> {
-    let items = field(result, kind.field())
-        .map_err(|e| format!("{} result is not an object: {e}", kind.method()))?;
+fn parse_page(result: &RawValue, kind: ListKind) -> Result<(Vec<Item>, Option<String>), PageError> {
+    let items = field(result, kind.field()).map_err(|source| PageError::NotAnObject {
+        method: kind.method(),
+        source,
+    })?;
     let items = match items {
-        Some(t) => serde_json::from_str::<Vec<&RawValue>>(t.get())
-            .map_err(|e| format!("{} `{}` is not an array: {e}", kind.method(), kind.field()))?,
+        Some(t) => serde_json::from_str::<Vec<&RawValue>>(t.get()).map_err(|source| {
+            PageError::NotAnArray {
+                method: kind.method(),
+                field: kind.field(),
+                source,
+            }
+        })?,
         None => Vec::new(),
     };
     let mut out = Vec::with_capacity(items.len());
@@ -1538,7 +1568,9 @@ fn reject(cmd: Command, error: RouteError) {
             let _ = done.send(());
         }
         Command::Control { done, .. } => {
-            let _ = done.send(Err(error.message));
+            let _ = done.send(Err(ControlOpError::Refused {
+                message: error.message,
+            }));
         }
         _ => {}
     }

@@ -310,3 +310,36 @@ async fn a_call_during_the_backoff_after_a_quick_failure_waits_for_the_restart()
     );
     assert_eq!(handle.snapshot().restarts, 1);
 }
+
+#[test]
+fn a_list_page_gives_its_named_items_and_cursor_or_says_what_is_wrong_with_it() {
+    use super::super::ListKind;
+    use super::{PageError, parse_page};
+    use serde_json::value::RawValue;
+    let raw = |t: &str| RawValue::from_string(t.to_owned()).unwrap();
+    let page = raw(r#"{"tools":[{"name":"a","x":1.50},{"title":"nameless"}],"nextCursor":"c2"}"#);
+    let (items, next) = parse_page(&page, ListKind::Tools).unwrap();
+    // The item without a name is skipped; the other is kept byte for byte.
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].key.as_str(), items[0].raw.get()),
+        ("a", r#"{"name":"a","x":1.50}"#)
+    );
+    assert_eq!(next.as_deref(), Some("c2"));
+    let e = parse_page(&raw(r#"{"tools":{}}"#), ListKind::Tools).unwrap_err();
+    assert!(matches!(e, PageError::NotAnArray { field: "tools", .. }));
+    assert!(
+        e.to_string()
+            .starts_with("tools/list `tools` is not an array: "),
+        "{e}"
+    );
+    let e = parse_page(&raw("[]"), ListKind::Prompts).unwrap_err();
+    assert!(matches!(
+        e,
+        PageError::NotAnObject {
+            method: "prompts/list",
+            ..
+        }
+    ));
+    assert!(std::error::Error::source(&e).is_some());
+}

@@ -320,7 +320,7 @@ enum Command {
     },
     Control {
         op: ControlOp,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<(), ControlOpError>>,
     },
 }
 
@@ -332,6 +332,36 @@ pub enum ControlOp {
     Start,
     /// Stop it and keep it stopped.
     Stop,
+}
+
+/// Why a [`ControlOp`] did not reach the instance or was refused by it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlOpError {
+    /// The instance's actor has ended (its server was removed).
+    #[error("server `{server}` has been removed")]
+    Removed {
+        /// The server.
+        server: Arc<str>,
+    },
+    /// The actor ended before it answered.
+    #[error("server `{server}` went away")]
+    Gone {
+        /// The server.
+        server: Arc<str>,
+    },
+    /// The instance is being replaced by a reload.
+    #[error("server `{server}` is being replaced (reload); try again in a moment")]
+    Replacing {
+        /// The server.
+        server: Arc<str>,
+    },
+    /// The instance refused it while stopping (the message says why, as a request would be
+    /// told).
+    #[error("{message}")]
+    Refused {
+        /// The whole message.
+        message: String,
+    },
 }
 
 /// What every upstream of one daemon works with.
@@ -538,14 +568,17 @@ impl UpstreamHandle {
     }
 
     /// Starts or stops the server on an operator's request and waits until done.
-    pub async fn control(&self, op: ControlOp) -> Result<(), String> {
+    pub async fn control(&self, op: ControlOp) -> Result<(), ControlOpError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Command::Control { op, done })
             .await
-            .map_err(|_| format!("server `{}` has been removed", self.name))?;
-        wait.await
-            .map_err(|_| format!("server `{}` went away", self.name))?
+            .map_err(|_| ControlOpError::Removed {
+                server: self.name.clone(),
+            })?;
+        wait.await.map_err(|_| ControlOpError::Gone {
+            server: self.name.clone(),
+        })?
     }
 
     /// Stops the server with the stop sequence and waits until it is gone.

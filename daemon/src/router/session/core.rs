@@ -592,8 +592,9 @@ impl Session {
                 call.finish(&ack);
                 self.send(ack).await;
             }
-            Err(message) => {
-                let answer = envelope::error_response(Some(id), envelope::INVALID_PARAMS, &message);
+            Err(e) => {
+                let answer =
+                    envelope::error_response(Some(id), envelope::INVALID_PARAMS, &e.to_string());
                 self.answer(call, answer).await;
             }
         }

@@ -9,7 +9,7 @@ mod error;
 pub mod http;
 pub mod stdio;
 
-pub use error::{HandshakeError, SendError};
+pub use error::{HandshakeError, HttpStartError, SendError, StartError};
 
 use bytes::BytesMut;
 
@@ -115,7 +115,7 @@ impl Transport {
         spec: &ServerSpec,
         records: Option<&std::path::Path>,
         auth: Option<&std::sync::Arc<crate::auth::AuthManager>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         #[cfg(test)]
         if let Some(fake) = super::fake::take(server) {
             return Ok(Transport::Fake(fake));
@@ -125,8 +125,7 @@ impl Transport {
         let spec = if spec.secrets.names.is_empty() {
             spec
         } else {
-            resolved =
-                crate::config::secret_refs::resolve(server, spec).map_err(|e| e.to_string())?;
+            resolved = crate::config::secret_refs::resolve(server, spec)?;
             &resolved.0
         };
         match &spec.transport {
@@ -135,10 +134,15 @@ impl Transport {
                     p.stop_timeouts = spec.stop;
                     Transport::Stdio(p)
                 })
-                .map_err(|e| format!("cannot start `{}`: {e}", stdio.command)),
-            TransportSpec::Http(http) => {
-                HttpTransport::start(server, http, auth.cloned()).map(Transport::Http)
-            }
+                .map_err(|source| StartError::Spawn {
+                    command: stdio.command.clone(),
+                    source,
+                }),
+            TransportSpec::Http(http) => Ok(Transport::Http(HttpTransport::start(
+                server,
+                http,
+                auth.cloned(),
+            )?)),
         }
     }
 

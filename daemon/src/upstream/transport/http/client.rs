@@ -169,18 +169,7 @@ pub(super) async fn error_preview(mut response: Response) -> String {
 
 /// A reqwest error with its causes, without the URL (its query may hold a secret).
 pub(super) fn describe_error(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    super::super::error::describe(&e.without_url())
 }
 
 /// The `WWW-Authenticate` value of a response (the Bearer challenge, if several).
@@ -200,7 +189,7 @@ pub(super) fn www_authenticate(response: &Response) -> Option<String> {
 
 /// One client per server: connection reuse, HTTP/2 by ALPN, certificate validation unless
 /// explicitly turned off, redirects only within the server's origin.
-pub(super) fn build_client(spec: &HttpSpec) -> Result<reqwest::Client, String> {
+pub(super) fn build_client(spec: &HttpSpec) -> Result<reqwest::Client, HttpStartError> {
     crate::net::install_tls_provider();
     let origin = spec.url.origin();
     let https = spec.url.scheme() == "https";
@@ -221,5 +210,5 @@ pub(super) fn build_client(spec: &HttpSpec) -> Result<reqwest::Client, String> {
         .redirect(redirects)
         .tls_danger_accept_invalid_certs(spec.insecure_skip_verify)
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", describe_error(e)))
+        .map_err(|e| HttpStartError::Client(e.without_url()))
 }

@@ -452,21 +452,34 @@ pub(super) fn too_long(len: usize) -> String {
     )
 }
 
+/// Why a JSON answer's body was not read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyError {
+    /// Over [`MAX_MESSAGE_LINE`] (at least this many bytes): dropped unread.
+    #[error("{}", too_long(*.0))]
+    TooLong(usize),
+    /// The connection failed while the body came.
+    #[error("cannot read the answer: {}", super::super::error::describe(.0))]
+    Read(#[source] reqwest::Error),
+}
+
 /// Reads a JSON body of at most [`MAX_MESSAGE_LINE`] bytes, never buffering more.
-pub(super) async fn read_limited(mut response: Response) -> Result<BytesMut, String> {
+pub(super) async fn read_limited(mut response: Response) -> Result<BytesMut, BodyError> {
     if let Some(len) = response.content_length()
         && len > MAX_MESSAGE_LINE as u64
     {
-        return Err(too_long(usize::try_from(len).unwrap_or(usize::MAX)));
+        return Err(BodyError::TooLong(
+            usize::try_from(len).unwrap_or(usize::MAX),
+        ));
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("cannot read the answer: {}", describe_error(e)))?
+        .map_err(|e| BodyError::Read(e.without_url()))?
     {
         if body.len() + chunk.len() > MAX_MESSAGE_LINE {
-            return Err(too_long(body.len() + chunk.len()));
+            return Err(BodyError::TooLong(body.len() + chunk.len()));
         }
         body.extend_from_slice(&chunk);
     }

@@ -24,7 +24,6 @@
 //! [`Event::AuthRequired`]; the actor then waits for `mcpctl login`.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Event, OutKind, Outbound};
+use super::{Event, HttpStartError, OutKind, Outbound};
 use crate::config::{HttpKind, HttpSpec, redact_url};
 use crate::upstream::process::escape_control;
 use crate::upstream::sse::{SseDecoder, SseItem};
@@ -105,15 +104,21 @@ impl HttpTransport {
         server: &str,
         spec: &HttpSpec,
         auth: Option<Arc<crate::auth::AuthManager>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HttpStartError> {
         let client = build_client(spec)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers.0 {
             // Checked when the configuration was read.
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| format!("header `{name}`: {e}"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("header `{name}` has an invalid value"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+                HttpStartError::HeaderName {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| HttpStartError::HeaderValue {
+                    name: name.to_string(),
+                })?;
             value.set_sensitive(true);
             headers.append(name, value);
         }
