@@ -31,6 +31,7 @@ pub mod protocol;
 pub mod secret_refs;
 pub mod secrets;
 mod stop;
+mod warning;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +43,7 @@ use serde_json::{Map, Value};
 pub use expand::{ExpandError, expand};
 pub use problems::{ServerProblem, did_you_mean};
 pub use stop::StopTimeouts;
+pub use warning::{Warning, WarningKind};
 
 /// Default time a request may wait for its response without progress, when a server sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -338,7 +340,7 @@ pub struct Loaded {
     /// The configuration.
     pub config: Config,
     /// Things worth telling the user that did not stop the load.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Whether the file existed (an absent file is an empty configuration).
     pub exists: bool,
     /// The file did not load and this is the last configuration that did (see
@@ -428,14 +430,17 @@ pub fn load_unchecked(path: &Path) -> Result<Loaded, ConfigError> {
     Ok(loaded)
 }
 
-fn permission_warning(path: &Path) -> Option<String> {
+fn permission_warning(path: &Path) -> Option<Warning> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
-        format!(
-            "{} is readable by other users (mode {:o}); it may hold secrets: chmod 600 it",
-            path.display(),
-            mode & 0o777
+        Warning::new(
+            WarningKind::FileReadable,
+            format!(
+                "{} is readable by other users (mode {:o}); it may hold secrets: chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ),
         )
     })
 }
@@ -613,7 +618,7 @@ fn combine(mut errors: Vec<ConfigError>, file: &Path) -> ConfigError {
 struct Walker<'a, E> {
     file: &'a Path,
     env: &'a E,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 }
 
 impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
@@ -640,9 +645,9 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
         let hint = did_you_mean(key, known)
             .map(|k| format!(" (did you mean `{k}`?)"))
             .unwrap_or_default();
-        self.warnings.push(format!(
-            "{}: unknown key `{at}` ignored{hint}",
-            self.file.display()
+        self.warnings.push(Warning::new(
+            WarningKind::UnknownKey,
+            format!("{}: unknown key `{at}` ignored{hint}", self.file.display()),
         ));
     }
 
@@ -983,10 +988,13 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
                     .flat_map(|(_, v)| secret_refs::references(v)),
             );
             if insecure_skip_verify {
-                self.warnings.push(format!(
-                    "{}: {path}.insecureSkipVerify is true: TLS certificates of {} are not checked",
-                    self.file.display(),
-                    redact_url(&url)
+                self.warnings.push(Warning::new(
+                    WarningKind::InsecureSkipVerify,
+                    format!(
+                        "{}: {path}.insecureSkipVerify is true: TLS certificates of {} are not checked",
+                        self.file.display(),
+                        redact_url(&url)
+                    ),
                 ));
             }
             spec.transport = TransportSpec::Http(HttpSpec {
@@ -1039,10 +1047,13 @@ impl<E: Fn(&str) -> Option<String>> Walker<'_, E> {
             "https" => {}
             "http" => {
                 if !net::is_loopback(&url) {
-                    self.warnings.push(format!(
-                        "{}: {server} uses plain http:// to {}: messages and credentials travel unencrypted; use https://",
-                        self.file.display(),
-                        url.host_str().unwrap_or("?")
+                    self.warnings.push(Warning::new(
+                        WarningKind::PlainHttp,
+                        format!(
+                            "{}: {server} uses plain http:// to {}: messages and credentials travel unencrypted; use https://",
+                            self.file.display(),
+                            url.host_str().unwrap_or("?")
+                        ),
                     ));
                 }
             }
@@ -1306,7 +1317,14 @@ mod tests {
             r#"{"mcpServers": {"a": {"command": "a", "idleTimoutMs": 5, "autoApprove": []}},
                 "mcpd": {"seperator": "__"}}"#,
         );
-        let warnings = loaded.warnings.join("\n");
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .all(|w| w.kind == WarningKind::UnknownKey)
+        );
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        let warnings = warnings.join("\n");
         assert!(
             warnings
                 .contains("`mcpServers.a.idleTimoutMs` ignored (did you mean `idleTimeoutMs`?)"),
@@ -1334,7 +1352,9 @@ mod tests {
         assert_eq!(spec.env["K"], "t0k");
         assert_eq!(loaded.warnings.len(), 1);
         assert!(
-            loaded.warnings[0].contains("unknown key `globalShortcut`"),
+            loaded.warnings[0]
+                .message
+                .contains("unknown key `globalShortcut`"),
             "{:?}",
             loaded.warnings
         );
@@ -1441,7 +1461,12 @@ mod tests {
         );
         // Loopback over plain http is fine; only the explicit TLS opt-out is worth a warning.
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-        assert!(loaded.warnings[0].contains("mcpServers.c.insecureSkipVerify"));
+        assert_eq!(loaded.warnings[0].kind, WarningKind::InsecureSkipVerify);
+        assert!(
+            loaded.warnings[0]
+                .message
+                .contains("mcpServers.c.insecureSkipVerify")
+        );
     }
 
     #[test]
@@ -1451,7 +1476,10 @@ mod tests {
         assert!(loaded.config.servers.contains_key("a"));
         assert_eq!(loaded.warnings.len(), 1);
         assert!(
-            loaded.warnings[0].contains("plain http:// to mcp.example.com"),
+            loaded.warnings[0].kind == WarningKind::PlainHttp
+                && loaded.warnings[0]
+                    .message
+                    .contains("plain http:// to mcp.example.com"),
             "{:?}",
             loaded.warnings
         );

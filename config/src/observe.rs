@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{ConfigError, join, kind_of};
+use super::{ConfigError, Warning, WarningKind, join, kind_of};
 
 /// What happens when a pinned tool or prompt definition changes (`onToolChange`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,7 +150,7 @@ fn policy(
     Ok(into)
 }
 
-fn audit(file: &Path, v: &Value, warnings: &mut Vec<String>) -> Result<AuditOptions, ConfigError> {
+fn audit(file: &Path, v: &Value, warnings: &mut Vec<Warning>) -> Result<AuditOptions, ConfigError> {
     let path = "mcpd.audit";
     let obj = v.as_object().ok_or_else(|| {
         error(
@@ -186,7 +186,10 @@ fn audit(file: &Path, v: &Value, warnings: &mut Vec<String>) -> Result<AuditOpti
                     .filter(|n| *n >= 4096)
                     .ok_or_else(|| error(file, &at, "expected a number of bytes (4096 or more)"))?;
             }
-            _ => warnings.push(format!("{}: unknown key `{at}` ignored", file.display())),
+            _ => warnings.push(Warning::new(
+                WarningKind::UnknownKey,
+                format!("{}: unknown key `{at}` ignored", file.display()),
+            )),
         }
     }
     Ok(out)
@@ -196,7 +199,7 @@ fn audit(file: &Path, v: &Value, warnings: &mut Vec<String>) -> Result<AuditOpti
 pub fn collect(
     file: &Path,
     root: &Value,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<ObserveConfig, ConfigError> {
     let mut out = ObserveConfig::default();
     if let Some(mcpd) = root.get("mcpd").and_then(Value::as_object) {

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use mcpd_config::{Warning, WarningKind};
 use mcpd_proto::paths::Paths;
 use mcpd_proto::{ControlRequest, ControlResponse};
 use serde_json::Value;
@@ -298,13 +299,8 @@ fn check_config_valid(
                     )),
                 );
             }
-            // The file's mode was checked above: each problem once.
-            for w in loaded
-                .warnings
-                .into_iter()
-                .filter(|w| !w.contains("readable by other users"))
-            {
-                r.add(Level::Warn, w, None);
+            for w in not_checked_yet(loaded.warnings) {
+                r.add(Level::Warn, w.message, None);
             }
             if let Some(running) = running {
                 r.add(
@@ -325,6 +321,14 @@ fn check_config_valid(
             Vec::new()
         }
     }
+}
+
+/// The configuration's warnings that no other check reports: the file's mode was checked
+/// above (`check_config_file`), so each problem is told once.
+fn not_checked_yet(warnings: Vec<Warning>) -> impl Iterator<Item = Warning> {
+    warnings
+        .into_iter()
+        .filter(|w| w.kind != WarningKind::FileReadable)
 }
 
 /// What the systemd user manager says, if there is one.
@@ -570,5 +574,46 @@ mod tests {
         assert_eq!(resolve("plain", &path), None, "not executable");
         assert_eq!(resolve(exe.to_str().unwrap(), ""), Some(exe));
         assert_eq!(resolve("tool", "/nonexistent"), None);
+    }
+
+    #[test]
+    fn the_file_mode_warning_is_left_to_the_file_check_and_the_others_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        fs::write(
+            &config,
+            r#"{"mcpServers":{"a":{"command":"x","colour":1},"r":{"url":"http://mcp.example.com/mcp"}}}"#,
+        )
+        .unwrap();
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+        let loaded = mcpd_config::load_unchecked(&config).unwrap();
+        let kinds = |ws: &[Warning]| {
+            let mut k: Vec<WarningKind> = ws.iter().map(|w| w.kind).collect();
+            k.sort_by_key(|k| format!("{k:?}"));
+            k
+        };
+        assert_eq!(
+            kinds(&loaded.warnings),
+            [
+                WarningKind::FileReadable,
+                WarningKind::PlainHttp,
+                WarningKind::UnknownKey
+            ]
+        );
+        let shown: Vec<Warning> = not_checked_yet(loaded.warnings).collect();
+        assert_eq!(
+            kinds(&shown),
+            [WarningKind::PlainHttp, WarningKind::UnknownKey]
+        );
+        // Decided by kind, not by words: a server name that spells the mode warning's words
+        // is still shown.
+        let odd = Warning::new(
+            WarningKind::UnknownKey,
+            "config.json: unknown key `readable by other users` ignored",
+        );
+        assert_eq!(
+            not_checked_yet(vec![odd.clone()]).collect::<Vec<_>>(),
+            [odd]
+        );
     }
 }

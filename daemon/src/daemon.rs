@@ -523,7 +523,7 @@ impl Daemon {
             removed: diff.removed,
             changed: diff.changed,
             unchanged: diff.unchanged,
-            warnings: loaded.warnings,
+            warnings: loaded.warnings.into_iter().map(String::from).collect(),
             config_errors: crate::config_report::reload_errors(&loaded.config),
         })
     }
