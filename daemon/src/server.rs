@@ -229,28 +229,43 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 return;
             }
             let (id, in_flight) = daemon.add_session(attach.profile.clone(), attach.client.clone());
-            if !welcome(&mut write, Some(id)).await {
+            if !welcome(&mut write, Some(id), attach.direct).await {
                 daemon.remove_session(id);
                 return;
             }
             reader.decoder_mut().set_max(MAX_MESSAGE_LINE);
-            crate::router::session::serve(
-                daemon.services(),
-                id,
-                attach.profile,
-                attach.resume,
-                in_flight,
-                reader,
-                write,
-            )
-            .await;
+            let services = daemon.services();
+            if attach.direct {
+                // `mcp-shim --direct` hands over the client's stdio next (docs/SHIM.md).
+                crate::router::session::serve_direct(
+                    services,
+                    id,
+                    attach.profile,
+                    attach.resume,
+                    in_flight,
+                    reader,
+                    write,
+                )
+                .await;
+            } else {
+                crate::router::session::serve(
+                    services,
+                    id,
+                    attach.profile,
+                    attach.resume,
+                    in_flight,
+                    reader,
+                    write,
+                )
+                .await;
+            }
         }
         Hello::Control(control) => {
             if let Some(why) = version::mismatch(control.v, "mcpd", "mcpctl") {
                 refuse(&mut write, why).await;
                 return;
             }
-            if welcome(&mut write, None).await {
+            if welcome(&mut write, None, false).await {
                 crate::control::serve(daemon, reader, write).await;
             }
         }
@@ -260,11 +275,12 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
     }
 }
 
-async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>) -> bool {
+async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>, direct: bool) -> bool {
     let reply = HelloReply::Welcome(Welcome {
         v: PROTOCOL_VERSION,
         daemon: env!("CARGO_PKG_VERSION").into(),
         session,
+        direct,
     });
     send_line(write, &reply).await
 }

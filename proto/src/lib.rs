@@ -8,6 +8,7 @@
 //! This crate has no async runtime so that the std-only shim can depend on it.
 
 pub mod control_error;
+pub mod direct;
 pub mod envelope;
 #[cfg(test)]
 mod format_tests;

@@ -40,6 +40,10 @@ pub struct AttachHello {
     /// session continues as already initialized, without the client noticing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The shim asks to hand the client's stdio to the daemon after the welcome (`--direct`,
+    /// see [`crate::direct`]); it does so only if the welcome says `direct` too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 /// What a re-attaching shim hands the daemon so that the session continues.
@@ -109,6 +113,10 @@ pub struct Welcome {
     /// The session id, for attach hellos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
+    /// The daemon takes the client's stdio the direct hello offered (an older daemon leaves
+    /// this out, and the shim relays).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 /// `{"op":"error","v":1,"message":"..."}`
@@ -617,6 +625,7 @@ mod tests {
                 initialized: true,
                 previous_session: Some(3),
             }),
+            direct: false,
         });
         let line = serde_json::to_string(&hello).unwrap();
         assert!(line.starts_with(r#"{"op":"attach","v":1"#), "{line}");

@@ -1,4 +1,4 @@
-//! Hand-parsed command line: six flags do not justify clap's start-up cost and size.
+//! Hand-parsed command line: seven flags do not justify clap's start-up cost and size.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -30,6 +30,9 @@ pub struct Options {
     /// Whether to start the daemon when none answers (`--no-autostart` turns it off; so does
     /// `MCPD_NO_AUTOSTART`, which `main` applies).
     pub autostart: bool,
+    /// Hand the client's stdio to the daemon instead of relaying (`--direct`; so does
+    /// `MCP_SHIM_DIRECT`, which `main` applies).
+    pub direct: bool,
 }
 
 /// Default of `--reconnect-timeout`.
@@ -40,6 +43,7 @@ pub const HELP: &str = "\
 mcp-shim: relays an MCP client's stdio to the per-user mcpd daemon
 
 Usage: mcp-shim [--profile NAME] [--socket PATH] [--reconnect-timeout SECS] [--no-autostart]
+                [--direct]
 
 MCP clients launch mcp-shim as if it were an MCP stdio server.
 
@@ -51,6 +55,12 @@ Options:
                             and resume the session for this long (default: 30; 0: never)
   --no-autostart            when no daemon answers, fail instead of starting mcpd in the
                             background (also: MCPD_NO_AUTOSTART=1)
+  --direct                  hand the client's stdin and stdout to mcpd and leave the data
+                            path (also: MCP_SHIM_DIRECT=1): faster calls, but when mcpd stops,
+                            restarts or crashes the session ends (mcp-shim exits 1, requests
+                            in flight get no answer, the client must start a new session);
+                            a reload or a server restart does not. A terminal or a file as
+                            stdin or stdout is relayed as usual
   -h, --help                print this help
   -V, --version             print the version
 ";
@@ -63,6 +73,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         socket: None,
         reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
         autostart: true,
+        direct: false,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
@@ -76,6 +87,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Some("-h" | "--help") if inline.is_none() => return Ok(Command::Help),
             Some("-V" | "--version") if inline.is_none() => return Ok(Command::Version),
             Some("--no-autostart") if inline.is_none() => opts.autostart = false,
+            Some("--direct") if inline.is_none() => opts.direct = true,
             Some("--profile") => {
                 let v = value("--profile")?;
                 opts.profile = v
@@ -141,6 +153,7 @@ mod tests {
             socket: socket.map(PathBuf::from),
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             autostart: true,
+            direct: false,
         })
     }
 
@@ -192,6 +205,21 @@ mod tests {
         assert_eq!(
             autostart(&["--no-autostart=yes"]),
             Err("unknown option '--no-autostart=yes'; see --help".into())
+        );
+    }
+
+    #[test]
+    fn direct_is_a_flag_without_a_value_and_off_by_default() {
+        let direct = |args: &[&str]| match parse_strs(args) {
+            Ok(Command::Relay(o)) => Ok(o.direct),
+            Ok(other) => panic!("not a relay: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(direct(&[]), Ok(false));
+        assert_eq!(direct(&["--profile", "p", "--direct"]), Ok(true));
+        assert_eq!(
+            direct(&["--direct=1"]),
+            Err("unknown option '--direct=1'; see --help".into())
         );
     }
 

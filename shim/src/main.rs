@@ -8,6 +8,10 @@
 //! (see [`autostart`]) unless told not to. It uses std only, so that it starts in about a
 //! millisecond and peaks at about 2.4 MiB resident.
 //!
+//! With `--direct` it hands the client's stdin and stdout to the daemon instead (see
+//! [`direct`]) and only waits for the session to end: faster, but nothing survives a daemon
+//! restart.
+//!
 //! Exit codes: 0 when the session ends normally (stdin closed, the client stopped reading,
 //! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing (and autostart is off or
 //! failed), refuses the session, speaks a socket protocol this shim cannot, or drops the session
@@ -15,6 +19,7 @@
 
 mod args;
 mod autostart;
+mod direct;
 mod parent;
 mod relay;
 mod revive;
@@ -118,17 +123,34 @@ fn main() -> ExitCode {
                         std::env::var_os(autostart::DISABLE_ENV).as_deref(),
                     ),
             };
+            let direct = (opts.direct || direct::asked_by_env())
+                && match direct::eligible() {
+                    Ok(()) => true,
+                    Err(why) => {
+                        eprintln!("mcp-shim: --direct: {why}; relaying instead");
+                        false
+                    }
+                };
             let req = session::Request {
                 socket: &target.socket,
                 profile: &target.profile,
                 timeout: session::HANDSHAKE_TIMEOUT,
                 again: false,
+                direct,
             };
             let attached = connect(&target.socket, opts.autostart).and_then(|stream| {
                 session::handshake(stream, req, None).map_err(Failure::into_exit)
             });
             match attached {
-                Ok(attached) => relay::run(attached, &target),
+                Ok(attached) if attached.direct => direct::run(attached),
+                Ok(attached) => {
+                    if direct {
+                        eprintln!(
+                            "mcp-shim: --direct: this mcpd does not take the client's stdio (upgrade it); relaying instead"
+                        );
+                    }
+                    relay::run(attached, &target)
+                }
                 Err(exit) => exit,
             }
         }

@@ -290,6 +290,7 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
             profile: &target.profile,
             timeout: HANDSHAKE_TIMEOUT.min(left).max(Duration::from_millis(100)),
             again: true,
+            direct: false,
         };
         let why = match session::attach(req, resume) {
             Ok(conn) => {

@@ -28,6 +28,8 @@ pub struct Attached {
     pub early: Vec<u8>,
     /// The session id the daemon gave us, if it said.
     pub session: Option<u64>,
+    /// The daemon takes the client's stdio (it answered a direct hello with a direct welcome).
+    pub direct: bool,
 }
 
 /// Why an attach failed.
@@ -61,6 +63,8 @@ pub struct Request<'a> {
     pub timeout: Duration,
     /// Whether this is a re-attach after the connection was lost (for the wording of errors).
     pub again: bool,
+    /// Offer the client's stdio to the daemon (`--direct`).
+    pub direct: bool,
 }
 
 /// Connects to the daemon and attaches, resuming the session described by `resume` if given.
@@ -105,7 +109,7 @@ pub fn handshake(
         .and_then(|()| stream.set_write_timeout(Some(req.timeout)))
         .map_err(lost)?;
 
-    let mut hello = serde_json::to_vec(&hello(req.profile, resume))
+    let mut hello = serde_json::to_vec(&hello(req.profile, resume, req.direct))
         .map_err(|e| Failure::Refused(Exit::fail(format!("cannot encode the hello: {e}"))))?;
     hello.push(b'\n');
     (&stream).write_all(&hello).map_err(lost)?;
@@ -135,6 +139,7 @@ pub fn handshake(
             socket.display()
         )))
     })?;
+    let direct = matches!(&reply, HelloReply::Welcome(w) if w.direct);
     let session = check_reply(reply, req.again).map_err(Failure::Refused)?;
 
     stream
@@ -145,6 +150,7 @@ pub fn handshake(
         stream,
         early,
         session,
+        direct: direct && req.direct,
     })
 }
 
@@ -187,7 +193,7 @@ fn mismatch(theirs: u32, again: bool, message: Option<&str>) -> Exit {
 }
 
 /// The attach hello for `profile`, describing the client that launched us.
-fn hello(profile: &str, resume: Option<Resume>) -> Hello {
+fn hello(profile: &str, resume: Option<Resume>, direct: bool) -> Hello {
     Hello::Attach(AttachHello {
         v: PROTOCOL_VERSION,
         profile: profile.to_owned(),
@@ -199,6 +205,7 @@ fn hello(profile: &str, resume: Option<Resume>) -> Hello {
             shim_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         },
         resume,
+        direct,
     })
 }
 
@@ -248,6 +255,7 @@ mod tests {
                 v,
                 daemon: "9".into(),
                 session: Some(4),
+                direct: false,
             })
         };
         for v in version::MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION {
@@ -277,6 +285,7 @@ mod tests {
             v: 0,
             daemon: String::new(),
             session: None,
+            direct: false,
         });
         let err = message(check_reply(ancient, false).unwrap_err());
         assert!(

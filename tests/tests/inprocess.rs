@@ -75,6 +75,7 @@ impl Daemon {
             profile: mcpd_proto::DEFAULT_PROFILE.to_owned(),
             client: Default::default(),
             resume: None,
+            direct: false,
         });
         client.send(serde_json::to_value(&hello).unwrap()).await;
         let welcome = client.next().await;

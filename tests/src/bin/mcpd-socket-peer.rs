@@ -12,6 +12,10 @@
 //!   any version).
 //! - `welcome PATH V`: `listen`, but the welcome carries socket protocol V (a daemon of another
 //!   version).
+//! - `direct PATH`: plays `mcp-shim --direct` whatever the answer: sends a direct attach hello,
+//!   prints the reply line, hands over a stdin and a stdout pipe of its own (prints `sent` or
+//!   `send failed: ...`), writes an `initialize` into that stdin and prints `answered N` with
+//!   the bytes that came out of that stdout (until it closed, or 2 s of silence).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,9 +38,10 @@ fn main() {
         ["send", path, line] => send(Path::new(path), line),
         ["flood", path, n] => flood(Path::new(path), n.parse().expect("N is a number")),
         ["hello", path] => hello(Path::new(path)),
+        ["direct", path] => direct(Path::new(path)),
         _ => {
             eprintln!(
-                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE"
+                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE | direct PATH"
             );
             std::process::exit(2);
         }
@@ -130,4 +135,47 @@ fn send(path: &Path, line: &str) {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).expect("read");
     say(line.trim_end());
+}
+
+fn direct(path: &Path) {
+    use std::os::fd::AsFd;
+
+    let mut stream = UnixStream::connect(path).expect("connect");
+    stream
+        .write_all(b"{\"op\":\"attach\",\"v\":1,\"direct\":true}\n")
+        .expect("send the hello");
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .expect("read the reply");
+    say(reply.trim_end());
+    let (stdin_r, mut stdin_w) = std::io::pipe().expect("a pipe");
+    let (mut stdout_r, stdout_w) = std::io::pipe().expect("a pipe");
+    match mcpd_proto::direct::send_stdio(&stream, stdin_r.as_fd(), stdout_w.as_fd()) {
+        Ok(()) => say("sent"),
+        Err(e) => say(&format!("send failed: {e}")),
+    }
+    drop((stdin_r, stdout_w));
+    let _ = stdin_w.write_all(
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},\"clientInfo\":{\"name\":\"intruder\",\"version\":\"1\"}}}\n",
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout_r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut total = 0usize;
+    while let Ok(n) = rx.recv_timeout(Duration::from_secs(2)) {
+        total += n;
+    }
+    say(&format!("answered {total}"));
 }

@@ -7,6 +7,8 @@
 //! - `tasks.rs`: task-augmented calls and `tasks/*`, routed to the owning server, ids mapped.
 //! - `unix.rs`: the Unix-socket front end for `mcp-shim`: framing, the writer task, the output
 //!   budget and the stall check.
+//! - `direct.rs`: `mcp-shim --direct`: the client's own stdin and stdout, handed over the
+//!   socket, run through the same loop as `unix.rs`.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::observe::Observer;
 use crate::supervisor::Supervisor;
 
 mod core;
+mod direct;
 pub mod modern;
 mod requests;
 pub mod tasks;
@@ -26,6 +29,7 @@ mod unix;
 
 pub use self::core::SUPPORTED_PROTOCOLS;
 pub(crate) use self::core::forward;
+pub use self::direct::serve as serve_direct;
 pub use self::unix::serve;
 
 /// What a session needs from the rest of the daemon (it holds no `Daemon`).

@@ -3,6 +3,7 @@
 //! output is over budget (and closes a client that stalls), and hands each line to the
 //! session core (`core.rs`), which knows nothing of sockets.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use mcpd_proto::Resume;
 use mcpd_proto::observe::Direction;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -33,9 +35,65 @@ pub async fn serve(
     profile: String,
     resume: Option<Resume>,
     in_flight: Arc<AtomicUsize>,
-    mut reader: FramedRead<OwnedReadHalf, LineCodec>,
+    reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
+    let session = Started {
+        services,
+        id,
+        profile,
+        resume,
+        in_flight,
+    };
+    run(session, reader, writer, std::future::pending()).await;
+}
+
+/// A session the daemon welcomed, before its front end runs it.
+pub(super) struct Started {
+    pub services: Services,
+    pub id: u64,
+    pub profile: String,
+    pub resume: Option<Resume>,
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The client closed its input (after the grace for its requests in flight).
+    ClientClosed,
+    /// Reading from the client failed.
+    ReadFailed,
+    /// Writing to the client failed: it stopped reading.
+    WriteFailed,
+    /// The client read nothing for the stall time while output waited for it.
+    Stalled,
+    /// The daemon shuts down.
+    Shutdown,
+    /// `hangup` completed (the direct front end: the shim went away).
+    Hangup,
+}
+
+/// Runs a session whose client lines come from `reader` and whose output goes to `writer`
+/// (the shim's socket, or the client's own pipes in direct mode), until the client goes away,
+/// `hangup` completes or the daemon shuts down.
+pub(super) async fn run<R, W>(
+    started: Started,
+    mut reader: FramedRead<R, LineCodec>,
+    writer: W,
+    hangup: impl Future<Output = ()>,
+) -> Ended
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Started {
+        services,
+        id,
+        profile,
+        resume,
+        in_flight,
+    } = started;
     let services = Arc::new(services);
     let (limit, stall) = {
         let options = &services.supervisor.config().options;
@@ -55,8 +113,9 @@ pub async fn serve(
     // While the client holds more than its budget, its requests are not read; since when, and
     // how much had been written to it then.
     let mut paused: Option<(Instant, u64)> = None;
-    let mut stalled = false;
-    loop {
+    let mut writer_done = false;
+    let mut hangup = std::pin::pin!(hangup);
+    let ended = loop {
         if budget.over() {
             // The stall clock runs only while output waits and none of it goes out: a client
             // that reads, but has many slow requests in flight, is only held back.
@@ -87,47 +146,53 @@ pub async fn serve(
             _ = services.shutdown.cancelled() => {
                 session.end_listens().await;
                 session.drain(SHUTDOWN_GRACE).await;
-                break;
+                break Ended::Shutdown;
             }
             _ = budget.progressed(), if paused.is_some() => {}
             _ = sleep_until_some(stall_at), if stall_at.is_some() => {
                 tracing::warn!(session = id, "closed the session: its client read nothing for {}s while {} bytes waited for it (budget {} bytes)", stall.as_secs(), budget.used(), budget.limit());
-                stalled = true;
-                break;
+                break Ended::Stalled;
+            }
+            () = &mut hangup => break Ended::Hangup,
+            _ = &mut writer, if !writer_done => {
+                // The client stopped reading (its end of the connection or pipe is gone).
+                writer_done = true;
+                break Ended::WriteFailed;
             }
             frame = reader.next(), if paused.is_none() => match frame {
                 Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
                 Some(Ok(Frame::TooLong(len))) => session.on_too_long(len).await,
                 Some(Err(e)) => {
                     tracing::debug!(session = id, "read error: {e}");
-                    break;
+                    break Ended::ReadFailed;
                 }
                 None => {
                     // The client closed its side: in MCP that ends the session, so what is
                     // still in flight is cancelled; a client that still reads (`printf ... |
                     // mcp-shim`) gets what is answered within a short grace first.
                     session.drain(CLIENT_EOF_GRACE).await;
-                    break;
+                    break Ended::ClientClosed;
                 }
             },
             event = session.next_event() => {
                 if !session.on_event(event).await {
-                    break;
+                    break Ended::Shutdown;
                 }
             }
         }
-    }
+    };
     session.close();
     // A client that does not read would hold the writer (and what it queued) forever.
-    let grace = if stalled {
+    let grace = if ended == Ended::Stalled {
         Duration::ZERO
     } else {
         Duration::from_secs(2)
     };
-    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+    if !writer_done && tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
     tracing::debug!(session = id, "detached");
+    ended
 }
 
 async fn sleep_until_some(at: Option<Instant>) {

@@ -1,0 +1,283 @@
+//! The direct front end of a session (`mcp-shim --direct`, docs/SHIM.md): after the welcome the
+//! shim hands over the client's stdin and stdout (`SCM_RIGHTS`, `mcpd_proto::direct`), and the
+//! session reads and writes them itself, two process hops fewer per message. The same session
+//! core, limits, output budget and stall check as the socket front end apply (`unix::run`);
+//! only the descriptors differ.
+//!
+//! The shim's socket stays open for the session's life and carries nothing after the
+//! handover, except one [`DirectEnd`] line from here at the end: the shim turns it into its exit
+//! status. Its closing (the shim was stopped, or its client died) ends the session.
+//!
+//! The peer was checked like every connection (`server.rs`: its uid must be ours) before its
+//! hello was read, so descriptors are only ever taken from the daemon's own user; they must be
+//! pipes or sockets, open for reading (stdin) and writing (stdout). A descriptor that is
+//! anything else is closed unused and the session ends before it starts.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use mcpd_proto::Resume;
+use mcpd_proto::direct::{self, DirectEnd, RecvError};
+use mcpd_proto::line::MAX_MESSAGE_LINE;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
+
+use super::Services;
+use super::unix::{Ended, Started, run};
+use crate::codec::LineCodec;
+
+/// How long the shim may take to send its descriptors after the welcome.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the end line may take to reach the shim.
+const END_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Takes the client's stdio from the shim that was just welcomed on `reader` + `writer` and
+/// serves the session on it until it ends; then tells the shim why.
+pub async fn serve(
+    services: Services,
+    id: u64,
+    profile: String,
+    resume: Option<Resume>,
+    in_flight: Arc<AtomicUsize>,
+    reader: FramedRead<OwnedReadHalf, LineCodec>,
+    writer: OwnedWriteHalf,
+) {
+    let hub = Arc::clone(&services.hub);
+    let taken = if reader.read_buffer().is_empty() {
+        match reader.into_inner().reunite(writer) {
+            Ok(stream) => take_stdio(stream).await,
+            Err(e) => Err(format!("cannot rejoin the socket: {e}")),
+        }
+    } else {
+        Err("the shim sent bytes after its hello instead of its descriptors".to_owned())
+    };
+    let (mut stream, stdin, stdout) = match taken {
+        Ok(taken) => taken,
+        Err(why) => {
+            tracing::warn!(session = id, "direct session refused: {why}");
+            hub.unregister(id);
+            return;
+        }
+    };
+    tracing::debug!(session = id, "direct: serving the client's own stdio");
+    let started = Started {
+        services,
+        id,
+        profile,
+        resume,
+        in_flight,
+    };
+    let lines = FramedRead::new(stdin, LineCodec::new(MAX_MESSAGE_LINE));
+    let ended = run(started, lines, stdout, hangup(&stream)).await;
+    let end = match ended {
+        Ended::ClientClosed => DirectEnd::new(true, "the client closed its input"),
+        Ended::WriteFailed => DirectEnd::new(true, "the client stopped reading"),
+        Ended::Hangup => return,
+        Ended::ReadFailed => DirectEnd::new(false, "reading the client's input failed"),
+        Ended::Stalled => DirectEnd::new(
+            false,
+            "the client read nothing while output waited for it; see mcpd's log",
+        ),
+        Ended::Shutdown => DirectEnd::new(
+            false,
+            "mcpd is shutting down; a direct session does not survive that",
+        ),
+    };
+    if let Ok(mut line) = serde_json::to_vec(&end) {
+        line.push(b'\n');
+        let _ = tokio::time::timeout(END_TIMEOUT, stream.write_all(&line)).await;
+    }
+}
+
+/// Receives the descriptors and checks them: `(socket, stdin, stdout)`.
+async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), String> {
+    let received = tokio::time::timeout(
+        HANDOVER_TIMEOUT,
+        stream.async_io(Interest::READABLE, || {
+            match direct::recv_stdio(stream.as_fd()) {
+                Err(RecvError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+                other => Ok(other),
+            }
+        }),
+    )
+    .await;
+    let (stdin, stdout) = match received {
+        Err(_) => {
+            return Err(format!(
+                "no descriptors within {}s of the welcome",
+                HANDOVER_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("cannot receive the descriptors: {e}")),
+        Ok(Ok(Err(e))) => return Err(e.to_string()),
+        Ok(Ok(Ok(fds))) => fds,
+    };
+    let stdin = Stdio::new(stdin, Interest::READABLE).map_err(|e| format!("stdin {e}"))?;
+    let stdout = Stdio::new(stdout, Interest::WRITABLE).map_err(|e| format!("stdout {e}"))?;
+    Ok((stream, stdin, stdout))
+}
+
+/// Completes when the shim closes its socket (or sends anything, which it never does).
+async fn hangup(stream: &UnixStream) {
+    let mut buf = [0u8; 64];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return,
+        }
+    }
+}
+
+/// One of the client's descriptors, non-blocking, waited on by the runtime.
+#[derive(Debug)]
+struct Stdio(AsyncFd<File>);
+
+impl Stdio {
+    /// Checks that `fd` is a pipe or a socket open for `interest`, makes it non-blocking and
+    /// registers it. The error says what is wrong with it.
+    fn new(fd: OwnedFd, interest: Interest) -> Result<Self, String> {
+        if let Err(what) = direct::handable(fd.as_fd()) {
+            return Err(format!("is {what}, not a pipe or a socket"));
+        }
+        let flags = fcntl(&fd, FcntlArg::F_GETFL)
+            .map(OFlag::from_bits_truncate)
+            .map_err(|e| format!("cannot be inspected: {e}"))?;
+        let mode = flags & OFlag::O_ACCMODE;
+        let usable = if interest.is_readable() {
+            mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR
+        } else {
+            mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR
+        };
+        if !usable {
+            let how = if interest.is_readable() {
+                "reading"
+            } else {
+                "writing"
+            };
+            return Err(format!("is not open for {how}"));
+        }
+        // The flag is on the open file description, which the client's other children may
+        // share: the relay copes with a non-blocking stdio it inherits, and so must they.
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
+            .map_err(|e| format!("cannot be made non-blocking: {e}"))?;
+        // SAFETY: the `File` owns the open descriptor and moves into the `AsyncFd`, which
+        // keeps it (same descriptor, same description) until it is dropped; nothing else
+        // closes or replaces it.
+        unsafe { AsyncFd::register_with_interest(File::from(fd), interest) }
+            .map(Self)
+            .map_err(|e| format!("cannot be waited on: {e}"))
+    }
+}
+
+impl AsyncRead for Stdio {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Stdio {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().write(buf)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Closing the descriptor (dropping it) is the end of output for a pipe.
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::FromRawFd;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe just created both; each is owned once.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[tokio::test]
+    async fn a_pipe_is_read_and_written_without_blocking_the_runtime() {
+        let (r, w) = pipe();
+        let mut reader = Stdio::new(r, Interest::READABLE).unwrap();
+        let mut writer = Stdio::new(w, Interest::WRITABLE).unwrap();
+        let big = vec![b'x'; 300_000];
+        let write = tokio::spawn(async move {
+            writer.write_all(&big).await.unwrap();
+        });
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        write.await.unwrap();
+        assert_eq!(got.len(), 300_000);
+    }
+
+    #[test]
+    fn the_wrong_end_of_a_pipe_or_a_file_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let (r, w) = pipe();
+        let err = Stdio::new(w, Interest::READABLE).unwrap_err();
+        assert_eq!(err, "is not open for reading");
+        let err = Stdio::new(r, Interest::WRITABLE).unwrap_err();
+        assert_eq!(err, "is not open for writing");
+        let file = OwnedFd::from(tempfile::tempfile().unwrap());
+        let err = Stdio::new(file, Interest::READABLE).unwrap_err();
+        assert_eq!(err, "is a regular file, not a pipe or a socket");
+    }
+}

@@ -1,0 +1,413 @@
+//! Direct mode (`mcp-shim --direct`, docs/SHIM.md): the shim hands the client's stdin and
+//! stdout to the daemon and leaves the data path.
+//!
+//! After an attach hello with `"direct":true` and a welcome with `"direct":true`, the shim sends
+//! one byte, [`HANDOVER_BYTE`], carrying its descriptors 0 and 1 as `SCM_RIGHTS` ancillary
+//! data ([`send_stdio`]); the daemon takes them with [`recv_stdio`] and serves the MCP session
+//! on them. The socket then carries nothing but, at the end, one [`DirectEnd`] line from the
+//! daemon; each side closing it ends the session for the other.
+//!
+//! Only pipes and sockets are handed over ([`handable`]): a terminal or a file keeps the relay.
+//! The system calls are here, in the std-only crate, so that the shim, the daemon and the
+//! tests share one implementation.
+
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use serde::{Deserialize, Serialize};
+
+/// The one data byte that carries the descriptors (`SCM_RIGHTS` needs at least one).
+pub const HANDOVER_BYTE: u8 = b'D';
+
+/// Descriptors the daemon accepts in one handover: stdin and stdout.
+const HANDED: usize = 2;
+/// Room for more than [`HANDED`] descriptors, so that a peer sending extra ones is noticed (and
+/// each of them closed) instead of having them cut off silently.
+const ROOM: usize = 8;
+
+/// The daemon's last line on a direct session's socket:
+/// `{"op":"end","ok":true,"reason":"the client closed its input"}`. `ok` is false when the
+/// session ended for a reason the client did not choose (the daemon shut down, the client
+/// stalled); the shim then exits non-zero with `reason` on stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectEnd {
+    /// Always `end`.
+    pub op: String,
+    /// Whether the client ended the session itself.
+    #[serde(default)]
+    pub ok: bool,
+    /// Why the session ended, for a human.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl DirectEnd {
+    /// The end line for `reason`.
+    pub fn new(ok: bool, reason: impl Into<String>) -> Self {
+        Self {
+            op: "end".into(),
+            ok,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a descriptor is, when it cannot be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHandable {
+    /// A terminal.
+    Terminal,
+    /// Another character device (`/dev/null`).
+    Device,
+    /// A regular file.
+    File,
+    /// A directory, a block device or something else.
+    Other,
+    /// `fstat` failed (the descriptor is closed).
+    Closed,
+}
+
+impl fmt::Display for NotHandable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Terminal => "a terminal",
+            Self::Device => "a device",
+            Self::File => "a regular file",
+            Self::Other => "neither a pipe nor a socket",
+            Self::Closed => "closed",
+        })
+    }
+}
+
+/// Whether `fd` may be handed to the daemon: a pipe (FIFO) or a socket. Anything else (a
+/// terminal, a file) is better served by the relay: the daemon could not wait on a file with
+/// `epoll`, and a terminal's modes belong to the client.
+pub fn handable(fd: BorrowedFd<'_>) -> Result<(), NotHandable> {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is a valid borrowed descriptor and `stat` points to writable memory of the
+    // size fstat fills in; it is only read after fstat succeeded.
+    let stat = unsafe {
+        if libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) != 0 {
+            return Err(NotHandable::Closed);
+        }
+        stat.assume_init()
+    };
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFIFO | libc::S_IFSOCK => Ok(()),
+        // SAFETY: isatty only looks at the valid descriptor.
+        libc::S_IFCHR if unsafe { libc::isatty(fd.as_raw_fd()) } == 1 => Err(NotHandable::Terminal),
+        libc::S_IFCHR => Err(NotHandable::Device),
+        libc::S_IFREG => Err(NotHandable::File),
+        _ => Err(NotHandable::Other),
+    }
+}
+
+/// Sends [`HANDOVER_BYTE`] with `stdin` and `stdout` attached (`SCM_RIGHTS`), in that order.
+pub fn send_stdio(
+    stream: &UnixStream,
+    stdin: BorrowedFd<'_>,
+    stdout: BorrowedFd<'_>,
+) -> io::Result<()> {
+    send_fds(stream, &[stdin, stdout])
+}
+
+/// Sends [`HANDOVER_BYTE`] with `fds` attached (at most [`ROOM`]).
+fn send_fds(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > ROOM {
+        return Err(io::Error::other("too many descriptors"));
+    }
+    let fds: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut data = [HANDOVER_BYTE];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = Control::new();
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths); every pointer set
+    // below points to a live local (`iov`, `control`) for the duration of sendmsg, and the
+    // control buffer is aligned for cmsghdr and CMSG_SPACE(size of the fds) long, so
+    // CMSG_FIRSTHDR returns a header inside it with room for the descriptors copied there.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        let fd_bytes = std::mem::size_of_val(fds.as_slice());
+        msg.msg_control = control.bytes.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(fd_bytes as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::other("no room for the descriptors"));
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), fd_bytes);
+        loop {
+            let n = libc::sendmsg(stream.as_raw_fd(), &msg, SEND_FLAGS);
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        }
+    };
+    match sent {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::ErrorKind::WriteZero.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `MSG_NOSIGNAL` where it exists: a daemon gone meanwhile is an `EPIPE`, not a SIGPIPE.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Received descriptors are close-on-exec from the start, so that no server the daemon starts
+/// meanwhile inherits a client's pipe.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+/// A control buffer aligned for `cmsghdr`, with room for [`ROOM`] descriptors.
+#[repr(C)]
+struct Control {
+    _align: [libc::cmsghdr; 0],
+    bytes: [u8; 128],
+}
+
+impl Control {
+    fn new() -> Self {
+        Self {
+            _align: [],
+            bytes: [0; 128],
+        }
+    }
+}
+
+/// Why [`recv_stdio`] refused what came.
+#[derive(Debug)]
+pub enum RecvError {
+    /// Nothing to read yet (the socket is non-blocking): wait and call again.
+    WouldBlock,
+    /// The peer closed the connection before sending the descriptors.
+    Closed,
+    /// A system call failed.
+    Io(io::Error),
+    /// The peer sent something other than one [`HANDOVER_BYTE`] with two descriptors; whatever
+    /// descriptors came were closed.
+    Malformed(String),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("nothing received yet"),
+            Self::Closed => f.write_str("the shim closed the connection before the handover"),
+            Self::Io(e) => write!(f, "cannot receive the descriptors: {e}"),
+            Self::Malformed(why) => write!(f, "a malformed handover: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// Takes the descriptors of one handover from `socket` (non-blocking): `(stdin, stdout)`. Each
+/// received descriptor is owned at once, so that any beyond the two expected, or any that come
+/// with the wrong data, are closed rather than leaked.
+pub fn recv_stdio(socket: BorrowedFd<'_>) -> Result<(OwnedFd, OwnedFd), RecvError> {
+    let mut data = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = Control::new();
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(HANDED);
+    // SAFETY: an all-zero msghdr is valid; `iov` and `control` outlive the call and the
+    // lengths passed are theirs. After recvmsg, the CMSG_* macros walk headers inside the
+    // `msg_controllen` bytes the kernel filled in; each SCM_RIGHTS payload is an array of
+    // descriptors the kernel just installed in this process, so each is owned exactly once
+    // (read unaligned: CMSG_DATA need not be aligned for c_int).
+    let (n, flags) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes.as_mut_ptr().cast();
+        msg.msg_controllen = control.bytes.len() as _;
+        let n = loop {
+            let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, RECV_FLAGS);
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                RecvError::WouldBlock
+            } else {
+                RecvError::Io(e)
+            });
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..payload / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        (n, msg.msg_flags)
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    for fd in &fds {
+        // SAFETY: `fd` is a descriptor this process owns; F_SETFD takes an int flag.
+        unsafe {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    if n == 0 && fds.is_empty() {
+        return Err(RecvError::Closed);
+    }
+    if flags & libc::MSG_CTRUNC != 0 {
+        return Err(RecvError::Malformed(format!(
+            "more descriptors than the {ROOM} there is room for"
+        )));
+    }
+    if data[0] != HANDOVER_BYTE || n != 1 {
+        return Err(RecvError::Malformed(format!(
+            "byte {:#04x} instead of the handover byte",
+            data[0]
+        )));
+    }
+    if fds.len() != HANDED {
+        return Err(RecvError::Malformed(format!(
+            "{} descriptors instead of {HANDED} (stdin and stdout)",
+            fds.len()
+        )));
+    }
+    let stdout = fds.pop();
+    let stdin = fds.pop();
+    match (stdin, stdout) {
+        (Some(stdin), Some(stdout)) => Ok((stdin, stdout)),
+        _ => Err(RecvError::Malformed("descriptors missing".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe just created both; each is owned once.
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn stdin_and_stdout_arrive_in_order_and_work() {
+        let (shim, daemon) = UnixStream::pair().unwrap();
+        let (client_in_r, mut client_in_w) = pipe();
+        let (mut client_out_r, client_out_w) = pipe();
+        send_stdio(&shim, client_in_r.as_fd(), client_out_w.as_fd()).unwrap();
+        drop((client_in_r, client_out_w));
+        let (stdin, stdout) = recv_stdio(daemon.as_fd()).unwrap();
+
+        client_in_w.write_all(b"request\n").unwrap();
+        let mut got = [0u8; 8];
+        File::from(stdin).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"request\n");
+        File::from(stdout).write_all(b"answer\n").unwrap();
+        let mut answer = String::new();
+        client_out_r.read_to_string(&mut answer).unwrap();
+        assert_eq!(
+            answer, "answer\n",
+            "the daemon's copy was the only writer left"
+        );
+    }
+
+    #[test]
+    fn received_descriptors_are_close_on_exec() {
+        let (shim, daemon) = UnixStream::pair().unwrap();
+        let (r, w) = pipe();
+        send_stdio(&shim, r.as_fd(), w.as_fd()).unwrap();
+        let (stdin, stdout) = recv_stdio(daemon.as_fd()).unwrap();
+        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+            // SAFETY: F_GETFD on a descriptor this test owns.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        }
+    }
+
+    #[test]
+    fn nothing_sent_yet_is_would_block_and_a_closed_peer_is_closed() {
+        let (shim, daemon) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            recv_stdio(daemon.as_fd()),
+            Err(RecvError::WouldBlock)
+        ));
+        drop(shim);
+        assert!(matches!(recv_stdio(daemon.as_fd()), Err(RecvError::Closed)));
+    }
+
+    #[test]
+    fn plain_bytes_or_one_descriptor_or_three_are_malformed() {
+        let (mut shim, daemon) = UnixStream::pair().unwrap();
+        shim.write_all(b"{").unwrap();
+        let err = recv_stdio(daemon.as_fd()).unwrap_err();
+        assert!(matches!(err, RecvError::Malformed(_)), "{err}");
+
+        let (r, w) = pipe();
+        send_fds(&shim, &[r.as_fd()]).unwrap();
+        let err = recv_stdio(daemon.as_fd()).unwrap_err();
+        assert!(
+            err.to_string().contains("1 descriptors instead of 2"),
+            "{err}"
+        );
+        send_fds(&shim, &[r.as_fd(), w.as_fd(), r.as_fd()]).unwrap();
+        let err = recv_stdio(daemon.as_fd()).unwrap_err();
+        assert!(err.to_string().contains("3 descriptors"), "{err}");
+        drop(w);
+
+        send_stdio(&shim, r.as_fd(), r.as_fd()).unwrap();
+        // Two copies of one descriptor are still two descriptors: accepted as sent.
+        assert!(recv_stdio(daemon.as_fd()).is_ok());
+    }
+
+    #[test]
+    fn only_pipes_and_sockets_are_handable() {
+        let (r, _w) = pipe();
+        assert_eq!(handable(r.as_fd()), Ok(()));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(handable(a.as_fd()), Ok(()));
+        let file = tempfile::tempfile().unwrap();
+        assert_eq!(handable(file.as_fd()), Err(NotHandable::File));
+        let null = File::open("/dev/null").unwrap();
+        assert_eq!(handable(null.as_fd()), Err(NotHandable::Device));
+    }
+
+    #[test]
+    fn the_end_line_round_trips() {
+        let end = DirectEnd::new(false, "mcpd is shutting down");
+        let line = serde_json::to_string(&end).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"end","ok":false,"reason":"mcpd is shutting down"}"#
+        );
+        assert_eq!(serde_json::from_str::<DirectEnd>(&line).unwrap(), end);
+    }
+}

@@ -1,0 +1,267 @@
+//! `mcp-shim --direct` against a fake daemon that takes the client's stdio over the socket
+//! (`SCM_RIGHTS`) the way `mcpd` does. No real `mcpd` is needed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mcpd_proto::direct::recv_stdio;
+use mcpd_proto::{AttachHello, Hello};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_mcp-shim");
+const DIRECT_WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1,"direct":true}"#;
+const WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1}"#;
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// One accepted session of the fake daemon: the connection past the welcome and the hello.
+struct Conn {
+    stream: UnixStream,
+    hello: AttachHello,
+}
+
+/// Listens in a short temp dir; each test accepts one shim.
+struct FakeDaemon {
+    dir: tempfile::TempDir,
+    listener: UnixListener,
+}
+
+impl FakeDaemon {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("s")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let listener = UnixListener::bind(dir.path().join("d.sock")).unwrap();
+        Self { dir, listener }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("d.sock")
+    }
+
+    /// Accepts the shim, reads its hello and answers `welcome`.
+    fn accept(&self, welcome: &str) -> Conn {
+        let (stream, _) = self.listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            reader.buffer().is_empty(),
+            "the shim sent more than its hello"
+        );
+        let Hello::Attach(hello) = serde_json::from_str(&line).unwrap() else {
+            panic!("not an attach hello: {line}")
+        };
+        (&stream)
+            .write_all(format!("{welcome}\n").as_bytes())
+            .unwrap();
+        Conn { stream, hello }
+    }
+}
+
+impl Conn {
+    /// Takes the client's stdin and stdout, as `mcpd` does after a direct welcome.
+    fn take_stdio(&self) -> (File, File) {
+        self.stream.set_read_timeout(Some(WITHIN)).unwrap();
+        // recv_stdio does not wait: poll until the handover arrives.
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            match recv_stdio(self.stream.as_fd()) {
+                Ok((stdin, stdout)) => return (File::from(stdin), File::from(stdout)),
+                Err(mcpd_proto::direct::RecvError::WouldBlock) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("no handover: {e}"),
+            }
+        }
+    }
+
+    fn end(&self, line: &str) {
+        (&self.stream)
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+}
+
+fn shim(socket: &std::path::Path, extra: &[&str]) -> Child {
+    Command::new(SHIM)
+        .env("MCPD_NO_AUTOSTART", "1")
+        .env_remove("MCP_SHIM_DIRECT")
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mcp-shim did not exit within {WITHIN:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+/// Reads `stdin` (the client's, as the daemon got it) to its end, on a thread.
+fn read_all(mut stdin: File) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdin.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+#[test]
+fn the_client_talks_to_the_daemon_over_its_own_pipes_and_its_end_of_input_reaches_the_daemon() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(DIRECT_WELCOME);
+    assert!(conn.hello.direct, "the hello did not ask for direct mode");
+    let (stdin, mut stdout) = conn.take_stdio();
+
+    let answer = r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{"n":1.50}}"#;
+    stdout.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    let mut client_out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    client_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), answer);
+
+    let got = read_all(stdin);
+    let mut client_in = child.stdin.take().unwrap();
+    let request = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"params":"{}"}}"#,
+        "x".repeat(300_000)
+    );
+    client_in.write_all(request.as_bytes()).unwrap();
+    client_in.write_all(b"\n").unwrap();
+    // The shim holds no copy of the client's stdin: its close is the daemon's end of file.
+    drop(client_in);
+    let got = got
+        .recv_timeout(WITHIN)
+        .expect("the daemon saw the end of input");
+    assert_eq!(got, format!("{request}\n").into_bytes());
+
+    // Nor of its stdout: once the daemon closes it, the client sees the end.
+    drop(stdout);
+    let mut rest = String::new();
+    client_out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+
+    conn.end(r#"{"op":"end","ok":true,"reason":"the client closed its input"}"#);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(stderr_of(&mut child), "");
+}
+
+#[test]
+fn an_end_the_client_did_not_choose_exits_1_with_the_daemons_reason() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(DIRECT_WELCOME);
+    let _stdio = conn.take_stdio();
+    conn.end(r#"{"op":"end","ok":false,"reason":"mcpd is shutting down"}"#);
+    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    assert_eq!(
+        stderr_of(&mut child),
+        "mcp-shim: mcpd ended the direct session: mcpd is shutting down\n"
+    );
+}
+
+#[test]
+fn the_daemon_vanishing_after_the_handover_exits_1_and_says_the_session_is_lost() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(DIRECT_WELCOME);
+    let stdio = conn.take_stdio();
+    drop((conn, stdio));
+    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    let err = stderr_of(&mut child);
+    assert!(
+        err.starts_with("mcp-shim: lost the connection to mcpd") && err.contains("--direct"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn sigterm_leaves_at_once_and_closes_the_socket() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(DIRECT_WELCOME);
+    let _stdio = conn.take_stdio();
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    conn.stream.set_read_timeout(Some(WITHIN)).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        (&conn.stream).read(&mut buf).unwrap(),
+        0,
+        "the socket is closed"
+    );
+}
+
+#[test]
+fn a_daemon_that_does_not_take_stdio_gets_the_relay_and_a_note() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(WELCOME);
+    // An older daemon: it expects relayed lines, and gets them.
+    let mut client_in = child.stdin.take().unwrap();
+    client_in.write_all(b"{\"id\":1}\n").unwrap();
+    let mut reader = BufReader::new(&conn.stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "{\"id\":1}\n");
+    drop(client_in);
+    drop(reader);
+    drop(conn);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(
+        stderr_of(&mut child),
+        "mcp-shim: --direct: this mcpd does not take the client's stdio (upgrade it); relaying \
+         instead\n"
+    );
+}
+
+#[test]
+fn without_the_flag_the_hello_does_not_ask() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &[]);
+    let conn = daemon.accept(WELCOME);
+    assert!(!conn.hello.direct);
+    drop(child.stdin.take());
+    drop(conn);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}

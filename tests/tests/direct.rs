@@ -1,0 +1,498 @@
+//! `mcp-shim --direct` (issue 18, docs/SHIM.md "Direct mode"): the shim hands the client's
+//! stdin and stdout to `mcpd` and leaves the data path; the session is otherwise the same, and
+//! ends with the daemon.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+
+use mcpd_proto::ServerState;
+use mcpd_tests::fixture::{self, BIG_STRUCTURED};
+use mcpd_tests::process::{Captured, line_channel, run_with_timeout, wait_timeout};
+use mcpd_tests::{
+    PEER_TIMEOUT, Sdk, SdkClient, ShimClient, TIMEOUT, TestDaemon, bin, process_alive, wait_until,
+};
+use serde_json::{Value, json};
+
+/// A daemon serving the fixture as `fx` (with `flags`), ready.
+fn daemon_with_fixture(flags: &[&str]) -> TestDaemon {
+    let daemon = TestDaemon::start(fixture::config(&[("fx", flags)]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    daemon
+}
+
+/// `mcp-shim --direct` for `daemon`, past the MCP handshake.
+fn direct_client(daemon: &TestDaemon) -> ShimClient {
+    let mut cmd = ShimClient::command(daemon);
+    cmd.arg("--direct");
+    let mut shim = ShimClient::from_command(cmd);
+    shim.initialize();
+    shim
+}
+
+fn text_of(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+/// Where descriptor `fd` of process `pid` leads (`/dev/null`, `pipe:[123]`).
+fn fd_target(pid: u32, fd: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Every descriptor target of process `pid`.
+fn fd_targets(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The daemon holds the client's pipes and the shim holds only `/dev/null` where its stdio
+/// was: the shim is out of the data path.
+fn assert_handed_over(daemon: &TestDaemon, shim: &ShimClient, client_stdin: &str) {
+    // The shim lets go of them right after sending them: the daemon may be faster.
+    let null = |fd| fd_target(shim.pid(), fd) == "/dev/null";
+    assert!(
+        wait_until(TIMEOUT, || null(0) && null(1)),
+        "the shim kept its stdio: {:?}",
+        fd_targets(shim.pid())
+    );
+    assert!(
+        fd_targets(daemon.pid()).iter().any(|t| t == client_stdin),
+        "the daemon does not hold the client's stdin {client_stdin}: {:?}",
+        fd_targets(daemon.pid())
+    );
+}
+
+#[test]
+fn direct_mode_carries_messages_byte_for_byte_and_the_shim_leaves_the_data_path() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let record = dir.path().join("received");
+    let daemon = daemon_with_fixture(&["--blob", "--record", record.to_str().expect("UTF-8")]);
+    let mut cmd = ShimClient::command(&daemon);
+    cmd.arg("--direct");
+    let mut shim = ShimClient::from_command(cmd);
+    // The pipe behind the shim's stdin, before it hands it over.
+    let stdin_pipe = fd_target(shim.pid(), 0);
+    assert!(stdin_pipe.starts_with("pipe:"), "{stdin_pipe}");
+    shim.initialize();
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+    assert_handed_over(&daemon, &shim, &stdin_pipe);
+
+    let line = shim.request_line(
+        "tools/call",
+        Some(json!({"name": "fx__big", "arguments": {}})),
+    );
+    assert!(
+        line.contains(&format!(r#""structuredContent":{BIG_STRUCTURED}"#)),
+        "the result was re-encoded: {line}"
+    );
+
+    // A 30-digit id and 1.50 arrive and come back as written.
+    let id = "123456789012345678901234567890";
+    shim.send_raw(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"fx__echo","arguments":{{"message":"n","price":1.50,"big":{id}}}}}}}"#
+    ));
+    let answer = loop {
+        let line = shim
+            .recv_line_timeout(TIMEOUT)
+            .expect("an answer to the 30-digit id");
+        if line.contains(r#""result""#) {
+            break line;
+        }
+    };
+    assert!(
+        answer.contains(&format!(r#""id":{id}"#)),
+        "the id was re-encoded: {answer}"
+    );
+    let received = fs::read_to_string(&record).expect("the fixture's record");
+    assert!(
+        received.contains(&format!(
+            r#""arguments":{{"message":"n","price":1.50,"big":{id}}}"#
+        )),
+        "the request was re-encoded on its way upstream:\n{received}"
+    );
+
+    // A 300 KB line each way.
+    let big = "x".repeat(300_000);
+    let echoed = shim.call_tool("fx__echo", json!({"message": big}));
+    assert_eq!(text_of(&echoed).len(), 300_000);
+    let blob = shim.call_tool("fx__blob", json!({"bytes": 300_000}));
+    assert_eq!(text_of(&blob), big);
+
+    // Closing stdin ends the session: the shim exits 0 and is gone, the daemon forgets it.
+    let pid = shim.pid();
+    let status = shim.close();
+    assert!(status.success(), "the shim exited with {status}");
+    assert!(!process_alive(pid), "the shim is still there");
+    assert!(
+        wait_until(TIMEOUT, || daemon.status().sessions.is_empty()),
+        "the daemon kept the session: {:?}",
+        daemon.status().sessions
+    );
+}
+
+#[test]
+fn mcp_shim_direct_in_the_environment_turns_direct_mode_on() {
+    let daemon = daemon_with_fixture(&[]);
+    let mut cmd = ShimClient::command(&daemon);
+    cmd.env("MCP_SHIM_DIRECT", "1");
+    let mut shim = ShimClient::from_command(cmd);
+    let stdin_pipe = fd_target(shim.pid(), 0);
+    shim.initialize();
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+    assert_handed_over(&daemon, &shim, &stdin_pipe);
+    assert_eq!(
+        text_of(&shim.call_tool("fx__echo", json!({"message": "env"}))),
+        "env"
+    );
+
+    // `0` leaves it off: the shim relays.
+    let mut cmd = ShimClient::command(&daemon);
+    cmd.env("MCP_SHIM_DIRECT", "0");
+    let mut relayed = ShimClient::from_command(cmd);
+    relayed.initialize();
+    assert!(fd_target(relayed.pid(), 0).starts_with("pipe:"));
+    assert!(shim.close().success());
+    assert!(relayed.close().success());
+}
+
+#[test]
+fn a_killed_daemon_ends_a_direct_session_and_the_shim_exits_1_saying_why() {
+    let mut daemon = daemon_with_fixture(&[]);
+    let mut shim = direct_client(&daemon);
+    assert_eq!(
+        text_of(&shim.call_tool("fx__echo", json!({"message": "before"}))),
+        "before"
+    );
+    // A request in flight at the crash gets no answer: the daemon held it.
+    shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    daemon.kill();
+
+    let status = shim
+        .wait_exit(TIMEOUT)
+        .unwrap_or_else(|| panic!("the shim outlived the daemon: {}", shim.stderr()));
+    assert_eq!(status.code(), Some(1), "{}", shim.stderr());
+    let stderr = shim.stderr();
+    assert!(
+        stderr.contains("mcp-shim: lost the connection to mcpd")
+            && stderr.contains("cannot be resumed"),
+        "{stderr}"
+    );
+    // The client's stdout ends with the daemon: no answer, no half line.
+    loop {
+        match shim.recv_line_timeout(TIMEOUT) {
+            Ok(line) => assert!(
+                !line.contains(r#""result""#),
+                "an answer came after the crash: {line}"
+            ),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => panic!("the client's stdout stayed open"),
+        }
+    }
+}
+
+#[test]
+fn a_stopping_daemon_tells_a_direct_shim_which_exits_1() {
+    let mut daemon = daemon_with_fixture(&[]);
+    let mut shim = direct_client(&daemon);
+    daemon.terminate();
+    let status = shim
+        .wait_exit(TIMEOUT)
+        .unwrap_or_else(|| panic!("the shim outlived the daemon: {}", shim.stderr()));
+    assert_eq!(status.code(), Some(1), "{}", shim.stderr());
+    assert!(
+        shim.stderr()
+            .contains("mcp-shim: mcpd ended the direct session: mcpd is shutting down"),
+        "{}",
+        shim.stderr()
+    );
+}
+
+#[test]
+fn stopping_a_direct_shim_ends_its_session() {
+    let daemon = daemon_with_fixture(&[]);
+    let mut shim = direct_client(&daemon);
+    assert_eq!(daemon.status().sessions.len(), 1);
+    mcpd_tests::process::signal(shim.pid(), libc::SIGTERM);
+    let status = shim.wait_exit(TIMEOUT).expect("the shim exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        wait_until(TIMEOUT, || daemon.status().sessions.is_empty()),
+        "the daemon kept the session of a stopped shim"
+    );
+    // The daemon closed the client's stdout too.
+    assert!(matches!(
+        shim.recv_line_timeout(TIMEOUT),
+        Err(RecvTimeoutError::Disconnected)
+    ));
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[test]
+fn a_regular_file_as_stdin_falls_back_to_the_relay_and_says_so() {
+    let daemon = daemon_with_fixture(&[]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let input = dir.path().join("input");
+    fs::write(&input, format!("{INITIALIZE}\n")).expect("write the input");
+    let mut child = daemon
+        .command("mcp-shim")
+        .arg("--direct")
+        .stdin(fs::File::open(&input).expect("open the input"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-shim");
+    let stdout = Captured::start(child.stdout.take().expect("piped stdout"));
+    let stderr = Captured::start(child.stderr.take().expect("piped stderr"));
+    let status = wait_timeout(&mut child, TIMEOUT);
+    assert!(stderr.wait_closed(TIMEOUT) && stdout.wait_closed(TIMEOUT));
+    let (stdout, stderr) = (stdout.text(), stderr.text());
+    assert!(status.is_some_and(|s| s.success()), "{status:?} {stderr}");
+    assert_eq!(
+        stderr, "mcp-shim: --direct: stdin is a regular file; relaying instead\n",
+        "one line, once"
+    );
+    assert!(
+        stdout.contains(r#""serverInfo""#),
+        "the relay did not answer: {stdout}"
+    );
+}
+
+#[test]
+fn dev_null_as_stdin_falls_back_to_the_relay_and_says_so() {
+    let daemon = daemon_with_fixture(&[]);
+    // `run_with_timeout` gives it /dev/null as stdin.
+    let out = run_with_timeout(daemon.command("mcp-shim").arg("--direct"), TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        "mcp-shim: --direct: stdin is a device; relaying instead\n"
+    );
+}
+
+/// A pseudo-terminal: (the controlling side, the terminal a program reads).
+fn pty() -> (fs::File, fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on the descriptor just opened, owned
+    // once; the name buffer is writable, its length passed, and ptsname_r NUL-terminates it.
+    let (master, name) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "no pseudo-terminal");
+        // Not inherited by the shim: only this test holds the controlling side.
+        assert_eq!(libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+        let master = fs::File::from(OwnedFd::from_raw_fd(master));
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0
+        );
+        let name = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (master, name)
+    };
+    let terminal = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .expect("open the terminal");
+    (master, terminal)
+}
+
+#[test]
+fn a_terminal_as_stdin_falls_back_to_the_relay_and_says_so() {
+    let daemon = daemon_with_fixture(&[]);
+    let (mut master, terminal) = pty();
+    let mut cmd = daemon.command("mcp-shim");
+    let mut child = cmd
+        .arg("--direct")
+        .stdin(terminal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-shim");
+    let lines = line_channel(child.stdout.take().expect("piped stdout"));
+    let errors = line_channel(child.stderr.take().expect("piped stderr"));
+    assert_eq!(
+        errors.recv_timeout(TIMEOUT).ok().as_deref(),
+        Some("mcp-shim: --direct: stdin is a terminal; relaying instead")
+    );
+    master
+        .write_all(format!("{INITIALIZE}\n").as_bytes())
+        .expect("type into the terminal");
+    let answer = lines
+        .recv_timeout(TIMEOUT)
+        .expect("an answer through the relay");
+    assert!(answer.contains(r#""serverInfo""#), "{answer}");
+    // The terminal going away is the end of input.
+    drop(master);
+    let status = wait_timeout(&mut child, TIMEOUT);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // Nothing else was said.
+    assert!(matches!(
+        errors.recv_timeout(TIMEOUT),
+        Err(RecvTimeoutError::Disconnected)
+    ));
+}
+
+#[test]
+fn another_user_cannot_hand_its_descriptors_to_the_daemon() {
+    let daemon = daemon_with_fixture(&[]);
+    // Let uid 65534 reach the socket (the directory is 0700 normally).
+    let dirs: Vec<_> = daemon
+        .socket()
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(daemon.root()))
+        .collect();
+    for dir in dirs {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a dir");
+    }
+    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o777))
+        .expect("chmod the socket");
+
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("mcpd-socket-peer"))
+        .arg("direct")
+        .arg(daemon.socket())
+        .env_clear();
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let reply = said.lines().next().unwrap_or_default();
+    assert!(
+        reply.contains(r#""op":"error""#) && reply.contains("uid"),
+        "the daemon did not refuse another uid: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.lines().any(|l| l == "answered 0"),
+        "the daemon served the intruder's pipes: {said}"
+    );
+    daemon.wait_log("refused a connection from another user", TIMEOUT);
+    assert!(
+        !daemon.log().contains("direct: serving"),
+        "a direct session started for another user"
+    );
+    assert!(daemon.status().sessions.is_empty());
+}
+
+/// An SDK client lists and calls tools through `mcp-shim --direct`.
+fn sdk_lists_and_calls_tools_through_a_direct_shim(sdk: Sdk) {
+    let daemon = daemon_with_fixture(&[]);
+    let steps = json!([
+        {"op": "list_tools"},
+        {"op": "call_tool", "name": "fx__echo", "arguments": {"message": "direct 1.50"}},
+    ]);
+    let client = SdkClient::spawn_with(sdk, &daemon, &steps, &["--shim-arg=--direct"]);
+    let lines = client.finish(PEER_TIMEOUT);
+    let tools = &lines[1]["tools"];
+    assert!(
+        tools
+            .as_array()
+            .is_some_and(|t| t.iter().any(|n| n == "fx__echo")),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2]["content"][0]["text"], "direct 1.50", "{lines:?}");
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || daemon.status().sessions.is_empty()),
+        "the session outlived the client"
+    );
+}
+
+#[test]
+fn peer_python_sdk_lists_and_calls_tools_through_a_direct_shim() {
+    sdk_lists_and_calls_tools_through_a_direct_shim(Sdk::Python);
+}
+
+#[test]
+fn peer_typescript_sdk_lists_and_calls_tools_through_a_direct_shim() {
+    sdk_lists_and_calls_tools_through_a_direct_shim(Sdk::TypeScript);
+}
+
+#[test]
+fn an_overlong_line_gets_an_error_and_the_direct_session_goes_on() {
+    let daemon = daemon_with_fixture(&[]);
+    let mut shim = direct_client(&daemon);
+    let over = mcpd_proto::line::MAX_MESSAGE_LINE + 1;
+    shim.send_raw(&format!(
+        r#"{{"jsonrpc":"2.0","id":9,"method":"x","params":"{}"}}"#,
+        "y".repeat(over)
+    ));
+    let error = loop {
+        let line = shim
+            .recv_line_timeout(TIMEOUT)
+            .expect("an answer to the overlong line");
+        if line.contains(r#""error""#) {
+            break serde_json::from_str::<Value>(&line).expect("JSON");
+        }
+    };
+    assert_eq!(error["error"]["code"], -32600, "{error}");
+    assert_eq!(
+        text_of(&shim.call_tool("fx__echo", json!({"message": "still here"}))),
+        "still here"
+    );
+    assert!(shim.close().success());
+}
+
+#[test]
+fn a_direct_client_that_does_not_read_is_closed_like_any_other_and_its_shim_says_why() {
+    const MIB: usize = 1024 * 1024;
+    let daemon = TestDaemon::start(json!({
+        "mcpd": {"sessionBufferBytes": MIB, "clientStallMs": 1_000},
+        "mcpServers": {"fx": fixture::server(&["--blob"])},
+    }));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    let mut child = daemon
+        .command("mcp-shim")
+        .arg("--direct")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-shim");
+    let stderr = Captured::start(child.stderr.take().expect("piped stderr"));
+    // Its stdout is never read.
+    let _unread = child.stdout.take();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    std::thread::spawn(move || {
+        let _ = writeln!(stdin, "{INITIALIZE}");
+        for id in 2..=200 {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                              "params": {"name": "fx__blob", "arguments": {"bytes": MIB}}});
+            if writeln!(stdin, "{call}").is_err() {
+                return;
+            }
+        }
+    });
+    daemon.wait_log("closed the session: its client read nothing", TIMEOUT);
+    let status = wait_timeout(&mut child, TIMEOUT).expect("the shim exits with its session");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.wait_closed(TIMEOUT));
+    assert!(
+        stderr
+            .text()
+            .contains("mcp-shim: mcpd ended the direct session: the client read nothing"),
+        "{}",
+        stderr.text()
+    );
+}
