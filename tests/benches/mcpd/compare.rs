@@ -2,9 +2,10 @@
 //! two other MCP proxies from crates.io, mcpzip 0.1.0 and dynamic-mcp 1.5.0 (binary `dmcp`),
 //! installed pinned by [`peer_bin`] on first use into a cache directory and reused after.
 //!
-//! - `peers_latency`: one call in flight, the fixture's `echo`, four routes interleaved.
+//! - `peers_latency`: one call in flight, the fixture's `echo`, the routes interleaved (with
+//!   `mcp-shim --direct`, whose shim hands its stdio to mcpd, beside the relaying shim).
 //! - `throughput`: clients × calls in flight (1×1, 1×16, 8×8, 32×4), calls/s and CPU per call of
-//!   each kind of process.
+//!   each kind of process (also with `mcp-shim --direct`).
 //! - `slow4`: the fixture's `sleep 1000 ms` called 4 times at once by one client.
 //! - `scaling`: the full `tools/list` through `mcp-shim` as the catalog grows to 5,000 tools.
 //! - `fleet`: 5 clients × 10 server-everything: memory (Pss) and processes.
@@ -153,6 +154,8 @@ fn call_ok(a: &Answer) -> bool {
 enum Way {
     Direct,
     Mcpd,
+    /// `mcp-shim --direct`: the shim hands the client's stdio to mcpd and leaves the data path.
+    McpdDirect,
     /// mcpd and mcp-shim of the build in `$MCPD_BENCH_BEFORE`.
     McpdBefore,
     Mcpzip,
@@ -170,10 +173,18 @@ impl Way {
         ways
     }
 
+    /// [`all`](Self::all) with `mcp-shim --direct` next to the relaying shim.
+    fn all_and_direct() -> Vec<Way> {
+        let mut ways = Self::all();
+        ways.insert(2, Way::McpdDirect);
+        ways
+    }
+
     fn name(self) -> &'static str {
         match self {
             Way::Direct => "fixture directly",
             Way::Mcpd => "mcp-shim → mcpd",
+            Way::McpdDirect => "mcp-shim --direct → mcpd",
             Way::McpdBefore => "mcp-shim → mcpd, before",
             Way::Mcpzip => "mcpzip 0.1.0",
             Way::Dynamic => "dynamic-mcp 1.5.0",
@@ -183,7 +194,7 @@ impl Way {
     fn spelling(self) -> Spelling {
         match self {
             Way::Direct => Spelling::Direct,
-            Way::Mcpd | Way::McpdBefore => Spelling::Namespaced,
+            Way::Mcpd | Way::McpdDirect | Way::McpdBefore => Spelling::Namespaced,
             Way::Mcpzip => Spelling::Mcpzip,
             Way::Dynamic => Spelling::Dynamic,
         }
@@ -226,16 +237,16 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
                 conns.push(c);
             }
         }
-        Way::Mcpd | Way::McpdBefore => {
+        Way::Mcpd | Way::McpdDirect | Way::McpdBefore => {
             let dir = (way == Way::McpdBefore).then(before_dir).flatten();
             let d = daemon_of(dir.as_deref(), json!({"mcpServers": fx()}), &["fx"]);
             procs.push(("mcpd", d.pid()));
             for i in 0..n {
-                let mut c = Conn::spawn(
-                    &format!("shim {i}"),
-                    &mut shim_command_of(dir.as_deref(), d.socket()),
-                    Stdio::null(),
-                );
+                let mut command = shim_command_of(dir.as_deref(), d.socket());
+                if way == Way::McpdDirect {
+                    command.arg("--direct");
+                }
+                let mut c = Conn::spawn(&format!("shim {i}"), &mut command, Stdio::null());
                 c.initialize();
                 procs.push(("mcp-shim", c.pid().unwrap_or(0)));
                 conns.push(c);
@@ -305,7 +316,7 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
     let calls = ctx.n(5_000);
     let hello = r#"{"message":"hello"}"#;
     let mut routes: Vec<(Way, Clients)> = Vec::new();
-    for way in Way::all() {
+    for way in Way::all_and_direct() {
         match clients(way, 1) {
             Ok(c) => routes.push((way, c)),
             Err(why) => println!("({} left out: {why})\n", way.name()),
@@ -455,7 +466,7 @@ pub(crate) fn throughput(ctx: &Ctx) {
     let mut rows = Vec::new();
     let mut direct_rate: HashMap<(usize, usize), f64> = HashMap::new();
     for (n, inflight) in shapes {
-        for way in Way::all() {
+        for way in Way::all_and_direct() {
             let c = match clients(way, n) {
                 Ok(c) => c,
                 Err(why) => {
