@@ -4,4 +4,4 @@
 
 pub use mcpd_config::*;
 
-pub mod last_good;
+pub(crate) mod last_good;

@@ -22,14 +22,14 @@ pub mod logging;
 pub(crate) mod memory;
 pub(crate) mod net;
 pub mod notify;
-pub mod observe;
+pub(crate) mod observe;
 pub(crate) mod redact;
 pub mod router;
 pub mod runtime;
 pub(crate) mod sandbox;
-pub mod secrets;
+pub(crate) mod secrets;
 pub mod server;
-pub mod supervisor;
+pub(crate) mod supervisor;
 pub mod upstream;
 
 pub use server::{DaemonConfig, run};

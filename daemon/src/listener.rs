@@ -92,7 +92,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// The directory is looked at with `lstat` and opened with `O_NOFOLLOW`: a symlink planted
 /// there (e.g. `/tmp/mcpd-$UID` pointing at another directory) is refused, never followed, and
 /// the mode of a link's target is never changed. One of ours that others may read is made 0700.
-pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

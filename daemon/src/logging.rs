@@ -24,11 +24,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Lines the ring keeps; older ones are dropped first.
-pub const RING_CAPACITY: usize = 2000;
+pub(crate) const RING_CAPACITY: usize = 2000;
 /// Lines a `mcpctl logs -f` follower may fall behind before it is told some were dropped.
-pub const FOLLOW_CAPACITY: usize = 512;
+pub(crate) const FOLLOW_CAPACITY: usize = 512;
 /// Longest message kept in the ring, in bytes; longer ones are cut (the journal gets them whole).
-pub const MAX_MESSAGE: usize = 4096;
+pub(crate) const MAX_MESSAGE: usize = 4096;
 
 /// Where log lines go besides the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -46,7 +46,7 @@ pub use mcpd_proto::LogLine;
 
 /// The bounded buffer of recent lines and the feed of new ones.
 #[derive(Debug)]
-pub struct LogRing {
+pub(crate) struct LogRing {
     // A std mutex: it is held only to push or copy lines, never across an `.await`, and the
     // tracing layer that pushes runs in synchronous code.
     lines: Mutex<VecDeque<LogLine>>,
@@ -82,7 +82,7 @@ impl LogRing {
     }
 
     /// The lines in the ring, oldest first; only those about `server` when one is given.
-    pub fn snapshot(&self, server: Option<&str>) -> Vec<LogLine> {
+    pub(crate) fn snapshot(&self, server: Option<&str>) -> Vec<LogLine> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines
             .iter()
@@ -94,7 +94,7 @@ impl LogRing {
     /// The `limit` most recent lines about `server` (all when `None`), cut into batches whose
     /// JSON encodings each stay under `max_bytes` (leave room for the reply envelope), so that
     /// every control reply line respects the line cap. Always at least one (maybe empty) batch.
-    pub fn snapshot_batches(
+    pub(crate) fn snapshot_batches(
         &self,
         server: Option<&str>,
         limit: Option<usize>,
@@ -131,12 +131,12 @@ impl LogRing {
 }
 
 /// Whether `line` is about `server` (every line is, when no server is given).
-pub fn matches_server(line: &LogLine, server: Option<&str>) -> bool {
+pub(crate) fn matches_server(line: &LogLine, server: Option<&str>) -> bool {
     server.is_none_or(|s| line.server.as_deref() == Some(s))
 }
 
 /// The process-wide ring that [`init`]'s layer fills and the control socket reads.
-pub fn ring() -> &'static LogRing {
+pub(crate) fn ring() -> &'static LogRing {
     static RING: OnceLock<LogRing> = OnceLock::new();
     RING.get_or_init(|| LogRing::new(RING_CAPACITY))
 }
@@ -212,7 +212,7 @@ impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
 
 /// Whether stderr is the journal's stream: `JOURNAL_STREAM` is `DEV:INODE` of the stream
 /// systemd connected, and it must be stderr itself (not a pipe something else set up later).
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -226,7 +226,7 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// Whether a `JOURNAL_STREAM` value (`DEV:INODE`, decimal) names the file `dev`/`ino`.
-pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+pub(crate) fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
     let Some((d, i)) = value.trim().split_once(':') else {
         return false;
     };
@@ -235,12 +235,13 @@ pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
 
 /// The tracing layer that copies each event into a [`LogRing`].
 #[derive(Debug)]
-pub struct RingLayer {
+pub(crate) struct RingLayer {
     ring: &'static LogRing,
 }
 
 impl RingLayer {
     /// A layer that fills `ring`.
+    #[cfg(test)]
     pub fn new(ring: &'static LogRing) -> Self {
         Self { ring }
     }

@@ -18,7 +18,7 @@ pub fn notify_ready(status: &str) {
 
 /// `RELOADING=1` with `MONOTONIC_USEC=` (systemd 253 and later want both for
 /// `Type=notify-reload`; older ones ignore the timestamp). Follow it with [`notify_reloaded`].
-pub fn notify_reloading() {
+pub(crate) fn notify_reloading() {
     let mut states = vec![NotifyState::Reloading];
     match NotifyState::monotonic_usec_now() {
         Ok(now) => states.push(now),
@@ -29,7 +29,7 @@ pub fn notify_reloading() {
 }
 
 /// `READY=1` after a reload, with a `STATUS=` that says how it went.
-pub fn notify_reloaded(status: &str) {
+pub(crate) fn notify_reloaded(status: &str) {
     send(
         "READY=1",
         &[NotifyState::Ready, NotifyState::Status(status)],
@@ -49,7 +49,7 @@ pub fn notify_stopping() {
 
 /// `STATUS=` with the numbers `systemctl --user status mcpd` should show. Call it whenever one of
 /// them changes; it costs one datagram.
-pub fn notify_status(servers_up: usize, servers_total: usize, sessions: usize) {
+pub(crate) fn notify_status(servers_up: usize, servers_total: usize, sessions: usize) {
     send(
         "STATUS=",
         &[NotifyState::Status(&status_line(
@@ -61,7 +61,7 @@ pub fn notify_status(servers_up: usize, servers_total: usize, sessions: usize) {
 }
 
 /// The `STATUS=` text for [`notify_status`].
-pub fn status_line(servers_up: usize, servers_total: usize, sessions: usize) -> String {
+pub(crate) fn status_line(servers_up: usize, servers_total: usize, sessions: usize) -> String {
     let plural = |n: usize, one: &str, many: &str| {
         if n == 1 {
             format!("{n} {one}")

@@ -12,7 +12,7 @@
 //! daemon that does CPU-heavy work per request on a machine with cores to spare.
 
 /// The environment variable that chooses a multi-thread runtime.
-pub const WORKER_THREADS_ENV: &str = "MCPD_WORKER_THREADS";
+pub(crate) const WORKER_THREADS_ENV: &str = "MCPD_WORKER_THREADS";
 
 /// Builds the runtime `MCPD_WORKER_THREADS` asks for: a current-thread runtime unless it names
 /// two workers or more.

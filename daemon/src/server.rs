@@ -24,9 +24,9 @@ use crate::daemon::Daemon;
 pub const MAX_CONNECTIONS: usize = 512;
 /// Connections of other users being refused at once; more are closed without an answer. They
 /// never take one of the owner's [`MAX_CONNECTIONS`].
-pub const MAX_FOREIGN_REFUSALS: usize = 32;
+pub(crate) const MAX_FOREIGN_REFUSALS: usize = 32;
 /// Time a peer has to send its hello.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to run the daemon.
 #[derive(Debug)]

@@ -71,6 +71,7 @@ impl Listener {
     }
 
     /// Its port.
+    #[cfg(test)]
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -25,17 +25,17 @@
 //! Tokens never leave this module except as the `Authorization` header value handed to the
 //! transport: not in logs, errors, status or the control socket.
 
-pub mod callback;
-pub mod challenge;
-pub mod clock;
-pub mod discovery;
+pub(crate) mod callback;
+pub(crate) mod challenge;
+pub(crate) mod clock;
+pub(crate) mod discovery;
 mod error;
-pub mod grant;
-pub mod http;
-pub mod import;
-pub mod keyring;
-pub mod pkce;
-pub mod store;
+pub(crate) mod grant;
+pub(crate) mod http;
+pub(crate) mod import;
+pub(crate) mod keyring;
+pub(crate) mod pkce;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,12 +59,12 @@ use self::store::{CredentialStore, Store, StoreError};
 use crate::config::oauth::{OAuthSpec, RemoteAuth};
 
 /// An access token is refreshed when it expires within this margin, before a request uses it.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// How long a login waits for the browser to come back.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Step-up requests (403 `insufficient_scope`) answered with a login hint before further ones
 /// are plain errors: with the first login, at most three authorization requests in a row.
-pub const MAX_STEP_UPS: u32 = 2;
+pub(crate) const MAX_STEP_UPS: u32 = 2;
 /// A token refused within this time after it was issued is not refreshed again.
 const FRESH: Duration = Duration::from_secs(2);
 
@@ -81,7 +81,7 @@ pub enum Unauthorized {
 
 /// What to do after a 403.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forbidden {
+pub(crate) enum Forbidden {
     /// More scopes are needed: the message tells the user to log in again, which will ask
     /// for them.
     StepUp(String),
@@ -91,7 +91,7 @@ pub enum Forbidden {
 
 /// One server's authorization state.
 #[derive(Debug)]
-pub struct ServerAuth {
+pub(crate) struct ServerAuth {
     name: String,
     /// The tokens. A `std` mutex: every critical section is a field copy; never held across
     /// an `.await`.
@@ -223,7 +223,7 @@ impl AuthManager {
 
     /// The credential store in use and why (`keyring (Secret Service)`, `file (no session
     /// bus)`, `memory`), with the reason when it fell back to memory.
-    pub fn store_description(&self) -> String {
+    pub(crate) fn store_description(&self) -> String {
         match &self.store_error {
             None => self.store.description().to_owned(),
             Some(e) => format!("memory ({e})"),
@@ -250,7 +250,7 @@ impl AuthManager {
     ///
     /// Stored logins are read and decrypted with no lock held (file I/O); callers on the
     /// runtime run it on a blocking thread.
-    pub fn set_targets(&self, targets: BTreeMap<String, RemoteAuth>) {
+    pub(crate) fn set_targets(&self, targets: BTreeMap<String, RemoteAuth>) {
         let old = std::mem::replace(&mut *lock(&self.targets), targets.clone());
         let keep: Vec<String> = {
             let servers = lock(&self.servers);
@@ -463,7 +463,7 @@ impl AuthManager {
 
     /// Handles a 403 from `server`: an `insufficient_scope` challenge is remembered for the
     /// next login.
-    pub fn on_forbidden(&self, server: &str, www_authenticate: Option<&str>) -> Forbidden {
+    pub(crate) fn on_forbidden(&self, server: &str, www_authenticate: Option<&str>) -> Forbidden {
         let challenge = www_authenticate.map(Challenge::parse).unwrap_or_default();
         let denied =
             || Forbidden::Denied(format!("server `{server}` refused the request (HTTP 403)"));

@@ -239,6 +239,7 @@ impl CatalogCache {
     }
 
     /// Times the file was written.
+    #[cfg(test)]
     pub fn files_written(&self) -> u64 {
         self.files.load(Ordering::Acquire)
     }

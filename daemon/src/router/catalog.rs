@@ -35,7 +35,7 @@ pub struct Entry {
 
 /// What one server contributes besides its lists.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ServerFacts {
+pub(crate) struct ServerFacts {
     /// Its capabilities (live, or from the cache).
     pub caps: UpstreamCaps,
     /// Its `instructions`.
@@ -44,7 +44,7 @@ pub struct ServerFacts {
 
 /// All items of all servers, in server-name order, each server's items in its own order.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     lists: [Vec<Entry>; 4],
     by_name: [HashMap<String, usize>; 4],
     /// Servers whose lists are not known yet (still starting, no cache).
@@ -158,7 +158,7 @@ impl Joined {
 
 /// The items of one kind that one session sees, in catalog order: a page is a slice.
 #[derive(Debug)]
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     list: &'a [Entry],
     data: Arc<ViewData>,
 }
@@ -169,13 +169,8 @@ impl<'a> View<'a> {
         self.data.at.len()
     }
 
-    /// Whether the view is empty.
-    pub fn is_empty(&self) -> bool {
-        self.data.at.is_empty()
-    }
-
     /// Up to `n` items from `offset` on (none past the end).
-    pub fn slice(&self, offset: usize, n: usize) -> impl Iterator<Item = &'a Entry> + '_ {
+    pub(crate) fn slice(&self, offset: usize, n: usize) -> impl Iterator<Item = &'a Entry> + '_ {
         let (start, end) = self.range(offset, n);
         self.data.at[start..end]
             .iter()
@@ -219,7 +214,7 @@ impl<'a> View<'a> {
 
 /// One page of a list, ready to be written between the `[` and `]` of its array.
 #[derive(Debug, PartialEq)]
-pub struct Page<'a> {
+pub(crate) struct Page<'a> {
     /// The view's items on this page, joined by commas (one slice of the view's text).
     listed: &'a str,
     /// Items mcpd adds itself that fall on this page.
@@ -238,6 +233,7 @@ impl Page<'_> {
     }
 
     /// Whether the page has no items.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.listed.is_empty() && self.extra.is_empty()
     }
@@ -256,7 +252,7 @@ impl Page<'_> {
 
 /// A tool or prompt the pinning policy leaves out of the catalog.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Withheld {
+pub(crate) struct Withheld {
     /// Its server.
     pub server: String,
     /// Its name there.
@@ -461,7 +457,7 @@ impl Catalog {
 
     /// Leaves out the tools and prompts the pinning policy withholds (see
     /// `observe::pins`), remembering them so that a call gets an error that says why.
-    pub fn withhold(&mut self, items: &crate::observe::pins::Withheld) {
+    pub(crate) fn withhold(&mut self, items: &crate::observe::pins::Withheld) {
         if items.is_empty() {
             return;
         }
@@ -487,7 +483,7 @@ impl Catalog {
     }
 
     /// A tool or prompt left out by the pinning policy.
-    pub fn withheld(&self, kind: ListKind, name: &str) -> Option<&Withheld> {
+    pub(crate) fn withheld(&self, kind: ListKind, name: &str) -> Option<&Withheld> {
         self.withheld.get(&(kind.index(), name.to_owned()))
     }
 
@@ -507,7 +503,11 @@ impl Catalog {
     /// resource there or offering a template for it): a catch-all `{uri}` cannot reach into
     /// another server's URIs. A template's own text (`completion/complete`'s `ref/resource`)
     /// goes to its server.
-    pub fn resource_owner<'a>(&'a self, uri: &str, servers: &'a [String]) -> Option<&'a str> {
+    pub(crate) fn resource_owner<'a>(
+        &'a self,
+        uri: &str,
+        servers: &'a [String],
+    ) -> Option<&'a str> {
         if let Some(entry) = self.get(ListKind::Resources, uri) {
             let listers = self.listers.get(uri);
             let mut all = std::iter::once(&entry.server).chain(listers.into_iter().flatten());
@@ -541,12 +541,12 @@ impl Catalog {
     }
 
     /// Whether a server lists `uri` itself (rather than a template matching it).
-    pub fn is_listed(&self, uri: &str) -> bool {
+    pub(crate) fn is_listed(&self, uri: &str) -> bool {
         self.get(ListKind::Resources, uri).is_some()
     }
 
     /// Whether the catalog says the same as `other` to every client.
-    pub fn same_as(&self, other: &Self) -> bool {
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
         self.pending == other.pending
             && self.lists == other.lists
             && self.servers == other.servers
@@ -554,7 +554,7 @@ impl Catalog {
     }
 
     /// The items of one kind of the given servers.
-    pub fn view<'a>(
+    pub(crate) fn view<'a>(
         &'a self,
         kind: ListKind,
         servers: &'a [String],
@@ -565,7 +565,7 @@ impl Catalog {
     }
 
     /// The items of one kind of the given servers that a profile's tool filter lets through.
-    pub fn visible<'a>(
+    pub(crate) fn visible<'a>(
         &'a self,
         kind: ListKind,
         servers: &[String],
@@ -577,7 +577,7 @@ impl Catalog {
 
     /// The same items as [`Self::visible`], as a view that pages by slicing. Computed once per
     /// catalog for each server set and filter (linear in the catalog), shared after that.
-    pub fn visible_view(
+    pub(crate) fn visible_view(
         &self,
         kind: ListKind,
         servers: &[String],
@@ -664,7 +664,12 @@ impl Catalog {
     /// that view are told `list_changed`.
     /// Computed once per catalog for each view: every session following the catalog asks for
     /// it at each change.
-    pub fn fingerprint(&self, kind: ListKind, servers: &[String], filter: &ToolFilter) -> u64 {
+    pub(crate) fn fingerprint(
+        &self,
+        kind: ListKind,
+        servers: &[String],
+        filter: &ToolFilter,
+    ) -> u64 {
         self.visible_view(kind, servers, filter).fingerprint()
     }
 
@@ -705,7 +710,7 @@ impl Catalog {
     }
 
     /// Whether a profile with this tool filter and mode sees the search trio.
-    pub fn searches(&self, servers: &[String], shape: &ProfileShape) -> bool {
+    pub(crate) fn searches(&self, servers: &[String], shape: &ProfileShape) -> bool {
         match shape.tool_mode {
             ToolMode::All => false,
             ToolMode::Search => true,
@@ -766,7 +771,7 @@ fn warn_once(message: &str) {
 
 /// Whether `uri` matches an RFC 6570 level-1 template: literal parts in order, each `{var}`
 /// standing for one or more characters.
-pub fn template_matches(template: &str, uri: &str) -> bool {
+pub(crate) fn template_matches(template: &str, uri: &str) -> bool {
     let mut parts = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -803,7 +808,7 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
 
 /// The name clients see for `key` of a server whose prefix is `prefix`: `""` keeps the server's
 /// own name (MCP Apps call their tools by it).
-pub fn exposed_name(prefix: &str, separator: &str, key: &str) -> String {
+pub(crate) fn exposed_name(prefix: &str, separator: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_owned()
     } else {
@@ -830,7 +835,7 @@ fn rename(raw: &RawValue, name: &str) -> Option<String> {
 }
 
 /// Shared pointer type sessions hold.
-pub type SharedCatalog = Arc<Catalog>;
+pub(crate) type SharedCatalog = Arc<Catalog>;
 
 #[cfg(test)]
 mod tests {

@@ -137,13 +137,9 @@ impl ServerRequests {
     }
 
     /// How many requests wait for an answer.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().by_id.len()
-    }
-
-    /// Whether no request waits for an answer.
-    pub fn is_empty(&self) -> bool {
-        self.lock().by_id.is_empty()
     }
 }
 

@@ -22,7 +22,7 @@ use super::session::tasks::TaskTable;
 use crate::upstream::{Caller, CallerRef, InstanceKey};
 
 /// MCP log levels, least severe first (RFC 5424 order).
-pub const LOG_LEVELS: [&str; 8] = [
+pub(crate) const LOG_LEVELS: [&str; 8] = [
     "debug",
     "info",
     "notice",
@@ -35,7 +35,7 @@ pub const LOG_LEVELS: [&str; 8] = [
 
 /// What a session shows in `mcpctl status`.
 #[derive(Debug)]
-pub struct SessionEntry {
+pub(crate) struct SessionEntry {
     /// Profile it attached to.
     pub profile: String,
     /// The client process, as the shim reported it.
@@ -49,7 +49,7 @@ pub struct SessionEntry {
 }
 
 /// The rank of a log level name in [`LOG_LEVELS`].
-pub fn log_rank(level: &str) -> Option<u8> {
+pub(crate) fn log_rank(level: &str) -> Option<u8> {
     LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
 }
 
@@ -58,7 +58,7 @@ pub use crate::upstream::ClientCaps;
 impl ClientCaps {
     /// What a client's `capabilities` object (its `initialize`, or a modern request's
     /// `_meta`) declares; an `elicitation` object without modes means form.
-    pub fn from_json(caps: Option<&serde_json::Value>) -> Self {
+    pub(crate) fn from_json(caps: Option<&serde_json::Value>) -> Self {
         let Some(caps) = caps else {
             return Self::default();
         };
@@ -76,7 +76,7 @@ impl ClientCaps {
 
 /// An upstream's way to one session. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SessionLink(Arc<LinkInner>);
+pub(crate) struct SessionLink(Arc<LinkInner>);
 
 #[derive(Debug)]
 struct LinkInner {
@@ -136,12 +136,12 @@ impl SessionLink {
     }
 
     /// Records what the client can do.
-    pub fn set_caps(&self, caps: ClientCaps) {
+    pub(crate) fn set_caps(&self, caps: ClientCaps) {
         *self.0.caps.write().unwrap_or_else(|e| e.into_inner()) = caps;
     }
 
     /// Records the servers the session's profile includes.
-    pub fn set_servers(&self, servers: Vec<String>) {
+    pub(crate) fn set_servers(&self, servers: Vec<String>) {
         *self.0.servers.write().unwrap_or_else(|e| e.into_inner()) = servers;
     }
 
@@ -156,7 +156,7 @@ impl SessionLink {
     }
 
     /// Sets the least severe level the client wants (`logging/setLevel`).
-    pub fn set_log_level(&self, rank: u8) {
+    pub(crate) fn set_log_level(&self, rank: u8) {
         self.0.log_level.store(rank + 1, Ordering::Relaxed);
     }
 
@@ -170,12 +170,12 @@ impl SessionLink {
 
     /// Whether a log message of `rank` goes to this client. A client that never set a level
     /// gets what the servers send.
-    pub fn admits(&self, rank: u8) -> bool {
+    pub(crate) fn admits(&self, rank: u8) -> bool {
         self.log_level().is_none_or(|min| rank >= min)
     }
 
     /// Waits for the client's answer to the request mcpd sends it with `id` (JSON text).
-    pub fn add_waiter(&self, id: String, waiter: tokio::sync::oneshot::Sender<String>) {
+    pub(crate) fn add_waiter(&self, id: String, waiter: tokio::sync::oneshot::Sender<String>) {
         self.0
             .waiters
             .lock()
@@ -184,7 +184,7 @@ impl SessionLink {
     }
 
     /// Takes the waiter of the request mcpd sent with `id`.
-    pub fn take_waiter(&self, id: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+    pub(crate) fn take_waiter(&self, id: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
         self.0
             .waiters
             .lock()
@@ -195,16 +195,6 @@ impl SessionLink {
     /// The session as an upstream sees it (see `upstream::port`).
     pub fn caller(&self) -> CallerRef {
         self.0.clone()
-    }
-
-    /// Whether two links are the same session.
-    pub fn same(&self, other: &SessionLink) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    /// Whether the session is gone.
-    pub fn is_closed(&self) -> bool {
-        self.0.out.is_closed()
     }
 }
 
@@ -242,7 +232,7 @@ struct Registered {
 
 /// Sessions and subscriptions, shared by the daemon and every upstream actor.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     sessions: RwLock<BTreeMap<u64, Registered>>,
     subscriptions: Mutex<HashMap<(InstanceKey, String), BTreeSet<u64>>>,
     /// Upstream subscribes under way (see `router::subscribing`).
@@ -319,27 +309,22 @@ impl Hub {
         self.read().len()
     }
 
-    /// Whether no session is registered.
-    pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
-    }
-
     /// Runs `f` on each session's entry, in id order.
-    pub fn each_entry(&self, mut f: impl FnMut(u64, &SessionEntry)) {
+    pub(crate) fn each_entry(&self, mut f: impl FnMut(u64, &SessionEntry)) {
         for (id, session) in self.read().iter() {
             f(*id, &session.entry);
         }
     }
 
     /// Records the client's `clientInfo`.
-    pub fn set_client_info(&self, id: u64, name: String, version: String) {
+    pub(crate) fn set_client_info(&self, id: u64, name: String, version: String) {
         if let Some(session) = self.write().get_mut(&id) {
             session.entry.client_info = Some((name, version));
         }
     }
 
     /// Who a session's client is, for audit lines.
-    pub fn client_tag(&self, id: u64) -> crate::observe::ClientTag {
+    pub(crate) fn client_tag(&self, id: u64) -> crate::observe::ClientTag {
         let sessions = self.read();
         let Some(entry) = sessions.get(&id).map(|s| &s.entry) else {
             return crate::observe::ClientTag::default();
@@ -370,7 +355,7 @@ impl Hub {
 
     /// Removes a session; returns the subscriptions it was the last one holding, which the
     /// caller unsubscribes upstream.
-    pub fn unregister(&self, id: u64) -> Vec<(InstanceKey, String)> {
+    pub(crate) fn unregister(&self, id: u64) -> Vec<(InstanceKey, String)> {
         self.write().remove(&id);
         self.changed.notify_one();
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
@@ -388,7 +373,7 @@ impl Hub {
     /// Sends a `notifications/message` line of `server` at `rank` to each session that sees
     /// the server and admits the level; the line of a per-client instance (`owner`) goes to its
     /// own session only.
-    pub fn broadcast_log(&self, server: &str, owner: Option<u64>, rank: u8, line: &str) {
+    pub(crate) fn broadcast_log(&self, server: &str, owner: Option<u64>, rank: u8, line: &str) {
         for link in self.links() {
             if owner.is_some_and(|o| o != link.id()) {
                 continue;
@@ -409,7 +394,7 @@ impl Hub {
     /// that request's response stream): that session gets it if it is modern and its scope
     /// admits it, legacy sessions as from [`broadcast_log`](Self::broadcast_log), no other
     /// modern session.
-    pub fn log_of_request(
+    pub(crate) fn log_of_request(
         &self,
         server: &str,
         owner: Option<u64>,
@@ -433,7 +418,7 @@ impl Hub {
     }
 
     /// The most verbose level any session asked for.
-    pub fn most_verbose_level(&self) -> Option<u8> {
+    pub(crate) fn most_verbose_level(&self) -> Option<u8> {
         self.read()
             .values()
             .filter_map(|s| {
@@ -457,7 +442,7 @@ impl Hub {
     }
 
     /// The upstream subscribes under way.
-    pub fn subscribing(&self) -> &super::subscribing::Subscribing {
+    pub(crate) fn subscribing(&self) -> &super::subscribing::Subscribing {
         &self.subscribing
     }
 
@@ -478,7 +463,7 @@ impl Hub {
     }
 
     /// The sessions subscribed to `uri` on the instance `key`.
-    pub fn subscribers(&self, key: &InstanceKey, uri: &str) -> Vec<SessionLink> {
+    pub(crate) fn subscribers(&self, key: &InstanceKey, uri: &str) -> Vec<SessionLink> {
         let ids: Vec<u64> = self
             .subscriptions
             .lock()
@@ -494,7 +479,7 @@ impl Hub {
 
     /// The URIs of instance `key` some session is subscribed to (re-subscribed after a
     /// restart).
-    pub fn subscribed_uris(&self, key: &InstanceKey) -> Vec<String> {
+    pub(crate) fn subscribed_uris(&self, key: &InstanceKey) -> Vec<String> {
         self.subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -79,11 +79,6 @@ impl Listens {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether any listen is open.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
     /// The ids of the listens that asked for change group `group`.
     pub fn for_group(&self, group: usize) -> Vec<String> {
         self.lock()

@@ -1,16 +1,16 @@
 //! Routing between client sessions and upstreams: the merged catalog, namespaced names and the
 //! per-session MCP loop.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod catalog;
-pub mod downstream;
+pub(crate) mod downstream;
 pub mod hub;
-pub mod instructions;
-pub mod listen;
-pub mod mrtr;
-pub mod names;
-pub mod outbox;
-pub mod scoped;
+pub(crate) mod instructions;
+pub(crate) mod listen;
+pub(crate) mod mrtr;
+pub(crate) mod names;
+pub(crate) mod outbox;
+pub(crate) mod scoped;
 pub mod search;
-pub mod session;
-pub mod subscribing;
+pub(crate) mod session;
+pub(crate) mod subscribing;

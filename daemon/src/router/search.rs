@@ -25,7 +25,7 @@ pub const SEARCH_TOOLS: &str = "search_tools";
 /// See [`SEARCH_TOOLS`].
 pub const DESCRIBE_TOOLS: &str = "describe_tools";
 /// See [`SEARCH_TOOLS`].
-pub const CALL_TOOL: &str = "call_tool";
+pub(crate) const CALL_TOOL: &str = "call_tool";
 /// Results of `search_tools` when the client gives no `limit`.
 const DEFAULT_LIMIT: usize = 8;
 /// Most results of one search.
@@ -69,7 +69,7 @@ pub fn trio() -> [String; 3] {
 }
 
 /// Whether `name` is one of the three.
-pub fn is_trio(name: &str) -> bool {
+pub(crate) fn is_trio(name: &str) -> bool {
     matches!(name, SEARCH_TOOLS | DESCRIBE_TOOLS | CALL_TOOL)
 }
 
@@ -346,7 +346,7 @@ pub fn handle(name: &str, msg: &Envelope<'_>, tools: &[&Entry]) -> Handled {
 
 /// Why a `call_tool` call's arguments do not make a `tools/call` (answered as invalid params).
 #[derive(Debug, thiserror::Error)]
-pub enum CallToolError {
+pub(crate) enum CallToolError {
     /// No `name` string, or `arguments` missing or undecodable.
     #[error("call_tool needs {{\"name\": \"...\", \"arguments\": {{...}}}}")]
     Usage,

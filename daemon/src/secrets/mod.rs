@@ -12,7 +12,7 @@
 //! - Values come in over the control socket (`mcpctl secret set`) and never go out: `list`
 //!   gives names, profiles, times and the servers that use each.
 
-pub use mcpd_config::secrets::{MAX_VALUE, detect};
+pub use mcpd_config::secrets::MAX_VALUE;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -196,7 +196,8 @@ impl SecretStore {
         secrets
     }
 
-    /// A store of its own in memory (tests, and daemons without a credential store).
+    /// A store of its own in memory.
+    #[cfg(test)]
     pub fn memory(redactor: Redactor) -> Self {
         Self::open(Arc::new(Store::memory()), redactor)
     }
@@ -362,6 +363,7 @@ impl SecretStore {
     }
 
     /// Why the stored secrets could not be read, if they could not.
+    #[cfg(test)]
     pub fn load_error(&self) -> Option<&str> {
         self.load_error.as_deref()
     }

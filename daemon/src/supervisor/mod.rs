@@ -191,11 +191,6 @@ impl Supervisor {
         self.read().notice.clone()
     }
 
-    /// Replaces the notice (the daemon words it when the configuration's report changes).
-    pub fn set_notice(&self, notice: Option<String>) {
-        self.write().notice = notice;
-    }
-
     /// The daemon is stopping.
     pub fn stopping(&self) -> bool {
         self.read().stopping

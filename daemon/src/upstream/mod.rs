@@ -12,15 +12,15 @@
 mod actor;
 #[cfg(test)]
 mod fake;
-pub mod ids;
+pub(crate) mod ids;
 mod instance;
-pub mod lenient;
+pub(crate) mod lenient;
 pub mod modern;
-pub mod port;
-pub mod process;
-pub mod records;
+pub(crate) mod port;
+pub(crate) mod process;
+pub(crate) mod records;
 pub mod sse;
-pub mod transport;
+pub(crate) mod transport;
 pub mod tree;
 
 use std::sync::Arc;
@@ -33,7 +33,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::ServerSpec;
 pub use instance::{InstanceKey, Scope};
-pub use port::{Caller, CallerRef, Candidate, ClientCaps, Downstream};
+pub use port::ClientCaps;
+pub(crate) use port::{Caller, CallerRef, Candidate, Downstream};
 pub use process::StopTimeouts;
 
 /// Commands queued for one upstream actor before senders are told it is busy.
@@ -41,7 +42,7 @@ const COMMAND_QUEUE: usize = 1024;
 
 /// A failure to route a request to an upstream, answered to the client as a JSON-RPC error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteError {
+pub(crate) struct RouteError {
     /// JSON-RPC error code (see `mcpd_proto::envelope`).
     pub code: i64,
     /// Message for the client.
@@ -50,11 +51,11 @@ pub struct RouteError {
 
 /// The upstream's answer to one forwarded request: the response line with the client's own id
 /// already restored, or why there is none.
-pub type Reply = Result<String, RouteError>;
+pub(crate) type Reply = Result<String, RouteError>;
 
 /// The kinds of list an upstream serves; the daemon merges each into its catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ListKind {
+pub(crate) enum ListKind {
     /// `tools/list`.
     Tools,
     /// `prompts/list`.
@@ -67,7 +68,8 @@ pub enum ListKind {
 
 impl ListKind {
     /// Every kind, in catalog order.
-    pub const ALL: [ListKind; 4] = [Self::Tools, Self::Prompts, Self::Resources, Self::Templates];
+    pub(crate) const ALL: [ListKind; 4] =
+        [Self::Tools, Self::Prompts, Self::Resources, Self::Templates];
 
     /// The list request's method.
     pub fn method(self) -> &'static str {
@@ -90,7 +92,7 @@ impl ListKind {
     }
 
     /// The member of an item that identifies it.
-    pub fn key_field(self) -> &'static str {
+    pub(crate) fn key_field(self) -> &'static str {
         match self {
             Self::Tools | Self::Prompts => "name",
             Self::Resources => "uri",
@@ -99,7 +101,7 @@ impl ListKind {
     }
 
     /// The notification an upstream sends when this list changed.
-    pub fn changed_notification(self) -> &'static str {
+    pub(crate) fn changed_notification(self) -> &'static str {
         match self {
             Self::Tools => "notifications/tools/list_changed",
             Self::Prompts => "notifications/prompts/list_changed",
@@ -124,7 +126,7 @@ pub struct Item {
 
 /// What an upstream declared it can do, from its `initialize` result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UpstreamCaps {
+pub(crate) struct UpstreamCaps {
     /// `tools`.
     pub tools: bool,
     /// `prompts`.
@@ -161,7 +163,7 @@ impl UpstreamCaps {
 
 /// What the rest of the daemon may know about an upstream, published by its actor.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Lifecycle state.
     pub state: ServerState,
     /// Pid of the running process.
@@ -249,7 +251,7 @@ pub struct Forward {
     pub caps: Option<ClientCaps>,
     /// For a modern client's call: where the server-to-client requests the upstream sends
     /// during it go (the client cannot take them; see `router::mrtr`).
-    pub asks: Option<mpsc::Sender<Ask>>,
+    pub(crate) asks: Option<mpsc::Sender<Ask>>,
     /// The log level a modern client asked for in this request's `_meta` (a legacy client's
     /// is its session's).
     pub log_level: Option<String>,
@@ -259,7 +261,7 @@ pub struct Forward {
 /// sent during a modern client's call, handed to the call's task, which asks the client with an
 /// `InputRequiredResult` and answers it with the client's retry.
 #[derive(Debug)]
-pub struct Ask {
+pub(crate) struct Ask {
     /// The upstream's id of the request, as JSON text.
     pub id: String,
     /// Its method.
@@ -318,6 +320,9 @@ enum Command {
     Stop {
         done: oneshot::Sender<()>,
     },
+    // Only the actor's unit tests send it: `mcpctl start|stop` go through the supervisor's
+    // gated replacement (`Supervisor::control`).
+    #[cfg_attr(not(test), allow(dead_code))]
     Control {
         op: ControlOp,
         done: oneshot::Sender<Result<(), ControlOpError>>,
@@ -327,7 +332,9 @@ enum Command {
 /// What `mcpctl start|stop NAME` asks of a running instance (`restart` is the supervisor's
 /// replacement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlOp {
+// `Stop` is sent by nothing (the supervisor replaces the instance with a stopped one).
+#[allow(dead_code)]
+pub(crate) enum ControlOp {
     /// Start it if it is stopped, idle or crash-looping.
     Start,
     /// Stop it and keep it stopped.
@@ -336,7 +343,8 @@ pub enum ControlOp {
 
 /// Why a [`ControlOp`] did not reach the instance or was refused by it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlOpError {
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum ControlOpError {
     /// The instance's actor has ended (its server was removed).
     #[error("server `{server}` has been removed")]
     Removed {
@@ -366,7 +374,7 @@ pub enum ControlOpError {
 
 /// What every upstream of one daemon works with.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// How upstreams reach sessions (the router).
     pub downstream: Arc<dyn Downstream>,
     /// Notified whenever an upstream's state or lists change.
@@ -379,7 +387,7 @@ pub struct Context {
 
 /// How a new instance begins.
 #[derive(Debug)]
-pub struct Begin {
+pub(crate) struct Begin {
     /// Its first snapshot (from the catalog cache, with its predecessor's restart count).
     pub initial: Snapshot,
     /// It starts when this opens (the instance it replaces has stopped); requests wait.
@@ -392,7 +400,7 @@ pub struct Begin {
 
 /// The way to one upstream actor. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct UpstreamHandle {
+pub(crate) struct UpstreamHandle {
     name: Arc<str>,
     key: Arc<InstanceKey>,
     spec: Arc<ServerSpec>,
@@ -407,7 +415,7 @@ static SERIALS: AtomicU64 = AtomicU64::new(1);
 /// A reference to an upstream that does not keep its actor alive, kept in the routes of the
 /// requests it sent to clients.
 #[derive(Debug, Clone)]
-pub struct UpstreamRef {
+pub(crate) struct UpstreamRef {
     tx: mpsc::WeakSender<Command>,
     key: Arc<InstanceKey>,
     /// Which actor: a successor has the same key.
@@ -437,7 +445,7 @@ impl UpstreamRef {
     }
 
     /// Delivers a client's answer to a request the upstream sent.
-    pub fn client_response(&self, upstream_id: String, line: String) {
+    pub(crate) fn client_response(&self, upstream_id: String, line: String) {
         if let Some(tx) = self.tx.upgrade() {
             let _ = tx.try_send(Command::ClientResponse { upstream_id, line });
         }
@@ -476,11 +484,6 @@ impl UpstreamHandle {
         handle
     }
 
-    /// Which instance it is.
-    pub fn key(&self) -> &InstanceKey {
-        &self.key
-    }
-
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -497,23 +500,23 @@ impl UpstreamHandle {
     }
 
     /// A copy of its current state.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
     }
 
     /// Progress of the call `upstream_id` goes to the client under `token` from now on (a
     /// modern client's retry of a parked call, `router::mrtr`).
-    pub fn retoken(&self, upstream_id: u64, token: Option<Box<RawValue>>) {
+    pub(crate) fn retoken(&self, upstream_id: u64, token: Option<Box<RawValue>>) {
         let _ = self.tx.try_send(Command::Retoken { upstream_id, token });
     }
 
     /// Whether the current process speaks MCP 2026-07-28.
-    pub fn is_modern(&self) -> bool {
+    pub(crate) fn is_modern(&self) -> bool {
         self.snapshot.borrow().era == Some(modern::Era::Modern)
     }
 
     /// A fresh request id for this upstream.
-    pub fn allocate_id(&self) -> u64 {
+    pub(crate) fn allocate_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -558,7 +561,7 @@ impl UpstreamHandle {
     }
 
     /// Passes a client's `notifications/roots/list_changed` on.
-    pub fn roots_changed(&self, line: String, from: CallerRef) {
+    pub(crate) fn roots_changed(&self, line: String, from: CallerRef) {
         let _ = self.tx.try_send(Command::RootsChanged { line, from });
     }
 
@@ -567,7 +570,9 @@ impl UpstreamHandle {
         let _ = self.tx.try_send(Command::Internal { method, params });
     }
 
-    /// Starts or stops the server on an operator's request and waits until done.
+    /// Starts or stops the server on an operator's request and waits until done (the actor's
+    /// unit tests; the daemon replaces the instance instead).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn control(&self, op: ControlOp) -> Result<(), ControlOpError> {
         let (done, wait) = oneshot::channel();
         self.tx

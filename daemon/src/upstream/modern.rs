@@ -17,10 +17,10 @@ use serde_json::value::RawValue;
 use super::ClientCaps;
 
 /// The modern protocol revision.
-pub const MODERN_VERSION: &str = crate::config::protocol::MODERN;
+pub(crate) const MODERN_VERSION: &str = crate::config::protocol::MODERN;
 /// How long a probe may go unanswered before the server is taken for a legacy one (which may
 /// ignore a request that arrives before `initialize`).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// MCP 2026-07-28: `UnsupportedProtocolVersionError`.
 const UNSUPPORTED_PROTOCOL_VERSION: &str = "-32022";
 
@@ -30,7 +30,7 @@ const RESERVED_PREFIX: &str = "io.modelcontextprotocol/";
 /// The era a server was found to speak; remembered in the catalog cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Era {
+pub(crate) enum Era {
     /// The `initialize` handshake.
     Legacy,
     /// MCP 2026-07-28.
@@ -39,7 +39,7 @@ pub enum Era {
 
 /// What a `server/discover` answer says about the server.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// A `DiscoverResult` listing 2026-07-28: speak modern.
     Modern,
     /// Anything else: a legacy server; send `initialize` (the reason, for the log).
@@ -51,7 +51,7 @@ pub enum Probe {
 
 /// The capabilities object a modern request declares for the client making it: only what mcpd
 /// can route back to that client.
-pub fn capabilities_json(caps: &ClientCaps) -> String {
+pub(crate) fn capabilities_json(caps: &ClientCaps) -> String {
     let mut parts = Vec::new();
     if caps.sampling {
         parts.push(r#""sampling":{}"#.to_owned());
@@ -188,7 +188,7 @@ pub fn notification(method: &str, params: &serde_json::Value) -> String {
 }
 
 /// What a `server/discover` answer means (see [`Probe`]).
-pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
+pub(crate) fn probe_outcome(msg: &Envelope<'_>) -> Probe {
     if let Some(result) = msg.result {
         let versions = member(result, "supportedVersions")
             .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok());
@@ -228,7 +228,7 @@ pub fn probe_outcome(msg: &Envelope<'_>) -> Probe {
 }
 
 /// What the `DiscoverResult` says: capabilities, instructions and `name version`.
-pub fn discovered(
+pub(crate) fn discovered(
     result: &RawValue,
 ) -> (Option<&RawValue>, Option<String>, Option<(String, String)>) {
     use super::actor::ServerInfo;
@@ -243,7 +243,7 @@ pub fn discovered(
 
 /// Whether `line` is a modern request (its `_meta` names the protocol version): the HTTP
 /// transport then adds [`http_headers`].
-pub fn is_modern_request(line: &str) -> bool {
+pub(crate) fn is_modern_request(line: &str) -> bool {
     line.contains(r#""io.modelcontextprotocol/protocolVersion""#)
 }
 
@@ -251,7 +251,7 @@ pub fn is_modern_request(line: &str) -> bool {
 /// (`params.name`, or `params.uri` for `resources/read`) for `tools/call`, `prompts/get` and
 /// `resources/read`; a name that is not plain visible ASCII is sent in the Base64 sentinel form
 /// `=?base64?...?=`.
-pub fn http_headers(line: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn http_headers(line: &str) -> Vec<(&'static str, String)> {
     let Ok(msg) = Envelope::parse(line) else {
         return Vec::new();
     };

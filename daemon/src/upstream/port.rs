@@ -60,7 +60,7 @@ pub struct Candidate<'a> {
 }
 
 /// What an upstream actor needs from the sessions side (see the module documentation).
-pub trait Downstream: Send + Sync + fmt::Debug {
+pub(crate) trait Downstream: Send + Sync + fmt::Debug {
     /// Which of `candidates` a server-to-client request `method` goes to (its index), if any
     /// can answer it.
     fn choose(&self, method: &str, url_mode: bool, candidates: &[Candidate<'_>]) -> Option<usize>;

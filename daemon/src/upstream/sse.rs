@@ -79,7 +79,7 @@ impl SseDecoder {
 
     /// Forgets a partial line or event: the connection it came on is gone. The last event id
     /// and the retry delay stay, for the next connection.
-    pub fn reset_connection(&mut self) {
+    pub(crate) fn reset_connection(&mut self) {
         self.line.clear();
         self.line_len = 0;
         self.after_cr = false;

@@ -29,11 +29,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// The environment variable that marks every process of a server's tree.
-pub const TREE_ENV: &str = "MCPD_TREE";
+pub(crate) const TREE_ENV: &str = "MCPD_TREE";
 
 /// Pids of the children tokio spawned and waits for itself: the reaper leaves them alone. The
 /// lock is held across a spawn so that the reaper never sees such a child before it is listed.
-pub static SPAWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+pub(crate) static SPAWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 /// Locks [`SPAWNED`] (a poisoned lock is still usable: the set stays consistent).
 pub fn spawned() -> MutexGuard<'static, Option<HashSet<i32>>> {
@@ -52,7 +52,7 @@ pub fn become_subreaper() -> std::io::Result<()> {
 }
 
 /// This daemon run's mark prefix: `<pid>.<start time>.`.
-pub fn run_prefix() -> &'static str {
+pub(crate) fn run_prefix() -> &'static str {
     static PREFIX: OnceLock<String> = OnceLock::new();
     PREFIX.get_or_init(|| {
         let pid = std::process::id();
@@ -62,14 +62,14 @@ pub fn run_prefix() -> &'static str {
 }
 
 /// A fresh mark for one server process.
-pub fn next_mark() -> String {
+pub(crate) fn next_mark() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{}{}", run_prefix(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One process as `/proc/PID/stat` shows it.
 #[derive(Debug, Clone, Copy)]
-pub struct ProcEntry {
+pub(crate) struct ProcEntry {
     /// Process id.
     pub pid: i32,
     /// Parent pid.
@@ -87,7 +87,7 @@ pub struct ProcEntry {
 }
 
 /// Parses `/proc/PID/stat`.
-pub fn read_stat(pid: i32) -> Option<ProcEntry> {
+pub(crate) fn read_stat(pid: i32) -> Option<ProcEntry> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -105,7 +105,7 @@ pub fn read_stat(pid: i32) -> Option<ProcEntry> {
 }
 
 /// Every process on the machine (those that vanish while listed are skipped).
-pub fn all_processes() -> Vec<ProcEntry> {
+pub(crate) fn all_processes() -> Vec<ProcEntry> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -116,7 +116,7 @@ pub fn all_processes() -> Vec<ProcEntry> {
 }
 
 /// The value of `MCPD_TREE` in the environment of `pid`, if it is readable and set.
-pub fn mark_of(pid: i32) -> Option<String> {
+pub(crate) fn mark_of(pid: i32) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let key = format!("{TREE_ENV}=");
     environ
@@ -127,7 +127,7 @@ pub fn mark_of(pid: i32) -> Option<String> {
 
 /// Which processes belong to one server instance.
 #[derive(Debug, Clone)]
-pub struct TreeId {
+pub(crate) struct TreeId {
     /// The leader's pid (= its process group).
     pub leader: i32,
     /// Its `MCPD_TREE` mark.
@@ -174,7 +174,7 @@ impl TreeId {
 
 /// The process table at one moment, with the `MCPD_TREE` marks of our user's processes.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Every process.
     pub procs: Vec<ProcEntry>,
     /// Marks by pid (processes of our user that carry one).
@@ -205,18 +205,18 @@ fn owner(pid: i32) -> Option<u32> {
 
 /// Ends every live member of `tree`: SIGTERM, up to `grace` for them to go, then SIGKILL until
 /// none is left (a process that forks while it is being killed is found by the next scan).
-pub async fn end_tree(tree: &TreeId, grace: Duration) {
+pub(crate) async fn end_tree(tree: &TreeId, grace: Duration) {
     end_where(|scan| tree.members(scan), grace).await;
 }
 
 /// Ends every process of ours that carries a mark starting with `prefix` (a whole daemon run).
-pub async fn end_marked(prefix: &str, grace: Duration) -> usize {
+pub(crate) async fn end_marked(prefix: &str, grace: Duration) -> usize {
     let prefix = prefix.to_owned();
     end_where(move |scan| marked(scan, &prefix), grace).await
 }
 
 /// The live processes of our user whose mark starts with `prefix`.
-pub fn marked(scan: &Scan, prefix: &str) -> Vec<ProcEntry> {
+pub(crate) fn marked(scan: &Scan, prefix: &str) -> Vec<ProcEntry> {
     let me = std::process::id() as i32;
     scan.procs
         .iter()
@@ -286,7 +286,7 @@ fn signal_same(p: &ProcEntry, sig: Signal) {
 
 /// Reaps orphans reparented to this subreaper whenever a child changes state (SIGCHLD), and
 /// every few seconds in case a signal was coalesced. Runs until the runtime ends.
-pub async fn reaper() {
+pub(crate) async fn reaper() {
     let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -304,7 +304,7 @@ pub async fn reaper() {
 }
 
 /// Reaps the zombies among our children that tokio did not spawn.
-pub fn reap_orphans() -> usize {
+pub(crate) fn reap_orphans() -> usize {
     let me = std::process::id() as i32;
     // Our children are listed per thread in /proc/self/task/*/children; an orphan reparented
     // to us may be under any thread, so the whole process table is scanned instead.
