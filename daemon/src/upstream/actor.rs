@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::modern::{self, Era, Probe};
 use super::transport::{Event, HandshakeError, OutKind, Outbound, Transport};
 use super::{
-    CallerRef, Candidate, ClientCaps, Command, Context, ControlOp, ControlOpError, Forward,
-    InstanceKey, Item, ListKind, Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
+    CallerRef, Candidate, ClientCaps, Command, Context, Forward, InstanceKey, Item, ListKind,
+    Reply, RouteError, Snapshot, UpstreamCaps, UpstreamRef,
 };
 use crate::config::ServerSpec;
 
@@ -74,8 +74,6 @@ enum Pending {
 enum Outcome {
     /// Stopped for good (the daemon stops or the server was removed); the actor ends.
     Stopped,
-    /// Stopped with `mcpctl stop`; it waits for `mcpctl start`.
-    Paused,
     /// Stopped after its idle timeout; the next request starts it.
     Idle,
     /// The server died or misbehaved; it is started again after a delay.
@@ -235,10 +233,6 @@ impl Actor {
             let failed = matches!(outcome, Outcome::Failed(_));
             let held = match outcome {
                 Outcome::Stopped => break,
-                Outcome::Paused => {
-                    self.hold(ServerState::Stopped, STOPPED_BY_OPERATOR, false)
-                        .await
-                }
                 Outcome::Idle => self.hold(ServerState::Idle, "is idle", true).await,
                 Outcome::AuthRequired(why) => {
                     tracing::warn!(server = %self.name, "{why}");
@@ -382,11 +376,6 @@ impl Actor {
                         ),
                     },
                 ),
-                Some(Command::Control { done, .. }) => {
-                    let _ = done.send(Err(ControlOpError::Replacing {
-                        server: self.name.clone(),
-                    }));
-                }
                 Some(_) => {}
             }
         }
@@ -455,7 +444,6 @@ impl Actor {
         wake_on_request: bool,
         mut defer: Option<&mut Vec<Command>>,
     ) -> Held {
-        let (mut until, mut wake_on_request, mut why) = (until, wake_on_request, why.to_owned());
         loop {
             let timer = async {
                 match until {
@@ -486,39 +474,6 @@ impl Actor {
                             !matches!(c, Command::Request(f, _) if f.upstream_id == upstream_id)
                         });
                     }
-                }
-                Some(Command::Control {
-                    op: ControlOp::Stop,
-                    done,
-                }) => {
-                    // Whatever it was waiting for (a restart delay, a request to wake it, a
-                    // login), it now stays down until `mcpctl start`.
-                    until = None;
-                    wake_on_request = false;
-                    if let Some(waiting) = defer.take() {
-                        for cmd in waiting.drain(..) {
-                            reject(
-                                cmd,
-                                RouteError {
-                                    code: envelope::UPSTREAM_UNAVAILABLE,
-                                    message: format!(
-                                        "server `{}` {STOPPED_BY_OPERATOR}",
-                                        self.name
-                                    ),
-                                },
-                            );
-                        }
-                    }
-                    why = STOPPED_BY_OPERATOR.to_owned();
-                    self.publish(|s| {
-                        s.state = ServerState::Stopped;
-                        s.pid = None;
-                    });
-                    let _ = done.send(Ok(()));
-                }
-                Some(Command::Control { done, .. }) => {
-                    let _ = done.send(Ok(()));
-                    return Held::Start(Vec::new());
                 }
                 Some(cmd @ Command::Request(..)) if wake_on_request => {
                     return Held::Start(vec![cmd]);
@@ -664,20 +619,6 @@ impl Actor {
                             let _ = done.send(());
                         }
                         return Outcome::Stopped;
-                    }
-                    Some(Command::Control { op: ControlOp::Start, done }) => {
-                        let _ = done.send(Ok(()));
-                    }
-                    Some(Command::Control { op: ControlOp::Stop, done }) => {
-                        let how = transport.stop(self.spec.stop).await;
-                        tracing::info!(server = %self.name, "stopped with mcpctl ({how})");
-                        let why = format!("server `{}` was stopped with mcpctl", self.name);
-                        self.fail_pending(why.clone());
-                        for cmd in deferred.drain(..) {
-                            reject(cmd, RouteError { code: envelope::UPSTREAM_UNAVAILABLE, message: why.clone() });
-                        }
-                        let _ = done.send(Ok(()));
-                        return Outcome::Paused;
                     }
                     Some(cmd) if ready && !transport.closing() => {
                         if matches!(cmd, Command::Request(..)) {
@@ -833,9 +774,6 @@ impl Actor {
             Command::Stop { done } => {
                 // The run loop handles Stop before dispatching; answer it anyway.
                 let _ = done.send(());
-            }
-            Command::Control { done, .. } => {
-                let _ = done.send(Ok(()));
             }
         }
     }
@@ -1566,11 +1504,6 @@ fn reject(cmd: Command, error: RouteError) {
         }
         Command::Stop { done } => {
             let _ = done.send(());
-        }
-        Command::Control { done, .. } => {
-            let _ = done.send(Err(ControlOpError::Refused {
-                message: error.message,
-            }));
         }
         _ => {}
     }

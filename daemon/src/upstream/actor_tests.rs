@@ -218,16 +218,12 @@ async fn failures_right_after_a_start_back_off_doubling_then_stop_as_a_crash_loo
             i + 1
         );
     }
-    // A crash loop waits for `mcpctl start` (or a replacement): no start is attempted
-    // meanwhile.
-    let mut waiting = fake::expect("crashing");
+    // A crash loop waits for a replacement (`mcpctl start|restart`, a reload): no start is
+    // attempted meanwhile, so the fake queued for one is still there.
+    let _unused = fake::expect("crashing");
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(handle.snapshot().state, ServerState::CrashLoop);
-    handle
-        .control(super::super::ControlOp::Start)
-        .await
-        .expect("started");
-    waiting.handshake().await;
+    assert!(fake::take("crashing").is_some(), "a start was attempted");
 }
 
 #[tokio::test(start_paused = true)]

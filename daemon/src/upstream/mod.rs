@@ -320,56 +320,6 @@ enum Command {
     Stop {
         done: oneshot::Sender<()>,
     },
-    // Only the actor's unit tests send it: `mcpctl start|stop` go through the supervisor's
-    // gated replacement (`Supervisor::control`).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Control {
-        op: ControlOp,
-        done: oneshot::Sender<Result<(), ControlOpError>>,
-    },
-}
-
-/// What `mcpctl start|stop NAME` asks of a running instance (`restart` is the supervisor's
-/// replacement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// `Stop` is sent by nothing (the supervisor replaces the instance with a stopped one).
-#[allow(dead_code)]
-pub(crate) enum ControlOp {
-    /// Start it if it is stopped, idle or crash-looping.
-    Start,
-    /// Stop it and keep it stopped.
-    Stop,
-}
-
-/// Why a [`ControlOp`] did not reach the instance or was refused by it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) enum ControlOpError {
-    /// The instance's actor has ended (its server was removed).
-    #[error("server `{server}` has been removed")]
-    Removed {
-        /// The server.
-        server: Arc<str>,
-    },
-    /// The actor ended before it answered.
-    #[error("server `{server}` went away")]
-    Gone {
-        /// The server.
-        server: Arc<str>,
-    },
-    /// The instance is being replaced by a reload.
-    #[error("server `{server}` is being replaced (reload); try again in a moment")]
-    Replacing {
-        /// The server.
-        server: Arc<str>,
-    },
-    /// The instance refused it while stopping (the message says why, as a request would be
-    /// told).
-    #[error("{message}")]
-    Refused {
-        /// The whole message.
-        message: String,
-    },
 }
 
 /// What every upstream of one daemon works with.
@@ -568,22 +518,6 @@ impl UpstreamHandle {
     /// Sends a request of mcpd's own; the answer is only logged.
     pub fn internal(&self, method: &'static str, params: serde_json::Value) {
         let _ = self.tx.try_send(Command::Internal { method, params });
-    }
-
-    /// Starts or stops the server on an operator's request and waits until done (the actor's
-    /// unit tests; the daemon replaces the instance instead).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub async fn control(&self, op: ControlOp) -> Result<(), ControlOpError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Command::Control { op, done })
-            .await
-            .map_err(|_| ControlOpError::Removed {
-                server: self.name.clone(),
-            })?;
-        wait.await.map_err(|_| ControlOpError::Gone {
-            server: self.name.clone(),
-        })?
     }
 
     /// Stops the server with the stop sequence and waits until it is gone.
