@@ -27,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use mcpd_proto::envelope::{self, Envelope, member};
+use mcpd_proto::envelope::{self, Envelope, field, member};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -38,7 +38,6 @@ use crate::upstream::{Ask, Forward, Reply, UpstreamHandle, ids};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
-const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 /// How long state mcpd minted stays valid (and a parked upstream call waits for its retry).
 pub const STATE_TTL: Duration = Duration::from_secs(120);
 /// Rounds of input one call may take before mcpd gives up (a server that never finishes).
@@ -48,25 +47,6 @@ pub const MISSING_CAPABILITY: i64 = -32021;
 const PREFIX: &str = "mcpd1.";
 /// Answers to requests mcpd sent a legacy client on behalf of a modern upstream.
 static NEXT_ASK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The capabilities a modern request declares in `params._meta`; `None` for a legacy request
-/// (the session's `initialize` declared them).
-pub fn request_caps(msg: &Envelope<'_>) -> Option<ClientCaps> {
-    let meta = msg.params.and_then(|p| member(p, "_meta"))?;
-    member(meta, "io.modelcontextprotocol/protocolVersion")?;
-    let caps = member(meta, META_CAPABILITIES)
-        .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok());
-    Some(ClientCaps::from_json(caps.as_ref()))
-}
-
-/// The log level a modern request asks for in `params._meta`.
-pub fn request_log_level(msg: &Envelope<'_>) -> Option<String> {
-    let meta = msg.params.and_then(|p| member(p, "_meta"))?;
-    member(meta, "io.modelcontextprotocol/logLevel")
-        .and_then(|l| envelope::decode_str(l).ok())
-        .filter(|l| super::hub::log_rank(l).is_some())
-        .map(|l| l.into_owned())
-}
 
 /// Whether `method` may be answered with an `InputRequiredResult`.
 pub fn carries_input(method: &str) -> bool {
@@ -284,9 +264,6 @@ pub fn prepare(line: &Bytes, session: u64) -> Prepared {
     if !carries_input(msg.method()) {
         return Prepared::AsIs;
     }
-    let Some(raw) = msg.params.and_then(|p| member(p, "requestState")) else {
-        return Prepared::AsIs;
-    };
     let id = msg.id.unwrap_or(RawValue::NULL);
     let refuse = |why: &str| {
         Prepared::Answer(envelope::error_response(
@@ -294,6 +271,11 @@ pub fn prepare(line: &Bytes, session: u64) -> Prepared {
             envelope::INVALID_PARAMS,
             &format!("Invalid requestState: {why}"),
         ))
+    };
+    let raw = match msg.params.map(|p| field(p, "requestState")) {
+        None | Some(Ok(None)) => return Prepared::AsIs,
+        Some(Ok(Some(raw))) => raw,
+        Some(Err(_)) => return refuse("params carry it more than once"),
     };
     let Ok(state) = envelope::decode_str(raw) else {
         return refuse("it is not a string");
@@ -365,6 +347,8 @@ pub struct Parked {
 pub struct InFlight {
     upstream: UpstreamHandle,
     upstream_id: u64,
+    /// The id of the client's request that began the call: the upstream's answer comes under it.
+    client_id: Box<RawValue>,
     reply: oneshot::Receiver<Reply>,
     asks: mpsc::Receiver<Ask>,
     progress: Arc<Notify>,
@@ -423,13 +407,17 @@ impl InFlight {
 }
 
 /// Sends a modern client's request (`msg`, its name replaced by `rename`) to `upstream` and
-/// waits for the answer. A request the upstream sends the client during the call (a legacy
-/// upstream) parks the call and answers the client with an `InputRequiredResult`.
+/// waits for the answer. `caps` and `log_level` (a rank) are what the request declared in its
+/// `_meta` (read once, by the session: `session::modern::era`). A request the upstream sends
+/// the client during the call (a legacy upstream) parks the call and answers the client with
+/// an `InputRequiredResult`.
 pub async fn call_modern(
     upstream: &UpstreamHandle,
     msg: &Envelope<'_>,
     rename: Option<(&RawValue, String)>,
     session: SessionLink,
+    caps: ClientCaps,
+    log_level: Option<u8>,
 ) -> String {
     let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
     let upstream_id = upstream.allocate_id();
@@ -444,9 +432,11 @@ pub async fn call_modern(
         progress_token,
         session: session.caller(),
         progress: Arc::clone(&progress),
-        caps: request_caps(msg),
+        caps: Some(caps),
         asks: Some(asks_tx),
-        log_level: request_log_level(msg),
+        log_level: log_level
+            .and_then(|rank| super::hub::LOG_LEVELS.get(usize::from(rank)))
+            .map(|level| (*level).to_owned()),
     };
     let reply = match upstream.request(forward) {
         Ok(rx) => rx,
@@ -455,6 +445,7 @@ pub async fn call_modern(
     let call = InFlight {
         upstream: upstream.clone(),
         upstream_id,
+        client_id,
         reply,
         asks,
         progress,
@@ -469,9 +460,14 @@ async fn drive(mut call: InFlight, msg: &Envelope<'_>, session: u64) -> String {
     let id = msg.id.unwrap_or(RawValue::NULL);
     match call.wait(id).await {
         Step::Done(answer) => {
-            let answer = match Envelope::parse(&answer) {
-                Ok(reply) => ids::answer_to_client(&reply, id),
-                Err(_) => answer,
+            // A resumed call answers the retry, under the retry's id.
+            let answer = if call.client_id.get() == id.get() {
+                answer
+            } else {
+                match Envelope::parse(&answer) {
+                    Ok(reply) => ids::answer_to_client(&reply, id),
+                    Err(_) => answer,
+                }
             };
             // A modern upstream's own `InputRequiredResult`: its state goes under mcpd's.
             wrap_answer(answer, msg, session)
@@ -966,6 +962,26 @@ mod tests {
         assert_eq!(check(payload, 7, &digest, now), Err(Rejected::Unsigned));
         assert!(consume(&claims));
         assert!(!consume(&claims), "a nonce is used once");
+    }
+
+    #[test]
+    fn a_retry_with_request_state_twice_is_refused_before_anything_is_routed() {
+        let line = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"m__ask","requestState":"a","requestState":"b"}}"#,
+        );
+        match prepare(&line, 1) {
+            Prepared::Answer(answer) => {
+                assert!(answer.contains("more than once"), "{answer}");
+                assert!(answer.contains(r#""id":3"#), "{answer}");
+            }
+            other => panic!("routed: {other:?}"),
+        }
+        let unsigned = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"m__ask","request\u0053tate":"up"}}"#,
+        );
+        assert!(
+            matches!(prepare(&unsigned, 1), Prepared::Answer(a) if a.contains("not issued by this mcpd"))
+        );
     }
 
     #[test]

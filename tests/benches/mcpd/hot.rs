@@ -92,6 +92,21 @@ fn callgrind_argv(dir: &Path, prefix: &str) -> Vec<String> {
     ]
 }
 
+/// The directory of a build's dumps: removed afterwards, or kept for `callgrind_annotate`.
+enum Kept {
+    Temp(tempfile::TempDir),
+    Dir(PathBuf),
+}
+
+impl Kept {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(t) => t.path(),
+            Self::Dir(d) => d,
+        }
+    }
+}
+
 pub(crate) fn callgrind(ctx: &Ctx) {
     let calls = ctx.n(4_000) as u64;
     let echo = r#"{"name":"fx__echo","arguments":{"message":"hello"}}"#;
@@ -105,6 +120,15 @@ pub(crate) fn callgrind(ctx: &Ctx) {
             .prefix("mcpd-callgrind-")
             .tempdir_in("/tmp")
             .expect("a temp dir");
+        // `MCPD_BENCH_KEEP_DUMPS=1`: the dumps stay for `callgrind_annotate` (one per phase, in
+        // the order above: legacy, modern, via shim, loaded).
+        let out = if std::env::var_os("MCPD_BENCH_KEEP_DUMPS").is_some() {
+            let kept = out.keep();
+            println!("callgrind dumps of {build}: {}", kept.display());
+            Kept::Dir(kept)
+        } else {
+            Kept::Temp(out)
+        };
         let argv = callgrind_argv(out.path(), "mcpd");
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut builder = TestDaemon::builder()

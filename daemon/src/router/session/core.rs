@@ -326,8 +326,8 @@ impl Session {
                 .begin(self.id, &self.client, &self.profile, msg, text);
         // The era is decided here, per request (see `modern`).
         let mut log_level = None;
-        let modern = match modern::era(msg) {
-            Era::Legacy => false,
+        let declared = match modern::era(msg) {
+            Era::Legacy => None,
             Era::Unsupported(requested) => {
                 return self.answer(call, modern::unsupported(id, &requested)).await;
             }
@@ -344,11 +344,13 @@ impl Session {
                     return self.answer(call, answer).await;
                 }
                 log_level = meta.log_level.as_deref().and_then(log_rank);
-                self.apply_meta(meta);
-                call.set_client(&self.client);
-                true
+                if self.apply_meta(&meta) {
+                    call.set_client(&self.client);
+                }
+                Some(meta.declared)
             }
         };
+        let modern = declared.is_some();
         if modern && modern::removed(msg.method()) {
             let answer = envelope::error_response(
                 Some(id),
@@ -422,7 +424,10 @@ impl Session {
             out: self.out.clone(),
             line: line.clone(),
             call: Some(call),
-            modern: modern.then(|| modern::cacheable(msg.method())),
+            modern: declared.map(|declared| modern::Modern {
+                declared,
+                cacheable: modern::cacheable(msg.method()),
+            }),
             log_level,
         };
         let task_key = key.clone();
@@ -558,17 +563,21 @@ impl Session {
     /// not recorded: a modern client answers no server-to-client request (those become
     /// `InputRequiredResult`s in 2026-07-28, not translated yet), so upstream requests for
     /// sampling, elicitation or roots are not routed to it.
-    fn apply_meta(&mut self, meta: modern::Meta) {
-        if let Some((name, version)) = meta.client
-            && !self.modern_client
+    /// `true` when it named the client (the first time).
+    fn apply_meta(&mut self, meta: &modern::Meta<'_>) -> bool {
+        let mut named = false;
+        if !self.modern_client
+            && let Some((name, version)) = meta.client()
         {
             tracing::info!(session = self.id, client = %name, version = %version, protocol = modern::MODERN_VERSION, "modern client");
             self.services.hub.set_client_info(self.id, name, version);
             self.client = self.services.hub.client_tag(self.id);
             self.modern_client = true;
+            named = true;
         }
         // The log level is the request's own (see `scoped`), not the session's.
         self.link.scopes().set_modern(true);
+        named
     }
 
     /// Opens a `subscriptions/listen` (see `listen`): acknowledged at once, answered only
@@ -732,8 +741,8 @@ struct RequestContext {
     line: Bytes,
     /// The audit and statistics record, finished by the reply.
     call: Option<Call>,
-    /// A modern request: `Some(cacheable)`, its answer completed by `modern::complete`.
-    modern: Option<bool>,
+    /// A modern request: what it declared; its answer completed by `modern::complete`.
+    modern: Option<modern::Modern>,
     /// A modern request's `io.modelcontextprotocol/logLevel` (see `scoped`).
     log_level: Option<u8>,
 }
@@ -760,7 +769,7 @@ impl RequestContext {
             call.finish(&line);
         }
         let line = match self.modern {
-            Some(cacheable) => modern::complete(line, cacheable),
+            Some(m) => modern::complete(line, m.cacheable),
             None => line,
         };
         self.out.send(line).await;
@@ -883,7 +892,7 @@ impl RequestContext {
     }
 
     async fn route(mut self, target: Target) {
-        if self.modern.is_some() {
+        if self.modern.is_some_and(|m| m.declared.retry) {
             // A modern client's retry: its requestState is checked before anything is routed.
             match mrtr::prepare(&self.line, self.link.id()) {
                 mrtr::Prepared::AsIs => {}
@@ -1001,9 +1010,9 @@ impl RequestContext {
             .log_level
             .map(|rank| LogScope::enter(&self.services.hub, &self.link, &upstream, rank));
         let mode = if target == Target::Named(ListKind::Tools) {
-            match tasks::call_mode(&catalog, &msg, self.modern.is_some()) {
+            match tasks::call_mode(&catalog, &msg, self.modern.as_ref().map(|m| &m.declared)) {
                 Ok(mode) => mode,
-                Err(answer) => return self.reply(answer).await,
+                Err(missing) => return self.reply(missing.answer(msg.id)).await,
             }
         } else {
             CallMode::Plain
@@ -1014,7 +1023,10 @@ impl RequestContext {
             // A modern client: requests a legacy upstream sends it become InputRequiredResults
             // (see `mrtr`).
             _ if self.modern.is_some() => {
-                mrtr::call_modern(&upstream, &msg, resolved.rename, self.link.clone()).await
+                let caps = self.modern.map(|m| m.declared.caps).unwrap_or_default();
+                let link = self.link.clone();
+                mrtr::call_modern(&upstream, &msg, resolved.rename, link, caps, self.log_level)
+                    .await
             }
             _ => {
                 let answer = forward(&upstream, &msg, resolved.rename, self.link.clone()).await;
@@ -1053,7 +1065,7 @@ impl RequestContext {
             call.finish(&answer);
         }
         let answer = match self.modern {
-            Some(cacheable) => modern::complete(answer, cacheable),
+            Some(m) => modern::complete(answer, m.cacheable),
             None => answer,
         };
         self.out.send_answer(answer, Some(id)).await;
@@ -1338,6 +1350,7 @@ pub(crate) async fn forward(
     // (unique) upstream request id instead, and the actor maps it back (`upstream::ids`).
     let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
     let progress = Arc::new(Notify::new());
+    let (caps, log_level) = modern::request_meta(msg);
     let request = Forward {
         upstream_id,
         line,
@@ -1345,9 +1358,9 @@ pub(crate) async fn forward(
         progress_token,
         session: session.caller(),
         progress: Arc::clone(&progress),
-        caps: mrtr::request_caps(msg),
+        caps,
         asks: None,
-        log_level: mrtr::request_log_level(msg),
+        log_level,
     };
     let error = |code, message: &str| envelope::error_response(Some(&client_id), code, message);
     let mut rx = match upstream.request(request) {

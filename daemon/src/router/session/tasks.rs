@@ -24,11 +24,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use mcpd_proto::envelope::{self, Envelope, member};
+use mcpd_proto::peek;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::Services;
 use super::core::forward;
+use super::modern::Declared;
 use crate::router::catalog::Catalog;
 use crate::router::hub::{Hub, SessionLink};
 use crate::upstream::{ListKind, ids};
@@ -131,45 +133,75 @@ pub enum CallMode {
     Modern,
 }
 
-/// How `msg` (a `tools/call`) is handled, or the error refusing it.
-pub fn call_mode(catalog: &Catalog, msg: &Envelope<'_>, modern: bool) -> Result<CallMode, String> {
+/// A modern client called a tool that requires a task (or sent a `tasks/*` request) without
+/// declaring the tasks extension in its request's client capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Missing required client capability: the tasks extension ({EXTENSION})")]
+pub struct MissingExtension;
+
+impl MissingExtension {
+    /// The `-32021` answer to the request `id`, naming the capability it lacks.
+    pub fn answer(&self, id: Option<&RawValue>) -> String {
+        json!({
+            "jsonrpc": "2.0",
+            "id": id.unwrap_or(RawValue::NULL),
+            "error": {
+                "code": MISSING_CAPABILITY,
+                "message": self.to_string(),
+                "data": {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
+            },
+        })
+        .to_string()
+    }
+}
+
+/// How `msg` (a `tools/call`) is handled: `modern` is what a modern request declared (`None`:
+/// a legacy request). Refused when a modern client calls a tool that requires a task without
+/// the extension.
+pub fn call_mode(
+    catalog: &Catalog,
+    msg: &Envelope<'_>,
+    modern: Option<&Declared>,
+) -> Result<CallMode, MissingExtension> {
     let Some(params) = msg.params else {
         return Ok(CallMode::Plain);
     };
-    if !modern {
+    let Some(declared) = modern else {
         return Ok(if member(params, "task").is_some() {
             CallMode::Legacy
         } else {
             CallMode::Plain
         });
-    }
+    };
     let required = member(params, "name")
         .and_then(|n| envelope::decode_str(n).ok())
-        .and_then(|name| catalog.get(ListKind::Tools, &name).map(|e| e.json.clone()))
-        .and_then(|json| serde_json::from_str::<Value>(&json).ok())
-        .is_some_and(|tool| tool["execution"]["taskSupport"] == "required");
+        .and_then(|name| catalog.get(ListKind::Tools, &name))
+        .is_some_and(|tool| requires_task(&tool.json));
     if !required {
-        return Ok(CallMode::Plain);
-    }
-    if declares_extension(msg) {
+        Ok(CallMode::Plain)
+    } else if declared.tasks {
         Ok(CallMode::Modern)
     } else {
-        Err(missing_extension(msg.id))
+        Err(MissingExtension)
     }
 }
 
-/// The `-32021` answer to a modern request that needs the tasks extension and did not declare it.
-fn missing_extension(id: Option<&RawValue>) -> String {
-    json!({
-        "jsonrpc": "2.0",
-        "id": id.unwrap_or(RawValue::NULL),
-        "error": {
-            "code": MISSING_CAPABILITY,
-            "message": "Missing required client capability: the tasks extension (io.modelcontextprotocol/tasks)",
-            "data": {"requiredCapabilities": {"extensions": {EXTENSION: {}}}},
-        },
+/// Whether a tool (its JSON as listed) requires a task: `execution.taskSupport` is
+/// `"required"`.
+fn requires_task(tool: &str) -> bool {
+    let scanned = peek::members(tool, ["execution"]).and_then(|[execution]| match execution {
+        Some(e) => peek::members(e, ["taskSupport"]).and_then(|[t]| match t {
+            // An escaped string may still spell it.
+            Some(t) if t.contains('\\') => None,
+            t => Some(t == Some("\"required\"")),
+        }),
+        None => Some(false),
+    });
+    // Escaped keys or duplicates: as the decoded value says.
+    scanned.unwrap_or_else(|| {
+        serde_json::from_str::<Value>(tool)
+            .is_ok_and(|tool| tool["execution"]["taskSupport"] == "required")
     })
-    .to_string()
 }
 
 /// `line` (a `tools/call`) asking the upstream for a task: `"task":{}` spliced into its params.
@@ -268,7 +300,7 @@ impl TaskRequest<'_> {
         let error = |code, message: &str| envelope::error_response(Some(id), code, message);
         let method = msg.method();
         if self.modern && !declares_extension(msg) {
-            return missing_extension(msg.id);
+            return MissingExtension.answer(msg.id);
         }
         match (method, self.modern) {
             ("tasks/list", false) => return self.list(msg).await,
@@ -452,6 +484,43 @@ mod tests {
         assert_eq!(table.by_upstream("two", "t-1"), Some((2, b.clone())));
         table.forget_session(2);
         assert_eq!(table.lookup(2, &b), None);
+    }
+
+    #[test]
+    fn a_tool_requires_a_task_only_when_its_execution_says_so() {
+        assert!(requires_task(
+            r#"{"name":"t","inputSchema":{"type":"object"},"execution":{"taskSupport":"required"}}"#
+        ));
+        assert!(!requires_task(
+            r#"{"name":"t","execution":{"taskSupport":"optional"}}"#
+        ));
+        assert!(!requires_task(r#"{"name":"t","inputSchema":{}}"#));
+        assert!(!requires_task(r#"{"name":"t","execution":null}"#));
+        // Escapes are decoded (the byte scan leaves them to the parser).
+        assert!(requires_task(
+            r#"{"name":"t","ex\u0065cution":{"taskSupport":"requir\u0065d"}}"#
+        ));
+        assert!(requires_task(
+            r#"{"name":"t","execution":{"taskSupport":"requir\u0065d"}}"#
+        ));
+    }
+
+    #[test]
+    fn a_modern_call_of_a_tool_that_requires_a_task_needs_the_extension() {
+        let missing =
+            MissingExtension.answer(Some(&RawValue::from_string("4".into()).expect("id")));
+        let answer: Value = serde_json::from_str(&missing).expect("json");
+        assert_eq!(answer["id"], 4);
+        assert_eq!(answer["error"]["code"], MISSING_CAPABILITY);
+        assert_eq!(
+            answer["error"]["data"]["requiredCapabilities"]["extensions"][EXTENSION],
+            json!({})
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(EXTENSION))
+        );
     }
 
     #[test]
