@@ -517,6 +517,38 @@ fn peer_legacy_tasks_list_gathers_every_page_of_the_servers_list() {
 }
 
 #[test]
+fn a_gathered_tasks_list_passes_each_tasks_fields_byte_for_byte() {
+    // The fixture writes its tasks by hand: `1.50` and a 30-digit integer would come out as
+    // `1.5` and `1.2345678901234568e29` from any re-encoding.
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &["--tasks"])]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    let mut shim = ShimClient::spawn(&daemon, None);
+    shim.initialize();
+    let created = shim.result(
+        "tools/call",
+        Some(json!({"name": "fx__echo", "arguments": {"message": "hi"}, "task": {}})),
+    );
+    let mine = created["task"]["taskId"].as_str().unwrap_or_default();
+    assert!(
+        mine.starts_with("mcpd-"),
+        "the client sees mcpd's id: {created}"
+    );
+    let line = shim.request_line("tasks/list", Some(json!({})));
+    let listed: Value = serde_json::from_str(&line).expect("a JSON answer");
+    assert_eq!(listed["result"]["tasks"][0]["taskId"], mine, "{line}");
+    assert!(
+        !line.contains("fx-task-1"),
+        "the upstream's id stays hidden: {line}"
+    );
+    for raw in [
+        r#""pollInterval":1.50"#,
+        r#""x-fixture":{"big":123456789012345678901234567890,"tiny":1.0e-7}"#,
+    ] {
+        assert!(line.contains(raw), "{raw} byte for byte in {line}");
+    }
+}
+
+#[test]
 fn peer_modern_clients_get_the_tasks_extension_form() {
     let daemon = two_everythings();
     let mut client = ShimClient::spawn(&daemon, None);

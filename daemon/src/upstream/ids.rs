@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mcpd_proto::envelope::{Envelope, member};
+use mcpd_proto::envelope::{Envelope, member, span};
 use serde_json::value::RawValue;
 
 /// Ids of the requests upstreams send to clients, unique for the daemon's life.
@@ -136,6 +136,22 @@ pub fn task_id_to_client(msg: &Envelope<'_>, raw: &RawValue, client_id: &str) ->
     rewrite.finish()
 }
 
+/// `task` (a task object of an upstream's `tasks/list` answer) with the upstream's task id at
+/// `raw` (its `taskId` member) replaced by the client's, `client_id`; every other byte as the
+/// upstream wrote it.
+pub fn task_id_in(task: &RawValue, raw: &RawValue, client_id: &str) -> String {
+    let text = task.get();
+    let Some(at) = span(text, raw) else {
+        return text.to_owned();
+    };
+    let id = serde_json::to_string(client_id).unwrap_or_default();
+    let mut out = String::with_capacity(text.len() + id.len());
+    out.push_str(&text[..at.start]);
+    out.push_str(&id);
+    out.push_str(&text[at.end..]);
+    out
+}
+
 /// A client's `tasks/*` request with its task id at `raw` replaced by the upstream's
 /// (`upstream_json`, JSON text).
 pub fn task_id_to_upstream(msg: &Envelope<'_>, raw: &RawValue, upstream_json: &str) -> String {
@@ -221,6 +237,19 @@ mod tests {
         assert_eq!(
             task_id_to_client(&msg, raw, "mcpd-7"),
             r#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"mcpd-7","status":"completed"}}"#
+        );
+    }
+
+    #[test]
+    fn a_listed_tasks_id_becomes_the_clients_and_nothing_else_changes() {
+        let task: &RawValue = serde_json::from_str(
+            r#"{"status":"working", "taskId" : "up-1","pollInterval":1.50,"n":123456789012345678901234567890}"#,
+        )
+        .unwrap();
+        let raw = member(task, "taskId").unwrap();
+        assert_eq!(
+            task_id_in(task, raw, "mcpd-\"7"),
+            r#"{"status":"working", "taskId" : "mcpd-\"7","pollInterval":1.50,"n":123456789012345678901234567890}"#
         );
     }
 

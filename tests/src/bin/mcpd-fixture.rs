@@ -32,6 +32,7 @@
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
 //! | `--notify-tool` | also offer `notify {method, params}`: sends that notification to the client, then answers `sent` (`notifications/tools/list_changed` also adds tool `late`, so the list really changes) |
+//! | `--tasks` | declare 2025-11-25 tasks (`tasks.requests.tools.call`, `list`, `cancel`): a `tools/call` with `params.task` creates task `fx-task-<n>` (status `working`) and answers its `CreateTaskResult`; `tasks/list` lists every task created, `tasks/get` answers one. Each task carries raw numbers written by hand (`"pollInterval":1.50` and `"x-fixture":{"big":123456789012345678901234567890,"tiny":1.0e-7}`), so any re-encoding on the way to the client shows |
 //! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox), `alloc {mb}` (allocates and touches that much memory, keeps it) and `spawn {n}` (starts up to n `sleep 600` children, answers how many started) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
@@ -101,6 +102,7 @@ struct Options {
     app: bool,
     ignore_unknown: bool,
     modern: bool,
+    tasks: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -164,6 +166,7 @@ fn parse_options() -> Result<Options, String> {
             "--probe-tools" => o.probe_tools = true,
             "--sloppy" => o.sloppy = true,
             "--app" => o.app = true,
+            "--tasks" => o.tasks = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -347,6 +350,16 @@ struct Server {
     /// Requests this server sent to the client, by their id, with the tool call to answer.
     asked: Mutex<HashMap<String, Value>>,
     next_ask: Mutex<u64>,
+    /// Tasks created (`--tasks`), in order.
+    tasks: Mutex<Vec<String>>,
+}
+
+/// Task `id` as the fixture writes it, by hand: numbers a re-encoding would rewrite.
+fn task_json(id: &str) -> String {
+    format!(
+        r#"{{"taskId":{},"status":"working","createdAt":"2026-01-01T00:00:00Z","lastUpdatedAt":"2026-01-01T00:00:00Z","ttl":60000,"pollInterval":1.50,"x-fixture":{{"big":123456789012345678901234567890,"tiny":1.0e-7}}}}"#,
+        json!(id)
+    )
 }
 
 impl Server {
@@ -431,6 +444,30 @@ impl Server {
                 self.out.result(&id, &json!({}));
             }
             "logging/setLevel" if self.options.logging => self.out.result(&id, &json!({})),
+            "tasks/list" if self.options.tasks => {
+                let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+                let listed: Vec<String> = tasks.iter().map(|t| task_json(t)).collect();
+                self.out.send(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tasks":[{}]}}}}"#,
+                    listed.join(",")
+                ));
+            }
+            "tasks/get" if self.options.tasks => {
+                let task = params.get("taskId").and_then(Value::as_str).unwrap_or("");
+                let known = self
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .any(|t| t == task);
+                if known {
+                    let task = task_json(task);
+                    self.out
+                        .send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{task}}}"#));
+                } else {
+                    self.out.error(&id, -32602, &format!("no task {task}"));
+                }
+            }
             "completion/complete" if self.options.completions => {
                 let value = params
                     .pointer("/argument/value")
@@ -491,6 +528,10 @@ impl Server {
         }
         if o.completions {
             capabilities["completions"] = json!({});
+        }
+        if o.tasks {
+            capabilities["tasks"] =
+                json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
         }
         let mut result = json!({
             "protocolVersion": version,
@@ -559,6 +600,16 @@ impl Server {
     }
 
     fn call_tool(self: &Arc<Self>, id: Value, params: &Value) {
+        if self.options.tasks && params.get("task").is_some() {
+            let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+            let task = format!("fx-task-{}", tasks.len() + 1);
+            tasks.push(task.clone());
+            let task = task_json(&task);
+            self.out.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"task":{task}}}}}"#
+            ));
+            return;
+        }
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
         let num = |key: &str| args.get(key).and_then(Value::as_f64).unwrap_or(0.0);
@@ -812,6 +863,7 @@ fn main() {
         late: Mutex::new(false),
         asked: Mutex::new(HashMap::new()),
         next_ask: Mutex::new(0),
+        tasks: Mutex::new(Vec::new()),
     });
     let stdin = io::stdin();
     let mut input = stdin.lock();

@@ -445,27 +445,41 @@ impl TaskRequest<'_> {
                     break;
                 };
                 let answer = forward(&upstream, &ask, None, self.link.clone()).await;
-                let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
-                for task in answer["result"]["tasks"].as_array().into_iter().flatten() {
-                    let Some(upstream_id) = task["taskId"].as_str() else {
+                let Some(result) = Envelope::parse(&answer).ok().and_then(|a| a.result) else {
+                    break;
+                };
+                // Each task as the upstream wrote it, with only its id replaced (invariant 1).
+                let listed: Vec<&RawValue> = member(result, "tasks")
+                    .and_then(|t| serde_json::from_str(t.get()).ok())
+                    .unwrap_or_default();
+                for task in listed {
+                    let Some(raw_id) = member(task, "taskId") else {
                         continue;
                     };
-                    match table.by_upstream(server, upstream_id) {
+                    let Ok(upstream_id) = envelope::decode_str(raw_id) else {
+                        continue;
+                    };
+                    match table.by_upstream(server, &upstream_id) {
                         Some((session, mine)) if session == self.link.id() => {
-                            let mut task = task.clone();
-                            task["taskId"] = json!(mine);
-                            tasks.push(task);
+                            tasks.push(ids::task_id_in(task, raw_id, &mine));
                         }
                         _ => {}
                     }
                 }
-                match answer["result"]["nextCursor"].as_str() {
-                    Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+                let next = member(result, "nextCursor").and_then(|c| envelope::decode_str(c).ok());
+                match next {
+                    Some(next) if Some(next.as_ref()) != cursor.as_deref() => {
+                        cursor = Some(next.into_owned());
+                    }
                     _ => break,
                 }
             }
         }
-        envelope::response(id, &json!({ "tasks": tasks }))
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"tasks\":[{}]}}}}",
+            id.get(),
+            tasks.join(",")
+        )
     }
 }
 
