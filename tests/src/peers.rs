@@ -407,3 +407,31 @@ impl Drop for SdkClient {
 pub fn run_sdk_client(sdk: Sdk, daemon: &TestDaemon, steps: &Value) -> Vec<Value> {
     SdkClient::spawn(sdk, daemon, steps).finish(PEER_TIMEOUT)
 }
+
+/// Runs the Python SDK 2.x client (`py_modern_client.py`) through `mcp-shim` against `daemon`
+/// in `mode` (`2026-07-28`, or `auto` to probe first), `args` after it, to completion; returns
+/// its report (its last line). Panics with its output if it fails.
+pub fn run_py_modern_client(daemon: &TestDaemon, mode: &str, args: &[&str]) -> Value {
+    let peers = peers();
+    let mut cmd = Command::new(peers.python_modern());
+    cmd.env_clear()
+        .envs(daemon.env())
+        .arg(peers.py_modern_client())
+        .arg("--shim")
+        .arg(bin("mcp-shim"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["--mode", mode])
+        .args(args)
+        .current_dir(peers.dir());
+    let output = crate::process::run_with_timeout(&mut cmd, PEER_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Python SDK 2.x client failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("its report is not JSON ({e}): {last}"))
+}

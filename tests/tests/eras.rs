@@ -8,13 +8,10 @@
 //! `tests/peers/py_http_server.py --stdio` (Python SDK 1.x, legacy only). Tests that start them
 //! or an SDK client are named `peer_*`.
 
-use std::process::Command;
-
 use mcpd_proto::ServerState;
 use mcpd_tests::fixture;
 use mcpd_tests::http_peer::HttpPeer;
-use mcpd_tests::peers::{Sdk, SdkClient};
-use mcpd_tests::process::run_with_timeout;
+use mcpd_tests::peers::{Sdk, SdkClient, run_py_modern_client};
 use mcpd_tests::{PEER_TIMEOUT, TestDaemon, bin, peers};
 use serde_json::{Value, json};
 
@@ -64,31 +61,13 @@ fn matrix_calls(s: &str) -> Vec<(String, Value, &'static str)> {
 /// Runs the Python SDK 2.x client pinned to 2026-07-28 with `calls` and the callbacks;
 /// returns its report line.
 fn modern_client(daemon: &TestDaemon, callbacks: &Value, calls: &[(String, Value)]) -> Value {
-    let peers = peers();
     let calls: Vec<Value> = calls.iter().map(|(t, a)| json!([t, a])).collect();
-    let mut cmd = Command::new(peers.python_modern());
-    cmd.env_clear()
-        .envs(daemon.env())
-        .arg(peers.py_modern_client())
-        .arg("--shim")
-        .arg(bin("mcp-shim"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(["--mode", MODERN])
-        .arg("--callbacks")
-        .arg(callbacks.to_string())
-        .arg("--calls")
-        .arg(Value::Array(calls).to_string())
-        .current_dir(peers.dir());
-    let output = run_with_timeout(&mut cmd, PEER_TIMEOUT);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Python SDK 2.x client failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse(stdout.lines().last().unwrap_or_default())
+    let (callbacks, calls) = (callbacks.to_string(), Value::Array(calls).to_string());
+    run_py_modern_client(
+        daemon,
+        MODERN,
+        &["--callbacks", &callbacks, "--calls", &calls],
+    )
 }
 
 /// Runs a legacy SDK client (`sdk`) with `calls` and the callbacks; returns the call lines and

@@ -4,12 +4,11 @@
 //!
 //! Tests that start the Python SDK 2.x are named `peer_*`.
 
-use std::process::Command;
-
 use mcpd_proto::ServerState;
 use mcpd_tests::fixture::{self, BIG_STRUCTURED};
-use mcpd_tests::process::{descendants_of, run_with_timeout, signal};
-use mcpd_tests::{PEER_TIMEOUT, ShimClient, TIMEOUT, TestDaemon, bin, peers, wait_until};
+use mcpd_tests::peers::run_py_modern_client;
+use mcpd_tests::process::{descendants_of, signal};
+use mcpd_tests::{ShimClient, TIMEOUT, TestDaemon, peers, wait_until};
 use serde_json::{Value, json};
 
 const MODERN: &str = "2026-07-28";
@@ -26,10 +25,6 @@ fn meta(version: &str) -> Value {
 fn modern(mut params: Value) -> Value {
     params["_meta"] = meta(MODERN);
     params
-}
-
-fn parse(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 fn daemon_with_fixture() -> TestDaemon {
@@ -218,32 +213,11 @@ fn python_modern_client_lists_and_calls(mode: &str) {
         "mcpServers": {"everything": peers().everything_server()}
     }));
     daemon.wait_server_state("everything", ServerState::Ready);
-    let peers = peers();
-    let mut cmd = Command::new(peers.python_modern());
-    cmd.env_clear()
-        .envs(daemon.env())
-        .arg(peers.py_modern_client())
-        .arg("--shim")
-        .arg(bin("mcp-shim"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args([
-            "--mode",
-            mode,
-            "--",
-            "everything__echo",
-            r#"{"message":"hi"}"#,
-        ])
-        .current_dir(peers.dir());
-    let output = run_with_timeout(&mut cmd, PEER_TIMEOUT);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Python SDK 2.x client failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let report = run_py_modern_client(
+        &daemon,
+        mode,
+        &["--", "everything__echo", r#"{"message":"hi"}"#],
     );
-    let report = parse(stdout.lines().last().unwrap_or_default());
     assert_eq!(report["protocol"], MODERN, "{report}");
     assert!(
         report["tools"]
