@@ -1106,6 +1106,21 @@ fn shim_start(ctx: &Ctx) {
         "**`mcp-shim` → warm mcpd, 1 fixture upstream**, 100 ms idle before each",
         &r,
     ));
+    let direct = || {
+        let mut cmd = shim_command(&socket);
+        cmd.arg("--direct");
+        cmd
+    };
+    let r = start_to_answer(
+        "mcp-shim --direct → mcpd (fixture)",
+        n,
+        Duration::ZERO,
+        &direct,
+    );
+    rows.push(start_row(
+        "`mcp-shim --direct` → warm mcpd, 1 fixture upstream, back to back",
+        &r,
+    ));
     let r = start_to_answer("mcpd-fixture directly", n, Duration::ZERO, &fixture);
     rows.push(start_row(
         "`mcpd-fixture` spawned directly (baseline), back to back",
