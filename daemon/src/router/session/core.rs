@@ -429,6 +429,7 @@ impl Session {
                 cacheable: modern::cacheable(msg.method()),
             }),
             log_level,
+            original: None,
         };
         let task_key = key.clone();
         self.seq += 1;
@@ -442,12 +443,18 @@ impl Session {
         };
         // The request's bytes count against the session's budget while it is in flight.
         let bytes = self.out.budget().request(line.len());
+        let mut ctx = ctx;
+        let sent = match (list_kind, target) {
+            (None, Some(target)) => ctx.send_now(target, msg),
+            _ => None,
+        };
         let abort = self.tasks.push(async move {
             let _bytes = bytes;
-            match (list_kind, target) {
-                (Some(kind), _) => ctx.list(kind).await,
-                (None, Some(target)) => ctx.route(target).await,
-                (None, None) => {}
+            match (sent, list_kind, target) {
+                (Some(sent), _, _) => ctx.answer_sent(sent).await,
+                (None, Some(kind), _) => ctx.list(kind).await,
+                (None, None, Some(target)) => ctx.route(target).await,
+                (None, None, None) => {}
             }
             (task_key, seq)
         });
@@ -745,6 +752,8 @@ struct RequestContext {
     modern: Option<modern::Modern>,
     /// A modern request's `io.modelcontextprotocol/logLevel` (see `scoped`).
     log_level: Option<u8>,
+    /// The upstream's own name of the item a request [`sent now`](Self::send_now) names.
+    original: Option<String>,
 }
 
 /// Where a request goes and which part of it names the item there.
@@ -1048,7 +1057,9 @@ impl RequestContext {
                 mode,
             ),
         };
-        let refused = Envelope::parse(&answer).is_ok_and(|a| a.error.is_some());
+        // Only a (un)subscription needs to know whether the upstream refused it.
+        let refused = (counted.is_some() || flight.is_some())
+            && Envelope::parse(&answer).is_ok_and(|a| a.error.is_some());
         if let Some(counted) = counted
             && refused
         {
@@ -1069,6 +1080,60 @@ impl RequestContext {
             None => answer,
         };
         self.out.send_answer(answer, Some(id)).await;
+    }
+
+    /// The common forwarded request, sent at once while the session still holds its envelope:
+    /// a legacy client's call, read or completion whose server is known and running (no
+    /// search trio, subscription, task or server still to wait for). Its future then only waits
+    /// for the answer ([`answer_sent`](Self::answer_sent)) and the line is not parsed again.
+    /// `None`: nothing was sent; [`route`](Self::route) handles it from the start.
+    fn send_now(&mut self, target: Target, msg: &Envelope<'_>) -> Option<Sent> {
+        if self.modern.is_some() || matches!(target, Target::Subscription(_) | Target::Task) {
+            return None;
+        }
+        self.services
+            .supervisor
+            .ensure_instances(&self.servers, self.link.id(), &self.profile);
+        if !matches!(self.answer_locally(target, msg), Local::Route) {
+            return None;
+        }
+        let catalog = self.catalog.borrow().clone();
+        let resolved = self.resolve(&catalog, msg, target).ok()?;
+        if resolved
+            .uri
+            .as_deref()
+            .is_some_and(|uri| !catalog.is_listed(uri))
+        {
+            // Only a template matches: a server still starting may list it (see `route`).
+            return None;
+        }
+        if target == Target::Named(ListKind::Tools)
+            && !matches!(tasks::call_mode(&catalog, msg, None), Ok(CallMode::Plain))
+        {
+            return None;
+        }
+        let upstream = self.upstream_for(&resolved.server, true)?;
+        if let Some(call) = self.call.as_mut() {
+            call.set_server(&resolved.server);
+        }
+        self.original = resolved.rename.as_ref().map(|(_, name)| name.clone());
+        Some(send(&upstream, msg, resolved.rename, self.link.clone()))
+    }
+
+    /// The rest of a request [`send_now`](Self::send_now) sent: what `route` does with a plain
+    /// legacy call's answer.
+    async fn answer_sent(mut self, mut sent: Sent) {
+        let mut answer = sent.answer().await;
+        if mrtr::is_input_required(&answer) {
+            // A modern upstream asks a legacy client for input.
+            let text = std::str::from_utf8(&self.line).unwrap_or_default();
+            let original = self.original.take();
+            answer = mrtr::legacy_rounds(answer, &sent.upstream, text, original, &self.link).await;
+        }
+        if let Some(call) = self.call.take() {
+            call.finish(&answer);
+        }
+        self.out.send_answer(answer, Some(&sent.client_id)).await;
     }
 
     /// Answers what mcpd serves itself: the search trio's `search_tools` and `describe_tools`
@@ -1344,6 +1409,19 @@ pub(crate) async fn forward(
     rename: Option<(&RawValue, String)>,
     session: SessionLink,
 ) -> String {
+    send(upstream, msg, rename, session).answer().await
+}
+
+/// The first half of [`forward`]: the request rewritten and handed to the upstream's actor
+/// at once, while the client's envelope is at hand; [`Sent::answer`] waits for the answer
+/// (and is all a forwarded request's future has left to do on the common path, see
+/// [`RequestContext::send_now`]).
+pub(crate) fn send(
+    upstream: &UpstreamHandle,
+    msg: &Envelope<'_>,
+    rename: Option<(&RawValue, String)>,
+    session: SessionLink,
+) -> Sent {
     let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
     let upstream_id = upstream.allocate_id();
     // Ids and progress tokens of different clients could collide: the upstream sees the
@@ -1362,52 +1440,79 @@ pub(crate) async fn forward(
         asks: None,
         log_level,
     };
-    let error = |code, message: &str| envelope::error_response(Some(&client_id), code, message);
-    let mut rx = match upstream.request(request) {
-        Ok(rx) => rx,
-        Err(e) => return error(e.code, &e.message),
-    };
-    let mut guard = CancelGuard {
-        upstream,
+    let waiting = upstream.request(request).map(|rx| Waiting {
         upstream_id,
-        reason: "cancelled by the client",
+        rx,
+        progress,
+        started: Instant::now(),
         armed: true,
-    };
-    let (timeout, max) = upstream.timeouts();
-    let started = Instant::now();
-    let mut deadline = started + timeout;
-    loop {
-        tokio::select! {
-            reply = &mut rx => {
-                guard.armed = false;
-                return match reply {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(e)) => error(e.code, &e.message),
-                    Err(_) => error(envelope::UPSTREAM_LOST, &format!("server `{}` dropped the request", upstream.name())),
-                };
-            }
-            _ = progress.notified() => deadline = (Instant::now() + timeout).min(started + max),
-            _ = tokio::time::sleep_until(deadline) => {
-                guard.reason = "timed out in mcpd";
-                let waited = started.elapsed().as_secs();
-                return error(envelope::REQUEST_TIMEOUT, &format!("server `{}` did not answer within {waited}s", upstream.name()));
+        reason: "cancelled by the client",
+    });
+    Sent {
+        upstream: upstream.clone(),
+        client_id,
+        waiting,
+    }
+}
+
+/// A request handed to its upstream (or refused by it at once), waiting for the answer.
+/// Dropped before the answer came (the client cancelled it, the session ended, it timed out),
+/// it cancels the request upstream.
+pub(crate) struct Sent {
+    upstream: UpstreamHandle,
+    client_id: Box<RawValue>,
+    waiting: Result<Waiting, crate::upstream::RouteError>,
+}
+
+struct Waiting {
+    upstream_id: u64,
+    rx: tokio::sync::oneshot::Receiver<crate::upstream::Reply>,
+    progress: Arc<Notify>,
+    started: Instant,
+    armed: bool,
+    reason: &'static str,
+}
+
+impl Sent {
+    /// The answer for the client (its own id): the upstream's, or the error of a refusal, a
+    /// lost upstream or the timeout.
+    pub(crate) async fn answer(&mut self) -> String {
+        let client_id = &self.client_id;
+        let error = |code, message: &str| envelope::error_response(Some(client_id), code, message);
+        let w = match &mut self.waiting {
+            Ok(w) => w,
+            Err(e) => return error(e.code, &e.message),
+        };
+        let (timeout, max) = self.upstream.timeouts();
+        let started = w.started;
+        let mut deadline = started + timeout;
+        loop {
+            tokio::select! {
+                reply = &mut w.rx => {
+                    w.armed = false;
+                    return match reply {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(e)) => error(e.code, &e.message),
+                        Err(_) => error(envelope::UPSTREAM_LOST, &format!("server `{}` dropped the request", self.upstream.name())),
+                    };
+                }
+                _ = w.progress.notified() => deadline = (Instant::now() + timeout).min(started + max),
+                _ = tokio::time::sleep_until(deadline) => {
+                    w.reason = "timed out in mcpd";
+                    let waited = started.elapsed().as_secs();
+                    return error(envelope::REQUEST_TIMEOUT, &format!("server `{}` did not answer within {waited}s", self.upstream.name()));
+                }
             }
         }
     }
 }
 
-/// Cancels a forwarded request upstream unless it completed.
-struct CancelGuard<'a> {
-    upstream: &'a UpstreamHandle,
-    upstream_id: u64,
-    reason: &'static str,
-    armed: bool,
-}
-
-impl Drop for CancelGuard<'_> {
+impl Drop for Sent {
     fn drop(&mut self) {
-        if self.armed {
-            self.upstream.cancel(self.upstream_id, self.reason);
+        if let Ok(w) = &self.waiting
+            && w.armed
+        {
+            self.upstream.cancel(w.upstream_id, w.reason);
         }
     }
 }
