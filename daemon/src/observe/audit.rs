@@ -28,6 +28,8 @@ use crate::config::observe::AuditOptions;
 pub const QUEUE: usize = 8192;
 /// How long the writer lets lines gather after the first one of a spell (see `Writer::run`).
 const GATHER: Duration = Duration::from_millis(2);
+/// The largest line buffer the writer keeps between lines.
+const LINE_BUFFER: usize = 16 * 1024;
 /// The file being written.
 pub const CURRENT: &str = "audit.jsonl";
 
@@ -63,6 +65,7 @@ impl AuditLog {
             options: Arc::clone(&options),
             redactor,
             last_prune: None,
+            line: Vec::new(),
         };
         let spawned = std::thread::Builder::new()
             .name("mcpd-audit".into())
@@ -131,6 +134,8 @@ struct Writer {
     options: Arc<RwLock<AuditOptions>>,
     redactor: crate::redact::Redactor,
     last_prune: Option<SystemTime>,
+    /// The line being written, reused (see `audit_line`).
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -194,11 +199,11 @@ impl Writer {
     }
 
     fn append(&mut self, record: &AuditRecord, options: &AuditOptions) {
-        let Ok(mut line) = serde_json::to_string(record) else {
-            return;
-        };
-        line.push('\n');
-        if self.size + line.len() as u64 > options.max_file_bytes && self.size > 0 {
+        self.line.clear();
+        super::audit_line::write(&mut self.line, record);
+        self.line.push(b'\n');
+        let len = self.line.len() as u64;
+        if self.size + len > options.max_file_bytes && self.size > 0 {
             self.rotate(options);
         }
         if self.file.is_none() {
@@ -207,12 +212,16 @@ impl Writer {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        match file.write_all(line.as_bytes()) {
-            Ok(()) => self.size += line.len() as u64,
+        match file.write_all(&self.line) {
+            Ok(()) => self.size += len,
             Err(e) => {
                 tracing::warn!("cannot write the audit log: {e}");
                 self.file = None;
             }
+        }
+        if self.line.capacity() > LINE_BUFFER {
+            // A record with large arguments: its buffer is not kept.
+            self.line = Vec::new();
         }
     }
 
@@ -354,6 +363,7 @@ mod tests {
             })),
             redactor,
             last_prune: None,
+            line: Vec::new(),
         };
         for n in 0..100 {
             writer.write(entry(n));
@@ -388,6 +398,7 @@ mod tests {
             options: Arc::new(RwLock::new(AuditOptions::default())),
             redactor: crate::redact::Redactor::new(),
             last_prune: None,
+            line: Vec::new(),
         };
         dropped.store(7, Ordering::Relaxed);
         writer.write(entry(1));

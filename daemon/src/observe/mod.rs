@@ -11,6 +11,7 @@
 //! is listed, and every check reads copies.
 
 pub mod audit;
+mod audit_line;
 pub mod control;
 mod host;
 pub mod pins;
