@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -83,7 +84,17 @@ pub struct Envelope<'a> {
     pub result: Option<&'a RawValue>,
     /// `error`.
     pub error: Option<&'a RawValue>,
+    /// [`PARAM_KEYS`] in `params`, found by one scan at the first [`param`](Self::param).
+    scanned: OnceLock<Option<[Option<&'a str>; PARAM_KEYS.len()]>>,
+    /// Each of them once checked.
+    checked: [OnceLock<Option<&'a RawValue>>; PARAM_KEYS.len()],
 }
+
+/// The members of `params` the daemon looks up on (nearly) every request, by several parts of
+/// it: the audit (`name`, `uri`, `ref`, `arguments`), the era (`_meta`), routing (`name`, `uri`,
+/// `ref`), ids (`_meta.progressToken`), tasks (`task`). [`Envelope::param`] finds them all in
+/// one scan instead of one scan of `params` per lookup.
+const PARAM_KEYS: [&str; 6] = ["name", "_meta", "task", "uri", "ref", "arguments"];
 
 impl<'a> Envelope<'a> {
     /// Parses one message. Unknown members are allowed and left alone.
@@ -103,6 +114,8 @@ impl<'a> Envelope<'a> {
             params,
             result,
             error,
+            scanned: OnceLock::new(),
+            checked: Default::default(),
         };
         if env.method.is_none() && env.result.is_none() && env.error.is_none() {
             return Err(EnvelopeError::Invalid(
@@ -121,6 +134,26 @@ impl<'a> Envelope<'a> {
     /// The message text this envelope borrows from.
     pub fn text(&self) -> &'a str {
         self.text
+    }
+
+    /// The member `key` of `params`, as [`field`] finds it (`None` also when `params` is not
+    /// an object). The members most asked for ([`PARAM_KEYS`]) are found together by the first
+    /// such lookup, and each is checked once; the others are looked up by [`field`].
+    pub fn param(&self, key: &str) -> Option<&'a RawValue> {
+        let params = self.params?;
+        let Some(slot) = PARAM_KEYS.iter().position(|k| *k == key) else {
+            return field(params, key).ok().flatten();
+        };
+        *self.checked[slot].get_or_init(|| {
+            let scanned = self
+                .scanned
+                .get_or_init(|| crate::peek::members(params.get(), PARAM_KEYS));
+            match scanned {
+                Some(found) => found[slot].and_then(|v| serde_json::from_str(v).ok()),
+                // Escaped keys, a key twice, not an object: the parser decides, key by key.
+                None => field(params, key).ok().flatten(),
+            }
+        })
     }
 
     /// Request, notification or response.
@@ -569,5 +602,47 @@ mod tests {
             let out = Envelope::parse(&text).unwrap().with_id("\"s-1\"");
             proptest::prop_assert_eq!(out, text.replacen(r#""id":1"#, r#""id":"s-1""#, 1));
         }
+    }
+
+    #[test]
+    fn a_param_found_by_the_shared_scan_is_what_field_finds() {
+        let params = [
+            r#"{"name":"a","arguments":{"name":"inner","x":[1,{"task":2}]},"_meta":{"progressToken":7}}"#,
+            r#"{"_meta":null,"task":{},"uri":"file:///a\"b","ref":{"type":"ref/prompt","name":"p"}}"#,
+            // Escaped keys and a key twice: the scan gives up, the parser decides.
+            r#"{"n\u0061me":"escaped","task":1}"#,
+            r#"{"name":"a","name":"b"}"#,
+            r#"{"arguments":1,"arguments":2,"name":"only the duplicate is refused"}"#,
+            r#"{ "name" : "spaced" , "other" : { "name" : "nested" } }"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"{}"#,
+        ];
+        for p in params {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{p}}}"#);
+            let msg = Envelope::parse(&text).unwrap();
+            for key in [
+                "name",
+                "_meta",
+                "task",
+                "uri",
+                "ref",
+                "arguments",
+                "other",
+                "cursor",
+            ] {
+                // Twice: the second answer comes from what the first found.
+                for _ in 0..2 {
+                    let expected = field(msg.params.unwrap(), key).ok().flatten();
+                    assert_eq!(
+                        msg.param(key).map(RawValue::get),
+                        expected.map(RawValue::get),
+                        "{key} in {p}"
+                    );
+                }
+            }
+        }
+        let msg = Envelope::parse(r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#).unwrap();
+        assert!(msg.param("name").is_none());
     }
 }

@@ -178,7 +178,11 @@ mod tests {
         for (i, s) in HOSTILE.iter().enumerate() {
             for n in [0, 1, 9, 10, 4_294_967_295, u64::MAX / 3 + i as u64] {
                 let r = record(s, n);
-                assert_eq!(to_string(&r), serde_json::to_string(&r).unwrap(), "{s:?} {n}");
+                assert_eq!(
+                    to_string(&r),
+                    serde_json::to_string(&r).unwrap(),
+                    "{s:?} {n}"
+                );
             }
         }
         // Every byte below 0x80 and a few beyond, one at a time.

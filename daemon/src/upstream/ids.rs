@@ -48,10 +48,7 @@ pub fn to_upstream(
     if let Some((raw, original)) = rename {
         rewrite.replace(raw, original);
     }
-    let token = msg
-        .params
-        .and_then(|p| member(p, "_meta"))
-        .and_then(|m| member(m, "progressToken"));
+    let token = msg.param("_meta").and_then(|m| member(m, "progressToken"));
     if let Some(token) = token {
         rewrite.replace(token, upstream_id.to_string());
     }

@@ -64,7 +64,7 @@ pub(crate) enum Event {
     /// The daemon's catalog is gone (it is shutting down).
     CatalogClosed,
     /// A forwarded request ended (or was cancelled).
-    Finished(Result<(String, u64), Aborted>),
+    Finished(Result<(Arc<str>, u64), Aborted>),
 }
 
 /// The MCP side of one session, whatever carries its lines: a front end (`unix.rs` for
@@ -74,7 +74,7 @@ pub(crate) struct Session {
     id: u64,
     services: Arc<Services>,
     catalog: watch::Receiver<SharedCatalog>,
-    profile: String,
+    profile: Arc<str>,
     out: Outbox,
     link: SessionLink,
     /// The client sent `notifications/initialized`.
@@ -87,12 +87,15 @@ pub(crate) struct Session {
     tasks: super::requests::Requests,
     /// By the client's raw id: the request's sequence number in this session (a client may
     /// reuse an id once answered) and the handle that cancels it.
-    aborts: HashMap<String, (u64, AbortHandle)>,
+    aborts: HashMap<Arc<str>, (u64, AbortHandle)>,
     /// Sequence number of the last forwarded request.
     seq: u64,
     in_flight: Arc<AtomicUsize>,
     /// Who the client is, for audit lines.
     client: ClientTag,
+    /// The profile's servers under the configuration they were read from, shared by the
+    /// requests until the configuration changes.
+    servers_seen: Option<(Arc<crate::config::Config>, Arc<[String]>)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,7 +150,7 @@ impl Session {
             id,
             catalog: services.catalog.clone(),
             services: Arc::clone(&services),
-            profile,
+            profile: profile.into(),
             out,
             link,
             initialized: false,
@@ -158,6 +161,7 @@ impl Session {
             seq: 0,
             in_flight,
             client: ClientTag::default(),
+            servers_seen: None,
         };
         session.link.set_servers(session.servers());
         session.client = services.hub.client_tag(id);
@@ -227,6 +231,22 @@ impl Session {
         self.services
             .supervisor
             .upstream_for(server, self.id, &self.profile, start)
+    }
+
+    /// [`servers`](Self::servers), shared: read again only when the configuration changed.
+    fn shared_servers(&mut self) -> Arc<[String]> {
+        let config = self.services.supervisor.config();
+        if let Some((seen, servers)) = &self.servers_seen
+            && Arc::ptr_eq(seen, &config)
+        {
+            return Arc::clone(servers);
+        }
+        let servers: Arc<[String]> = config
+            .profile_servers(&self.profile)
+            .unwrap_or_default()
+            .into();
+        self.servers_seen = Some((config, Arc::clone(&servers)));
+        servers
     }
 
     fn servers(&self) -> Vec<String> {
@@ -413,13 +433,13 @@ impl Session {
             );
             return self.answer(call, answer).await;
         }
-        let key = id.get().to_owned();
+        let key: Arc<str> = id.get().into();
         let ctx = RequestContext {
             services: Arc::clone(&self.services),
             catalog: self.catalog.clone(),
-            servers: self.servers(),
+            servers: self.shared_servers(),
             shape: self.shape(),
-            profile: self.profile.clone(),
+            profile: Arc::clone(&self.profile),
             link: self.link.clone(),
             out: self.out.clone(),
             line: line.clone(),
@@ -431,7 +451,7 @@ impl Session {
             log_level,
             original: None,
         };
-        let task_key = key.clone();
+        let task_key = Arc::clone(&key);
         self.seq += 1;
         let seq = self.seq;
         let list_kind = match msg.method() {
@@ -450,10 +470,12 @@ impl Session {
         };
         let abort = self.tasks.push(async move {
             let _bytes = bytes;
+            // The common path's future stays small (the session moves it into the set); the
+            // others are boxed on their own.
             match (sent, list_kind, target) {
                 (Some(sent), _, _) => ctx.answer_sent(sent).await,
-                (None, Some(kind), _) => ctx.list(kind).await,
-                (None, None, Some(target)) => ctx.route(target).await,
+                (None, Some(kind), _) => Box::pin(ctx.list(kind)).await,
+                (None, None, Some(target)) => Box::pin(ctx.route(target)).await,
                 (None, None, None) => {}
             }
             (task_key, seq)
@@ -739,10 +761,10 @@ async fn settle(
 struct RequestContext {
     services: Arc<Services>,
     catalog: watch::Receiver<SharedCatalog>,
-    servers: Vec<String>,
+    servers: Arc<[String]>,
     /// The profile's tool filter and mode.
     shape: ProfileShape,
-    profile: String,
+    profile: Arc<str>,
     link: SessionLink,
     out: Outbox,
     line: Bytes,
@@ -1128,7 +1150,8 @@ impl RequestContext {
             // A modern upstream asks a legacy client for input.
             let text = std::str::from_utf8(&self.line).unwrap_or_default();
             let original = self.original.take();
-            answer = mrtr::legacy_rounds(answer, &sent.upstream, text, original, &self.link).await;
+            let rounds = mrtr::legacy_rounds(answer, &sent.upstream, text, original, &self.link);
+            answer = Box::pin(rounds).await;
         }
         if let Some(call) = self.call.take() {
             call.finish(&answer);
@@ -1144,14 +1167,16 @@ impl RequestContext {
     }
 
     fn local_answer(&self, target: Target, msg: &Envelope<'_>) -> Option<Local> {
-        let params = msg.params?;
+        msg.params?;
         if !matches!(target, Target::Named(ListKind::Tools) | Target::Uri) {
             return None;
         }
         let catalog = self.catalog.borrow().clone();
         match target {
             Target::Named(ListKind::Tools) => {
-                let name = member(params, "name").and_then(|n| envelope::decode_str(n).ok())?;
+                let name = msg
+                    .param("name")
+                    .and_then(|n| envelope::decode_str(n).ok())?;
                 if !search::is_trio(&name) || !catalog.searches(&self.servers, &self.shape) {
                     return None;
                 }
@@ -1164,7 +1189,9 @@ impl RequestContext {
                 })
             }
             Target::Uri => {
-                let uri = member(params, "uri").and_then(|u| envelope::decode_str(u).ok())?;
+                let uri = msg
+                    .param("uri")
+                    .and_then(|u| envelope::decode_str(u).ok())?;
                 let server = uri.strip_prefix(instructions::URI_PREFIX)?;
                 let id = msg.id.unwrap_or(RawValue::NULL);
                 let text = self
@@ -1191,18 +1218,18 @@ impl RequestContext {
         msg: &Envelope<'a>,
         target: Target,
     ) -> Result<Resolved<'a>, (i64, String)> {
-        let params = msg.params.ok_or((
+        msg.params.ok_or((
             envelope::INVALID_PARAMS,
             format!("{} needs params", msg.method()),
         ))?;
         match target {
-            Target::Named(kind) => self.resolve_name(catalog, params, kind),
+            Target::Named(kind) => self.resolve_name(catalog, msg.param("name"), kind),
             Target::Task => Err((
                 envelope::INVALID_PARAMS,
                 "tasks are found by their id".to_owned(),
             )),
             Target::Uri | Target::Subscription(_) => {
-                let (server, uri) = self.resolve_uri(catalog, params)?;
+                let (server, uri) = self.resolve_uri(catalog, msg.param("uri"))?;
                 Ok(Resolved {
                     server,
                     rename: None,
@@ -1210,7 +1237,7 @@ impl RequestContext {
                 })
             }
             Target::Completion => {
-                let reference = member(params, "ref").ok_or((
+                let reference = msg.param("ref").ok_or((
                     envelope::INVALID_PARAMS,
                     "completion/complete needs params.ref".to_owned(),
                 ))?;
@@ -1218,9 +1245,11 @@ impl RequestContext {
                     .and_then(|t| envelope::decode_str(t).ok())
                     .as_deref()
                 {
-                    Some("ref/prompt") => self.resolve_name(catalog, reference, ListKind::Prompts),
+                    Some("ref/prompt") => {
+                        self.resolve_name(catalog, member(reference, "name"), ListKind::Prompts)
+                    }
                     Some("ref/resource") => {
-                        let (server, _) = self.resolve_uri(catalog, reference)?;
+                        let (server, _) = self.resolve_uri(catalog, member(reference, "uri"))?;
                         Ok(Resolved {
                             server,
                             rename: None,
@@ -1279,10 +1308,11 @@ impl RequestContext {
         }
     }
 
+    /// `raw`: the `name` member of the params (or of a completion's `ref`).
     fn resolve_name<'a>(
         &self,
         catalog: &Catalog,
-        holder: &'a RawValue,
+        raw: Option<&'a RawValue>,
         kind: ListKind,
     ) -> Result<Resolved<'a>, (i64, String)> {
         let what = if kind == ListKind::Tools {
@@ -1290,7 +1320,7 @@ impl RequestContext {
         } else {
             "prompt"
         };
-        let raw = member(holder, "name").ok_or((
+        let raw = raw.ok_or((
             envelope::INVALID_PARAMS,
             format!("the {what} name is missing"),
         ))?;
@@ -1338,17 +1368,16 @@ impl RequestContext {
         })
     }
 
+    /// `raw`: the `uri` member of the params (or of a completion's `ref`).
     fn resolve_uri(
         &self,
         catalog: &Catalog,
-        holder: &RawValue,
+        raw: Option<&RawValue>,
     ) -> Result<(String, String), (i64, String)> {
-        let uri = member(holder, "uri")
-            .and_then(|u| envelope::decode_str(u).ok())
-            .ok_or((
-                envelope::INVALID_PARAMS,
-                "a string uri is needed".to_owned(),
-            ))?;
+        let uri = raw.and_then(|u| envelope::decode_str(u).ok()).ok_or((
+            envelope::INVALID_PARAMS,
+            "a string uri is needed".to_owned(),
+        ))?;
         if let Some(owner) = catalog.resource_owner(&uri, &self.servers) {
             return Ok((owner.to_owned(), uri.into_owned()));
         }

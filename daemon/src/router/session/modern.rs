@@ -166,9 +166,8 @@ pub fn era<'a>(msg: &Envelope<'a>) -> Era<'a> {
 /// session's `initialize` declared them) and the log level it asks for (a known one).
 pub fn request_meta(msg: &Envelope<'_>) -> (Option<ClientCaps>, Option<String>) {
     let found = msg
-        .params
-        .and_then(|p| members(p.get(), ["_meta"]))
-        .and_then(|[meta]| meta)
+        .param("_meta")
+        .map(RawValue::get)
         .filter(|m| m.starts_with('{'))
         .and_then(|m| members(m, [META_VERSION, META_CAPABILITIES, META_LOG_LEVEL]));
     let Some([version, caps, level]) = found else {

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -23,7 +24,7 @@ use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::FuturesUnordered;
 use sync_wrapper::SyncWrapper;
 
-type Request = Abortable<Pin<Box<dyn Future<Output = (String, u64)> + Send>>>;
+type Request = Abortable<Pin<Box<dyn Future<Output = (Arc<str>, u64)> + Send>>>;
 
 /// See the module documentation.
 #[derive(Default)]
@@ -37,7 +38,7 @@ impl Requests {
     /// Adds a request; its handle aborts it.
     pub(crate) fn push(
         &mut self,
-        request: impl Future<Output = (String, u64)> + Send + 'static,
+        request: impl Future<Output = (Arc<str>, u64)> + Send + 'static,
     ) -> AbortHandle {
         let (abort, registration) = AbortHandle::new_pair();
         self.running
@@ -62,7 +63,7 @@ impl Requests {
 }
 
 impl Stream for Requests {
-    type Item = Result<(String, u64), Aborted>;
+    type Item = Result<(Arc<str>, u64), Aborted>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(self.running.get_mut()).poll_next(cx)

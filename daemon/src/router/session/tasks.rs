@@ -163,17 +163,18 @@ pub fn call_mode(
     msg: &Envelope<'_>,
     modern: Option<&Declared>,
 ) -> Result<CallMode, MissingExtension> {
-    let Some(params) = msg.params else {
+    if msg.params.is_none() {
         return Ok(CallMode::Plain);
-    };
+    }
     let Some(declared) = modern else {
-        return Ok(if member(params, "task").is_some() {
+        return Ok(if msg.param("task").is_some() {
             CallMode::Legacy
         } else {
             CallMode::Plain
         });
     };
-    let required = member(params, "name")
+    let required = msg
+        .param("name")
         .and_then(|n| envelope::decode_str(n).ok())
         .and_then(|name| catalog.get(ListKind::Tools, &name))
         .is_some_and(|tool| requires_task(&tool.json));
