@@ -66,6 +66,7 @@ impl AuditLog {
             redactor,
             last_prune: None,
             line: Vec::new(),
+            clock: Default::default(),
         };
         let spawned = std::thread::Builder::new()
             .name("mcpd-audit".into())
@@ -136,6 +137,8 @@ struct Writer {
     last_prune: Option<SystemTime>,
     /// The line being written, reused (see `audit_line`).
     line: Vec<u8>,
+    /// Writes the `time` of records (see `audit_line::Clock`).
+    clock: super::audit_line::Clock,
 }
 
 impl Writer {
@@ -200,7 +203,7 @@ impl Writer {
 
     fn append(&mut self, record: &AuditRecord, options: &AuditOptions) {
         self.line.clear();
-        super::audit_line::write(&mut self.line, record);
+        super::audit_line::write(&mut self.line, record, &mut self.clock);
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         if self.size + len > options.max_file_bytes && self.size > 0 {
@@ -364,6 +367,7 @@ mod tests {
             redactor,
             last_prune: None,
             line: Vec::new(),
+            clock: Default::default(),
         };
         for n in 0..100 {
             writer.write(entry(n));
@@ -399,6 +403,7 @@ mod tests {
             redactor: crate::redact::Redactor::new(),
             last_prune: None,
             line: Vec::new(),
+            clock: Default::default(),
         };
         dropped.store(7, Ordering::Relaxed);
         writer.write(entry(1));

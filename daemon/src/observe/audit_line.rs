@@ -13,10 +13,48 @@
 
 use mcpd_proto::observe::AuditRecord;
 
-/// Appends `record` as one JSON object (no newline) to `out`.
-pub fn write(out: &mut Vec<u8>, record: &AuditRecord) {
+/// The `time` of records that leave it empty (sessions do: see [`Clock`]).
+///
+/// Sessions leave a record's RFC 3339 `time` to the writer thread, which derives it from
+/// `time_ms`: the date and time of day are formatted once per second, only the milliseconds
+/// per line (formatting the whole text was about 1,000 instructions per call, in the session).
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// The second `text` was formatted for.
+    second: Option<u64>,
+    /// `utc_time` of that second: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    text: String,
+}
+
+impl Clock {
+    /// [`mcpd_proto::observe::utc_time`] of `ms`.
+    fn time(&mut self, ms: u64) -> &str {
+        let second = ms / 1000;
+        if self.second != Some(second) {
+            self.text = mcpd_proto::observe::utc_time(ms);
+            // Years outside 0..=9999 are written otherwise: formatted whole each time.
+            self.second = (self.text.len() == 24).then_some(second);
+            return &self.text;
+        }
+        let millis = ms % 1000;
+        let digits = [millis / 100, millis / 10 % 10, millis % 10].map(|d| b'0' + d as u8);
+        // The three digits before the final `Z`, ASCII in ASCII.
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        bytes[20..23].copy_from_slice(&digits);
+        self.text = String::from_utf8(bytes).unwrap_or_else(|_| mcpd_proto::observe::utc_time(ms));
+        &self.text
+    }
+}
+
+/// Appends `record` as one JSON object (no newline) to `out`; an empty `time` is `time_ms`'s
+/// (see [`Clock`]).
+pub fn write(out: &mut Vec<u8>, record: &AuditRecord, clock: &mut Clock) {
     out.extend_from_slice(b"{\"time\":");
-    string(out, &record.time);
+    if record.time.is_empty() {
+        string(out, clock.time(record.time_ms));
+    } else {
+        string(out, &record.time);
+    }
     out.extend_from_slice(b",\"time_ms\":");
     number(out, record.time_ms);
     out.extend_from_slice(b",\"session\":");
@@ -130,8 +168,52 @@ mod tests {
 
     fn to_string(record: &AuditRecord) -> String {
         let mut out = Vec::new();
-        write(&mut out, record);
+        write(&mut out, record, &mut Clock::default());
         String::from_utf8(out).unwrap()
+    }
+
+    /// serde_json's line of `record`, whose empty time is `time_ms`'s.
+    fn serde_line(record: &AuditRecord) -> String {
+        let mut record = record.clone();
+        if record.time.is_empty() {
+            record.time = mcpd_proto::observe::utc_time(record.time_ms);
+        }
+        serde_json::to_string(&record).unwrap()
+    }
+
+    #[test]
+    fn an_empty_time_is_written_as_the_time_of_time_ms() {
+        let mut clock = Clock::default();
+        // Within a second, across seconds, days and years, back in time, and out of range.
+        for ms in [
+            1_709_251_199_123,
+            1_709_251_199_124,
+            1_709_251_199_999,
+            1_709_251_200_000,
+            1_709_251_200_007,
+            1_735_689_599_999,
+            1_735_689_600_000,
+            0,
+            1_709_251_199_050,
+            300_000_000_000_000,
+            300_000_000_000_001,
+        ] {
+            let r = AuditRecord {
+                time_ms: ms,
+                ..AuditRecord::default()
+            };
+            let mut out = Vec::new();
+            write(&mut out, &r, &mut clock);
+            let expected = AuditRecord {
+                time: mcpd_proto::observe::utc_time(ms),
+                ..r
+            };
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&expected).unwrap(),
+                "{ms}"
+            );
+        }
     }
 
     /// Strings a client or server controls, and that a JSON writer could get wrong.
@@ -178,18 +260,14 @@ mod tests {
         for (i, s) in HOSTILE.iter().enumerate() {
             for n in [0, 1, 9, 10, 4_294_967_295, u64::MAX / 3 + i as u64] {
                 let r = record(s, n);
-                assert_eq!(
-                    to_string(&r),
-                    serde_json::to_string(&r).unwrap(),
-                    "{s:?} {n}"
-                );
+                assert_eq!(to_string(&r), serde_line(&r), "{s:?} {n}");
             }
         }
         // Every byte below 0x80 and a few beyond, one at a time.
         for c in (0u32..0x80).chain([0x80, 0x7ff, 0x800, 0xffff, 0x10000, 0x10ffff]) {
             let s = char::from_u32(c).unwrap().to_string();
             let r = record(&s, u64::from(c));
-            assert_eq!(to_string(&r), serde_json::to_string(&r).unwrap(), "{c:#x}");
+            assert_eq!(to_string(&r), serde_line(&r), "{c:#x}");
         }
     }
 
@@ -216,10 +294,18 @@ mod tests {
             },
         ] {
             let line = to_string(&r);
-            assert_eq!(line, serde_json::to_string(&r).unwrap());
+            assert_eq!(line, serde_line(&r));
             // (A duration that is not a number is written `null`, which reads back as none.)
             if !r.duration_ms.is_nan() {
-                assert_eq!(serde_json::from_str::<AuditRecord>(&line).unwrap(), r);
+                let back = serde_json::from_str::<AuditRecord>(&line).unwrap();
+                assert_eq!(back.time, mcpd_proto::observe::utc_time(r.time_ms));
+                assert_eq!(
+                    AuditRecord {
+                        time: r.time.clone(),
+                        ..back
+                    },
+                    r
+                );
             }
         }
     }

@@ -205,7 +205,7 @@ impl Observer {
         line: &str,
     ) -> Call {
         let time_ms = mcpd_proto::observe::now_ms();
-        let param = |key: &str| msg.params.and_then(|p| member(p, key));
+        let param = |key: &str| msg.param(key);
         let name = param("name")
             .or_else(|| param("uri"))
             .or_else(|| param("ref").and_then(|r| member(r, "name")))
@@ -220,7 +220,8 @@ impl Observer {
             observer: Arc::clone(self),
             started: Instant::now(),
             record: AuditRecord {
-                time: mcpd_proto::observe::utc_time(time_ms),
+                // Written by the audit thread from `time_ms` (`audit_line::Clock`).
+                time: String::new(),
                 time_ms,
                 session,
                 client: client.name.clone(),
