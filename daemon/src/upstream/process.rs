@@ -94,6 +94,11 @@ pub struct Process {
     pub exit: Option<String>,
     /// Set when the leader has exited: its status and until when its output is still read.
     pub exited: Option<(Option<ExitStatus>, tokio::time::Instant)>,
+    /// SIGCHLD, which tells the transport to look whether the leader exited (see
+    /// `transport::stdio::next`); `None` where it cannot be had: `Child::wait` instead.
+    pub sigchld: Option<tokio::signal::unix::Signal>,
+    /// Whether to look (a SIGCHLD came, or none was seen yet).
+    pub check_exit: bool,
     /// Which processes are its tree (see [`super::tree`]).
     pub tree: super::tree::TreeId,
     /// Its sandbox, limits and tree, for `status`.
@@ -218,6 +223,9 @@ impl Process {
             pgid,
             exit: None,
             exited: None,
+            sigchld: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
+            // It may have exited before the signal was listened to.
+            check_exit: true,
             in_force: Arc::new(InForce {
                 sandbox: sandbox_description,
                 limits: limits.in_force,

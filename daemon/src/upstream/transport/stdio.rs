@@ -8,17 +8,39 @@ use crate::codec::Frame;
 use crate::upstream::process::Process;
 
 /// The next event of a child process. Cancel-safe.
+///
+/// Whether the leader exited is looked at only when a SIGCHLD came (a `Child::wait` polled
+/// beside every read cost about 1,200 instructions per call, callgrind: docs/BENCHMARKS.md
+/// "Hot path"); without the signal, `Child::wait` is polled as before.
 pub(super) async fn next(p: &mut Process) -> Event {
-    if p.exited.is_none() {
-        tokio::select! {
-            // What the server wrote before it exited is read first.
-            biased;
-            frame = p.stdout.next() => return stdio_frame(p, frame).await,
-            status = p.child.wait() => {
-                // Answers it wrote just before exiting may still be in the pipe:
-                // they are delivered (briefly) before the transport closes.
-                p.exited = Some((status.ok(), tokio::time::Instant::now() + EXIT_DRAIN));
-            }
+    while p.exited.is_none() {
+        if std::mem::take(&mut p.check_exit)
+            && let Ok(Some(status)) = p.child.try_wait()
+        {
+            p.exited = Some((Some(status), tokio::time::Instant::now() + EXIT_DRAIN));
+            break;
+        }
+        match &mut p.sigchld {
+            Some(sigchld) => tokio::select! {
+                // What the server wrote before it exited is read first.
+                biased;
+                frame = p.stdout.next() => return stdio_frame(p, frame).await,
+                got = sigchld.recv() => {
+                    if got.is_none() {
+                        p.sigchld = None;
+                    }
+                    p.check_exit = true;
+                }
+            },
+            None => tokio::select! {
+                biased;
+                frame = p.stdout.next() => return stdio_frame(p, frame).await,
+                status = p.child.wait() => {
+                    // Answers it wrote just before exiting may still be in the pipe:
+                    // they are delivered (briefly) before the transport closes.
+                    p.exited = Some((status.ok(), tokio::time::Instant::now() + EXIT_DRAIN));
+                }
+            },
         }
     }
     let Some((status, deadline)) = p.exited else {
