@@ -232,31 +232,61 @@ impl Outbox {
     }
 }
 
+/// How many bytes of queued lines the writer gathers into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// The largest buffer the writer keeps while its client is quiet.
+const KEPT_BUFFER: usize = 4 * 1024;
+
 /// The writer task: writes queued lines to the client, batching what is already queued into one
-/// write, and releases their bytes as they go out.
+/// write, and releases their bytes as they go out. Its buffer grows with the batch and is let
+/// go after a large one (a session used to hold a 64 KiB buffer for its whole life); a line
+/// of a batch's size or more is written from where it is, not copied.
 pub async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
-    writer: W,
+    mut writer: W,
     mut rx: mpsc::Receiver<String>,
     budget: Arc<Budget>,
     tap: impl Fn(&str),
 ) {
     use tokio::io::AsyncWriteExt;
-    let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(line) = rx.recv().await {
-        tap(&line);
-        let len = line.len() + 1;
-        let ok = w.write_all(line.as_bytes()).await.is_ok() && w.write_all(b"\n").await.is_ok();
-        drop(line);
-        budget.release_queued(len);
-        if !ok {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(mut line) = rx.recv().await {
+        loop {
+            tap(&line);
+            let len = line.len() + 1;
+            if line.len() >= WRITE_BATCH {
+                // Too large to copy: what is gathered goes first, then the line itself.
+                let ok = writer.write_all(&buf).await.is_ok()
+                    && writer.write_all(line.as_bytes()).await.is_ok()
+                    && writer.write_all(b"\n").await.is_ok();
+                buf.clear();
+                drop(line);
+                budget.release_queued(len);
+                if !ok {
+                    return;
+                }
+            } else {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+                drop(line);
+                budget.release_queued(len);
+            }
+            if buf.len() >= WRITE_BATCH {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(next) => line = next,
+                Err(_) => break,
+            }
+        }
+        if !buf.is_empty() && writer.write_all(&buf).await.is_err() {
             return;
         }
-        // Flush when the queue is drained.
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
+        buf.clear();
+        if buf.capacity() > KEPT_BUFFER {
+            buf = Vec::new();
         }
     }
-    let _ = w.flush().await;
+    let _ = writer.flush().await;
 }
 
 #[cfg(test)]
