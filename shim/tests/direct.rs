@@ -265,3 +265,52 @@ fn without_the_flag_the_hello_does_not_ask() {
     drop(conn);
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+#[test]
+fn the_shim_leaves_when_its_parent_dies_even_with_stdin_held_open_and_the_daemon_sees_it() {
+    let daemon = FakeDaemon::new();
+    // An asynchronous command's stdin is /dev/null unless redirected: pass ours through fd 3.
+    // The shim's stdout is the pipe its pid is read from.
+    let mut client = Command::new("sh")
+        .env("MCPD_NO_AUTOSTART", "1")
+        .arg("-c")
+        .arg(r#"exec 3<&0; "$0" --direct --socket "$1" <&3 3<&- & echo $!; exec sleep 60"#)
+        .arg(SHIM)
+        .arg(daemon.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin_kept_open = client.stdin.take();
+    let mut pid = String::new();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    out.read_line(&mut pid).unwrap();
+    let shim_pid: i32 = pid.trim().parse().unwrap();
+    let conn = daemon.accept(DIRECT_WELCOME);
+    assert_eq!(conn.hello.client.pid, Some(client.id()));
+    let _stdio = conn.take_stdio();
+
+    client.kill().unwrap();
+    client.wait().unwrap();
+    conn.stream.set_read_timeout(Some(WITHIN)).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        (&conn.stream).read(&mut buf).unwrap(),
+        0,
+        "the shim's socket closes with it"
+    );
+    let deadline = Instant::now() + WITHIN;
+    // SAFETY: kill(pid, 0) only checks for existence.
+    while unsafe { libc::kill(shim_pid, 0) } == 0 && !zombie(shim_pid) {
+        assert!(Instant::now() < deadline, "mcp-shim {shim_pid} still runs");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is a zombie nobody has reaped yet.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
