@@ -496,3 +496,52 @@ fn a_direct_client_that_does_not_read_is_closed_like_any_other_and_its_shim_says
         stderr.text()
     );
 }
+
+#[test]
+fn one_socket_as_both_stdin_and_stdout_is_handed_over_and_half_closing_it_ends_the_session() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+
+    let daemon = daemon_with_fixture(&[]);
+    let (client, shim_end) = UnixStream::pair().expect("a socket pair");
+    let stdout_end = shim_end.try_clone().expect("a second descriptor");
+    let mut child = daemon
+        .command("mcp-shim")
+        .arg("--direct")
+        .stdin(Stdio::from(OwnedFd::from(shim_end)))
+        .stdout(Stdio::from(OwnedFd::from(stdout_end)))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-shim");
+    let stderr = Captured::start(child.stderr.take().expect("piped stderr"));
+    client
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("a read timeout");
+    let mut lines = BufReader::new(client.try_clone().expect("a reader"));
+    let mut writer = &client;
+    writeln!(writer, "{INITIALIZE}").expect("send initialize");
+    let mut answer = String::new();
+    lines.read_line(&mut answer).expect("the initialize answer");
+    assert!(answer.contains(r#""serverInfo""#), "{answer}");
+    writeln!(
+        writer,
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"fx__echo","arguments":{{"message":"one socket"}}}}}}"#
+    )
+    .expect("send a call");
+    answer.clear();
+    lines.read_line(&mut answer).expect("the call's answer");
+    assert!(answer.contains("one socket"), "{answer}");
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let status = wait_timeout(&mut child, TIMEOUT).expect("the shim exits");
+    assert!(status.success(), "{status} {}", stderr.text());
+    answer.clear();
+    assert_eq!(
+        lines.read_line(&mut answer).expect("the end"),
+        0,
+        "{answer}"
+    );
+}
