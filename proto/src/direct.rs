@@ -64,6 +64,8 @@ pub enum NotHandable {
     Device,
     /// A regular file.
     File,
+    /// A socket that is not a byte stream (datagrams would cut lines apart).
+    NotStream,
     /// A directory, a block device or something else.
     Other,
     /// `fstat` failed (the descriptor is closed).
@@ -76,6 +78,7 @@ impl fmt::Display for NotHandable {
             Self::Terminal => "a terminal",
             Self::Device => "a device",
             Self::File => "a regular file",
+            Self::NotStream => "a socket that is not a byte stream",
             Self::Other => "neither a pipe nor a socket",
             Self::Closed => "closed",
         })
@@ -96,13 +99,32 @@ pub fn handable(fd: BorrowedFd<'_>) -> Result<(), NotHandable> {
         stat.assume_init()
     };
     match stat.st_mode & libc::S_IFMT {
-        libc::S_IFIFO | libc::S_IFSOCK => Ok(()),
+        libc::S_IFIFO => Ok(()),
+        libc::S_IFSOCK if socket_type(fd) == Some(libc::SOCK_STREAM) => Ok(()),
+        libc::S_IFSOCK => Err(NotHandable::NotStream),
         // SAFETY: isatty only looks at the valid descriptor.
         libc::S_IFCHR if unsafe { libc::isatty(fd.as_raw_fd()) } == 1 => Err(NotHandable::Terminal),
         libc::S_IFCHR => Err(NotHandable::Device),
         libc::S_IFREG => Err(NotHandable::File),
         _ => Err(NotHandable::Other),
     }
+}
+
+/// A socket's `SO_TYPE` (`SOCK_STREAM`, `SOCK_DGRAM`, ...).
+fn socket_type(fd: BorrowedFd<'_>) -> Option<libc::c_int> {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are writable locals of the sizes passed; the descriptor is valid.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(kind)
 }
 
 /// Sends [`HANDOVER_BYTE`] with `stdin` and `stdout` attached (`SCM_RIGHTS`), in that order.
@@ -394,6 +416,8 @@ mod tests {
         assert_eq!(handable(r.as_fd()), Ok(()));
         let (a, _b) = UnixStream::pair().unwrap();
         assert_eq!(handable(a.as_fd()), Ok(()));
+        let (d, _e) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert_eq!(handable(d.as_fd()), Err(NotHandable::NotStream));
         let file = tempfile::tempfile().unwrap();
         assert_eq!(handable(file.as_fd()), Err(NotHandable::File));
         let null = File::open("/dev/null").unwrap();

@@ -10,7 +10,7 @@
 //!
 //! The peer was checked like every connection (`server.rs`: its uid must be ours) before its
 //! hello was read, so descriptors are only ever taken from the daemon's own user; they must be
-//! pipes or sockets, open for reading (stdin) and writing (stdout). A descriptor that is
+//! pipes or stream sockets, open for reading (stdin) and writing (stdout). A descriptor that is
 //! anything else is closed unused and the session ends before it starts.
 
 use std::fs::File;
@@ -147,11 +147,13 @@ async fn hangup(stream: &UnixStream) {
 struct Stdio(AsyncFd<File>);
 
 impl Stdio {
-    /// Checks that `fd` is a pipe or a socket open for `interest`, makes it non-blocking and
+    /// Checks that `fd` is a pipe or a stream socket open for `interest`, makes it non-blocking and
     /// registers it. The error says what is wrong with it.
     fn new(fd: OwnedFd, interest: Interest) -> Result<Self, String> {
         if let Err(what) = direct::handable(fd.as_fd()) {
-            return Err(format!("is {what}, not a pipe or a socket"));
+            return Err(format!(
+                "is {what}; only pipes and stream sockets are taken"
+            ));
         }
         let flags = fcntl(&fd, FcntlArg::F_GETFL)
             .map(OFlag::from_bits_truncate)
@@ -278,6 +280,9 @@ mod tests {
         assert_eq!(err, "is not open for writing");
         let file = OwnedFd::from(tempfile::tempfile().unwrap());
         let err = Stdio::new(file, Interest::READABLE).unwrap_err();
-        assert_eq!(err, "is a regular file, not a pipe or a socket");
+        assert_eq!(
+            err,
+            "is a regular file; only pipes and stream sockets are taken"
+        );
     }
 }
