@@ -41,18 +41,48 @@ pub fn to_upstream(
     upstream_id: u64,
     rename: Option<(&RawValue, String)>,
 ) -> (String, Option<Box<RawValue>>) {
-    let mut rewrite = msg.rewrite();
-    if let Some(id) = msg.id {
-        rewrite.replace(id, upstream_id.to_string());
-    }
-    if let Some((raw, original)) = rename {
-        rewrite.replace(raw, original);
-    }
+    // Spliced directly (this is every forwarded request): the id's digits from the stack,
+    // one allocation for the line, as `Rewrite` would write it.
+    let mut digits = [0u8; 20];
+    let id = decimal(upstream_id, &mut digits);
     let token = msg.param("_meta").and_then(|m| member(m, "progressToken"));
-    if let Some(token) = token {
-        rewrite.replace(token, upstream_id.to_string());
+    let text = msg.text();
+    let mut edits: [Option<(std::ops::Range<usize>, &str)>; 3] = [
+        msg.id.and_then(|raw| span(text, raw)).map(|r| (r, id)),
+        rename
+            .as_ref()
+            .and_then(|(raw, original)| Some((span(text, raw)?, original.as_str()))),
+        token.and_then(|raw| span(text, raw)).map(|r| (r, id)),
+    ];
+    edits.sort_by_key(|e| e.as_ref().map_or(usize::MAX, |(r, _)| r.start));
+    let extra: usize = edits.iter().flatten().map(|(_, with)| with.len()).sum();
+    let mut line = String::with_capacity(text.len() + extra);
+    let mut at = 0;
+    for (range, with) in edits.into_iter().flatten() {
+        if range.start < at {
+            // Overlapping parts (`Rewrite::finish` skips them the same way).
+            continue;
+        }
+        line.push_str(&text[at..range.start]);
+        line.push_str(with);
+        at = range.end;
     }
-    (rewrite.finish(), token.map(RawValue::to_owned))
+    line.push_str(&text[at..]);
+    (line, token.map(RawValue::to_owned))
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// An upstream's answer on its way back: with the client's own id.
@@ -277,5 +307,44 @@ mod tests {
             request_state_to_client(&reply, raw, "mcpd1.a.b"),
             r#"{"jsonrpc":"2.0","id":2,"result":{"resultType":"input_required","requestState":"mcpd1.a.b","n":1.50}}"#
         );
+    }
+
+    #[test]
+    fn the_spliced_request_is_what_rewrite_writes() {
+        let lines = [
+            r#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"fx__echo","arguments":{"m":"hi"},"_meta":{"progressToken":"t"}}}"#,
+            r#"{"params":{"_meta":{"progressToken":99},"name":"fx__echo"},"method":"tools/call","id":7,"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":123456789012,"method":"tools/call","params":{"name":"x__y"}}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"resources/read","params":{"uri":"file:///x"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x__y","_meta":{"progressToken":1}}}"#,
+        ];
+        for line in lines {
+            let msg = Envelope::parse(line).unwrap();
+            let name = msg.param("name");
+            for id in [0, 7, 42, u64::MAX] {
+                let rename = name.map(|raw| (raw, r#""echo""#.to_owned()));
+                let mut rw = msg.rewrite();
+                if let Some(raw) = msg.id {
+                    rw.replace(raw, id.to_string());
+                }
+                if let Some((raw, original)) = rename.clone() {
+                    rw.replace(raw, original);
+                }
+                let token = msg.param("_meta").and_then(|m| member(m, "progressToken"));
+                if let Some(raw) = token {
+                    rw.replace(raw, id.to_string());
+                }
+                let (up, sent) = to_upstream(&msg, id, rename);
+                assert_eq!(up, rw.finish(), "{line} {id}");
+                assert_eq!(sent.as_deref().map(RawValue::get), token.map(RawValue::get));
+                assert_eq!(msg.with_id("\"x\""), {
+                    let mut rw = msg.rewrite();
+                    if let Some(raw) = msg.id {
+                        rw.replace(raw, "\"x\"");
+                    }
+                    rw.finish()
+                });
+            }
+        }
     }
 }
