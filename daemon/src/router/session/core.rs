@@ -200,7 +200,7 @@ impl Session {
             Event::CatalogChanged => self.on_catalog_changed().await,
             Event::Finished(done) => {
                 if let Ok((key, seq)) = done {
-                    self.finished(&key, seq);
+                    self.finished(key, seq);
                 }
                 self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
             }
@@ -277,7 +277,7 @@ impl Session {
         let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.next()).await {
-                Ok(Some(Ok((key, seq)))) => self.finished(&key, seq),
+                Ok(Some(Ok((key, seq)))) => self.finished(key, seq),
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -285,9 +285,12 @@ impl Session {
     }
 
     /// Forgets a finished request, unless the client already reused its id for a newer one.
-    fn finished(&mut self, key: &str, seq: u64) {
-        if self.aborts.get(key).is_some_and(|(s, _)| *s == seq) {
-            self.aborts.remove(key);
+    fn finished(&mut self, key: Arc<str>, seq: u64) {
+        // One lookup: this runs for every answered request.
+        if let std::collections::hash_map::Entry::Occupied(entry) = self.aborts.entry(key)
+            && entry.get().0 == seq
+        {
+            entry.remove();
         }
     }
 
@@ -339,7 +342,7 @@ impl Session {
 
     async fn on_request(&mut self, msg: &Envelope<'_>, line: &Bytes) {
         let id = msg.id.unwrap_or(RawValue::NULL);
-        let text = std::str::from_utf8(line).unwrap_or_default();
+        let text = msg.text();
         let mut call =
             self.services
                 .observer
