@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use mcpd_proto::Resume;
-use mcpd_proto::direct::{self, DirectEnd, RecvError};
+use mcpd_proto::direct::{self, DirectEnd, NotHandable, RecvError};
 use mcpd_proto::line::MAX_MESSAGE_LINE;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::unix::AsyncFd;
@@ -56,10 +56,10 @@ pub async fn serve(
     let taken = if reader.read_buffer().is_empty() {
         match reader.into_inner().reunite(writer) {
             Ok(stream) => take_stdio(stream).await,
-            Err(e) => Err(format!("cannot rejoin the socket: {e}")),
+            Err(e) => Err(HandoverError::Rejoin(e)),
         }
     } else {
-        Err("the shim sent bytes after its hello instead of its descriptors".to_owned())
+        Err(HandoverError::BytesBeforeHandover)
     };
     let (mut stream, stdin, stdout) = match taken {
         Ok(taken) => taken,
@@ -100,7 +100,7 @@ pub async fn serve(
 }
 
 /// Receives the descriptors and checks them: `(socket, stdin, stdout)`.
-async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), String> {
+async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), HandoverError> {
     let received = tokio::time::timeout(
         HANDOVER_TIMEOUT,
         stream.async_io(Interest::READABLE, || {
@@ -112,18 +112,13 @@ async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), St
     )
     .await;
     let (stdin, stdout) = match received {
-        Err(_) => {
-            return Err(format!(
-                "no descriptors within {}s of the welcome",
-                HANDOVER_TIMEOUT.as_secs()
-            ));
-        }
-        Ok(Err(e)) => return Err(format!("cannot receive the descriptors: {e}")),
-        Ok(Ok(Err(e))) => return Err(e.to_string()),
+        Err(_) => return Err(HandoverError::TimedOut),
+        Ok(Err(e)) => return Err(HandoverError::Receive(e)),
+        Ok(Ok(Err(e))) => return Err(HandoverError::Handover(e)),
         Ok(Ok(Ok(fds))) => fds,
     };
-    let stdin = Stdio::new(stdin, Interest::READABLE).map_err(|e| format!("stdin {e}"))?;
-    let stdout = Stdio::new(stdout, Interest::WRITABLE).map_err(|e| format!("stdout {e}"))?;
+    let stdin = Stdio::new(stdin, Interest::READABLE).map_err(HandoverError::Stdin)?;
+    let stdout = Stdio::new(stdout, Interest::WRITABLE).map_err(HandoverError::Stdout)?;
     Ok((stream, stdin, stdout))
 }
 
@@ -142,6 +137,41 @@ async fn hangup(stream: &UnixStream) {
     }
 }
 
+/// Why a direct session could not start; logged with the session's id, and the session ends
+/// before it began (the shim sees its socket close without an end line).
+#[derive(Debug, thiserror::Error)]
+enum HandoverError {
+    #[error("cannot rejoin the socket: {0}")]
+    Rejoin(#[source] tokio::net::unix::ReuniteError),
+    #[error("the shim sent bytes after its hello instead of its descriptors")]
+    BytesBeforeHandover,
+    #[error("no descriptors within {}s of the welcome", HANDOVER_TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("cannot receive the descriptors: {0}")]
+    Receive(#[source] io::Error),
+    #[error("{0}")]
+    Handover(#[source] RecvError),
+    #[error("stdin {0}")]
+    Stdin(#[source] StdioError),
+    #[error("stdout {0}")]
+    Stdout(#[source] StdioError),
+}
+
+/// What is wrong with one handed-over descriptor; the text completes "stdin ..." / "stdout ...".
+#[derive(Debug, thiserror::Error)]
+enum StdioError {
+    #[error("is {0}; only pipes and stream sockets are taken")]
+    NotHandable(NotHandable),
+    #[error("cannot be inspected: {0}")]
+    Inspect(#[source] nix::Error),
+    #[error("is not open for {0}")]
+    NotOpenFor(&'static str),
+    #[error("cannot be made non-blocking: {0}")]
+    NonBlocking(#[source] nix::Error),
+    #[error("cannot be waited on: {0}")]
+    Register(#[source] io::Error),
+}
+
 /// One of the client's descriptors, non-blocking, waited on by the runtime.
 #[derive(Debug)]
 struct Stdio(AsyncFd<File>);
@@ -149,15 +179,11 @@ struct Stdio(AsyncFd<File>);
 impl Stdio {
     /// Checks that `fd` is a pipe or a stream socket open for `interest`, makes it non-blocking and
     /// registers it. The error says what is wrong with it.
-    fn new(fd: OwnedFd, interest: Interest) -> Result<Self, String> {
-        if let Err(what) = direct::handable(fd.as_fd()) {
-            return Err(format!(
-                "is {what}; only pipes and stream sockets are taken"
-            ));
-        }
+    fn new(fd: OwnedFd, interest: Interest) -> Result<Self, StdioError> {
+        direct::handable(fd.as_fd()).map_err(StdioError::NotHandable)?;
         let flags = fcntl(&fd, FcntlArg::F_GETFL)
             .map(OFlag::from_bits_truncate)
-            .map_err(|e| format!("cannot be inspected: {e}"))?;
+            .map_err(StdioError::Inspect)?;
         let mode = flags & OFlag::O_ACCMODE;
         let usable = if interest.is_readable() {
             mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR
@@ -170,18 +196,18 @@ impl Stdio {
             } else {
                 "writing"
             };
-            return Err(format!("is not open for {how}"));
+            return Err(StdioError::NotOpenFor(how));
         }
         // The flag is on the open file description, which the client's other children may
         // share: the relay copes with a non-blocking stdio it inherits, and so must they.
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
-            .map_err(|e| format!("cannot be made non-blocking: {e}"))?;
+            .map_err(StdioError::NonBlocking)?;
         // SAFETY: the `File` owns the open descriptor and moves into the `AsyncFd`, which
         // keeps it (same descriptor, same description) until it is dropped; nothing else
         // closes or replaces it.
         unsafe { AsyncFd::register_with_interest(File::from(fd), interest) }
             .map(Self)
-            .map_err(|e| format!("cannot be waited on: {e}"))
+            .map_err(|e| StdioError::Register(e.into()))
     }
 }
 
@@ -275,13 +301,13 @@ mod tests {
         let _guard = rt.enter();
         let (r, w) = pipe();
         let err = Stdio::new(w, Interest::READABLE).unwrap_err();
-        assert_eq!(err, "is not open for reading");
+        assert_eq!(err.to_string(), "is not open for reading");
         let err = Stdio::new(r, Interest::WRITABLE).unwrap_err();
-        assert_eq!(err, "is not open for writing");
+        assert_eq!(err.to_string(), "is not open for writing");
         let file = OwnedFd::from(tempfile::tempfile().unwrap());
         let err = Stdio::new(file, Interest::READABLE).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "is a regular file; only pipes and stream sockets are taken"
         );
     }
