@@ -226,6 +226,25 @@ pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     field(object, key).ok().flatten()
 }
 
+/// The member at `path` inside the JSON object `object` (`["_meta", "progressToken"]`: the
+/// progress token of `_meta`), if there is one. The objects on the way are part of `object`,
+/// valid JSON already: they are scanned, not checked again; only the value found is (it
+/// becomes a `RawValue`). `None` as [`member`] says it.
+pub fn member_at<'a>(object: &'a RawValue, path: &[&str]) -> Option<&'a RawValue> {
+    let (last, outer) = path.split_last()?;
+    let mut text = object.get();
+    for key in outer {
+        text = match crate::peek::members(text, [*key]) {
+            Some([value]) => value?,
+            None => fields(text, [*key]).ok()?[0]?.get(),
+        };
+    }
+    match crate::peek::members(text, [*last]) {
+        Some([value]) => serde_json::from_str(value?).ok(),
+        None => fields(text, [*last]).ok()?[0],
+    }
+}
+
 /// Decodes a JSON string, borrowing when it has no escapes.
 pub fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
     match serde_json::from_str::<&str>(raw.get()) {
@@ -593,6 +612,36 @@ mod tests {
         );
         // A key present twice is refused, as `field` refuses it.
         assert!(member(&raw(r#"{"a":1,"a":2}"#), "a").is_none());
+    }
+
+    #[test]
+    fn a_nested_member_is_found_through_the_objects_on_its_way() {
+        let raw = |t: &str| RawValue::from_string(t.into()).unwrap();
+        let params =
+            raw(r#"{"name":"x","_meta":{"io.example/big":{"n":[1.50]},"progressToken" : 1.50}}"#);
+        fn at<'a>(object: &'a RawValue, path: &[&str]) -> Option<&'a str> {
+            member_at(object, path).map(RawValue::get)
+        }
+        assert_eq!(at(&params, &["_meta", "progressToken"]), Some("1.50"));
+        assert_eq!(at(&params, &["name"]), Some(r#""x""#));
+        assert_eq!(at(&params, &["_meta", "nope"]), None);
+        assert_eq!(
+            at(&params, &["name", "x"]),
+            None,
+            "not an object on the way"
+        );
+        assert_eq!(at(&params, &[]), None);
+        // Escaped keys and duplicates: as `member` answers them.
+        let escaped = raw(r#"{"_m\u0065ta":{"progr\u0065ssToken":"t"}}"#);
+        assert_eq!(at(&escaped, &["_meta", "progressToken"]), Some(r#""t""#));
+        let twice = raw(r#"{"_meta":{"progressToken":1,"progressToken":2}}"#);
+        assert_eq!(at(&twice, &["_meta", "progressToken"]), None);
+        // The same answers as member after member.
+        let meta = member(&params, "_meta").unwrap();
+        assert_eq!(
+            at(&params, &["_meta", "progressToken"]),
+            member(meta, "progressToken").map(RawValue::get)
+        );
     }
 
     proptest::proptest! {

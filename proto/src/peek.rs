@@ -28,14 +28,10 @@ pub fn members<'a, const N: usize>(json: &'a str, keys: [&str; N]) -> Option<[Op
             return None;
         }
         let key_start = i + 1;
-        let mut k = key_start;
-        loop {
-            match b.get(k)? {
-                b'"' => break,
-                // An escaped key may spell a requested one: the parser decodes it.
-                b'\\' => return None,
-                _ => k += 1,
-            }
+        let k = key_start + quote_or_escape(b.get(key_start..)?)?;
+        // An escaped key may spell a requested one: the parser decodes it.
+        if b[k] == b'\\' {
+            return None;
         }
         let key = &b[key_start..k];
         i = skip_ws(b, k + 1);
@@ -67,15 +63,21 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Where the first `"` or `\\` of `b` is: a loop the compiler keeps tight, since most of the
+/// bytes a scan passes over are inside strings.
+fn quote_or_escape(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'"' || c == b'\\')
+}
+
 /// The end (exclusive) of the string whose opening quote is at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
-        match b.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+        i += quote_or_escape(b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
 }
 

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use mcpd_proto::envelope::{self, Envelope, field, member};
+use mcpd_proto::envelope::{self, Envelope, field, member, member_at};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -514,8 +514,7 @@ pub async fn resume(parked: Parked, line: &Bytes) -> String {
     // Progress from here on belongs to the retry (the first request is answered).
     let token = msg
         .params
-        .and_then(|p| member(p, "_meta"))
-        .and_then(|m| member(m, "progressToken"))
+        .and_then(|p| member_at(p, &["_meta", "progressToken"]))
         .map(RawValue::to_owned);
     parked.call.upstream.retoken(parked.call.upstream_id, token);
     for (key, ask) in &parked.asks {

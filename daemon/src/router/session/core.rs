@@ -1044,7 +1044,13 @@ impl RequestContext {
             .log_level
             .map(|rank| LogScope::enter(&self.services.hub, &self.link, &upstream, rank));
         let mode = if target == Target::Named(ListKind::Tools) {
-            match tasks::call_mode(&catalog, &msg, self.modern.as_ref().map(|m| &m.declared)) {
+            let name = resolved.rename.as_ref().map(|(raw, _)| *raw);
+            match tasks::call_mode(
+                &catalog,
+                &msg,
+                name,
+                self.modern.as_ref().map(|m| &m.declared),
+            ) {
                 Ok(mode) => mode,
                 Err(missing) => return self.reply(missing.answer(msg.id)).await,
             }
@@ -1133,7 +1139,10 @@ impl RequestContext {
             return None;
         }
         if target == Target::Named(ListKind::Tools)
-            && !matches!(tasks::call_mode(&catalog, msg, None), Ok(CallMode::Plain))
+            && !matches!(
+                tasks::call_mode(&catalog, msg, None, None),
+                Ok(CallMode::Plain)
+            )
         {
             return None;
         }

@@ -155,12 +155,14 @@ impl MissingExtension {
     }
 }
 
-/// How `msg` (a `tools/call`) is handled: `modern` is what a modern request declared (`None`:
-/// a legacy request). Refused when a modern client calls a tool that requires a task without
-/// the extension.
+/// How `msg` (a `tools/call` of the tool `name`, its raw `params.name` when the caller has
+/// found it already) is handled: `modern` is what a modern request declared (`None`: a legacy
+/// request). Refused when a modern client calls a tool that requires a task without the
+/// extension.
 pub fn call_mode(
     catalog: &Catalog,
     msg: &Envelope<'_>,
+    name: Option<&RawValue>,
     modern: Option<&Declared>,
 ) -> Result<CallMode, MissingExtension> {
     if msg.params.is_none() {
@@ -173,8 +175,8 @@ pub fn call_mode(
             CallMode::Plain
         });
     };
-    let required = msg
-        .param("name")
+    let required = name
+        .or_else(|| msg.param("name"))
         .and_then(|n| envelope::decode_str(n).ok())
         .and_then(|name| catalog.get(ListKind::Tools, &name))
         .is_some_and(|tool| requires_task(&tool.json));
@@ -190,6 +192,10 @@ pub fn call_mode(
 /// Whether a tool (its JSON as listed) requires a task: `execution.taskSupport` is
 /// `"required"`.
 fn requires_task(tool: &str) -> bool {
+    // Without the word, and without an escape that could spell it, there is nothing to read.
+    if !tool.contains("taskSupport") && !tool.contains('\\') {
+        return false;
+    }
     let scanned = peek::members(tool, ["execution"]).and_then(|[execution]| match execution {
         Some(e) => peek::members(e, ["taskSupport"]).and_then(|[t]| match t {
             // An escaped string may still spell it.
