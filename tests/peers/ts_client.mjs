@@ -21,7 +21,6 @@
 // "ts_client:"), 2 for bad usage.
 
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -33,66 +32,24 @@ import {
   McpError,
 } from "@modelcontextprotocol/sdk/types.js";
 
-const DEFAULT_STEP_TIMEOUT = 30;
+import {
+  DEFAULT_STEP_TIMEOUT,
+  StepFailed,
+  allPages,
+  commonOps,
+  emit,
+  notificationLog,
+  runStep,
+  withTimeout,
+} from "./ts_steps.mjs";
 
-class StepFailed extends Error {}
-
-function emit(line) {
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
-
-/** Resolves with the next line (or null at EOF) of this process's stdin. */
-let stdinLines = null;
-function nextStdinLine() {
-  if (stdinLines === null) {
-    const queue = [];
-    const waiters = [];
-    let closed = false;
-    const rl = createInterface({ input: process.stdin });
-    rl.on("line", (l) => (waiters.length ? waiters.shift()(l) : queue.push(l)));
-    rl.on("close", () => {
-      closed = true;
-      while (waiters.length) waiters.shift()(null);
-    });
-    stdinLines = () =>
-      queue.length
-        ? Promise.resolve(queue.shift())
-        : closed
-          ? Promise.resolve(null)
-          : new Promise((r) => waiters.push(r));
-  }
-  return stdinLines();
-}
 
 /** What steps share: the client and what the server sent us. */
-const ctx = {
-  client: null,
-  notifications: [],
-  requests: [],
-  waiters: [],
-  recordNotification(n) {
-    this.notifications.push(n);
-    const w = this.waiters;
-    this.waiters = [];
-    for (const wake of w) wake();
-  },
-  changed() {
-    return new Promise((r) => this.waiters.push(r));
-  },
-};
+const ctx = Object.assign(notificationLog(), { client: null, requests: [] });
 
-async function allPages(list, key) {
-  const items = [];
-  let cursor;
-  do {
-    const page = await list(cursor === undefined ? {} : { cursor });
-    items.push(...page[key]);
-    cursor = page.nextCursor;
-  } while (cursor);
-  return items;
-}
 
 const ops = {
+  ...commonOps(ctx),
   async list_tools() {
     const tools = await allPages((p) => ctx.client.listTools(p), "tools");
     return { tools: tools.map((t) => t.name), raw: tools };
@@ -164,65 +121,11 @@ const ops = {
     await ctx.client.ping();
     return {};
   },
-  async sleep(step) {
-    await new Promise((r) => setTimeout(r, Number(step.seconds ?? 0) * 1000));
-    return {};
-  },
-  async wait_stdin() {
-    emit({ op: "wait_stdin" });
-    await nextStdinLine();
-    return null;
-  },
-  async wait_notification(step) {
-    for (;;) {
-      const n = ctx.notifications.find((x) => x.method === step.method);
-      if (n) return { notification: n };
-      await ctx.changed();
-    }
-  },
   async received() {
     return { notifications: ctx.notifications, requests: ctx.requests };
   },
 };
 
-function withTimeout(promise, seconds, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StepFailed(`${what}: no answer within ${seconds} s`)),
-      seconds * 1000,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function runStep(step, index) {
-  const op = step.op;
-  const handler = Object.hasOwn(ops, op) ? ops[op] : undefined;
-  if (!handler) throw new StepFailed(`step ${index}: unknown op ${JSON.stringify(op)}`);
-  const expectError = Boolean(step.expect_error);
-  const seconds = Number(step.timeout ?? DEFAULT_STEP_TIMEOUT);
-  let out;
-  try {
-    out = await withTimeout(handler(step), seconds, `step ${index} (${op})`);
-  } catch (e) {
-    if (e instanceof McpError) {
-      if (!expectError) {
-        throw new StepFailed(`step ${index} (${op}): MCP error ${e.code}: ${e.message}`);
-      }
-      emit({ op, error: { code: e.code, message: e.message } });
-      return;
-    }
-    if (e instanceof StepFailed) throw e;
-    throw new StepFailed(`step ${index} (${op}): ${e?.stack ?? e}`);
-  }
-  if (expectError) {
-    throw new StepFailed(
-      `step ${index} (${op}): expected an MCP error, got a result: ${JSON.stringify(out)}`,
-    );
-  }
-  if (out !== null) emit({ op, ...out });
-}
 
 /** Installs the handlers named in `spec`; the client must declare them (capabilitiesFor). */
 function installCallbacks(client, spec) {
@@ -335,7 +238,7 @@ async function main() {
     { capabilities: capabilitiesFor(callbacks) },
   );
   installCallbacks(client, callbacks);
-  client.fallbackNotificationHandler = async (n) => ctx.recordNotification(n);
+  client.fallbackNotificationHandler = async (n) => ctx.record(n);
   ctx.client = client;
 
   try {
@@ -352,7 +255,7 @@ async function main() {
       capabilities: client.getServerCapabilities(),
     });
     for (const [i, step] of steps.entries()) {
-      await runStep(step, i);
+      await runStep(ops, step, i, (e) => e instanceof McpError);
     }
   } catch (e) {
     process.stderr.write(`ts_client: ${e instanceof StepFailed ? e.message : (e?.stack ?? e)}\n`);

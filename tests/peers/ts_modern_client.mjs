@@ -17,57 +17,25 @@
 // Exit status: 0 when every step succeeded, 1 when one failed (reason on stderr, prefixed
 // "ts_modern_client:"), 2 for bad usage.
 
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
 import { Client, ProtocolError } from "@modelcontextprotocol/client";
 import { StdioClientTransport } from "@modelcontextprotocol/client/stdio";
 
-const DEFAULT_STEP_TIMEOUT = 30;
+import {
+  DEFAULT_STEP_TIMEOUT,
+  StepFailed,
+  allPages,
+  commonOps,
+  emit,
+  notificationLog,
+  runStep,
+  withTimeout,
+} from "./ts_steps.mjs";
 
-class StepFailed extends Error {}
 
-function emit(line) {
-  process.stdout.write(JSON.stringify(line) + "\n");
-}
-
-let stdinLines = null;
-function nextStdinLine() {
-  if (stdinLines === null) {
-    const queue = [];
-    const waiters = [];
-    let closed = false;
-    const rl = createInterface({ input: process.stdin });
-    rl.on("line", (l) => (waiters.length ? waiters.shift()(l) : queue.push(l)));
-    rl.on("close", () => {
-      closed = true;
-      while (waiters.length) waiters.shift()(null);
-    });
-    stdinLines = () =>
-      queue.length
-        ? Promise.resolve(queue.shift())
-        : closed
-          ? Promise.resolve(null)
-          : new Promise((r) => waiters.push(r));
-  }
-  return stdinLines();
-}
-
-const ctx = {
-  client: null,
-  subscription: null,
-  notifications: [],
-  waiters: [],
-  record(n) {
-    this.notifications.push({ method: n.method, params: n.params ?? null });
-    const w = this.waiters;
-    this.waiters = [];
-    for (const wake of w) wake();
-  },
-  changed() {
-    return new Promise((r) => this.waiters.push(r));
-  },
-};
+/** What steps share: the client, an open listen, and what the server sent us. */
+const ctx = Object.assign(notificationLog(), { client: null, subscription: null });
 
 const NOTIFICATIONS = [
   "notifications/tools/list_changed",
@@ -77,18 +45,9 @@ const NOTIFICATIONS = [
   "notifications/message",
 ];
 
-async function allPages(list, key) {
-  const items = [];
-  let cursor;
-  do {
-    const page = await list(cursor === undefined ? {} : { cursor });
-    items.push(...page[key]);
-    cursor = page.nextCursor;
-  } while (cursor);
-  return items;
-}
 
 const ops = {
+  ...commonOps(ctx),
   async list_tools() {
     const tools = await allPages((p) => ctx.client.listTools(p), "tools");
     return { tools: tools.map((t) => t.name) };
@@ -132,61 +91,11 @@ const ops = {
     const result = await ctx.client.request({ method: step.method, params: step.params ?? {} });
     return { result };
   },
-  async wait_stdin() {
-    emit({ op: "wait_stdin" });
-    await nextStdinLine();
-    return null;
-  },
-  async wait_notification(step) {
-    for (;;) {
-      const n = ctx.notifications.find(
-        (x) => x.method === step.method && (step.uri === undefined || x.params?.uri === step.uri),
-      );
-      if (n) return { notification: n };
-      await ctx.changed();
-    }
-  },
   async received() {
     return { notifications: ctx.notifications };
   },
 };
 
-function withTimeout(promise, seconds, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StepFailed(`${what}: no answer within ${seconds} s`)),
-      seconds * 1000,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function runStep(step, index) {
-  const op = step.op;
-  const handler = Object.hasOwn(ops, op) ? ops[op] : undefined;
-  if (!handler) throw new StepFailed(`step ${index}: unknown op ${JSON.stringify(op)}`);
-  const expectError = Boolean(step.expect_error);
-  const seconds = Number(step.timeout ?? DEFAULT_STEP_TIMEOUT);
-  let out;
-  try {
-    out = await withTimeout(handler(step), seconds, `step ${index} (${op})`);
-  } catch (e) {
-    if (e instanceof ProtocolError) {
-      if (!expectError) {
-        throw new StepFailed(`step ${index} (${op}): MCP error ${e.code}: ${e.message}`);
-      }
-      emit({ op, error: { code: e.code, message: e.message } });
-      return;
-    }
-    if (e instanceof StepFailed) throw e;
-    throw new StepFailed(`step ${index} (${op}): ${e?.stack ?? e}`);
-  }
-  if (expectError) {
-    throw new StepFailed(`step ${index} (${op}): expected an MCP error, got ${JSON.stringify(out)}`);
-  }
-  if (out !== null) emit({ op, ...out });
-}
 
 async function main() {
   let values;
@@ -230,10 +139,11 @@ async function main() {
     { name: "ts-modern-client", version: "2.4.0" },
     { capabilities: {}, versionNegotiation: { mode } },
   );
+  const keep = async (n) => ctx.record({ method: n.method, params: n.params ?? null });
   for (const method of NOTIFICATIONS) {
-    client.setNotificationHandler(method, async (n) => ctx.record(n));
+    client.setNotificationHandler(method, keep);
   }
-  client.fallbackNotificationHandler = async (n) => ctx.record(n);
+  client.fallbackNotificationHandler = keep;
   ctx.client = client;
 
   try {
@@ -253,7 +163,7 @@ async function main() {
       connectMs: performance.now() - started,
     });
     for (const [i, step] of steps.entries()) {
-      await runStep(step, i);
+      await runStep(ops, step, i, (e) => e instanceof ProtocolError);
     }
   } catch (e) {
     process.stderr.write(
