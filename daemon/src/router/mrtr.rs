@@ -419,25 +419,15 @@ pub async fn call_modern(
     caps: ClientCaps,
     log_level: Option<u8>,
 ) -> String {
-    let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
-    let upstream_id = upstream.allocate_id();
-    let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
-    let progress = Arc::new(Notify::new());
+    let level = log_level
+        .and_then(|rank| super::hub::LOG_LEVELS.get(usize::from(rank)))
+        .map(|level| (*level).to_owned());
+    let mut forward = Forward::new(upstream, msg, rename, session.caller(), Some(caps), level);
     let (asks_tx, asks) = mpsc::channel(16);
+    forward.asks = Some(asks_tx);
+    let (upstream_id, client_id) = (forward.upstream_id, forward.client_id.clone());
+    let progress = Arc::clone(&forward.progress);
     let session_id = session.id();
-    let forward = Forward {
-        upstream_id,
-        line,
-        client_id: client_id.clone(),
-        progress_token,
-        session: session.caller(),
-        progress: Arc::clone(&progress),
-        caps: Some(caps),
-        asks: Some(asks_tx),
-        log_level: log_level
-            .and_then(|rank| super::hub::LOG_LEVELS.get(usize::from(rank)))
-            .map(|level| (*level).to_owned()),
-    };
     let reply = match upstream.request(forward) {
         Ok(rx) => rx,
         Err(e) => return envelope::error_response(Some(&client_id), e.code, &e.message),

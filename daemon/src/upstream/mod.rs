@@ -257,6 +257,36 @@ pub struct Forward {
     pub log_level: Option<String>,
 }
 
+impl Forward {
+    /// A client's request `msg` on its way to `upstream`: under a fresh upstream id, its
+    /// progress token and `rename` (the namespaced name, the upstream's own) applied
+    /// ([`ids::to_upstream`]: ids and tokens of different clients could collide, the upstream
+    /// sees its own unique id and the actor maps it back). `caps` and `log_level` are what the
+    /// request declared for itself (see the fields); no `asks`.
+    pub(crate) fn new(
+        upstream: &UpstreamHandle,
+        msg: &mcpd_proto::envelope::Envelope<'_>,
+        rename: Option<(&RawValue, String)>,
+        session: CallerRef,
+        caps: Option<ClientCaps>,
+        log_level: Option<String>,
+    ) -> Self {
+        let upstream_id = upstream.allocate_id();
+        let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
+        Self {
+            upstream_id,
+            line,
+            client_id: msg.id.unwrap_or(RawValue::NULL).to_owned(),
+            progress_token,
+            session,
+            progress: Arc::new(Notify::new()),
+            caps,
+            asks: None,
+            log_level,
+        }
+    }
+}
+
 /// A request (`sampling/createMessage`, `elicitation/create`, `roots/list`) a legacy upstream
 /// sent during a modern client's call, handed to the call's task, which asks the client with an
 /// `InputRequiredResult` and answers it with the client's retry.

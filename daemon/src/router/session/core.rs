@@ -37,7 +37,7 @@ use crate::router::scoped::LogScope;
 use crate::router::{instructions, listen, search};
 
 use super::tasks::{self, CallMode, TaskRequest};
-use crate::upstream::{Forward, ListKind, UpstreamHandle, ids};
+use crate::upstream::{Forward, ListKind, UpstreamHandle};
 
 /// Protocol revisions a client may ask for, newest first.
 pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -1463,24 +1463,10 @@ pub(crate) fn send(
     rename: Option<(&RawValue, String)>,
     session: SessionLink,
 ) -> Sent {
-    let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
-    let upstream_id = upstream.allocate_id();
-    // Ids and progress tokens of different clients could collide: the upstream sees the
-    // (unique) upstream request id instead, and the actor maps it back (`upstream::ids`).
-    let (line, progress_token) = ids::to_upstream(msg, upstream_id, rename);
-    let progress = Arc::new(Notify::new());
     let (caps, log_level) = modern::request_meta(msg);
-    let request = Forward {
-        upstream_id,
-        line,
-        client_id: client_id.clone(),
-        progress_token,
-        session: session.caller(),
-        progress: Arc::clone(&progress),
-        caps,
-        asks: None,
-        log_level,
-    };
+    let request = Forward::new(upstream, msg, rename, session.caller(), caps, log_level);
+    let (upstream_id, client_id) = (request.upstream_id, request.client_id.clone());
+    let progress = Arc::clone(&request.progress);
     let waiting = upstream.request(request).map(|rx| Waiting {
         upstream_id,
         rx,
