@@ -63,10 +63,10 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Where the first `"` or `\\` of `b` is: a loop the compiler keeps tight, since most of the
-/// bytes a scan passes over are inside strings.
+/// Where the first `"` or `\\` of `b` is (`memchr2`, vectorised: most of the bytes a scan
+/// passes over are inside strings, `_meta`'s long keys among them).
 fn quote_or_escape(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'"' || c == b'\\')
+    memchr::memchr2(b'"', b'\\', b)
 }
 
 /// The end (exclusive) of the string whose opening quote is at `i`.
