@@ -115,14 +115,14 @@ impl Call {
         let took = self.started.elapsed();
         self.record.duration_ms = took.as_secs_f64() * 1000.0;
         if let Some(server) = &self.record.server {
-            let name = self.record.name.as_deref().unwrap_or(&self.record.method);
-            let name = if matches!(self.record.method.as_str(), "tools/call" | "prompts/get") {
-                name.to_owned()
+            let method = self.record.method.as_str();
+            let name = if matches!(method, "tools/call" | "prompts/get") {
+                self.record.name.as_deref().unwrap_or(method)
             } else {
                 // Resource URIs are too many to keep apart: count them by method.
-                self.record.method.clone()
+                method
             };
-            self.observer.stats.add(server, &name, took, error);
+            self.observer.stats.add(server, name, took, error);
         }
         if self.observer.audit.enabled() {
             let record = std::mem::take(&mut self.record);
