@@ -22,6 +22,7 @@ use mcpd_proto::{Resume, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use sync_wrapper::SyncWrapper;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -67,6 +68,10 @@ pub(crate) enum Event {
     Finished(Result<(Arc<str>, u64), Aborted>),
 }
 
+/// A wait for the catalog's next change (`true`), or its end (`false`). Reached only through
+/// `&mut`, so the session stays `Sync`.
+type CatalogChange = SyncWrapper<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>>;
+
 /// The MCP side of one session, whatever carries its lines: a front end (`unix.rs` for
 /// `mcp-shim`) reads the client's lines into [`on_line`](Self::on_line), waits on
 /// [`next_event`](Self::next_event) beside its reads, and [`close`](Self::close)s it at the end.
@@ -93,6 +98,9 @@ pub(crate) struct Session {
     in_flight: Arc<AtomicUsize>,
     /// Who the client is, for audit lines.
     client: ClientTag,
+    /// Resolves when the catalog changed since the session last looked (see
+    /// [`next_event`](Self::next_event)).
+    catalog_change: Option<CatalogChange>,
     /// The profile's servers under the configuration they were read from, shared by the
     /// requests until the configuration changes.
     servers_seen: Option<(Arc<crate::config::Config>, Arc<[String]>)>,
@@ -161,6 +169,7 @@ impl Session {
             seq: 0,
             in_flight,
             client: ClientTag::default(),
+            catalog_change: None,
             servers_seen: None,
         };
         session.link.set_servers(session.servers());
@@ -182,14 +191,28 @@ impl Session {
 
     /// Waits until the catalog changes or a forwarded request ends. Cancel-safe: a front end
     /// selects on it beside its reads and passes what it returns to [`on_event`](Self::on_event).
+    ///
+    /// The catalog's change is waited for by one future per change (on a clone of the
+    /// session's receiver, made once the last change was handled and the receiver updated),
+    /// not by a `changed()` registered with the watch again at every turn of the session's
+    /// loop (about 800 instructions per call, callgrind: docs/BENCHMARKS.md "Hot path").
     pub(crate) async fn next_event(&mut self) -> Event {
-        tokio::select! {
-            changed = self.catalog.changed() => match changed {
-                Ok(()) => Event::CatalogChanged,
-                Err(_) => Event::CatalogClosed,
+        let change = self.catalog_change.get_or_insert_with(|| {
+            let mut catalog = self.catalog.clone();
+            SyncWrapper::new(Box::pin(async move { catalog.changed().await.is_ok() }))
+        });
+        let event = tokio::select! {
+            open = change.get_mut() => if open {
+                Event::CatalogChanged
+            } else {
+                Event::CatalogClosed
             },
             Some(done) = self.tasks.next(), if !self.tasks.is_empty() => Event::Finished(done),
+        };
+        if !matches!(event, Event::Finished(_)) {
+            self.catalog_change = None;
         }
+        event
     }
 
     /// Handles what [`next_event`](Self::next_event) returned; `false` when the session must

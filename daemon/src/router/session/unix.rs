@@ -115,6 +115,9 @@ where
     let mut paused: Option<(Instant, u64)> = None;
     let mut writer_done = false;
     let mut hangup = std::pin::pin!(hangup);
+    // One wait for the shutdown for the session's life, not one registered at every turn.
+    let shutdown = services.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let ended = loop {
         if budget.over() {
             // The stall clock runs only while output waits and none of it goes out: a client
@@ -143,7 +146,7 @@ where
             .filter(|_| budget.has_output())
             .map(|(since, _)| since + stall);
         tokio::select! {
-            _ = services.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 session.end_listens().await;
                 session.drain(SHUTDOWN_GRACE).await;
                 break Ended::Shutdown;
