@@ -36,10 +36,24 @@ pub const CURRENT: &str = "audit.jsonl";
 /// One finished request, as the session hands it over.
 #[derive(Debug)]
 pub struct Entry {
-    /// The record, `arguments` not yet filled.
+    /// The record, `arguments` not yet filled; its client and profile are `who`'s.
     pub record: AuditRecord,
     /// The request's raw arguments, when they are to be recorded.
     pub arguments: Option<String>,
+    /// Who asked: the session's, shared by its records rather than copied into each.
+    pub who: Who,
+}
+
+/// The client and profile of a session, written into each of its records' lines (where the
+/// record leaves them empty: see `audit_line::write`).
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    /// `clientInfo.name`.
+    pub client: Option<Arc<str>>,
+    /// `clientInfo.version`.
+    pub client_version: Option<Arc<str>>,
+    /// The profile the session attached to.
+    pub profile: Option<Arc<str>>,
 }
 
 /// The sending side, shared by every session.
@@ -188,7 +202,7 @@ impl Writer {
                 ..AuditRecord::default()
             };
             self.reported = dropped;
-            self.append(&note, &options);
+            self.append(&note, &Who::default(), &options);
         }
         let mut record = entry.record;
         if let Some(arguments) = entry.arguments.filter(|_| options.arguments) {
@@ -198,12 +212,12 @@ impl Writer {
                     .unwrap_or_else(|_| serde_json::Value::String(redacted.into_owned())),
             );
         }
-        self.append(&record, &options);
+        self.append(&record, &entry.who, &options);
     }
 
-    fn append(&mut self, record: &AuditRecord, options: &AuditOptions) {
+    fn append(&mut self, record: &AuditRecord, who: &Who, options: &AuditOptions) {
         self.line.clear();
-        super::audit_line::write(&mut self.line, record, &mut self.clock);
+        super::audit_line::write(&mut self.line, record, who, &mut self.clock);
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         if self.size + len > options.max_file_bytes && self.size > 0 {
@@ -322,6 +336,7 @@ mod tests {
                 ..AuditRecord::default()
             },
             arguments: Some(r#"{"token":"s3cr3t-value"}"#.into()),
+            who: Who::default(),
         }
     }
 

@@ -13,6 +13,8 @@
 
 use mcpd_proto::observe::AuditRecord;
 
+use super::audit::Who;
+
 /// The `time` of records that leave it empty (sessions do: see [`Clock`]).
 ///
 /// Sessions leave a record's RFC 3339 `time` to the writer thread, which derives it from
@@ -47,8 +49,8 @@ impl Clock {
 }
 
 /// Appends `record` as one JSON object (no newline) to `out`; an empty `time` is `time_ms`'s
-/// (see [`Clock`]).
-pub fn write(out: &mut Vec<u8>, record: &AuditRecord, clock: &mut Clock) {
+/// (see [`Clock`]), a client, client version or profile the record leaves out `who`'s.
+pub fn write(out: &mut Vec<u8>, record: &AuditRecord, who: &Who, clock: &mut Clock) {
     out.extend_from_slice(b"{\"time\":");
     if record.time.is_empty() {
         string(out, clock.time(record.time_ms));
@@ -59,11 +61,12 @@ pub fn write(out: &mut Vec<u8>, record: &AuditRecord, clock: &mut Clock) {
     number(out, record.time_ms);
     out.extend_from_slice(b",\"session\":");
     number(out, record.session);
-    if let Some(client) = &record.client {
+    if let Some(client) = record.client.as_deref().or(who.client.as_deref()) {
         out.extend_from_slice(b",\"client\":");
         string(out, client);
     }
-    if let Some(version) = &record.client_version {
+    let version = record.client_version.as_deref();
+    if let Some(version) = version.or(who.client_version.as_deref()) {
         out.extend_from_slice(b",\"client_version\":");
         string(out, version);
     }
@@ -72,7 +75,10 @@ pub fn write(out: &mut Vec<u8>, record: &AuditRecord, clock: &mut Clock) {
         number(out, u64::from(pid));
     }
     out.extend_from_slice(b",\"profile\":");
-    string(out, &record.profile);
+    match who.profile.as_deref() {
+        Some(profile) if record.profile.is_empty() => string(out, profile),
+        _ => string(out, &record.profile),
+    }
     if let Some(server) = &record.server {
         out.extend_from_slice(b",\"server\":");
         string(out, server);
@@ -178,7 +184,7 @@ mod tests {
 
     fn to_string(record: &AuditRecord) -> String {
         let mut out = Vec::new();
-        write(&mut out, record, &mut Clock::default());
+        write(&mut out, record, &Who::default(), &mut Clock::default());
         String::from_utf8(out).unwrap()
     }
 
@@ -213,7 +219,7 @@ mod tests {
                 ..AuditRecord::default()
             };
             let mut out = Vec::new();
-            write(&mut out, &r, &mut clock);
+            write(&mut out, &r, &Who::default(), &mut clock);
             let expected = AuditRecord {
                 time: mcpd_proto::observe::utc_time(ms),
                 ..r
@@ -318,5 +324,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_session_s_client_and_profile_fill_what_the_record_leaves_out() {
+        let who = Who {
+            client: Some("claude \"code\"".into()),
+            client_version: Some("1.0".into()),
+            profile: Some("work".into()),
+        };
+        let r = AuditRecord {
+            time: "t".into(),
+            method: "tools/call".into(),
+            ..AuditRecord::default()
+        };
+        let mut out = Vec::new();
+        write(&mut out, &r, &who, &mut Clock::default());
+        let filled = AuditRecord {
+            client: Some("claude \"code\"".into()),
+            client_version: Some("1.0".into()),
+            profile: "work".into(),
+            ..r
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&filled).unwrap()
+        );
     }
 }

@@ -55,9 +55,9 @@ pub struct Observer {
 #[derive(Debug, Clone, Default)]
 pub struct ClientTag {
     /// `clientInfo.name`.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// `clientInfo.version`.
-    pub version: Option<String>,
+    pub version: Option<Arc<str>>,
     /// Pid of the client process.
     pub pid: Option<u32>,
 }
@@ -70,6 +70,8 @@ pub struct Call {
     started: Instant,
     record: AuditRecord,
     arguments: Option<String>,
+    /// The session's client and profile, shared (the record leaves them empty).
+    who: audit::Who,
     done: bool,
 }
 
@@ -85,8 +87,8 @@ impl Call {
 
     /// Who the client is (known only once its `initialize` is read).
     pub fn set_client(&mut self, client: &ClientTag) {
-        self.record.client.clone_from(&client.name);
-        self.record.client_version.clone_from(&client.version);
+        self.who.client.clone_from(&client.name);
+        self.who.client_version.clone_from(&client.version);
         self.record.pid = client.pid;
     }
 
@@ -129,6 +131,7 @@ impl Call {
             self.observer.audit.record(audit::Entry {
                 record,
                 arguments: self.arguments.take(),
+                who: std::mem::take(&mut self.who),
             });
         }
     }
@@ -200,7 +203,7 @@ impl Observer {
         self: &Arc<Self>,
         session: u64,
         client: &ClientTag,
-        profile: &str,
+        profile: &Arc<str>,
         msg: &Envelope<'_>,
         line: &str,
     ) -> Call {
@@ -224,16 +227,19 @@ impl Observer {
                 time: String::new(),
                 time_ms,
                 session,
-                client: client.name.clone(),
-                client_version: client.version.clone(),
+                // The client and profile are `who`'s: Arc clones, not copies.
                 pid: client.pid,
-                profile: profile.to_owned(),
                 method: msg.method().to_owned(),
                 name,
                 bytes_in: line.len(),
                 ..AuditRecord::default()
             },
             arguments,
+            who: audit::Who {
+                client: client.name.clone(),
+                client_version: client.version.clone(),
+                profile: Some(Arc::clone(profile)),
+            },
             done: false,
         }
     }

@@ -330,8 +330,8 @@ impl Hub {
             return crate::observe::ClientTag::default();
         };
         crate::observe::ClientTag {
-            name: entry.client_info.as_ref().map(|(n, _)| n.clone()),
-            version: entry.client_info.as_ref().map(|(_, v)| v.clone()),
+            name: entry.client_info.as_ref().map(|(n, _)| n.as_str().into()),
+            version: entry.client_info.as_ref().map(|(_, v)| v.as_str().into()),
             pid: entry.client.pid,
         }
     }
