@@ -4,9 +4,11 @@
 //! The session answers `initialize`, `ping`, `logging/setLevel` and the list requests itself
 //! from the merged catalog, and forwards the rest to the owning upstream with its `id`, progress
 //! token and (for tools and prompts) name rewritten by splicing (see `mcpd_proto::envelope`).
-//! Each forwarded request runs as its own task so that a slow tool never holds up the session;
-//! the task's [`CancelGuard`] tells the upstream with `notifications/cancelled` if the client
-//! cancels, the request times out or the client goes away.
+//! Each forwarded request runs as its own future in the session's task (`requests.rs`) so that
+//! a slow tool never holds up the session; its [`Sent`] tells the upstream with
+//! `notifications/cancelled` if the client cancels, the request times out or the client goes
+//! away. A legacy client's common request is sent upstream while the session still holds its
+//! envelope ([`RequestContext::send_now`]); the others are routed by their future.
 
 use std::collections::HashMap;
 use std::sync::Arc;
