@@ -141,6 +141,13 @@ impl Call {
 /// built from checked parts, so a scan finds the members (`peek`); the parser decides the rest.
 fn outcome(answer: &str) -> (Option<i64>, bool) {
     use mcpd_proto::peek::members;
+    // Most answers are plain successes: an `error` or `isError` member needs the bytes `rror`
+    // in its key, or a `\u` escape spelling them, so an answer with neither has no such member
+    // (two substring searches instead of scanning the answer's members, 1,500 instructions
+    // per call).
+    if !answer.contains("rror") && !answer.contains("\\u") {
+        return (None, false);
+    }
     let code = |error: &str| Some(members(error, ["code"])?[0].and_then(|c| c.parse().ok()));
     let is_error = |result: &str| Some(members(result, ["isError"])?[0] == Some("true"));
     if let Some([error, result]) = members(answer, ["error", "result"]) {
@@ -411,5 +418,28 @@ mod outcome_tests {
             (Some(-32000), false)
         );
         assert_eq!(outcome("not json"), (None, false));
+        // The quick answer for answers with no `rror` or `\u` anywhere, and the scans for the rest.
+        assert_eq!(
+            outcome(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}]}}"#
+            ),
+            (None, false)
+        );
+        assert_eq!(
+            outcome(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"an error"}]}}"#
+            ),
+            (None, false)
+        );
+        assert_eq!(
+            outcome(r#"{"jsonrpc":"2.0","id":1,"result":{"\u0069sError":true}}"#),
+            (None, true)
+        );
+        assert_eq!(
+            outcome(
+                r#"{"jsonrpc":"2.0","id":1,"\u0065\u0072\u0072\u006f\u0072":{"code":-1,"message":"m"}}"#
+            ),
+            (Some(-1), false)
+        );
     }
 }
