@@ -419,6 +419,23 @@ pub async fn call_modern(
     caps: ClientCaps,
     log_level: Option<u8>,
 ) -> String {
+    match send_modern(upstream, msg, rename, &session, caps, log_level) {
+        Ok(call) => drive(call, msg, session.id()).await,
+        Err(answer) => answer,
+    }
+}
+
+/// The first half of [`call_modern`]: the request handed to the upstream's actor at once, while
+/// the session holds the client's envelope; [`finish`] waits for it. `Err`: the answer to a
+/// request the upstream refused at once.
+pub fn send_modern(
+    upstream: &UpstreamHandle,
+    msg: &Envelope<'_>,
+    rename: Option<(&RawValue, String)>,
+    session: &SessionLink,
+    caps: ClientCaps,
+    log_level: Option<u8>,
+) -> Result<InFlight, String> {
     let level = log_level
         .and_then(|rank| super::hub::LOG_LEVELS.get(usize::from(rank)))
         .map(|level| (*level).to_owned());
@@ -427,12 +444,10 @@ pub async fn call_modern(
     forward.asks = Some(asks_tx);
     let (upstream_id, client_id) = (forward.upstream_id, forward.client_id.clone());
     let progress = Arc::clone(&forward.progress);
-    let session_id = session.id();
-    let reply = match upstream.request(forward) {
-        Ok(rx) => rx,
-        Err(e) => return envelope::error_response(Some(&client_id), e.code, &e.message),
-    };
-    let call = InFlight {
+    let reply = upstream
+        .request(forward)
+        .map_err(|e| envelope::error_response(Some(&client_id), e.code, &e.message))?;
+    Ok(InFlight {
         upstream: upstream.clone(),
         upstream_id,
         client_id,
@@ -440,15 +455,40 @@ pub async fn call_modern(
         asks,
         progress,
         done: false,
+    })
+}
+
+/// The second half of [`call_modern`] for a call [`send_modern`] sent for the client's request
+/// `line` on session `session`: its answer, or the `InputRequiredResult` that parks it. The line
+/// is parsed again only when the upstream asks for input.
+pub async fn finish(mut call: InFlight, line: &Bytes, session: u64) -> String {
+    let id = call.client_id.clone();
+    let step = match call.wait(&id).await {
+        // The actor answered under the client's id already.
+        Step::Done(answer) if !is_input_required(&answer) => return answer,
+        step => step,
     };
-    drive(call, msg, session_id).await
+    let Some(msg) = std::str::from_utf8(line)
+        .ok()
+        .and_then(|t| Envelope::parse(t).ok())
+    else {
+        return envelope::error_response(Some(&id), envelope::INTERNAL_ERROR, "unreadable request");
+    };
+    settle(step, call, &msg, session)
 }
 
 /// Waits on `call` for the client's request `msg`: its answer (under `msg`'s id), or an
 /// `InputRequiredResult` whose state names the call, parked meanwhile.
 async fn drive(mut call: InFlight, msg: &Envelope<'_>, session: u64) -> String {
     let id = msg.id.unwrap_or(RawValue::NULL);
-    match call.wait(id).await {
+    let step = call.wait(id).await;
+    settle(step, call, msg, session)
+}
+
+/// What `step` of `call` answers the client's request `msg`.
+fn settle(step: Step, call: InFlight, msg: &Envelope<'_>, session: u64) -> String {
+    let id = msg.id.unwrap_or(RawValue::NULL);
+    match step {
         Step::Done(answer) => {
             // A resumed call answers the retry, under the retry's id.
             let answer = if call.client_id.get() == id.get() {

@@ -1143,8 +1143,14 @@ impl RequestContext {
     /// search trio, subscription, task or server still to wait for). Its future then only waits
     /// for the answer ([`answer_sent`](Self::answer_sent)) and the line is not parsed again.
     /// `None`: nothing was sent; [`route`](Self::route) handles it from the start.
-    fn send_now(&mut self, target: Target, msg: &Envelope<'_>) -> Option<Sent> {
-        if self.modern.is_some() || matches!(target, Target::Subscription(_) | Target::Task) {
+    fn send_now(&mut self, target: Target, msg: &Envelope<'_>) -> Option<Sending> {
+        // A modern call too, unless it is a retry (its state is checked first) or asks for log
+        // messages (its scope lives as long as the call): `route` handles those.
+        let declared = self.modern.map(|m| m.declared);
+        if declared.is_some_and(|d| d.retry)
+            || (declared.is_some() && self.log_level.is_some())
+            || matches!(target, Target::Subscription(_) | Target::Task)
+        {
             return None;
         }
         self.services
@@ -1165,7 +1171,12 @@ impl RequestContext {
         }
         if target == Target::Named(ListKind::Tools)
             && !matches!(
-                tasks::call_mode(&catalog, msg, None, None),
+                tasks::call_mode(
+                    &catalog,
+                    msg,
+                    resolved.rename.as_ref().map(|(raw, _)| *raw),
+                    declared.as_ref()
+                ),
                 Ok(CallMode::Plain)
             )
         {
@@ -1175,13 +1186,49 @@ impl RequestContext {
         if let Some(call) = self.call.as_mut() {
             call.set_server(&resolved.server);
         }
+        if let Some(declared) = declared {
+            let link = &self.link;
+            let call =
+                mrtr::send_modern(&upstream, msg, resolved.rename, link, declared.caps, None);
+            let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
+            return Some(Sending::Modern(Box::new((client_id, call))));
+        }
         self.original = resolved.rename.as_ref().map(|(_, name)| name.clone());
-        Some(send(&upstream, msg, resolved.rename, self.link.clone()))
+        Some(Sending::Legacy(send(
+            &upstream,
+            msg,
+            resolved.rename,
+            self.link.clone(),
+        )))
     }
 
     /// The rest of a request [`send_now`](Self::send_now) sent: what `route` does with a plain
-    /// legacy call's answer.
-    async fn answer_sent(mut self, mut sent: Sent) {
+    /// call's answer.
+    async fn answer_sent(self, sending: Sending) {
+        match sending {
+            Sending::Legacy(sent) => self.answer_legacy(sent).await,
+            Sending::Modern(call) => Box::pin(self.answer_modern(*call)).await,
+        }
+    }
+
+    /// A modern call's answer (see `mrtr::finish`), completed for a modern client.
+    async fn answer_modern(
+        mut self,
+        (client_id, call): (Box<RawValue>, Result<mrtr::InFlight, String>),
+    ) {
+        let answer = match call {
+            Ok(call) => mrtr::finish(call, &self.line, self.link.id()).await,
+            Err(answer) => answer,
+        };
+        if let Some(call) = self.call.take() {
+            call.finish(&answer);
+        }
+        let cacheable = self.modern.is_some_and(|m| m.cacheable);
+        let answer = modern::complete(answer, cacheable);
+        self.out.send_answer(answer, Some(&client_id)).await;
+    }
+
+    async fn answer_legacy(mut self, mut sent: Sent) {
         let mut answer = sent.answer().await;
         if mrtr::is_input_required(&answer) {
             // A modern upstream asks a legacy client for input.
@@ -1510,6 +1557,13 @@ pub(crate) fn send(
 /// A request handed to its upstream (or refused by it at once), waiting for the answer.
 /// Dropped before the answer came (the client cancelled it, the session ended, it timed out),
 /// it cancels the request upstream.
+/// A request [`RequestContext::send_now`] sent: a legacy client's, or a modern client's (its
+/// client id and its call, see `mrtr::send_modern`).
+pub(crate) enum Sending {
+    Legacy(Sent),
+    Modern(Box<(Box<RawValue>, Result<mrtr::InFlight, String>)>),
+}
+
 pub(crate) struct Sent {
     upstream: UpstreamHandle,
     client_id: Box<RawValue>,
