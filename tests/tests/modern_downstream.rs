@@ -549,6 +549,37 @@ fn a_gathered_tasks_list_passes_each_tasks_fields_byte_for_byte() {
 }
 
 #[test]
+fn a_modern_clients_task_is_created_and_got_with_the_upstreams_numbers_byte_for_byte() {
+    // The fixture's `task` tool requires a task, and its tasks carry `1.50`: the 2026-07-28
+    // shape mcpd builds from them must not re-encode what it keeps.
+    let daemon = TestDaemon::start(fixture::config(&[("fx", &["--tasks"])]));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    let mut client = ShimClient::spawn(&daemon, None);
+    let with_tasks = json!({"io.modelcontextprotocol/clientCapabilities":
+        {"extensions": {"io.modelcontextprotocol/tasks": {}}}});
+    let call = modern(
+        json!({"name": "fx__task", "arguments": {}}),
+        with_tasks.clone(),
+    );
+    let line = client.request_line("tools/call", Some(call));
+    let created: Value = serde_json::from_str(&line).expect("a JSON answer");
+    assert_eq!(created["result"]["resultType"], "task", "{line}");
+    assert!(line.contains(r#""pollIntervalMs":1.50"#), "{line}");
+    let id = created["result"]["taskId"].as_str().unwrap_or_default();
+    assert!(id.starts_with("mcpd-"), "{line}");
+    let line = client.request_line("tasks/get", Some(modern(json!({"taskId": id}), with_tasks)));
+    let got: Value = serde_json::from_str(&line).expect("a JSON answer");
+    assert_eq!(got["result"]["taskId"], id, "{line}");
+    assert_eq!(got["result"]["status"], "working", "{line}");
+    assert!(line.contains(r#""pollIntervalMs":1.50"#), "{line}");
+    assert!(line.contains(r#""ttlMs":60000"#), "{line}");
+    assert!(
+        !line.contains("fx-task-"),
+        "the upstream's id stays hidden: {line}"
+    );
+}
+
+#[test]
 fn peer_modern_clients_get_the_tasks_extension_form() {
     let daemon = two_everythings();
     let mut client = ShimClient::spawn(&daemon, None);

@@ -32,7 +32,7 @@
 //! | `--blob` | also offer tool `blob {bytes}`, which answers a text of `bytes` `x`s in one line (big or over-limit answers) |
 //! | `--echo-description-file PATH` | the `echo` tool's description is the text of PATH, read at start, if it exists (a server whose definition changes after a restart) |
 //! | `--notify-tool` | also offer `notify {method, params}`: sends that notification to the client, then answers `sent` (`notifications/tools/list_changed` also adds tool `late`, so the list really changes) |
-//! | `--tasks` | declare 2025-11-25 tasks (`tasks.requests.tools.call`, `list`, `cancel`): a `tools/call` with `params.task` creates task `fx-task-<n>` (status `working`) and answers its `CreateTaskResult`; `tasks/list` lists every task created, `tasks/get` answers one. Each task carries raw numbers written by hand (`"pollInterval":1.50` and `"x-fixture":{"big":123456789012345678901234567890,"tiny":1.0e-7}`), so any re-encoding on the way to the client shows |
+//! | `--tasks` | declare 2025-11-25 tasks (`tasks.requests.tools.call`, `list`, `cancel`) and list a tool `task` whose `execution.taskSupport` is `required`: a `tools/call` with `params.task` creates task `fx-task-<n>` (status `working`) and answers its `CreateTaskResult`; `tasks/list` lists every task created, `tasks/get` answers one. Each task carries raw numbers written by hand (`"pollInterval":1.50` and `"x-fixture":{"big":123456789012345678901234567890,"tiny":1.0e-7}`), so any re-encoding on the way to the client shows |
 //! | `--probe-tools` | also offer `read_file {path}`, `write_file {path, text}` and `connect {port}` (TCP to 127.0.0.1), each answering `ok: ...` or `error: <errno text>` (to test the sandbox), `alloc {mb}` (allocates and touches that much memory, keeps it) and `spawn {n}` (starts up to n `sleep 600` children, answers how many started) |
 //!
 //! `--page-size` paginates every list (tools, prompts, resources, templates). Prompts answer
@@ -247,6 +247,11 @@ fn tool_list(o: &Options, late: bool) -> Vec<Value> {
     ]);
     if late {
         tools.push(tool("late", "Added after initialization", json!({})));
+    }
+    if o.tasks {
+        let mut task = tool("task", "Runs only as a task", json!({}));
+        task["execution"] = json!({"taskSupport": "required"});
+        tools.push(task);
     }
     for name in &o.extra_tools {
         tools.push(tool(name, "Answers its name and its server's", json!({})));

@@ -20,13 +20,13 @@
 //! `tasks/*` request with an id this session did not get is refused before anything reaches an
 //! upstream, so two servers' ids cannot collide and no session reaches another's tasks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use mcpd_proto::envelope::{self, Envelope, member};
 use mcpd_proto::peek;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Services;
 use super::core::forward;
@@ -244,18 +244,61 @@ pub fn created(hub: &Hub, session: u64, server: &str, answer: String, mode: Call
     if mode == CallMode::Legacy {
         return ids::task_id_to_client(&msg, raw_id, &id);
     }
-    let task: Value = task
-        .and_then(|t| serde_json::from_str(t.get()).ok())
-        .unwrap_or_default();
-    let mut result = modern_task(&task, &id);
-    result.insert("resultType".into(), json!("task"));
-    envelope::response(msg.id.unwrap_or(RawValue::NULL), &result)
+    let Some(task) = task else {
+        return answer;
+    };
+    let mut result = modern_task(task, &id, None);
+    result.push("resultType", "\"task\"");
+    envelope::response(msg.id.unwrap_or(RawValue::NULL), &result.finish())
 }
 
-/// A legacy `Task` in the 2026-07-28 shape, with the client's id.
-fn modern_task(task: &Value, id: &str) -> Map<String, Value> {
-    let mut out = Map::new();
-    out.insert("taskId".into(), json!(id));
+/// A JSON object written member by member, each value as raw JSON text: what mcpd builds
+/// from an upstream's members reaches the client byte for byte (`1.50` stays `1.50`).
+struct RawObject {
+    text: String,
+    keys: Vec<&'static str>,
+}
+
+impl RawObject {
+    fn new() -> Self {
+        Self {
+            text: String::from("{"),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds `key` (plain ASCII, nothing to escape) with `raw`, which must be JSON text.
+    fn push(&mut self, key: &'static str, raw: &str) {
+        if !self.keys.is_empty() {
+            self.text.push(',');
+        }
+        self.keys.push(key);
+        self.text.push('"');
+        self.text.push_str(key);
+        self.text.push_str("\":");
+        self.text.push_str(raw);
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.keys.contains(&key)
+    }
+
+    /// The object; its members were each JSON text, so it is too (`null` if one was not).
+    fn finish(mut self) -> Box<RawValue> {
+        self.text.push('}');
+        RawValue::from_string(self.text).unwrap_or_default()
+    }
+}
+
+/// A legacy `Task` (raw, as the upstream wrote it) in the 2026-07-28 shape, with the client's
+/// id; the members it keeps are passed on byte for byte.
+/// `status`, when given, replaces the upstream's.
+fn modern_task(task: &RawValue, id: &str, status: Option<&str>) -> RawObject {
+    let mut out = RawObject::new();
+    out.push("taskId", &json!(id).to_string());
+    if let Some(status) = status {
+        out.push("status", status);
+    }
     for (from, to) in [
         ("status", "status"),
         ("statusMessage", "statusMessage"),
@@ -264,12 +307,42 @@ fn modern_task(task: &Value, id: &str) -> Map<String, Value> {
         ("ttl", "ttlMs"),
         ("pollInterval", "pollIntervalMs"),
     ] {
-        if let Some(v) = task.get(from) {
-            out.insert(to.into(), v.clone());
+        if let Some(v) = member(task, from).filter(|_| !out.has(to)) {
+            out.push(to, v.get());
         }
     }
-    out.entry("ttlMs").or_insert(Value::Null);
+    if !out.has("ttlMs") {
+        out.push("ttlMs", "null");
+    }
     out
+}
+
+/// A `tasks/result` answer's result with mcpd's related-task member taken out of its
+/// `_meta`; every other byte is the upstream's.
+fn without_related(done: &RawValue) -> String {
+    let Some(meta) = member(done, "_meta") else {
+        return done.get().to_owned();
+    };
+    if member(meta, RELATED).is_none() {
+        return done.get().to_owned();
+    }
+    let Ok(mut members) = serde_json::from_str::<BTreeMap<String, &RawValue>>(meta.get()) else {
+        return done.get().to_owned();
+    };
+    members.remove(RELATED);
+    let mut kept = String::from("{");
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            kept.push(',');
+        }
+        kept.push_str(&json!(key).to_string());
+        kept.push(':');
+        kept.push_str(value.get());
+    }
+    kept.push('}');
+    let mut rewrite = envelope::Rewrite::new(done.get());
+    rewrite.replace(meta, kept);
+    rewrite.finish()
 }
 
 /// Sends an upstream's `notifications/tasks/status` to the legacy session that owns the task,
@@ -377,42 +450,44 @@ impl TaskRequest<'_> {
             return ids::task_ids_to_client(&answer, &upstream_json, &client_json);
         }
         let answer = send(ask(method)).await;
-        let Ok(reply) = serde_json::from_str::<Value>(&answer) else {
+        let Ok(reply) = Envelope::parse(&answer) else {
             return answer;
         };
-        let Some(task) = reply.get("result") else {
+        let Some(task) = reply.result else {
             return answer;
         };
         if method == "tasks/cancel" {
             return envelope::response(id, &json!({"resultType": "complete"}));
         }
-        let mut result = modern_task(task, &task_id);
-        result.insert("resultType".into(), json!("complete"));
-        match task["status"].as_str() {
-            Some("completed" | "failed") => {
+        let status = member(task, "status").and_then(|s| envelope::decode_str(s).ok());
+        // What is inlined once the task is terminal (or asks for input), raw.
+        let mut inline: Option<(&'static str, String)> = None;
+        let mut failed = None;
+        match status.as_deref() {
+            Some(done @ ("completed" | "failed")) => {
                 let outcome = send(ask("tasks/result")).await;
-                let outcome: Value = serde_json::from_str(&outcome).unwrap_or_default();
-                if let Some(mut done) = outcome.get("result").cloned() {
-                    if let Some(meta) = done.get_mut("_meta").and_then(Value::as_object_mut) {
-                        meta.remove(RELATED);
+                if let Ok(outcome) = Envelope::parse(&outcome) {
+                    if let Some(result) = outcome.result {
+                        let key = if done == "failed" { "error" } else { "result" };
+                        inline = Some((key, without_related(result)));
+                    } else if let Some(error) = outcome.error {
+                        failed = Some("\"failed\"");
+                        inline = Some(("error", error.get().to_owned()));
                     }
-                    if task["status"] == "failed" {
-                        result.insert("error".into(), done);
-                    } else {
-                        result.insert("result".into(), done);
-                    }
-                } else if let Some(error) = outcome.get("error") {
-                    result.insert("status".into(), json!("failed"));
-                    result.insert("error".into(), error.clone());
                 }
             }
             Some("input_required") => {
                 // The upstream asks through its own requests; none are carried here yet.
-                result.insert("inputRequests".into(), json!({}));
+                inline = Some(("inputRequests", "{}".to_owned()));
             }
             _ => {}
         }
-        envelope::response(id, &result)
+        let mut result = modern_task(task, &task_id, failed);
+        result.push("resultType", "\"complete\"");
+        if let Some((key, raw)) = inline {
+            result.push(key, &raw);
+        }
+        envelope::response(id, &result.finish())
     }
 
     /// `tasks/list`: this session's tasks, from each server that offers tasks.
@@ -493,6 +568,42 @@ impl TaskRequest<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(text: &str) -> &RawValue {
+        serde_json::from_str(text).expect("test JSON")
+    }
+
+    #[test]
+    fn a_legacy_task_in_the_modern_shape_keeps_the_upstreams_bytes() {
+        let task = raw(
+            r#"{"taskId":"up-1","status":"working","ttl":60000,"pollInterval":1.50,"x":{"big":123456789012345678901234567890}}"#,
+        );
+        let out = modern_task(task, "mcpd-1", None).finish();
+        assert_eq!(
+            out.get(),
+            r#"{"taskId":"mcpd-1","status":"working","ttlMs":60000,"pollIntervalMs":1.50}"#
+        );
+        let failed = modern_task(raw(r#"{"status":"completed"}"#), "m", Some(r#""failed""#));
+        assert_eq!(
+            failed.finish().get(),
+            r#"{"taskId":"m","status":"failed","ttlMs":null}"#,
+            "the given status replaces the upstream's, and ttlMs is always there"
+        );
+    }
+
+    #[test]
+    fn only_the_related_task_member_leaves_a_results_meta() {
+        let text = format!(
+            r#"{{"content":[],"structuredContent":{{"n":1.50}},"_meta":{{"{RELATED}":{{"taskId":"up-1"}},"keep":1.0e-7}}}}"#
+        );
+        let done = raw(&text);
+        assert_eq!(
+            without_related(done),
+            r#"{"content":[],"structuredContent":{"n":1.50},"_meta":{"keep":1.0e-7}}"#
+        );
+        let plain = raw(r#"{"content":[],"_meta":{"keep":1.50}}"#);
+        assert_eq!(without_related(plain), plain.get(), "nothing to take out");
+    }
 
     #[test]
     fn task_ids_are_bound_to_their_session_and_server() {
