@@ -234,30 +234,18 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 return;
             }
             reader.decoder_mut().set_max(MAX_MESSAGE_LINE);
-            let services = daemon.services();
+            let started = crate::router::session::Started {
+                services: daemon.services(),
+                id,
+                profile: attach.profile,
+                resume: attach.resume,
+                in_flight,
+            };
             if attach.direct {
                 // `mcp-shim --direct` hands over the client's stdio next (docs/SHIM.md).
-                crate::router::session::serve_direct(
-                    services,
-                    id,
-                    attach.profile,
-                    attach.resume,
-                    in_flight,
-                    reader,
-                    write,
-                )
-                .await;
+                crate::router::session::serve_direct(started, reader, write).await;
             } else {
-                crate::router::session::serve(
-                    services,
-                    id,
-                    attach.profile,
-                    attach.resume,
-                    in_flight,
-                    reader,
-                    write,
-                )
-                .await;
+                crate::router::session::serve(started, reader, write).await;
             }
         }
         Hello::Control(control) => {

@@ -17,12 +17,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use mcpd_proto::Resume;
 use mcpd_proto::direct::{self, DirectEnd, NotHandable, RecvError};
 use mcpd_proto::line::MAX_MESSAGE_LINE;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -32,7 +29,6 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
-use super::Services;
 use super::unix::{Ended, Started, run};
 use crate::codec::LineCodec;
 
@@ -44,15 +40,11 @@ const END_TIMEOUT: Duration = Duration::from_secs(1);
 /// Takes the client's stdio from the shim that was just welcomed on `reader` + `writer` and
 /// serves the session on it until it ends; then tells the shim why.
 pub async fn serve(
-    services: Services,
-    id: u64,
-    profile: String,
-    resume: Option<Resume>,
-    in_flight: Arc<AtomicUsize>,
+    started: Started,
     reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
-    let hub = Arc::clone(&services.hub);
+    let id = started.id;
     let taken = if reader.read_buffer().is_empty() {
         match reader.into_inner().reunite(writer) {
             Ok(stream) => take_stdio(stream).await,
@@ -65,18 +57,11 @@ pub async fn serve(
         Ok(taken) => taken,
         Err(why) => {
             tracing::warn!(session = id, "direct session refused: {why}");
-            hub.unregister(id);
+            started.services.hub.unregister(id);
             return;
         }
     };
     tracing::debug!(session = id, "direct: serving the client's own stdio");
-    let started = Started {
-        services,
-        id,
-        profile,
-        resume,
-        in_flight,
-    };
     let lines = FramedRead::new(stdin, LineCodec::new(MAX_MESSAGE_LINE));
     let ended = run(started, lines, stdout, hangup(&stream)).await;
     let end = match ended {

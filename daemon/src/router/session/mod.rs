@@ -30,7 +30,7 @@ mod unix;
 pub use self::core::SUPPORTED_PROTOCOLS;
 pub(crate) use self::core::forward;
 pub use self::direct::serve as serve_direct;
-pub use self::unix::serve;
+pub use self::unix::{Started, serve};
 
 /// What a session needs from the rest of the daemon (it holds no `Daemon`).
 #[derive(Debug, Clone)]

@@ -30,26 +30,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves one attached session until the client goes away or the daemon shuts down.
 pub async fn serve(
-    services: Services,
-    id: u64,
-    profile: String,
-    resume: Option<Resume>,
-    in_flight: Arc<AtomicUsize>,
+    session: Started,
     reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
-    let session = Started {
-        services,
-        id,
-        profile,
-        resume,
-        in_flight,
-    };
     run(session, reader, writer, std::future::pending()).await;
 }
 
 /// A session the daemon welcomed, before its front end runs it.
-pub(super) struct Started {
+pub struct Started {
     pub services: Services,
     pub id: u64,
     pub profile: String,
