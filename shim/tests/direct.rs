@@ -3,20 +3,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{SHIM, shim, stderr_of, wait_exit};
 use mcpd_proto::direct::recv_stdio;
 use mcpd_proto::{AttachHello, Hello};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_mcp-shim");
 const DIRECT_WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1,"direct":true}"#;
 const WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1}"#;
 const WITHIN: Duration = Duration::from_secs(5);
@@ -91,45 +93,6 @@ impl Conn {
     }
 }
 
-fn shim(socket: &std::path::Path, extra: &[&str]) -> Child {
-    Command::new(SHIM)
-        .env("MCPD_NO_AUTOSTART", "1")
-        .env_remove("MCP_SHIM_DIRECT")
-        .arg("--socket")
-        .arg(socket)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mcp-shim did not exit within {WITHIN:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
-}
-
 /// Reads `stdin` (the client's, as the daemon got it) to its end, on a thread.
 fn read_all(mut stdin: File) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
@@ -178,7 +141,7 @@ fn the_client_talks_to_the_daemon_over_its_own_pipes_and_its_end_of_input_reache
     assert_eq!(rest, "");
 
     conn.end(r#"{"op":"end","ok":true,"reason":"the client closed its input"}"#);
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
     assert_eq!(stderr_of(&mut child), "");
 }
 
@@ -189,7 +152,7 @@ fn an_end_the_client_did_not_choose_exits_1_with_the_daemons_reason() {
     let conn = daemon.accept(DIRECT_WELCOME);
     let _stdio = conn.take_stdio();
     conn.end(r#"{"op":"end","ok":false,"reason":"mcpd is shutting down"}"#);
-    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(1));
     assert_eq!(
         stderr_of(&mut child),
         "mcp-shim: mcpd ended the direct session: mcpd is shutting down\n"
@@ -203,7 +166,7 @@ fn the_daemon_vanishing_after_the_handover_exits_1_and_says_the_session_is_lost(
     let conn = daemon.accept(DIRECT_WELCOME);
     let stdio = conn.take_stdio();
     drop((conn, stdio));
-    assert_eq!(wait_exit(&mut child).code(), Some(1));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(1));
     let err = stderr_of(&mut child);
     assert!(
         err.starts_with("mcp-shim: lost the connection to mcpd") && err.contains("--direct"),
@@ -222,7 +185,7 @@ fn sigterm_leaves_at_once_and_closes_the_socket() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
     conn.stream.set_read_timeout(Some(WITHIN)).unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(
@@ -247,7 +210,7 @@ fn a_daemon_that_does_not_take_stdio_gets_the_relay_and_a_note() {
     drop(client_in);
     drop(reader);
     drop(conn);
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
     assert_eq!(
         stderr_of(&mut child),
         "mcp-shim: --direct: this mcpd does not take the client's stdio (upgrade it); relaying \
@@ -263,7 +226,7 @@ fn without_the_flag_the_hello_does_not_ask() {
     assert!(!conn.hello.direct);
     drop(child.stdin.take());
     drop(conn);
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
 }
 
 #[test]

@@ -4,17 +4,19 @@
 // Helpers outside `#[test]` functions panic on broken test setup, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{SHIM, shim, stderr_of, wait_exit};
 use mcpd_proto::{Hello, PROTOCOL_VERSION};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_mcp-shim");
 /// Set on every shim here (see [`shim`]).
 const NO_AUTOSTART: &str = "MCPD_NO_AUTOSTART";
 const WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1}"#;
@@ -94,46 +96,6 @@ fn hold_open(mut reader: BufReader<UnixStream>, seen: &mpsc::Sender<Seen>) {
     let _ = reader.read_to_end(&mut sink);
     let _ = seen.send(Seen::Eof);
     thread::sleep(Duration::from_secs(30));
-}
-
-/// The shim for `socket`. Autostart is off: a real `mcpd` sits next to the shim in the target
-/// directory, and these tests want only their fake daemons.
-fn shim(socket: &Path, extra: &[&str]) -> Child {
-    Command::new(SHIM)
-        .env(NO_AUTOSTART, "1")
-        .arg("--socket")
-        .arg(socket)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("mcp-shim did not exit within {within:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
 }
 
 fn expect_hello(seen: &mpsc::Receiver<Seen>) -> mcpd_proto::AttachHello {
