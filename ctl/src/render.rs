@@ -80,7 +80,15 @@ pub fn status(s: &DaemonStatus) -> String {
         out.push_str("SESSIONS\n");
         let rows: Vec<Vec<String>> = s.sessions.iter().map(session_row).collect();
         out.push_str(&table(
-            &["ID", "PROFILE", "CLIENT", "PID", "ATTACHED", "IN-FLIGHT"],
+            &[
+                "ID",
+                "PROFILE",
+                "CLIENT",
+                "PID",
+                "ATTACHED",
+                "IN-FLIGHT",
+                "MODE",
+            ],
             &rows,
         ));
     }
@@ -204,6 +212,8 @@ fn session_row(s: &SessionStatus) -> Vec<String> {
         optional(s.client_pid),
         duration(s.attached_ms),
         s.in_flight.to_string(),
+        // `direct`: the daemon holds the client's own stdio (`mcp-shim --direct`).
+        if s.direct { "direct" } else { "relay" }.to_owned(),
     ]
 }
 
@@ -363,6 +373,7 @@ mod tests {
                 client_pid: Some(4321),
                 attached_ms: 121_500,
                 in_flight: 0,
+                direct: false,
             }],
             credential_store: None,
             routing_overlaps: Vec::new(),
@@ -379,10 +390,21 @@ everything  ready   5678  11     0         mcp-servers/everything 2.0.0
 broken      failed  -     0      0         spawn failed: No such file or directory
   broken is failed: mcpctl restart broken
 SESSIONS
-ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
-1   default  claude-code 1.2.3  4321  2m 1s     0
+ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT  MODE
+1   default  claude-code 1.2.3  4321  2m 1s     0          relay
 ";
         assert_eq!(status(&sample()), expected);
+    }
+
+    #[test]
+    fn a_direct_session_says_so_in_the_mode_column() {
+        let mut s = sample();
+        s.sessions[0].direct = true;
+        let text = status(&s);
+        assert!(
+            text.contains("1   default  claude-code 1.2.3  4321  2m 1s     0          direct\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -423,7 +445,7 @@ ID  PROFILE  CLIENT             PID   ATTACHED  IN-FLIGHT
         s.sessions[0].client_pid = None;
         let text = status(&s);
         assert!(
-            text.contains("1   default  -       -    2m 1s     0\n"),
+            text.contains("1   default  -       -    2m 1s     0          relay\n"),
             "{text}"
         );
     }

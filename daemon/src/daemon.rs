@@ -459,6 +459,7 @@ impl Daemon {
                 client_pid: e.client.pid,
                 attached_ms: millis(e.attached.elapsed()),
                 in_flight: e.in_flight.load(Ordering::Relaxed),
+                direct: e.direct,
             })
         });
         DaemonStatus {

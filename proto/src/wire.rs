@@ -542,6 +542,10 @@ pub struct SessionStatus {
     /// Requests from it still waiting for an upstream.
     #[serde(default)]
     pub in_flight: usize,
+    /// The daemon reads and writes the client's own stdin and stdout (`mcp-shim --direct`,
+    /// docs/SHIM.md); false when the shim relays them (or the daemon predates the field).
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// One batch of log lines for `mcpctl logs`.

@@ -167,6 +167,49 @@ fn mcp_shim_direct_in_the_environment_turns_direct_mode_on() {
 }
 
 #[test]
+fn mcpctl_status_says_which_sessions_are_direct() {
+    let daemon = daemon_with_fixture(&[]);
+    let mut relayed = ShimClient::spawn(&daemon, None);
+    relayed.initialize();
+    let direct = direct_client(&daemon);
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+
+    let out = daemon.mcpctl(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(
+        status["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    assert!(
+        status["sessions"].as_array().is_some_and(|s| {
+            s.iter().filter(|s| s["direct"] == json!(true)).count() == 1
+                && s.iter().filter(|s| s["direct"] == json!(false)).count() == 1
+        }),
+        "one direct and one relayed session: {status}"
+    );
+
+    let out = daemon.mcpctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("IN-FLIGHT  MODE\n"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("ID "))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows.iter().any(|r| r.ends_with(" direct")), "{text}");
+    assert!(rows.iter().any(|r| r.ends_with(" relay")), "{text}");
+    assert!(relayed.close().success());
+    assert!(direct.close().success());
+}
+
+#[test]
 fn a_killed_daemon_ends_a_direct_session_and_the_shim_exits_1_saying_why() {
     let mut daemon = daemon_with_fixture(&[]);
     let mut shim = direct_client(&daemon);

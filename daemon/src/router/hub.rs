@@ -46,6 +46,8 @@ pub(crate) struct SessionEntry {
     pub client_info: Option<(String, String)>,
     /// Requests in flight.
     pub in_flight: Arc<AtomicUsize>,
+    /// The daemon holds the client's own stdin and stdout (`mcp-shim --direct`).
+    pub direct: bool,
 }
 
 /// The rank of a log level name in [`LOG_LEVELS`].
@@ -286,6 +288,7 @@ impl Hub {
             attached: Instant::now(),
             client_info: None,
             in_flight: Arc::clone(&in_flight),
+            direct: false,
         };
         self.write().insert(id, Registered { entry, link: None });
         self.changed.notify_one();
@@ -320,6 +323,13 @@ impl Hub {
     pub(crate) fn set_client_info(&self, id: u64, name: String, version: String) {
         if let Some(session) = self.write().get_mut(&id) {
             session.entry.client_info = Some((name, version));
+        }
+    }
+
+    /// Records that a session runs on its client's own stdio (`mcp-shim --direct`), for status.
+    pub(crate) fn set_direct(&self, id: u64) {
+        if let Some(session) = self.write().get_mut(&id) {
+            session.entry.direct = true;
         }
     }
 

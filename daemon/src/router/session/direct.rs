@@ -62,6 +62,7 @@ pub async fn serve(
         }
     };
     tracing::debug!(session = id, "direct: serving the client's own stdio");
+    started.services.hub.set_direct(id);
     let lines = FramedRead::new(stdin, LineCodec::new(MAX_MESSAGE_LINE));
     let ended = run(started, lines, stdout, hangup(&stream)).await;
     let end = match ended {
