@@ -243,7 +243,11 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
             };
             if attach.direct {
                 // `mcp-shim --direct` hands over the client's stdio next (docs/SHIM.md).
-                crate::router::session::serve_direct(started, reader, write).await;
+                let asked = crate::router::session::DirectAsked {
+                    handback: attach.handback,
+                    input: attach.direct_input,
+                };
+                crate::router::session::serve_direct(started, reader, write, asked).await;
             } else {
                 crate::router::session::serve(started, reader, write).await;
             }
@@ -269,6 +273,8 @@ async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>, direct: bool)
         daemon: env!("CARGO_PKG_VERSION").into(),
         session,
         direct,
+        // A daemon that takes the client's stdio also hands it back (to a shim that asks).
+        handback: direct,
     });
     send_line(write, &reply).await
 }

@@ -44,6 +44,19 @@ pub struct AttachHello {
     /// see [`crate::direct`]); it does so only if the welcome says `direct` too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub direct: bool,
+    /// With `direct`: the shim takes the client's stdio back when the daemon stops on purpose
+    /// (a [`crate::direct::Handback`] instead of the end line), and resumes the session.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handback: bool,
+    /// With `direct`, to a daemon whose welcome says `handback`: bytes of the client's input
+    /// (handed back by the previous daemon, not handled yet) that follow the handover byte on
+    /// the socket, ahead of what is still in the client's pipe.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub direct_input: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a re-attaching shim hands the daemon so that the session continues.
@@ -117,6 +130,10 @@ pub struct Welcome {
     /// this out, and the shim relays).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub direct: bool,
+    /// The daemon hands the client's stdio back to a shim that announced `handback` when it
+    /// stops on purpose, and reads the hello's `direct_input` after the handover byte.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handback: bool,
 }
 
 /// `{"op":"error","v":1,"message":"..."}`
@@ -630,6 +647,8 @@ mod tests {
                 previous_session: Some(3),
             }),
             direct: false,
+            handback: false,
+            direct_input: 0,
         });
         let line = serde_json::to_string(&hello).unwrap();
         assert!(line.starts_with(r#"{"op":"attach","v":1"#), "{line}");

@@ -7,14 +7,18 @@
 //! daemon's end line, for the socket to close, for a signal or for its parent to die
 //! ([`crate::parent`]). Nothing can be resumed: the daemon holds the client's bytes.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
-use mcpd_proto::direct::{self, DirectEnd, NotHandable};
-use mcpd_proto::line::{Line, MAX_CONTROL_LINE, read_line_bounded};
+use mcpd_proto::direct::{
+    self, DirectEnd, Handback, MAX_HANDBACK_INPUT, MAX_HANDBACK_OUTPUT, NotHandable,
+};
+use mcpd_proto::line::{MAX_CONTROL_LINE, MAX_MESSAGE_LINE};
 
 use crate::Exit;
+use crate::handback::{self, HandedBack, Resumed};
+use crate::relay::Target;
 use crate::session::Attached;
 
 /// What the shim says when the daemon went away without ending the session.
@@ -42,16 +46,43 @@ pub fn eligible() -> Result<(), String> {
     check("stdout", io::stdout().as_fd())
 }
 
-/// Hands stdio to the daemon of `attached` and waits for the session to end.
-pub fn run(attached: Attached) -> Exit {
-    let stream = attached.stream;
-    if let Err(e) = direct::send_stdio(&stream, io::stdin().as_fd(), io::stdout().as_fd()) {
-        return Exit::fail(format!(
+/// Hands stdio to the daemon of `attached` and waits for the session to end; when the daemon
+/// hands it back on a planned stop, carries the session on ([`crate::handback`]), in direct
+/// mode again if the next daemon takes it.
+pub fn run(attached: Attached, target: &Target) -> Exit {
+    let mut attached = attached;
+    let mut input = Vec::new();
+    loop {
+        let back = match serve(&attached, &input) {
+            Waited::Exit(exit) => return exit,
+            Waited::HandedBack(back) => back,
+        };
+        match handback::resume(back, target) {
+            Resumed::Direct(next, held) => {
+                attached = next;
+                input = held;
+            }
+            Resumed::Exit(exit) => return exit,
+        }
+    }
+}
+
+/// Hands stdin and stdout over, with `input` (client bytes a previous daemon handed back)
+/// after them, and waits.
+fn serve(attached: &Attached, input: &[u8]) -> Waited {
+    let stream = &attached.stream;
+    if let Err(e) = direct::send_stdio(stream, io::stdin().as_fd(), io::stdout().as_fd()) {
+        return Waited::Exit(Exit::fail(format!(
             "cannot hand stdin and stdout to mcpd (--direct): {e}"
-        ));
+        )));
+    }
+    if let Err(e) = (&mut &*stream).write_all(input) {
+        return Waited::Exit(Exit::fail(format!(
+            "cannot hand the client's pending input to mcpd (--direct): {e}"
+        )));
     }
     leave_data_path();
-    wait(&attached.early, &stream)
+    wait(&attached.early, stream)
 }
 
 /// Points descriptors 0 and 1 at `/dev/null`: the daemon has the client's pipes now, and any
@@ -75,17 +106,96 @@ fn leave_data_path() {
     }
 }
 
-/// Waits for the daemon's end line (or the socket's end) and turns it into the exit.
-fn wait(early: &[u8], stream: &UnixStream) -> Exit {
-    let mut reader = BufReader::new(early.chain(stream));
-    match read_line_bounded(&mut reader, MAX_CONTROL_LINE) {
-        Ok(Some(Line::Complete(line))) => ended(&line),
-        Ok(Some(Line::TooLong { len })) => Exit::fail(format!(
-            "mcpd ended the direct session with an unreadable {len}-byte line"
-        )),
-        Ok(None) => Exit::fail(LOST),
-        Err(e) => Exit::fail(format!("{LOST} ({e})")),
+/// How waiting for the daemon ended.
+#[derive(Debug)]
+enum Waited {
+    /// The session is over.
+    Exit(Exit),
+    /// The daemon stopped and handed the session back.
+    HandedBack(HandedBack),
+}
+
+/// The longest last line the daemon may send (a hand-back carries the client's `initialize`
+/// params and the ids in flight).
+const MAX_LAST_LINE: usize = MAX_MESSAGE_LINE + MAX_CONTROL_LINE;
+
+/// Waits for the daemon's last line (or the socket's end) and turns it into the exit, or into
+/// the session handed back. Everything is read with `recvmsg`: a plain read would have the
+/// kernel close the descriptors of a hand-back unseen.
+fn wait(early: &[u8], stream: &UnixStream) -> Waited {
+    let mut got = early.to_vec();
+    let mut fds = Vec::new();
+    let mut truncated = false;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let end = loop {
+        if let Some(end) = got.iter().position(|&b| b == b'\n') {
+            break end;
+        }
+        if got.len() > MAX_LAST_LINE {
+            return Waited::Exit(Exit::fail(format!(
+                "mcpd ended the direct session with an unreadable {}-byte line",
+                got.len()
+            )));
+        }
+        match direct::recv_with_fds(stream.as_fd(), &mut chunk, true) {
+            Ok(r) if r.len == 0 && r.fds.is_empty() => return Waited::Exit(Exit::fail(LOST)),
+            Ok(r) => {
+                got.extend_from_slice(&chunk[..r.len]);
+                fds.extend(r.fds);
+                truncated |= r.truncated;
+            }
+            Err(e) => return Waited::Exit(Exit::fail(format!("{LOST} ({e})"))),
+        }
+    };
+    let line = &got[..end];
+    // Every field of a hand-back line but `op` has a default: an end line parses too.
+    let line = match serde_json::from_slice::<Handback>(line) {
+        Ok(back) if back.op == Handback::OP => back,
+        _ => {
+            // Descriptors that came with anything else are closed unused.
+            drop(fds);
+            return Waited::Exit(ended(line));
+        }
+    };
+    if line.input > MAX_HANDBACK_INPUT || line.output > MAX_HANDBACK_OUTPUT {
+        return Waited::Exit(Exit::fail(format!(
+            "mcpd handed the direct session back with {} bytes of input and {} of output, over \
+             the limits ({MAX_HANDBACK_INPUT} and {MAX_HANDBACK_OUTPUT}); refused",
+            line.input, line.output
+        )));
     }
+    // Both were checked against limits that fit in memory.
+    let (input_len, output_len) = (line.input as usize, line.output as usize);
+    let mut rest = got.split_off(end + 1);
+    while rest.len() < input_len + output_len {
+        match direct::recv_with_fds(stream.as_fd(), &mut chunk, true) {
+            Ok(r) if r.len == 0 && r.fds.is_empty() => {
+                return Waited::Exit(Exit::fail(format!(
+                    "mcpd stopped in the middle of handing the direct session back ({} of {} \
+                     bytes came); the session cannot go on",
+                    rest.len(),
+                    input_len + output_len
+                )));
+            }
+            Ok(r) => {
+                rest.extend_from_slice(&chunk[..r.len]);
+                fds.extend(r.fds);
+                truncated |= r.truncated;
+            }
+            Err(e) => return Waited::Exit(Exit::fail(format!("{LOST} ({e})"))),
+        }
+    }
+    let output = rest.split_off(input_len);
+    rest.truncate(input_len);
+    let mut output = output;
+    output.truncate(output_len);
+    Waited::HandedBack(HandedBack {
+        line,
+        fds,
+        truncated,
+        input: rest,
+        output,
+    })
 }
 
 /// The exit for the daemon's end line.
@@ -129,7 +239,9 @@ mod tests {
     fn the_socket_closing_without_an_end_line_is_a_lost_daemon() {
         let (shim, daemon) = UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
         drop(daemon);
-        let exit = wait(&[], &shim);
+        let Waited::Exit(exit) = wait(&[], &shim) else {
+            panic!("nothing was handed back")
+        };
         assert_eq!(exit.code, 1);
         assert!(message(&exit).starts_with("lost the connection to mcpd"));
     }
@@ -138,11 +250,13 @@ mod tests {
     fn an_end_line_read_along_with_the_welcome_counts() {
         let (shim, daemon) = UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
         drop(daemon);
-        let exit = wait(
+        let Waited::Exit(exit) = wait(
             br#"{"op":"end","ok":true,"reason":"x"}
 "#,
             &shim,
-        );
+        ) else {
+            panic!("nothing was handed back")
+        };
         assert_eq!(exit.code, 0);
     }
 }

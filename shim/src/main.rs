@@ -20,6 +20,7 @@
 mod args;
 mod autostart;
 mod direct;
+mod handback;
 mod parent;
 mod relay;
 mod revive;
@@ -137,12 +138,13 @@ fn main() -> ExitCode {
                 timeout: session::HANDSHAKE_TIMEOUT,
                 again: false,
                 direct,
+                direct_input: 0,
             };
             let attached = connect(&target.socket, opts.autostart).and_then(|stream| {
                 session::handshake(stream, req, None).map_err(Failure::into_exit)
             });
             match attached {
-                Ok(attached) if attached.direct => direct::run(attached),
+                Ok(attached) if attached.direct => direct::run(attached, &target),
                 Ok(attached) => {
                     if direct {
                         eprintln!(

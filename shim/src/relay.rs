@@ -40,9 +40,9 @@ const LINGER: Duration = Duration::from_secs(2);
 const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// First wait between reconnection attempts; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_FIRST: Duration = Duration::from_millis(5);
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 /// Longest wait between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Bytes of client lines held while reconnecting (one message of the largest size fits).
 const HELD_MAX_BYTES: usize = MAX_MESSAGE_LINE + 1;
@@ -50,7 +50,7 @@ const HELD_MAX_BYTES: usize = MAX_MESSAGE_LINE + 1;
 const HELD_MAX_LINES: usize = 1024;
 
 /// The answer to a request that was in flight when the connection dropped.
-const LOST_MESSAGE: &str = "mcpd restarted while this request was in flight; try again";
+pub const LOST_MESSAGE: &str = "mcpd restarted while this request was in flight; try again";
 /// The answer to a request sent while reconnecting, when the held lines are already too many.
 const HELD_FULL_MESSAGE: &str =
     "mcpd is restarting and mcp-shim holds too many messages already; try again";
@@ -70,6 +70,14 @@ pub struct Target {
 
 /// Relays until the session ends and says how the shim should exit.
 pub fn run(attached: Attached, target: &Target) -> Exit {
+    run_resumed(attached, target, Session::default(), Vec::new())
+}
+
+/// [`run`] for a session that began elsewhere (a direct session the daemon handed back, see
+/// [`crate::handback`]): `session` is what is known of it, and `input` are client bytes read
+/// before (handed back by the daemon), which go first: whole lines to the daemon, a partial
+/// line joined with what follows on stdin.
+pub fn run_resumed(attached: Attached, target: &Target, session: Session, input: Vec<u8>) -> Exit {
     let (stdin, stdout) = match (dup(io::stdin().as_fd()), dup(io::stdout().as_fd())) {
         (Ok(stdin), Ok(stdout)) => (stdin, stdout),
         (Err(e), _) | (_, Err(e)) => {
@@ -80,7 +88,7 @@ pub fn run(attached: Attached, target: &Target) -> Exit {
         Ok(writer) => writer,
         Err(e) => return Exit::fail(format!("cannot start the stdin relay: {e}")),
     };
-    let mut session = Session::default();
+    let mut session = session;
     session.daemon_session = attached.session;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -104,7 +112,7 @@ pub fn run(attached: Attached, target: &Target) -> Exit {
     let pump = std::thread::Builder::new()
         .name("stdin".into())
         .stack_size(128 * 1024)
-        .spawn(move || copy_stdin(&for_stdin, stdin, stdin_buf));
+        .spawn(move || copy_stdin(&for_stdin, stdin, stdin_buf, &input));
     if let Err(e) = pump {
         return Exit::fail(format!("cannot start the stdin relay: {e}"));
     }
@@ -291,6 +299,7 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
             timeout: HANDSHAKE_TIMEOUT.min(left).max(Duration::from_millis(100)),
             again: true,
             direct: false,
+            direct_input: 0,
         };
         let why = match session::attach(req, resume) {
             Ok(conn) => {
@@ -397,7 +406,7 @@ fn flush_held(shared: &Shared, stream: &UnixStream, generation: u64) {
 /// Copies stdin to the daemon line by line. When stdin closes, tells the daemon (shutdown of
 /// our write side) and gives it [`LINGER`] to finish; then cuts the session so that the main
 /// thread sees its end.
-fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>) {
+fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>, input: &[u8]) {
     let mut relay = StdinRelay {
         shared,
         lines: Splitter::new(MAX_MESSAGE_LINE),
@@ -405,6 +414,9 @@ fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>) {
         writer: None,
         replies: Vec::new(),
     };
+    if !input.is_empty() {
+        relay.chunk(input);
+    }
     loop {
         match stdin.read(&mut buf) {
             Ok(0) => break,
@@ -581,7 +593,7 @@ fn cut(shared: &Shared, code: i32) {
 
 /// Writes all of `data`, waiting instead of failing if the descriptor is non-blocking (a client
 /// may hand us a pipe with O_NONBLOCK set on its shared file description).
-fn write_all<W: Write + AsFd>(out: &mut W, mut data: &[u8]) -> io::Result<()> {
+pub fn write_all<W: Write + AsFd>(out: &mut W, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match out.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -609,7 +621,7 @@ fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short) {
 
 /// The client stopped reading our stdout: that is the client hanging up, a normal end. (Rust's
 /// runtime ignores SIGPIPE, so a closed stdout shows up here as EPIPE rather than killing us.)
-fn stdout_failed(e: io::Error) -> Exit {
+pub fn stdout_failed(e: io::Error) -> Exit {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Exit::done()
     } else {

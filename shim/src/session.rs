@@ -30,6 +30,8 @@ pub struct Attached {
     pub session: Option<u64>,
     /// The daemon takes the client's stdio (it answered a direct hello with a direct welcome).
     pub direct: bool,
+    /// It also hands them back when it stops on purpose, and reads the input we bring.
+    pub handback: bool,
 }
 
 /// Why an attach failed.
@@ -65,6 +67,9 @@ pub struct Request<'a> {
     pub again: bool,
     /// Offer the client's stdio to the daemon (`--direct`).
     pub direct: bool,
+    /// With `direct`: bytes of the client's input the shim sends after the handover byte (a
+    /// session handed back by the previous daemon, see [`crate::handback`]).
+    pub direct_input: u64,
 }
 
 /// Connects to the daemon and attaches, resuming the session described by `resume` if given.
@@ -109,7 +114,7 @@ pub fn handshake(
         .and_then(|()| stream.set_write_timeout(Some(req.timeout)))
         .map_err(lost)?;
 
-    let mut hello = serde_json::to_vec(&hello(req.profile, resume, req.direct))
+    let mut hello = serde_json::to_vec(&hello(req, resume))
         .map_err(|e| Failure::Refused(Exit::fail(format!("cannot encode the hello: {e}"))))?;
     hello.push(b'\n');
     (&stream).write_all(&hello).map_err(lost)?;
@@ -139,7 +144,10 @@ pub fn handshake(
             socket.display()
         )))
     })?;
-    let direct = matches!(&reply, HelloReply::Welcome(w) if w.direct);
+    let (direct, handback) = match &reply {
+        HelloReply::Welcome(w) => (w.direct, w.handback),
+        _ => (false, false),
+    };
     let session = check_reply(reply, req.again).map_err(Failure::Refused)?;
 
     stream
@@ -151,6 +159,7 @@ pub fn handshake(
         early,
         session,
         direct: direct && req.direct,
+        handback: direct && req.direct && handback,
     })
 }
 
@@ -192,11 +201,12 @@ fn mismatch(theirs: u32, again: bool, message: Option<&str>) -> Exit {
     ))
 }
 
-/// The attach hello for `profile`, describing the client that launched us.
-fn hello(profile: &str, resume: Option<Resume>, direct: bool) -> Hello {
+/// The attach hello `req` asks for, describing the client that launched us. A direct one also
+/// says that this shim takes the client's stdio back when the daemon stops on purpose.
+fn hello(req: Request<'_>, resume: Option<Resume>) -> Hello {
     Hello::Attach(AttachHello {
         v: PROTOCOL_VERSION,
-        profile: profile.to_owned(),
+        profile: req.profile.to_owned(),
         client: ClientProcess {
             pid: Some(std::os::unix::process::parent_id()),
             cwd: std::env::current_dir()
@@ -205,7 +215,9 @@ fn hello(profile: &str, resume: Option<Resume>, direct: bool) -> Hello {
             shim_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         },
         resume,
-        direct,
+        direct: req.direct,
+        handback: req.direct,
+        direct_input: if req.direct { req.direct_input } else { 0 },
     })
 }
 
@@ -256,6 +268,7 @@ mod tests {
                 daemon: "9".into(),
                 session: Some(4),
                 direct: false,
+                handback: false,
             })
         };
         for v in version::MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION {
@@ -286,6 +299,7 @@ mod tests {
             daemon: String::new(),
             session: None,
             direct: false,
+            handback: false,
         });
         let err = message(check_reply(ancient, false).unwrap_err());
         assert!(

@@ -132,6 +132,24 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session a daemon handed back (direct mode, `crate::handback`): the client's
+    /// `initialize` params as it wrote them, whether it sent `initialized`, its requests the
+    /// daemon left unanswered, and that daemon's session id.
+    pub fn handed_back(
+        initialize: Option<&RawValue>,
+        initialized: bool,
+        in_flight: &[Box<RawValue>],
+        daemon_session: Option<u64>,
+    ) -> Self {
+        Self {
+            initialize: initialize.map(|p| p.get().into()),
+            initialize_id: None,
+            initialized,
+            in_flight: in_flight.iter().map(|id| Key::of(id)).collect(),
+            daemon_session,
+        }
+    }
+
     /// Takes note of a line from the client. `sent`: it went to the daemon (a request is in
     /// flight now); otherwise it is held for the next connection and `held` gets its id.
     pub fn on_client(&mut self, what: FromClient, held: Option<&mut Vec<Key>>) {

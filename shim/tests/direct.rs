@@ -16,11 +16,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{SHIM, shim, stderr_of, wait_exit};
-use mcpd_proto::direct::recv_stdio;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use mcpd_proto::direct::{recv_stdio, send_with_fds};
 use mcpd_proto::{AttachHello, Hello};
 
 const DIRECT_WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1,"direct":true}"#;
 const WELCOME: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1}"#;
+const HANDBACK_WELCOME: &str =
+    r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":2,"direct":true,"handback":true}"#;
 const WITHIN: Duration = Duration::from_secs(5);
 
 /// One accepted session of the fake daemon: the connection past the welcome and the hello.
@@ -110,6 +114,10 @@ fn the_client_talks_to_the_daemon_over_its_own_pipes_and_its_end_of_input_reache
     let mut child = shim(&daemon.socket(), &["--direct"]);
     let conn = daemon.accept(DIRECT_WELCOME);
     assert!(conn.hello.direct, "the hello did not ask for direct mode");
+    assert!(
+        conn.hello.handback,
+        "the hello did not offer to take the stdio back"
+    );
     let (stdin, mut stdout) = conn.take_stdio();
 
     let answer = r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{"n":1.50}}"#;
@@ -223,7 +231,7 @@ fn without_the_flag_the_hello_does_not_ask() {
     let daemon = FakeDaemon::new();
     let mut child = shim(&daemon.socket(), &[]);
     let conn = daemon.accept(WELCOME);
-    assert!(!conn.hello.direct);
+    assert!(!conn.hello.direct && !conn.hello.handback);
     drop(child.stdin.take());
     drop(conn);
     assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
@@ -276,4 +284,170 @@ fn zombie(pid: i32) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
+}
+
+impl Conn {
+    /// Hands the client's descriptors `fds` back with a hand-back line announcing `input` and
+    /// `output`, which follow it; then closes the connection.
+    fn hand_back(self, fds: &[BorrowedFd<'_>], extra: &str, input: &[u8], output: &[u8]) {
+        let line = format!(
+            r#"{{"op":"handback","session":1{extra},"input":{},"output":{}}}"#,
+            input.len(),
+            output.len()
+        );
+        let line = format!("{line}\n");
+        let sent = send_with_fds(self.stream.as_fd(), line.as_bytes(), fds).unwrap();
+        let mut stream = &self.stream;
+        stream.write_all(&line.as_bytes()[sent..]).unwrap();
+        stream.write_all(input).unwrap();
+        stream.write_all(output).unwrap();
+    }
+}
+
+/// Reads exactly `n` bytes of `from`.
+fn read_n(from: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    from.read_exact(&mut got).unwrap();
+    got
+}
+
+const PARTIAL: &[u8] = br#"{"jsonrpc":"2.0","id":8,"#;
+const REST: &[u8] = b"\"method\":\"ping\"}\n";
+const STATE: &str = r#","initialize":{"protocolVersion":"2025-11-25","n":1.50},"initialized":true,"in_flight":[7,"s"]"#;
+
+#[test]
+fn a_session_handed_back_goes_on_in_direct_mode_on_the_next_daemon_and_nothing_is_lost() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(HANDBACK_WELCOME);
+    let (mut stdin, mut stdout) = conn.take_stdio();
+    let mut client_in = child.stdin.take().unwrap();
+    let mut client_out = BufReader::new(child.stdout.take().unwrap());
+    // The daemon has read half a request and written half an answer when it stops.
+    client_in.write_all(PARTIAL).unwrap();
+    assert_eq!(read_n(&mut stdin, PARTIAL.len()), PARTIAL);
+    stdout.write_all(br#"{"result":{},"#).unwrap();
+    conn.hand_back(
+        &[stdin.as_fd(), stdout.as_fd()],
+        STATE,
+        PARTIAL,
+        b"\"jsonrpc\":\"2.0\",\"id\":5}\n",
+    );
+    drop((stdin, stdout));
+
+    // The shim comes back resuming, in direct mode, bringing the input the daemon had read.
+    let conn = daemon.accept(HANDBACK_WELCOME);
+    let hello = &conn.hello;
+    assert!(hello.direct && hello.handback, "{hello:?}");
+    assert_eq!(hello.direct_input, PARTIAL.len() as u64);
+    let resume = hello.resume.as_ref().expect("a resume");
+    assert_eq!(
+        resume.initialize,
+        serde_json::json!({"protocolVersion": "2025-11-25", "n": 1.50})
+    );
+    assert!(resume.initialized);
+    assert_eq!(resume.previous_session, Some(1));
+    let (mut stdin, _stdout) = conn.take_stdio();
+    conn.stream.set_read_timeout(Some(WITHIN)).unwrap();
+    assert_eq!(read_n(&mut &conn.stream, PARTIAL.len()), PARTIAL);
+    // The rest of the line the client writes now is in its pipe, which the new daemon holds.
+    client_in.write_all(REST).unwrap();
+    assert_eq!(read_n(&mut stdin, REST.len()), REST);
+
+    // The client got the rest of the half-written answer, then -32012 for what was in flight.
+    let mut line = String::new();
+    client_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "{\"result\":{},\"jsonrpc\":\"2.0\",\"id\":5}\n");
+    let mut errors = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        client_out.read_line(&mut line).unwrap();
+        assert!(line.contains("\"code\":-32012"), "{line}");
+        errors.push(line);
+    }
+    errors.sort();
+    assert!(
+        errors[0].contains(r#""id":"s""#) && errors[1].contains(r#""id":7"#),
+        "{errors:?}"
+    );
+
+    conn.end(r#"{"op":"end","ok":true,"reason":"the client closed its input"}"#);
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
+    assert_eq!(stderr_of(&mut child), "");
+}
+
+#[test]
+fn a_session_handed_back_to_a_daemon_that_does_not_take_stdio_is_relayed_input_first() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(HANDBACK_WELCOME);
+    let (mut stdin, stdout) = conn.take_stdio();
+    let mut client_in = child.stdin.take().unwrap();
+    client_in.write_all(PARTIAL).unwrap();
+    assert_eq!(read_n(&mut stdin, PARTIAL.len()), PARTIAL);
+    conn.hand_back(&[stdin.as_fd(), stdout.as_fd()], STATE, PARTIAL, b"");
+    drop((stdin, stdout));
+
+    // An older daemon: it relays, and the partial line is completed by what the client sends.
+    let conn = daemon.accept(WELCOME);
+    assert!(conn.hello.resume.is_some());
+    client_in.write_all(REST).unwrap();
+    let mut reader = BufReader::new(&conn.stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.as_bytes(), [PARTIAL, REST].concat());
+    drop(client_in);
+    drop(reader);
+    drop(conn);
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
+}
+
+#[test]
+fn a_hand_back_without_exactly_the_clients_two_stdio_descriptors_is_refused() {
+    let file = tempfile::tempfile().unwrap();
+    type Pick = fn(&File, &File, &File) -> Vec<i32>;
+    let cases: [(&str, Pick, &str); 4] = [
+        (
+            "one",
+            |i, _, _| vec![i.as_raw_fd()],
+            "1 descriptors instead of 2",
+        ),
+        (
+            "three",
+            |i, o, _| vec![i.as_raw_fd(), o.as_raw_fd(), o.as_raw_fd()],
+            "3 descriptors instead of 2",
+        ),
+        (
+            "a file",
+            |_, o, f| vec![f.as_raw_fd(), o.as_raw_fd()],
+            "stdin is a regular file",
+        ),
+        (
+            "swapped",
+            |i, o, _| vec![o.as_raw_fd(), i.as_raw_fd()],
+            "stdin is not open for reading",
+        ),
+    ];
+    for (name, pick, why) in cases {
+        let daemon = FakeDaemon::new();
+        let mut child = shim(&daemon.socket(), &["--direct"]);
+        let conn = daemon.accept(HANDBACK_WELCOME);
+        let (stdin, stdout) = conn.take_stdio();
+        let raw = pick(&stdin, &stdout, &file);
+        // SAFETY: each raw descriptor belongs to a File alive for this whole iteration.
+        let fds: Vec<BorrowedFd<'_>> = raw
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .collect();
+        conn.hand_back(&fds, STATE, b"", b"");
+        assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(1), "{name}");
+        let err = stderr_of(&mut child);
+        assert!(
+            err.contains("handed the direct session back with")
+                && err.contains(why)
+                && err.contains("refused"),
+            "{name}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    }
 }

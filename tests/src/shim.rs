@@ -105,6 +105,33 @@ impl ShimClient {
         }
     }
 
+    /// Writes `bytes` to the shim's stdin as they are (no newline): part of a line.
+    pub fn send_bytes(&mut self, bytes: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("the shim's stdin is already closed"));
+        if let Err(e) = stdin
+            .write_all(bytes.as_bytes())
+            .and_then(|()| stdin.flush())
+        {
+            panic!("cannot write to the shim: {e}");
+        }
+    }
+
+    /// Bytes written to the shim's stdin that nobody has read yet (`FIONREAD` on the pipe).
+    pub fn unread_input(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let Some(stdin) = self.stdin.as_ref() else {
+            return 0;
+        };
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the valid pointer; the descriptor is our pipe's.
+        let rc = unsafe { libc::ioctl(stdin.as_raw_fd(), libc::FIONREAD, &mut unread) };
+        assert_eq!(rc, 0, "FIONREAD on the shim's stdin pipe");
+        usize::try_from(unread).unwrap_or_default()
+    }
+
     /// The next line from the shim's stdout, exactly as written (newline removed): `Timeout` if
     /// none came within `timeout`, `Disconnected` at end of output.
     pub fn recv_line_timeout(&mut self, timeout: Duration) -> Result<String, RecvTimeoutError> {

@@ -247,20 +247,182 @@ fn a_killed_daemon_ends_a_direct_session_and_the_shim_exits_1_saying_why() {
     }
 }
 
+/// `mcp-shim --direct` for `daemon`, past the MCP handshake, and the client's stdin pipe.
+fn direct_client_and_pipe(daemon: &TestDaemon) -> (ShimClient, String) {
+    let mut cmd = ShimClient::command(daemon);
+    cmd.arg("--direct");
+    let mut shim = ShimClient::from_command(cmd);
+    let stdin_pipe = fd_target(shim.pid(), 0);
+    shim.initialize();
+    assert_handed_over(daemon, &shim, &stdin_pipe);
+    (shim, stdin_pipe)
+}
+
+/// After a planned stop the shim holds the client's pipes again.
+fn assert_handed_back(shim: &ShimClient, client_stdin: &str) {
+    assert!(
+        wait_until(TIMEOUT, || fd_target(shim.pid(), 0) == client_stdin),
+        "the shim did not get the client's stdin back: {:?}",
+        fd_targets(shim.pid())
+    );
+}
+
 #[test]
-fn a_stopping_daemon_tells_a_direct_shim_which_exits_1() {
+fn a_direct_session_goes_on_across_a_sigterm_and_a_new_daemon_and_is_direct_again() {
     let mut daemon = daemon_with_fixture(&[]);
-    let mut shim = direct_client(&daemon);
+    let (mut shim, stdin_pipe) = direct_client_and_pipe(&daemon);
+    let echo = |shim: &mut ShimClient, m: &str| {
+        text_of(&shim.call_tool("fx__echo", json!({"message": m}))).to_owned()
+    };
+    assert_eq!(echo(&mut shim, "before"), "before");
+
     daemon.terminate();
+    daemon.wait_log(
+        "direct: handed the client's stdio back to its shim",
+        TIMEOUT,
+    );
+    assert_handed_back(&shim, &stdin_pipe);
+    daemon.start_again();
+    // The same client, without a new initialize: the shim resumed, and handed over again.
+    assert_eq!(echo(&mut shim, "after"), "after");
+    assert_handed_over(&daemon, &shim, &stdin_pipe);
+    let sessions = daemon.status().sessions;
+    assert!(sessions.len() == 1 && sessions[0].direct, "{sessions:?}");
+    // Twice.
+    daemon.terminate();
+    daemon.start_again();
+    assert_eq!(echo(&mut shim, "again"), "again");
+    assert_eq!(
+        shim.stderr(),
+        "",
+        "the client noticed nothing, nor did the shim say anything"
+    );
+    assert!(shim.close().success());
+}
+
+#[test]
+fn a_call_in_flight_when_the_daemon_stops_gets_an_error_answer_and_the_next_call_succeeds() {
+    let mut daemon = daemon_with_fixture(&[]);
+    let (mut shim, _) = direct_client_and_pipe(&daemon);
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    assert!(
+        wait_until(TIMEOUT, || daemon
+            .status()
+            .sessions
+            .iter()
+            .any(|s| s.in_flight > 0)),
+        "the call never got in flight"
+    );
+    daemon.terminate();
+    // Never silence: the daemon's own error while it stopped, or -32012 from the shim.
+    let answer: Value =
+        serde_json::from_str(&shim.response_line(&json!(id))).expect("a JSON answer");
+    assert!(answer["error"]["code"].is_i64(), "{answer}");
+    println!("in flight at the stop: {answer}");
+    daemon.start_again();
+    assert_eq!(
+        text_of(&shim.call_tool("fx__echo", json!({"message": "next"}))),
+        "next"
+    );
+    assert!(shim.close().success());
+}
+
+#[test]
+fn the_part_of_a_line_the_daemon_had_read_when_it_stopped_is_not_lost() {
+    let mut daemon = daemon_with_fixture(&[]);
+    let (mut shim, stdin_pipe) = direct_client_and_pipe(&daemon);
+    let line = r#"{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"fx__echo","arguments":{"message":"split 1.50"}}}"#;
+    let (first, rest) = line.split_at(40);
+    shim.send_bytes(first);
+    // The daemon has read it (the pipe is empty) but cannot handle half a line.
+    assert!(
+        wait_until(TIMEOUT, || shim.unread_input() == 0),
+        "the daemon did not read the client's bytes"
+    );
+    daemon.terminate();
+    assert_handed_back(&shim, &stdin_pipe);
+    daemon.start_again();
+    shim.send_raw(rest);
+    let answer = shim.response_line(&json!(77));
+    assert!(answer.contains("split 1.50"), "{answer}");
+    assert!(shim.close().success());
+}
+
+#[test]
+fn without_reconnecting_a_handed_back_shim_exits_1_after_answering_what_was_in_flight() {
+    let mut daemon = daemon_with_fixture(&[]);
+    let mut cmd = ShimClient::command(&daemon);
+    cmd.args(["--direct", "--reconnect-timeout", "0"]);
+    let mut shim = ShimClient::from_command(cmd);
+    shim.initialize();
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    assert!(wait_until(TIMEOUT, || daemon
+        .status()
+        .sessions
+        .iter()
+        .any(|s| s.in_flight > 0)));
+    daemon.terminate();
+    let answer = shim.response_line(&json!(id));
+    assert!(answer.contains(r#""error""#), "{answer}");
     let status = shim
         .wait_exit(TIMEOUT)
         .unwrap_or_else(|| panic!("the shim outlived the daemon: {}", shim.stderr()));
     assert_eq!(status.code(), Some(1), "{}", shim.stderr());
     assert!(
         shim.stderr()
-            .contains("mcp-shim: mcpd ended the direct session: mcpd is shutting down"),
+            .contains("mcp-shim: the daemon closed the session (is mcpd stopping or restarting?)"),
         "{}",
         shim.stderr()
+    );
+}
+
+#[test]
+fn a_shim_that_does_not_take_the_descriptors_back_gets_the_old_end_line() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    let mut daemon = daemon_with_fixture(&[]);
+    // An older mcp-shim: a direct hello without "handback".
+    let shim = UnixStream::connect(daemon.socket()).expect("connect");
+    shim.set_read_timeout(Some(TIMEOUT)).expect("a timeout");
+    (&shim)
+        .write_all(b"{\"op\":\"attach\",\"v\":1,\"direct\":true}\n")
+        .expect("hello");
+    let mut from_daemon = BufReader::new(&shim);
+    let mut welcome = String::new();
+    from_daemon.read_line(&mut welcome).expect("welcome");
+    assert!(welcome.contains(r#""direct":true"#), "{welcome}");
+    let (mut client, theirs) = UnixStream::pair().expect("a socket pair");
+    mcpd_proto::direct::send_stdio(&shim, theirs.as_fd(), theirs.as_fd()).expect("handover");
+    drop(theirs);
+    client.set_read_timeout(Some(TIMEOUT)).expect("a timeout");
+    writeln!(client, "{INITIALIZE}").expect("initialize");
+    let mut answer = String::new();
+    BufReader::new(&client)
+        .read_line(&mut answer)
+        .expect("an answer");
+    assert!(answer.contains("serverInfo"), "{answer}");
+
+    daemon.terminate();
+    let mut end = String::new();
+    from_daemon.read_line(&mut end).expect("the end line");
+    assert!(
+        end.contains(r#""op":"end""#)
+            && end.contains("mcpd is shutting down; a direct session does not survive that"),
+        "{end}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(
+        client.read_to_end(&mut rest).expect("the end"),
+        0,
+        "{rest:?}"
     );
 }
 
@@ -460,6 +622,70 @@ fn sdk_lists_and_calls_tools_through_a_direct_shim(sdk: Sdk) {
         wait_until(TIMEOUT, || daemon.status().sessions.is_empty()),
         "the session outlived the client"
     );
+}
+
+/// An SDK client in direct mode keeps its session across `stop` and a new daemon: calls before
+/// and after succeed on the same session (one `initialize`), its stdout never closes, and the
+/// session is direct again on the new daemon.
+fn sdk_keeps_a_direct_session_across_a_daemon_stop(sdk: Sdk, stop: fn(&mut TestDaemon)) {
+    let mut daemon = daemon_with_fixture(&[]);
+    let steps = json!([
+        {"op": "call_tool", "name": "fx__echo", "arguments": {"message": "before"}},
+        {"op": "wait_stdin"},
+        {"op": "call_tool", "name": "fx__echo", "arguments": {"message": "after"}},
+        {"op": "list_tools"},
+    ]);
+    let mut client = SdkClient::spawn_with(sdk, &daemon, &steps, &["--shim-arg=--direct"]);
+    let before = client.wait_for_op("call_tool", PEER_TIMEOUT);
+    assert_eq!(before["content"][0]["text"], "before", "{before}");
+    client.wait_for_op("wait_stdin", PEER_TIMEOUT);
+    assert!(daemon.status().sessions.iter().all(|s| s.direct));
+
+    stop(&mut daemon);
+    daemon.start_again();
+    client.release();
+    let after = client.wait_for_op("call_tool", PEER_TIMEOUT);
+    assert_eq!(after["content"][0]["text"], "after", "{after}");
+    let sessions = daemon.status().sessions;
+    assert!(sessions.len() == 1 && sessions[0].direct, "{sessions:?}");
+    let lines = client.finish(PEER_TIMEOUT);
+    let tools = &lines.last().expect("the last step")["tools"];
+    assert!(
+        tools
+            .as_array()
+            .is_some_and(|t| t.iter().any(|n| n == "fx__echo")),
+        "{lines:?}"
+    );
+    let inits = lines.iter().filter(|l| l["op"] == "initialize").count();
+    assert_eq!(inits, 1, "{lines:?}");
+}
+
+/// `mcpctl shutdown`, then the daemon is gone.
+fn shutdown(daemon: &mut TestDaemon) {
+    let out = daemon.mcpctl(&["shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(daemon.wait_exit(TIMEOUT).is_some(), "mcpd did not stop");
+}
+
+#[test]
+fn peer_python_sdk_keeps_a_direct_session_across_a_sigterm_and_a_new_daemon() {
+    sdk_keeps_a_direct_session_across_a_daemon_stop(Sdk::Python, |d| {
+        d.terminate();
+    });
+}
+
+#[test]
+fn peer_typescript_sdk_keeps_a_direct_session_across_mcpctl_shutdown_and_a_new_daemon() {
+    sdk_keeps_a_direct_session_across_a_daemon_stop(Sdk::TypeScript, shutdown);
+}
+
+#[test]
+fn peer_python_sdk_keeps_a_direct_session_across_mcpctl_shutdown_and_a_new_daemon() {
+    sdk_keeps_a_direct_session_across_a_daemon_stop(Sdk::Python, shutdown);
 }
 
 #[test]

@@ -76,6 +76,8 @@ impl Daemon {
             client: Default::default(),
             resume: None,
             direct: false,
+            handback: false,
+            direct_input: 0,
         });
         client.send(serde_json::to_value(&hello).unwrap()).await;
         let welcome = client.next().await;

@@ -86,6 +86,9 @@ pub(crate) struct Session {
     link: SessionLink,
     /// The client sent `notifications/initialized`.
     initialized: bool,
+    /// The `params` of the client's `initialize` as it wrote them (or as a resume brought
+    /// them), for a direct session's hand-back (`handback.rs`).
+    initialize_params: Option<Box<RawValue>>,
     /// A modern request named its client (recorded once).
     modern_client: bool,
     /// Per change group, the fingerprint of what the client was last told about.
@@ -164,6 +167,7 @@ impl Session {
             out,
             link,
             initialized: false,
+            initialize_params: None,
             modern_client: false,
             announced: None,
             tasks: super::requests::Requests::default(),
@@ -180,6 +184,8 @@ impl Session {
             Some(resume) => {
                 // The shim lost its connection (the daemon restarted) and the client does not
                 // know: continue as the client's original `initialize` left the session.
+                session.initialize_params =
+                    serde_json::value::to_raw_value(&resume.initialize).ok();
                 let params = serde_json::from_value::<InitializeParams>(resume.initialize)
                     .unwrap_or_default();
                 let version = session.apply_initialize(params);
@@ -306,6 +312,16 @@ impl Session {
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
             }
+        }
+    }
+
+    /// What a shim needs to resume this session on another daemon: the client's `initialize`
+    /// params, whether it sent `initialized`, and the ids of its requests still unanswered.
+    pub(crate) fn resumable(&self) -> super::handback::Resumable {
+        super::handback::Resumable {
+            initialize: self.initialize_params.clone(),
+            initialized: self.initialized,
+            in_flight: self.aborts.keys().cloned().collect(),
         }
     }
 
@@ -513,6 +529,10 @@ impl Session {
     }
 
     async fn initialize(&mut self, msg: &Envelope<'_>, id: &RawValue) -> String {
+        self.initialize_params = msg
+            .params
+            .map(RawValue::to_owned)
+            .or_else(|| RawValue::from_string("{}".to_owned()).ok());
         let params: InitializeParams = msg
             .params
             .and_then(|p| serde_json::from_str(p.get()).ok())

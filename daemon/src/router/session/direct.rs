@@ -14,21 +14,22 @@
 //! anything else is closed unused and the session ends before it starts.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use mcpd_proto::direct::{self, DirectEnd, NotHandable, RecvError};
+use mcpd_proto::direct::{self, DirectEnd, MAX_HANDBACK_INPUT, RecvError};
 use mcpd_proto::line::MAX_MESSAGE_LINE;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Chain, Interest, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
+use super::handback::{self, Planned, Valve};
 use super::unix::{Ended, Started, run};
 use crate::codec::LineCodec;
 
@@ -37,23 +38,38 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the end line may take to reach the shim.
 const END_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What the shim's direct hello asked for beside the handover.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    /// The shim takes the descriptors back when the daemon stops on purpose.
+    pub handback: bool,
+    /// Bytes of the client's input that follow the handover byte (handed back by the previous
+    /// daemon), ahead of what is still in the client's pipe.
+    pub input: u64,
+}
+
+/// The client's input: what the shim brought along with the handover, then its pipe.
+type Input = Chain<Cursor<Vec<u8>>, Stdio>;
+
 /// Takes the client's stdio from the shim that was just welcomed on `reader` + `writer` and
-/// serves the session on it until it ends; then tells the shim why.
+/// serves the session on it until it ends; then tells the shim why, or, when the daemon stops
+/// and the shim can take them, hands the descriptors back (`handback.rs`).
 pub async fn serve(
     started: Started,
     reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
+    asked: Asked,
 ) {
     let id = started.id;
     let taken = if reader.read_buffer().is_empty() {
         match reader.into_inner().reunite(writer) {
-            Ok(stream) => take_stdio(stream).await,
+            Ok(stream) => take_stdio(stream, asked.input).await,
             Err(e) => Err(HandoverError::Rejoin(e)),
         }
     } else {
         Err(HandoverError::BytesBeforeHandover)
     };
-    let (mut stream, stdin, stdout) = match taken {
+    let (mut stream, stdin, stdout, brought) = match taken {
         Ok(taken) => taken,
         Err(why) => {
             tracing::warn!(session = id, "direct session refused: {why}");
@@ -63,18 +79,73 @@ pub async fn serve(
     };
     tracing::debug!(session = id, "direct: serving the client's own stdio");
     started.services.hub.set_direct(id);
-    let lines = FramedRead::new(stdin, LineCodec::new(MAX_MESSAGE_LINE));
-    let ended = run(started, lines, stdout, hangup(&stream)).await;
-    let end = match ended {
-        Ended::ClientClosed => DirectEnd::new(true, "the client closed its input"),
-        Ended::WriteFailed => DirectEnd::new(true, "the client stopped reading"),
-        Ended::Hangup => return,
-        Ended::ReadFailed => DirectEnd::new(false, "reading the client's input failed"),
-        Ended::Stalled => DirectEnd::new(
+    // A second descriptor on the client's stdout, kept to hand it back: the first goes into
+    // the session's writer, which closes it when it ends. Only kept while it may go back.
+    let mut stdout_back = if asked.handback {
+        match stdout.0.get_ref().as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    session = id,
+                    "direct: cannot keep the client's stdout to hand it back ({e}); the session ends with the daemon"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (valve, valve_state) = Valve::new(stdout);
+    let mut planned = stdout_back.as_ref().map(|_| Planned {
+        valve: valve_state,
+        resumable: None,
+    });
+    let mut lines = FramedRead::new(
+        AsyncReadExt::chain(Cursor::new(brought), stdin),
+        LineCodec::new(MAX_MESSAGE_LINE),
+    );
+    let ended = run(
+        started,
+        &mut lines,
+        valve,
+        hangup(&stream),
+        planned.as_mut(),
+    )
+    .await;
+    let resumable = planned.as_mut().and_then(|p| p.resumable.take());
+    let end = match (ended, resumable, stdout_back.take()) {
+        (Ended::Shutdown, Some(resumable), Some(stdout)) => {
+            match give_back(&mut stream, id, resumable, lines, stdout, planned).await {
+                Ok(()) => {
+                    tracing::info!(
+                        session = id,
+                        "direct: handed the client's stdio back to its shim"
+                    );
+                    return;
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        session = id,
+                        "direct: cannot hand the client's stdio back: {why}"
+                    );
+                    DirectEnd::new(
+                        false,
+                        format!(
+                            "mcpd is shutting down and could not hand the session back ({why})"
+                        ),
+                    )
+                }
+            }
+        }
+        (Ended::ClientClosed, ..) => DirectEnd::new(true, "the client closed its input"),
+        (Ended::WriteFailed, ..) => DirectEnd::new(true, "the client stopped reading"),
+        (Ended::Hangup, ..) => return,
+        (Ended::ReadFailed, ..) => DirectEnd::new(false, "reading the client's input failed"),
+        (Ended::Stalled, ..) => DirectEnd::new(
             false,
             "the client read nothing while output waited for it; see mcpd's log",
         ),
-        Ended::Shutdown => DirectEnd::new(
+        (Ended::Shutdown, ..) => DirectEnd::new(
             false,
             "mcpd is shutting down; a direct session does not survive that",
         ),
@@ -85,8 +156,43 @@ pub async fn serve(
     }
 }
 
-/// Receives the descriptors and checks them: `(socket, stdin, stdout)`.
-async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), HandoverError> {
+/// Hands the client's stdin (inside `lines`, with what was read of it and not handled) and
+/// `stdout` back to the shim on `stream`, with the output the valve kept.
+async fn give_back(
+    stream: &mut UnixStream,
+    id: u64,
+    resumable: handback::Resumable,
+    lines: FramedRead<Input, LineCodec>,
+    stdout: OwnedFd,
+    planned: Option<Planned>,
+) -> Result<(), handback::HandbackError> {
+    // What was read and not framed yet, then what the shim had brought and was not read yet.
+    let mut input = lines.read_buffer().to_vec();
+    let (brought, stdin) = lines.into_inner().into_inner();
+    let at = usize::try_from(brought.position()).unwrap_or(usize::MAX);
+    input.extend_from_slice(brought.get_ref().get(at..).unwrap_or_default());
+    let stdin = OwnedFd::from(stdin.0.into_inner());
+    let output = planned.map(|p| p.valve.take()).unwrap_or_default();
+    let parcel = handback::Parcel {
+        session: id,
+        resumable,
+        stdin,
+        stdout,
+        input,
+        output,
+    };
+    handback::send(stream, parcel).await
+}
+
+/// Receives the descriptors and checks them, then the `input` bytes the shim brings along:
+/// `(socket, stdin, stdout, input)`.
+async fn take_stdio(
+    mut stream: UnixStream,
+    input: u64,
+) -> Result<(UnixStream, Stdio, Stdio, Vec<u8>), HandoverError> {
+    if input > MAX_HANDBACK_INPUT {
+        return Err(HandoverError::TooMuchInput(input));
+    }
     let received = tokio::time::timeout(
         HANDOVER_TIMEOUT,
         stream.async_io(Interest::READABLE, || {
@@ -105,7 +211,13 @@ async fn take_stdio(stream: UnixStream) -> Result<(UnixStream, Stdio, Stdio), Ha
     };
     let stdin = Stdio::new(stdin, Interest::READABLE).map_err(HandoverError::Stdin)?;
     let stdout = Stdio::new(stdout, Interest::WRITABLE).map_err(HandoverError::Stdout)?;
-    Ok((stream, stdin, stdout))
+    // The length was checked above: at most a line of the largest size and a little more.
+    let mut brought = vec![0u8; usize::try_from(input).unwrap_or_default()];
+    match tokio::time::timeout(HANDOVER_TIMEOUT, stream.read_exact(&mut brought)).await {
+        Ok(Ok(_)) => Ok((stream, stdin, stdout, brought)),
+        Ok(Err(e)) => Err(HandoverError::Receive(e)),
+        Err(_) => Err(HandoverError::TimedOut),
+    }
 }
 
 /// Completes when the shim closes its socket (or sends anything, which it never does).
@@ -137,6 +249,8 @@ enum HandoverError {
     Receive(#[source] io::Error),
     #[error("{0}")]
     Handover(#[source] RecvError),
+    #[error("the shim brings {0} bytes of input, over the {MAX_HANDBACK_INPUT} a handover takes")]
+    TooMuchInput(u64),
     #[error("stdin {0}")]
     Stdin(#[source] StdioError),
     #[error("stdout {0}")]
@@ -146,12 +260,10 @@ enum HandoverError {
 /// What is wrong with one handed-over descriptor; the text completes "stdin ..." / "stdout ...".
 #[derive(Debug, thiserror::Error)]
 enum StdioError {
-    #[error("is {0}; only pipes and stream sockets are taken")]
-    NotHandable(NotHandable),
+    #[error("{0}")]
+    Unusable(#[source] direct::Unusable),
     #[error("cannot be inspected: {0}")]
     Inspect(#[source] nix::Error),
-    #[error("is not open for {0}")]
-    NotOpenFor(&'static str),
     #[error("cannot be made non-blocking: {0}")]
     NonBlocking(#[source] nix::Error),
     #[error("cannot be waited on: {0}")]
@@ -166,24 +278,10 @@ impl Stdio {
     /// Checks that `fd` is a pipe or a stream socket open for `interest`, makes it non-blocking and
     /// registers it. The error says what is wrong with it.
     fn new(fd: OwnedFd, interest: Interest) -> Result<Self, StdioError> {
-        direct::handable(fd.as_fd()).map_err(StdioError::NotHandable)?;
+        direct::usable(fd.as_fd(), !interest.is_readable()).map_err(StdioError::Unusable)?;
         let flags = fcntl(&fd, FcntlArg::F_GETFL)
             .map(OFlag::from_bits_truncate)
             .map_err(StdioError::Inspect)?;
-        let mode = flags & OFlag::O_ACCMODE;
-        let usable = if interest.is_readable() {
-            mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR
-        } else {
-            mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR
-        };
-        if !usable {
-            let how = if interest.is_readable() {
-                "reading"
-            } else {
-                "writing"
-            };
-            return Err(StdioError::NotOpenFor(how));
-        }
         // The flag is on the open file description, which the client's other children may
         // share: the relay copes with a non-blocking stdio it inherits, and so must they.
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))

@@ -8,7 +8,8 @@
 //! - `unix.rs`: the Unix-socket front end for `mcp-shim`: framing, the writer task, the output
 //!   budget and the stall check.
 //! - `direct.rs`: `mcp-shim --direct`: the client's own stdin and stdout, handed over the
-//!   socket, run through the same loop as `unix.rs`.
+//!   socket, run through the same loop as `unix.rs`; `handback.rs` gives them back to the shim
+//!   when the daemon stops on purpose.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::supervisor::Supervisor;
 
 mod core;
 mod direct;
+mod handback;
 pub mod modern;
 mod requests;
 pub mod tasks;
@@ -29,7 +31,7 @@ mod unix;
 
 pub use self::core::SUPPORTED_PROTOCOLS;
 pub(crate) use self::core::forward;
-pub use self::direct::serve as serve_direct;
+pub use self::direct::{Asked as DirectAsked, serve as serve_direct};
 pub use self::unix::{Started, serve};
 
 /// What a session needs from the rest of the daemon (it holds no `Daemon`).

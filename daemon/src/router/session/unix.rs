@@ -34,7 +34,8 @@ pub async fn serve(
     reader: FramedRead<OwnedReadHalf, LineCodec>,
     writer: OwnedWriteHalf,
 ) {
-    run(session, reader, writer, std::future::pending()).await;
+    let mut reader = reader;
+    run(session, &mut reader, writer, std::future::pending(), None).await;
 }
 
 /// A session the daemon welcomed, before its front end runs it.
@@ -65,12 +66,16 @@ pub(super) enum Ended {
 
 /// Runs a session whose client lines come from `reader` and whose output goes to `writer`
 /// (the shim's socket, or the client's own pipes in direct mode), until the client goes away,
-/// `hangup` completes or the daemon shuts down.
+/// `hangup` completes or the daemon shuts down. With `planned` (a direct session whose shim
+/// takes the descriptors back), a shutdown fills in what the session knew and closes the valve
+/// in front of `writer`, so that the output still queued is kept for the hand-back; what was
+/// read and not handled stays in `reader`'s buffer.
 pub(super) async fn run<R, W>(
     started: Started,
-    mut reader: FramedRead<R, LineCodec>,
+    reader: &mut FramedRead<R, LineCodec>,
     writer: W,
     hangup: impl Future<Output = ()>,
+    planned: Option<&mut super::handback::Planned>,
 ) -> Ended
 where
     R: AsyncRead + Unpin,
@@ -173,6 +178,12 @@ where
             }
         }
     };
+    if ended == Ended::Shutdown
+        && let Some(planned) = planned
+    {
+        planned.resumable = Some(session.resumable());
+        planned.valve.close();
+    }
     session.close();
     // A client that does not read would hold the writer (and what it queued) forever.
     let grace = if ended == Ended::Stalled {
