@@ -56,11 +56,11 @@ Options:
   --no-autostart            when no daemon answers, fail instead of starting mcpd in the
                             background (also: MCPD_NO_AUTOSTART=1)
   --direct                  hand the client's stdin and stdout to mcpd and leave the data
-                            path (also: MCP_SHIM_DIRECT=1): faster calls, but when mcpd stops,
-                            restarts or crashes the session ends (mcp-shim exits 1, requests
-                            in flight get no answer, the client must start a new session);
-                            a reload or a server restart does not. A terminal or a file as
-                            stdin or stdout is relayed as usual
+                            path (also: MCP_SHIM_DIRECT=1): faster calls; when mcpd stops or
+                            restarts on purpose it hands them back and the session resumes,
+                            but when it crashes the session ends (mcp-shim exits 1, requests
+                            in flight get no answer, the client must start a new session).
+                            A terminal or a file as stdin or stdout is relayed as usual
   -h, --help                print this help
   -V, --version             print the version
 ";

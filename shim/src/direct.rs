@@ -5,7 +5,9 @@
 //! replaces its own copies with `/dev/null` (so that the client's end of input reaches the
 //! daemon alone, and the daemon's close of stdout reaches the client), and waits: for the
 //! daemon's end line, for the socket to close, for a signal or for its parent to die
-//! ([`crate::parent`]). Nothing can be resumed: the daemon holds the client's bytes.
+//! ([`crate::parent`]). When the daemon stops on purpose it hands the descriptors back and the
+//! session goes on ([`crate::handback`]); a daemon that crashed held the client's bytes, and
+//! nothing can be resumed then.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -22,7 +24,7 @@ use crate::relay::Target;
 use crate::session::Attached;
 
 /// What the shim says when the daemon went away without ending the session.
-const LOST: &str = "lost the connection to mcpd (it stopped, restarted or crashed): a direct \
+const LOST: &str = "lost the connection to mcpd without a hand-back (it was killed or crashed): a direct \
                     session (--direct) cannot be resumed; requests in flight got no answer and \
                     the client must start a new session";
 

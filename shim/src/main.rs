@@ -9,8 +9,8 @@
 //! millisecond and peaks at about 2.4 MiB resident.
 //!
 //! With `--direct` it hands the client's stdin and stdout to the daemon instead (see
-//! [`direct`]) and only waits for the session to end: faster, but nothing survives a daemon
-//! restart.
+//! [`direct`]) and only waits for the session to end: faster; on a planned daemon stop the
+//! daemon hands them back and the session goes on ([`handback`]), but not after a crash.
 //!
 //! Exit codes: 0 when the session ends normally (stdin closed, the client stopped reading,
 //! SIGTERM, SIGHUP, the client died), 1 when the daemon is missing (and autostart is off or

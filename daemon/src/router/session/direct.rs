@@ -6,7 +6,11 @@
 //!
 //! The shim's socket stays open for the session's life and carries nothing after the
 //! handover, except one [`DirectEnd`] line from here at the end: the shim turns it into its exit
-//! status. Its closing (the shim was stopped, or its client died) ends the session.
+//! status. Its closing (the shim was stopped, or its client died) ends the session. When the
+//! daemon shuts down and the shim announced `handback`, the session goes back to the shim
+//! instead (`handback.rs`). A shim that resumes a session handed back by the previous daemon
+//! brings the input that daemon had read and not handled, right after the handover byte; it is
+//! read before the pipe.
 //!
 //! The peer was checked like every connection (`server.rs`: its uid must be ours) before its
 //! hello was read, so descriptors are only ever taken from the daemon's own user; they must be
