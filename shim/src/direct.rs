@@ -128,7 +128,7 @@ fn wait(early: &[u8], stream: &UnixStream) -> Waited {
     let mut got = early.to_vec();
     let mut fds = Vec::new();
     let mut truncated = false;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 16 * 1024];
     let end = loop {
         if let Some(end) = got.iter().position(|&b| b == b'\n') {
             break end;

@@ -403,6 +403,44 @@ fn a_session_handed_back_to_a_daemon_that_does_not_take_stdio_is_relayed_input_f
 }
 
 #[test]
+fn stdin_closing_while_no_daemon_has_the_session_ends_the_shim_with_0() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(HANDBACK_WELCOME);
+    let (stdin, stdout) = conn.take_stdio();
+    conn.hand_back(&[stdin.as_fd(), stdout.as_fd()], STATE, b"", b"");
+    drop((stdin, stdout));
+    // No daemon comes back (the shim would try for 30 s); the client closes its stdin.
+    drop(daemon);
+    drop(child.stdin.take());
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(0));
+}
+
+#[test]
+fn a_hand_back_cut_short_ends_the_session_in_one_line() {
+    let daemon = FakeDaemon::new();
+    let mut child = shim(&daemon.socket(), &["--direct"]);
+    let conn = daemon.accept(HANDBACK_WELCOME);
+    let (stdin, stdout) = conn.take_stdio();
+    let line = "{\"op\":\"handback\",\"session\":1,\"input\":0,\"output\":100}\n";
+    send_with_fds(
+        conn.stream.as_fd(),
+        line.as_bytes(),
+        &[stdin.as_fd(), stdout.as_fd()],
+    )
+    .unwrap();
+    (&conn.stream).write_all(b"{\"jsonrpc\"").unwrap();
+    drop((conn, stdin, stdout));
+    assert_eq!(wait_exit(&mut child, WITHIN).code(), Some(1));
+    let err = stderr_of(&mut child);
+    assert!(
+        err.contains("in the middle of handing the direct session back (10 of 100 bytes came)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn a_hand_back_without_exactly_the_clients_two_stdio_descriptors_is_refused() {
     let file = tempfile::tempfile().unwrap();
     type Pick = fn(&File, &File, &File) -> Vec<i32>;

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
+use std::time::Instant;
 
 use mcpd_proto::ServerState;
 use mcpd_tests::fixture::{self, BIG_STRUCTURED};
@@ -276,15 +277,25 @@ fn a_direct_session_goes_on_across_a_sigterm_and_a_new_daemon_and_is_direct_agai
     };
     assert_eq!(echo(&mut shim, "before"), "before");
 
+    let stopping = Instant::now();
     daemon.terminate();
+    assert_handed_back(&shim, &stdin_pipe);
+    println!(
+        "direct hand-back: the shim held the client's pipes again {:.1} ms after SIGTERM",
+        stopping.elapsed().as_secs_f64() * 1000.0
+    );
     daemon.wait_log(
         "direct: handed the client's stdio back to its shim",
         TIMEOUT,
     );
-    assert_handed_back(&shim, &stdin_pipe);
+    let starting = Instant::now();
     daemon.start_again();
     // The same client, without a new initialize: the shim resumed, and handed over again.
     assert_eq!(echo(&mut shim, "after"), "after");
+    println!(
+        "direct hand-back: the next call was answered {:.1} ms after the new mcpd started",
+        starting.elapsed().as_secs_f64() * 1000.0
+    );
     assert_handed_over(&daemon, &shim, &stdin_pipe);
     let sessions = daemon.status().sessions;
     assert!(sessions.len() == 1 && sessions[0].direct, "{sessions:?}");
