@@ -644,21 +644,27 @@ fn sdk_keeps_a_direct_session_across_a_daemon_stop(sdk: Sdk, stop: fn(&mut TestD
         {"op": "call_tool", "name": "fx__echo", "arguments": {"message": "before"}},
         {"op": "wait_stdin"},
         {"op": "call_tool", "name": "fx__echo", "arguments": {"message": "after"}},
+        {"op": "wait_stdin"},
         {"op": "list_tools"},
     ]);
     let mut client = SdkClient::spawn_with(sdk, &daemon, &steps, &["--shim-arg=--direct"]);
     let before = client.wait_for_op("call_tool", PEER_TIMEOUT);
     assert_eq!(before["content"][0]["text"], "before", "{before}");
     client.wait_for_op("wait_stdin", PEER_TIMEOUT);
-    assert!(daemon.status().sessions.iter().all(|s| s.direct));
+    let direct = |daemon: &TestDaemon| {
+        let sessions = daemon.status().sessions;
+        assert!(sessions.len() == 1 && sessions[0].direct, "{sessions:?}");
+    };
+    direct(&daemon);
 
     stop(&mut daemon);
     daemon.start_again();
     client.release();
     let after = client.wait_for_op("call_tool", PEER_TIMEOUT);
     assert_eq!(after["content"][0]["text"], "after", "{after}");
-    let sessions = daemon.status().sessions;
-    assert!(sessions.len() == 1 && sessions[0].direct, "{sessions:?}");
+    client.wait_for_op("wait_stdin", PEER_TIMEOUT);
+    direct(&daemon);
+    client.release();
     let lines = client.finish(PEER_TIMEOUT);
     let tools = &lines.last().expect("the last step")["tools"];
     assert!(
