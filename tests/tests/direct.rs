@@ -363,6 +363,88 @@ fn the_part_of_a_line_the_daemon_had_read_when_it_stopped_is_not_lost() {
 }
 
 #[test]
+fn an_answer_the_client_had_only_begun_to_read_is_finished_by_the_shim_after_the_hand_back() {
+    use std::io::{BufRead, BufReader};
+
+    let mut daemon = daemon_with_fixture(&["--blob"]);
+    let mut child = daemon
+        .command("mcp-shim")
+        .arg("--direct")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-shim");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = Captured::start(child.stderr.take().expect("piped stderr"));
+    let mut out = BufReader::new(stdout);
+    writeln!(stdin, "{INITIALIZE}").expect("initialize");
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the initialize answer");
+    assert!(line.contains("serverInfo"), "{line}");
+    daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
+
+    // A 1 MiB answer, and a client that reads none of it: the daemon fills the pipe and waits.
+    let size = 1024 * 1024;
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"fx__blob","arguments":{{"bytes":{size}}}}}}}"#
+    )
+    .expect("the call");
+    let fd = out.get_ref().as_raw_fd();
+    // SAFETY: F_GETPIPE_SZ and FIONREAD on our own pipe's descriptor; FIONREAD writes one int.
+    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    let unread = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: as above.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        n
+    };
+    assert!(
+        wait_until(TIMEOUT, || unread() >= capacity),
+        "the daemon did not fill the client's stdout ({} of {capacity} bytes)",
+        unread()
+    );
+
+    daemon.terminate();
+    // The rest of the answer went back with the descriptors: the client reads it whole.
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        out.read_line(&mut line).map(|_| (line, out))
+    });
+    assert!(
+        wait_until(TIMEOUT, || reader.is_finished()),
+        "the answer never ended: {}",
+        stderr.text()
+    );
+    let (mut line, mut out) = reader
+        .join()
+        .expect("the reader")
+        .expect("the whole answer");
+    let answer: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("a broken answer ({e}): {} bytes", line.len()));
+    assert_eq!(answer["id"], 2);
+    assert_eq!(text_of(&answer["result"]).len(), size);
+
+    daemon.start_again();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"fx__echo","arguments":{{"message":"after"}}}}}}"#
+    )
+    .expect("the next call");
+    line.clear();
+    out.read_line(&mut line).expect("its answer");
+    assert!(
+        line.contains(r#""id":3"#) && line.contains("after"),
+        "{line}"
+    );
+    drop(stdin);
+    let status = wait_timeout(&mut child, TIMEOUT).expect("the shim exits");
+    assert!(status.success(), "{status} {}", stderr.text());
+}
+
+#[test]
 fn without_reconnecting_a_handed_back_shim_exits_1_after_answering_what_was_in_flight() {
     let mut daemon = daemon_with_fixture(&[]);
     let mut cmd = ShimClient::command(&daemon);
