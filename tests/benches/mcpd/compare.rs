@@ -3,7 +3,9 @@
 //! installed pinned by [`peer_bin`] on first use into a cache directory and reused after.
 //!
 //! - `peers_latency`: one call in flight, the fixture's `echo`, the routes interleaved (with
-//!   `mcp-shim --direct`, whose shim hands its stdio to mcpd, beside the relaying shim).
+//!   `mcp-shim --direct`, whose shim hands its stdio to mcpd, beside the relaying shim), and the
+//!   floors: the same number of processes between client and fixture as mcpd's routes, each a
+//!   plain line copier (`mcpd-hop`), so that what mcpd costs beyond its hops shows as a ratio.
 //! - `throughput`: clients × calls in flight (1×1, 1×16, 8×8, 32×4), calls/s and CPU per call of
 //!   each kind of process (also with `mcp-shim --direct`).
 //! - `slow4`: the fixture's `sleep 1000 ms` called 4 times at once by one client.
@@ -160,6 +162,10 @@ enum Way {
     McpdBefore,
     Mcpzip,
     Dynamic,
+    /// Floor of [`McpdDirect`](Self::McpdDirect): one `mcpd-hop` between client and fixture.
+    Hop1,
+    /// Floor of [`Mcpd`](Self::Mcpd): two `mcpd-hop`s between client and fixture.
+    Hop2,
 }
 
 impl Way {
@@ -180,6 +186,22 @@ impl Way {
         ways
     }
 
+    /// [`all_and_direct`](Self::all_and_direct) with the floors after the direct route.
+    fn with_floors() -> Vec<Way> {
+        let mut ways = Self::all_and_direct();
+        ways.splice(1..1, [Way::Hop1, Way::Hop2]);
+        ways
+    }
+
+    /// The floor a route of mcpd is compared with: as many plain hops as it has processes.
+    fn floor(self) -> Option<Way> {
+        match self {
+            Way::Mcpd | Way::McpdBefore => Some(Way::Hop2),
+            Way::McpdDirect => Some(Way::Hop1),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Way::Direct => "fixture directly",
@@ -188,12 +210,14 @@ impl Way {
             Way::McpdBefore => "mcp-shim → mcpd, before",
             Way::Mcpzip => "mcpzip 0.1.0",
             Way::Dynamic => "dynamic-mcp 1.5.0",
+            Way::Hop1 => "floor: 1 plain hop",
+            Way::Hop2 => "floor: 2 plain hops",
         }
     }
 
     fn spelling(self) -> Spelling {
         match self {
-            Way::Direct => Spelling::Direct,
+            Way::Direct | Way::Hop1 | Way::Hop2 => Spelling::Direct,
             Way::Mcpd | Way::McpdDirect | Way::McpdBefore => Spelling::Namespaced,
             Way::Mcpzip => Spelling::Mcpzip,
             Way::Dynamic => Spelling::Dynamic,
@@ -234,6 +258,31 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
                 );
                 c.initialize();
                 procs.push(("fixture", c.pid().unwrap_or(0)));
+                conns.push(c);
+            }
+        }
+        Way::Hop1 | Way::Hop2 => {
+            let hops = if way == Way::Hop1 { 1 } else { 2 };
+            for i in 0..n {
+                let mut command = Command::new(bin("mcpd-hop"));
+                for _ in 1..hops {
+                    command.arg(bin("mcpd-hop"));
+                }
+                command.arg(bin("mcpd-fixture"));
+                let mut c = Conn::spawn(&format!("{hops} hops {i}"), &mut command, Stdio::null());
+                c.initialize();
+                let first = c.pid().unwrap_or(0);
+                procs.push(("hop", first));
+                for pid in descendants_of(first) {
+                    // A hop's command line names the fixture too; its program name does not.
+                    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    let role = if comm.trim() == "mcpd-hop" {
+                        "hop"
+                    } else {
+                        "fixture"
+                    };
+                    procs.push((role, pid));
+                }
                 conns.push(c);
             }
         }
@@ -316,7 +365,7 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
     let calls = ctx.n(5_000);
     let hello = r#"{"message":"hello"}"#;
     let mut routes: Vec<(Way, Clients)> = Vec::new();
-    for way in Way::all_and_direct() {
+    for way in Way::with_floors() {
         match clients(way, 1) {
             Ok(c) => routes.push((way, c)),
             Err(why) => println!("({} left out: {why})\n", way.name()),
@@ -372,9 +421,16 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
                 .map(|(role, d)| format!("{role} {}", t(d.as_secs_f64() * 1e6 / n)))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let floor = way
+                .floor()
+                .and_then(|f| routes.iter().position(|(w, _)| *w == f))
+                .map_or("–".to_owned(), |j| {
+                    format!("{:.2}×", st.p50 / stats(&samples[j]).p50)
+                });
             vec![
                 way.name().to_owned(),
                 format!("**{:.2}×**", st.p50 / base.p50),
+                floor,
                 format!("{:.2}×", st.p99 / base.p99),
                 t(st.p50),
                 t(st.p99),
@@ -386,6 +442,7 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
         &[
             "route",
             "**÷ direct, p50**",
+            "÷ its floor, p50",
             "÷ direct, p99",
             "p50",
             "p99",
