@@ -164,7 +164,8 @@ enum Way {
     Dynamic,
     /// Floor of [`McpdDirect`](Self::McpdDirect): one `mcpd-hop` between client and fixture.
     Hop1,
-    /// Floor of [`Mcpd`](Self::Mcpd): two `mcpd-hop`s between client and fixture.
+    /// Floor of [`Mcpd`](Self::Mcpd): two `mcpd-hop`s between client and fixture, a Unix socket
+    /// between them.
     Hop2,
 }
 
@@ -264,9 +265,10 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
         Way::Hop1 | Way::Hop2 => {
             let hops = if way == Way::Hop1 { 1 } else { 2 };
             for i in 0..n {
+                // Two hops talk over a socket pair, as mcp-shim and mcpd do.
                 let mut command = Command::new(bin("mcpd-hop"));
                 for _ in 1..hops {
-                    command.arg(bin("mcpd-hop"));
+                    command.arg("--socket").arg(bin("mcpd-hop"));
                 }
                 command.arg(bin("mcpd-fixture"));
                 let mut c = Conn::spawn(&format!("{hops} hops {i}"), &mut command, Stdio::null());
