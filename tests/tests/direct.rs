@@ -342,6 +342,39 @@ fn a_call_in_flight_when_the_daemon_stops_gets_an_error_answer_and_the_next_call
 }
 
 #[test]
+fn a_call_still_running_after_the_stop_grace_is_answered_32012_by_the_shim() {
+    // A server that outlives its stop sequence's first steps (5 s until SIGKILL), so the call
+    // is still running when the session goes back to the shim, 2 s into the stop.
+    let mut daemon = daemon_with_fixture(&["--linger", "--ignore-sigterm"]);
+    let (mut shim, _) = direct_client_and_pipe(&daemon);
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    assert!(
+        wait_until(TIMEOUT, || daemon
+            .status()
+            .sessions
+            .iter()
+            .any(|s| s.in_flight > 0)),
+        "the call never got in flight"
+    );
+    daemon.terminate();
+    let answer = shim.response_line(&json!(id));
+    assert!(
+        answer.contains(r#""code":-32012"#)
+            && answer.contains("mcpd restarted while this request was in flight"),
+        "{answer}"
+    );
+    daemon.start_again();
+    assert_eq!(
+        text_of(&shim.call_tool("fx__echo", json!({"message": "next"}))),
+        "next"
+    );
+    assert!(shim.close().success());
+}
+
+#[test]
 fn the_part_of_a_line_the_daemon_had_read_when_it_stopped_is_not_lost() {
     let mut daemon = daemon_with_fixture(&[]);
     let (mut shim, stdin_pipe) = direct_client_and_pipe(&daemon);

@@ -27,6 +27,10 @@ use crate::router::outbox::{Outbox, write_lines};
 const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
 /// How long requests in flight may still be answered while the daemon shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The same for a direct session that goes back to its shim: short enough that the hand-back
+/// is made while the daemon still waits for its connections (5 s after its servers stopped);
+/// what is still in flight then is answered `-32012` by the shim.
+const HANDBACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one attached session until the client goes away or the daemon shuts down.
 pub async fn serve(
@@ -142,7 +146,8 @@ where
         tokio::select! {
             _ = &mut shutdown => {
                 session.end_listens().await;
-                session.drain(SHUTDOWN_GRACE).await;
+                let grace = if planned.is_some() { HANDBACK_GRACE } else { SHUTDOWN_GRACE };
+                session.drain(grace).await;
                 break Ended::Shutdown;
             }
             _ = budget.progressed(), if paused.is_some() => {}
