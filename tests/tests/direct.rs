@@ -259,6 +259,14 @@ fn direct_client_and_pipe(daemon: &TestDaemon) -> (ShimClient, String) {
     (shim, stdin_pipe)
 }
 
+/// Whether descriptor `fd` of process `pid` is `O_NONBLOCK` (from `/proc/PID/fdinfo`).
+fn nonblocking(pid: u32, fd: u32) -> Option<bool> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    let flags = i64::from_str_radix(flags.trim(), 8).ok()?;
+    Some(flags & i64::from(libc::O_NONBLOCK) != 0)
+}
+
 /// After a planned stop the shim holds the client's pipes again.
 fn assert_handed_back(shim: &ShimClient, client_stdin: &str) {
     assert!(
@@ -287,6 +295,11 @@ fn a_direct_session_goes_on_across_a_sigterm_and_a_new_daemon_and_is_direct_agai
     daemon.wait_log(
         "direct: handed the client's stdio back to its shim",
         TIMEOUT,
+    );
+    // The daemon made the client's pipes non-blocking; they come back as the client gave them.
+    assert_eq!(
+        (nonblocking(shim.pid(), 0), nonblocking(shim.pid(), 1)),
+        (Some(false), Some(false))
     );
     let starting = Instant::now();
     daemon.start_again();

@@ -99,6 +99,7 @@ pub async fn serve(
     } else {
         None
     };
+    let stdout_flags = stdout.1;
     let (valve, valve_state) = Valve::new(stdout);
     let mut planned = stdout_back.as_ref().map(|_| Planned {
         valve: valve_state,
@@ -119,6 +120,7 @@ pub async fn serve(
     let resumable = planned.as_mut().and_then(|p| p.resumable.take());
     let end = match (ended, resumable, stdout_back.take()) {
         (Ended::Shutdown, Some(resumable), Some(stdout)) => {
+            let stdout = (stdout, stdout_flags);
             match give_back(&mut stream, id, resumable, lines, stdout, planned).await {
                 Ok(()) => {
                     tracing::info!(
@@ -161,13 +163,14 @@ pub async fn serve(
 }
 
 /// Hands the client's stdin (inside `lines`, with what was read of it and not handled) and
-/// `stdout` back to the shim on `stream`, with the output the valve kept.
+/// `stdout` (with its flags as the client gave them) back to the shim on `stream`, with the
+/// output the valve kept. Both get their file status flags back (blocking, if they were).
 async fn give_back(
     stream: &mut UnixStream,
     id: u64,
     resumable: handback::Resumable,
     lines: FramedRead<Input, LineCodec>,
-    stdout: OwnedFd,
+    (stdout, stdout_flags): (OwnedFd, OFlag),
     planned: Option<Planned>,
 ) -> Result<(), handback::HandbackError> {
     // What was read and not framed yet, then what the shim had brought and was not read yet.
@@ -175,7 +178,16 @@ async fn give_back(
     let (brought, stdin) = lines.into_inner().into_inner();
     let at = usize::try_from(brought.position()).unwrap_or(usize::MAX);
     input.extend_from_slice(brought.get_ref().get(at..).unwrap_or_default());
+    let stdin_flags = stdin.1;
     let stdin = OwnedFd::from(stdin.0.into_inner());
+    for (fd, flags) in [(&stdin, stdin_flags), (&stdout, stdout_flags)] {
+        if let Err(e) = fcntl(fd, FcntlArg::F_SETFL(flags)) {
+            tracing::debug!(
+                session = id,
+                "direct: cannot restore a descriptor's flags: {e}"
+            );
+        }
+    }
     let output = planned.map(|p| p.valve.take()).unwrap_or_default();
     let parcel = handback::Parcel {
         session: id,
@@ -274,9 +286,10 @@ enum StdioError {
     Register(#[source] io::Error),
 }
 
-/// One of the client's descriptors, non-blocking, waited on by the runtime.
+/// One of the client's descriptors, non-blocking, waited on by the runtime; and its file status
+/// flags as the client gave them (restored when it goes back to the shim).
 #[derive(Debug)]
-struct Stdio(AsyncFd<File>);
+struct Stdio(AsyncFd<File>, OFlag);
 
 impl Stdio {
     /// Checks that `fd` is a pipe or a stream socket open for `interest`, makes it non-blocking and
@@ -294,7 +307,7 @@ impl Stdio {
         // keeps it (same descriptor, same description) until it is dropped; nothing else
         // closes or replaces it.
         unsafe { AsyncFd::register_with_interest(File::from(fd), interest) }
-            .map(Self)
+            .map(|fd| Self(fd, flags))
             .map_err(|e| StdioError::Register(e.into()))
     }
 }
