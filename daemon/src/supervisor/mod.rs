@@ -31,7 +31,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Diff, ServerSpec, Share};
-use crate::upstream::{Begin, InstanceKey, Scope, Snapshot, UpstreamHandle};
+use crate::upstream::{AsKeyRef, Begin, InstanceKey, KeyRef, Scope, ScopeRef, Snapshot, UpstreamHandle};
 
 /// Why `mcpctl restart|stop|start NAME` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -277,22 +277,34 @@ impl Supervisor {
         session: u64,
         profile: &str,
     ) -> InstanceKey {
-        if spec.share == Share::PerClient {
-            return InstanceKey::session(server, session);
-        }
-        let Some(profile) = own_profile_name(profile) else {
-            return InstanceKey::shared(server);
-        };
-        let own = spec.share == Share::PerProfile
-            || (spec.share == Share::Shared
-                && self
-                    .secrets
-                    .has_profile_values(&spec.secrets.names, profile));
-        if own {
-            InstanceKey::profile(server, profile)
+        self.key_ref(spec, server, session, profile).to_key()
+    }
+
+    /// [`key_for`](Self::key_for), borrowed from the names given (no allocation).
+    fn key_ref<'a>(
+        &self,
+        spec: &ServerSpec,
+        server: &'a str,
+        session: u64,
+        profile: &'a str,
+    ) -> KeyRef<'a> {
+        let scope = if spec.share == Share::PerClient {
+            ScopeRef::Session(session)
         } else {
-            InstanceKey::shared(server)
-        }
+            match own_profile_name(profile) {
+                Some(profile)
+                    if spec.share == Share::PerProfile
+                        || (spec.share == Share::Shared
+                            && self
+                                .secrets
+                                .has_profile_values(&spec.secrets.names, profile)) =>
+                {
+                    ScopeRef::Profile(profile)
+                }
+                _ => ScopeRef::Shared,
+            }
+        };
+        KeyRef { server, scope }
     }
 
     /// Which instance of `server` serves `session` (of `profile`); `None` for a server not
@@ -315,14 +327,14 @@ impl Supervisor {
         let (key, spec) = {
             let state = self.read();
             let spec = state.config.servers.get(server)?;
-            let key = self.key_for(spec, server, session, profile);
-            if let Some(handle) = state.instances.get(&key) {
+            let key = self.key_ref(spec, server, session, profile);
+            if let Some(handle) = state.instances.get(&key as &dyn AsKeyRef) {
                 return Some(handle.clone());
             }
-            if !start || key.scope == Scope::Shared {
+            if !start || key.scope == ScopeRef::Shared {
                 return None;
             }
-            (key, spec.clone())
+            (key.to_key(), spec.clone())
         };
         let mut state = self.write();
         if state.stopping {

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::ServerSpec;
-pub use instance::{InstanceKey, Scope};
+pub use instance::{AsKeyRef, InstanceKey, KeyRef, Scope, ScopeRef};
 pub use port::ClientCaps;
 pub(crate) use port::{Caller, CallerRef, Candidate, Downstream};
 pub use process::StopTimeouts;
