@@ -1,11 +1,12 @@
 //! The audit log: one JSON line per client request mcpd handled or forwarded, in
 //! `$XDG_STATE_HOME/mcpd/audit/` (directory 0700, files 0600).
 //!
-//! Sessions never wait for it: a finished request is handed to a bounded channel with
-//! `try_send`; when the writer falls behind the line is counted as dropped, and the next line
-//! written is preceded by one that says how many were lost. The writer is a thread of its own
-//! (plain blocking file I/O): it serialises, redacts arguments (only recorded with
-//! `"audit": {"arguments": true}`), appends to `audit.jsonl`, flushes whenever the channel is
+//! Sessions never wait for it: a finished request is pushed onto a bounded queue (a vector
+//! under a mutex the writer swaps out whole, so a record costs no allocation and crosses to
+//! the writer by value); when the writer falls behind the line is counted as dropped, and the
+//! next line written is preceded by one that says how many were lost. The writer is a thread of
+//! its own (plain blocking file I/O): it serialises, redacts arguments (only recorded with
+//! `"audit": {"arguments": true}`), appends to `audit.jsonl`, flushes whenever the queue is
 //! empty, renames the file to `audit-<ms>.jsonl` when it reaches `maxFileBytes`, and deletes
 //! rotated files older than `keepDays`.
 
@@ -14,18 +15,22 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use mcpd_proto::observe::AuditRecord;
 
+use super::audit_line::Line;
+use super::text::Text;
 use crate::config::observe::AuditOptions;
 
-/// Lines queued for the writer before new ones are dropped. The queue holds boxes: a bounded
-/// std channel allocates and writes every slot when it is created, so slots of a whole
-/// [`Entry`] (about 340 bytes) made 2.7 MiB of the daemon's resident memory, idle or not.
+/// Lines queued for the writer before new ones are dropped. The queue grows to what a spell
+/// of calls needs (not to this bound at once: a queue of whole entries made of preallocated
+/// slots would be megabytes of the daemon's resident memory, idle or not), and the writer gives
+/// back a batch vector of more than [`KEEP_BATCH`] entries once it is written.
 pub const QUEUE: usize = 8192;
+/// Entries a batch vector keeps room for between spells.
+const KEEP_BATCH: usize = 1024;
 /// How long the writer lets lines gather after the first one of a spell (see `Writer::run`).
 const GATHER: Duration = Duration::from_millis(2);
 /// The largest line buffer the writer keeps between lines.
@@ -33,11 +38,34 @@ const LINE_BUFFER: usize = 16 * 1024;
 /// The file being written.
 pub const CURRENT: &str = "audit.jsonl";
 
-/// One finished request, as the session hands it over.
-#[derive(Debug)]
+/// One finished request, as the session hands it over: the members of its line, the texts
+/// inline (see `text`), the client and profile `who`'s.
+#[derive(Debug, Default)]
 pub struct Entry {
-    /// The record, `arguments` not yet filled; its client and profile are `who`'s.
-    pub record: AuditRecord,
+    /// When the request arrived (its `time` is written from it).
+    pub time_ms: u64,
+    /// The daemon's session id.
+    pub session: u64,
+    /// Pid of the client process.
+    pub pid: Option<u32>,
+    /// The JSON-RPC method.
+    pub method: Text,
+    /// Tool or prompt name (as the client named it) or resource URI.
+    pub name: Option<Text>,
+    /// The upstream server the request went to.
+    pub server: Option<Text>,
+    /// Milliseconds from the request to its answer.
+    pub duration_ms: f64,
+    /// `ok`, `error` or `cancelled`.
+    pub outcome: &'static str,
+    /// The JSON-RPC error code, for errors.
+    pub error_code: Option<i64>,
+    /// A tool result with `isError: true`.
+    pub tool_error: bool,
+    /// Bytes of the request.
+    pub bytes_in: usize,
+    /// Bytes of the answer.
+    pub bytes_out: usize,
     /// The request's raw arguments, when they are to be recorded.
     pub arguments: Option<String>,
     /// Who asked: the session's, shared by its records rather than copied into each.
@@ -59,15 +87,36 @@ pub struct Who {
 /// The sending side, shared by every session.
 #[derive(Debug)]
 pub struct AuditLog {
-    tx: Option<SyncSender<Box<Entry>>>,
+    queue: Option<Arc<Queue>>,
     dropped: Arc<AtomicU64>,
     options: Arc<RwLock<AuditOptions>>,
+}
+
+/// Entries on their way to the writer.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<Queued>,
+    /// Signalled when the first entry of a spell arrives, and when the log closes.
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    entries: Vec<Entry>,
+    /// The sending side is gone: the writer writes what is left and ends.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl AuditLog {
     /// Starts the writer thread for `dir`.
     pub fn start(dir: PathBuf, redactor: crate::redact::Redactor) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let queue = Arc::new(Queue::default());
         let dropped = Arc::new(AtomicU64::new(0));
         let options = Arc::new(RwLock::new(AuditOptions::default()));
         let writer = Writer {
@@ -82,18 +131,19 @@ impl AuditLog {
             line: Vec::new(),
             clock: Default::default(),
         };
+        let theirs = Arc::clone(&queue);
         let spawned = std::thread::Builder::new()
             .name("mcpd-audit".into())
-            .spawn(move || writer.run(rx));
-        let tx = match spawned {
-            Ok(_) => Some(tx),
+            .spawn(move || writer.run(&theirs));
+        let queue = match spawned {
+            Ok(_) => Some(queue),
             Err(e) => {
                 tracing::error!("cannot start the audit writer: {e}; no audit log is written");
                 None
             }
         };
         Self {
-            tx,
+            queue,
             dropped,
             options,
         }
@@ -121,21 +171,36 @@ impl AuditLog {
             .enabled
     }
 
-    /// Queues one line; never waits.
+    /// Queues one line; never waits (but for the writer taking a batch: a swap of vectors).
     pub fn record(&self, entry: Entry) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(Box::new(entry)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let Some(queue) = &self.queue else { return };
+        let mut queued = queue.lock();
+        if queued.entries.len() >= QUEUE {
+            drop(queued);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let first = queued.entries.is_empty();
+        queued.entries.push(entry);
+        drop(queued);
+        if first {
+            // The writer waits for a spell's first line only (see `Writer::run`).
+            queue.ready.notify_one();
         }
     }
 
     /// Lines dropped since the daemon started.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.queue {
+            queue.lock().closed = true;
+            queue.ready.notify_one();
+        }
     }
 }
 
@@ -156,16 +221,29 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Box<Entry>>) {
-        while let Ok(entry) = rx.recv() {
+    fn run(mut self, queue: &Queue) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut queued = queue.lock();
+                while queued.entries.is_empty() && !queued.closed {
+                    queued = queue.ready.wait(queued).unwrap_or_else(|e| e.into_inner());
+                }
+                if queued.entries.is_empty() {
+                    break;
+                }
+            }
             // Let the lines of a busy spell gather before writing them: while this thread
-            // sleeps rather than waits in `recv`, sessions queue lines without waking it (one
-            // futex wake-up and one write per call otherwise, callgrind and strace of the
-            // daemon: docs/BENCHMARKS.md "Hot path"). An idle daemon never wakes it.
+            // sleeps rather than waits, sessions queue lines without waking it (one futex
+            // wake-up and one write per call otherwise, callgrind and strace of the daemon:
+            // docs/BENCHMARKS.md "Hot path"). An idle daemon never wakes it.
             std::thread::sleep(GATHER);
-            self.write(*entry);
-            while let Ok(entry) = rx.try_recv() {
-                self.write(*entry);
+            std::mem::swap(&mut queue.lock().entries, &mut batch);
+            for entry in batch.drain(..) {
+                self.write(entry);
+            }
+            if batch.capacity() > KEEP_BATCH {
+                batch = Vec::new();
             }
             if let Some(file) = self.file.as_mut()
                 && let Err(e) = file.flush()
@@ -194,30 +272,52 @@ impl Writer {
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > self.reported {
             let note = AuditRecord {
-                time_ms: entry.record.time_ms,
-                time: entry.record.time.clone(),
+                time_ms: entry.time_ms,
                 method: "(audit)".into(),
                 outcome: "dropped".into(),
                 dropped: Some(dropped - self.reported),
                 ..AuditRecord::default()
             };
             self.reported = dropped;
-            self.append(&note, &Who::default(), &options);
+            let who = Who::default();
+            self.append(&Line::of(&note, &who), &options);
         }
-        let mut record = entry.record;
-        if let Some(arguments) = entry.arguments.filter(|_| options.arguments) {
-            let redacted = self.redactor.redact(&arguments);
-            record.arguments = Some(
+        let arguments = entry
+            .arguments
+            .as_deref()
+            .filter(|_| options.arguments)
+            .map(|arguments| {
+                let redacted = self.redactor.redact(arguments);
                 serde_json::from_str(&redacted)
-                    .unwrap_or_else(|_| serde_json::Value::String(redacted.into_owned())),
-            );
-        }
-        self.append(&record, &entry.who, &options);
+                    .unwrap_or_else(|_| serde_json::Value::String(redacted.into_owned()))
+            });
+        let who = &entry.who;
+        let line = Line {
+            time: "",
+            time_ms: entry.time_ms,
+            session: entry.session,
+            client: who.client.as_deref(),
+            client_version: who.client_version.as_deref(),
+            pid: entry.pid,
+            profile: who.profile.as_deref().unwrap_or_default(),
+            server: entry.server.as_ref().map(Text::as_str),
+            method: entry.method.as_str(),
+            name: entry.name.as_ref().map(Text::as_str),
+            duration_ms: entry.duration_ms,
+            outcome: entry.outcome,
+            error_code: entry.error_code,
+            tool_error: entry.tool_error,
+            bytes_in: entry.bytes_in,
+            bytes_out: entry.bytes_out,
+            arguments: arguments.as_ref(),
+            dropped: None,
+        };
+        self.append(&line, &options);
     }
 
-    fn append(&mut self, record: &AuditRecord, who: &Who, options: &AuditOptions) {
+    fn append(&mut self, line: &Line<'_>, options: &AuditOptions) {
         self.line.clear();
-        super::audit_line::write(&mut self.line, record, who, &mut self.clock);
+        super::audit_line::write_line(&mut self.line, line, &mut self.clock);
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         if self.size + len > options.max_file_bytes && self.size > 0 {
@@ -328,15 +428,12 @@ mod tests {
 
     fn entry(n: u64) -> Entry {
         Entry {
-            record: AuditRecord {
-                time_ms: n,
-                method: "tools/call".into(),
-                outcome: "ok".into(),
-                name: Some(format!("t{n}")),
-                ..AuditRecord::default()
-            },
+            time_ms: n,
+            method: Text::new("tools/call"),
+            outcome: "ok",
+            name: Some(Text::new(&format!("t{n}"))),
             arguments: Some(r#"{"token":"s3cr3t-value"}"#.into()),
-            who: Who::default(),
+            ..Entry::default()
         }
     }
 

@@ -50,69 +50,128 @@ impl Clock {
 
 /// Appends `record` as one JSON object (no newline) to `out`; an empty `time` is `time_ms`'s
 /// (see [`Clock`]), a client, client version or profile the record leaves out `who`'s.
+#[cfg(test)]
 pub fn write(out: &mut Vec<u8>, record: &AuditRecord, who: &Who, clock: &mut Clock) {
+    write_line(out, &Line::of(record, who), clock);
+}
+
+/// The members of one line, borrowed: from an [`AuditRecord`] (the writer's own notes) or a
+/// session's entry (`audit::Entry`, which keeps its texts inline).
+#[derive(Debug, Default)]
+pub struct Line<'a> {
+    /// Empty: `time_ms`'s (see [`Clock`]).
+    pub time: &'a str,
+    pub time_ms: u64,
+    pub session: u64,
+    pub client: Option<&'a str>,
+    pub client_version: Option<&'a str>,
+    pub pid: Option<u32>,
+    pub profile: &'a str,
+    pub server: Option<&'a str>,
+    pub method: &'a str,
+    pub name: Option<&'a str>,
+    pub duration_ms: f64,
+    pub outcome: &'a str,
+    pub error_code: Option<i64>,
+    pub tool_error: bool,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub arguments: Option<&'a serde_json::Value>,
+    pub dropped: Option<u64>,
+}
+
+impl<'a> Line<'a> {
+    /// `record`'s members; a client, client version or profile it leaves out `who`'s.
+    pub fn of(record: &'a AuditRecord, who: &'a Who) -> Self {
+        Self {
+            time: &record.time,
+            time_ms: record.time_ms,
+            session: record.session,
+            client: record.client.as_deref().or(who.client.as_deref()),
+            client_version: record
+                .client_version
+                .as_deref()
+                .or(who.client_version.as_deref()),
+            pid: record.pid,
+            profile: match who.profile.as_deref() {
+                Some(profile) if record.profile.is_empty() => profile,
+                _ => &record.profile,
+            },
+            server: record.server.as_deref(),
+            method: &record.method,
+            name: record.name.as_deref(),
+            duration_ms: record.duration_ms,
+            outcome: &record.outcome,
+            error_code: record.error_code,
+            tool_error: record.tool_error,
+            bytes_in: record.bytes_in,
+            bytes_out: record.bytes_out,
+            arguments: record.arguments.as_ref(),
+            dropped: record.dropped,
+        }
+    }
+}
+
+/// Appends `line` as one JSON object (no newline) to `out`, in [`AuditRecord`]'s member order.
+pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
     out.extend_from_slice(b"{\"time\":");
-    if record.time.is_empty() {
-        string(out, clock.time(record.time_ms));
+    if line.time.is_empty() {
+        string(out, clock.time(line.time_ms));
     } else {
-        string(out, &record.time);
+        string(out, line.time);
     }
     out.extend_from_slice(b",\"time_ms\":");
-    number(out, record.time_ms);
+    number(out, line.time_ms);
     out.extend_from_slice(b",\"session\":");
-    number(out, record.session);
-    if let Some(client) = record.client.as_deref().or(who.client.as_deref()) {
+    number(out, line.session);
+    if let Some(client) = line.client {
         out.extend_from_slice(b",\"client\":");
         string(out, client);
     }
-    let version = record.client_version.as_deref();
-    if let Some(version) = version.or(who.client_version.as_deref()) {
+    if let Some(version) = line.client_version {
         out.extend_from_slice(b",\"client_version\":");
         string(out, version);
     }
-    if let Some(pid) = record.pid {
+    if let Some(pid) = line.pid {
         out.extend_from_slice(b",\"pid\":");
         number(out, u64::from(pid));
     }
     out.extend_from_slice(b",\"profile\":");
-    match who.profile.as_deref() {
-        Some(profile) if record.profile.is_empty() => string(out, profile),
-        _ => string(out, &record.profile),
-    }
-    if let Some(server) = &record.server {
+    string(out, line.profile);
+    if let Some(server) = line.server {
         out.extend_from_slice(b",\"server\":");
         string(out, server);
     }
     out.extend_from_slice(b",\"method\":");
-    string(out, &record.method);
-    if let Some(name) = &record.name {
+    string(out, line.method);
+    if let Some(name) = line.name {
         out.extend_from_slice(b",\"name\":");
         string(out, name);
     }
     out.extend_from_slice(b",\"duration_ms\":");
     // A float's shortest form (and `null` for one that is not finite), as serde_json has it.
-    let _ = serde_json::to_writer(&mut *out, &record.duration_ms);
+    let _ = serde_json::to_writer(&mut *out, &line.duration_ms);
     out.extend_from_slice(b",\"outcome\":");
-    string(out, &record.outcome);
-    if let Some(code) = record.error_code {
+    string(out, line.outcome);
+    if let Some(code) = line.error_code {
         out.extend_from_slice(b",\"error_code\":");
         if code < 0 {
             out.push(b'-');
         }
         number(out, code.unsigned_abs());
     }
-    if record.tool_error {
+    if line.tool_error {
         out.extend_from_slice(b",\"tool_error\":true");
     }
     out.extend_from_slice(b",\"bytes_in\":");
-    number(out, record.bytes_in as u64);
+    number(out, line.bytes_in as u64);
     out.extend_from_slice(b",\"bytes_out\":");
-    number(out, record.bytes_out as u64);
-    if let Some(arguments) = &record.arguments {
+    number(out, line.bytes_out as u64);
+    if let Some(arguments) = line.arguments {
         out.extend_from_slice(b",\"arguments\":");
         let _ = serde_json::to_writer(&mut *out, arguments);
     }
-    if let Some(dropped) = record.dropped {
+    if let Some(dropped) = line.dropped {
         out.extend_from_slice(b",\"dropped\":");
         number(out, dropped);
     }

@@ -17,6 +17,7 @@ mod host;
 pub mod pins;
 pub mod poison;
 pub mod stats;
+mod text;
 pub mod traffic;
 
 pub use host::Host;
@@ -29,12 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mcpd_proto::envelope::{Envelope, member};
-use mcpd_proto::observe::{AuditRecord, CheckReport};
+use mcpd_proto::observe::CheckReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerSpec};
 use crate::upstream::{ListKind, Snapshot};
 use pins::{PinStore, Withheld};
+use text::Text;
 
 /// The daemon's observers, shared as `Arc<Observer>`.
 #[derive(Debug)]
@@ -68,10 +70,8 @@ pub struct ClientTag {
 pub struct Call {
     observer: Arc<Observer>,
     started: Instant,
-    record: AuditRecord,
-    arguments: Option<String>,
-    /// The session's client and profile, shared (the record leaves them empty).
-    who: audit::Who,
+    /// The audit entry being filled (its texts inline: no allocation per call).
+    entry: audit::Entry,
     done: bool,
 }
 
@@ -79,60 +79,50 @@ impl Call {
     /// Records an answer mcpd built itself and knows to be a success (a list page): only its
     /// size is needed, so nothing reads it again.
     pub fn finish_ok(mut self, bytes: usize) {
-        self.record.bytes_out = bytes;
-        self.record.outcome = "ok".into();
+        self.entry.bytes_out = bytes;
+        self.entry.outcome = "ok";
         self.done = true;
         self.close(false);
     }
 
     /// Who the client is (known only once its `initialize` is read).
     pub fn set_client(&mut self, client: &ClientTag) {
-        self.who.client.clone_from(&client.name);
-        self.who.client_version.clone_from(&client.version);
-        self.record.pid = client.pid;
+        self.entry.who.client.clone_from(&client.name);
+        self.entry.who.client_version.clone_from(&client.version);
+        self.entry.pid = client.pid;
     }
 
     /// The upstream server the request goes to.
     pub fn set_server(&mut self, server: &str) {
-        self.record.server = Some(server.to_owned());
+        self.entry.server = Some(Text::new(server));
     }
 
     /// Records the answer sent to the client.
     pub fn finish(mut self, answer: &str) {
         let (error_code, tool_error) = outcome(answer);
-        self.record.bytes_out = answer.len();
-        self.record.tool_error = tool_error;
-        match error_code {
-            Some(code) => {
-                self.record.outcome = "error".into();
-                self.record.error_code = Some(code);
-            }
-            None => self.record.outcome = "ok".into(),
-        }
+        self.entry.bytes_out = answer.len();
+        self.entry.tool_error = tool_error;
+        self.entry.outcome = if error_code.is_some() { "error" } else { "ok" };
+        self.entry.error_code = error_code;
         self.done = true;
         self.close(error_code.is_some() || tool_error);
     }
 
     fn close(&mut self, error: bool) {
         let took = self.started.elapsed();
-        self.record.duration_ms = took.as_secs_f64() * 1000.0;
-        if let Some(server) = &self.record.server {
-            let method = self.record.method.as_str();
+        self.entry.duration_ms = took.as_secs_f64() * 1000.0;
+        if let Some(server) = &self.entry.server {
+            let method = self.entry.method.as_str();
             let name = if matches!(method, "tools/call" | "prompts/get") {
-                self.record.name.as_deref().unwrap_or(method)
+                self.entry.name.as_ref().map_or(method, Text::as_str)
             } else {
                 // Resource URIs are too many to keep apart: count them by method.
                 method
             };
-            self.observer.stats.add(server, name, took, error);
+            self.observer.stats.add(server.as_str(), name, took, error);
         }
         if self.observer.audit.enabled() {
-            let record = std::mem::take(&mut self.record);
-            self.observer.audit.record(audit::Entry {
-                record,
-                arguments: self.arguments.take(),
-                who: std::mem::take(&mut self.who),
-            });
+            self.observer.audit.record(std::mem::take(&mut self.entry));
         }
     }
 }
@@ -180,7 +170,7 @@ impl Drop for Call {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
-            self.record.outcome = "cancelled".into();
+            self.entry.outcome = "cancelled";
             self.close(true);
         }
     }
@@ -220,7 +210,7 @@ impl Observer {
             .or_else(|| param("uri"))
             .or_else(|| param("ref").and_then(|r| member(r, "name")))
             .and_then(|v| mcpd_proto::envelope::decode_str(v).ok())
-            .map(|s| s.into_owned());
+            .map(|s| Text::new(&s));
         let arguments = if self.audit.arguments() {
             param("arguments").map(|a| a.get().to_owned())
         } else {
@@ -229,23 +219,24 @@ impl Observer {
         Call {
             observer: Arc::clone(self),
             started: Instant::now(),
-            record: AuditRecord {
-                // Written by the audit thread from `time_ms` (`audit_line::Clock`).
-                time: String::new(),
+            entry: audit::Entry {
+                // The line's `time` is written by the audit thread from `time_ms`
+                // (`audit_line::Clock`).
                 time_ms,
                 session,
                 // The client and profile are `who`'s: Arc clones, not copies.
                 pid: client.pid,
-                method: msg.method().to_owned(),
+                method: Text::new(msg.method()),
                 name,
                 bytes_in: line.len(),
-                ..AuditRecord::default()
-            },
-            arguments,
-            who: audit::Who {
-                client: client.name.clone(),
-                client_version: client.version.clone(),
-                profile: Some(Arc::clone(profile)),
+                outcome: "cancelled",
+                arguments,
+                who: audit::Who {
+                    client: client.name.clone(),
+                    client_version: client.version.clone(),
+                    profile: Some(Arc::clone(profile)),
+                },
+                ..audit::Entry::default()
             },
             done: false,
         }
