@@ -69,10 +69,21 @@ mod tests {
     #[test]
     fn a_text_reads_back_as_written_whatever_its_length() {
         let long = "é".repeat(40);
-        for s in ["", "tools/call", "fx__echo", &"x".repeat(INLINE), &"y".repeat(INLINE + 1), &long] {
+        for s in [
+            "",
+            "tools/call",
+            "fx__echo",
+            &"x".repeat(INLINE),
+            &"y".repeat(INLINE + 1),
+            &long,
+        ] {
             let text = Text::new(s);
             assert_eq!(text.as_str(), s);
-            assert_eq!(matches!(text, Text::Inline { .. }), s.len() <= INLINE, "{s}");
+            assert_eq!(
+                matches!(text, Text::Inline { .. }),
+                s.len() <= INLINE,
+                "{s}"
+            );
         }
     }
 

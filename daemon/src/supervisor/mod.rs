@@ -31,7 +31,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Diff, ServerSpec, Share};
-use crate::upstream::{AsKeyRef, Begin, InstanceKey, KeyRef, Scope, ScopeRef, Snapshot, UpstreamHandle};
+use crate::upstream::{
+    AsKeyRef, Begin, InstanceKey, KeyRef, Scope, ScopeRef, Snapshot, UpstreamHandle,
+};
 
 /// Why `mcpctl restart|stop|start NAME` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -181,8 +181,12 @@ mod tests {
             InstanceKey::shared("a#1"),
             InstanceKey::profile("b", "p"),
         ];
-        let map: BTreeMap<InstanceKey, usize> =
-            keys.iter().cloned().enumerate().map(|(i, k)| (k, i)).collect();
+        let map: BTreeMap<InstanceKey, usize> = keys
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, k)| (k, i))
+            .collect();
         for (i, key) in keys.iter().enumerate() {
             let borrowed = key.key_ref();
             assert_eq!(borrowed.to_key(), *key);
