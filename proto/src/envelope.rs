@@ -91,10 +91,18 @@ pub struct Envelope<'a> {
 }
 
 /// The members of `params` the daemon looks up on (nearly) every request, by several parts of
-/// it: the audit (`name`, `uri`, `ref`, `arguments`), the era (`_meta`), routing (`name`, `uri`,
-/// `ref`), ids (`_meta.progressToken`), tasks (`task`). [`Envelope::param`] finds them all in
-/// one scan instead of one scan of `params` per lookup.
-const PARAM_KEYS: [&str; 6] = ["name", "_meta", "task", "uri", "ref", "arguments"];
+/// it: the audit (`name`, `uri`, `ref`, `arguments`), the era (`_meta`, `requestState`),
+/// routing (`name`, `uri`, `ref`), ids (`_meta.progressToken`), tasks (`task`).
+/// [`Envelope::param`] finds them all in one scan instead of one scan of `params` per lookup.
+const PARAM_KEYS: [&str; 7] = [
+    "name",
+    "_meta",
+    "task",
+    "uri",
+    "ref",
+    "arguments",
+    "requestState",
+];
 
 impl<'a> Envelope<'a> {
     /// Parses one message. Unknown members are allowed and left alone.
@@ -154,6 +162,20 @@ impl<'a> Envelope<'a> {
                 None => field(params, key).ok().flatten(),
             }
         })
+    }
+
+    /// The text of the member `key` of `params` (one of the members [`param`](Self::param)
+    /// finds together; `Some(None)`: `params` has no such member) as the shared scan of
+    /// `params` found it, unchecked (part of `params`, which the parser checked). `None` when
+    /// that scan does not apply (no object `params`, an escaped key, one of those members
+    /// twice, another key): the caller decides with its own lookup.
+    pub fn param_text(&self, key: &str) -> Option<Option<&'a str>> {
+        let params = self.params?;
+        let slot = PARAM_KEYS.iter().position(|k| *k == key)?;
+        let scanned = self
+            .scanned
+            .get_or_init(|| crate::peek::members(params.get(), PARAM_KEYS));
+        scanned.map(|found| found[slot])
     }
 
     /// Request, notification or response.

@@ -121,8 +121,13 @@ pub fn era<'a>(msg: &Envelope<'a>) -> Era<'a> {
     let Some(params) = msg.params else {
         return Era::Legacy;
     };
-    let (meta, retry) = match members(params.get(), ["_meta", "requestState"]) {
-        Some([meta, state]) => (meta, state.is_some()),
+    // The scan of `params` the envelope shares (the audit and routing read it too), when it
+    // applies; else one of these two members alone.
+    let shared = msg.param_text("_meta").zip(msg.param_text("requestState"));
+    let (meta, retry) = match shared
+        .or_else(|| members(params.get(), ["_meta", "requestState"]).map(|[m, s]| (m, s)))
+    {
+        Some((meta, state)) => (meta, state.is_some()),
         // A member twice: `_meta` alone decides the era, and the retry's check runs (it refuses
         // a `requestState` given twice).
         None => (members(params.get(), ["_meta"]).and_then(|[m]| m), true),
