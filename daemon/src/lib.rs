@@ -23,6 +23,7 @@ pub(crate) mod memory;
 pub(crate) mod net;
 pub mod notify;
 pub(crate) mod observe;
+pub(crate) mod quiet;
 pub(crate) mod redact;
 pub mod router;
 pub mod runtime;

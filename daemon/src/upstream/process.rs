@@ -97,6 +97,8 @@ pub struct Process {
     /// SIGCHLD, which tells the transport to look whether the leader exited (see
     /// `transport::stdio::next`); `None` where it cannot be had: `Child::wait` instead.
     pub sigchld: Option<tokio::signal::unix::Signal>,
+    /// `sigchld` is polled only once it woke the actor (see `crate::quiet`).
+    pub sigchld_gate: crate::quiet::Gate,
     /// Whether to look (a SIGCHLD came, or none was seen yet).
     pub check_exit: bool,
     /// Which processes are its tree (see [`super::tree`]).
@@ -224,6 +226,7 @@ impl Process {
             exit: None,
             exited: None,
             sigchld: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
+            sigchld_gate: crate::quiet::Gate::new(),
             // It may have exited before the signal was listened to.
             check_exit: true,
             in_force: Arc::new(InForce {

@@ -70,9 +70,11 @@ pub(crate) enum Event {
     Finished(Result<(Arc<str>, u64), Aborted>),
 }
 
-/// A wait for the catalog's next change (`true`), or its end (`false`). Reached only through
-/// `&mut`, so the session stays `Sync`.
-type CatalogChange = SyncWrapper<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>>;
+/// A wait for the catalog's next change (`true`), or its end (`false`), polled only once it
+/// woke the session (see `quiet`). Reached only through `&mut`, so the session stays `Sync`.
+type CatalogChange = SyncWrapper<
+    crate::quiet::Quiet<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>>,
+>;
 
 /// The MCP side of one session, whatever carries its lines: a front end (`unix.rs` for
 /// `mcp-shim`) reads the client's lines into [`on_line`](Self::on_line), waits on
@@ -207,7 +209,9 @@ impl Session {
     pub(crate) async fn next_event(&mut self) -> Event {
         let change = self.catalog_change.get_or_insert_with(|| {
             let mut catalog = self.catalog.clone();
-            SyncWrapper::new(Box::pin(async move { catalog.changed().await.is_ok() }))
+            SyncWrapper::new(crate::quiet::Quiet::new(Box::pin(async move {
+                catalog.changed().await.is_ok()
+            })))
         });
         let event = tokio::select! {
             open = change.get_mut() => if open {
@@ -1520,7 +1524,12 @@ impl RequestContext {
     ) -> Result<(String, String), (i64, String)> {
         let uri = raw
             .and_then(|u| envelope::decode_str(u).ok())
-            .ok_or_else(|| (envelope::INVALID_PARAMS, "a string uri is needed".to_owned()))?;
+            .ok_or_else(|| {
+                (
+                    envelope::INVALID_PARAMS,
+                    "a string uri is needed".to_owned(),
+                )
+            })?;
         if let Some(owner) = catalog.resource_owner(&uri, &self.servers) {
             return Ok((owner.to_owned(), uri.into_owned()));
         }

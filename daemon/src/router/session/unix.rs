@@ -20,6 +20,7 @@ use tokio_util::codec::FramedRead;
 use super::Services;
 use super::core::Session;
 use crate::codec::{Frame, LineCodec};
+use crate::quiet::Quiet;
 use crate::router::outbox::{Outbox, write_lines};
 
 /// How long requests in flight may still be answered after the client closed its side (the
@@ -112,10 +113,12 @@ where
     // how much had been written to it then.
     let mut paused: Option<(Instant, u64)> = None;
     let mut writer_done = false;
-    let mut hangup = std::pin::pin!(hangup);
+    // The waits that nearly never end are polled only when they woke the session (`quiet`).
+    let hangup = std::pin::pin!(hangup);
+    let mut hangup = Quiet::new(hangup);
     // One wait for the shutdown for the session's life, not one registered at every turn.
-    let shutdown = services.shutdown.clone().cancelled_owned();
-    tokio::pin!(shutdown);
+    let mut shutdown = Quiet::new(Box::pin(services.shutdown.clone().cancelled_owned()));
+    let mut writer_end = Quiet::new(&mut writer);
     let ended = loop {
         if budget.over() {
             // The stall clock runs only while output waits and none of it goes out: a client
@@ -156,7 +159,7 @@ where
                 break Ended::Stalled;
             }
             () = &mut hangup => break Ended::Hangup,
-            _ = &mut writer, if !writer_done => {
+            _ = &mut writer_end, if !writer_done => {
                 // The client stopped reading (its end of the connection or pipe is gone).
                 writer_done = true;
                 break Ended::WriteFailed;
@@ -183,6 +186,7 @@ where
             }
         }
     };
+    drop(writer_end);
     if ended == Ended::Shutdown
         && let Some(planned) = planned
     {

@@ -11,7 +11,8 @@ use crate::upstream::process::Process;
 ///
 /// Whether the leader exited is looked at only when a SIGCHLD came (a `Child::wait` polled
 /// beside every read cost about 1,200 instructions per call, callgrind: docs/BENCHMARKS.md
-/// "Hot path"); without the signal, `Child::wait` is polled as before.
+/// "Hot path"); without the signal, `Child::wait` is polled as before. The signal's own wait
+/// is polled only once it woke the actor (`crate::quiet`: about 600 instructions per call).
 pub(super) async fn next(p: &mut Process) -> Event {
     while p.exited.is_none() {
         if std::mem::take(&mut p.check_exit)
@@ -25,7 +26,7 @@ pub(super) async fn next(p: &mut Process) -> Event {
                 // What the server wrote before it exited is read first.
                 biased;
                 frame = p.stdout.next() => return stdio_frame(p, frame).await,
-                got = sigchld.recv() => {
+                got = std::future::poll_fn(|cx| p.sigchld_gate.poll(cx, |cx| sigchld.poll_recv(cx))) => {
                     if got.is_none() {
                         p.sigchld = None;
                     }
