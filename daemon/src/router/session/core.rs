@@ -110,8 +110,11 @@ pub(crate) struct Session {
     catalog_change: Option<CatalogChange>,
     /// The profile's servers under the configuration they were read from, shared by the
     /// requests until the configuration changes.
-    servers_seen: Option<(Arc<crate::config::Config>, Arc<[String]>, Arc<ProfileShape>)>,
+    servers_seen: Option<ServersSeen>,
 }
+
+/// The configuration a session's servers and shape were read from, and them.
+type ServersSeen = (Arc<crate::config::Config>, Arc<[String]>, Arc<ProfileShape>);
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
