@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use super::hub::{ClientCaps, SessionLink};
 use crate::upstream::{Ask, Forward, Reply, UpstreamHandle, ids};
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// How long state mcpd minted stays valid (and a parked upstream call waits for its retry).
 pub const STATE_TTL: Duration = Duration::from_secs(120);
@@ -351,7 +351,7 @@ pub struct InFlight {
     client_id: Box<RawValue>,
     reply: oneshot::Receiver<Reply>,
     asks: mpsc::Receiver<Ask>,
-    progress: Arc<Notify>,
+    progress: Arc<crate::upstream::Progress>,
     done: bool,
 }
 
@@ -396,8 +396,11 @@ impl InFlight {
                     }
                     return Step::Asked(asks);
                 }
-                _ = self.progress.notified() => deadline = (tokio::time::Instant::now() + timeout).min(started + max),
                 _ = tokio::time::sleep_until(deadline) => {
+                    if let Some(later) = self.progress.extended(deadline, started, timeout, max) {
+                        deadline = later;
+                        continue;
+                    }
                     let waited = started.elapsed().as_secs();
                     return Step::Done(error(envelope::REQUEST_TIMEOUT, &format!("server `{}` did not answer within {waited}s", self.upstream.name())));
                 }

@@ -10,7 +10,7 @@ use mcpd_proto::ServerState;
 use mcpd_proto::envelope::{self, Envelope, Kind, field, member};
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::modern::{self, Era, Probe};
@@ -41,7 +41,7 @@ enum Pending {
         client_id: Box<RawValue>,
         progress_token: Option<Box<RawValue>>,
         session: CallerRef,
-        progress: Arc<Notify>,
+        progress: Arc<super::Progress>,
         started: Instant,
         reply: oneshot::Sender<Reply>,
         /// What a modern client declared in the request itself.
@@ -1242,7 +1242,7 @@ impl Actor {
                 ) = (self.pending.get(&id), token)
                 {
                     session.try_send(super::ids::progress_to_client(msg, token, original));
-                    progress.notify_one();
+                    progress.mark();
                 }
             }
             "notifications/message"

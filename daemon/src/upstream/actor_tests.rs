@@ -115,7 +115,7 @@ fn call(handle: &UpstreamHandle) -> oneshot::Receiver<Reply> {
             client_id: serde_json::value::to_raw_value(&7).expect("a number"),
             progress_token: None,
             session: Arc::new(Client),
-            progress: Arc::new(Notify::new()),
+            progress: Arc::new(crate::upstream::Progress::default()),
             caps: None,
             asks: None,
             log_level: None,

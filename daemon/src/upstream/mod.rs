@@ -18,6 +18,7 @@ pub(crate) mod lenient;
 pub mod modern;
 pub(crate) mod port;
 pub(crate) mod process;
+mod progress;
 pub(crate) mod records;
 pub mod sse;
 pub(crate) mod transport;
@@ -36,6 +37,7 @@ pub use instance::{AsKeyRef, InstanceKey, KeyRef, Scope, ScopeRef};
 pub use port::ClientCaps;
 pub(crate) use port::{Caller, CallerRef, Candidate, Downstream};
 pub use process::StopTimeouts;
+pub use progress::Progress;
 
 /// Commands queued for one upstream actor before senders are told it is busy.
 const COMMAND_QUEUE: usize = 1024;
@@ -244,8 +246,8 @@ pub struct Forward {
     pub progress_token: Option<Box<RawValue>>,
     /// The session that sent it.
     pub session: CallerRef,
-    /// Notified on each progress notification, to extend the request's timeout.
-    pub progress: Arc<Notify>,
+    /// Stamped on each progress notification, to extend the request's timeout.
+    pub progress: Arc<Progress>,
     /// The capabilities a modern client declared in this request's `_meta`; `None`: those of
     /// the session (its `initialize`).
     pub caps: Option<ClientCaps>,
@@ -279,7 +281,7 @@ impl Forward {
             client_id: msg.id.unwrap_or(RawValue::NULL).to_owned(),
             progress_token,
             session,
-            progress: Arc::new(Notify::new()),
+            progress: Arc::new(Progress::default()),
             caps,
             asks: None,
             log_level,

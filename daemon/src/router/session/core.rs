@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use sync_wrapper::SyncWrapper;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Services;
@@ -1644,7 +1644,7 @@ pub(crate) struct Sent {
 struct Waiting {
     upstream_id: u64,
     rx: tokio::sync::oneshot::Receiver<crate::upstream::Reply>,
-    progress: Arc<Notify>,
+    progress: Arc<crate::upstream::Progress>,
     started: Instant,
     armed: bool,
     reason: &'static str,
@@ -1673,8 +1673,12 @@ impl Sent {
                         Err(_) => error(envelope::UPSTREAM_LOST, &format!("server `{}` dropped the request", self.upstream.name())),
                     };
                 }
-                _ = w.progress.notified() => deadline = (Instant::now() + timeout).min(started + max),
                 _ = tokio::time::sleep_until(deadline) => {
+                    // Progress since (see `upstream::Progress`) moves the deadline.
+                    if let Some(later) = w.progress.extended(deadline, started, timeout, max) {
+                        deadline = later;
+                        continue;
+                    }
                     w.reason = "timed out in mcpd";
                     let waited = started.elapsed().as_secs();
                     return error(envelope::REQUEST_TIMEOUT, &format!("server `{}` did not answer within {waited}s", self.upstream.name()));
