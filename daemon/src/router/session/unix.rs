@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -113,12 +114,23 @@ where
     // how much had been written to it then.
     let mut paused: Option<(Instant, u64)> = None;
     let mut writer_done = false;
-    // The waits that nearly never end are polled only when they woke the session (`quiet`).
-    let hangup = std::pin::pin!(hangup);
-    let mut hangup = Quiet::new(hangup);
-    // One wait for the shutdown for the session's life, not one registered at every turn.
-    let mut shutdown = Quiet::new(Box::pin(services.shutdown.clone().cancelled_owned()));
-    let mut writer_end = Quiet::new(&mut writer);
+    // The waits that nearly never end (the daemon's shutdown, a hang-up, the writer's end) are
+    // one future, polled only when one of them woke the session (`quiet`). One wait for the
+    // shutdown for the session's life, not one registered at every turn.
+    let mut hangup = std::pin::pin!(hangup);
+    let mut shutdown = std::pin::pin!(services.shutdown.clone().cancelled_owned());
+    let writer_end = &mut writer;
+    let mut rare = Quiet::new(std::future::poll_fn(|cx| {
+        if shutdown.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Rare::Shutdown)
+        } else if hangup.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Rare::Hangup)
+        } else if std::pin::Pin::new(&mut *writer_end).poll(cx).is_ready() {
+            Poll::Ready(Rare::WriterEnded)
+        } else {
+            Poll::Pending
+        }
+    }));
     let ended = loop {
         if budget.over() {
             // The stall clock runs only while output waits and none of it goes out: a client
@@ -147,22 +159,24 @@ where
             .filter(|_| budget.has_output())
             .map(|(since, _)| since + stall);
         tokio::select! {
-            _ = &mut shutdown => {
-                session.end_listens().await;
-                let grace = if planned.is_some() { HANDBACK_GRACE } else { SHUTDOWN_GRACE };
-                session.drain(grace).await;
-                break Ended::Shutdown;
-            }
+            rare = &mut rare => match rare {
+                Rare::Shutdown => {
+                    session.end_listens().await;
+                    let grace = if planned.is_some() { HANDBACK_GRACE } else { SHUTDOWN_GRACE };
+                    session.drain(grace).await;
+                    break Ended::Shutdown;
+                }
+                Rare::Hangup => break Ended::Hangup,
+                Rare::WriterEnded => {
+                    // The client stopped reading (its end of the connection or pipe is gone).
+                    writer_done = true;
+                    break Ended::WriteFailed;
+                }
+            },
             _ = budget.progressed(), if paused.is_some() => {}
             _ = sleep_until_some(stall_at), if stall_at.is_some() => {
                 tracing::warn!(session = id, "closed the session: its client read nothing for {}s while {} bytes waited for it (budget {} bytes)", stall.as_secs(), budget.used(), budget.limit());
                 break Ended::Stalled;
-            }
-            () = &mut hangup => break Ended::Hangup,
-            _ = &mut writer_end, if !writer_done => {
-                // The client stopped reading (its end of the connection or pipe is gone).
-                writer_done = true;
-                break Ended::WriteFailed;
             }
             frame = reader.next(), if paused.is_none() => match frame {
                 Some(Ok(Frame::Line(line))) => session.on_line(line.freeze()).await,
@@ -186,7 +200,7 @@ where
             }
         }
     };
-    drop(writer_end);
+    drop(rare);
     if ended == Ended::Shutdown
         && let Some(planned) = planned
     {
@@ -205,6 +219,13 @@ where
     }
     tracing::debug!(session = id, "detached");
     ended
+}
+
+/// Which of the session's rare waits ended.
+enum Rare {
+    Shutdown,
+    Hangup,
+    WriterEnded,
 }
 
 async fn sleep_until_some(at: Option<Instant>) {
