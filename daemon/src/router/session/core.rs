@@ -1189,11 +1189,10 @@ impl RequestContext {
     /// for the answer ([`answer_sent`](Self::answer_sent)) and the line is not parsed again.
     /// `None`: nothing was sent; [`route`](Self::route) handles it from the start.
     fn send_now(&mut self, target: Target, msg: &Envelope<'_>) -> Option<Sending> {
-        // A modern call too, unless it is a retry (its state is checked first) or asks for log
-        // messages (its scope lives as long as the call): `route` handles those.
+        // A modern call too (one that asks for log messages opens its scope here, held until
+        // its answer), unless it is a retry: its state is checked first, by `route`.
         let declared = self.modern.map(|m| m.declared);
         if declared.is_some_and(|d| d.retry)
-            || (declared.is_some() && self.log_level.is_some())
             || matches!(target, Target::Subscription(_) | Target::Task)
         {
             return None;
@@ -1233,10 +1232,14 @@ impl RequestContext {
         }
         if let Some(declared) = declared {
             let link = &self.link;
-            let call =
-                mrtr::send_modern(&upstream, msg, resolved.rename, link, declared.caps, None);
+            // Entered before the call is sent, as `route` does (it may set the upstream's level).
+            let scope = self
+                .log_level
+                .map(|rank| LogScope::enter(&self.services.hub, link, &upstream, rank));
+            let (caps, level) = (declared.caps, self.log_level);
+            let call = mrtr::send_modern(&upstream, msg, resolved.rename, link, caps, level);
             let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
-            return Some(Sending::Modern(Box::new((client_id, call))));
+            return Some(Sending::Modern(Box::new((client_id, call, scope))));
         }
         self.original = resolved.rename.as_ref().map(|(_, name)| name.clone());
         Some(Sending::Legacy(send(
@@ -1248,14 +1251,14 @@ impl RequestContext {
     }
 
     /// A modern call's answer (see `mrtr::finish`), completed for a modern client.
-    async fn answer_modern(
-        mut self,
-        (client_id, call): (Box<RawValue>, Result<mrtr::InFlight, String>),
-    ) {
+    async fn answer_modern(mut self, (client_id, call, scope): ModernSent) {
         let answer = match call {
             Ok(call) => mrtr::finish(call, &self.line, self.link.id()).await,
             Err(answer) => answer,
         };
+        // Its log messages came before its answer and were delivered: the scope closes before
+        // the answer goes out (see `route`).
+        drop(scope);
         if let Some(call) = self.call.take() {
             call.finish(&answer);
         }
@@ -1632,8 +1635,16 @@ pub(crate) fn send(
 /// client id and its call, see `mrtr::send_modern`).
 pub(crate) enum Sending {
     Legacy(Sent),
-    Modern(Box<(Box<RawValue>, Result<mrtr::InFlight, String>)>),
+    Modern(Box<ModernSent>),
 }
+
+/// A modern call [`RequestContext::send_now`] sent: the client's id, the call (or the answer
+/// of a refusal), and the scope of its log messages when it asked for them.
+type ModernSent = (
+    Box<RawValue>,
+    Result<mrtr::InFlight, String>,
+    Option<LogScope>,
+);
 
 pub(crate) struct Sent {
     upstream: UpstreamHandle,
