@@ -60,7 +60,8 @@ mod tests {
         // No progress since: the next deadline is final.
         let next = next.unwrap_or(deadline);
         assert_eq!(progress.extended(next, started, timeout, max), None);
-        tokio::time::advance(Duration::from_secs(10)).await;
+        // Progress at 16 s: 10 s after it is past the maximum of 25 s.
+        tokio::time::advance(Duration::from_secs(12)).await;
         progress.mark();
         assert_eq!(
             progress.extended(next, started, timeout, max),
