@@ -67,9 +67,11 @@ pub struct Line<'a> {
     pub client_version: Option<&'a str>,
     pub pid: Option<u32>,
     pub profile: &'a str,
-    pub server: Option<&'a str>,
-    pub method: &'a str,
-    pub name: Option<&'a str>,
+    /// The server, method and name as bytes of UTF-8 (an entry's texts are written without
+    /// being checked as UTF-8 again: `Text::as_bytes`).
+    pub server: Option<&'a [u8]>,
+    pub method: &'a [u8],
+    pub name: Option<&'a [u8]>,
     pub duration_ms: f64,
     pub outcome: &'a str,
     pub error_code: Option<i64>,
@@ -97,9 +99,9 @@ impl<'a> Line<'a> {
                 Some(profile) if record.profile.is_empty() => profile,
                 _ => &record.profile,
             },
-            server: record.server.as_deref(),
-            method: &record.method,
-            name: record.name.as_deref(),
+            server: record.server.as_deref().map(str::as_bytes),
+            method: record.method.as_bytes(),
+            name: record.name.as_deref().map(str::as_bytes),
             duration_ms: record.duration_ms,
             outcome: &record.outcome,
             error_code: record.error_code,
@@ -116,9 +118,9 @@ impl<'a> Line<'a> {
 pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
     out.extend_from_slice(b"{\"time\":");
     if line.time.is_empty() {
-        string(out, clock.time(line.time_ms));
+        string(out, clock.time(line.time_ms).as_bytes());
     } else {
-        string(out, line.time);
+        string(out, line.time.as_bytes());
     }
     out.extend_from_slice(b",\"time_ms\":");
     number(out, line.time_ms);
@@ -126,18 +128,18 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
     number(out, line.session);
     if let Some(client) = line.client {
         out.extend_from_slice(b",\"client\":");
-        string(out, client);
+        string(out, client.as_bytes());
     }
     if let Some(version) = line.client_version {
         out.extend_from_slice(b",\"client_version\":");
-        string(out, version);
+        string(out, version.as_bytes());
     }
     if let Some(pid) = line.pid {
         out.extend_from_slice(b",\"pid\":");
         number(out, u64::from(pid));
     }
     out.extend_from_slice(b",\"profile\":");
-    string(out, line.profile);
+    string(out, line.profile.as_bytes());
     if let Some(server) = line.server {
         out.extend_from_slice(b",\"server\":");
         string(out, server);
@@ -152,7 +154,7 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
     // A float's shortest form (and `null` for one that is not finite), as serde_json has it.
     let _ = serde_json::to_writer(&mut *out, &line.duration_ms);
     out.extend_from_slice(b",\"outcome\":");
-    string(out, line.outcome);
+    string(out, line.outcome.as_bytes());
     if let Some(code) = line.error_code {
         out.extend_from_slice(b",\"error_code\":");
         if code < 0 {
@@ -194,9 +196,8 @@ fn number(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
-fn string(out: &mut Vec<u8>, s: &str) {
+fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    let bytes = s.as_bytes();
     // Nearly every string needs no escape: one pass without early exit (which the compiler
     // vectorises), then one copy.
     let plain = bytes.iter().fold(true, |plain, &b| {

@@ -112,12 +112,12 @@ impl Call {
         let took = self.started.elapsed();
         self.entry.duration_ms = took.as_secs_f64() * 1000.0;
         if let Some(server) = &self.entry.server {
-            let method = self.entry.method.as_str();
-            let name = if matches!(method, "tools/call" | "prompts/get") {
-                self.entry.name.as_ref().map_or(method, Text::as_str)
-            } else {
+            let method = &self.entry.method;
+            let named = matches!(method.as_bytes(), b"tools/call" | b"prompts/get");
+            let name = match &self.entry.name {
+                Some(name) if named => name.as_str(),
                 // Resource URIs are too many to keep apart: count them by method.
-                method
+                _ => method.as_str(),
             };
             self.observer.stats.add(server.as_str(), name, took, error);
         }

@@ -32,7 +32,16 @@ impl Text {
         }
     }
 
-    /// The text.
+    /// The text's bytes (UTF-8), without checking them again (see [`as_str`](Self::as_str)).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The text. An inline one is checked as UTF-8 again (safe code cannot skip it): where
+    /// bytes do, [`as_bytes`](Self::as_bytes) is cheaper.
     pub fn as_str(&self) -> &str {
         match self {
             // Whole UTF-8 by construction, so the check never fails.
