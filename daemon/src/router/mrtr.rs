@@ -442,6 +442,7 @@ pub fn send_modern(
     let level = log_level
         .and_then(|rank| super::hub::LOG_LEVELS.get(usize::from(rank)))
         .map(|level| (*level).to_owned());
+    let rename = rename.as_ref().map(|(raw, name)| (*raw, name.as_str()));
     let mut forward = Forward::new(upstream, msg, rename, session.caller(), Some(caps), level);
     let (asks_tx, asks) = mpsc::channel(16);
     forward.asks = Some(asks_tx);

@@ -39,7 +39,7 @@ static DOWNSTREAM_IDS: AtomicU64 = AtomicU64::new(1);
 pub fn to_upstream(
     msg: &Envelope<'_>,
     upstream_id: u64,
-    rename: Option<(&RawValue, String)>,
+    rename: Option<(&RawValue, &str)>,
 ) -> (String, Option<Box<RawValue>>) {
     // Spliced directly (this is every forwarded request): the id's digits from the stack,
     // one allocation for the line, as `Rewrite` would write it.
@@ -51,7 +51,7 @@ pub fn to_upstream(
         msg.id.and_then(|raw| span(text, raw)).map(|r| (r, id)),
         rename
             .as_ref()
-            .and_then(|(raw, original)| Some((span(text, raw)?, original.as_str()))),
+            .and_then(|(raw, original)| Some((span(text, raw)?, *original))),
         token.and_then(|raw| span(text, raw)).map(|r| (r, id)),
     ];
     edits.sort_by_key(|e| e.as_ref().map_or(usize::MAX, |(r, _)| r.start));
@@ -219,7 +219,7 @@ mod tests {
         let line = r#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"fx__echo","_meta":{"progressToken":7},"arguments":{"n":1.50}}}"#;
         let msg = Envelope::parse(line).unwrap();
         let name = member(msg.params.unwrap(), "name").unwrap();
-        let (up, token) = to_upstream(&msg, 42, Some((name, r#""echo""#.to_owned())));
+        let (up, token) = to_upstream(&msg, 42, Some((name, r#""echo""#)));
         assert_eq!(
             up,
             r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":42},"arguments":{"n":1.50}}}"#
@@ -334,6 +334,7 @@ mod tests {
                 if let Some(raw) = token {
                     rw.replace(raw, id.to_string());
                 }
+                let rename = rename.as_ref().map(|(raw, name)| (*raw, name.as_str()));
                 let (up, sent) = to_upstream(&msg, id, rename);
                 assert_eq!(up, rw.finish(), "{line} {id}");
                 assert_eq!(sent.as_deref().map(RawValue::get), token.map(RawValue::get));

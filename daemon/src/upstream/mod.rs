@@ -268,7 +268,7 @@ impl Forward {
     pub(crate) fn new(
         upstream: &UpstreamHandle,
         msg: &mcpd_proto::envelope::Envelope<'_>,
-        rename: Option<(&RawValue, String)>,
+        rename: Option<(&RawValue, &str)>,
         session: CallerRef,
         caps: Option<ClientCaps>,
         log_level: Option<String>,

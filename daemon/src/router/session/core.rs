@@ -1241,13 +1241,16 @@ impl RequestContext {
             let client_id = msg.id.unwrap_or(RawValue::NULL).to_owned();
             return Some(Sending::Modern(Box::new((client_id, call, scope))));
         }
-        self.original = resolved.rename.as_ref().map(|(_, name)| name.clone());
-        Some(Sending::Legacy(send(
+        let rename = resolved.rename;
+        let sent = send(
             &upstream,
             msg,
-            resolved.rename,
+            rename.as_ref().map(|(raw, name)| (*raw, name.as_str())),
             self.link.clone(),
-        )))
+        );
+        // Kept for a modern upstream's request for input (`answer_legacy`), not copied.
+        self.original = rename.map(|(_, name)| name);
+        Some(Sending::Legacy(sent))
     }
 
     /// A modern call's answer (see `mrtr::finish`), completed for a modern client.
@@ -1596,6 +1599,7 @@ pub(crate) async fn forward(
     rename: Option<(&RawValue, String)>,
     session: SessionLink,
 ) -> String {
+    let rename = rename.as_ref().map(|(raw, name)| (*raw, name.as_str()));
     send(upstream, msg, rename, session).answer().await
 }
 
@@ -1606,7 +1610,7 @@ pub(crate) async fn forward(
 pub(crate) fn send(
     upstream: &UpstreamHandle,
     msg: &Envelope<'_>,
-    rename: Option<(&RawValue, String)>,
+    rename: Option<(&RawValue, &str)>,
     session: SessionLink,
 ) -> Sent {
     let (caps, log_level) = modern::request_meta(msg);
