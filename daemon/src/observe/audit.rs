@@ -501,6 +501,68 @@ mod tests {
         );
     }
 
+    /// Waits (at most 10 s) until the audit file in `dir` has `n` lines, and returns them.
+    fn wait_lines(dir: &Path, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = std::fs::read_to_string(dir.join(CURRENT)).unwrap_or_default();
+            let lines: Vec<String> = found.lines().map(str::to_owned).collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn entries_queued_in_two_spells_are_written_in_order_each_with_only_its_own_texts() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::start(dir.path().to_owned(), crate::redact::Redactor::new());
+        let named = |n: u64, name: &str| Entry {
+            time_ms: n,
+            session: n,
+            method: Text::new(if n % 2 == 0 {
+                "tools/call"
+            } else {
+                "prompts/get"
+            }),
+            name: Some(Text::new(name)),
+            server: (n % 2 == 0).then(|| Text::new("a-server-with-a-long-name")),
+            outcome: "ok",
+            ..Entry::default()
+        };
+        // The first spell's names are long, the second's short: a reused batch or slot that
+        // kept bytes of the one before would show them.
+        for n in 0..3 {
+            audit.record(named(n, &format!("{}-{n}", "long".repeat(12))));
+        }
+        let first = wait_lines(dir.path(), 3);
+        assert_eq!(first.len(), 3, "{first:?}");
+        for n in 3..6 {
+            audit.record(named(n, &format!("s{n}")));
+        }
+        let all = wait_lines(dir.path(), 6);
+        assert_eq!(all.len(), 6, "{all:?}");
+        for (n, line) in all.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["session"], n, "{line}");
+            let name = if n < 3 {
+                format!("{}-{n}", "long".repeat(12))
+            } else {
+                format!("s{n}")
+            };
+            assert_eq!(v["name"], name.as_str(), "{line}");
+            let method = if n % 2 == 0 {
+                "tools/call"
+            } else {
+                "prompts/get"
+            };
+            assert_eq!(v["method"], method, "{line}");
+            assert_eq!(v.get("server").is_some(), n % 2 == 0, "{line}");
+        }
+        assert_eq!(audit.dropped(), 0);
+    }
+
     #[test]
     fn drops_are_counted_and_written_down() {
         let dir = tempfile::tempdir().unwrap();
