@@ -521,13 +521,13 @@ mod tests {
         let named = |n: u64, name: &str| Entry {
             time_ms: n,
             session: n,
-            method: Text::new(if n % 2 == 0 {
+            method: Text::new(if n.is_multiple_of(2) {
                 "tools/call"
             } else {
                 "prompts/get"
             }),
             name: Some(Text::new(name)),
-            server: (n % 2 == 0).then(|| Text::new("a-server-with-a-long-name")),
+            server: (n.is_multiple_of(2)).then(|| Text::new("a-server-with-a-long-name")),
             outcome: "ok",
             ..Entry::default()
         };
