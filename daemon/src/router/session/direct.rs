@@ -321,8 +321,16 @@ impl AsyncRead for Stdio {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
             match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
+                    // A short read emptied the pipe or socket: it is not readable until more
+                    // comes, which the runtime's edge-triggered epoll reports as a new event.
+                    // Forgetting the readiness now saves the read that would fail with EAGAIN,
+                    // one system call per message (as tokio's own sockets and pipes do).
+                    if n > 0 && n < wanted {
+                        guard.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -344,6 +352,13 @@ impl AsyncWrite for Stdio {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
             match guard.try_io(|fd| fd.get_ref().write(buf)) {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Ok(n)) => {
+                    // A short write filled the pipe: the same, for writing.
+                    if n > 0 && n < buf.len() {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
                 Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => {}
             }
@@ -391,6 +406,42 @@ mod tests {
         reader.read_to_end(&mut got).await.unwrap();
         write.await.unwrap();
         assert_eq!(got.len(), 300_000);
+    }
+
+    /// `what`, or a failure after 5 s (a missed wake-up would otherwise hang the test).
+    async fn within<F: std::future::Future>(what: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(5), what)
+            .await
+            .expect("done within 5 s")
+    }
+
+    #[tokio::test]
+    async fn reads_that_fill_the_buffer_go_on_and_a_short_read_waits_for_the_next_write() {
+        let (r, w) = pipe();
+        let mut reader = Stdio::new(r, Interest::READABLE).unwrap();
+        let mut writer = std::fs::File::from(w);
+        std::io::Write::write_all(&mut writer, b"0123456789").unwrap();
+        // Reads that fill the buffer keep the readiness: the rest is read without a new event.
+        let mut four = [0u8; 4];
+        for expected in [b"0123", b"4567"] {
+            within(reader.read_exact(&mut four)).await.unwrap();
+            assert_eq!(&four, expected);
+        }
+        // A short read drains the pipe and forgets the readiness...
+        let mut rest = [0u8; 16];
+        let n = within(reader.read(&mut rest)).await.unwrap();
+        assert_eq!(&rest[..n], b"89");
+        // ...and the next write is a new event: it is read, not missed.
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::io::Write::write_all(&mut writer, b"abc").unwrap();
+            writer
+        });
+        let n = within(reader.read(&mut rest)).await.unwrap();
+        assert_eq!(&rest[..n], b"abc");
+        drop(later.await.unwrap());
+        let n = within(reader.read(&mut rest)).await.unwrap();
+        assert_eq!(n, 0, "the writer's close is the end of input");
     }
 
     #[test]
