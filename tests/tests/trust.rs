@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 
-use mcpd_tests::process::{line_channel, run_with_timeout};
+use mcpd_tests::process::{line_channel, run_with_timeout, stat};
 use mcpd_tests::{PEER_TIMEOUT, Sdk, SdkClient, TIMEOUT, TestDaemon, bin, fixture, wait_until};
 use serde_json::json;
 
@@ -138,13 +138,19 @@ impl User {
 
     /// The pids of the `mcpd` processes running as this user.
     fn daemons(&self) -> Vec<u32> {
+        let is_mcpd = |pid: u32| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "mcpd")
+        };
         fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "mcpd")
+            .filter(|&pid| {
+                is_mcpd(pid)
                     && fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == self.uid)
+                    // A server the daemon is starting is called mcpd too between its fork
+                    // and its exec: a daemon is an mcpd whose parent is not one.
+                    && !stat(pid).is_some_and(|s| is_mcpd(s.ppid))
             })
             .collect()
     }
