@@ -188,12 +188,7 @@ fn reconnect(target: &Target, session: Session, input: Vec<u8>) -> Resumed {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Resumed::Exit(Exit::fail(format!(
-                "lost the connection to mcpd and it did not come back within {} s; giving up \
-                 (last attempt: {})",
-                target.reconnect_timeout.as_secs_f64(),
-                why.message.as_deref().unwrap_or("no answer")
-            )));
+            return Resumed::Exit(relay::gave_up(target, &why));
         }
         std::thread::sleep(delay.min(left));
         delay = (delay * 2).min(BACKOFF_MAX);

@@ -315,12 +315,7 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Exit::fail(format!(
-                "lost the connection to mcpd and it did not come back within {} s; giving up \
-                 (last attempt: {})",
-                target.reconnect_timeout.as_secs_f64(),
-                why.message.as_deref().unwrap_or("no answer")
-            )));
+            return Err(gave_up(target, &why));
         }
         // Sleep, but wake at once if the client goes away meanwhile.
         let wait = delay.min(left);
@@ -617,6 +612,16 @@ fn wait_for(fd: BorrowedFd<'_>, events: libc::c_short) {
     unsafe {
         libc::poll(&mut pollfd, 1, -1);
     }
+}
+
+/// The end of a reconnect that ran out of time: `why` is the last attempt's failure.
+pub fn gave_up(target: &Target, why: &Exit) -> Exit {
+    Exit::fail(format!(
+        "lost the connection to mcpd and it did not come back within {} s; giving up \
+         (last attempt: {})",
+        target.reconnect_timeout.as_secs_f64(),
+        why.message.as_deref().unwrap_or("no answer")
+    ))
 }
 
 /// The client stopped reading our stdout: that is the client hanging up, a normal end. (Rust's

@@ -248,6 +248,23 @@ fn a_killed_daemon_ends_a_direct_session_and_the_shim_exits_1_saying_why() {
     }
 }
 
+/// Sends the fixture's 60 s `sleep` and waits until the daemon holds it in flight; its id.
+fn call_held_in_flight(daemon: &TestDaemon, shim: &mut ShimClient) -> u64 {
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    assert!(
+        wait_until(TIMEOUT, || daemon
+            .status()
+            .sessions
+            .iter()
+            .any(|s| s.in_flight > 0)),
+        "the call never got in flight"
+    );
+    id
+}
+
 /// `mcp-shim --direct` for `daemon`, past the MCP handshake, and the client's stdin pipe.
 fn direct_client_and_pipe(daemon: &TestDaemon) -> (ShimClient, String) {
     let mut cmd = ShimClient::command(daemon);
@@ -328,18 +345,7 @@ fn a_direct_session_goes_on_across_a_sigterm_and_a_new_daemon_and_is_direct_agai
 fn a_call_in_flight_when_the_daemon_stops_gets_an_error_answer_and_the_next_call_succeeds() {
     let mut daemon = daemon_with_fixture(&[]);
     let (mut shim, _) = direct_client_and_pipe(&daemon);
-    let id = shim.send_request(
-        "tools/call",
-        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
-    );
-    assert!(
-        wait_until(TIMEOUT, || daemon
-            .status()
-            .sessions
-            .iter()
-            .any(|s| s.in_flight > 0)),
-        "the call never got in flight"
-    );
+    let id = call_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     // Never silence: the daemon's own error while it stopped, or -32012 from the shim.
     let answer: Value =
@@ -360,18 +366,7 @@ fn a_call_still_running_after_the_stop_grace_is_answered_32012_by_the_shim() {
     // is still running when the session goes back to the shim, 2 s into the stop.
     let mut daemon = daemon_with_fixture(&["--linger", "--ignore-sigterm"]);
     let (mut shim, _) = direct_client_and_pipe(&daemon);
-    let id = shim.send_request(
-        "tools/call",
-        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
-    );
-    assert!(
-        wait_until(TIMEOUT, || daemon
-            .status()
-            .sessions
-            .iter()
-            .any(|s| s.in_flight > 0)),
-        "the call never got in flight"
-    );
+    let id = call_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     let answer = shim.response_line(&json!(id));
     assert!(
@@ -497,15 +492,7 @@ fn without_reconnecting_a_handed_back_shim_exits_1_after_answering_what_was_in_f
     cmd.args(["--direct", "--reconnect-timeout", "0"]);
     let mut shim = ShimClient::from_command(cmd);
     shim.initialize();
-    let id = shim.send_request(
-        "tools/call",
-        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
-    );
-    assert!(wait_until(TIMEOUT, || daemon
-        .status()
-        .sessions
-        .iter()
-        .any(|s| s.in_flight > 0)));
+    let id = call_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     let answer = shim.response_line(&json!(id));
     assert!(answer.contains(r#""error""#), "{answer}");
