@@ -179,7 +179,11 @@ async fn give_back(
     let at = usize::try_from(brought.position()).unwrap_or(usize::MAX);
     input.extend_from_slice(brought.get_ref().get(at..).unwrap_or_default());
     let stdin_flags = stdin.1;
-    let stdin = OwnedFd::from(stdin.0.into_inner());
+    // A second descriptor on it: the `Stdio` restores the flags as it closes its own.
+    let stdin = match stdin.0.get_ref().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => return Err(handback::HandbackError::Keep(e)),
+    };
     for (fd, flags) in [(&stdin, stdin_flags), (&stdout, stdout_flags)] {
         if let Err(e) = fcntl(fd, FcntlArg::F_SETFL(flags)) {
             tracing::debug!(
@@ -287,9 +291,19 @@ enum StdioError {
 }
 
 /// One of the client's descriptors, non-blocking, waited on by the runtime; and its file status
-/// flags as the client gave them (restored when it goes back to the shim).
+/// flags as the client gave them. However the session ends, the open file description gets
+/// them back when this is dropped: it is the client's, and the client's other children (or
+/// whatever else shares it) would otherwise find it non-blocking.
 #[derive(Debug)]
 struct Stdio(AsyncFd<File>, OFlag);
+
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        if let Err(e) = fcntl(self.0.get_ref(), FcntlArg::F_SETFL(self.1)) {
+            tracing::debug!("direct: cannot restore a descriptor's flags: {e}");
+        }
+    }
+}
 
 impl Stdio {
     /// Checks that `fd` is a pipe or a stream socket open for `interest`, makes it non-blocking and
@@ -300,7 +314,8 @@ impl Stdio {
             .map(OFlag::from_bits_truncate)
             .map_err(StdioError::Inspect)?;
         // The flag is on the open file description, which the client's other children may
-        // share: the relay copes with a non-blocking stdio it inherits, and so must they.
+        // share while the session runs (the relay copes with a non-blocking stdio it inherits,
+        // and so must they); dropping the `Stdio` clears it again.
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
             .map_err(StdioError::NonBlocking)?;
         // SAFETY: the `File` owns the open descriptor and moves into the `AsyncFd`, which
@@ -442,6 +457,26 @@ mod tests {
         drop(later.await.unwrap());
         let n = within(reader.read(&mut rest)).await.unwrap();
         assert_eq!(n, 0, "the writer's close is the end of input");
+    }
+
+    /// Whether `fd`'s open file description is non-blocking.
+    fn non_blocking(fd: &OwnedFd) -> bool {
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+        flags.contains(OFlag::O_NONBLOCK)
+    }
+
+    #[tokio::test]
+    async fn the_clients_descriptors_are_blocking_again_when_the_session_lets_them_go() {
+        let (r, w) = pipe();
+        // What the client (or another of its children) keeps of the same descriptions.
+        let (r_kept, w_kept) = (r.try_clone().unwrap(), w.try_clone().unwrap());
+        let reader = Stdio::new(r, Interest::READABLE).unwrap();
+        let writer = Stdio::new(w, Interest::WRITABLE).unwrap();
+        assert!(non_blocking(&r_kept) && non_blocking(&w_kept));
+        drop(reader);
+        drop(writer);
+        assert!(!non_blocking(&r_kept), "stdin is given back blocking");
+        assert!(!non_blocking(&w_kept), "stdout is given back blocking");
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub(super) enum HandbackError {
     },
     #[error("cannot encode the hand-back line: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("cannot keep the client's stdin to hand it back: {0}")]
+    Keep(#[source] io::Error),
     #[error("cannot send the descriptors back: {0}")]
     Send(#[source] io::Error),
     #[error("the shim did not take the hand-back within {}s", HANDBACK_TIMEOUT.as_secs())]
