@@ -167,6 +167,8 @@ enum Way {
     /// Floor of [`Mcpd`](Self::Mcpd): two `mcpd-hop`s between client and fixture, a Unix socket
     /// between them.
     Hop2,
+    /// Two `mcpd-hop`s with pipes between them: what a socket between two hops costs.
+    Hop2Pipes,
 }
 
 impl Way {
@@ -190,7 +192,7 @@ impl Way {
     /// [`all_and_direct`](Self::all_and_direct) with the floors after the direct route.
     fn with_floors() -> Vec<Way> {
         let mut ways = Self::all_and_direct();
-        ways.splice(1..1, [Way::Hop1, Way::Hop2]);
+        ways.splice(1..1, [Way::Hop1, Way::Hop2Pipes, Way::Hop2]);
         ways
     }
 
@@ -213,12 +215,13 @@ impl Way {
             Way::Dynamic => "dynamic-mcp 1.5.0",
             Way::Hop1 => "floor: 1 plain hop",
             Way::Hop2 => "floor: 2 plain hops",
+            Way::Hop2Pipes => "2 plain hops, pipes between",
         }
     }
 
     fn spelling(self) -> Spelling {
         match self {
-            Way::Direct | Way::Hop1 | Way::Hop2 => Spelling::Direct,
+            Way::Direct | Way::Hop1 | Way::Hop2 | Way::Hop2Pipes => Spelling::Direct,
             Way::Mcpd | Way::McpdDirect | Way::McpdBefore => Spelling::Namespaced,
             Way::Mcpzip => Spelling::Mcpzip,
             Way::Dynamic => Spelling::Dynamic,
@@ -262,13 +265,16 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
                 conns.push(c);
             }
         }
-        Way::Hop1 | Way::Hop2 => {
+        Way::Hop1 | Way::Hop2 | Way::Hop2Pipes => {
             let hops = if way == Way::Hop1 { 1 } else { 2 };
             for i in 0..n {
-                // Two hops talk over a socket pair, as mcp-shim and mcpd do.
+                // Two hops talk over a socket pair, as mcp-shim and mcpd do (or over pipes).
                 let mut command = Command::new(bin("mcpd-hop"));
                 for _ in 1..hops {
-                    command.arg("--socket").arg(bin("mcpd-hop"));
+                    if way == Way::Hop2 {
+                        command.arg("--socket");
+                    }
+                    command.arg(bin("mcpd-hop"));
                 }
                 command.arg(bin("mcpd-fixture"));
                 let mut c = Conn::spawn(&format!("{hops} hops {i}"), &mut command, Stdio::null());
