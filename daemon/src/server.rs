@@ -229,7 +229,10 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 return;
             }
             let (id, in_flight) = daemon.add_session(attach.profile.clone(), attach.client.clone());
-            if !welcome(&mut write, Some(id), attach.direct).await {
+            // A relaying shim's pipes carry the session's data (docs/SHIM.md); `direct` takes
+            // the client's own descriptors instead.
+            let pipes = attach.pipes && !attach.direct;
+            if !welcome(&mut write, Some(id), attach.direct, pipes).await {
                 daemon.remove_session(id);
                 return;
             }
@@ -246,6 +249,16 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 let asked = crate::router::session::DirectAsked {
                     handback: attach.handback,
                     input: attach.direct_input,
+                    pipes: false,
+                };
+                crate::router::session::serve_direct(started, reader, write, asked).await;
+            } else if pipes {
+                // The relaying shim hands over its pipe pair next: the same front end as
+                // direct mode, on descriptors the shim made for the purpose.
+                let asked = crate::router::session::DirectAsked {
+                    handback: false,
+                    input: 0,
+                    pipes: true,
                 };
                 crate::router::session::serve_direct(started, reader, write, asked).await;
             } else {
@@ -257,7 +270,7 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
                 refuse(&mut write, why).await;
                 return;
             }
-            if welcome(&mut write, None, false).await {
+            if welcome(&mut write, None, false, false).await {
                 crate::control::serve(daemon, reader, write).await;
             }
         }
@@ -267,7 +280,12 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
     }
 }
 
-async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>, direct: bool) -> bool {
+async fn welcome(
+    write: &mut OwnedWriteHalf,
+    session: Option<u64>,
+    direct: bool,
+    pipes: bool,
+) -> bool {
     let reply = HelloReply::Welcome(Welcome {
         v: PROTOCOL_VERSION,
         daemon: env!("CARGO_PKG_VERSION").into(),
@@ -275,6 +293,7 @@ async fn welcome(write: &mut OwnedWriteHalf, session: Option<u64>, direct: bool)
         direct,
         // A daemon that takes the client's stdio also hands it back (to a shim that asks).
         handback: direct,
+        pipes,
     });
     send_line(write, &reply).await
 }

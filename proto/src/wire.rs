@@ -53,6 +53,11 @@ pub struct AttachHello {
     /// the socket, ahead of what is still in the client's pipe.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub direct_input: u64,
+    /// A relaying shim offers a pair of pipes for the session's data (docs/SHIM.md, "The
+    /// relay's pipes"); it hands them over after a welcome that says `pipes` too, and relays
+    /// over the socket otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pipes: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -134,6 +139,10 @@ pub struct Welcome {
     /// stops on purpose, and reads the hello's `direct_input` after the handover byte.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handback: bool,
+    /// The daemon takes the pipes the hello offered: the shim hands them over next and the
+    /// session's data goes over them (an older daemon leaves this out: the socket carries it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pipes: bool,
 }
 
 /// `{"op":"error","v":1,"message":"..."}`
@@ -649,6 +658,7 @@ mod tests {
             direct: false,
             handback: false,
             direct_input: 0,
+            pipes: false,
         });
         let line = serde_json::to_string(&hello).unwrap();
         assert!(line.starts_with(r#"{"op":"attach","v":1"#), "{line}");

@@ -168,6 +168,7 @@ fn reconnect(target: &Target, session: Session, input: Vec<u8>) -> Resumed {
             again: true,
             direct,
             direct_input: input.len() as u64,
+            pipes: target.pipes,
         };
         let why = match session::attach(req, session.resume()) {
             Ok(conn) if conn.direct && (conn.handback || input.is_empty()) => {

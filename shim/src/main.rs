@@ -22,6 +22,7 @@ mod autostart;
 mod direct;
 mod handback;
 mod parent;
+mod pipes;
 mod relay;
 mod revive;
 mod scan;
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
                     && !autostart::disabled_by_env(
                         std::env::var_os(autostart::DISABLE_ENV).as_deref(),
                     ),
+                pipes: pipes::enabled(),
             };
             let direct = (opts.direct || direct::asked_by_env())
                 && match direct::eligible() {
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
                 again: false,
                 direct,
                 direct_input: 0,
+                pipes: target.pipes,
             };
             let attached = connect(&target.socket, opts.autostart).and_then(|stream| {
                 session::handshake(stream, req, None).map_err(Failure::into_exit)

@@ -9,6 +9,10 @@
 //! client's requests that were in flight with an error, reconnects with backoff and attaches
 //! again with a `resume` made of the client's `initialize`; lines the client sends meanwhile are
 //! held and go to the new connection, in order, after its welcome.
+//!
+//! "The socket" above is the daemon's connection, or, when the daemon took them, the pair of
+//! pipes the shim handed it at the attach ([`crate::pipes`]): the same bytes go the same way,
+//! at a lower cost per message for the daemon. The socket then stays open and idle beside them.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -24,6 +28,7 @@ use mcpd_proto::envelope::{INVALID_REQUEST, UPSTREAM_LOST, UPSTREAM_UNAVAILABLE}
 use mcpd_proto::line::MAX_MESSAGE_LINE;
 
 use crate::Exit;
+use crate::pipes::Pipes;
 use crate::session::{self, Attached, Failure, HANDSHAKE_TIMEOUT};
 use crate::track::{self, First, FromClient, Key, Session, Splitter};
 
@@ -66,6 +71,8 @@ pub struct Target {
     pub reconnect_timeout: Duration,
     /// Start the daemon again when it went away (see [`crate::revive`]).
     pub autostart: bool,
+    /// Offer the daemon a pair of pipes for the session's data ([`crate::pipes`]).
+    pub pipes: bool,
 }
 
 /// Relays until the session ends and says how the shim should exit.
@@ -84,17 +91,17 @@ pub fn run_resumed(attached: Attached, target: &Target, session: Session, input:
             return Exit::fail(format!("stdin or stdout is unusable: {e}"));
         }
     };
-    let writer = match attached.stream.try_clone() {
-        Ok(writer) => writer,
+    let conn = match Conn::new(attached) {
+        Ok(conn) => conn,
         Err(e) => return Exit::fail(format!("cannot start the stdin relay: {e}")),
     };
     let mut session = session;
-    session.daemon_session = attached.session;
+    session.daemon_session = conn.session;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             link: Link::Connected,
             generation: 0,
-            writer: Some(writer),
+            writer: Some(Arc::clone(&conn.to_daemon)),
             session,
             held: Vec::new(),
             held_ids: Vec::new(),
@@ -119,12 +126,15 @@ pub fn run_resumed(attached: Attached, target: &Target, session: Session, input:
 
     let mut buf = vec![0u8; CHUNK];
     let mut lines = Splitter::new(MAX_MESSAGE_LINE);
-    let mut conn = attached;
+    let mut conn = conn;
     loop {
         let ended = match copy_daemon(&shared, &conn, &mut lines, &mut buf) {
             Ok(ended) => ended,
             Err(exit) => return exit,
         };
+        // The connection is over: its socket (and its pipe from the daemon) close now, not
+        // when the next one replaces it.
+        drop(conn);
         if shared.lock().stdin_closed {
             // The daemon answered what it could after our end of input and closed (its grace
             // and our linger are both 2 s, so it may close first): what is still unanswered
@@ -174,7 +184,7 @@ struct State {
     /// Bumped each time a connection is lost.
     generation: u64,
     /// The current connection, for the stdin thread to write to; `None` while reconnecting.
-    writer: Option<UnixStream>,
+    writer: Option<Arc<ToDaemon>>,
     session: Session,
     /// Client lines waiting for the next connection, and the requests among them.
     held: Vec<u8>,
@@ -228,16 +238,119 @@ impl Shared {
     }
 }
 
+/// A welcomed connection as the relay uses it.
+#[derive(Debug)]
+struct Conn {
+    /// Read by the main thread.
+    from_daemon: FromDaemon,
+    /// Bytes the daemon sent after its welcome, read along with it.
+    early: Vec<u8>,
+    /// The session id the daemon gave.
+    session: Option<u64>,
+    /// Written by the stdin thread (and by the thread that writes held lines).
+    to_daemon: Arc<ToDaemon>,
+}
+
+impl Conn {
+    fn new(attached: Attached) -> io::Result<Self> {
+        let Attached {
+            stream,
+            early,
+            session,
+            pipes,
+            ..
+        } = attached;
+        let (from_daemon, to_daemon) = match pipes {
+            Some(Pipes {
+                to_daemon,
+                from_daemon,
+            }) => (
+                FromDaemon::Pipe(from_daemon),
+                ToDaemon::Pipe {
+                    pipe: to_daemon,
+                    socket: stream,
+                },
+            ),
+            None => {
+                let writer = stream.try_clone()?;
+                (FromDaemon::Socket(stream), ToDaemon::Socket(writer))
+            }
+        };
+        Ok(Self {
+            from_daemon,
+            early,
+            session,
+            to_daemon: Arc::new(to_daemon),
+        })
+    }
+}
+
+/// Where the daemon's lines come from.
+#[derive(Debug)]
+enum FromDaemon {
+    Socket(UnixStream),
+    Pipe(File),
+}
+
+impl FromDaemon {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Socket(socket) => (&*socket).read(buf),
+            Self::Pipe(pipe) => (&*pipe).read(buf),
+        }
+    }
+}
+
+/// Where client lines go: the socket, or the pipe to the daemon (then the socket is kept only
+/// so that the daemon sees it close when the shim goes).
+#[derive(Debug)]
+enum ToDaemon {
+    Socket(UnixStream),
+    Pipe { pipe: File, socket: UnixStream },
+}
+
+impl ToDaemon {
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Socket(socket) => write_all(&mut &*socket, data),
+            Self::Pipe { pipe, .. } => write_all(&mut &*pipe, data),
+        }
+    }
+
+    /// The client's end of input, passed on: the daemon answers what it can and closes.
+    fn end_input(&self) {
+        match self {
+            Self::Socket(socket) => {
+                let _ = socket.shutdown(Shutdown::Write);
+            }
+            Self::Pipe { pipe, .. } => crate::pipes::end_input(pipe),
+        }
+    }
+
+    /// Ends the session from our side.
+    fn cut(&self) {
+        match self {
+            Self::Socket(socket) => {
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+            Self::Pipe { pipe, socket } => {
+                crate::pipes::end_input(pipe);
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
 /// Copies the daemon's lines to stdout until the connection ends; `Ok(Some(e))` if it ended in
 /// an error, `Err` if the shim should exit.
 fn copy_daemon(
     shared: &Shared,
-    conn: &Attached,
+    conn: &Conn,
     lines: &mut Splitter,
     buf: &mut [u8],
 ) -> Result<Option<io::Error>, Exit> {
     forward_to_client(shared, lines, &conn.early).map_err(stdout_failed)?;
-    let mut from_daemon = &conn.stream;
+    let from_daemon = &conn.from_daemon;
     loop {
         match from_daemon.read(buf) {
             Ok(0) => return Ok(None),
@@ -276,7 +389,7 @@ fn forward_to_client(shared: &Shared, lines: &mut Splitter, chunk: &[u8]) -> io:
 }
 
 /// Attaches again, with backoff, until the daemon answers or the reconnect timeout passes.
-fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
+fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Conn, Exit> {
     // A timeout too large for the clock is as good as none: a day is plenty then.
     let now = Instant::now();
     let deadline = now
@@ -300,12 +413,14 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
             again: true,
             direct: false,
             direct_input: 0,
+            pipes: target.pipes,
         };
-        let why = match session::attach(req, resume) {
-            Ok(conn) => {
+        let why = match session::attach(req, resume).map(Conn::new) {
+            Ok(Ok(conn)) => {
                 resumed(shared, &conn);
                 return Ok(conn);
             }
+            Ok(Err(e)) => Exit::fail(format!("cannot relay on the new connection: {e}")),
             Err(Failure::Refused(exit)) => return Err(exit),
             Err(Failure::Unreachable(why)) => why,
         };
@@ -337,11 +452,11 @@ fn reconnect(shared: &Arc<Shared>, target: &Target) -> Result<Attached, Exit> {
 }
 
 /// A new connection was welcomed: the held lines go to it first, then client lines flow again.
-fn resumed(shared: &Arc<Shared>, conn: &Attached) {
+fn resumed(shared: &Arc<Shared>, conn: &Conn) {
     let generation = {
         let mut state = shared.lock();
         state.session.daemon_session = conn.session;
-        state.writer = conn.stream.try_clone().ok();
+        state.writer = Some(Arc::clone(&conn.to_daemon));
         if state.held.is_empty() {
             state.link = Link::Connected;
             shared.changed.notify_all();
@@ -352,25 +467,20 @@ fn resumed(shared: &Arc<Shared>, conn: &Attached) {
     // The held lines are written by a thread of their own, so that this one goes on reading
     // the daemon's answers: writing much while reading nothing could deadlock with a daemon
     // that waits for us to read.
-    let Ok(stream) = conn.stream.try_clone() else {
-        // The main thread's next read fails the same way and starts over.
-        return;
-    };
+    let to_daemon = Arc::clone(&conn.to_daemon);
     let for_thread = Arc::clone(shared);
     let flusher = std::thread::Builder::new()
         .name("held".into())
         .stack_size(64 * 1024)
-        .spawn(move || flush_held(&for_thread, &stream, generation));
+        .spawn(move || flush_held(&for_thread, &to_daemon, generation));
     if flusher.is_err() {
         // No thread: flush from here, which is fine for the usual handful of lines.
-        if let Ok(stream) = conn.stream.try_clone() {
-            flush_held(shared, &stream, generation);
-        }
+        flush_held(shared, &conn.to_daemon, generation);
     }
 }
 
 /// Writes the held lines to the connection of `generation`, then lets client lines flow.
-fn flush_held(shared: &Shared, stream: &UnixStream, generation: u64) {
+fn flush_held(shared: &Shared, to_daemon: &ToDaemon, generation: u64) {
     let mut batch = Vec::new();
     loop {
         {
@@ -391,7 +501,7 @@ fn flush_held(shared: &Shared, stream: &UnixStream, generation: u64) {
             state.session.sent(ids);
             shared.publish(&state);
         }
-        if write_all(&mut &*stream, &batch).is_err() {
+        if to_daemon.write_all(&batch).is_err() {
             // The main thread sees the connection end and answers what was in flight.
             return;
         }
@@ -438,10 +548,10 @@ fn copy_stdin(shared: &Shared, mut stdin: File, mut buf: Vec<u8>, input: &[u8]) 
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        state.writer.as_ref().and_then(|w| w.try_clone().ok())
+        state.writer.clone()
     };
     if let Some(writer) = writer {
-        let _ = writer.shutdown(Shutdown::Write);
+        writer.end_input();
     }
     // The client may still read the answers to what it asked (`printf ... | mcp-shim`): the
     // daemon answers what it can within the same linger and then closes, which ends the main
@@ -461,7 +571,7 @@ struct StdinRelay<'a> {
     /// What each line of the current chunk means, reused from chunk to chunk.
     what: Vec<FromClient>,
     /// The connection this thread writes to, and its generation.
-    writer: Option<(u64, UnixStream)>,
+    writer: Option<(u64, Arc<ToDaemon>)>,
     /// Answers the shim itself gives the client.
     replies: Vec<u8>,
 }
@@ -519,7 +629,7 @@ impl StdinRelay<'_> {
 fn send(
     shared: &Shared,
     what: &mut Vec<FromClient>,
-    writer: &mut Option<(u64, UnixStream)>,
+    writer: &mut Option<(u64, Arc<ToDaemon>)>,
     replies: &mut Vec<u8>,
     parts: [&[u8]; 2],
 ) {
@@ -539,16 +649,12 @@ fn send(
         shared.publish(&state);
         let generation = state.generation;
         if writer.as_ref().is_none_or(|(g, _)| *g != generation) {
-            *writer = state
-                .writer
-                .as_ref()
-                .and_then(|w| w.try_clone().ok())
-                .map(|w| (generation, w));
+            *writer = state.writer.clone().map(|w| (generation, w));
         }
         drop(state);
-        if let Some((_, stream)) = writer.as_ref() {
+        if let Some((_, to_daemon)) = writer.as_ref() {
             for part in parts {
-                if write_all(&mut &*stream, part).is_err() {
+                if to_daemon.write_all(part).is_err() {
                     // The daemon went away: the main thread sees the same, answers the
                     // requests that were in flight (these included) and reconnects.
                     *writer = None;
@@ -578,8 +684,9 @@ fn send(
 /// Ends the session from our side, which lets the main thread finish and choose the exit code;
 /// if it is stuck writing to a stdout nobody reads, leaves anyway with `code`.
 fn cut(shared: &Shared, code: i32) {
-    if let Some(writer) = shared.lock().writer.as_ref() {
-        let _ = writer.shutdown(Shutdown::Both);
+    let writer = shared.lock().writer.clone();
+    if let Some(writer) = writer {
+        writer.cut();
     }
     std::thread::sleep(LAST_WRITE);
     // SAFETY: `_exit` has no preconditions; nothing is left to flush (stdout is unbuffered).

@@ -12,6 +12,7 @@ use mcpd_proto::{
 };
 
 use crate::Exit;
+use crate::pipes::{Offer, Pipes};
 
 /// How long the daemon may take to answer the hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +33,9 @@ pub struct Attached {
     pub direct: bool,
     /// It also hands them back when it stops on purpose, and reads the input we bring.
     pub handback: bool,
+    /// The relay's pipes, when the daemon took them: the session's data goes over these and
+    /// the socket carries nothing more ([`crate::pipes`]).
+    pub pipes: Option<Pipes>,
 }
 
 /// Why an attach failed.
@@ -70,6 +74,8 @@ pub struct Request<'a> {
     /// With `direct`: bytes of the client's input the shim sends after the handover byte (a
     /// session handed back by the previous daemon, see [`crate::handback`]).
     pub direct_input: u64,
+    /// Offer the relay's pipes (without `direct`; [`crate::pipes`]).
+    pub pipes: bool,
 }
 
 /// Connects to the daemon and attaches, resuming the session described by `resume` if given.
@@ -114,7 +120,21 @@ pub fn handshake(
         .and_then(|()| stream.set_write_timeout(Some(req.timeout)))
         .map_err(lost)?;
 
-    let mut hello = serde_json::to_vec(&hello(req, resume))
+    // Made before the hello, so that pipes that cannot be made are simply not offered.
+    let offer = if req.pipes && !req.direct {
+        match Offer::new() {
+            Ok(offer) => Some(offer),
+            Err(e) => {
+                crate::pipes::debug(format_args!(
+                    "relaying over the socket: cannot make the relay's pipes: {e}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut hello = serde_json::to_vec(&hello(req, resume, offer.is_some()))
         .map_err(|e| Failure::Refused(Exit::fail(format!("cannot encode the hello: {e}"))))?;
     hello.push(b'\n');
     (&stream).write_all(&hello).map_err(lost)?;
@@ -144,11 +164,26 @@ pub fn handshake(
             socket.display()
         )))
     })?;
-    let (direct, handback) = match &reply {
-        HelloReply::Welcome(w) => (w.direct, w.handback),
-        _ => (false, false),
+    let (direct, handback, took_pipes) = match &reply {
+        HelloReply::Welcome(w) => (w.direct, w.handback, w.pipes),
+        _ => (false, false, false),
     };
     let session = check_reply(reply, req.again).map_err(Failure::Refused)?;
+    let pipes = match offer {
+        Some(offer) if took_pipes => Some(offer.hand_over(&stream).map_err(|e| {
+            Failure::Unreachable(Exit::fail(format!(
+                "cannot hand the relay's pipes to the daemon at {}: {e}",
+                socket.display()
+            )))
+        })?),
+        Some(_) => {
+            crate::pipes::debug(
+                "relaying over the socket: this mcpd does not take the relay's pipes (it predates them)",
+            );
+            None
+        }
+        None => None,
+    };
 
     stream
         .set_read_timeout(None)
@@ -160,6 +195,7 @@ pub fn handshake(
         session,
         direct: direct && req.direct,
         handback: direct && req.direct && handback,
+        pipes,
     })
 }
 
@@ -203,7 +239,7 @@ fn mismatch(theirs: u32, again: bool, message: Option<&str>) -> Exit {
 
 /// The attach hello `req` asks for, describing the client that launched us. A direct one also
 /// says that this shim takes the client's stdio back when the daemon stops on purpose.
-fn hello(req: Request<'_>, resume: Option<Resume>) -> Hello {
+fn hello(req: Request<'_>, resume: Option<Resume>, pipes: bool) -> Hello {
     Hello::Attach(AttachHello {
         v: PROTOCOL_VERSION,
         profile: req.profile.to_owned(),
@@ -218,6 +254,7 @@ fn hello(req: Request<'_>, resume: Option<Resume>) -> Hello {
         direct: req.direct,
         handback: req.direct,
         direct_input: if req.direct { req.direct_input } else { 0 },
+        pipes,
     })
 }
 
@@ -269,6 +306,7 @@ mod tests {
                 session: Some(4),
                 direct: false,
                 handback: false,
+                pipes: false,
             })
         };
         for v in version::MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION {
@@ -300,6 +338,7 @@ mod tests {
             session: None,
             direct: false,
             handback: false,
+            pipes: false,
         });
         let err = message(check_reply(ancient, false).unwrap_err());
         assert!(

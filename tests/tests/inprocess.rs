@@ -78,6 +78,7 @@ impl Daemon {
             direct: false,
             handback: false,
             direct_input: 0,
+            pipes: false,
         });
         client.send(serde_json::to_value(&hello).unwrap()).await;
         let welcome = client.next().await;

@@ -16,6 +16,8 @@
 //!   prints the reply line, hands over a stdin and a stdout pipe of its own (prints `sent` or
 //!   `send failed: ...`), writes an `initialize` into that stdin and prints `answered N` with
 //!   the bytes that came out of that stdout (until it closed, or 2 s of silence).
+//! - `pipes PATH`: the same as a relaying `mcp-shim` that offers its pipes (`"pipes":true`
+//!   instead of `"direct":true`), handing them over whatever the answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,10 +40,11 @@ fn main() {
         ["send", path, line] => send(Path::new(path), line),
         ["flood", path, n] => flood(Path::new(path), n.parse().expect("N is a number")),
         ["hello", path] => hello(Path::new(path)),
-        ["direct", path] => direct(Path::new(path)),
+        ["direct", path] => direct(Path::new(path), "direct"),
+        ["pipes", path] => direct(Path::new(path), "pipes"),
         _ => {
             eprintln!(
-                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE | direct PATH"
+                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE | direct PATH | pipes PATH"
             );
             std::process::exit(2);
         }
@@ -137,12 +140,13 @@ fn send(path: &Path, line: &str) {
     say(line.trim_end());
 }
 
-fn direct(path: &Path) {
+/// Hands over two pipes after a hello that asks with `field` (`direct` or `pipes`).
+fn direct(path: &Path, field: &str) {
     use std::os::fd::AsFd;
 
     let mut stream = UnixStream::connect(path).expect("connect");
     stream
-        .write_all(b"{\"op\":\"attach\",\"v\":1,\"direct\":true}\n")
+        .write_all(format!("{{\"op\":\"attach\",\"v\":1,\"{field}\":true}}\n").as_bytes())
         .expect("send the hello");
     let mut reply = String::new();
     BufReader::new(&stream)

@@ -50,6 +50,11 @@ pub struct Asked {
     /// Bytes of the client's input that follow the handover byte (handed back by the previous
     /// daemon), ahead of what is still in the client's pipe.
     pub input: u64,
+    /// The descriptors are not the client's but a relaying shim's pipe pair (docs/SHIM.md,
+    /// "The relay's pipes"): the shim still copies every line, so the session is a relayed one
+    /// (`relay` in `mcpctl status`), it is never handed back and no end line is written (the
+    /// shim sees the pipe close, as it saw the socket close before, and resumes).
+    pub pipes: bool,
 }
 
 /// The client's input: what the shim brought along with the handover, then its pipe.
@@ -73,19 +78,28 @@ pub async fn serve(
     } else {
         Err(HandoverError::BytesBeforeHandover)
     };
+    let what = if asked.pipes {
+        "relayed session's pipes"
+    } else {
+        "direct session"
+    };
     let (mut stream, stdin, stdout, brought) = match taken {
         Ok(taken) => taken,
         Err(why) => {
-            tracing::warn!(session = id, "direct session refused: {why}");
+            tracing::warn!(session = id, "{what} refused: {why}");
             started.services.hub.unregister(id);
             return;
         }
     };
-    tracing::debug!(session = id, "direct: serving the client's own stdio");
-    started.services.hub.set_direct(id);
+    if asked.pipes {
+        tracing::debug!(session = id, "relay: serving the shim's pipes");
+    } else {
+        tracing::debug!(session = id, "direct: serving the client's own stdio");
+        started.services.hub.set_direct(id);
+    }
     // A second descriptor on the client's stdout, kept to hand it back: the first goes into
     // the session's writer, which closes it when it ends. Only kept while it may go back.
-    let mut stdout_back = if asked.handback {
+    let mut stdout_back = if asked.handback && !asked.pipes {
         match stdout.0.get_ref().as_fd().try_clone_to_owned() {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -117,6 +131,13 @@ pub async fn serve(
         planned.as_mut(),
     )
     .await;
+    if asked.pipes {
+        // The shim sees its pipe close (the session's writer is gone) as it saw the socket
+        // close before: what it had in flight gets `-32012` and it resumes, unless the
+        // client is gone.
+        tracing::debug!(session = id, "relay: pipes closed ({ended:?})");
+        return;
+    }
     let resumable = planned.as_mut().and_then(|p| p.resumable.take());
     let end = match (ended, resumable, stdout_back.take()) {
         (Ended::Shutdown, Some(resumable), Some(stdout)) => {
