@@ -17,6 +17,7 @@ pub(crate) mod control;
 pub(crate) mod control_failure;
 pub(crate) mod daemon;
 pub(crate) mod limits;
+pub use limits::raise_open_files;
 pub mod listener;
 pub mod logging;
 pub(crate) mod memory;

@@ -398,6 +398,57 @@ pub fn apply_in_child(procs_fd: Option<i32>, nofile: Option<u64>) -> std::io::Re
     Ok(())
 }
 
+/// The soft `RLIMIT_NOFILE` mcpd was started with, when [`raise_open_files`] raised its own:
+/// what servers get back, as if started by the user.
+static INHERITED_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Raises mcpd's own soft `RLIMIT_NOFILE` to its hard limit: every session holds one descriptor
+/// for its socket and two for its pipes (or the client's stdio), so 512 sessions would not fit
+/// in the usual soft limit of 1024 (systemd's default for services, kept low for programs
+/// that still use `select`, which mcpd does not). Servers get the limit mcpd was started with
+/// back ([`restore_open_files_in_child`]). Returns `(was, now)` when it raised it.
+pub fn raise_open_files() -> std::io::Result<Option<(u64, u64)>> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the valid local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok(None);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the valid local; a soft limit up to the hard one is always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let _ = INHERITED_NOFILE.set(limit);
+    Ok(Some((limit.rlim_cur, limit.rlim_max)))
+}
+
+/// The soft `RLIMIT_NOFILE` to give a server back (see [`raise_open_files`]), read before the
+/// fork: the child only calls `setrlimit` with it ([`restore_open_files_in_child`]).
+pub fn inherited_open_files() -> Option<libc::rlimit> {
+    INHERITED_NOFILE.get().copied()
+}
+
+/// In the child between fork and exec: puts back the soft `RLIMIT_NOFILE` mcpd was started
+/// with. Only `setrlimit` (async-signal-safe), no allocation.
+pub fn restore_open_files_in_child(inherited: Option<libc::rlimit>) -> std::io::Result<()> {
+    if let Some(lim) = inherited {
+        // SAFETY: setrlimit with a valid pointer to a stack value; lowering is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The raw fd for the child closure (the `OwnedFd` stays with the parent until after spawn).
 pub fn raw(fd: &Option<OwnedFd>) -> Option<i32> {
     fd.as_ref().map(AsRawFd::as_raw_fd)

@@ -54,6 +54,15 @@ fn main() -> ExitCode {
     if let Err(e) = mcpd::upstream::tree::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
+    match mcpd::raise_open_files() {
+        Ok(Some((was, now))) => {
+            tracing::debug!("open files: raised the soft limit from {was} to {now}")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "cannot raise the open-files limit ({e}); sessions beyond it are refused"
+        ),
+    }
     // Before the runtime starts threads: adopting the socket edits the environment.
     let inherited = match mcpd::listener::inherited() {
         Ok(listener) => listener,

@@ -146,3 +146,48 @@ fn without_a_cgroup_rlimits_apply_and_status_names_the_rest() {
     assert!(contain.memory_bytes.is_some_and(|m| m > 0), "{contain:?}");
     assert!(text.contains("fx: uses memory "), "{text}");
 }
+
+/// mcpd holds up to three descriptors per session (its socket and two pipes), more than the
+/// usual soft limit of 1024 lets 512 sessions have: it raises its own soft limit to the hard
+/// one, and its servers get back the limit it was started with.
+#[test]
+fn mcpd_raises_its_own_open_files_limit_and_its_servers_get_the_one_it_was_given() {
+    let hard = read_nofile("self").1;
+    assert!(
+        hard > 1024,
+        "the hard open-files limit here is {hard}: this test needs one above 1024"
+    );
+    let mut server = fixture::server(&[]);
+    server["restartDelayMs"] = json!(100);
+    let daemon = TestDaemon::builder()
+        .wrapper(&["sh", "-c", r#"ulimit -Sn 1024 && exec "$0" "$@""#])
+        .start(json!({"mcpServers": {"fx": server}}));
+    daemon.wait_server_state("fx", ServerState::Ready);
+    assert_eq!(
+        read_nofile(&daemon.pid().to_string()),
+        (hard, hard),
+        "mcpd's own limits"
+    );
+    let pid = daemon.server("fx").pid.expect("fx runs");
+    assert_eq!(
+        read_nofile(&pid.to_string()),
+        (1024, hard),
+        "the server's limits"
+    );
+}
+
+/// (soft, hard) `Max open files` of `/proc/<pid>/limits`.
+fn read_nofile(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    (values[0], values[1])
+}

@@ -160,13 +160,18 @@ impl Process {
         let mut in_child = sandbox.take_for_child();
         let limits = crate::limits::prepare(server, &contain.limits);
         let (procs_fd, nofile) = (crate::limits::raw(&limits.procs_fd), limits.nofile);
+        // Without `openFiles`, the server gets the limit mcpd was started with, not the one
+        // mcpd raised for its own sessions.
+        let inherited_nofile = crate::limits::inherited_open_files().filter(|_| nofile.is_none());
         // SAFETY: the closure runs in the child between fork and exec and only calls write,
-        // setrlimit, prctl and landlock_restrict_self (through `limits::apply_in_child` and
+        // setrlimit, prctl and landlock_restrict_self (through `limits::apply_in_child`,
+        // `limits::restore_open_files_in_child` and
         // `InChild::apply_in_child`, whose notes say why that is async-signal-safe); it
         // allocates nothing and touches no locks.
         unsafe {
             cmd.pre_exec(move || {
                 // Its cgroup and rlimits, then no set-uid gain and the server's sandbox.
+                crate::limits::restore_open_files_in_child(inherited_nofile)?;
                 crate::limits::apply_in_child(procs_fd, nofile)?;
                 in_child.apply_in_child()?;
                 // If the daemon dies without stopping us, the kernel kills the child. Children
