@@ -164,10 +164,11 @@ enum Way {
     Dynamic,
     /// Floor of [`McpdDirect`](Self::McpdDirect): one `mcpd-hop` between client and fixture.
     Hop1,
-    /// Floor of [`Mcpd`](Self::Mcpd): two `mcpd-hop`s between client and fixture, a Unix socket
-    /// between them.
+    /// Floor of [`McpdBefore`](Self::McpdBefore) (a relay over the socket): two `mcpd-hop`s
+    /// between client and fixture, a Unix socket between them.
     Hop2,
-    /// Two `mcpd-hop`s with pipes between them: what a socket between two hops costs.
+    /// Floor of [`Mcpd`](Self::Mcpd), whose shim relays over a pair of pipes (docs/SHIM.md,
+    /// "The relay's pipes"): two `mcpd-hop`s with pipes between them.
     Hop2Pipes,
 }
 
@@ -199,7 +200,8 @@ impl Way {
     /// The floor a route of mcpd is compared with: as many plain hops as it has processes.
     fn floor(self) -> Option<Way> {
         match self {
-            Way::Mcpd | Way::McpdBefore => Some(Way::Hop2),
+            Way::Mcpd => Some(Way::Hop2Pipes),
+            Way::McpdBefore => Some(Way::Hop2),
             Way::McpdDirect => Some(Way::Hop1),
             _ => None,
         }
@@ -214,8 +216,8 @@ impl Way {
             Way::Mcpzip => "mcpzip 0.1.0",
             Way::Dynamic => "dynamic-mcp 1.5.0",
             Way::Hop1 => "floor: 1 plain hop",
-            Way::Hop2 => "floor: 2 plain hops",
-            Way::Hop2Pipes => "2 plain hops, pipes between",
+            Way::Hop2 => "floor: 2 plain hops, a socket between",
+            Way::Hop2Pipes => "floor: 2 plain hops, pipes between",
         }
     }
 
