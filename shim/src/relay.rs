@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use mcpd_proto::direct::DirectEnd;
 use mcpd_proto::envelope::{INVALID_REQUEST, UPSTREAM_LOST, UPSTREAM_UNAVAILABLE};
-use mcpd_proto::line::MAX_MESSAGE_LINE;
+use mcpd_proto::line::{Line, MAX_CONTROL_LINE, MAX_MESSAGE_LINE};
 
 use crate::Exit;
 use crate::pipes::Pipes;
@@ -40,6 +41,10 @@ const CHUNK: usize = 128 * 1024;
 
 /// After stdin closes, how long the daemon may take to finish answering and close its side.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// After the pipe from the daemon ended, how long its socket may take to say why it refused
+/// the pipes (it says so at once, or closes).
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 /// After the session is cut, how long stdout may take to take the last chunk before we leave.
 const LAST_WRITE: Duration = Duration::from_secs(1);
@@ -97,6 +102,8 @@ pub fn run_resumed(attached: Attached, target: &Target, session: Session, input:
     };
     let mut session = session;
     session.daemon_session = conn.session;
+    // Turned off for this shim's next attaches when a daemon refuses the pipes.
+    let mut target = target.clone();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             link: Link::Connected,
@@ -132,6 +139,10 @@ pub fn run_resumed(attached: Attached, target: &Target, session: Session, input:
             Ok(ended) => ended,
             Err(exit) => return exit,
         };
+        if let Some(why) = conn.to_daemon.refusal() {
+            crate::pipes::debug(format_args!("relaying over the socket from now on: {why}"));
+            target.pipes = false;
+        }
         // The connection is over: its socket (and its pipe from the daemon) close now, not
         // when the next one replaces it.
         drop(conn);
@@ -156,7 +167,7 @@ pub fn run_resumed(attached: Attached, target: &Target, session: Session, input:
                 Some(e) => Exit::fail(format!("lost the connection to the daemon: {e}")),
             };
         }
-        conn = match reconnect(&shared, target) {
+        conn = match reconnect(&shared, &target) {
             Ok(conn) => conn,
             Err(exit) => return exit,
         };
@@ -324,6 +335,25 @@ impl ToDaemon {
                 let _ = socket.shutdown(Shutdown::Write);
             }
             Self::Pipe { pipe, .. } => crate::pipes::end_input(pipe),
+        }
+    }
+
+    /// Why the daemon refused the pipes, when it did: it says so in one line on the socket
+    /// before closing it (`{"op":"end","ok":false,"reason":"..."}`), right after closing the
+    /// pipes. Read once the pipe from the daemon has ended; a daemon that ended the session
+    /// or died closes the socket at the same time, without a line.
+    fn refusal(&self) -> Option<String> {
+        let Self::Pipe { socket, .. } = self else {
+            return None;
+        };
+        socket.set_read_timeout(Some(REFUSAL_WAIT)).ok()?;
+        let mut reader = io::BufReader::new(socket);
+        match mcpd_proto::line::read_line_bounded(&mut reader, MAX_CONTROL_LINE) {
+            Ok(Some(Line::Complete(line))) => serde_json::from_slice::<DirectEnd>(&line)
+                .ok()
+                .filter(|end| end.op == "end")
+                .map(|end| end.reason),
+            _ => None,
         }
     }
 

@@ -323,3 +323,37 @@ fn without_pipes_the_shim_says_why_when_asked_to() {
         );
     }
 }
+
+#[test]
+fn a_daemon_that_refuses_the_pipes_gets_the_relay_over_the_socket_from_the_next_attach_on() {
+    let place = Place::new();
+    let listener = place.listen();
+    let mut client = Client::spawn(&place, &[("MCP_SHIM_DEBUG", "1")]);
+    let mut daemon = Session::accept(&listener);
+    daemon.take_pipes();
+    // It refuses what it got (as mcpd does when a descriptor fails its checks): closes them,
+    // says why on the socket and closes it.
+    daemon.input = None;
+    daemon.output = None;
+    daemon.reply(r#"{"op":"end","ok":false,"reason":"mcpd refused the relay's pipes: stdin is a regular file"}"#);
+    drop(daemon);
+
+    let mut daemon = Session::accept(&listener);
+    assert!(!daemon.hello.pipes, "{:?}", daemon.hello);
+    daemon.reply(WELCOME_OLD);
+    client.send(r#"{"id":1}"#);
+    assert_eq!(daemon.line(), r#"{"id":1}"#);
+    daemon.send(r#"{"id":1,"result":{}}"#);
+    assert_eq!(client.line(), r#"{"id":1,"result":{}}"#);
+
+    drop(client.child.stdin.take());
+    let mut rest = String::new();
+    daemon.socket.read_to_string(&mut rest).unwrap();
+    drop(daemon);
+    assert_eq!(wait_exit(&mut client.child, WAIT).code(), Some(0));
+    let err = stderr_of(&mut client.child);
+    assert!(
+        err.contains("mcp-shim: debug: relaying over the socket from now on: mcpd refused the relay's pipes: stdin is a regular file"),
+        "{err}"
+    );
+}

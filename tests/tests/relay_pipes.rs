@@ -242,3 +242,31 @@ fn another_user_cannot_hand_relay_pipes_to_the_daemon() {
     assert!(!daemon.log().contains("serving the shim's pipes"));
     assert!(daemon.status().sessions.is_empty());
 }
+
+#[test]
+fn pipes_that_fail_the_checks_are_refused_and_the_shim_is_told_why() {
+    let daemon = daemon_with_fixture();
+    let mut cmd = Command::new(bin("mcpd-socket-peer"));
+    cmd.arg("pipes-file").arg(daemon.socket());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let mut lines = said.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.contains(r#""pipes":true"#)),
+        "{said}"
+    );
+    let end: Value = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no end line ({e}): {said}"));
+    assert_eq!(end["op"], json!("end"), "{end}");
+    assert_eq!(end["ok"], json!(false), "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("mcpd refused the relay's pipes: stdin is a regular file"),
+        "{reason}"
+    );
+    daemon.wait_log("relayed session's pipes refused", TIMEOUT);
+    assert!(
+        wait_until(TIMEOUT, || daemon.status().sessions.is_empty()),
+        "the refused session stayed"
+    );
+}

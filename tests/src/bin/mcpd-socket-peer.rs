@@ -18,6 +18,8 @@
 //!   the bytes that came out of that stdout (until it closed, or 2 s of silence).
 //! - `pipes PATH`: the same as a relaying `mcp-shim` that offers its pipes (`"pipes":true`
 //!   instead of `"direct":true`), handing them over whatever the answer.
+//! - `pipes-file PATH`: offers pipes, then hands over a regular file twice instead; prints the
+//!   reply to the hello and the next line the daemon sends (or `closed`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,9 +44,10 @@ fn main() {
         ["hello", path] => hello(Path::new(path)),
         ["direct", path] => direct(Path::new(path), "direct"),
         ["pipes", path] => direct(Path::new(path), "pipes"),
+        ["pipes-file", path] => pipes_file(Path::new(path)),
         _ => {
             eprintln!(
-                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE | direct PATH | pipes PATH"
+                "usage: mcpd-socket-peer listen PATH | welcome PATH V | flood PATH N | hello PATH | send PATH LINE | direct PATH | pipes PATH | pipes-file PATH"
             );
             std::process::exit(2);
         }
@@ -182,4 +185,29 @@ fn direct(path: &Path, field: &str) {
         total += n;
     }
     say(&format!("answered {total}"));
+}
+
+fn pipes_file(path: &Path) {
+    use std::os::fd::AsFd;
+
+    let mut stream = UnixStream::connect(path).expect("connect");
+    stream
+        .write_all(b"{\"op\":\"attach\",\"v\":1,\"pipes\":true}\n")
+        .expect("send the hello");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("read the reply");
+    say(reply.trim_end());
+    let file = std::fs::File::open("/proc/self/exe").expect("a regular file");
+    if let Err(e) = mcpd_proto::direct::send_stdio(&stream, file.as_fd(), file.as_fd()) {
+        say(&format!("send failed: {e}"));
+    }
+    let mut next = String::new();
+    match reader.read_line(&mut next) {
+        Ok(0) | Err(_) => say("closed"),
+        Ok(_) => say(next.trim_end()),
+    }
 }

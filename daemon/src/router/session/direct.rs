@@ -70,24 +70,40 @@ pub async fn serve(
     asked: Asked,
 ) {
     let id = started.id;
-    let taken = if reader.read_buffer().is_empty() {
+    let (stream, taken) = if reader.read_buffer().is_empty() {
         match reader.into_inner().reunite(writer) {
-            Ok(stream) => take_stdio(stream, asked.input).await,
-            Err(e) => Err(HandoverError::Rejoin(e)),
+            Ok(mut stream) => {
+                let taken = take_stdio(&mut stream, asked.input).await;
+                (Some(stream), taken)
+            }
+            Err(e) => (None, Err(HandoverError::Rejoin(e))),
         }
     } else {
-        Err(HandoverError::BytesBeforeHandover)
+        (None, Err(HandoverError::BytesBeforeHandover))
     };
     let what = if asked.pipes {
         "relayed session's pipes"
     } else {
         "direct session"
     };
-    let (mut stream, stdin, stdout, brought) = match taken {
-        Ok(taken) => taken,
-        Err(why) => {
+    let (mut stream, (stdin, stdout, brought)) = match (stream, taken) {
+        (Some(stream), Ok(taken)) => (stream, taken),
+        (stream, taken) => {
+            let why = taken
+                .err()
+                .map_or_else(|| "no socket".to_owned(), |e| e.to_string());
             tracing::warn!(session = id, "{what} refused: {why}");
             started.services.hub.unregister(id);
+            if asked.pipes
+                && let Some(mut stream) = stream
+            {
+                // The shim relays over the socket from its next attach on (docs/SHIM.md).
+                let end = DirectEnd::new(false, format!("mcpd refused the relay's pipes: {why}"));
+                if let Ok(mut line) = serde_json::to_vec(&end) {
+                    line.push(b'\n');
+                    let _ = tokio::time::timeout(END_TIMEOUT, stream.write_all(&line)).await;
+                }
+            }
             return;
         }
     };
@@ -225,12 +241,12 @@ async fn give_back(
     handback::send(stream, parcel).await
 }
 
-/// Receives the descriptors and checks them, then the `input` bytes the shim brings along:
-/// `(socket, stdin, stdout, input)`.
+/// Receives the descriptors on `stream` and checks them, then the `input` bytes the shim brings
+/// along: `(stdin, stdout, input)`.
 async fn take_stdio(
-    mut stream: UnixStream,
+    stream: &mut UnixStream,
     input: u64,
-) -> Result<(UnixStream, Stdio, Stdio, Vec<u8>), HandoverError> {
+) -> Result<(Stdio, Stdio, Vec<u8>), HandoverError> {
     if input > MAX_HANDBACK_INPUT {
         return Err(HandoverError::TooMuchInput(input));
     }
@@ -255,7 +271,7 @@ async fn take_stdio(
     // The length was checked above: at most a line of the largest size and a little more.
     let mut brought = vec![0u8; usize::try_from(input).unwrap_or_default()];
     match tokio::time::timeout(HANDOVER_TIMEOUT, stream.read_exact(&mut brought)).await {
-        Ok(Ok(_)) => Ok((stream, stdin, stdout, brought)),
+        Ok(Ok(_)) => Ok((stdin, stdout, brought)),
         Ok(Err(e)) => Err(HandoverError::Receive(e)),
         Err(_) => Err(HandoverError::TimedOut),
     }
