@@ -2,8 +2,9 @@
 //! two other MCP proxies from crates.io, mcpzip 0.1.0 and dynamic-mcp 1.5.0 (binary `dmcp`),
 //! installed pinned by [`peer_bin`] on first use into a cache directory and reused after.
 //!
-//! - `peers_latency`: one call in flight, the fixture's `echo`, the routes interleaved (with
-//!   `mcp-shim --direct`, whose shim hands its stdio to mcpd, beside the relaying shim), and the
+//! - `peers_latency`: one call in flight, the fixture's `echo`, the routes interleaved (in
+//!   blocks of `$MCPD_BENCH_BLOCK` calls, 250 by default, `$MCPD_BENCH_CALLS` per route, 5,000;
+//!   with `mcp-shim --direct`, whose shim hands its stdio to mcpd, beside the relaying shim), the
 //!   floors: the same number of processes between client and fixture as mcpd's routes, each a
 //!   plain line copier (`mcpd-hop`), so that what mcpd costs beyond its hops shows as a ratio.
 //! - `throughput`: clients × calls in flight (1×1, 1×16, 8×8, 32×4), calls/s and CPU per call of
@@ -160,6 +161,8 @@ enum Way {
     McpdDirect,
     /// mcpd and mcp-shim of the build in `$MCPD_BENCH_BEFORE`.
     McpdBefore,
+    /// `mcp-shim --direct` and mcpd of the build in `$MCPD_BENCH_BEFORE`.
+    McpdDirectBefore,
     Mcpzip,
     Dynamic,
     /// Floor of [`McpdDirect`](Self::McpdDirect): one `mcpd-hop` between client and fixture.
@@ -187,6 +190,9 @@ impl Way {
     fn all_and_direct() -> Vec<Way> {
         let mut ways = Self::all();
         ways.insert(2, Way::McpdDirect);
+        if let Some(at) = ways.iter().position(|w| *w == Way::McpdBefore) {
+            ways.insert(at + 1, Way::McpdDirectBefore);
+        }
         ways
     }
 
@@ -202,7 +208,7 @@ impl Way {
         match self {
             Way::Mcpd => Some(Way::Hop2Pipes),
             Way::McpdBefore => Some(Way::Hop2),
-            Way::McpdDirect => Some(Way::Hop1),
+            Way::McpdDirect | Way::McpdDirectBefore => Some(Way::Hop1),
             _ => None,
         }
     }
@@ -213,6 +219,7 @@ impl Way {
             Way::Mcpd => "mcp-shim → mcpd",
             Way::McpdDirect => "mcp-shim --direct → mcpd",
             Way::McpdBefore => "mcp-shim → mcpd, before",
+            Way::McpdDirectBefore => "mcp-shim --direct → mcpd, before",
             Way::Mcpzip => "mcpzip 0.1.0",
             Way::Dynamic => "dynamic-mcp 1.5.0",
             Way::Hop1 => "floor: 1 plain hop",
@@ -224,7 +231,9 @@ impl Way {
     fn spelling(self) -> Spelling {
         match self {
             Way::Direct | Way::Hop1 | Way::Hop2 | Way::Hop2Pipes => Spelling::Direct,
-            Way::Mcpd | Way::McpdDirect | Way::McpdBefore => Spelling::Namespaced,
+            Way::Mcpd | Way::McpdDirect | Way::McpdBefore | Way::McpdDirectBefore => {
+                Spelling::Namespaced
+            }
             Way::Mcpzip => Spelling::Mcpzip,
             Way::Dynamic => Spelling::Dynamic,
         }
@@ -296,13 +305,14 @@ fn clients(way: Way, n: usize) -> Result<Clients, String> {
                 conns.push(c);
             }
         }
-        Way::Mcpd | Way::McpdDirect | Way::McpdBefore => {
-            let dir = (way == Way::McpdBefore).then(before_dir).flatten();
+        Way::Mcpd | Way::McpdDirect | Way::McpdBefore | Way::McpdDirectBefore => {
+            let before = matches!(way, Way::McpdBefore | Way::McpdDirectBefore);
+            let dir = before.then(before_dir).flatten();
             let d = daemon_of(dir.as_deref(), json!({"mcpServers": fx()}), &["fx"]);
             procs.push(("mcpd", d.pid()));
             for i in 0..n {
                 let mut command = shim_command_of(dir.as_deref(), d.socket());
-                if way == Way::McpdDirect {
+                if matches!(way, Way::McpdDirect | Way::McpdDirectBefore) {
                     command.arg("--direct");
                 }
                 let mut c = Conn::spawn(&format!("shim {i}"), &mut command, Stdio::null());
@@ -372,7 +382,11 @@ fn cpu_by_role(procs: &[(&'static str, u32)]) -> Vec<(&'static str, Duration)> {
 // ---------------------------------------------------------------------------------------------
 
 pub(crate) fn peers_latency(ctx: &Ctx) {
-    let calls = ctx.n(5_000);
+    // `MCPD_BENCH_CALLS=N`: calls per route (5,000 by default; p99.9 is the 5th slowest).
+    let calls = ctx.n(std::env::var("MCPD_BENCH_CALLS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(5_000));
     let hello = r#"{"message":"hello"}"#;
     let mut routes: Vec<(Way, Clients)> = Vec::new();
     for way in Way::with_floors() {
@@ -381,7 +395,14 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
             Err(why) => println!("({} left out: {why})\n", way.name()),
         }
     }
-    let block = 250.min(calls);
+    // `MCPD_BENCH_BLOCK=N`: calls per interleaved block (250 by default). A block much longer
+    // than the audit writer's gathering (2 ms of calls and more) keeps each daemon's batches
+    // among its own calls rather than the next route's.
+    let block = std::env::var("MCPD_BENCH_BLOCK")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(250)
+        .clamp(1, calls.max(1));
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); routes.len()];
     let mut cpu: Vec<Vec<(&'static str, Duration)>> = routes
         .iter()
@@ -444,6 +465,8 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
                 format!("{:.2}×", st.p99 / base.p99),
                 t(st.p50),
                 t(st.p99),
+                t(quantile(&samples[i], 0.999)),
+                t(st.max),
                 per,
             ]
         })
@@ -456,6 +479,8 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
             "÷ direct, p99",
             "p50",
             "p99",
+            "p99.9",
+            "max",
             "CPU per call",
         ],
         &rows,
@@ -464,6 +489,17 @@ pub(crate) fn peers_latency(ctx: &Ctx) {
         "\n`echo` (5 bytes) of the Rust fixture, one call in flight, {calls} calls per route in \
          interleaved blocks of {block}."
     );
+}
+
+/// The nearest-rank `p` quantile of `samples`, in microseconds (as [`stats`] takes them).
+fn quantile(samples: &[Duration], p: f64) -> f64 {
+    let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    us.sort_by(f64::total_cmp);
+    let n = us.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    us[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
 }
 
 /// What one client thread measured.
