@@ -5,17 +5,18 @@
 //! under a mutex the writer swaps out whole, so a record costs no allocation and crosses to
 //! the writer by value); when the writer falls behind the line is counted as dropped, and the
 //! next line written is preceded by one that says how many were lost. The writer is a thread of
-//! its own (plain blocking file I/O): it serialises, redacts arguments (only recorded with
-//! `"audit": {"arguments": true}`), appends to `audit.jsonl`, flushes whenever the queue is
-//! empty, renames the file to `audit-<ms>.jsonl` when it reaches `maxFileBytes`, and deletes
-//! rotated files older than `keepDays`.
+//! its own (plain blocking file I/O): every [`GATHER`] while lines keep coming (woken only by
+//! the first line after a quiet spell), it serialises what gathered, redacts arguments (only
+//! recorded with `"audit": {"arguments": true}`), appends to `audit.jsonl` in chunks of
+//! [`CHUNK`] lines (one `write` each), renames the file to `audit-<ms>.jsonl` when it reaches
+//! `maxFileBytes`, and deletes rotated files older than `keepDays`.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mcpd_proto::observe::AuditRecord;
@@ -31,10 +32,21 @@ use crate::config::observe::AuditOptions;
 pub const QUEUE: usize = 8192;
 /// Entries a batch vector keeps room for between spells.
 const KEEP_BATCH: usize = 1024;
-/// How long the writer lets lines gather after the first one of a spell (see `Writer::run`).
-const GATHER: Duration = Duration::from_millis(2);
-/// The largest line buffer the writer keeps between lines.
-const LINE_BUFFER: usize = 16 * 1024;
+/// How long the writer lets lines gather before it writes them (see `Writer::run`): also about
+/// the most a crash of the daemon loses of the lines it had queued (those of the last GATHER,
+/// and of a batch being written). Each batch costs a wake-up and a spell of writing that a call
+/// waiting for the same CPU waits out: 2 ms put one call in 50–100 behind a batch (the p99 of
+/// one call in flight on one CPU), 5 ms one in 125–250 (docs/BENCHMARKS.md "The audit writer,
+/// session 6").
+const GATHER: Duration = Duration::from_millis(5);
+/// Lines written between two yields of the CPU within a batch: a batch of 5 ms of calls is
+/// 125–500 lines, 50–200 µs of formatting and `write` on one CPU; in chunks of 32 a session
+/// that needs the CPU runs after one chunk (about 12 µs) rather than after the whole batch.
+/// Where another CPU is idle, a yield returns at once.
+const CHUNK: usize = 32;
+/// The largest batch buffer (the lines of one batch, written at once) the writer keeps between
+/// batches.
+const BATCH_BUFFER: usize = 64 * 1024;
 /// The file being written.
 pub const CURRENT: &str = "audit.jsonl";
 
@@ -89,7 +101,45 @@ pub struct Who {
 pub struct AuditLog {
     queue: Option<Arc<Queue>>,
     dropped: Arc<AtomicU64>,
-    options: Arc<RwLock<AuditOptions>>,
+    options: Arc<Options>,
+}
+
+/// The settings in force, read without a lock: by sessions twice per request (`enabled`,
+/// `arguments`), by the writer once per batch.
+#[derive(Debug)]
+struct Options {
+    enabled: AtomicBool,
+    arguments: AtomicBool,
+    keep_days: AtomicU64,
+    max_file_bytes: AtomicU64,
+}
+
+impl Options {
+    fn new(options: &AuditOptions) -> Self {
+        Self {
+            enabled: AtomicBool::new(options.enabled),
+            arguments: AtomicBool::new(options.arguments),
+            keep_days: AtomicU64::new(options.keep_days),
+            max_file_bytes: AtomicU64::new(options.max_file_bytes),
+        }
+    }
+
+    fn store(&self, options: &AuditOptions) {
+        self.enabled.store(options.enabled, Ordering::Relaxed);
+        self.arguments.store(options.arguments, Ordering::Relaxed);
+        self.keep_days.store(options.keep_days, Ordering::Relaxed);
+        self.max_file_bytes
+            .store(options.max_file_bytes, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> AuditOptions {
+        AuditOptions {
+            enabled: self.enabled.load(Ordering::Relaxed),
+            arguments: self.arguments.load(Ordering::Relaxed),
+            keep_days: self.keep_days.load(Ordering::Relaxed),
+            max_file_bytes: self.max_file_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Entries on their way to the writer.
@@ -105,11 +155,32 @@ struct Queued {
     entries: Vec<Entry>,
     /// The sending side is gone: the writer writes what is left and ends.
     closed: bool,
+    /// The writer waits on `ready` (it found the queue empty): the next entry wakes it.
+    /// Otherwise it is sleeping or writing and comes back for the queue by itself, so a
+    /// session pushes without a wake-up (a `futex` call on its thread, and on one CPU a switch
+    /// to the writer and back in the middle of a call).
+    idle: bool,
 }
 
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `entry`, waking the writer only if it waits for one (the first entry after a
+    /// quiet spell): `Ok(true)` if it woke it, `Err` if the queue is full.
+    fn push(&self, entry: Entry) -> Result<bool, ()> {
+        let mut queued = self.lock();
+        if queued.entries.len() >= QUEUE {
+            return Err(());
+        }
+        queued.entries.push(entry);
+        let wake = std::mem::take(&mut queued.idle);
+        drop(queued);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(wake)
     }
 }
 
@@ -118,19 +189,8 @@ impl AuditLog {
     pub fn start(dir: PathBuf, redactor: crate::redact::Redactor) -> Self {
         let queue = Arc::new(Queue::default());
         let dropped = Arc::new(AtomicU64::new(0));
-        let options = Arc::new(RwLock::new(AuditOptions::default()));
-        let writer = Writer {
-            dir,
-            file: None,
-            size: 0,
-            dropped: Arc::clone(&dropped),
-            reported: 0,
-            options: Arc::clone(&options),
-            redactor,
-            last_prune: None,
-            line: Vec::new(),
-            clock: Default::default(),
-        };
+        let options = Arc::new(Options::new(&AuditOptions::default()));
+        let writer = Writer::new(dir, Arc::clone(&dropped), Arc::clone(&options), redactor);
         let theirs = Arc::clone(&queue);
         let spawned = std::thread::Builder::new()
             .name("mcpd-audit".into())
@@ -151,41 +211,25 @@ impl AuditLog {
 
     /// The settings in force (the catalog task updates them after each load).
     pub fn set_options(&self, options: &AuditOptions) {
-        let mut current = self.options.write().unwrap_or_else(|e| e.into_inner());
-        if *current != *options {
-            *current = options.clone();
-        }
+        self.options.store(options);
     }
 
     /// Whether arguments are to be recorded.
     pub fn arguments(&self) -> bool {
-        let options = self.options.read().unwrap_or_else(|e| e.into_inner());
-        options.enabled && options.arguments
+        self.options.enabled.load(Ordering::Relaxed)
+            && self.options.arguments.load(Ordering::Relaxed)
     }
 
     /// Whether the log is written at all.
     pub fn enabled(&self) -> bool {
-        self.options
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .enabled
+        self.options.enabled.load(Ordering::Relaxed)
     }
 
     /// Queues one line; never waits (but for the writer taking a batch: a swap of vectors).
     pub fn record(&self, entry: Entry) {
         let Some(queue) = &self.queue else { return };
-        let mut queued = queue.lock();
-        if queued.entries.len() >= QUEUE {
-            drop(queued);
+        if queue.push(entry).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let first = queued.entries.is_empty();
-        queued.entries.push(entry);
-        drop(queued);
-        if first {
-            // The writer waits for a spell's first line only (see `Writer::run`).
-            queue.ready.notify_one();
         }
     }
 
@@ -206,69 +250,134 @@ impl Drop for AuditLog {
 
 struct Writer {
     dir: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
+    /// Bytes in the file, those of `batch` included.
     size: u64,
     dropped: Arc<AtomicU64>,
     /// Drops already reported in the file.
     reported: u64,
-    options: Arc<RwLock<AuditOptions>>,
+    options: Arc<Options>,
     redactor: crate::redact::Redactor,
     last_prune: Option<SystemTime>,
-    /// The line being written, reused (see `audit_line`).
-    line: Vec<u8>,
+    /// The lines being written, reused (see `audit_line`): written to the file with one
+    /// `write` when a chunk or the batch is done (or before a rotation).
+    batch: Vec<u8>,
     /// Writes the `time` of records (see `audit_line::Clock`).
     clock: super::audit_line::Clock,
+    /// The members from `session` to `profile` of recent sessions' lines, already written.
+    whos: Vec<Written>,
+    /// The next of `whos` to be replaced when it is full.
+    next_who: usize,
+}
+
+/// Sessions whose `who` members the writer keeps written (a batch of eight sessions' calls
+/// finds all of theirs).
+const WHOS: usize = 16;
+
+/// A session's members from `session` to `profile`, as `audit_line::write_who` wrote them.
+struct Written {
+    session: u64,
+    pid: Option<u32>,
+    /// Holds the texts, so that a pointer equal to theirs is theirs (not a later allocation
+    /// at the same address).
+    who: Who,
+    bytes: Vec<u8>,
+}
+
+impl Written {
+    fn is_of(&self, entry: &Entry) -> bool {
+        fn same(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        self.session == entry.session
+            && self.pid == entry.pid
+            && same(self.who.client.as_ref(), entry.who.client.as_ref())
+            && same(
+                self.who.client_version.as_ref(),
+                entry.who.client_version.as_ref(),
+            )
+            && same(self.who.profile.as_ref(), entry.who.profile.as_ref())
+    }
 }
 
 impl Writer {
+    fn new(
+        dir: PathBuf,
+        dropped: Arc<AtomicU64>,
+        options: Arc<Options>,
+        redactor: crate::redact::Redactor,
+    ) -> Self {
+        Self {
+            dir,
+            file: None,
+            size: 0,
+            dropped,
+            reported: 0,
+            options,
+            redactor,
+            last_prune: None,
+            batch: Vec::new(),
+            clock: Default::default(),
+            whos: Vec::new(),
+            next_who: 0,
+        }
+    }
+
     fn run(mut self, queue: &Queue) {
-        let mut batch = Vec::new();
+        let mut entries = Vec::new();
         loop {
-            {
+            let closed = {
                 let mut queued = queue.lock();
                 while queued.entries.is_empty() && !queued.closed {
+                    queued.idle = true;
                     queued = queue.ready.wait(queued).unwrap_or_else(|e| e.into_inner());
                 }
+                queued.idle = false;
                 if queued.entries.is_empty() {
                     break;
                 }
-            }
+                queued.closed
+            };
             // Let the lines of a busy spell gather before writing them: while this thread
-            // sleeps rather than waits, sessions queue lines without waking it (one futex
-            // wake-up and one write per call otherwise, callgrind and strace of the daemon:
-            // docs/BENCHMARKS.md "Hot path"). An idle daemon never wakes it.
-            std::thread::sleep(GATHER);
-            std::mem::swap(&mut queue.lock().entries, &mut batch);
-            for entry in batch.drain(..) {
-                self.write(entry);
+            // sleeps or writes, sessions queue lines without waking it, and it comes back for
+            // them every GATHER for as long as they keep coming (one wake-up and one `write`
+            // per batch, none per call: docs/BENCHMARKS.md "The audit writer, session 6"). An
+            // idle daemon never wakes it.
+            if !closed {
+                std::thread::sleep(GATHER);
             }
-            if batch.capacity() > KEEP_BATCH {
-                batch = Vec::new();
-            }
-            if let Some(file) = self.file.as_mut()
-                && let Err(e) = file.flush()
-            {
-                tracing::warn!("cannot write the audit log: {e}");
-                self.file = None;
+            std::mem::swap(&mut queue.lock().entries, &mut entries);
+            self.write_batch(&mut entries);
+            if entries.capacity() > KEEP_BATCH {
+                entries = Vec::new();
             }
         }
-        if let Some(mut file) = self.file.take() {
-            let _ = file.flush();
-        }
+        self.flush();
     }
 
-    fn options(&self) -> AuditOptions {
-        self.options
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn write(&mut self, entry: Entry) {
-        let options = self.options();
+    /// Writes `entries` (and empties it) with the settings in force.
+    fn write_batch(&mut self, entries: &mut Vec<Entry>) {
+        let options = self.options.load();
         if !options.enabled {
+            entries.clear();
             return;
         }
+        for (n, entry) in entries.drain(..).enumerate() {
+            if n > 0 && n % CHUNK == 0 {
+                // Give way to a session waiting for this CPU (see CHUNK).
+                self.flush();
+                std::thread::yield_now();
+            }
+            self.write(entry, &options);
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, entry: Entry, options: &AuditOptions) {
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > self.reported {
             let note = AuditRecord {
@@ -280,7 +389,7 @@ impl Writer {
             };
             self.reported = dropped;
             let who = Who::default();
-            self.append(&Line::of(&note, &who), &options);
+            self.append(&Line::of(&note, &who), options);
         }
         let arguments = entry
             .arguments
@@ -291,6 +400,8 @@ impl Writer {
                 serde_json::from_str(&redacted)
                     .unwrap_or_else(|_| serde_json::Value::String(redacted.into_owned()))
             });
+        let at = self.who_of(&entry);
+        let written = std::mem::take(&mut self.whos[at].bytes);
         let who = &entry.who;
         let line = Line {
             time: "",
@@ -311,34 +422,89 @@ impl Writer {
             bytes_out: entry.bytes_out,
             arguments: arguments.as_ref(),
             dropped: None,
+            who: Some(&written),
         };
-        self.append(&line, &options);
+        self.append(&line, options);
+        self.whos[at].bytes = written;
     }
 
+    /// The index in `whos` of `entry`'s session's members, written now if they were not.
+    fn who_of(&mut self, entry: &Entry) -> usize {
+        if let Some(at) = self.whos.iter().position(|w| w.is_of(entry)) {
+            return at;
+        }
+        let who = &entry.who;
+        let mut bytes = Vec::new();
+        super::audit_line::write_who(
+            &mut bytes,
+            &Line {
+                session: entry.session,
+                client: who.client.as_deref(),
+                client_version: who.client_version.as_deref(),
+                pid: entry.pid,
+                profile: who.profile.as_deref().unwrap_or_default(),
+                ..Line::default()
+            },
+        );
+        let written = Written {
+            session: entry.session,
+            pid: entry.pid,
+            who: who.clone(),
+            bytes,
+        };
+        if self.whos.len() < WHOS {
+            self.whos.push(written);
+            return self.whos.len() - 1;
+        }
+        let at = self.next_who;
+        self.next_who = (at + 1) % WHOS;
+        self.whos[at] = written;
+        at
+    }
+
+    /// Adds `line` to the batch; the file is rotated first when the line would take it past
+    /// `maxFileBytes` (the batch's lines before it are written to the file they were counted
+    /// in).
     fn append(&mut self, line: &Line<'_>, options: &AuditOptions) {
-        self.line.clear();
-        super::audit_line::write_line(&mut self.line, line, &mut self.clock);
-        self.line.push(b'\n');
-        let len = self.line.len() as u64;
+        let start = self.batch.len();
+        super::audit_line::write_line(&mut self.batch, line, &mut self.clock);
+        self.batch.push(b'\n');
+        let len = (self.batch.len() - start) as u64;
         if self.size + len > options.max_file_bytes && self.size > 0 {
+            self.write_out(start);
             self.rotate(options);
         }
         if self.file.is_none() {
             self.open(options);
         }
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
+            // Not written (said in the daemon's log): the line is lost, the next one tries again.
+            self.batch.truncate(start);
             return;
-        };
-        match file.write_all(&self.line) {
-            Ok(()) => self.size += len,
-            Err(e) => {
-                tracing::warn!("cannot write the audit log: {e}");
-                self.file = None;
-            }
         }
-        if self.line.capacity() > LINE_BUFFER {
-            // A record with large arguments: its buffer is not kept.
-            self.line = Vec::new();
+        self.size += len;
+    }
+
+    /// Writes the batch's first `end` bytes to the file, at once, and keeps the rest.
+    fn write_out(&mut self, end: usize) {
+        if end == 0 {
+            return;
+        }
+        if let Some(file) = self.file.as_mut()
+            && let Err(e) = file.write_all(&self.batch[..end])
+        {
+            tracing::warn!("cannot write the audit log: {e}");
+            self.file = None;
+        }
+        self.batch.drain(..end);
+    }
+
+    /// Writes the whole batch to the file.
+    fn flush(&mut self) {
+        self.write_out(self.batch.len());
+        if self.batch.capacity() > BATCH_BUFFER {
+            // A batch of a very busy spell or with large arguments: its buffer is not kept.
+            self.batch = Vec::new();
         }
     }
 
@@ -357,7 +523,7 @@ impl Writer {
             Ok(file) => {
                 let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(BufWriter::with_capacity(64 * 1024, file));
+                self.file = Some(file);
             }
             Err(e) => tracing::warn!("cannot open {}: {e}", path.display()),
         }
@@ -372,9 +538,7 @@ impl Writer {
     }
 
     fn rotate(&mut self, options: &AuditOptions) {
-        if let Some(mut file) = self.file.take() {
-            let _ = file.flush();
-        }
+        self.file = None;
         let from = self.dir.join(CURRENT);
         // Named by the time; two rotations within one millisecond take the next free one.
         let mut ms = mcpd_proto::observe::now_ms();
@@ -457,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn files_rotate_by_size_and_arguments_are_redacted() {
+    fn files_rotate_by_size_keeping_lines_in_order_and_arguments_are_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("audit");
         let redactor = crate::redact::Redactor::new();
@@ -465,30 +629,36 @@ mod tests {
             "test",
             vec![("api".into(), secrecy::SecretString::from("s3cr3t-value"))],
         );
-        let mut writer = Writer {
-            dir: audit.clone(),
-            file: None,
-            size: 0,
-            dropped: Arc::new(AtomicU64::new(0)),
-            reported: 0,
-            options: Arc::new(RwLock::new(AuditOptions {
-                arguments: true,
-                max_file_bytes: 4096,
-                ..AuditOptions::default()
-            })),
-            redactor,
-            last_prune: None,
-            line: Vec::new(),
-            clock: Default::default(),
-        };
-        for n in 0..100 {
-            writer.write(entry(n));
+        let options = Arc::new(Options::new(&AuditOptions {
+            arguments: true,
+            max_file_bytes: 4096,
+            ..AuditOptions::default()
+        }));
+        let mut writer = Writer::new(audit.clone(), Arc::default(), options, redactor);
+        // In batches of 7, then one of several chunks: rotations fall inside batches and
+        // chunks too.
+        let total = 100 + 3 * CHUNK as u64 + 5;
+        let mut entries: Vec<Entry> = Vec::new();
+        for n in 0..total {
+            entries.push(entry(n));
+            if entries.len() == 7 && n < 100 {
+                writer.write_batch(&mut entries);
+            }
         }
-        writer.file.take().unwrap().flush().unwrap();
+        writer.write_batch(&mut entries);
         let files = std::fs::read_dir(&audit).unwrap().count();
-        assert!(files > 1, "no rotation: {files} file(s)");
+        assert!(files > 2, "too few rotations: {files} file(s)");
         let all = lines(&audit);
-        assert_eq!(all.len(), 100);
+        assert_eq!(all.len() as u64, total);
+        // In order across the files, none past the size.
+        for (n, line) in all.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["time_ms"], n, "{line}");
+        }
+        for file in std::fs::read_dir(&audit).unwrap().flatten() {
+            let size = file.metadata().unwrap().len();
+            assert!(size <= 4096, "{}: {size} bytes", file.path().display());
+        }
         assert!(
             all.iter()
                 .all(|l| l.contains("[redacted:api]") && !l.contains("s3cr3t"))
@@ -564,24 +734,98 @@ mod tests {
     }
 
     #[test]
+    fn each_line_names_its_own_session_s_client_and_profile_however_sessions_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer::new(
+            dir.path().to_owned(),
+            Arc::default(),
+            Arc::new(Options::new(&AuditOptions::default())),
+            crate::redact::Redactor::new(),
+        );
+        // More sessions than the writer keeps written; each session's texts shared by its
+        // lines, until the client is known (none before its `initialize`) or a new text with
+        // a new value replaces them.
+        let sessions = WHOS as u64 + 5;
+        let text = |s: &str| Some(Arc::<str>::from(s));
+        let mut expected = Vec::new();
+        let mut entries = Vec::new();
+        for round in 0..4u64 {
+            let shared: Vec<Who> = (0..sessions)
+                .map(|s| Who {
+                    client: (round > 0)
+                        .then(|| format!("client-{s}-{}", round / 3))
+                        .and_then(|c| text(&c)),
+                    client_version: text("1.0"),
+                    profile: text(if s % 2 == 0 { "work" } else { "home" }),
+                })
+                .collect();
+            for s in 0..sessions {
+                for _ in 0..2 {
+                    let who = &shared[s as usize];
+                    expected.push((
+                        s,
+                        who.client.as_deref().map(str::to_owned),
+                        who.profile.as_deref().unwrap_or_default().to_owned(),
+                    ));
+                    entries.push(Entry {
+                        session: s,
+                        pid: Some(1000 + s as u32),
+                        method: Text::new("tools/call"),
+                        outcome: "ok",
+                        who: who.clone(),
+                        ..Entry::default()
+                    });
+                }
+            }
+            writer.write_batch(&mut entries);
+        }
+        let all = lines(dir.path());
+        assert_eq!(all.len(), expected.len());
+        for (line, (session, client, profile)) in all.iter().zip(&expected) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["session"], *session, "{line}");
+            assert_eq!(v["pid"], 1000 + session, "{line}");
+            assert_eq!(
+                v.get("client").and_then(|c| c.as_str()),
+                client.as_deref(),
+                "{line}"
+            );
+            assert_eq!(v["profile"], profile.as_str(), "{line}");
+            assert_eq!(v["client_version"], "1.0", "{line}");
+        }
+    }
+
+    #[test]
+    fn a_line_wakes_the_writer_only_when_it_waits_for_one() {
+        let queue = Queue::default();
+        // Busy (sleeping or writing): it comes back for the queue by itself.
+        assert_eq!(queue.push(entry(1)), Ok(false));
+        assert_eq!(queue.push(entry(2)), Ok(false));
+        // It found the queue empty and waits: the next line wakes it, the ones after do not.
+        queue.lock().idle = true;
+        assert_eq!(queue.push(entry(3)), Ok(true));
+        assert_eq!(queue.push(entry(4)), Ok(false));
+        let times: Vec<u64> = queue.lock().entries.iter().map(|e| e.time_ms).collect();
+        assert_eq!(times, [1, 2, 3, 4]);
+        // Full: dropped, nothing woken.
+        queue.lock().entries.resize_with(QUEUE, Entry::default);
+        queue.lock().idle = true;
+        assert_eq!(queue.push(entry(5)), Err(()));
+        assert_eq!(queue.lock().entries.len(), QUEUE);
+    }
+
+    #[test]
     fn drops_are_counted_and_written_down() {
         let dir = tempfile::tempdir().unwrap();
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut writer = Writer {
-            dir: dir.path().to_owned(),
-            file: None,
-            size: 0,
-            dropped: Arc::clone(&dropped),
-            reported: 0,
-            options: Arc::new(RwLock::new(AuditOptions::default())),
-            redactor: crate::redact::Redactor::new(),
-            last_prune: None,
-            line: Vec::new(),
-            clock: Default::default(),
-        };
+        let mut writer = Writer::new(
+            dir.path().to_owned(),
+            Arc::clone(&dropped),
+            Arc::new(Options::new(&AuditOptions::default())),
+            crate::redact::Redactor::new(),
+        );
         dropped.store(7, Ordering::Relaxed);
-        writer.write(entry(1));
-        writer.file.take().unwrap().flush().unwrap();
+        writer.write_batch(&mut vec![entry(1)]);
         let all = lines(dir.path());
         assert!(all[0].contains(r#""dropped":7"#), "{all:?}");
         assert!(

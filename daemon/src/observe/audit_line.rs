@@ -25,25 +25,31 @@ pub struct Clock {
     /// The second `text` was formatted for.
     second: Option<u64>,
     /// `utc_time` of that second: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-    text: String,
+    text: [u8; 24],
+    /// `utc_time` of a year outside 0..=9999, which is not 24 bytes long.
+    other: String,
 }
 
 impl Clock {
-    /// [`mcpd_proto::observe::utc_time`] of `ms`.
-    fn time(&mut self, ms: u64) -> &str {
+    /// [`mcpd_proto::observe::utc_time`] of `ms`, as bytes (ASCII).
+    fn time(&mut self, ms: u64) -> &[u8] {
         let second = ms / 1000;
         if self.second != Some(second) {
-            self.text = mcpd_proto::observe::utc_time(ms);
-            // Years outside 0..=9999 are written otherwise: formatted whole each time.
-            self.second = (self.text.len() == 24).then_some(second);
-            return &self.text;
+            let text = mcpd_proto::observe::utc_time(ms);
+            if text.len() != self.text.len() {
+                // Formatted whole each time.
+                self.second = None;
+                self.other = text;
+                return self.other.as_bytes();
+            }
+            self.text.copy_from_slice(text.as_bytes());
+            self.second = Some(second);
         }
         let millis = ms % 1000;
-        let digits = [millis / 100, millis / 10 % 10, millis % 10].map(|d| b'0' + d as u8);
-        // The three digits before the final `Z`, ASCII in ASCII.
-        let mut bytes = std::mem::take(&mut self.text).into_bytes();
-        bytes[20..23].copy_from_slice(&digits);
-        self.text = String::from_utf8(bytes).unwrap_or_else(|_| mcpd_proto::observe::utc_time(ms));
+        // The three digits before the final `Z`.
+        self.text[20..23].copy_from_slice(
+            &[millis / 100, millis / 10 % 10, millis % 10].map(|d| b'0' + d as u8),
+        );
         &self.text
     }
 }
@@ -80,6 +86,9 @@ pub struct Line<'a> {
     pub bytes_out: usize,
     pub arguments: Option<&'a serde_json::Value>,
     pub dropped: Option<u64>,
+    /// The members from `session` to `profile` already written ([`write_who`]), written as
+    /// they are instead of from the members above.
+    pub who: Option<&'a [u8]>,
 }
 
 impl<'a> Line<'a> {
@@ -110,36 +119,30 @@ impl<'a> Line<'a> {
             bytes_out: record.bytes_out,
             arguments: record.arguments.as_ref(),
             dropped: record.dropped,
+            who: None,
         }
     }
 }
 
 /// Appends `line` as one JSON object (no newline) to `out`, in [`AuditRecord`]'s member order.
 pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
+    // Room for a plain line (about 300 bytes) at once.
+    out.reserve(512);
     out.extend_from_slice(b"{\"time\":");
     if line.time.is_empty() {
-        string(out, clock.time(line.time_ms).as_bytes());
+        // Digits, `-`, `:`, `T`, `.` and `Z`: nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(clock.time(line.time_ms));
+        out.push(b'"');
     } else {
         string(out, line.time.as_bytes());
     }
     out.extend_from_slice(b",\"time_ms\":");
     number(out, line.time_ms);
-    out.extend_from_slice(b",\"session\":");
-    number(out, line.session);
-    if let Some(client) = line.client {
-        out.extend_from_slice(b",\"client\":");
-        string(out, client.as_bytes());
+    match line.who {
+        Some(who) => out.extend_from_slice(who),
+        None => write_who(out, line),
     }
-    if let Some(version) = line.client_version {
-        out.extend_from_slice(b",\"client_version\":");
-        string(out, version.as_bytes());
-    }
-    if let Some(pid) = line.pid {
-        out.extend_from_slice(b",\"pid\":");
-        number(out, u64::from(pid));
-    }
-    out.extend_from_slice(b",\"profile\":");
-    string(out, line.profile.as_bytes());
     if let Some(server) = line.server {
         out.extend_from_slice(b",\"server\":");
         string(out, server);
@@ -180,34 +183,101 @@ pub fn write_line(out: &mut Vec<u8>, line: &Line<'_>, clock: &mut Clock) {
     out.push(b'}');
 }
 
-/// `n` in decimal.
+/// The members of `line` from `session` to `profile` (its [`who`](Line::who) when it has it,
+/// else written from its members): the same for every line of a session.
+pub fn write_who(out: &mut Vec<u8>, line: &Line<'_>) {
+    out.extend_from_slice(b",\"session\":");
+    number(out, line.session);
+    if let Some(client) = line.client {
+        out.extend_from_slice(b",\"client\":");
+        string(out, client.as_bytes());
+    }
+    if let Some(version) = line.client_version {
+        out.extend_from_slice(b",\"client_version\":");
+        string(out, version.as_bytes());
+    }
+    if let Some(pid) = line.pid {
+        out.extend_from_slice(b",\"pid\":");
+        number(out, u64::from(pid));
+    }
+    out.extend_from_slice(b",\"profile\":");
+    string(out, line.profile.as_bytes());
+}
+
+/// `n` in decimal, two digits at a time.
 fn number(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[at] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[at..]);
 }
 
+/// Whether no byte of `bytes` needs an escape (a control character, `"` or `\\`): eight bytes
+/// at a time, without early exit (the strings are short and nearly always plain).
+fn plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    // The high bit of each byte of `w` below `n` (n <= 0x80), without false positives for
+    // whether there is one (the classic "has less" test).
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
+    let special = |w: u64| {
+        below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        found |= special(u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Padded with spaces, which need no escape.
+        let mut word = [b' '; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        found |= special(u64::from_le_bytes(word));
+    }
+    found == 0
+}
+
 /// `s` as a JSON string, escaped as serde_json escapes it.
+#[inline]
 fn string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    // Nearly every string needs no escape: one pass without early exit (which the compiler
-    // vectorises), then one copy.
-    let plain = bytes.iter().fold(true, |plain, &b| {
-        plain & (b >= 0x20 && b != b'"' && b != b'\\')
-    });
-    if plain {
+    // Nearly every string needs no escape: one check, then one copy.
+    if plain(bytes) {
+        out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
-        return;
+    } else {
+        escaped(out, bytes);
     }
+}
+
+/// [`string`] of a string with a byte to escape (apart, so that the common path is small).
+#[cold]
+#[inline(never)]
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -289,6 +359,38 @@ mod tests {
                 serde_json::to_string(&expected).unwrap(),
                 "{ms}"
             );
+        }
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_at_any_place_in_a_string_of_any_length() {
+        for len in 0..=25 {
+            assert!(plain(&vec![b'a'; len]), "{len}");
+            assert!(plain(&vec![0xFF; len]), "{len}");
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = b;
+                    let expected = b >= 0x20 && b != b'"' && b != b'\\';
+                    assert_eq!(plain(&bytes), expected, "{b:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal_at_every_width() {
+        let mut cases: Vec<u64> = (0..1000).collect();
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            cases.extend([p - 1, p, p + 1, p * 5, next - 1]);
+            p = next;
+        }
+        cases.extend([p, u64::MAX - 1, u64::MAX]);
+        for n in cases {
+            let mut out = Vec::new();
+            number(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
     }
 
