@@ -63,6 +63,11 @@ Options:
                             A terminal or a file as stdin or stdout is relayed as usual
   -h, --help                print this help
   -V, --version             print the version
+
+Environment:
+  MCP_SHIM_PIPES=0          relay the session's data over the socket instead of the pair
+                            of pipes the shim hands a daemon that takes them
+  MCP_SHIM_DEBUG=1          say on stderr why the relay uses the socket
 ";
 
 /// Parses the arguments after the program name. The error is one line for stderr.
