@@ -7,9 +7,9 @@
 //! next line written is preceded by one that says how many were lost. The writer is a thread of
 //! its own (plain blocking file I/O): every [`GATHER`] while lines keep coming (woken only by
 //! the first line after a quiet spell), it serialises what gathered, redacts arguments (only
-//! recorded with `"audit": {"arguments": true}`), appends to `audit.jsonl` in chunks of
-//! [`CHUNK`] lines (one `write` each), renames the file to `audit-<ms>.jsonl` when it reaches
-//! `maxFileBytes`, and deletes rotated files older than `keepDays`.
+//! recorded with `"audit": {"arguments": true}`), appends them to `audit.jsonl` with one
+//! `write`, renames the file to `audit-<ms>.jsonl` when it reaches `maxFileBytes`, and deletes
+//! rotated files older than `keepDays`.
 
 use std::fs::File;
 use std::io::Write;
@@ -35,15 +35,12 @@ const KEEP_BATCH: usize = 1024;
 /// How long the writer lets lines gather before it writes them (see `Writer::run`): also about
 /// the most a crash of the daemon loses of the lines it had queued (those of the last GATHER,
 /// and of a batch being written). Each batch costs a wake-up and a spell of writing that a call
-/// waiting for the same CPU waits out: 2 ms put one call in 50–100 behind a batch (the p99 of
-/// one call in flight on one CPU), 5 ms one in 125–250 (docs/BENCHMARKS.md "The audit writer,
-/// session 6").
-const GATHER: Duration = Duration::from_millis(5);
-/// Lines written between two yields of the CPU within a batch: a batch of 5 ms of calls is
-/// 125–500 lines, 50–200 µs of formatting and `write` on one CPU; in chunks of 32 a session
-/// that needs the CPU runs after one chunk (about 12 µs) rather than after the whole batch.
-/// Where another CPU is idle, a yield returns at once.
-const CHUNK: usize = 32;
+/// waiting for the same CPU waits out, so the gathering trades how many calls wait (one in
+/// every GATHER of calls) against how long (the batch's spell, about 0.35 µs a line): 3 ms of
+/// the cheaper lines cost what 2 ms of the earlier ones did; 5 ms and 10 ms moved the batch
+/// from p99 to p99.9, and writing a batch in chunks with a yield between them raised the p99
+/// of calls under load (docs/BENCHMARKS.md "The audit writer, session 6").
+const GATHER: Duration = Duration::from_millis(3);
 /// The largest batch buffer (the lines of one batch, written at once) the writer keeps between
 /// batches.
 const BATCH_BUFFER: usize = 64 * 1024;
@@ -260,7 +257,7 @@ struct Writer {
     redactor: crate::redact::Redactor,
     last_prune: Option<SystemTime>,
     /// The lines being written, reused (see `audit_line`): written to the file with one
-    /// `write` when a chunk or the batch is done (or before a rotation).
+    /// `write` when the batch is done (or before a rotation).
     batch: Vec<u8>,
     /// Writes the `time` of records (see `audit_line::Clock`).
     clock: super::audit_line::Clock,
@@ -366,12 +363,7 @@ impl Writer {
             entries.clear();
             return;
         }
-        for (n, entry) in entries.drain(..).enumerate() {
-            if n > 0 && n % CHUNK == 0 {
-                // Give way to a session waiting for this CPU (see CHUNK).
-                self.flush();
-                std::thread::yield_now();
-            }
+        for entry in entries.drain(..) {
             self.write(entry, &options);
         }
         self.flush();
@@ -635,9 +627,8 @@ mod tests {
             ..AuditOptions::default()
         }));
         let mut writer = Writer::new(audit.clone(), Arc::default(), options, redactor);
-        // In batches of 7, then one of several chunks: rotations fall inside batches and
-        // chunks too.
-        let total = 100 + 3 * CHUNK as u64 + 5;
+        // In batches of 7, then one of a hundred: rotations fall inside batches too.
+        let total = 205;
         let mut entries: Vec<Entry> = Vec::new();
         for n in 0..total {
             entries.push(entry(n));

@@ -564,7 +564,12 @@ pub(super) fn drive(
 }
 
 pub(crate) fn throughput(ctx: &Ctx) {
-    let shapes: [(usize, usize); 4] = [(1, 1), (1, 16), (8, 8), (32, 4)];
+    // `MCPD_BENCH_SHAPES=8x8,1x16`: only those shapes.
+    let want = std::env::var("MCPD_BENCH_SHAPES").unwrap_or_default();
+    let shapes: Vec<(usize, usize)> = [(1, 1), (1, 16), (8, 8), (32, 4)]
+        .into_iter()
+        .filter(|(n, i)| want.is_empty() || want.split(',').any(|w| w == format!("{n}x{i}")))
+        .collect();
     let seconds = if ctx.quick { 0.5 } else { 3.0 };
     let mut rows = Vec::new();
     let mut direct_rate: HashMap<(usize, usize), f64> = HashMap::new();
