@@ -395,6 +395,33 @@ fn the_audit_log_has_one_line_per_request_and_no_arguments() {
     );
 }
 
+/// A planned stop (SIGTERM: `systemctl --user stop`, a restart, an upgrade) writes every line
+/// the writer had gathered and not written yet; only a crash may lose the last few ms of them.
+#[test]
+fn the_audit_lines_of_the_last_calls_before_a_sigterm_are_written() {
+    let mut daemon = TestDaemon::start(fixture::config(&[("fixture", &[])]));
+    daemon.wait_server_state("fixture", ServerState::Ready);
+    let mut shim = client(&daemon);
+    const CALLS: usize = 20;
+    for i in 0..CALLS {
+        shim.call_tool(ECHO, json!({"message": format!("call {i}")}));
+    }
+    // At once: the writer gathers lines for a few ms before it writes them.
+    let status = daemon.terminate();
+    assert!(status.success(), "mcpd exited with {status}");
+    let dir = daemon.root().join("state").join("mcpd").join("audit");
+    let raw = fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+    let calls = raw
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["method"] == "tools/call")
+        .count();
+    assert_eq!(
+        calls, CALLS,
+        "audit lines of tools/call after SIGTERM:\n{raw}"
+    );
+}
+
 #[test]
 fn with_audit_arguments_a_secret_argument_is_redacted() {
     let config = json!({

@@ -41,6 +41,9 @@ const KEEP_BATCH: usize = 1024;
 /// from p99 to p99.9, and writing a batch in chunks with a yield between them raised the p99
 /// of calls under load (docs/BENCHMARKS.md "The audit writer, session 6").
 const GATHER: Duration = Duration::from_millis(3);
+
+/// How long a stopping daemon waits for the writer to write its last lines.
+const LAST_WRITE: Duration = Duration::from_secs(2);
 /// The largest batch buffer (the lines of one batch, written at once) the writer keeps between
 /// batches.
 const BATCH_BUFFER: usize = 64 * 1024;
@@ -99,6 +102,8 @@ pub struct AuditLog {
     queue: Option<Arc<Queue>>,
     dropped: Arc<AtomicU64>,
     options: Arc<Options>,
+    /// The writer thread, waited for when the log is dropped.
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The settings in force, read without a lock: by sessions twice per request (`enabled`,
@@ -192,17 +197,18 @@ impl AuditLog {
         let spawned = std::thread::Builder::new()
             .name("mcpd-audit".into())
             .spawn(move || writer.run(&theirs));
-        let queue = match spawned {
-            Ok(_) => Some(queue),
+        let (queue, writer) = match spawned {
+            Ok(handle) => (Some(queue), Some(handle)),
             Err(e) => {
                 tracing::error!("cannot start the audit writer: {e}; no audit log is written");
-                None
+                (None, None)
             }
         };
         Self {
             queue,
             dropped,
             options,
+            writer: std::sync::Mutex::new(writer),
         }
     }
 
@@ -237,10 +243,32 @@ impl AuditLog {
 }
 
 impl Drop for AuditLog {
+    /// Has the writer write what it gathered and waits for it (at most [`LAST_WRITE`]): the
+    /// daemon drops the log as it stops, and the lines of its last calls are written before
+    /// the process exits (`observe::the_audit_lines_of_the_last_calls_before_a_sigterm_are_written`).
     fn drop(&mut self) {
         if let Some(queue) = &self.queue {
             queue.lock().closed = true;
             queue.ready.notify_one();
+        }
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let deadline = std::time::Instant::now() + LAST_WRITE;
+            while !writer.is_finished() {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        "the audit writer did not finish within {}s; its last lines may be lost",
+                        LAST_WRITE.as_secs()
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = writer.join();
         }
     }
 }
