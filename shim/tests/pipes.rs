@@ -13,40 +13,17 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::process::Child;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{shim, stderr_of, wait_exit};
+use common::{Place, shim, stderr_of, wait_exit};
 use mcpd_proto::{AttachHello, Hello};
 
 const WAIT: Duration = Duration::from_secs(5);
 const WELCOME_PIPES: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":1,"pipes":true}"#;
 const WELCOME_OLD: &str = r#"{"op":"welcome","v":1,"daemon":"0.1.0","session":2}"#;
-
-/// A socket path in a short temp dir (`sun_path` is 108 bytes).
-struct Place {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Place {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("p")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let socket = dir.path().join("d.sock");
-        Self { _dir: dir, socket }
-    }
-
-    fn listen(&self) -> UnixListener {
-        let _ = std::fs::remove_file(&self.socket);
-        UnixListener::bind(&self.socket).unwrap()
-    }
-}
 
 /// One session on the fake daemon: its socket and, once taken, the shim's pipes.
 struct Session {

@@ -8,7 +8,6 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -17,37 +16,10 @@ use std::time::{Duration, Instant};
 use mcpd_proto::{AttachHello, Hello, PROTOCOL_VERSION};
 use serde_json::Value;
 
-const SHIM: &str = env!("CARGO_BIN_EXE_mcp-shim");
+mod common;
+
+use common::{Place, SHIM};
 const WAIT: Duration = Duration::from_secs(5);
-
-/// A socket path in a short temp dir (`sun_path` is 108 bytes) where fake daemons come and go.
-struct Place {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Place {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("r")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let socket = dir.path().join("d.sock");
-        Self { _dir: dir, socket }
-    }
-
-    /// A daemon starts listening (replacing a stale socket file, as mcpd does).
-    fn listen(&self) -> UnixListener {
-        let _ = std::fs::remove_file(&self.socket);
-        UnixListener::bind(&self.socket).unwrap()
-    }
-
-    /// The daemon stops: closes its listener and removes the socket, as mcpd does.
-    fn stop(&self, listener: UnixListener) {
-        drop(listener);
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
 
 /// One session on a fake daemon, seen from the daemon's side.
 struct Conn {

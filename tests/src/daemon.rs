@@ -261,6 +261,22 @@ impl TestDaemon {
         &self.socket
     }
 
+    /// Lets any user reach the socket (its directories 0755 up to the temp root, the socket
+    /// 0777; they are 0700 normally), so that only the daemon's own checks can refuse them.
+    pub fn open_socket_to_other_users(&self) {
+        let dirs: Vec<&Path> = self
+            .socket
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(&self.root))
+            .collect();
+        for dir in dirs {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a dir");
+        }
+        fs::set_permissions(&self.socket, fs::Permissions::from_mode(0o777))
+            .expect("chmod the socket");
+    }
+
     /// The root of its temp tree.
     pub fn root(&self) -> &Path {
         &self.root

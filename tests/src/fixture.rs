@@ -33,6 +33,24 @@ pub fn spawn(args: &[&str]) -> crate::ShimClient {
     crate::ShimClient::from_command(cmd)
 }
 
+/// Sends the 60 s `sleep` of the fixture attached as `fx` and waits until the daemon holds it
+/// in flight; its id.
+pub fn sleep_held_in_flight(daemon: &crate::TestDaemon, shim: &mut crate::ShimClient) -> u64 {
+    let id = shim.send_request(
+        "tools/call",
+        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
+    );
+    assert!(
+        crate::wait_until(crate::TIMEOUT, || daemon
+            .status()
+            .sessions
+            .iter()
+            .any(|s| s.in_flight > 0)),
+        "the call never got in flight"
+    );
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -5,7 +5,6 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
@@ -248,23 +247,6 @@ fn a_killed_daemon_ends_a_direct_session_and_the_shim_exits_1_saying_why() {
     }
 }
 
-/// Sends the fixture's 60 s `sleep` and waits until the daemon holds it in flight; its id.
-fn call_held_in_flight(daemon: &TestDaemon, shim: &mut ShimClient) -> u64 {
-    let id = shim.send_request(
-        "tools/call",
-        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
-    );
-    assert!(
-        wait_until(TIMEOUT, || daemon
-            .status()
-            .sessions
-            .iter()
-            .any(|s| s.in_flight > 0)),
-        "the call never got in flight"
-    );
-    id
-}
-
 /// `mcp-shim --direct` for `daemon`, past the MCP handshake, and the client's stdin pipe.
 fn direct_client_and_pipe(daemon: &TestDaemon) -> (ShimClient, String) {
     let mut cmd = ShimClient::command(daemon);
@@ -345,7 +327,7 @@ fn a_direct_session_goes_on_across_a_sigterm_and_a_new_daemon_and_is_direct_agai
 fn a_call_in_flight_when_the_daemon_stops_gets_an_error_answer_and_the_next_call_succeeds() {
     let mut daemon = daemon_with_fixture(&[]);
     let (mut shim, _) = direct_client_and_pipe(&daemon);
-    let id = call_held_in_flight(&daemon, &mut shim);
+    let id = fixture::sleep_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     // Never silence: the daemon's own error while it stopped, or -32012 from the shim.
     let answer: Value =
@@ -366,7 +348,7 @@ fn a_call_still_running_after_the_stop_grace_is_answered_32012_by_the_shim() {
     // is still running when the session goes back to the shim, 2 s into the stop.
     let mut daemon = daemon_with_fixture(&["--linger", "--ignore-sigterm"]);
     let (mut shim, _) = direct_client_and_pipe(&daemon);
-    let id = call_held_in_flight(&daemon, &mut shim);
+    let id = fixture::sleep_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     let answer = shim.response_line(&json!(id));
     assert!(
@@ -492,7 +474,7 @@ fn without_reconnecting_a_handed_back_shim_exits_1_after_answering_what_was_in_f
     cmd.args(["--direct", "--reconnect-timeout", "0"]);
     let mut shim = ShimClient::from_command(cmd);
     shim.initialize();
-    let id = call_held_in_flight(&daemon, &mut shim);
+    let id = fixture::sleep_held_in_flight(&daemon, &mut shim);
     daemon.terminate();
     let answer = shim.response_line(&json!(id));
     assert!(answer.contains(r#""error""#), "{answer}");
@@ -687,18 +669,7 @@ fn a_terminal_as_stdin_falls_back_to_the_relay_and_says_so() {
 #[test]
 fn another_user_cannot_hand_its_descriptors_to_the_daemon() {
     let daemon = daemon_with_fixture(&[]);
-    // Let uid 65534 reach the socket (the directory is 0700 normally).
-    let dirs: Vec<_> = daemon
-        .socket()
-        .ancestors()
-        .skip(1)
-        .take_while(|d| d.starts_with(daemon.root()))
-        .collect();
-    for dir in dirs {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a dir");
-    }
-    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o777))
-        .expect("chmod the socket");
+    daemon.open_socket_to_other_users();
 
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use mcpd_proto::ServerState;
@@ -119,20 +118,7 @@ fn an_oversized_line_is_refused_with_a_clear_error_and_the_session_continues() {
 fn a_client_of_another_uid_is_refused_by_its_peer_credentials() {
     let daemon = daemon_with_fixture(&[]);
     // Let uid 65534 reach the socket, so that only the SO_PEERCRED check can refuse it.
-    let runtime = daemon
-        .socket()
-        .parent()
-        .expect("the socket has a directory");
-    let mut dirs: Vec<&std::path::Path> = runtime
-        .ancestors()
-        .take_while(|d| d.starts_with(daemon.root()))
-        .collect();
-    dirs.push(daemon.root());
-    for dir in dirs {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a dir");
-    }
-    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o777))
-        .expect("chmod the socket");
+    daemon.open_socket_to_other_users();
 
     // mcp-shim itself would refuse a daemon of another uid before sending anything (see
     // tests/tests/trust.rs): a raw client that sends a hello regardless plays the intruder.

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use mcpd_proto::ServerState;
@@ -137,18 +136,7 @@ fn a_daemon_killed_with_a_call_in_flight_over_the_pipes_gets_it_answered_and_the
     let mut shim = ShimClient::spawn(&daemon, None);
     shim.initialize();
     let first = assert_relayed_over_pipes(&daemon, &shim);
-    let id = shim.send_request(
-        "tools/call",
-        Some(json!({"name": "fx__sleep", "arguments": {"ms": 60_000}})),
-    );
-    assert!(
-        wait_until(TIMEOUT, || daemon
-            .status()
-            .sessions
-            .iter()
-            .any(|s| s.in_flight > 0)),
-        "the call never got in flight"
-    );
+    let id = fixture::sleep_held_in_flight(&daemon, &mut shim);
     daemon.kill();
 
     // The end of the pipe is the crash, seen at once: the call gets `-32012` from the shim
@@ -215,18 +203,7 @@ fn a_hello_offering_pipes_is_welcomed_with_pipes_and_served_over_them() {
 #[test]
 fn another_user_cannot_hand_relay_pipes_to_the_daemon() {
     let daemon = daemon_with_fixture();
-    // Let uid 65534 reach the socket (the directory is 0700 normally).
-    let dirs: Vec<_> = daemon
-        .socket()
-        .ancestors()
-        .skip(1)
-        .take_while(|d| d.starts_with(daemon.root()))
-        .collect();
-    for dir in dirs {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod a dir");
-    }
-    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o777))
-        .expect("chmod the socket");
+    daemon.open_socket_to_other_users();
 
     let said = pipes_peer(&daemon, Some(65534));
     let reply = said.lines().next().unwrap_or_default();

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::io::Read;
-use std::path::Path;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -52,4 +53,33 @@ pub fn stderr_of(child: &mut Child) -> String {
         .read_to_string(&mut err)
         .unwrap();
     err
+}
+
+/// A socket path in a short temp dir (`sun_path` is 108 bytes) where fake daemons come and go.
+pub struct Place {
+    _dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+impl Place {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("r")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = dir.path().join("d.sock");
+        Self { _dir: dir, socket }
+    }
+
+    /// A daemon starts listening (replacing a stale socket file, as mcpd does).
+    pub fn listen(&self) -> UnixListener {
+        let _ = std::fs::remove_file(&self.socket);
+        UnixListener::bind(&self.socket).unwrap()
+    }
+
+    /// The daemon stops: closes its listener and removes the socket, as mcpd does.
+    pub fn stop(&self, listener: UnixListener) {
+        drop(listener);
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
