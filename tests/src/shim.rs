@@ -82,6 +82,21 @@ impl ShimClient {
         self.child.id()
     }
 
+    /// The pipe the shim's stdin is, as `/proc/PID/fd` names it (`pipe:[INODE]`), read from
+    /// the write end this side holds (both ends name the same pipe): unlike the shim's own
+    /// descriptor 0, it is that pipe from the moment of the spawn, whatever the shim does with it.
+    pub fn stdin_pipe(&self) -> String {
+        use std::os::fd::AsRawFd;
+        let fd = self
+            .stdin
+            .as_ref()
+            .expect("the shim's stdin is open")
+            .as_raw_fd();
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|p| p.display().to_string())
+            .expect("the stdin pipe in /proc/self/fd")
+    }
+
     /// What the shim wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.text()

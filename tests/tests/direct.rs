@@ -82,7 +82,7 @@ fn direct_mode_carries_messages_byte_for_byte_and_the_shim_leaves_the_data_path(
     cmd.arg("--direct");
     let mut shim = ShimClient::from_command(cmd);
     // The pipe behind the shim's stdin, before it hands it over.
-    let stdin_pipe = fd_target(shim.pid(), 0);
+    let stdin_pipe = shim.stdin_pipe();
     assert!(stdin_pipe.starts_with("pipe:"), "{stdin_pipe}");
     shim.initialize();
     daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
@@ -147,7 +147,7 @@ fn mcp_shim_direct_in_the_environment_turns_direct_mode_on() {
     let mut cmd = ShimClient::command(&daemon);
     cmd.env("MCP_SHIM_DIRECT", "1");
     let mut shim = ShimClient::from_command(cmd);
-    let stdin_pipe = fd_target(shim.pid(), 0);
+    let stdin_pipe = shim.stdin_pipe();
     shim.initialize();
     daemon.wait_log("direct: serving the client's own stdio", TIMEOUT);
     assert_handed_over(&daemon, &shim, &stdin_pipe);
@@ -252,7 +252,7 @@ fn direct_client_and_pipe(daemon: &TestDaemon) -> (ShimClient, String) {
     let mut cmd = ShimClient::command(daemon);
     cmd.arg("--direct");
     let mut shim = ShimClient::from_command(cmd);
-    let stdin_pipe = fd_target(shim.pid(), 0);
+    let stdin_pipe = shim.stdin_pipe();
     shim.initialize();
     assert_handed_over(daemon, &shim, &stdin_pipe);
     (shim, stdin_pipe)
@@ -270,7 +270,7 @@ fn nonblocking(pid: u32, fd: u32) -> Option<bool> {
 fn assert_handed_back(shim: &ShimClient, client_stdin: &str) {
     assert!(
         wait_until(TIMEOUT, || fd_target(shim.pid(), 0) == client_stdin),
-        "the shim did not get the client's stdin back: {:?}",
+        "the shim did not get the client's stdin {client_stdin} back: {:?}",
         fd_targets(shim.pid())
     );
 }
