@@ -51,8 +51,9 @@ impl FakeDaemon {
         }
     }
 
-    /// Accepts one session, reads its hello, answers `reply` (raw bytes, newline included) and
-    /// then runs `after` on the connection. Reports the hello and the shim's end of file.
+    /// Accepts one session, reads its hello, answers `reply` (raw bytes, newline included),
+    /// reports the hello and then runs `after` on the connection, which reports the shim's end
+    /// of file.
     fn serve(
         self,
         reply: impl Into<String>,
@@ -66,9 +67,11 @@ impl FakeDaemon {
             let mut reader = BufReader::new(conn);
             let mut hello = String::new();
             reader.read_line(&mut hello).unwrap();
+            // The reply goes out before the hello is reported: a test that acts on the hello
+            // (kills the shim's parent, say) acts on a shim that was answered.
+            reader.get_mut().write_all(reply.as_bytes()).unwrap();
             tx.send(Seen::Hello(serde_json::from_str(&hello).unwrap()))
                 .unwrap();
-            reader.get_mut().write_all(reply.as_bytes()).unwrap();
             after(reader, &tx);
             // Keep the temp dir (and so the socket) until the session is over.
             drop(self._dir);
