@@ -171,6 +171,17 @@ impl Drop for Client {
     }
 }
 
+/// The client closes its input, which reaches a session relayed over the socket as the
+/// socket's end; the daemon closes it and the shim exits 0. What the shim said on stderr.
+fn end_over_the_socket(mut client: Client, mut daemon: Session) -> String {
+    drop(client.child.stdin.take());
+    let mut rest = String::new();
+    daemon.socket.read_to_string(&mut rest).unwrap();
+    drop(daemon);
+    assert_eq!(wait_exit(&mut client.child, WAIT).code(), Some(0));
+    stderr_of(&mut client.child)
+}
+
 #[test]
 fn a_daemon_that_takes_the_pipes_gets_the_clients_lines_on_them_and_the_socket_stays_idle() {
     let place = Place::new();
@@ -179,16 +190,8 @@ fn a_daemon_that_takes_the_pipes_gets_the_clients_lines_on_them_and_the_socket_s
     let mut daemon = Session::accept(&listener);
     daemon.take_pipes();
 
-    let big = format!(
-        r#"{{"jsonrpc":"2.0","id":3,"result":{{"blob":"{}"}}}}"#,
-        "x".repeat(300_000)
-    );
-    let lines = [
-        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"price":1.50,"n":123456789012345678901234567890}}"#,
-        r#"{ "jsonrpc" : "2.0", "method":"notifications/x", "params":{"s":"\u00e9\n","e":1E400} }"#,
-        big.as_str(),
-    ];
-    for line in lines {
+    for line in common::exact_lines() {
+        let line = line.as_str();
         client.send(line);
         assert_eq!(daemon.line(), line);
         daemon.send(line);
@@ -287,12 +290,7 @@ fn without_pipes_the_shim_says_why_when_asked_to() {
         client.send(r#"{"id":1}"#);
         assert_eq!(daemon.line(), r#"{"id":1}"#);
         // The client's end of input reaches the daemon as the socket's end; then it closes.
-        drop(client.child.stdin.take());
-        let mut rest = String::new();
-        daemon.socket.read_to_string(&mut rest).unwrap();
-        drop(daemon);
-        assert_eq!(wait_exit(&mut client.child, WAIT).code(), Some(0));
-        let err = stderr_of(&mut client.child);
+        let err = end_over_the_socket(client, daemon);
         assert_eq!(
             err.contains("mcp-shim: debug: relaying over the socket: this mcpd does not take the relay's pipes"),
             says,
@@ -323,12 +321,7 @@ fn a_daemon_that_refuses_the_pipes_gets_the_relay_over_the_socket_from_the_next_
     daemon.send(r#"{"id":1,"result":{}}"#);
     assert_eq!(client.line(), r#"{"id":1,"result":{}}"#);
 
-    drop(client.child.stdin.take());
-    let mut rest = String::new();
-    daemon.socket.read_to_string(&mut rest).unwrap();
-    drop(daemon);
-    assert_eq!(wait_exit(&mut client.child, WAIT).code(), Some(0));
-    let err = stderr_of(&mut client.child);
+    let err = end_over_the_socket(client, daemon);
     assert!(
         err.contains("mcp-shim: debug: relaying over the socket from now on: mcpd refused the relay's pipes: stdin is a regular file"),
         "{err}"

@@ -154,16 +154,8 @@ fn hello_describes_the_client_and_bytes_are_relayed_unchanged() {
 
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let big = format!(
-        r#"{{"jsonrpc":"2.0","id":3,"result":{{"blob":"{}"}}}}"#,
-        "x".repeat(300_000)
-    );
-    let lines = [
-        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"price":1.50,"n":123456789012345678901234567890}}"#,
-        r#"{ "jsonrpc" : "2.0", "method":"notifications/x", "params":{"s":"\u00e9\n","e":1E400} }"#,
-        big.as_str(),
-    ];
-    for line in lines {
+    for line in common::exact_lines() {
+        let line = line.as_str();
         stdin.write_all(line.as_bytes()).unwrap();
         stdin.write_all(b"\n").unwrap();
         let mut back = String::new();

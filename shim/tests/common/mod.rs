@@ -83,3 +83,16 @@ impl Place {
         let _ = std::fs::remove_file(&self.socket);
     }
 }
+
+/// Lines a relay must pass on byte for byte: numbers and spacing a JSON round trip would
+/// rewrite, escapes, and a line of 300 KB (more than one read).
+pub fn exact_lines() -> [String; 3] {
+    [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"price":1.50,"n":123456789012345678901234567890}}"#.to_owned(),
+        r#"{ "jsonrpc" : "2.0", "method":"notifications/x", "params":{"s":"\u00e9\n","e":1E400} }"#.to_owned(),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"result":{{"blob":"{}"}}}}"#,
+            "x".repeat(300_000)
+        ),
+    ]
+}
