@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 
+use mcpd_proto::wire::{ControlRequest, ControlResponse};
+
 use super::*;
 
 /// The two seeds, as `(crate, version, binary)`.
@@ -617,6 +619,14 @@ pub(crate) fn throughput(ctx: &Ctx) {
                 .collect();
             let wall = started.elapsed().as_secs_f64();
             let after = cpu_by_role(&procs);
+            // Lines the audit writer could not keep up with (counted as the calls finish).
+            let audit_dropped = _daemon
+                .as_ref()
+                .and_then(|d| match d.try_control(&ControlRequest::Stats) {
+                    Ok(ControlResponse::Stats(report)) => Some(report.audit_dropped.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "–".to_owned());
             let answered: u64 = runs.iter().map(|(_, r)| r.answered).sum();
             let errors: u64 = runs.iter().map(|(_, r)| r.errors).sum();
             let all: Vec<Duration> = runs
@@ -651,6 +661,7 @@ pub(crate) fn throughput(ctx: &Ctx) {
                 t(st.p99),
                 per_call,
                 errors.to_string(),
+                audit_dropped,
             ]);
             for (conn, _) in runs {
                 conn.close();
@@ -667,6 +678,7 @@ pub(crate) fn throughput(ctx: &Ctx) {
             "p99",
             "CPU per call, by process kind",
             "errors",
+            "audit lines dropped",
         ],
         &rows,
     );
