@@ -733,7 +733,11 @@ fn sdk_keeps_a_direct_session_across_a_daemon_stop(sdk: Sdk, stop: fn(&mut TestD
         {"op": "wait_stdin"},
         {"op": "list_tools"},
     ]);
-    let mut client = SdkClient::spawn_with(sdk, &daemon, &steps, &["--shim-arg=--direct"]);
+    // `--no-autostart`: the test starts the next daemon itself, and one the shim
+    // revived while this one still stopped (over the shim's 300 ms on a loaded machine) would
+    // have the SDK's stripped environment, another configuration, and take the session.
+    let shim_args = ["--shim-arg=--direct", "--shim-arg=--no-autostart"];
+    let mut client = SdkClient::spawn_with(sdk, &daemon, &steps, &shim_args);
     let before = client.wait_for_op("call_tool", PEER_TIMEOUT);
     assert_eq!(before["content"][0]["text"], "before", "{before}");
     client.wait_for_op("wait_stdin", PEER_TIMEOUT);

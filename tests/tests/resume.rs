@@ -180,7 +180,9 @@ fn peer_python_sdk_session_survives_a_daemon_restart() {
         {"op": "call_tool", "name": "example__echo", "arguments": {"message": "after"}},
         {"op": "list_tools"},
     ]);
-    let mut client = SdkClient::spawn(Sdk::Python, &first, &steps);
+    // The test starts the next daemon itself (see `direct::sdk_keeps_a_direct_session_across_a_daemon_stop`).
+    let mut client =
+        SdkClient::spawn_with(Sdk::Python, &first, &steps, &["--shim-arg=--no-autostart"]);
     let before = client.wait_for_op("call_tool", PEER_TIMEOUT);
     assert_eq!(
         before["content"][0]["text"],
