@@ -1,6 +1,7 @@
 //! The `mcpd` binary: flags, logging, the socket, signals and service-manager notices;
 //! everything else is `mcpd::run`.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,7 +37,8 @@ struct Args {
 
 /// The listening socket and whether its file is ours to remove at exit.
 enum Socket {
-    /// Bound by this process at this path: removed at exit.
+    /// Bound by this process at this path: removed at exit, unless another daemon has
+    /// replaced it meanwhile (see `serve`).
     Bound(tokio::net::UnixListener, PathBuf),
     /// Passed by the service manager: its file is systemd's and is never unlinked.
     Inherited(std::os::unix::net::UnixListener),
@@ -110,7 +112,11 @@ async fn serve(
             // An explicit start ends `mcpctl shutdown --stay-down`: shims may start it again.
             mcpd_proto::stay_down::clear(&path);
             tracing::info!(socket = %path.display(), config = %config_path.display(), "listening");
-            (listener, Some(path))
+            // The socket file as bound: while this daemon lets its calls in flight finish,
+            // its listener is closed already, so a daemon started meanwhile (a shim's
+            // autostart) finds it stale and binds its own; that one is not ours to remove.
+            let bound = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+            (listener, Some((path, bound)))
         }
         Socket::Inherited(std_listener) => {
             let at = mcpd::listener::local_path(&std_listener)
@@ -156,10 +162,16 @@ async fn serve(
     // as `run` has read its configuration.
     notify::notify_ready("accepting connections");
     let result = mcpd::run(config, listener, shutdown).await;
-    if let Some(path) = owned_path
-        && let Err(e) = std::fs::remove_file(&path)
-    {
-        tracing::debug!("cannot remove {}: {e}", path.display());
+    if let Some((path, bound)) = owned_path {
+        let now = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now != bound {
+            tracing::info!(
+                "{} is another daemon's socket now: left in place",
+                path.display()
+            );
+        } else if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!("cannot remove {}: {e}", path.display());
+        }
     }
     result
 }

@@ -469,6 +469,12 @@ pub fn sweep_records(dir: &Path) -> usize {
         }
         let record = records::read_record(&path);
         let Some(record) = record else { continue };
+        if record.mark.as_deref().is_some_and(run_is_live) {
+            // Its daemon still runs: one that lets its calls in flight finish as it stops,
+            // started before us. Its servers and records are its own to end.
+            tracing::debug!(server = %record.server, pgid = record.pid, daemon = record.daemon_pid, "the recording mcpd still runs; left alone");
+            continue;
+        }
         let _ = std::fs::remove_file(&path);
         if record.daemon_pid == std::process::id() || record.pid <= 1 {
             continue;
@@ -501,14 +507,26 @@ pub fn sweep_records(dir: &Path) -> usize {
 /// `<pid>.<start>.` of a mark `<pid>.<start>.<n>`, when that daemon run is over (no process
 /// with that pid and start time).
 fn run_of_mark(mark: &str) -> Option<String> {
-    let (run, _) = mark.rsplit_once('.')?;
-    let (pid, start) = run.split_once('.')?;
-    let pid: i32 = pid.parse().ok()?;
-    let start: u64 = start.parse().ok()?;
+    let (run, pid, start) = parse_mark(mark)?;
     if pid as u32 == std::process::id() || proc_start_time(pid) == Some(start) {
         return None;
     }
     Some(format!("{run}."))
+}
+
+/// Whether the daemon run of a mark `<pid>.<start>.<n>` is another daemon still running (a
+/// process with that pid and start time).
+fn run_is_live(mark: &str) -> bool {
+    parse_mark(mark).is_some_and(|(_, pid, start)| {
+        pid as u32 != std::process::id() && proc_start_time(pid) == Some(start)
+    })
+}
+
+/// `<pid>.<start>`, the pid and the start time of a mark `<pid>.<start>.<n>`.
+fn parse_mark(mark: &str) -> Option<(&str, i32, u64)> {
+    let (run, _) = mark.rsplit_once('.')?;
+    let (pid, start) = run.split_once('.')?;
+    Some((run, pid.parse().ok()?, start.parse().ok()?))
 }
 
 /// SIGKILLs every process of ours whose mark starts with `prefix`, until none is left.
@@ -627,6 +645,51 @@ mod tests {
         let stopped = tokio::time::timeout(Duration::from_secs(3600), p.stop(timeouts)).await;
         let _ = p.child.kill().await;
         assert!(stopped.is_ok(), "the stop was still waiting an hour later");
+    }
+
+    #[test]
+    fn the_records_of_a_daemon_that_still_runs_are_left_to_it() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new()
+            .prefix("r")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let children = dir.path().join("children");
+        records::prepare_records_dir(&children).unwrap();
+        // `daemon` stands for another mcpd that still lets its calls in flight finish, `server`
+        // for one of its servers (a process group of its own).
+        let mut daemon = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut server = std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let (dpid, pid) = (daemon.id() as i32, server.id() as i32);
+        let record = RecordFile {
+            server: "x".into(),
+            pid,
+            start_time: proc_start_time(pid).unwrap(),
+            daemon_pid: dpid as u32,
+            mark: Some(format!("{dpid}.{}.1", proc_start_time(dpid).unwrap())),
+        };
+        let path = children.join(format!("{pid}.json"));
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(sweep_records(&children), 0);
+        assert!(path.exists(), "a live daemon's record was removed");
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "a live daemon's server was killed"
+        );
+        // Once that daemon is gone (killed), the next one ends what it left.
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        assert_eq!(sweep_records(&children), 1);
+        assert!(!path.exists());
+        let status = server.wait().unwrap();
+        assert!(!status.success(), "{status}");
     }
 
     #[test]
