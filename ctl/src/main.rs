@@ -449,12 +449,14 @@ fn shutdown(socket: &std::path::Path, stay_down: bool) -> Result<()> {
     }
     match client.request(&ControlRequest::Shutdown, REQUEST_TIMEOUT)? {
         ControlResponse::Ok if stay_down => output::print(
-            "mcpd is shutting down and stays down: clients' mcp-shim will not start it again \
-             until you start `mcpd` yourself\n(under systemd, also `systemctl --user stop mcpd.socket`)\n",
+            "mcpd is shutting down (calls in flight get up to 10 s to finish) and stays down: \
+             clients' mcp-shim will not start it again until you start `mcpd` yourself\n\
+             (under systemd, also `systemctl --user stop mcpd.socket`)\n",
         ),
         ControlResponse::Ok => output::print(
-            "mcpd is shutting down; clients still attached through mcp-shim start it again \
-             when they need it\n(`mcpctl shutdown --stay-down` keeps it down)\n",
+            "mcpd is shutting down (calls in flight get up to 10 s to finish); clients still \
+             attached through mcp-shim start it again when they need it\n\
+             (`mcpctl shutdown --stay-down` keeps it down)\n",
         ),
         other => {
             if stay_down {

@@ -588,6 +588,14 @@ impl Daemon {
         })
     }
 
+    /// Requests of all sessions forwarded and not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        let mut total = 0;
+        self.hub
+            .each_entry(|_, e| total += e.in_flight.load(Ordering::Relaxed));
+        total
+    }
+
     /// Stops every upstream with the stop sequence, all at once, and waits for them.
     pub async fn stop_all(&self) {
         self.supervisor.stop_all().await;

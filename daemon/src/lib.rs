@@ -34,4 +34,5 @@ pub mod server;
 pub(crate) mod supervisor;
 pub mod upstream;
 
+pub use router::session::SHUTDOWN_GRACE;
 pub use server::{DaemonConfig, run};

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::{Frame, LineCodec};
 use crate::config;
 use crate::daemon::Daemon;
+use crate::router::session::SHUTDOWN_GRACE;
 
 /// Connections served at once; more are refused with an error line.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -27,6 +28,10 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub(crate) const MAX_FOREIGN_REFUSALS: usize = 32;
 /// Time a peer has to send its hello.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once the daemon stops, how long its sessions may take to end before the servers stop
+/// anyway: the grace for their requests in flight, then the writer's flush (2 s) or a direct
+/// session's hand-back (its 2 s grace, then at most 3 s to reach the shim).
+const SESSIONS_END: Duration = SHUTDOWN_GRACE.saturating_add(Duration::from_secs(5));
 
 /// How to run the daemon.
 #[derive(Debug)]
@@ -59,8 +64,10 @@ impl DaemonConfig {
     }
 }
 
-/// Runs the daemon on `listener` until `shutdown` is cancelled (or a control client asks for
-/// shutdown), then stops every upstream with the stop sequence and returns.
+/// Runs the daemon on `listener` until `shutdown` is cancelled (SIGTERM, or a control client
+/// asks for shutdown), then closes the listener, lets the sessions' calls in flight finish
+/// (for [`SHUTDOWN_GRACE`] at most; no wait when none is), stops every upstream with the stop
+/// sequence and returns.
 pub async fn run(
     config: DaemonConfig,
     listener: UnixListener,
@@ -90,6 +97,9 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let foreign = Arc::new(Semaphore::new(MAX_FOREIGN_REFUSALS));
     let tracker = TaskTracker::new();
+    // The attached sessions among the connections: the daemon waits for them to end before
+    // it stops the servers.
+    let sessions = TaskTracker::new();
     let mut reloads = config.reload_requests;
     tracing::info!(
         pid = std::process::id(),
@@ -115,7 +125,7 @@ pub async fn run(
                     let permit = if owner { &limit } else { &foreign };
                     let permit = Arc::clone(permit).try_acquire_owned().ok();
                     if owner || permit.is_some() {
-                        tracker.spawn(connection(Arc::clone(&daemon), stream, permit));
+                        tracker.spawn(connection(Arc::clone(&daemon), stream, permit, sessions.clone()));
                     } else {
                         tracing::debug!("closed a connection of another user: {MAX_FOREIGN_REFUSALS} refusals under way");
                     }
@@ -129,8 +139,30 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    // No new connections: under socket activation systemd keeps the socket and queues them for
+    // the next daemon; otherwise they are refused until the next one binds it (mcp-shim tries
+    // again). A connection accepted already gets no session (see `connection`).
     drop(listener);
     tracker.close();
+    sessions.close();
+    // The servers stop only once the sessions have ended: at once without requests in flight,
+    // else when those are answered or their grace is over (`router/session/unix.rs`).
+    let in_flight = daemon.requests_in_flight();
+    if in_flight > 0 {
+        tracing::info!(
+            "waiting up to {}s for {in_flight} calls in flight before the servers stop",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    if tokio::time::timeout(SESSIONS_END, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some sessions did not end within {}s: their servers stop anyway",
+            SESSIONS_END.as_secs()
+        );
+    }
     daemon.stop_all().await;
     // Whatever this run's servers left outside their trees' reach (none, normally).
     let left = crate::upstream::tree::end_marked(
@@ -153,7 +185,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<OwnedSemaphorePermit>) {
+async fn connection(
+    daemon: Arc<Daemon>,
+    stream: UnixStream,
+    permit: Option<OwnedSemaphorePermit>,
+    sessions: TaskTracker,
+) {
     let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_cred();
     let (read, mut write) = stream.into_split();
@@ -213,6 +250,15 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, permit: Option<Owne
         Hello::Attach(attach) => {
             if let Some(why) = version::mismatch(attach.v, "mcpd", "mcp-shim") {
                 refuse(&mut write, why).await;
+                return;
+            }
+            // Counted before the stop is looked at: a session the stop does not see yet is
+            // one the daemon waits for.
+            let _session = sessions.token();
+            if daemon.shutdown.is_cancelled() {
+                // The daemon stops: no new session. Closed without an answer, which mcp-shim
+                // takes as a daemon gone away: it tries again, and reaches the next one.
+                tracing::debug!("closed an attach that came while stopping");
                 return;
             }
             if daemon.config().profile_servers(&attach.profile).is_none() {

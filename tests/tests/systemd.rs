@@ -363,13 +363,18 @@ fn unit_files_say_what_the_daemon_expects() {
             "mcpd.service lacks {line}"
         );
     }
-    // The stop timeout covers the upstream stop sequence: stdin 2 s + SIGTERM 3 s + sweep 3 s.
+    // The stop timeout covers the grace for calls in flight and the sessions' end (the flush,
+    // a hand-back: 5 s), then the upstream stop sequence: stdin 2 s + SIGTERM 3 s + sweep 3 s.
     let stop = service
         .lines()
         .find_map(|l| l.strip_prefix("TimeoutStopSec="))
         .and_then(|v| v.trim_end_matches('s').parse::<u64>().ok())
         .expect("TimeoutStopSec=<seconds>s");
-    assert!(stop > 2 + 3 + 3, "TimeoutStopSec={stop}s is too short");
+    let needed = mcpd::SHUTDOWN_GRACE.as_secs() + 5 + 2 + 3 + 3;
+    assert!(
+        stop > needed,
+        "TimeoutStopSec={stop}s is too short (the stop may take {needed} s)"
+    );
 }
 
 /// Runs `packaging/install.sh ARGS` with the tree as HOME and a stand-in `systemctl` that logs

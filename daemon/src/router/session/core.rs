@@ -48,6 +48,21 @@ pub const SUPPORTED_PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-
 const MAX_IN_FLIGHT: usize = 1024;
 /// MCP: resource not found.
 const RESOURCE_NOT_FOUND: i64 = -32002;
+/// Requests the session answers itself, without a server: still answered while the daemon
+/// stops (see [`Session::on_line_stopping`]).
+const ANSWERED_HERE: [&str; 8] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+];
+/// The answer to a request that arrives while the daemon stops (see
+/// [`Session::on_line_stopping`]).
+const STOPPING: &str = "mcpd is stopping and did not start this request; try again (mcp-shim resumes the session on the next mcpd)";
 
 /// The lists clients are told changed, each with the kinds it covers.
 const CHANGE_GROUPS: [(&str, &[ListKind]); 3] = [
@@ -316,10 +331,72 @@ impl Session {
     pub(crate) async fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.next()).await {
-                Ok(Some(Ok((key, seq)))) => self.finished(key, seq),
-                Ok(Some(Err(_))) => {}
-                Ok(None) | Err(_) => break,
+            if tokio::time::timeout_at(deadline, self.finish_one())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+
+    /// Forwarded requests not answered yet.
+    pub(crate) fn in_flight(&mut self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits until one of the forwarded requests in flight ends, and forgets it (pending while
+    /// none is). Cancel-safe, like [`next_event`](Self::next_event).
+    pub(crate) async fn finish_one(&mut self) {
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        if let Some(Ok((key, seq))) = self.tasks.next().await {
+            self.finished(key, seq);
+        }
+        self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
+    }
+
+    /// A client line while the daemon stops (`unix.rs`, during the grace for the requests in
+    /// flight): the client's answers to server requests and its notifications (a cancel) are
+    /// handled as always, so that the calls in flight can finish, and so are the requests the
+    /// session answers itself ([`ANSWERED_HERE`]); a request for a server is not started, since
+    /// its server is about to stop, and gets [`STOPPING`]'s error at once: `-32012`, the code
+    /// `mcp-shim` gives a request a lost connection cut short, which says "try again" (the shim
+    /// resumes the session on the next daemon).
+    pub(crate) async fn on_line_stopping(&mut self, line: Bytes) {
+        let refused = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| Envelope::parse(text).ok())
+            .filter(|msg| {
+                msg.kind() == Kind::Request
+                    && !msg
+                        .method
+                        .as_deref()
+                        .is_some_and(|m| ANSWERED_HERE.contains(&m))
+            })
+            .map(|msg| {
+                let call = self.services.observer.begin(
+                    self.id,
+                    &self.client,
+                    &self.profile,
+                    &msg,
+                    msg.text(),
+                );
+                let id = msg.id.unwrap_or(RawValue::NULL);
+                (
+                    call,
+                    envelope::error_response(Some(id), envelope::UPSTREAM_LOST, STOPPING),
+                )
+            });
+        match refused {
+            None => self.on_line(line).await,
+            Some((call, answer)) => {
+                self.services
+                    .observer
+                    .traffic
+                    .publish(self.id, Direction::In, line);
+                self.answer(call, answer).await;
             }
         }
     }

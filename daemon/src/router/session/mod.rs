@@ -32,7 +32,7 @@ mod unix;
 pub use self::core::SUPPORTED_PROTOCOLS;
 pub(crate) use self::core::forward;
 pub use self::direct::{Asked as DirectAsked, serve as serve_direct};
-pub use self::unix::{Started, serve};
+pub use self::unix::{SHUTDOWN_GRACE, Started, serve};
 
 /// What a session needs from the rest of the daemon (it holds no `Daemon`).
 #[derive(Debug, Clone)]

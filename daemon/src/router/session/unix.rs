@@ -22,16 +22,19 @@ use super::Services;
 use super::core::Session;
 use crate::codec::{Frame, LineCodec};
 use crate::quiet::Quiet;
-use crate::router::outbox::{Outbox, write_lines};
+use crate::router::outbox::{Budget, Outbox, write_lines};
 
 /// How long requests in flight may still be answered after the client closed its side (the
 /// shim waits as long before it answers the rest with errors itself).
 const CLIENT_EOF_GRACE: Duration = Duration::from_secs(2);
-/// How long requests in flight may still be answered while the daemon shuts down.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// The same for a direct session that goes back to its shim: short enough that the hand-back
-/// is made while the daemon still waits for its connections (5 s after its servers stopped);
-/// what is still in flight then is answered `-32012` by the shim.
+/// How long requests in flight may still be answered while the daemon shuts down: the daemon
+/// stops its servers only after that (`server.rs`). With the writer's flush, the servers' stop
+/// sequence and the sweep it fits systemd's `TimeoutStopSec` (systemd/mcpd.service).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The same for a direct session that goes back to its shim: shorter, because its client's
+/// input is not read meanwhile (it goes back with the hand-back, and on to the next daemon), so
+/// that the client's new requests are held up for 2 s at most; what is still in flight then is
+/// answered `-32012` by the shim. The hand-back is made before the servers stop.
 const HANDBACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one attached session until the client goes away or the daemon shuts down.
@@ -162,8 +165,11 @@ where
             rare = &mut rare => match rare {
                 Rare::Shutdown => {
                     session.end_listens().await;
-                    let grace = if planned.is_some() { HANDBACK_GRACE } else { SHUTDOWN_GRACE };
-                    session.drain(grace).await;
+                    if planned.is_some() {
+                        session.drain(HANDBACK_GRACE).await;
+                    } else {
+                        grace(&mut session, reader, &budget, id).await;
+                    }
                     break Ended::Shutdown;
                 }
                 Rare::Hangup => break Ended::Hangup,
@@ -219,6 +225,46 @@ where
     }
     tracing::debug!(session = id, "detached");
     ended
+}
+
+/// The shutdown's grace for a relayed session: its requests in flight get their answers for up
+/// to [`SHUTDOWN_GRACE`] (the daemon stops its servers only after that, see `server.rs`), while
+/// the client's lines are still read so that they can finish: its answers to server requests,
+/// its cancels. A request for a server is not started (`Session::on_line_stopping`). Returns
+/// at once when nothing is in flight; what is still in flight at the grace's end is left to the
+/// session's close (the client's `mcp-shim` answers it `-32012` when the connection closes, and
+/// resumes the session on the next daemon).
+async fn grace<R: AsyncRead + Unpin>(
+    session: &mut Session,
+    reader: &mut FramedRead<R, LineCodec>,
+    budget: &Budget,
+    id: u64,
+) {
+    let mut deadline = Instant::now() + SHUTDOWN_GRACE;
+    let mut reading = true;
+    while session.in_flight() > 0 {
+        tokio::select! {
+            () = session.finish_one() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::info!(
+                    session = id,
+                    "the grace ended with {} requests unanswered: they are cut short",
+                    session.in_flight()
+                );
+                break;
+            }
+            () = budget.progressed(), if reading && budget.over() => {}
+            frame = reader.next(), if reading && !budget.over() => match frame {
+                Some(Ok(Frame::Line(line))) => session.on_line_stopping(line.freeze()).await,
+                Some(Ok(Frame::TooLong(len))) => session.on_too_long(len).await,
+                Some(Err(_)) | None => {
+                    // The client went away meanwhile: its usual, shorter grace.
+                    reading = false;
+                    deadline = deadline.min(Instant::now() + CLIENT_EOF_GRACE);
+                }
+            },
+        }
+    }
 }
 
 /// Which of the session's rare waits ended.
