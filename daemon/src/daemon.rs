@@ -57,6 +57,17 @@ pub struct Daemon {
     observer: Arc<crate::observe::Observer>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when the stop must not wait for the calls in flight any more (a second
+    /// SIGTERM or SIGINT).
+    pub cut_short: CancellationToken,
+}
+
+/// What stops the daemon: `shutdown` begins the stop, `cut_short` then ends the grace for the
+/// calls in flight early.
+#[derive(Debug)]
+pub struct StopTokens {
+    pub shutdown: CancellationToken,
+    pub cut_short: CancellationToken,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -78,8 +89,12 @@ impl Daemon {
         runtime_dir: PathBuf,
         state_dir: PathBuf,
         auth: Arc<crate::auth::AuthManager>,
-        shutdown: CancellationToken,
+        stop: StopTokens,
     ) -> Arc<Self> {
+        let StopTokens {
+            shutdown,
+            cut_short,
+        } = stop;
         let (loaded, config_error, config_fallback) =
             crate::config_report::at_start(loaded, &state_dir);
         report_loaded(&config_path, &loaded);
@@ -156,6 +171,7 @@ impl Daemon {
             secrets,
             observer,
             shutdown,
+            cut_short,
         });
         daemon.supervisor.start();
         daemon.rebuild_catalog();
@@ -221,6 +237,7 @@ impl Daemon {
             observer: Arc::clone(&self.observer),
             catalog: self.catalog(),
             shutdown: self.shutdown.clone(),
+            cut_short: self.cut_short.clone(),
         }
     }
 

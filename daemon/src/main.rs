@@ -134,11 +134,23 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let on_signal = shutdown.clone();
+    // A second SIGTERM or SIGINT (an impatient Ctrl-C) ends the grace for the calls in flight.
+    let cut_short = CancellationToken::new();
+    let on_second = cut_short.clone();
+    let stop = move |name: &str| {
+        if on_signal.is_cancelled() {
+            tracing::info!("{name} again: the calls in flight are cut short");
+            on_second.cancel();
+        } else {
+            tracing::info!("{name}");
+            on_signal.cancel();
+        }
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM"); on_signal.cancel(); }
-                _ = int.recv() => { tracing::info!("SIGINT"); on_signal.cancel(); }
+                _ = term.recv() => stop("SIGTERM"),
+                _ = int.recv() => stop("SIGINT"),
                 _ = hup.recv() => {
                     // The daemon sends RELOADING=1 and, when done, READY=1 with the result.
                     tracing::info!("SIGHUP: reloading");
@@ -158,6 +170,7 @@ async fn serve(
 
     let mut config = mcpd::DaemonConfig::new(config_path);
     config.reload_requests = Some(reload_rx);
+    config.cut_short = cut_short;
     // The socket is bound and queues connections from here on; the daemon accepts them as soon
     // as `run` has read its configuration.
     notify::notify_ready("accepting connections");

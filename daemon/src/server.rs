@@ -47,6 +47,9 @@ pub struct DaemonConfig {
     /// The state directory (`$XDG_STATE_HOME/mcpd`): OAuth credentials live in
     /// `credentials/`.
     pub state_dir: PathBuf,
+    /// Once the shutdown began, cancelling this ends the grace for the calls in flight at once
+    /// (the binary does on a second SIGTERM or SIGINT).
+    pub cut_short: CancellationToken,
 }
 
 impl DaemonConfig {
@@ -60,6 +63,7 @@ impl DaemonConfig {
                 .cache_dir
                 .join("catalog.json"),
             state_dir: mcpd_proto::paths::Paths::from_env().state_dir,
+            cut_short: CancellationToken::new(),
         }
     }
 }
@@ -90,7 +94,10 @@ pub async fn run(
         config.runtime_dir,
         config.state_dir.clone(),
         auth,
-        shutdown.clone(),
+        crate::daemon::StopTokens {
+            shutdown: shutdown.clone(),
+            cut_short: config.cut_short,
+        },
     );
     // Orphans reparented to mcpd (a subreaper, see `upstream/tree.rs`) are reaped as they exit.
     let reaper = tokio::spawn(crate::upstream::tree::reaper());

@@ -47,6 +47,7 @@ impl Daemon {
                 runtime_dir: runtime,
                 cache_file: cache.join("catalog.json"),
                 state_dir: state,
+                cut_short: CancellationToken::new(),
             },
             listener,
             shutdown.clone(),

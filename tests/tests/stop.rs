@@ -138,6 +138,24 @@ fn a_call_that_outlasts_the_grace_gets_32012_when_it_ends_and_the_session_resume
 }
 
 #[test]
+fn a_second_sigterm_cuts_the_grace_short() {
+    let mut daemon = TestDaemon::start(config());
+    let mut shim = shim(&daemon, true);
+    let id = sleep_in_flight(&daemon, &mut shim, 60_000);
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_log("calls in flight", TIMEOUT);
+    daemon.signal(libc::SIGTERM);
+    let answer = answer(&mut shim, id);
+    assert_eq!(answer["error"]["code"], json!(UPSTREAM_LOST), "{answer}");
+    stop(&mut daemon);
+    let log = daemon.log();
+    assert!(log.contains("the grace was cut short"), "{log}");
+    assert!(!log.contains("the grace ended"), "{log}");
+    daemon.start_again();
+    echo(&mut shim, "after");
+}
+
+#[test]
 fn a_call_sent_during_the_grace_is_not_started_and_the_call_in_flight_still_finishes() {
     let mut daemon = TestDaemon::start(config());
     let mut shim = shim(&daemon, true);

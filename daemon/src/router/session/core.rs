@@ -340,6 +340,11 @@ impl Session {
         }
     }
 
+    /// Cancelled when the shutdown's grace ends early (see `unix::grace`).
+    pub(crate) fn cut_short(&self) -> tokio_util::sync::CancellationToken {
+        self.services.cut_short.clone()
+    }
+
     /// Forwarded requests not answered yet.
     pub(crate) fn in_flight(&mut self) -> usize {
         self.tasks.len()

@@ -47,4 +47,6 @@ pub struct Services {
     pub catalog: watch::Receiver<SharedCatalog>,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown's grace for the requests in flight ends early.
+    pub cut_short: CancellationToken,
 }

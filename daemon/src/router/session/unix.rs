@@ -242,9 +242,18 @@ async fn grace<R: AsyncRead + Unpin>(
 ) {
     let mut deadline = Instant::now() + SHUTDOWN_GRACE;
     let mut reading = true;
+    let cut_short = session.cut_short();
     while session.in_flight() > 0 {
         tokio::select! {
             () = session.finish_one() => {}
+            () = cut_short.cancelled() => {
+                tracing::info!(
+                    session = id,
+                    "the grace was cut short with {} requests unanswered",
+                    session.in_flight()
+                );
+                break;
+            }
             () = tokio::time::sleep_until(deadline) => {
                 tracing::info!(
                     session = id,
