@@ -157,7 +157,7 @@ impl<'a> Envelope<'a> {
                 .scanned
                 .get_or_init(|| crate::peek::members(params.get(), PARAM_KEYS));
             match scanned {
-                Some(found) => found[slot].and_then(|v| serde_json::from_str(v).ok()),
+                Some(found) => found[slot].and_then(part_of_checked),
                 // Escaped keys, a key twice, not an object: the parser decides, key by key.
                 None => field(params, key).ok().flatten(),
             }
@@ -236,7 +236,7 @@ pub fn field<'a>(
 ) -> Result<Option<&'a RawValue>, serde_json::Error> {
     // A `RawValue` is valid JSON already: scan for the member, check only its value.
     if let Some([value]) = crate::peek::members(object.get(), [key]) {
-        return value.map(serde_json::from_str::<&RawValue>).transpose();
+        return Ok(value.and_then(part_of_checked));
     }
     let [value] = fields(object.get(), [key])?;
     Ok(value)
@@ -262,22 +262,50 @@ pub fn member_at<'a>(object: &'a RawValue, path: &[&str]) -> Option<&'a RawValue
         };
     }
     match crate::peek::members(text, [*last]) {
-        Some([value]) => serde_json::from_str(value?).ok(),
+        Some([value]) => part_of_checked(value?),
         None => fields(text, [*last]).ok()?[0],
     }
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes.
 pub fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    // A `RawValue` is valid JSON: a string without a backslash is the text between its quotes
+    // (serde's answer, without a deserialiser per method and name).
+    if let Some(inner) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        && memchr::memchr(b'\\', inner.as_bytes()).is_none()
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(s) => Ok(Cow::Borrowed(s)),
         Err(_) => serde_json::from_str::<String>(raw.get()).map(Cow::Owned),
     }
 }
 
-/// Looks up the members `keys` of the JSON object `text`; the rest are skipped unparsed.
-/// A key present twice is an error: two `id`s would let a sender route one and answer another.
+/// Looks up the members `keys` of the JSON object `text`, checking all of it; the rest are
+/// skipped undecoded. A key present twice is an error: two `id`s would let a sender route one
+/// and answer another.
+///
+/// The checking scan (`check.rs`) decides nearly every message in one pass over its bytes;
+/// what it leaves (an escaped key, a duplicate, an error) goes through serde_json, whose answer
+/// and error are the same as they always were.
 pub fn fields<'a, const N: usize>(
+    text: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
+    if let Some(found) = crate::check::members(text, keys)
+        && let Some(raw) = checked_raw(found)
+    {
+        return Ok(raw);
+    }
+    fields_by_serde(text, keys)
+}
+
+/// [`fields`] by serde_json alone: the reference the checking scan agrees with.
+pub(crate) fn fields_by_serde<'a, const N: usize>(
     text: &'a str,
     keys: [&str; N],
 ) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
@@ -325,6 +353,93 @@ impl<'de, const N: usize> Visitor<'de> for FieldsSeed<'_, N> {
             }
         }
         Ok(found)
+    }
+}
+
+/// The parts the checking scan found and checked, as the `RawValue`s they are (see
+/// [`Checked`]); `None` if serde_json does not take them that way.
+fn checked_raw<const N: usize>(found: [Option<&str>; N]) -> Option<[Option<&RawValue>; N]> {
+    let mut raw = [None; N];
+    for (slot, part) in raw.iter_mut().zip(found) {
+        if let Some(part) = part {
+            *slot = Some(<&RawValue as de::Deserialize>::deserialize(Checked(part)).ok()?);
+        }
+    }
+    Some(raw)
+}
+
+/// A value found by `peek::members` inside a `RawValue` (valid JSON, checked when it was
+/// parsed), as a `RawValue`, without checking it a second time.
+fn part_of_checked(value: &str) -> Option<&RawValue> {
+    match checked_raw([Some(value)]) {
+        Some([raw]) => raw,
+        None => serde_json::from_str(value).ok(),
+    }
+}
+
+/// JSON text that the checking scan checked, handed to `RawValue`'s own `Deserialize` as
+/// serde_json's deserialisers hand it a value's text (a one-member map whose key is its
+/// marker): the `RawValue` borrows the text without checking it again, which is what
+/// `serde_json::from_str` would do (at the cost of a second pass). Should serde_json ever
+/// take raw values another way, `checked_raw` fails and [`fields`] asks serde_json instead
+/// (slower, the same answer); `a_checked_part_becomes_a_raw_value_without_a_second_pass`
+/// tells.
+struct Checked<'a>(&'a str);
+
+/// serde_json's marker of a raw value (`serde_json::raw::TOKEN`).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl<'de> de::Deserializer<'de> for Checked<'de> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if name != RAW_VALUE_TOKEN {
+            return Err(de::Error::custom("not a raw value"));
+        }
+        visitor.visit_map(CheckedEntry(Some(self.0)))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// The one member of [`Checked`]'s map: the marker, then the text (borrowed).
+struct CheckedEntry<'a>(Option<&'a str>);
+
+impl<'de> MapAccess<'de> for CheckedEntry<'de> {
+    type Error = de::value::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        match self.0 {
+            Some(_) => seed
+                .deserialize(de::value::BorrowedStrDeserializer::new(RAW_VALUE_TOKEN))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let text = self
+            .0
+            .take()
+            .ok_or_else(|| de::Error::custom("no raw value left"))?;
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(text))
     }
 }
 
@@ -677,6 +792,19 @@ mod tests {
             let out = Envelope::parse(&text).unwrap().with_id("\"s-1\"");
             proptest::prop_assert_eq!(out, text.replacen(r#""id":1"#, r#""id":"s-1""#, 1));
         }
+    }
+
+    #[test]
+    fn a_checked_part_becomes_a_raw_value_without_a_second_pass() {
+        // Not JSON: only a part that was not checked again can come through.
+        let [raw] = checked_raw([Some("{not checked")]).expect("serde_json takes checked parts");
+        assert_eq!(raw.map(RawValue::get), Some("{not checked"));
+        let text = r#"{"id":7,"params":{"a":[1]}}"#;
+        let [id, params] = fields(text, ["id", "params"]).unwrap();
+        assert_eq!(id.map(RawValue::get), Some("7"));
+        let params = params.unwrap();
+        assert_eq!(params.get(), r#"{"a":[1]}"#);
+        assert_eq!(span(text, params), Some(17..26), "borrowed from the text");
     }
 
     #[test]

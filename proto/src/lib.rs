@@ -7,6 +7,7 @@
 //!
 //! This crate has no async runtime so that the std-only shim can depend on it.
 
+pub mod check;
 pub mod control_error;
 pub mod direct;
 pub mod envelope;
