@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::future::{AbortHandle, Aborted};
+use futures_util::future::Aborted;
 use mcpd_proto::envelope::{self, Envelope, Kind, member};
 use mcpd_proto::observe::Direction;
 use mcpd_proto::{Resume, ServerState};
@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::Services;
 use super::modern::{self, Era};
+use super::requests::RequestKey;
 use crate::config::ProfileShape;
 use crate::observe::{Call, ClientTag};
 use crate::router::catalog::{Catalog, SharedCatalog};
@@ -82,7 +83,7 @@ pub(crate) enum Event {
     /// The daemon's catalog is gone (it is shutting down).
     CatalogClosed,
     /// A forwarded request ended (or was cancelled).
-    Finished(Result<(Arc<str>, u64), Aborted>),
+    Finished(Result<(RequestKey, u64), Aborted>),
 }
 
 /// A wait for the catalog's next change (`true`), or its end (`false`), polled only once it
@@ -113,8 +114,8 @@ pub(crate) struct Session {
     /// Forwarded requests in flight, each keyed by the client's raw id (see [`Requests`]).
     tasks: super::requests::Requests,
     /// By the client's raw id: the request's sequence number in this session (a client may
-    /// reuse an id once answered) and the handle that cancels it.
-    aborts: HashMap<Arc<str>, (u64, AbortHandle)>,
+    /// reuse an id once answered), by which it is cancelled.
+    aborts: HashMap<RequestKey, u64>,
     /// Sequence number of the last forwarded request.
     seq: u64,
     in_flight: Arc<AtomicUsize>,
@@ -412,15 +413,15 @@ impl Session {
         super::handback::Resumable {
             initialize: self.initialize_params.clone(),
             initialized: self.initialized,
-            in_flight: self.aborts.keys().cloned().collect(),
+            in_flight: self.aborts.keys().map(Arc::from).collect(),
         }
     }
 
     /// Forgets a finished request, unless the client already reused its id for a newer one.
-    fn finished(&mut self, key: Arc<str>, seq: u64) {
+    fn finished(&mut self, key: RequestKey, seq: u64) {
         // One lookup: this runs for every answered request.
         if let std::collections::hash_map::Entry::Occupied(entry) = self.aborts.entry(key)
-            && entry.get().0 == seq
+            && *entry.get() == seq
         {
             entry.remove();
         }
@@ -568,7 +569,7 @@ impl Session {
             );
             return self.answer(call, answer).await;
         }
-        let key: Arc<str> = id.get().into();
+        let key = RequestKey::new(id.get());
         let (servers, shape) = self.shared_servers();
         let ctx = RequestContext {
             services: Arc::clone(&self.services),
@@ -587,7 +588,6 @@ impl Session {
             log_level,
             original: None,
         };
-        let task_key = Arc::clone(&key);
         self.seq += 1;
         let seq = self.seq;
         let list_kind = match msg.method() {
@@ -608,30 +608,28 @@ impl Session {
         // what waiting for its answer needs, once (one future for all paths held the context
         // three times over, 3,800 bytes moved and allocated per request); the others are
         // boxed on their own.
-        let abort = match (sent, list_kind, target) {
+        let tasks = &mut self.tasks;
+        let task_key = key.clone();
+        match (sent, list_kind, target) {
             (Some(Sending::Legacy(sent)), _, _) => {
-                self.tasks
-                    .push(ctx.answer_legacy(sent, bytes, (task_key, seq)))
+                tasks.push(task_key, seq, ctx.answer_legacy(sent, bytes));
             }
-            (Some(Sending::Modern(call)), _, _) => self.tasks.push(async move {
+            (Some(Sending::Modern(call)), _, _) => tasks.push(task_key, seq, async move {
                 let _bytes = bytes;
                 Box::pin(ctx.answer_modern(*call)).await;
-                (task_key, seq)
             }),
-            (None, Some(kind), _) => self.tasks.push(async move {
+            (None, Some(kind), _) => tasks.push(task_key, seq, async move {
                 let _bytes = bytes;
                 Box::pin(ctx.list(kind)).await;
-                (task_key, seq)
             }),
-            (None, None, target) => self.tasks.push(async move {
+            (None, None, target) => tasks.push(task_key, seq, async move {
                 let _bytes = bytes;
                 if let Some(target) = target {
                     Box::pin(ctx.route(target)).await;
                 }
-                (task_key, seq)
             }),
-        };
-        self.aborts.insert(key, (seq, abort));
+        }
+        self.aborts.insert(key, seq);
         self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
     }
 
@@ -822,9 +820,9 @@ impl Session {
                     // A listen ends without an answer.
                     return;
                 }
-                if let Some((_, abort)) = request.and_then(|r| self.aborts.remove(r.get())) {
-                    // The task's guard tells the upstream; no response goes to the client.
-                    abort.abort();
+                if let Some(seq) = request.and_then(|r| self.aborts.remove(r.get())) {
+                    // The request's guard tells the upstream; no response goes to the client.
+                    self.tasks.abort(seq);
                     self.in_flight.store(self.tasks.len(), Ordering::Relaxed);
                 }
             }
@@ -1353,8 +1351,7 @@ impl RequestContext {
     }
 
     /// The rest of a legacy request [`send_now`](Self::send_now) sent: what `route` does with
-    /// a plain call's answer. `bytes` are held until it is answered; `done` is what the future
-    /// ends with (see `Requests`).
+    /// a plain call's answer. `bytes` are held until it is answered.
     ///
     /// Not an `async fn` of `self`: the future is the block, which keeps the few parts it needs
     /// once, where each `async fn` taking the context by value would hold another copy of it.
@@ -1362,8 +1359,7 @@ impl RequestContext {
         self,
         mut sent: Sent,
         bytes: crate::router::outbox::RequestBytes,
-        done: (Arc<str>, u64),
-    ) -> impl std::future::Future<Output = (Arc<str>, u64)> + Send + 'static {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let RequestContext {
             out,
             link,
@@ -1386,7 +1382,6 @@ impl RequestContext {
                 call.finish(&answer);
             }
             out.send_answer(answer, Some(&sent.client_id)).await;
-            done
         }
     }
 
