@@ -5,8 +5,7 @@
 //! under a mutex the writer swaps out whole, so a record costs no allocation and crosses to
 //! the writer by value); when the writer falls behind the line is counted as dropped, and the
 //! next line written is preceded by one that says how many were lost. The writer is a thread of
-//! its own (plain blocking file I/O, at a lower priority than the threads that serve calls:
-//! [`WRITER_NICE`]): every [`GATHER`] while lines keep coming (woken only by
+//! its own (plain blocking file I/O): every [`GATHER`] while lines keep coming (woken only by
 //! the first line after a quiet spell), it serialises what gathered, redacts arguments (only
 //! recorded with `"audit": {"arguments": true}`), appends them to `audit.jsonl` with one
 //! `write`, renames the file to `audit-<ms>.jsonl` when it reaches `maxFileBytes`, and deletes
@@ -42,16 +41,6 @@ const KEEP_BATCH: usize = 1024;
 /// from p99 to p99.9, and writing a batch in chunks with a yield between them raised the p99
 /// of calls under load (docs/BENCHMARKS.md "The audit writer, session 6").
 const GATHER: Duration = Duration::from_millis(3);
-
-/// The writer thread's nice value (it starts at the daemon's, normally 0). Its batch, every
-/// [`GATHER`] under load, is a spell of formatting and an ext4 `write` that a call waking on
-/// the same CPU would otherwise wait out, since a thread just back from its sleep is not
-/// preempted at the same nice value; at 10 the scheduler switches to the call at once. It is no
-/// lower because the writer must keep up on a saturated CPU: at 19 (and with `SCHED_IDLE`) it
-/// fell behind by tens of thousands of lines in `throughput` on one CPU, at 10 by none
-/// (docs/BENCHMARKS.md "The audit writer's priority, session 7"). Lowering is one-way for an
-/// unprivileged process, so the value is fixed, not adjusted under load.
-const WRITER_NICE: libc::c_int = 10;
 
 /// How long a stopping daemon waits for the writer to write its last lines.
 const LAST_WRITE: Duration = Duration::from_secs(2);
@@ -341,29 +330,6 @@ impl Written {
     }
 }
 
-/// Gives the calling thread the nice value [`WRITER_NICE`], or leaves it as it is if it is
-/// already that low (a daemon started with `nice -n 15`); a failure (a seccomp filter, a kernel
-/// that refuses) is logged and leaves it as it was.
-fn lower_priority() {
-    // SAFETY: `getpriority` and `setpriority` take plain integers and touch no memory of ours.
-    // On Linux a nice value belongs to a thread, and `PRIO_PROCESS` with `who` 0 names the
-    // calling thread only (setpriority(2), "BUGS"), so the daemon's other threads keep theirs.
-    // `getpriority` can return -1 as a value; a nice value below `WRITER_NICE` is lowered either
-    // way, so its `errno` need not be told apart.
-    let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    if now >= WRITER_NICE {
-        return;
-    }
-    // SAFETY: as above.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower the audit writer's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 impl Writer {
     fn new(
         dir: PathBuf,
@@ -388,7 +354,6 @@ impl Writer {
     }
 
     fn run(mut self, queue: &Queue) {
-        lower_priority();
         let mut entries = Vec::new();
         loop {
             let closed = {
@@ -877,82 +842,6 @@ mod tests {
         queue.lock().idle = true;
         assert_eq!(queue.push(entry(5)), Err(()));
         assert_eq!(queue.lock().entries.len(), QUEUE);
-    }
-
-    /// The nice value in a `/proc/.../stat` (its field 19, counted after the `(comm)` field).
-    fn nice_in(stat: &std::path::Path) -> i64 {
-        let stat = std::fs::read_to_string(stat).unwrap_or_default();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        after.split(' ').nth(16).unwrap().parse().unwrap()
-    }
-
-    /// The nice values of this process's threads named `name`.
-    fn nice_of_threads(name: &str) -> Vec<i64> {
-        let mut nice = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.trim_end() == name {
-                nice.push(nice_in(&task.join("stat")));
-            }
-        }
-        nice
-    }
-
-    #[test]
-    fn the_writer_runs_at_a_lower_priority_than_the_threads_that_serve_calls() {
-        let me = std::path::Path::new("/proc/thread-self/stat");
-        let mine = nice_in(me);
-        let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::start(dir.path().to_owned(), crate::redact::Redactor::new());
-        // A test run under `nice` starts the writer lower already: it stays there.
-        let want = mine.max(i64::from(WRITER_NICE));
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let writer = loop {
-            let nice = nice_of_threads("mcpd-audit");
-            if nice.contains(&want) || std::time::Instant::now() > deadline {
-                break nice;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        assert!(
-            writer.contains(&want),
-            "audit writer threads' nice values: {writer:?}, want {want}"
-        );
-        // The thread that started it (a session's, in the daemon) keeps its own.
-        assert_eq!(nice_in(me), mine);
-        drop(log);
-    }
-
-    #[test]
-    fn a_busy_spell_keeps_its_batch_room_until_a_quiet_one_begins() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = Writer::new(
-            dir.path().to_owned(),
-            Arc::default(),
-            Arc::new(Options::new(&AuditOptions::default())),
-            crate::redact::Redactor::new(),
-        );
-        // A busy spell's batch: more lines than the buffer kept between spells.
-        let mut entries: Vec<Entry> = (0..2 * KEEP_BATCH as u64).map(entry).collect();
-        writer.write_batch(&mut entries);
-        assert!(writer.batch.capacity() > BATCH_BUFFER);
-        let (room, lines_room) = (writer.batch.capacity(), entries.capacity());
-        // The next batch of the spell reuses both.
-        entries.extend((0..10).map(entry));
-        writer.write_batch(&mut entries);
-        assert_eq!(writer.batch.capacity(), room);
-        assert_eq!(entries.capacity(), lines_room);
-        // Quiet: given back.
-        writer.trim(&mut entries);
-        assert_eq!((writer.batch.capacity(), entries.capacity()), (0, 0));
-        assert_eq!(lines(dir.path()).len(), 2 * KEEP_BATCH + 10);
-        // A small one's room is kept across the quiet spell.
-        entries.extend((0..10).map(entry));
-        writer.write_batch(&mut entries);
-        let room = writer.batch.capacity();
-        writer.trim(&mut entries);
-        assert_eq!(writer.batch.capacity(), room);
     }
 
     #[test]
